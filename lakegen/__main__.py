@@ -1,0 +1,5 @@
+import sys
+
+from lakegen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""Where artifacts live, and whether they are what their manifest says.
+
+A local artifact URI is a path relative to the manifest that names it; it must
+stay inside the lake even after symlinks are followed. Remote URIs (https, http,
+s3, gs, hf) are accepted and reported as unchecked until they are fetched.
+Hashing streams the file in blocks, so an artifact of any size costs a fixed
+amount of memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+REMOTE_SCHEMES = ("https", "http", "s3", "gs", "hf")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+BLOCK = 1 << 20
+
+
+class ArtifactPathError(ValueError):
+    """An artifact URI that lakegen refuses to follow."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved artifact: a local file inside the lake, or a remote URI."""
+
+    uri: str
+    path: Path | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+
+def resolve(uri: str, manifest: Path, root: Path) -> Location:
+    """Resolve ``uri`` as written in ``manifest``, a file of the lake rooted at ``root``."""
+    scheme = _SCHEME.match(uri)
+    if scheme and len(scheme.group(1)) > 1:  # one letter is a Windows drive, refused below
+        name = scheme.group(1).lower()
+        if name in REMOTE_SCHEMES:
+            return Location(uri)
+        supported = ", ".join(REMOTE_SCHEMES)
+        raise ArtifactPathError(
+            f"unsupported URI scheme '{name}:' (use a path relative to the manifest, or {supported})"
+        )
+    if uri.startswith(("/", "\\")) or scheme or "\\" in uri or "\x00" in uri:
+        raise ArtifactPathError(f"'{uri}' is absolute; use a path relative to the manifest")
+    root = root.resolve()
+    lexical = Path(os.path.normpath(manifest.parent.resolve() / uri))
+    if not lexical.is_relative_to(root):
+        raise ArtifactPathError(f"'{uri}' leaves the lake")
+    real = lexical.resolve()
+    if not real.is_relative_to(root):
+        raise ArtifactPathError(f"'{uri}' resolves outside the lake through a symlink")
+    return Location(uri, real)
+
+
+def sha256_file(path: Path) -> str:
+    """Streamed sha256 of a file."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify(path: Path, size: int, sha256: str) -> str | None:
+    """Why the file at ``path`` does not match ``size`` and ``sha256``, or None when it does."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "file not found"
+    if not path.is_file():
+        return "not a regular file"
+    if st.st_size != size:
+        return f"size is {st.st_size:,} bytes; manifest says {size:,}"
+    actual = sha256_file(path)
+    if actual != sha256:
+        return f"sha256 mismatch: manifest says {sha256}, file has {actual}"
+    return None

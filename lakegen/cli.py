@@ -1,0 +1,211 @@
+"""The ``lakegen`` command: parses arguments, calls library functions, prints results.
+
+Exit codes: 0 clean, 1 findings (or an operation refused for bad input),
+2 usage errors. Heavy libraries are imported inside the commands that need
+them, so ``lakegen --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lakegen.errors import LakeError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+def find_root(start: Path) -> Path:
+    """The nearest folder at or above ``start`` that holds ``catalog/``; else ``start``."""
+    for folder in (start, *start.parents):
+        if (folder / "catalog").is_dir():
+            return folder
+    return start
+
+
+def _root(args: argparse.Namespace) -> Path:
+    return Path(args.root) if args.root else find_root(Path.cwd())
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from lakegen.catalog import load_catalog
+
+    catalog = load_catalog(_root(args), verify_artifacts=not args.no_verify)
+    states = list(catalog.artifacts.values())
+    counts = {s: states.count(s) for s in ("verified", "contradicted", "unchecked")}
+    errors = catalog.errors
+    if args.json:
+        _print_json(
+            {
+                "ok": not errors,
+                "entries": len(catalog.records),
+                "artifacts": counts,
+                "problems": [p.to_json() for p in catalog.problems],
+            }
+        )
+    else:
+        for problem in catalog.problems:
+            print(problem)
+        warnings = len(catalog.problems) - len(errors)
+        print(
+            f"{len(catalog.records)} entries: {len(errors)} errors, {warnings} warnings; artifacts: "
+            f"{counts['verified']} verified, {counts['contradicted']} contradicted, "
+            f"{counts['unchecked']} unchecked",
+            file=sys.stderr,
+        )
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from lakegen.scaffold import new_manifest
+
+    root = _root(args)
+    path = new_manifest(root, args.kind, args.id, args.owner)
+    print(path.relative_to(root).as_posix())
+    return EXIT_OK
+
+
+def _summary(entry: Any) -> dict[str, Any]:
+    from lakegen.catalog import latest_version
+
+    versions = getattr(entry, "versions", None)
+    return {
+        "id": entry.id,
+        "kind": entry.kind,
+        "name": entry.name,
+        "license": entry.license,
+        "owners": list(entry.owners),
+        "latest_version": latest_version(entry) if versions is not None else None,
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from lakegen.catalog import load_catalog
+
+    catalog = load_catalog(_root(args), verify_artifacts=False)
+    rows = [_summary(e) for e in sorted(catalog.entries(args.kind), key=lambda e: (e.kind, e.id))]
+    if args.json:
+        _print_json(rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("kind", "id", "version", "license", "owners", "name", box=None)
+        for row in rows:
+            table.add_row(
+                row["kind"],
+                row["id"],
+                row["latest_version"] or "",
+                row["license"],
+                ", ".join(row["owners"]),
+                row["name"],
+            )
+        Console(soft_wrap=True).print(table, markup=False, highlight=False)
+    _warn_if_broken(catalog)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from lakegen.catalog import load_catalog
+
+    catalog = load_catalog(_root(args), verify_artifacts=False)
+    if args.id not in catalog:
+        print(f"lakegen: no entry '{args.id}'{catalog.suggest(args.id)}", file=sys.stderr)
+        return EXIT_FINDINGS
+    record = catalog.records[args.id]
+    data = record.entry.model_dump(mode="json")
+    if args.json:
+        _print_json({"path": record.path, **data})
+    else:
+        import yaml
+
+        print(f"# {record.path}")
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), end="")
+    _warn_if_broken(catalog)
+    return EXIT_OK
+
+
+def _warn_if_broken(catalog: Any) -> None:
+    if catalog.errors:
+        print(
+            f"lakegen: the lake has {len(catalog.errors)} problems; run 'lakegen validate'", file=sys.stderr
+        )
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from lakegen import schema
+
+    if args.write or args.check:
+        root = _root(args)
+        if args.check:
+            stale = schema.stale(root)
+            for name in stale:
+                print(f"{name}: out of date; run 'lakegen schema --write'")
+            return EXIT_FINDINGS if stale else EXIT_OK
+        for name in schema.write(root):
+            print(name)
+        return EXIT_OK
+    print(schema.render(args.kind), end="")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lakegen", description="Compile a model lake of YAML manifests into a verified catalog."
+    )
+    parser.add_argument("--root", help="the lake (a folder holding catalog/); default: found from here")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("validate", cmd_validate, "Check every manifest: schema, references, lineage, artifacts.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-verify", action="store_true", help="skip artifact sha256 checks")
+
+    p = add("new", cmd_new, "Scaffold a manifest that validates as it stands.")
+    p.add_argument("kind", choices=["model", "dataset", "code"])
+    p.add_argument("id", help="the new entry's id (a lowercase slug)")
+    p.add_argument("--owner", help="owner handle or team (default: @$USER)")
+
+    p = add("list", cmd_list, "List the lake's entries.")
+    p.add_argument("--kind", choices=["model", "dataset", "code"])
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("show", cmd_show, "Show one entry.")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("schema", cmd_schema, "Print, write or check the JSON Schema of manifests.")
+    p.add_argument("--kind", choices=["model", "dataset", "code"], default="model")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help="write schemas/*.schema.json")
+    group.add_argument("--check", action="store_true", help="exit 1 when schemas/ is out of date")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LakeError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_FINDINGS
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
