@@ -1,0 +1,214 @@
+"""The compiled lake: one serialisable product that the site, CLI search and exports read.
+
+``compile_lake`` runs the pipeline's stages over a loaded catalog and gathers
+what each one found into a :class:`LakeIndex`. Nothing downstream of this
+module re-derives lineage, results or findings: it reads them from here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lakegen import __version__
+from lakegen.catalog import Catalog, latest_version, load_catalog
+from lakegen.errors import Problem
+
+INDEX_FILE = ".lakegen/lake.json"
+Status = Literal["verified", "contradicted", "unchecked"]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IndexEntry(_Row):
+    """One manifest: where it is and what it says (the manifest as JSON)."""
+
+    id: str
+    kind: Literal["model", "dataset", "code"]
+    path: str
+    latest_version: str | None = None
+    manifest: dict[str, Any]
+
+
+class Edge(_Row):
+    """A lineage edge parent -> child, declared, recovered from weights, or both."""
+
+    parent: str
+    child: str
+    relation: str
+    declared: bool = Field(description="The child's manifest declares it.")
+    status: Literal["verified", "contradicted", "unchecked", "undeclared"] = Field(
+        description="verified: weights agree; contradicted: weights disagree; "
+        "unchecked: not compared (e.g. a base outside the lake); undeclared: weights show it, manifest does not."
+    )
+    weights_relation: str | None = Field(None, description="The relation the weights show, when compared.")
+    confidence: float | None = None
+    weight: float | None = Field(None, description="Estimated mixing weight, for merges.")
+
+
+class Finding(_Row):
+    """Something a stage wants a person to look at, tied to a manifest line."""
+
+    stage: Literal["validate", "attribution", "bench", "governance"]
+    rule: str
+    severity: Literal["error", "warning", "info"]
+    entry: str | None = None
+    owners: list[str] = []
+    path: str
+    line: int = 1
+    field: str = ""
+    message: str
+
+    @classmethod
+    def from_problem(
+        cls, problem: Problem, catalog: Catalog, stage: str = "validate", rule: str = "schema"
+    ) -> Finding:
+        entry = next((r.entry for r in catalog.records.values() if r.path == problem.path), None)
+        return cls(
+            stage=stage,  # type: ignore[arg-type]
+            rule=rule,
+            severity=problem.severity,
+            entry=entry.id if entry else None,
+            owners=list(entry.owners) if entry else [],
+            path=problem.path,
+            line=problem.line,
+            field=problem.field,
+            message=problem.message,
+        )
+
+
+class Result(_Row):
+    """A re-run of a declared evaluation, compared with the claimed number."""
+
+    model: str
+    version: str
+    dataset: str
+    split: str
+    metric: str
+    claimed: float
+    tolerance: float
+    reproduced: float | None = None
+    status: Literal["verified", "contradicted", "unreproducible", "failed"]
+    detail: str = ""
+    ran_at: str | None = None
+    device: str | None = None
+    duration_s: float | None = None
+    environment: dict[str, str] = {}
+    cache_key: str | None = None
+
+
+class FieldChange(_Row):
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class Change(_Row):
+    """One commit's change to one entry's manifest."""
+
+    entry: str
+    commit: str
+    author: str
+    email: str = ""
+    date: str
+    subject: str = ""
+    pr: int | None = None
+    path: str
+    action: Literal["added", "modified", "renamed", "deleted"]
+    changes: list[FieldChange] = []
+
+
+class ArtifactCheck(_Row):
+    entry: str
+    version: str
+    status: Status
+
+
+class LakeIndex(_Row):
+    """Everything the builder knows about a lake."""
+
+    format: int = 1
+    generated_at: str
+    lakegen_version: str = __version__
+    entries: list[IndexEntry] = []
+    edges: list[Edge] = []
+    findings: list[Finding] = []
+    results: list[Result] = []
+    history: list[Change] = []
+    artifacts: list[ArtifactCheck] = []
+    stages: dict[str, str] = Field(default_factory=dict, description="Stage name -> ran / skipped (why).")
+
+    def entry(self, entry_id: str) -> IndexEntry | None:
+        return next((e for e in self.entries if e.id == entry_id), None)
+
+
+def base_index(catalog: Catalog) -> LakeIndex:
+    """The index of a catalog before any evidence is gathered: entries, declared edges, validation."""
+    index = LakeIndex(generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    for record in sorted(catalog.records.values(), key=lambda r: r.entry.id):
+        entry = record.entry
+        versions = getattr(entry, "versions", None)
+        index.entries.append(
+            IndexEntry(
+                id=entry.id,
+                kind=entry.kind,
+                path=record.path,
+                latest_version=latest_version(entry) if versions is not None else None,  # type: ignore[arg-type]
+                manifest=entry.model_dump(mode="json"),
+            )
+        )
+    for model in catalog.models():
+        for base in model.base_models:
+            index.edges.append(
+                Edge(
+                    parent=base.id,
+                    child=model.id,
+                    relation=base.relation,
+                    declared=True,
+                    status="unchecked",
+                    weight=base.weight,
+                )
+            )
+    index.findings.extend(Finding.from_problem(p, catalog) for p in catalog.problems)
+    index.artifacts = [
+        ArtifactCheck(entry=e, version=v, status=s) for (e, v), s in sorted(catalog.artifacts.items())
+    ]
+    index.stages["validate"] = "ran"
+    return index
+
+
+def compile_lake(root: Path | str, *, verify_artifacts: bool = True) -> LakeIndex:
+    """Load the lake at ``root`` and run every stage into one :class:`LakeIndex`."""
+    catalog = load_catalog(root, verify_artifacts=verify_artifacts)
+    return base_index(catalog)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save(index: LakeIndex, root: Path) -> Path:
+    path = root / INDEX_FILE
+    write_json_atomic(path, index.model_dump(mode="json"))
+    return path
+
+
+def load_index(path: Path) -> LakeIndex:
+    return LakeIndex.model_validate_json(path.read_bytes())
