@@ -63,6 +63,8 @@ class Catalog:
     records: dict[str, Record] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     artifacts: dict[tuple[str, str], ArtifactState] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+    """Ids of manifests that failed to load, mapped to their paths, so references say why."""
 
     @property
     def errors(self) -> list[Problem]:
@@ -122,6 +124,7 @@ def load_catalog(root: Path | str, *, verify_artifacts: bool = True) -> Catalog:
             continue
         record = _load_record(file, display, catalog.problems)
         if record is None:
+            catalog.broken.setdefault(file.name.rsplit(".", 1)[0], display)
             continue
         first = catalog.records.get(record.entry.id)
         if first is not None:
@@ -194,6 +197,8 @@ def _validation_problems(
             message = "unknown field" + _did_you_mean(str(loc[-1]), list(fields or ()))
         elif kind == "missing":
             message = "required field is missing"
+        elif kind == "too_short":
+            message = f"needs at least {ctx.get('min_length', 1)} item(s)"
         elif kind in ("literal_error", "enum"):
             options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
             message = f"{value!r} is not one of: {', '.join(options)}" + _did_you_mean(str(value), options)
@@ -252,7 +257,9 @@ def _check_references(catalog: Catalog) -> None:
             return
         where = Problem(record.path, record.doc.line(loc), format_loc(loc), "")
         other = catalog.records.get(target)
-        if other is None:
+        if other is None and target in catalog.broken:
+            message = f"'{target}' does not load; fix {catalog.broken[target]} first"
+        elif other is None:
             message = f"no {kind} '{target}' in the lake" + catalog.suggest(target, kind)
         elif other.entry.kind != kind:
             message = f"'{target}' is a {other.entry.kind}, not a {kind}"

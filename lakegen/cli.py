@@ -122,12 +122,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"lakegen: no entry '{args.id}'{catalog.suggest(args.id)}", file=sys.stderr)
         return EXIT_FINDINGS
     record = catalog.records[args.id]
-    data = record.entry.model_dump(mode="json")
     if args.json:
-        _print_json({"path": record.path, **data})
+        _print_json({"path": record.path, **record.entry.model_dump(mode="json")})
     else:
         import yaml
 
+        data = record.entry.model_dump(mode="json", exclude_unset=True)
         print(f"# {record.path}")
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), end="")
     _warn_if_broken(catalog)

@@ -1,0 +1,129 @@
+"""The ``lakegen`` command through its real entry point: new, list, show, schema, usage errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from conftest import MODEL_A, run_lakegen, snapshot
+
+from lakegen import schema
+from lakegen.manifest import KINDS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("kind", ["model", "dataset", "code"])
+def test_new_scaffolds_a_manifest_that_validates(lake: Path, kind: str) -> None:
+    result = run_lakegen("--root", str(lake), "new", kind, f"fresh-{kind}", "--owner", "@bob")
+    assert result.returncode == 0, result.stderr
+    folder = {"model": "models", "dataset": "datasets", "code": "code"}[kind]
+    rel = f"catalog/{folder}/fresh-{kind}.yaml"
+    assert result.stdout.strip() == rel
+    text = (lake / rel).read_text()
+    assert text.startswith(f"# yaml-language-server: $schema=../../schemas/{kind}.schema.json\n")
+    check = run_lakegen("--root", str(lake), "validate")
+    assert check.returncode == 0, check.stdout
+    again = run_lakegen("--root", str(lake), "new", kind, f"fresh-{kind}")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+
+
+def test_new_refuses_a_bad_id_and_writes_nothing(lake: Path) -> None:
+    before = snapshot(lake)
+    result = run_lakegen("--root", str(lake), "new", "model", "Bad Id")
+    assert result.returncode == 1
+    assert "must be a lowercase slug" in result.stderr
+    assert snapshot(lake) == before
+
+
+def test_list_and_show_json(lake: Path) -> None:
+    listed = run_lakegen("--root", str(lake), "list", "--json")
+    assert listed.returncode == 0
+    rows = json.loads(listed.stdout)
+    assert [(r["kind"], r["id"], r["latest_version"]) for r in rows] == [
+        ("code", "toy-code", None),
+        ("dataset", "toy-data", "1.0.0"),
+        ("model", "toy-a", "1.0.0"),
+        ("model", "toy-b", "0.1.0"),
+    ]
+    models = json.loads(run_lakegen("--root", str(lake), "list", "--kind", "model", "--json").stdout)
+    assert [r["id"] for r in models] == ["toy-a", "toy-b"]
+    shown = json.loads(run_lakegen("--root", str(lake), "show", "toy-b", "--json").stdout)
+    assert shown["path"] == "catalog/models/toy-b.yaml"
+    assert shown["base_models"] == [
+        {"id": "toy-a", "version": "1.0.0", "relation": "finetune", "weight": None}
+    ]
+
+
+def test_show_human_and_unknown_id(lake: Path) -> None:
+    shown = run_lakegen("--root", str(lake), "show", "toy-a")
+    assert shown.returncode == 0
+    assert shown.stdout.startswith("# catalog/models/toy-a.yaml\n")
+    assert "family: toy-mlp" in shown.stdout
+    missing = run_lakegen("--root", str(lake), "show", "toy-aa")
+    assert missing.returncode == 1
+    assert "no entry 'toy-aa' (did you mean 'toy-a'?)" in missing.stderr
+
+
+def test_root_is_found_from_a_subfolder(lake: Path) -> None:
+    result = run_lakegen("list", "--json", cwd=lake / "catalog" / "models")
+    assert result.returncode == 0
+    assert len(json.loads(result.stdout)) == 4
+
+
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["new", "widget", "x"], ["validate", "--nope"]])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    result = run_lakegen(*args)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_not_a_lake(tmp_path: Path) -> None:
+    result = run_lakegen("--root", str(tmp_path), "validate")
+    assert result.returncode == 1
+    assert "no catalog/ folder here; is this a lake?" in result.stderr
+
+
+def test_committed_json_schema_matches_the_models() -> None:
+    assert schema.stale(REPO) == [], "run 'lakegen schema --write'"
+    result = run_lakegen("--root", str(REPO), "schema", "--check")
+    assert result.returncode == 0, result.stdout
+
+
+def test_schema_check_detects_drift(tmp_path: Path) -> None:
+    schema.write(tmp_path)
+    (tmp_path / "schemas/model.schema.json").write_text("{}\n")
+    result = run_lakegen("--root", str(tmp_path), "schema", "--check")
+    assert result.returncode == 1
+    assert result.stdout.strip() == "schemas/model.schema.json: out of date; run 'lakegen schema --write'"
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_schema_printed_is_valid_json_schema(kind: str) -> None:
+    result = run_lakegen("schema", "--kind", kind)
+    document = json.loads(result.stdout)
+    jsonschema.Draft202012Validator.check_schema(document)
+    assert document["additionalProperties"] is False
+
+
+def test_json_schema_accepts_good_and_flags_typos_like_an_editor() -> None:
+    validator = jsonschema.Draft202012Validator(schema.json_schema("model"))
+    data = json.loads(json.dumps(yaml.safe_load(MODEL_A), default=str))
+    assert list(validator.iter_errors(data)) == []
+    data["licence"] = data.pop("license")
+    messages = [e.message for e in validator.iter_errors(data)]
+    assert any("'license' is a required property" in m for m in messages)
+    assert any("'licence' was unexpected" in m for m in messages)
+
+
+def test_every_catalog_manifest_points_at_its_schema() -> None:
+    for path in sorted((REPO / "catalog").glob("*/*.yaml")):
+        kind = yaml.safe_load(path.read_text())["kind"]
+        assert path.read_text().startswith(
+            f"# yaml-language-server: $schema=../../schemas/{kind}.schema.json\n"
+        ), path
