@@ -47,7 +47,8 @@ class Edge(_Row):
     declared: bool = Field(description="The child's manifest declares it.")
     status: Literal["verified", "contradicted", "unchecked", "undeclared"] = Field(
         description="verified: weights agree; contradicted: weights disagree; "
-        "unchecked: not compared (e.g. a base outside the lake); undeclared: weights show it, manifest does not."
+        "unchecked: not compared (e.g. a base outside the lake); "
+        "undeclared: weights show it, manifest does not."
     )
     weights_relation: str | None = Field(None, description="The relation the weights show, when compared.")
     confidence: float | None = None

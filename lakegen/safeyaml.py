@@ -27,6 +27,7 @@ MAX_DEPTH = 32
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")}
+_STR = f"{_CORE}str"
 Loc = tuple[str | int, ...]
 
 
@@ -152,8 +153,10 @@ def _node(loader: Any, loc: Loc, depth: int, lines: dict[Loc, int]) -> Any:
 
 
 def _scalar(loader: Any, event: events.ScalarEvent) -> Any:
-    if event.tag == "!":
-        return event.value
+    if event.tag == "!" or (event.tag is None and event.style in ("'", '"', "|", ">")):
+        return event.value  # quoted and block scalars are strings; skip the resolver
     tag = event.tag or loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+    if tag == _STR:
+        return event.value
     node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
     return loader.yaml_constructors[tag](loader, node)
