@@ -197,12 +197,18 @@ class BaseModelRef(Strict):
     version: SemVer | None = None
     relation: Relation
     weight: float | None = Field(None, gt=0, le=1, description="Mixing weight, for merges.")
+    allow_deprecated: Line | None = Field(
+        None, description="Why a deprecated base is used on purpose (overrides the deprecated-base policy)."
+    )
 
 
 class DatasetUse(Strict):
     id: Ref
     version: SemVer | None = None
     role: Literal["train", "finetune", "eval"]
+    allow_deprecated: Line | None = Field(
+        None, description="Why a deprecated dataset is used on purpose (overrides the deprecated-base policy)."
+    )
 
 
 class CodeUse(Strict):
@@ -236,6 +242,9 @@ class Model(EntryBase):
     limitations: Text = ""
     risk: Literal["minimal", "limited", "high", "unacceptable"] = Field(
         description="Risk level under the EU AI Act."
+    )
+    risk_justification: Text = Field(
+        "", description="Why the risk level is lower than a base model's; required when it is."
     )
 
     @model_validator(mode="after")
