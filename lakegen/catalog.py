@@ -157,7 +157,7 @@ def _load_record(file: Path, display: str, problems: list[Problem]) -> Record | 
         problems.append(Problem(display, 1, "", f"a manifest is a YAML mapping, not {what}"))
         return None
     kind = data.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         if kind is None:
             message = "required field is missing (model, dataset or code)"
         else:
