@@ -186,10 +186,19 @@ def base_index(catalog: Catalog) -> LakeIndex:
     return index
 
 
-def compile_lake(root: Path | str, *, verify_artifacts: bool = True) -> LakeIndex:
-    """Load the lake at ``root`` and run every stage into one :class:`LakeIndex`."""
+def compile_lake(
+    root: Path | str, *, verify_artifacts: bool = True, run_evaluations: bool = False
+) -> LakeIndex:
+    """Load the lake at ``root`` and run every stage into one :class:`LakeIndex`.
+
+    Benchmark results are read from the results cache; evaluations run only with ``run_evaluations``.
+    """
+    from lakegen.bench import bench_stage
+
     catalog = load_catalog(root, verify_artifacts=verify_artifacts)
-    return base_index(catalog)
+    index = base_index(catalog)
+    bench_stage(catalog, index, run=run_evaluations)
+    return index
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
