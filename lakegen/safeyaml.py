@@ -156,7 +156,7 @@ def _scalar(loader: Any, event: events.ScalarEvent) -> Any:
     if event.tag == "!" or (event.tag is None and event.style in ("'", '"', "|", ">")):
         return event.value  # quoted and block scalars are strings; skip the resolver
     tag = event.tag or loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-    if tag == _STR:
-        return event.value
+    if tag == _STR or tag not in _SCALAR_TAGS:
+        return event.value  # YAML 1.1's implicit '=' (value) and '<<' (merge) stay plain strings
     node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
     return loader.yaml_constructors[tag](loader, node)

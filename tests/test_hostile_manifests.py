@@ -88,6 +88,12 @@ def test_fuzz_yaml_syntax_soup(text: str) -> None:
         assert type(e).__name__ == "_Refused", repr(e)
 
 
+@pytest.mark.parametrize("text", ["=", "<<: x", "x: =", "? [a]\n: b"])
+def test_yaml_1_1_oddities_found_by_fuzzing(lake: Path, text: str) -> None:
+    problems = _problems_for(lake, text.encode())
+    assert problems and all(p.startswith(f"{A}:") for p in problems)
+
+
 def test_billion_laughs_is_refused_before_expansion(lake: Path) -> None:
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
