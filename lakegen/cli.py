@@ -8,9 +8,10 @@ them, so ``lakegen --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,20 +97,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table("kind", "id", "version", "license", "owners", "name", box=None)
-        for row in rows:
-            table.add_row(
-                row["kind"],
-                row["id"],
-                row["latest_version"] or "",
-                row["license"],
-                ", ".join(row["owners"]),
-                row["name"],
-            )
-        Console(soft_wrap=True).print(table, markup=False, highlight=False)
+        table = [["kind", "id", "version", "license", "owners", "name"]] + [
+            [r["kind"], r["id"], r["latest_version"] or "-", r["license"], ",".join(r["owners"]), r["name"]]
+            for r in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(5)]
+        for row in table:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5])
     _warn_if_broken(catalog)
     return EXIT_OK
 
@@ -158,6 +152,74 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lakegen.bench import BenchError, Options, run_bench
+
+    options = Options(device=args.device, force=args.force, timeout_s=args.timeout)
+    if args.workers:
+        options.workers = args.workers
+    if args.memory_limit is not None:
+        options.memory_limit_bytes = int(args.memory_limit * (1 << 30))
+    try:
+        with _progress_bar(enabled=not args.json) as progress:
+            report = run_bench(_root(args), args.ids, options, progress)
+    except BenchError as e:
+        print(f"lakegen bench: {e}", file=sys.stderr)
+        return EXIT_FINDINGS
+    counts = report.counts()
+    if args.json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "counts": counts,
+                "executed": report.executed,
+                "cached": report.cached,
+                "duration_s": round(report.duration_s, 3),
+                "results": [r.model_dump(mode="json") for r in report.results],
+            }
+        )
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        columns = ("status", "model", "version", "dataset/split", "metric", "claimed", "reproduced", "detail")
+        table = Table(*columns, box=None)
+        for r in report.results:
+            reproduced = "" if r.reproduced is None else f"{r.reproduced:.4f}"
+            where = f"{r.dataset}/{r.split}"
+            detail = r.detail.split("\n", 1)[0]
+            table.add_row(r.status, r.model, r.version, where, r.metric, f"{r.claimed:g}", reproduced, detail)
+        Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(
+            table, markup=False, highlight=False
+        )
+        print(
+            f"{len(report.results)} evaluations: "
+            + ", ".join(f"{n} {status}" for status, n in counts.items())
+            + f"; {report.executed} run, {report.cached} from cache, {report.duration_s:.1f} s",
+            file=sys.stderr,
+        )
+    return EXIT_FINDINGS if args.strict and not report.ok else EXIT_OK
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr, fed ``(done, total)``; None when quiet."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("evaluating", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lakegen", description="Compile a model lake of YAML manifests into a verified catalog."
@@ -192,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="write schemas/*.schema.json")
     group.add_argument("--check", action="store_true", help="exit 1 when schemas/ is out of date")
+
+    p = add("bench", cmd_bench, "Re-run the evaluations manifests claim and compare the numbers.")
+    p.add_argument("ids", nargs="*", metavar="ID", help="models to benchmark (default: all)")
+    p.add_argument("--workers", type=int, help="evaluations run in parallel (default: half the CPUs, 1-4)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: GPU if present")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds one evaluation may run (600)")
+    p.add_argument("--memory-limit", type=float, metavar="GIB", help="address-space cap per worker; 0: none")
+    p.add_argument("--force", action="store_true", help="run again even when a cached result exists")
+    p.add_argument("--strict", action="store_true", help="exit 1 on a contradicted claim or a failed run")
+    p.add_argument("--json", action="store_true", help="machine-readable output, no progress bar")
     return parser
 
 
