@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="run again even when a cached result exists")
     p.add_argument("--strict", action="store_true", help="exit 1 on a contradicted claim or a failed run")
     p.add_argument("--json", action="store_true", help="machine-readable output, no progress bar")
+    from lakegen.cli_governance import add_commands
+
+    add_commands(add)
     return parser
 
 

@@ -35,6 +35,7 @@ class IndexEntry(_Row):
     kind: Literal["model", "dataset", "code"]
     path: str
     latest_version: str | None = None
+    documentation: float | None = Field(None, description="Documentation completeness, 0 to 1 (models).")
     manifest: dict[str, Any]
 
 
@@ -198,6 +199,11 @@ def compile_lake(
     catalog = load_catalog(root, verify_artifacts=verify_artifacts)
     index = base_index(catalog)
     bench_stage(catalog, index, run=run_evaluations)
+    from lakegen.history import history_stage
+    from lakegen.policies import governance_stage
+
+    governance_stage(catalog, index)
+    history_stage(catalog, index)
     return index
 
 

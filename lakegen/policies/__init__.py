@@ -1,0 +1,154 @@
+"""Governance policies: rules every entry of the lake is held to.
+
+A policy is any object with a ``name``, a ``description`` and a ``check(context)``
+that yields :class:`Violation` rows (see :class:`Policy`). The built-in rules are
+registered with :func:`register` exactly as a third-party one is; an installed
+package adds its own through the ``lakegen.policies`` entry-point group, naming
+an object that follows the protocol. Which rules run, and how severe each one is,
+comes from one lake-level file, ``catalog/policies.yaml`` (see :mod:`.config`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from lakegen.errors import format_loc
+from lakegen.policies.config import GovernanceConfig, load_config
+
+if TYPE_CHECKING:
+    from lakegen.catalog import Catalog
+    from lakegen.changes import LakeChanges
+    from lakegen.index import Finding, LakeIndex
+
+__all__ = [
+    "Context",
+    "GovernanceConfig",
+    "Policy",
+    "Violation",
+    "governance_stage",
+    "load_config",
+    "register",
+    "registered",
+    "run_policies",
+]
+
+ENTRY_POINT_GROUP = "lakegen.policies"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One breach of a rule: which entry, where in its manifest, and why.
+
+    ``advisory`` marks a note for a person (reported as ``info`` whatever the
+    rule's level). ``path`` and ``line`` are for places that are not an entry of
+    the catalog as loaded, such as a manifest the pull request deletes.
+    """
+
+    entry: str | None
+    loc: tuple[str | int, ...]
+    message: str
+    advisory: bool = False
+    path: str | None = None
+    line: int | None = None
+
+
+@dataclass
+class Context:
+    """What a policy may read: the catalog, the lake's configuration, and the base of a pull request."""
+
+    catalog: Catalog
+    config: GovernanceConfig
+    changes: LakeChanges | None = None
+    cache: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A governance rule. ``name`` is its key in ``policies.yaml``."""
+
+    name: str
+    description: str
+
+    def check(self, ctx: Context) -> Iterable[Violation]:
+        """Yield every violation of this rule in ``ctx``."""
+        ...
+
+
+_REGISTRY: dict[str, Policy] = {}
+_loaded = False
+
+
+def register(policy: Policy) -> Policy:
+    """Add ``policy`` to the rules lakegen runs; a later one of the same name replaces it."""
+    if not isinstance(policy, Policy):
+        raise TypeError(f"{policy!r} is not a policy: it needs name, description and check(ctx)")
+    _REGISTRY[policy.name] = policy
+    return policy
+
+
+def registered() -> dict[str, Policy]:
+    """Every known rule by name: the built-ins, then those of installed packages."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from lakegen.policies import builtin  # noqa: F401  (registers the built-in rules)
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            obj = ep.load()
+            register(obj() if isinstance(obj, type) else obj)
+    return dict(_REGISTRY)
+
+
+def run_policies(
+    catalog: Catalog, *, changes: LakeChanges | None = None, config: GovernanceConfig | None = None
+) -> list[Finding]:
+    """Run every enabled rule over ``catalog`` and return its findings, sorted by place."""
+    from lakegen.index import Finding
+
+    rules = registered()
+    config = config or load_config(catalog.root, set(rules))
+    findings = [Finding.from_problem(p, catalog, stage="governance", rule="config") for p in config.problems]
+    ctx = Context(catalog, config, changes)
+    for name, policy in sorted(rules.items()):
+        level = config.level(name)
+        if level == "off":
+            continue
+        for violation in policy.check(ctx):
+            findings.append(_finding(catalog, name, level, violation))
+    return sorted(findings, key=lambda f: (f.path, f.line, f.rule, f.message))
+
+
+def _finding(catalog: Catalog, rule: str, level: str, v: Violation) -> Finding:
+    from lakegen.index import Finding
+
+    record = catalog.records.get(v.entry) if v.entry else None
+    severity = "info" if v.advisory else ("error" if level == "error" else "warning")
+    return Finding(
+        stage="governance",
+        rule=rule,
+        severity=severity,  # type: ignore[arg-type]
+        entry=v.entry,
+        owners=list(record.entry.owners) if record else [],
+        path=v.path or (record.path if record else "catalog"),
+        line=v.line or (record.line(*v.loc) if record else 1),
+        field=format_loc(v.loc),
+        message=v.message,
+    )
+
+
+def governance_stage(catalog: Catalog, index: LakeIndex) -> None:
+    """The compile stage: every rule's findings, and each model's documentation score, into ``index``."""
+    from lakegen.manifest import Model
+    from lakegen.policies.builtin import documentation_score
+
+    findings = run_policies(catalog)
+    index.findings.extend(findings)
+    for row in index.entries:
+        entry = catalog.records[row.id].entry if row.id in catalog.records else None
+        if isinstance(entry, Model):
+            row.documentation = documentation_score(entry)[0]
+    errors = sum(f.severity == "error" for f in findings)
+    index.stages["governance"] = f"ran ({len(findings)} findings, {errors} errors)"
