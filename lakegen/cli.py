@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lakegen.cli_governance import add_commands
 
     add_commands(add)
+    from lakegen.cli_site import add_commands as add_site_commands  # build, serve, search
+
+    add_site_commands(add)
     return parser
 
 

@@ -1,0 +1,297 @@
+"""Search the compiled lake: full text plus facets, ranked.
+
+The site's search (Pagefind filters) and ``lakegen search`` share
+:func:`entry_facets`, so a facet means the same thing in both. Everything here
+reads the :class:`~lakegen.index.LakeIndex`; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lakegen.errors import LakeError, Problem
+from lakegen.index import IndexEntry, LakeIndex
+
+FACETS = ("kind", "task", "license", "framework", "owner", "relation", "lineage", "evaluation")
+FACET_LABELS = {
+    "kind": "kind",
+    "task": "task",
+    "license": "licence",
+    "framework": "framework",
+    "owner": "owner",
+    "relation": "relation",
+    "lineage": "lineage status",
+    "evaluation": "evaluation status",
+    "params": "parameters",
+}
+PARAM_BUCKETS = ((1e4, "<10K"), (1e5, "10K–100K"), (1e6, "100K–1M"), (1e7, "1M–10M"), (1e8, "10M–100M"))
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "!=": operator.ne,
+    "==": operator.eq,
+    "=": operator.eq,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+_WHERE = re.compile(r"^\s*([A-Za-z0-9._/-]+)\s*(>=|<=|!=|==|=|>|<)\s*([-+0-9.eE]+)\s*$")
+_TOKEN = re.compile(r"[\w.@/-]+")
+# Field weights for ranking: a hit in the id or name counts more than one in the description.
+_WEIGHTS = (("id", 8.0), ("name", 6.0), ("tags", 4.0), ("task", 3.0), ("owners", 2.0), ("text", 1.0))
+
+
+@dataclass(frozen=True)
+class Score:
+    """One number an entry is known by: (dataset, split, metric) and its best-known value."""
+
+    dataset: str
+    split: str
+    metric: str
+    value: float
+    reproduced: bool
+
+
+@dataclass
+class EntryFacets:
+    """What an entry can be filtered by, on the site and on the command line."""
+
+    kind: str
+    task: str | None = None
+    license: str | None = None
+    framework: str | None = None
+    owner: list[str] = field(default_factory=list)
+    relation: list[str] = field(default_factory=list)
+    lineage: list[str] = field(default_factory=list)
+    evaluation: list[str] = field(default_factory=list)
+    params: int | None = None
+    scores: list[Score] = field(default_factory=list)
+
+    def values(self, name: str) -> list[str]:
+        """The values of facet ``name`` as a list of strings (empty when the entry has none)."""
+        value = getattr(self, name)
+        if value is None:
+            return []
+        return list(value) if isinstance(value, list) else [str(value)]
+
+    def params_bucket(self) -> str | None:
+        if self.params is None:
+            return None
+        return params_bucket(self.params)
+
+    def metric_buckets(self) -> dict[str, list[str]]:
+        """metric -> the ranges its values fall in, for range filters on the site."""
+        out: dict[str, set[str]] = defaultdict(set)
+        for s in self.scores:
+            out[s.metric].add(value_bucket(s.value))
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def params_bucket(count: int) -> str:
+    for limit, label in PARAM_BUCKETS:
+        if count < limit:
+            return label
+    return "≥100M"
+
+
+def value_bucket(value: float) -> str:
+    """A range label for a metric value: tenths inside [0, 1], powers of ten outside."""
+    if 0 <= value <= 1:
+        low = min(math.floor(value * 10), 9) / 10
+        return f"{low:.1f}–{low + 0.1:.1f}"
+    if value == 0 or not math.isfinite(value):
+        return str(value)
+    exp = math.floor(math.log10(abs(value)))
+    sign = "-" if value < 0 else ""
+    return f"{sign}1e{exp}–{sign}1e{exp + 1}"
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def entry_facets(index: LakeIndex) -> dict[str, EntryFacets]:
+    """The facets of every entry of ``index``, keyed by id."""
+    incoming: dict[str, list[Any]] = defaultdict(list)
+    for edge in index.edges:
+        incoming[edge.child].append(edge)
+    results: dict[str, list[Any]] = defaultdict(list)
+    for result in index.results:
+        results[result.model].append(result)
+    out: dict[str, EntryFacets] = {}
+    for entry in index.entries:
+        m = entry.manifest
+        owners = [o for o in m.get("owners", []) if isinstance(o, str)]
+        facets = EntryFacets(
+            kind=entry.kind,
+            task=_str(m.get("task")),
+            license=_str(m.get("license")),
+            framework=_str(m.get("framework")),
+            owner=owners,
+            params=getattr(entry, "parameters", None),
+        )
+        edges = incoming.get(entry.id, [])
+        facets.relation = sorted({e.relation for e in edges})
+        facets.lineage = sorted({e.status for e in edges})
+        facets.evaluation, facets.scores = _evaluations(entry, results.get(entry.id, []))
+        out[entry.id] = facets
+    return out
+
+
+def _evaluations(entry: IndexEntry, results: list[Any]) -> tuple[list[str], list[Score]]:
+    """Statuses and scores of an entry: reproduced numbers, and claims nobody has re-run yet."""
+    statuses: set[str] = set()
+    scores: list[Score] = []
+    seen: set[tuple[str, str, str]] = set()
+    for r in results:
+        statuses.add(r.status)
+        seen.add((r.dataset, r.split, r.metric))
+        value = r.reproduced if r.reproduced is not None else r.claimed
+        scores.append(Score(r.dataset, r.split, r.metric, value, r.reproduced is not None))
+    for ev in entry.manifest.get("evaluations", []) or []:
+        if not isinstance(ev, dict):
+            continue
+        key = (str(ev.get("dataset")), str(ev.get("split")), str(ev.get("metric")))
+        if key in seen or not isinstance(ev.get("value"), int | float):
+            continue
+        statuses.add("unchecked")
+        scores.append(Score(*key, float(ev["value"]), False))
+    return sorted(statuses), scores
+
+
+@dataclass(frozen=True)
+class Where:
+    """A numeric condition: ``params>=1e6``, ``accuracy>=0.9``, ``digits/test/accuracy>0.95``."""
+
+    name: str
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Where:
+        match = _WHERE.match(text)
+        if not match:
+            raise LakeError(
+                Problem("--where", 1, "", f"cannot read {text!r}; write NAME OP NUMBER, e.g. 'accuracy>=0.9'")
+            )
+        name, op, number = match.groups()
+        try:
+            return cls(name, op, float(number))
+        except ValueError:
+            raise LakeError(Problem("--where", 1, "", f"{number!r} is not a number")) from None
+
+    def matches(self, facets: EntryFacets) -> bool:
+        test = _OPS[self.op]
+        if self.name in ("params", "parameters"):
+            return facets.params is not None and test(facets.params, self.value)
+        parts = self.name.split("/")
+        for s in facets.scores:
+            scope = [s.dataset, s.split, s.metric][-len(parts) :] if len(parts) <= 3 else []
+            if scope == parts and test(s.value, self.value):
+                return True
+        return False
+
+
+@dataclass
+class Hit:
+    id: str
+    kind: str
+    name: str
+    score: float
+    path: str
+    facets: EntryFacets
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["facets"] = {k: v for k, v in data["facets"].items() if v not in (None, [])}
+        return data
+
+
+def search(
+    index: LakeIndex,
+    text: str = "",
+    *,
+    filters: dict[str, Iterable[str]] | None = None,
+    where: Iterable[Where | str] = (),
+    limit: int | None = None,
+    facets: dict[str, EntryFacets] | None = None,
+) -> list[Hit]:
+    """Entries matching every word of ``text``, every facet filter and every ``where`` condition.
+
+    ``filters`` maps a facet name (see :data:`FACETS`, plus ``params`` for a
+    range label) to accepted values; an entry passes when it has any of them
+    (case-insensitive). Hits are ranked by where the words occur.
+    """
+    facets = facets if facets is not None else entry_facets(index)
+    conditions = [w if isinstance(w, Where) else Where.parse(w) for w in where]
+    wanted = {k: {v.lower() for v in vs} for k, vs in (filters or {}).items() if vs}
+    for name in wanted:
+        if name not in (*FACETS, "params"):
+            raise LakeError(Problem("search", 1, "", f"unknown facet {name!r} (one of {', '.join(FACETS)})"))
+    words = [w.lower() for w in _TOKEN.findall(text)]
+    hits = []
+    for entry in index.entries:
+        f = facets[entry.id]
+        if not all(_has(f, name, values) for name, values in wanted.items()):
+            continue
+        if not all(c.matches(f) for c in conditions):
+            continue
+        score = _rank(entry, words)
+        if score is None:
+            continue
+        name = entry.manifest.get("name")
+        hits.append(
+            Hit(entry.id, entry.kind, name if isinstance(name, str) else entry.id, score, entry.path, f)
+        )
+    hits.sort(key=lambda h: (-h.score, h.kind, h.id))
+    return hits[:limit] if limit else hits
+
+
+def _has(facets: EntryFacets, name: str, values: set[str]) -> bool:
+    if name == "params":
+        bucket = facets.params_bucket()
+        return bucket is not None and bucket.lower() in values
+    return any(v.lower() in values for v in facets.values(name))
+
+
+def _fields(entry: IndexEntry) -> dict[str, str]:
+    m = entry.manifest
+    text = " ".join(
+        str(m.get(k, "")) for k in ("description", "intended_use", "limitations", "framework", "license")
+    )
+    return {
+        "id": entry.id.lower(),
+        "name": str(m.get("name", "")).lower(),
+        "tags": " ".join(str(t) for t in m.get("tags", []) or []).lower(),
+        "task": str(m.get("task", "")).lower(),
+        "owners": " ".join(str(o) for o in m.get("owners", []) or []).lower(),
+        "text": text.lower(),
+    }
+
+
+def _rank(entry: IndexEntry, words: list[str]) -> float | None:
+    """The score of ``entry`` for ``words``, or None when a word is found nowhere."""
+    if not words:
+        return 0.0
+    fields = _fields(entry)
+    total = 0.0
+    for word in words:
+        best = 0.0
+        for name, weight in _WEIGHTS:
+            value = fields[name]
+            if word not in value:
+                continue
+            # A whole-word hit counts double a hit inside a longer word.
+            whole = re.search(rf"(?<![\w]){re.escape(word)}(?![\w])", value) is not None
+            best = max(best, weight * (2 if whole else 1))
+        if best == 0:
+            return None
+        total += best
+    if " ".join(words) == fields["id"]:
+        total += 20
+    return total

@@ -1,0 +1,148 @@
+"""Build the site into a temporary folder and swap it into place; serve it locally.
+
+An interrupted build leaves the previous ``site/`` as it was: mkdocs writes
+into a sibling temporary folder, which is renamed over ``site/`` only once
+everything, the search index included, is there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import io
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lakegen.index import LakeIndex
+
+DEFAULT_CONFIG = """\
+site_name: Model lake
+use_directory_urls: false
+theme:
+  name: material
+  font: false
+  features: [navigation.prune, navigation.top, toc.follow]
+plugins:
+  - lakegen
+"""
+
+
+@dataclass
+class BuildReport:
+    site: Path
+    seconds: float
+    pages: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _config(root: Path, site_dir: Path, config_file: Path | None) -> Any:
+    from mkdocs.config import load_config
+
+    from lakegen.site.plugin import default_templates
+
+    if config_file is None and (root / "mkdocs.yml").is_file():
+        config_file = root / "mkdocs.yml"
+    if config_file is not None:
+        return load_config(str(config_file), site_dir=str(site_dir))
+    docs = default_templates() / "docs"
+    stream = io.StringIO(DEFAULT_CONFIG)
+    stream.name = str(root / "mkdocs.yml")  # mkdocs resolves relative paths against this
+    return load_config(stream, site_dir=str(site_dir), docs_dir=str(docs))
+
+
+def build_site(
+    root: Path | str,
+    index: LakeIndex | None = None,
+    *,
+    site_dir: Path | str | None = None,
+    config_file: Path | str | None = None,
+    reuse: bool = True,
+    pagefind: bool | None = None,
+) -> BuildReport:
+    """Render the site of the lake at ``root`` (from ``index`` when given) into ``site_dir``.
+
+    ``root/mkdocs.yml`` is used when present, else a default configuration.
+    With ``reuse``, pages unchanged since the previous build in ``site_dir``
+    are linked from it rather than rendered again.
+    """
+    from mkdocs.commands.build import build
+
+    from lakegen.site.plugin import LakegenPlugin
+
+    root = Path(root).resolve()
+    final = Path(site_dir).resolve() if site_dir else root / "site"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    start = time.perf_counter()
+    try:
+        config = _config(root, tmp, Path(config_file) if config_file else None)
+        plugin = next((p for p in config.plugins.values() if isinstance(p, LakegenPlugin)), None)
+        if plugin is None:
+            raise ValueError("mkdocs.yml does not list the lakegen plugin under plugins:")
+        if plugin.config.root is None:
+            plugin.root_override = root
+        plugin.index = index
+        plugin.reuse_from = final if reuse and final.is_dir() else None
+        if pagefind is not None:
+            plugin.config.pagefind = pagefind
+        with _quiet_mkdocs():
+            build(config)
+        _swap(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    stats = dict(plugin.stats)
+    return BuildReport(final, time.perf_counter() - start, stats["rendered"] + stats["reused"], stats)
+
+
+def _swap(new: Path, final: Path) -> None:
+    """Put ``new`` at ``final``; the old folder is removed only after the rename succeeded."""
+    os.chmod(new, 0o755)
+    if not final.exists():
+        new.rename(final)
+        return
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_mkdocs() -> Any:
+    """mkdocs logs INFO lines and a banner about its future; lakegen prints its own summary."""
+    os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
+    logger = logging.getLogger("mkdocs")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    handler = None
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("mkdocs: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if handler is not None:
+            logger.removeHandler(handler)
+
+
+def serve(site: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve a built site on ``host:port`` until interrupted."""
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    with http.server.ThreadingHTTPServer((host, port), handler) as server:
+        print(f"Serving {site} at http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

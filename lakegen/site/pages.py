@@ -1,0 +1,360 @@
+"""Every page of the site as HTML from the Jinja2 templates in ``site_templates/pages``.
+
+The templates run with autoescape on: a manifest string is always text.
+Markdown fields go through :func:`lakegen.site.markup.markdown` (rendered, then
+sanitised) and pictures through :mod:`lakegen.site.svg`; both return markup the
+templates insert as is.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from lakegen.search import FACET_LABELS, FACETS
+from lakegen.site import svg
+from lakegen.site.markup import markdown, safe_url
+from lakegen.site.views import SEVERITIES, Board, LakeView, lower_is_better, stem
+
+LIST_PAGE = 200  # entries per listing page
+NAV = (
+    ("Home", "index.md"),
+    ("Models", "models.md"),
+    ("Datasets", "datasets.md"),
+    ("Code", "code.md"),
+    ("Leaderboards", "leaderboards.md"),
+    ("Governance", "governance.md"),
+    ("Lineage", "lineage.md"),
+    ("Search", "search.md"),
+    ("How to read", "about.md"),
+)
+
+
+@dataclass
+class Page:
+    """A generated page: where it goes, its title, its HTML body and its table of contents."""
+
+    src_uri: str
+    title: str
+    body: str
+    toc: list[tuple[str, str]] = field(default_factory=list)
+    in_nav: bool = False
+
+
+def url_of(src_uri: str, directory_urls: bool) -> str:
+    """The site URL (relative to the site root) of a docs page, as mkdocs would write it."""
+    base = src_uri.removesuffix(".md")
+    if not directory_urls:
+        return base + ".html"
+    if base == "index" or base.endswith("/index"):
+        return base.removesuffix("index")
+    return base + "/"
+
+
+class Renderer:
+    """Renders the pages of one lake with one set of templates."""
+
+    def __init__(self, view: LakeView, templates: Path, *, directory_urls: bool = False, site_name: str = ""):
+        self.view = view
+        self.directory_urls = directory_urls
+        self.env = Environment(
+            loader=FileSystemLoader(str(templates / "pages")),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(md=lambda t: Markup(markdown(t)), num=_num, size=_size, short=_short_sha)
+        self.env.globals.update(
+            safe_url=safe_url,
+            facet_labels=FACET_LABELS,
+            facet_names=FACETS,
+            severities=SEVERITIES,
+            site_name=site_name,
+        )
+        self._current = "index.md"
+        self._boards: dict[str, str] = {}
+        self.env.globals["href"] = self.href
+        self.env.globals["entry_href"] = self.entry_href
+        self.env.globals["root"] = self.root
+
+    def href(self, target: str) -> str:
+        """A link from the page being rendered to docs page ``target`` (``models/x.md``)."""
+        here = posixpath.dirname(url_of(self._current, self.directory_urls).rstrip("/") or "x")
+        if self.directory_urls and not self._current.endswith("index.md"):
+            here = url_of(self._current, True).rstrip("/")
+        there = url_of(target, self.directory_urls)
+        rel = posixpath.relpath(there or ".", here or ".")
+        return rel + ("/" if there.endswith("/") and rel != "." else "") if rel != "." else "./"
+
+    def root(self) -> str:
+        """The relative prefix from the page being rendered to the site root (``""`` or ``../``...)."""
+        url = url_of(self._current, self.directory_urls)
+        return "../" * url.count("/")
+
+    def entry_href(self, entry_id: str) -> str | None:
+        path = self.view.path(entry_id)
+        return self.href(path) if path else None
+
+    def render(self, template: str, src_uri: str, title: str, **context: Any) -> Page:
+        self._current = src_uri
+        toc: list[tuple[str, str]] = []
+        body = self.env.get_template(template).render(title=title, toc=toc, **context)
+        return Page(src_uri, title, body, toc, in_nav=src_uri in dict((p, t) for t, p in NAV))
+
+    def pages(self) -> Iterator[Page]:
+        view = self.view
+        boards = view.boards()
+        self._boards = {b.key: b.path for b in boards}
+        yield self.home(boards)
+        for kind, folder in (("model", "models"), ("dataset", "datasets"), ("code", "code")):
+            yield from self.listing(kind, folder)
+        for entry in view.index.entries:
+            if entry.kind == "model":
+                yield self.model(entry.id)
+            elif entry.kind == "dataset":
+                yield self.dataset(entry.id, boards)
+            else:
+                yield self.code(entry.id)
+        yield self.render("leaderboards.html", "leaderboards.md", "Leaderboards", boards=boards)
+        for board in boards:
+            yield self.board(board)
+        yield self.governance()
+        yield from self.lineage()
+        yield self.render("search.html", "search.md", "Search", facets=FACETS)
+
+    def home(self, boards: list[Board]) -> Page:
+        index = self.view.index
+        kinds = Counter(e.kind for e in index.entries)
+        attention = sorted(
+            (f for f in index.findings if f.severity in ("error", "warning")),
+            key=lambda f: (SEVERITIES.index(f.severity), f.entry or "", f.line),
+        )
+        return self.render(
+            "home.html",
+            "index.md",
+            "Model lake",
+            kinds=kinds,
+            edges=Counter(e.status for e in index.edges),
+            results=Counter(r.status for r in index.results),
+            findings=Counter(f.severity for f in index.findings),
+            recent=sorted(index.history, key=lambda c: c.date, reverse=True)[:15],
+            attention=attention[:20],
+            attention_total=len(attention),
+            boards=len(boards),
+            index=index,
+        )
+
+    def listing(self, kind: str, folder: str) -> Iterator[Page]:
+        entries = [e for e in self.view.index.entries if e.kind == kind]
+        chunks = [entries[i : i + LIST_PAGE] for i in range(0, len(entries), LIST_PAGE)] or [[]]
+        names = [f"{folder}.md"] + [f"{folder}-{n}.md" for n in range(2, len(chunks) + 1)]
+        title = {"model": "Models", "dataset": "Datasets", "code": "Code"}[kind]
+        for number, (chunk, name) in enumerate(zip(chunks, names, strict=True), start=1):
+            yield self.render(
+                "listing.html",
+                name,
+                title if number == 1 else f"{title} ({number})",
+                kind=kind,
+                entries=chunk,
+                facets=self.view.facets,
+                pages=names,
+                number=number,
+                total=len(entries),
+            )
+
+    def _common(self, entry_id: str) -> dict[str, Any]:
+        view = self.view
+        entry = view.entries[entry_id]
+        m = entry.manifest
+        versions = []
+        for v in m.get("versions") or []:
+            if isinstance(v, dict):
+                versions.append({**v, "status": view.artifacts.get((entry.id, str(v.get("version"))))})
+        return {
+            "e": entry,
+            "m": m,
+            "versions": versions,
+            "findings": sorted(
+                view.findings.get(entry.id, []), key=lambda f: (SEVERITIES.index(f.severity), f.line)
+            ),
+            "history": view.history.get(entry.id, []),
+            "facets": view.facets[entry.id],
+        }
+
+    def model(self, entry_id: str) -> Page:
+        view = self.view
+        ctx = self._common(entry_id)
+        self._current = view.path(entry_id) or ""
+        nodes = view.lineage_nodes(entry_id)
+        keep = set(nodes)
+        edges = [e for n in nodes for e in view.edges_in.get(n, []) if e.parent in keep]
+        above = nx.ancestors(view.graph, entry_id) if entry_id in view.graph else set()
+        ancestors = [n for n in nodes if n in above]
+        picture = svg.lineage_svg(
+            {n: self.entry_href(n) for n in nodes},
+            [svg.GraphEdge(e.parent, e.child, e.relation, e.status, e.declared) for e in edges],
+            focus=entry_id,
+            title=f"Lineage of {entry_id}",
+        )
+        return self.render(
+            "model.html",
+            view.path(entry_id) or "",
+            _title(ctx["m"], entry_id),
+            **ctx,
+            lineage=Markup(picture) if len(nodes) > 1 else "",
+            parents=view.edges_in.get(entry_id, []),
+            children=view.edges_out.get(entry_id, []),
+            evaluations=view.evaluations.get(entry_id, []),
+            ancestors=[(a, view.entries[a].manifest.get("license")) for a in ancestors if a in view.entries],
+            boards=self._boards,
+        )
+
+    def dataset(self, entry_id: str, boards: list[Board]) -> Page:
+        view = self.view
+        ctx = self._common(entry_id)
+        uses = view.by_dataset.get(entry_id, [])
+        return self.render(
+            "dataset.html",
+            view.path(entry_id) or "",
+            _title(ctx["m"], entry_id),
+            **ctx,
+            trained=[(m, r) for m, r in uses if r in ("train", "finetune")],
+            evaluated=sorted({m for m, r in uses if r == "eval"}),
+            boards=[b for b in boards if b.dataset == entry_id],
+            derived=[d for d in view.index.entries if _derives(d.manifest, entry_id)],
+        )
+
+    def code(self, entry_id: str) -> Page:
+        ctx = self._common(entry_id)
+        return self.render(
+            "code.html",
+            self.view.path(entry_id) or "",
+            _title(ctx["m"], entry_id),
+            **ctx,
+            used_by=self.view.by_code.get(entry_id, []),
+        )
+
+    def board(self, board: Board) -> Page:
+        self._current = board.path
+        ranked = board.ranked()
+        chart = svg.bar_chart(
+            [(r.model, r.value, r.status) for r in ranked[:25] if r.value is not None],
+            title=f"{board.key}",
+            links={r.model: self.entry_href(r.model) or "" for r in ranked[:25]},
+        )
+        return self.render(
+            "board.html",
+            board.path,
+            f"Leaderboard: {board.key}",
+            board=board,
+            ranked=ranked,
+            chart=Markup(chart),
+            lower=lower_is_better(board.metric),
+        )
+
+    def governance(self) -> Page:
+        findings = sorted(
+            self.view.index.findings,
+            key=lambda f: (SEVERITIES.index(f.severity), f.entry or "", f.path, f.line),
+        )
+        owners: dict[str, Counter[str]] = {}
+        for f in findings:
+            for owner in f.owners or ["(no owner)"]:
+                owners.setdefault(owner, Counter())[f.severity] += 1
+        return self.render(
+            "governance.html",
+            "governance.md",
+            "Governance",
+            findings=findings,
+            counts=Counter(f.severity for f in findings),
+            owners=sorted(owners.items(), key=lambda kv: (-kv[1]["error"], -kv[1]["warning"], kv[0])),
+            rules=Counter((f.stage, f.rule) for f in findings).most_common(),
+        )
+
+    def lineage(self) -> Iterator[Page]:
+        view = self.view
+        comps = view.components()
+        pictures = []
+        for comp in comps:
+            path = f"lineage/{stem(comp[0])}.md"
+            pictures.append((comp, path))
+        inline = []
+        self._current = "lineage.md"
+        for comp, path in pictures[:6]:
+            inline.append((comp, path, Markup(self._component_svg(comp, 30))))
+        edges = view.index.edges
+        yield self.render(
+            "lineage.html",
+            "lineage.md",
+            "Lineage explorer",
+            components=pictures,
+            inline=inline,
+            statuses=Counter(e.status for e in edges),
+            relations=Counter(e.relation for e in edges),
+            models=sum(1 for e in view.index.entries if e.kind == "model"),
+            edges=edges,
+        )
+        for comp, path in pictures:
+            self._current = path
+            yield self.render(
+                "component.html",
+                path,
+                f"Lineage family of {comp[0]}",
+                comp=comp,
+                picture=Markup(self._component_svg(comp, 200)),
+                edges=[e for n in comp for e in view.edges_in.get(n, [])],
+            )
+
+    def _component_svg(self, comp: list[str], limit: int) -> str:
+        keep = set(comp[:limit])
+        edges = [e for n in comp for e in self.view.edges_in.get(n, []) if e.parent in keep and n in keep]
+        return svg.lineage_svg(
+            {n: self.entry_href(n) for n in comp[:limit]},
+            [svg.GraphEdge(e.parent, e.child, e.relation, e.status, e.declared) for e in edges],
+            title=f"Lineage family of {comp[0]}",
+            max_nodes=limit,
+        )
+
+
+def _derives(manifest: dict[str, Any], dataset_id: str) -> bool:
+    sources = manifest.get("derived_from")
+    return isinstance(sources, list) and any(
+        isinstance(s, dict) and s.get("id") == dataset_id for s in sources
+    )
+
+
+def _title(manifest: dict[str, Any], entry_id: str) -> str:
+    name = manifest.get("name")
+    return name if isinstance(name, str) and name else entry_id
+
+
+def _num(value: object, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _size(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "–"
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
+def _short_sha(value: object, n: int = 12) -> str:
+    return str(value)[:n] if value else ""

@@ -1,0 +1,224 @@
+"""The lakegen mkdocs plugin: turns the compiled lake into mkdocs pages.
+
+Registered as the ``lakegen`` entry point of ``mkdocs.plugins``, so both
+``lakegen build`` and a plain ``mkdocs build`` with the repository's
+``mkdocs.yml`` produce the same site. Each page is rendered once by
+:mod:`lakegen.site.pages`; mkdocs gets a one-line Markdown stub for it
+(``on_page_markdown``) and the rendered HTML replaces the stub
+(``on_page_content``), so no page's HTML goes through the Markdown parser.
+Entry pages stay out of the global navigation, so each page's navigation is
+the same handful of sections however large the lake grows.
+
+A page whose rendered HTML is unchanged since the previous build, and that
+is outside the navigation, is not rendered again: its file is linked from
+the previous site (see :mod:`lakegen.site.cache`).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from mkdocs.config import base
+from mkdocs.config import config_options as c
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.plugins import BasePlugin
+from mkdocs.structure.files import File, Files, InclusionLevel
+from mkdocs.structure.pages import Page as MkPage
+from mkdocs.structure.toc import get_toc
+
+from lakegen.index import LakeIndex
+from lakegen.site import api, cache
+from lakegen.site.pages import NAV, Page, Renderer, url_of
+from lakegen.site.views import LakeView
+
+log = logging.getLogger("mkdocs.plugins.lakegen")
+STUB = "LAKEGEN-PAGE-BODY"
+STUB_HTML = f"<p>{STUB}</p>"
+ASSETS = ("lakegen.css", "lakegen-search.js")
+
+
+def default_templates() -> Path:
+    """The ``site_templates/`` folder that ships next to the lakegen package."""
+    return Path(__file__).resolve().parents[2] / "site_templates"
+
+
+class LakegenConfig(base.Config):
+    root = c.Optional(c.Type(str))
+    """The lake (a folder holding ``catalog/``); default: the folder of ``mkdocs.yml``."""
+    index = c.Optional(c.Type(str))
+    """A compiled ``lake.json`` to read instead of compiling the lake."""
+    templates = c.Optional(c.Type(str))
+    """The templates folder; default: ``site_templates`` beside ``mkdocs.yml``, else lakegen's own."""
+    pagefind = c.Type(bool, default=True)
+    """Build the Pagefind search index after the pages."""
+    reuse = c.Type(bool, default=True)
+    """Link pages that did not change from the previous build instead of rendering them again."""
+
+
+class LakegenPlugin(BasePlugin[LakegenConfig]):
+    """Generates every page of the lake site from a :class:`~lakegen.index.LakeIndex`."""
+
+    def __init__(self) -> None:
+        self.index: LakeIndex | None = None
+        self.root_override: Path | None = None
+        self.reuse_from: Path | None = None
+        self.stats: dict[str, Any] = {}
+        self._dirty = False
+        self._pages: dict[str, Page] = {}
+        self._reused: list[str] = []
+        self._digests: dict[str, str] = {}
+        self._context = ""
+
+    def on_startup(self, *, command: str, dirty: bool) -> None:
+        self._dirty = dirty
+
+    def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
+        """Resolve the lake and templates, add lakegen's stylesheet, and default the navigation.
+
+        Args:
+            config: the mkdocs configuration.
+
+        Returns:
+            The configuration, with ``extra_css`` and (when unset) ``nav`` filled in.
+        """
+        here = Path(config.config_file_path).parent if config.config_file_path else Path.cwd()
+        self.root = self.root_override or (here / self.config.root if self.config.root else here)
+        if self.config.templates:
+            self.templates = (here / self.config.templates).resolve()
+        elif (here / "site_templates" / "pages").is_dir():
+            self.templates = here / "site_templates"
+        else:
+            self.templates = default_templates()
+        if "assets/lakegen.css" not in config.extra_css:
+            config.extra_css.append("assets/lakegen.css")
+        if config.nav is None:
+            config.nav = [{title: path} for title, path in NAV]
+        # The sitemap would list only the pages rendered in this run; without site_url it has no use.
+        config.theme.static_templates.discard("sitemap.xml")
+        return config
+
+    def on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
+        """Render every lake page and add it to mkdocs' files (or mark it for reuse).
+
+        Args:
+            files: the files mkdocs found in ``docs_dir``.
+            config: the mkdocs configuration.
+
+        Returns:
+            The files, with the lake's pages and lakegen's assets added.
+        """
+        start = time.perf_counter()
+        index = self._load_index()
+        renderer = Renderer(
+            LakeView(index),
+            self.templates,
+            directory_urls=config.use_directory_urls,
+            site_name=config.site_name,
+        )
+        reuse_from = self.reuse_from or (Path(config.site_dir) if self._dirty else None)
+        self._context = cache.context_digest(config, self.templates, dict(self.config))
+        previous = cache.load(reuse_from, self._context) if self.config.reuse and reuse_from else None
+        self._reuse_dir = reuse_from
+        self._pages, self._reused, self._digests = {}, [], {}
+        for page in renderer.pages():
+            digest = cache.page_digest(page)
+            self._digests[page.src_uri] = digest
+            dest = cache.dest_path(page.src_uri, config.use_directory_urls)
+            if (
+                previous is not None
+                and not page.in_nav
+                and previous.get(page.src_uri) == digest
+                and (reuse_from / dest).is_file()  # type: ignore[operator]
+            ):
+                self._reused.append(dest)
+                continue
+            self._pages[page.src_uri] = page
+            inclusion = InclusionLevel.INCLUDED if page.in_nav else InclusionLevel.NOT_IN_NAV
+            files.append(File.generated(config, page.src_uri, content=STUB + "\n", inclusion=inclusion))
+        sitemap = files.get_file_from_path("sitemap.xml")
+        if sitemap is not None and not sitemap.is_documentation_page():
+            files.remove(sitemap)  # the raw template, copied once it is no longer a static template
+        for name in ASSETS:
+            src = self.templates / "assets" / name
+            files.append(File.generated(config, f"assets/{name}", abs_src_path=str(src)))
+        self.stats.update(
+            rendered=len(self._pages), reused=len(self._reused), render_s=time.perf_counter() - start
+        )
+        return files
+
+    def on_page_markdown(self, markdown: str, *, page: MkPage, config: MkDocsConfig, files: Files) -> str:
+        """Give a lake page its title (escaped: material prints it as is) and its stub body.
+
+        Args:
+            markdown: the page's Markdown source.
+            page: the page.
+            config: the mkdocs configuration.
+            files: all files.
+
+        Returns:
+            The Markdown to convert: a stub for lake pages, unchanged for others.
+        """
+        ours = self._pages.get(page.file.src_uri)
+        if ours is None:
+            return markdown
+        page.meta["title"] = html.escape(ours.title)
+        return STUB
+
+    def on_page_content(self, html_: str, *, page: MkPage, config: MkDocsConfig, files: Files) -> str:
+        """Put the rendered HTML of a lake page in place of its stub, and set its table of contents.
+
+        Args:
+            html_: the HTML mkdocs made from the stub.
+            page: the page.
+            config: the mkdocs configuration.
+            files: all files.
+
+        Returns:
+            The page's HTML.
+        """
+        ours = self._pages.get(page.file.src_uri)
+        if ours is None:
+            return html_
+        page.toc = get_toc(
+            [{"level": 2, "id": i, "name": html.escape(t), "children": []} for i, t in ours.toc]
+        )
+        return html_.replace(STUB_HTML, ours.body, 1)
+
+    def on_post_build(self, *, config: MkDocsConfig) -> None:
+        """Link reused pages, write the JSON API, index the site with Pagefind, record digests.
+
+        Args:
+            config: the mkdocs configuration.
+        """
+        site = Path(config.site_dir)
+        start = time.perf_counter()
+        if self._reuse_dir is not None and self._reuse_dir.resolve() != site.resolve():
+            for dest in self._reused:
+                cache.link(self._reuse_dir / dest, site / dest)
+        index = self._load_index()
+        written, linked = api.write(index, site, self._reuse_dir if self.config.reuse else None)
+        self.stats.update(api_written=written, api_linked=linked, post_s=time.perf_counter() - start)
+        if self.config.pagefind:
+            start = time.perf_counter()
+            self.stats["pagefind"] = api.run_pagefind(site)
+            self.stats["pagefind_s"] = time.perf_counter() - start
+        cache.save(site, self._context, self._digests)
+
+    def _load_index(self) -> LakeIndex:
+        if self.index is None:
+            if self.config.index:
+                from lakegen.index import load_index
+
+                self.index = load_index(self.root / self.config.index)
+            else:
+                from lakegen.index import compile_lake
+
+                self.index = compile_lake(self.root)
+        return self.index
+
+
+__all__ = ["LakegenPlugin", "url_of"]

@@ -1,0 +1,209 @@
+"""Lookups over a LakeIndex that the pages need: grouping and graph walks, never new evidence.
+
+Everything shown on the site comes from the index; this module only groups it
+by entry (edges in and out, results, findings, history) and maps ids to page
+paths that are always safe file names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from lakegen.index import Edge, Finding, IndexEntry, LakeIndex, Result
+from lakegen.search import EntryFacets, entry_facets
+
+_SAFE_STEM = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+FOLDERS = {"model": "models", "dataset": "datasets", "code": "code"}
+SEVERITIES = ("error", "warning", "info")
+LOWER_IS_BETTER = re.compile(r"loss|error|err$|perplexity|ppl|mse|mae|rmse|wer|cer|latency", re.I)
+
+
+def stem(key: str) -> str:
+    """A file-name-safe stem for ``key``: the key itself when it is a plain slug, else a hash."""
+    if _SAFE_STEM.match(key):
+        return key
+    return "x-" + hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def lower_is_better(metric: str) -> bool:
+    return bool(LOWER_IS_BETTER.search(metric))
+
+
+@dataclass
+class EvalRow:
+    """One evaluation of a model: what it claims and, when re-run, what was reproduced."""
+
+    model: str
+    version: str | None
+    dataset: str
+    split: str
+    metric: str
+    claimed: float | None
+    tolerance: float | None
+    reproduced: float | None
+    status: str
+    detail: str = ""
+
+    @property
+    def value(self) -> float | None:
+        return self.reproduced if self.reproduced is not None else self.claimed
+
+    @property
+    def delta(self) -> float | None:
+        if self.reproduced is None or self.claimed is None:
+            return None
+        return self.reproduced - self.claimed
+
+
+@dataclass
+class Board:
+    """A leaderboard: every model's number on one dataset, split and metric."""
+
+    dataset: str
+    split: str
+    metric: str
+    rows: list[EvalRow] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.split}/{self.metric}"
+
+    @property
+    def path(self) -> str:
+        return f"leaderboards/{stem(f'{self.dataset}--{self.split}--{self.metric}')}.md"
+
+    def ranked(self) -> list[EvalRow]:
+        rows = [r for r in self.rows if r.value is not None]
+        return sorted(rows, key=lambda r: (r.value, r.model), reverse=not lower_is_better(self.metric))
+
+
+class LakeView:
+    """The index, grouped for rendering."""
+
+    def __init__(self, index: LakeIndex):
+        self.index = index
+        self.entries: dict[str, IndexEntry] = {e.id: e for e in index.entries}
+        self.edges_in: dict[str, list[Edge]] = defaultdict(list)
+        self.edges_out: dict[str, list[Edge]] = defaultdict(list)
+        self.graph = nx.DiGraph()
+        for edge in index.edges:
+            self.edges_in[edge.child].append(edge)
+            self.edges_out[edge.parent].append(edge)
+            self.graph.add_edge(edge.parent, edge.child)
+        self.findings: dict[str | None, list[Finding]] = defaultdict(list)
+        for finding in index.findings:
+            self.findings[finding.entry].append(finding)
+        self.history: dict[str, list[Any]] = defaultdict(list)
+        for change in index.history:
+            self.history[change.entry].append(change)
+        for changes in self.history.values():
+            changes.sort(key=lambda c: c.date, reverse=True)
+        self.artifacts = {(a.entry, a.version): a.status for a in index.artifacts}
+        self.facets: dict[str, EntryFacets] = entry_facets(index)
+        self.evaluations: dict[str, list[EvalRow]] = {}
+        self.by_dataset: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self.by_code: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        results: dict[str, list[Result]] = defaultdict(list)
+        for r in index.results:
+            results[r.model].append(r)
+        for entry in index.entries:
+            if entry.kind == "model":
+                self.evaluations[entry.id] = _eval_rows(entry, results.get(entry.id, []))
+                self._uses(entry)
+        for model, rows in results.items():  # results of models the lake no longer lists
+            if model not in self.entries:
+                self.evaluations[model] = [_row(r) for r in rows]
+
+    def _uses(self, entry: IndexEntry) -> None:
+        m = entry.manifest
+        for use in _dicts(m.get("datasets")):
+            self.by_dataset[str(use.get("id"))].append((entry.id, str(use.get("role", ""))))
+        seen = set()
+        for row in self.evaluations[entry.id]:
+            if row.dataset not in seen:
+                seen.add(row.dataset)
+                self.by_dataset[row.dataset].append((entry.id, "eval"))
+        arch = m.get("architecture") if isinstance(m.get("architecture"), dict) else {}
+        if arch.get("code"):
+            self.by_code[str(arch["code"])].append((entry.id, "architecture"))
+        for use in _dicts(m.get("code")):
+            self.by_code[str(use.get("id"))].append((entry.id, str(use.get("role", ""))))
+
+    def path(self, entry_id: str) -> str | None:
+        """The page (docs-relative ``.md`` path) of an entry, or None for ids outside the lake."""
+        entry = self.entries.get(entry_id)
+        if entry is None:
+            return None
+        return f"{FOLDERS.get(entry.kind, 'other')}/{stem(entry.id)}.md"
+
+    def lineage_nodes(self, entry_id: str, limit: int = 40) -> list[str]:
+        """The entry, then its ancestors and descendants nearest first, at most ``limit``."""
+        if entry_id not in self.graph:
+            return [entry_id]
+        up = nx.single_source_shortest_path_length(self.graph.reverse(copy=False), entry_id)
+        down = nx.single_source_shortest_path_length(self.graph, entry_id)
+        ranked = sorted({**up, **down}.items(), key=lambda kv: (kv[1], kv[0]))
+        return [n for n, _ in ranked[:limit]]
+
+    def components(self) -> list[list[str]]:
+        """Families of the lineage graph (weakly connected, two or more members), largest first."""
+        comps = [sorted(c) for c in nx.weakly_connected_components(self.graph) if len(c) > 1]
+        return sorted(comps, key=lambda c: (-len(c), c[0]))
+
+    def boards(self) -> list[Board]:
+        boards: dict[tuple[str, str, str], Board] = {}
+        for rows in self.evaluations.values():
+            for row in rows:
+                key = (row.dataset, row.split, row.metric)
+                boards.setdefault(key, Board(*key)).rows.append(row)
+        return [boards[k] for k in sorted(boards)]
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _row(r: Result) -> EvalRow:
+    return EvalRow(
+        r.model,
+        r.version,
+        r.dataset,
+        r.split,
+        r.metric,
+        r.claimed,
+        r.tolerance,
+        r.reproduced,
+        r.status,
+        r.detail,
+    )
+
+
+def _eval_rows(entry: IndexEntry, results: list[Result]) -> list[EvalRow]:
+    """Results from the bench stage, plus claims in the manifest that no result covers yet."""
+    rows = [_row(r) for r in results]
+    seen = {(r.dataset, r.split, r.metric) for r in rows}
+    for ev in _dicts(entry.manifest.get("evaluations")):
+        key = (str(ev.get("dataset")), str(ev.get("split")), str(ev.get("metric")))
+        value = ev.get("value")
+        if key in seen or not isinstance(value, int | float):
+            continue
+        tolerance = ev.get("tolerance")
+        rows.append(
+            EvalRow(
+                entry.id,
+                ev.get("version") or entry.latest_version,
+                *key,
+                float(value),
+                float(tolerance) if isinstance(tolerance, int | float) else None,
+                None,
+                "unchecked",
+                "not re-run yet",
+            )
+        )
+    return rows

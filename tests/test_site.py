@@ -1,0 +1,311 @@
+"""The governance site built from fixture lakes: pages, pictures, safety, search, incremental builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from site_lake import demo_index, model, xss_index
+
+from lakegen.cli import main
+from lakegen.index import LakeIndex, save
+from lakegen.search import Where, entry_facets, search
+from lakegen.site import build_site
+from lakegen.site.markup import markdown, safe_url, sanitise
+from lakegen.site.svg import layered_layout
+from lakegen.site.views import stem
+
+REPO = Path(__file__).resolve().parents[1]
+# Anything that makes a browser fetch: src/href of loading elements, CSS url() and @import.
+LOADS = re.compile(
+    r"<(?:script|link|img|iframe|source|video|audio|embed|object)\b[^>]*?\b(?:src|href|data)\s*=\s*[\"']?"
+    r"\s*(?:https?:)?//"
+    r"|url\(\s*[\"']?\s*(?:https?:)?//|@import\s+[\"']?(?:url\()?\s*[\"']?(?:https?:)?//",
+    re.I,
+)
+
+
+def _site(root: Path, index: LakeIndex, **kw: object) -> Path:
+    (root / "catalog").mkdir(parents=True, exist_ok=True)
+    return build_site(root, index, **kw).site  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _site(tmp_path_factory.mktemp("lake"), demo_index())
+
+
+@pytest.fixture(scope="module")
+def xss_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _site(tmp_path_factory.mktemp("xss"), xss_index())
+
+
+def read(site: Path, path: str) -> str:
+    return (site / path).read_text(encoding="utf-8")
+
+
+def test_every_page_type_is_built(site: Path) -> None:
+    index = demo_index()
+    for entry in index.entries:
+        folder = {"model": "models", "dataset": "datasets", "code": "code"}[entry.kind]
+        assert (site / folder / f"{entry.id}.html").is_file(), entry.id
+        assert (site / "api" / "entries" / f"{entry.id}.json").is_file()
+    for page in ("index", "models", "datasets", "code", "leaderboards", "governance", "lineage", "search"):
+        assert (site / f"{page}.html").is_file(), page
+    assert (site / "leaderboards" / "digits--test--accuracy.html").is_file()
+    assert (site / "lineage" / "mlp-base.html").is_file()
+    assert (site / "pagefind" / "pagefind-ui.js").is_file()
+    assert not list(site.parent.glob(".site.*"))  # the temporary folder was renamed, none left over
+
+
+def test_home_counts_changes_and_attention(site: Path) -> None:
+    home = read(site, "index.html")
+    assert re.search(r'<span class="lg-n">7</span> models', home)
+    assert "Bump licence" in home and "(PR #12)" in home
+    attention = home.split('id="attention"')[1].split('id="recent"')[0]
+    assert "GPL-3.0-only model derived" in attention and "high-risk model" not in attention  # info stays out
+
+
+def test_model_page_shows_lineage_evaluations_findings_and_audit_trail(site: Path) -> None:
+    page = read(site, "models/mlp-q8.html")
+    svg = page.split('<svg class="lg-graph"')[1].split("</svg>")[0]
+    assert 'data-parent="mlp-ft" data-child="mlp-q8"' in svg
+    assert 'href="mlp-ft.html"' in svg  # nodes link to the model pages
+    evals = page.split('class="lg-table lg-evals"')[1].split("</table>")[0]
+    assert "<td>0.96</td><td>0.91</td>" in evals and "lg-s-contradicted" in evals
+    assert "-0.0500" in evals
+    assert "claimed 0.96, reproduced 0.91" in page  # the governance finding
+    assert '<a href="../datasets/digits.html">digits</a>' in page
+    ft = read(site, "models/mlp-ft.html")
+    assert "Bump licence" in ft and "<del>Apache-2.0</del>" in ft and "<ins>MIT</ins>" in ft
+    assert "mlp-base</a>: Apache-2.0" in ft  # licences along the lineage
+
+
+def test_declared_and_weight_verified_edges_look_different(site: Path) -> None:
+    page = read(site, "models/mlp-base.html")
+    edges = dict(
+        re.findall(r'<g class="lg-edge (lg-e-\w+)" data-parent="mlp-base" data-child="([\w-]+)"', page)
+    )
+    styles = {child: cls for cls, child in edges.items()}
+    assert styles == {
+        "mlp-ft": "lg-e-verified",
+        "mlp-lora": "lg-e-unchecked",
+        "mlp-mystery": "lg-e-undeclared",
+    }
+    undeclared = page.split('data-child="mlp-mystery"')[1].split("</g>")[0]
+    assert 'stroke-dasharray="2 4"' in undeclared
+    verified = page.split('data-child="mlp-ft"')[1].split("</g>")[0]
+    assert "stroke-dasharray" not in verified
+    ext = read(site, "models/ext-ft.html")
+    assert 'class="lg-node lg-external" data-node="hf:org/tiny-mlp"' in ext
+
+
+def test_dataset_code_leaderboard_governance_and_lineage_pages(site: Path) -> None:
+    digits = read(site, "datasets/digits.html")
+    trained = digits.split('id="used"')[1]
+    assert "mlp-base</a> (train)" in trained and "digits-noisy" in digits
+    assert "mlp-q8" in read(site, "code/lakedemo.html")
+    board = read(site, "leaderboards/digits--test--accuracy.html")
+    assert '<svg class="lg-chart"' in board
+    ranked = re.findall(r'<td>\d+</td><td><a href="../models/([\w-]+).html"', board)
+    assert ranked[:2] == ["mlp-ft", "mlp-base"]  # reproduced numbers rank, higher first
+    assert ranked.index("mlp-mystery") == len(ranked) - 1
+    loss = read(site, "leaderboards/digits--test--loss.html")
+    assert "lower is better" in loss
+    gov = read(site, "governance.html")
+    assert gov.index('id="error"') < gov.index('id="warning"') < gov.index('id="info"')
+    assert "<td>@dave</td><td>1</td><td>1</td>" in gov
+    lineage = read(site, "lineage.html")
+    assert lineage.count('<svg class="lg-graph"') == 2  # the mlp family and ext-ft's
+    assert "undeclared" in lineage
+
+
+def test_entries_stay_out_of_the_global_navigation(site: Path) -> None:
+    for page in ("index.html", "models/mlp-ft.html"):
+        nav = read(site, page).split('class="md-nav md-nav--primary"')[1].split("</nav>")[0]
+        assert "mlp-" not in nav
+        assert len(re.findall(r"<a\b", nav)) <= 12
+
+
+def test_nothing_is_loaded_from_another_host(site: Path, xss_site: Path) -> None:
+    for root in (site, xss_site):
+        for file in root.rglob("*"):
+            if file.suffix in (".html", ".css") or file.name == "lakegen-search.js":
+                text = file.read_text(encoding="utf-8", errors="replace")
+                match = LOADS.search(text)
+                assert match is None, f"{file.relative_to(root)} loads {match.group(0)!r}"
+                assert "fonts.googleapis" not in text and "fonts.gstatic" not in text
+    home = read(site, "index.html")
+    assert "cdn." not in home and "unpkg" not in home and "jsdelivr" not in home
+
+
+def test_search_index_has_every_entry_and_the_facets(site: Path) -> None:
+    entry = json.loads(read(site, "pagefind/pagefind-entry.json"))
+    pages = sum(lang["page_count"] for lang in entry["languages"].values())
+    assert pages == len(demo_index().entries)  # only entry pages carry data-pagefind-body
+    page = read(site, "models/mlp-q8.html")
+    filters = dict(re.findall(r'<span data-pagefind-filter="([^"]+)">([^<]+)</span>', page))
+    assert filters["lineage status"] == "contradicted"
+    assert filters["relation"] == "quantized" and filters["accuracy range"] == "0.9–1.0"
+    search_page = read(site, "search.html")
+    assert 'src="pagefind/pagefind-ui.js"' in search_page
+
+
+def test_api_has_the_lake_and_one_file_per_entry(site: Path) -> None:
+    lake = LakeIndex.model_validate_json(read(site, "api/lake.json"))
+    assert lake == demo_index()
+    doc = json.loads(read(site, "api/entries/mlp-q8.json"))
+    assert doc["manifest"]["name"] == "Mlp Q8"
+    assert [e["parent"] for e in doc["parents"]] == ["mlp-ft"]
+    assert doc["results"][0]["status"] == "contradicted"
+    assert [f["rule"] for f in doc["findings"]] == ["claim-contradicted"]
+
+
+def test_xss_payloads_render_as_text(xss_site: Path) -> None:
+    evil = read(xss_site, "models/evil.html")
+    assert "<title>&lt;script&gt; - Model lake</title>" in evil
+    assert '<h1 data-pagefind-meta="title">&lt;script&gt;</h1>' in evil
+    assert "{{ 7*7 }}{% raw %}" in evil  # template syntax in a manifest is text, never evaluated
+    for file in xss_site.rglob("*.html"):
+        audit = _Audit()
+        audit.feed(file.read_text(encoding="utf-8"))
+        assert audit.problems == [], file.relative_to(xss_site)
+    strange = xss_site / "models" / f"{stem('x<script>y')}.html"
+    assert strange.is_file() and stem("x<script>y").startswith("x-")
+    assert "&lt;/title&gt;&lt;script&gt;" in strange.read_text(encoding="utf-8")
+
+
+class _Audit(HTMLParser):
+    """Collects what would run in a browser: event handlers, script URLs, inline scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.problems: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._in_script = tag == "script"
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.problems.append(f"<{tag} {name}=...>")
+            url = (name in ("href", "src", "xlink:href", "action", "formaction") and value) or ""
+            if re.match(r"\s*(javascript|data|vbscript):", url, re.I):
+                self.problems.append(f"<{tag} {name}={value!r}>")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and "__xss" in data:
+            self.problems.append(f"script: {data[:60]!r}")
+
+
+def test_markdown_is_rendered_then_sanitised() -> None:
+    html = markdown(
+        "**bold** [ok](https://example.org) [js](javascript:alert(1)) [d](data:text/html,x)\n\n<b>raw</b>"
+    )
+    assert "<strong>bold</strong>" in html
+    assert 'href="https://example.org"' in html and 'rel="noopener noreferrer nofollow"' in html
+    assert 'href="javascript' not in html and 'href="data' not in html
+    assert "nope" not in sanitise(
+        '<a href="javascript:x" onclick="nope">a</a><img src="data:x" onerror="nope">'
+    )
+    assert "<b>" not in html and "&lt;b&gt;raw" in html
+    assert markdown(None) == "" and markdown(["x"]) == ""
+    assert safe_url("https://a.b/c") == "https://a.b/c"
+    assert safe_url("javascript:alert(1)") is None and safe_url('https://a"><x') is None
+
+
+def test_incremental_rebuild_renders_only_what_changed(tmp_path: Path) -> None:
+    index = demo_index()
+    site = _site(tmp_path, index, pagefind=False)
+    untouched = site / "models" / "mlp-base.html"
+    before = untouched.stat().st_ino
+    changed = index.model_copy(deep=True)
+    for i, entry in enumerate(changed.entries):
+        if entry.id == "mlp-mystery":
+            changed.entries[i] = model("mlp-mystery", description="Now *documented*.", owners=["@dave"])
+    report = build_site(tmp_path, changed, pagefind=False)
+    assert report.stats["reused"] > 0
+    # The changed page, the pages listing it, and the few pages in the navigation: nothing else.
+    assert report.stats["rendered"] <= 12, report.stats
+    assert "Now <em>documented</em>." in read(site, "models/mlp-mystery.html")
+    assert (site / "models" / "mlp-base.html").stat().st_ino == before
+    full = _site(tmp_path / "full", changed, pagefind=False)
+    for file in full.rglob("*.html"):
+        assert file.read_bytes() == (site / file.relative_to(full)).read_bytes(), file
+
+
+def test_an_interrupted_build_leaves_the_previous_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = _site(tmp_path, demo_index(), pagefind=False)
+    home = read(site, "index.html")
+
+    def boom(*_: object) -> str:
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr("lakegen.site.api.run_pagefind", boom)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        build_site(tmp_path, demo_index(), pagefind=True, reuse=False)
+    assert read(site, "index.html") == home
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "site"]
+
+
+def test_mkdocs_build_with_the_repository_config(tmp_path: Path) -> None:
+    lake = save(demo_index(), tmp_path)
+    env = {**os.environ, "LAKEGEN_INDEX": str(lake), "NO_MKDOCS_2_WARNING": "1"}
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(REPO / "mkdocs.yml"), "-d", str(out)]
+    subprocess.run(cmd, check=True, env=env, cwd=tmp_path, timeout=120)
+    assert (out / "models" / "mlp-q8.html").is_file() and (out / "pagefind" / "pagefind.js").is_file()
+    assert (out / "about.html").is_file() and (out / "api" / "lake.json").is_file()
+
+
+def test_cli_build_and_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "catalog").mkdir()
+    lake = save(demo_index(), tmp_path)
+    assert main(["--root", str(tmp_path), "build", "--index", str(lake), "--no-search", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["pages"] >= 20 and (tmp_path / "site" / "index.html").is_file()
+    args = ["--root", str(tmp_path), "search", "mlp", "--owner", "@dave", "--json"]
+    assert main(args) == 0
+    assert [h["id"] for h in json.loads(capsys.readouterr().out)] == ["mlp-mystery"]
+    assert main(["--root", str(tmp_path), "search", "--where", "digits/test/accuracy>=0.95", "--json"]) == 0
+    assert {h["id"] for h in json.loads(capsys.readouterr().out)} == {"mlp-base", "mlp-ft"}
+    assert main(["--root", str(tmp_path), "search", "--where", "accuracy>>1"]) == 1
+    assert "--where" in capsys.readouterr().err
+
+
+def test_search_facets_ranking_and_conditions() -> None:
+    index = demo_index()
+    facets = entry_facets(index)
+    assert facets["mlp-q8"].relation == ["quantized"] and facets["mlp-q8"].lineage == ["contradicted"]
+    assert facets["mlp-lora"].evaluation == ["unreproducible"]
+    assert facets["ext-ft"].evaluation == []
+    assert search(index, "mlp-ft")[0].id == "mlp-ft"  # the exact id ranks first
+    assert {h.id for h in search(index, filters={"license": ["mit"]})} == {"mlp-ft", "lakedemo"}
+    assert {h.id for h in search(index, filters={"lineage": ["undeclared"]})} == {"mlp-mystery"}
+    assert {h.id for h in search(index, where=["loss<=0.2"])} == {"mlp-q8"}
+    assert {h.id for h in search(index, where=["test/accuracy<0.92"])} == {
+        "mlp-q8",
+        "mlp-mystery",
+        "mlp-merge",
+    }
+    assert {h.id for h in search(index, where=["digits/test/accuracy<0.92"])} == {"mlp-q8", "mlp-mystery"}
+    assert search(index, "nothing-like-this") == []
+    assert Where.parse("params >= 1e6") == Where("params", ">=", 1e6)
+
+
+def test_layered_layout_puts_parents_above_children() -> None:
+    import networkx as nx
+
+    graph = nx.DiGraph([("a", "b"), ("b", "c"), ("a", "c"), ("x", "c")])
+    pos = layered_layout(graph)
+    assert pos["a"][0] < pos["b"][0] < pos["c"][0] and pos["x"][0] == 0
