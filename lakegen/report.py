@@ -126,6 +126,13 @@ class PolicyStage:
 
 
 class AttributionStage:
+    """Lineage from weights for the models a pull request adds or changes.
+
+    It calls the attribution engine's compile stage (``attribution_stage(catalog,
+    index)``, in :mod:`lakegen.attribution` or :mod:`lakegen.lineage`) on a scratch
+    index and keeps what it found about those models.
+    """
+
     name = "attribution"
 
     def run(self, ctx: CheckContext) -> StageOutcome:
@@ -134,15 +141,34 @@ class AttributionStage:
         models = ctx.changed_models()
         if not models:
             return StageOutcome(self.name, "not run: the pull request adds or changes no model")
+        stage = _find("attribution_stage", "lakegen.attribution", "lakegen.lineage")
+        if stage is None:
+            return StageOutcome(self.name, "not run: no attribution_stage() in lakegen.attribution")
+        from lakegen.index import base_index
+
+        scratch = base_index(ctx.catalog)
+        before = len(scratch.findings)
+        stage(ctx.catalog, scratch)
+        wanted = set(models)
+        findings = [f for f in scratch.findings[before:] if f.entry in wanted]
+        edges = [e for e in scratch.edges if e.child in wanted]
+        verified = sum(e.status == "verified" for e in edges)
+        status = f"ran: {len(models)} models, {len(edges)} edges ({verified} verified by weights)"
+        return StageOutcome(self.name, status, findings)
+
+
+def _find(name: str, *modules: str) -> Any:
+    """``name`` from the first of ``modules`` that has it, or None."""
+    import importlib
+
+    for module in modules:
         try:
-            from lakegen import attribution
+            found = getattr(importlib.import_module(module), name, None)
         except ImportError:
-            return StageOutcome(self.name, "not run: lakegen.attribution is not available in this version")
-        verify = getattr(attribution, "verify_models", None)
-        if verify is None:
-            return StageOutcome(self.name, "not run: lakegen.attribution has no verify_models()")
-        findings = [f for f in verify(ctx.catalog, models) if f.entry in set(models)]
-        return StageOutcome(self.name, f"ran: {len(models)} models ({', '.join(models)})", findings)
+            continue
+        if found is not None:
+            return found
+    return None
 
 
 _BENCH_RULES = {

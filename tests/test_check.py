@@ -1,0 +1,191 @@
+"""``lakegen check --base``: immutable releases, PR-only rules, the Markdown report and its escaping."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gitlake import GitLake, base, model, version
+
+from lakegen.report import md, run_check
+
+LAKEGEN = Path(sys.executable).with_name("lakegen")
+LENIENT = "rules:\n  documentation: warn\n"
+
+
+def lakegen(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LAKEGEN), "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def released(tmp_path: Path) -> tuple[GitLake, str]:
+    """main: vision 1.0.0 released through PR #3 (a merge commit); then a branch 'pr' is checked out."""
+    lake = GitLake(tmp_path, policies=LENIENT)
+    lake.put(model("seed"))
+    lake.commit("Seed the lake")
+    lake.git("checkout", "-q", "-b", "ada/vision")
+    lake.put(model("vision"))
+    release = lake.commit("Release vision 1.0.0")
+    lake.git("checkout", "-q", "main")
+    lake.merge("ada/vision", "Merge pull request #3 from ada/vision")
+    lake.git("checkout", "-q", "-b", "pr")
+    return lake, release
+
+
+def test_changing_a_released_sha256_fails_naming_the_releasing_commit(released: tuple[GitLake, str]) -> None:
+    lake, release = released
+    manifest = model("vision")
+    manifest["versions"] = [version("1.0.0", b"different weights", "vision")]
+    lake.put(manifest)
+    lake.commit("Retrain vision in place")
+    done = lakegen(lake.root, "check", "--base", "main", "--no-bench")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "immutable\\-releases" in done.stdout and release[:12] in done.stdout
+    report = run_check(lake.root, "main", run_evaluations=False)
+    (finding,) = [f for f in report.errors if f.rule == "immutable-releases"]
+    assert finding.entry == "vision" and finding.field == "versions[0].artifact.sha256"
+    assert f"released in commit {release[:12]} ('Release vision 1.0.0' by Ada Lovelace" in finding.message
+    assert "PR #3" in finding.message and "publish the new artifact as a new version" in finding.message
+    lines = (lake.root / "catalog/models/vision.yaml").read_text().splitlines()
+    assert lines[finding.line - 1].strip().startswith("sha256:")
+
+
+def test_uncommitted_edits_are_checked_too(released: tuple[GitLake, str]) -> None:
+    lake, release = released
+    manifest = model("vision")
+    manifest["versions"] = [version("1.0.0", b"edited, not committed", "vision")]
+    lake.put(manifest)
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert [f.rule for f in report.errors] == ["immutable-releases"]
+    assert release[:12] in report.errors[0].message
+
+
+def test_removing_a_released_version_or_its_manifest_fails(released: tuple[GitLake, str]) -> None:
+    lake, release = released
+    lake.put(model("vision", versions=[version("2.0.0", b"v2", "vision")]))
+    lake.git("rm", "-q", "catalog/models/seed.yaml")
+    lake.commit("Drop old things")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    found = {f.entry: f for f in report.errors}
+    assert sorted(found) == ["seed", "vision"]
+    assert found["seed"].path == "catalog/models/seed.yaml"
+    assert found["seed"].message.startswith("deleting the manifest removes version 1.0.0, released in commit")
+    assert "'Seed the lake'" in found["seed"].message
+    assert found["vision"].message.startswith(f"version 1.0.0 was released in commit {release[:12]}")
+    assert "cannot be removed" in found["vision"].message
+
+
+def test_a_new_version_and_a_rename_pass(released: tuple[GitLake, str]) -> None:
+    lake, _ = released
+    manifest = model("vision")
+    manifest["versions"].append(version("1.1.0", b"better weights", "vision"))
+    lake.put(manifest)
+    lake.git("mv", "catalog/models/seed.yaml", "catalog/models/seed2.yaml")
+    text = (lake.root / "catalog/models/seed2.yaml").read_text().replace("id: seed\n", "id: seed2\n")
+    lake.write("catalog/models/seed2.yaml", text)
+    lake.commit("Release vision 1.1.0, rename seed")
+    done = lakegen(lake.root, "check", "--base", "main", "--no-bench")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| modified | vision | model | versions\\[1\\.1\\.0\\]: added" in done.stdout
+    assert "| renamed | seed2 | model | file: catalog/models/seed\\.yaml → catalog/models/seed2\\.yaml" in done.stdout
+
+
+def test_a_new_reference_to_a_deprecated_base_fails_the_pr(released: tuple[GitLake, str]) -> None:
+    lake, _ = released
+    lake.git("checkout", "-q", "main")
+    lake.put(model("seed", deprecated=True))
+    lake.commit("Deprecate seed")
+    lake.git("checkout", "-q", "-b", "pr2")
+    lake.put(model("child", base_models=[base("seed")]))
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert [(f.rule, f.entry) for f in report.errors] == [("deprecated-base", "child")]
+    lake.put(model("child", base_models=[base("seed", allow_deprecated="Ablation study.")]))
+    assert run_check(lake.root, "main", run_evaluations=False).ok
+
+
+def test_licence_violation_in_a_pr_is_reported_under_the_pr(released: tuple[GitLake, str]) -> None:
+    lake, _ = released
+    lake.put(model("vision", license="CC-BY-NC-4.0"))  # relicensing a parent...
+    lake.put(model("derived", base_models=[base("vision")]))  # ...and a permissive child
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert [(f.rule, f.entry) for f in report.errors] == [("licence-propagation", "derived")]
+    text = report.markdown()
+    mine = text.split("### Findings in this pull request")[1]
+    assert "licence\\-propagation" in mine and "❌ error" in mine
+    assert "| modified | vision | model | license: Apache\\-2\\.0 → CC\\-BY\\-NC\\-4\\.0 |" in text
+
+
+def test_report_goes_to_file_and_step_summary(released: tuple[GitLake, str], tmp_path: Path) -> None:
+    lake, _ = released
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    report_file = tmp_path / "report.md"
+    done = lakegen(
+        lake.root,
+        "check",
+        "--base",
+        "main",
+        "--report",
+        str(report_file),
+        env={"GITHUB_STEP_SUMMARY": str(summary)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert report_file.read_text() == done.stdout
+    assert summary.read_text() == "earlier step\n" + done.stdout + "\n"
+    assert "## lakegen check: ✅ passed" in done.stdout
+    for stage in ("validate", "governance", "attribution", "bench"):
+        assert f"| {stage} | " in done.stdout
+    assert "| bench | not run\\: the pull request adds or changes no evaluation |" in done.stdout
+
+
+HOSTILE = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) | ![x](https://evil.example/t.png) @everyone `x`"
+
+
+def test_manifest_strings_cannot_inject_markup(released: tuple[GitLake, str]) -> None:
+    lake, _ = released
+    lake.put(model("vision", name=HOSTILE, owners=["@mallory"]))
+    lake.commit("Innocent rename <script>alert(2)</script>")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert not report.ok  # @mallory is not an owner
+    text = report.markdown()
+    for bad in ("<img", "<script", "](", "@everyone", "@mallory", "https://", "`x`"):
+        assert bad not in text, bad
+    row = next(line for line in text.splitlines() if line.startswith("| modified | vision"))
+    assert row.count("|") - row.count("\\|") == 5  # four cells: the name's '|' is escaped
+
+
+def test_md_escapes_everything_markdown_or_html_would_read() -> None:
+    assert md("a_b*c") == "a\\_b\\*c"
+    assert md("<b>") == "&lt;b&gt;"
+    assert md("line\nbreak") == "line break"
+    assert md("@org/team #12") == "&#64;org/team &#35;12"
+    assert md("x" * 500).endswith("…") and len(md("x" * 500)) == 300
+
+
+def test_without_base_the_pr_stages_say_why_they_did_not_run(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path, policies=LENIENT)
+    lake.put(model("a"))
+    lake.commit("a")
+    report = run_check(tmp_path, run_evaluations=False)
+    stages = {s.name: s.status for s in report.stages}
+    assert stages["attribution"].startswith("not run: no --base")
+    assert stages["bench"].startswith("not run: no --base")
+    assert stages["governance"].startswith("ran: 6 rules")
+
+
+def test_an_unknown_base_is_a_clear_error(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path)
+    lake.put(model("a"))
+    lake.commit("a")
+    done = lakegen(tmp_path, "check", "--base", "no-such-branch")
+    assert done.returncode == 1
+    assert "cannot find 'no-such-branch'" in done.stderr and "fetch-depth 0" in done.stderr

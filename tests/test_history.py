@@ -1,0 +1,132 @@
+"""The audit trail from git: field-level changes with author, date, commit, PR, across renames."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gitlake import GitLake, model, version
+
+from lakegen import gitrepo
+from lakegen.catalog import load_catalog
+from lakegen.history import field_changes, lake_history
+
+LAKEGEN = Path(sys.executable).with_name("lakegen")
+GRACE = ("Grace Hopper", "grace@example.org")
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> GitLake:
+    """main: add (Ada); PR #12 on a branch: licence (Grace), rename (Grace); merge; then a description edit."""
+    lake = GitLake(tmp_path)
+    lake.put(model("vision", license="Apache-2.0"))
+    lake.put(model("other"))
+    lake.commit("Add vision")
+    lake.git("checkout", "-q", "-b", "grace/rename")
+    lake.put(model("vision", license="MIT"))
+    lake.commit("Relicense vision", author=GRACE)
+    lake.git("mv", "catalog/models/vision.yaml", "catalog/models/vision-v2.yaml")
+    text = (tmp_path / "catalog/models/vision-v2.yaml").read_text()
+    lake.write("catalog/models/vision-v2.yaml", text.replace("id: vision\n", "id: vision-v2\n"))
+    lake.commit("Rename vision to vision-v2", author=GRACE)
+    lake.git("checkout", "-q", "main")
+    lake.merge("grace/rename", "Merge pull request #12 from grace/rename\n\nRename vision")
+    manifest = model("vision-v2", license="MIT", description="Sharper.")
+    manifest["versions"].append(version("1.1.0", b"new weights", "vision-v2", "2026-02-01"))
+    lake.put(manifest)
+    lake.commit("Describe vision-v2, release 1.1.0")
+    return lake
+
+
+def test_every_field_change_is_listed_with_its_author_and_pr(lake: GitLake) -> None:
+    history = [c for c in lake_history(lake.root, load_catalog(lake.root)) if c.entry == "vision-v2"]
+    assert [(c.action, c.author, c.pr, c.subject) for c in history] == [
+        ("modified", "Ada Lovelace", None, "Describe vision-v2, release 1.1.0"),
+        ("renamed", "Grace Hopper", 12, "Rename vision to vision-v2"),
+        ("modified", "Grace Hopper", 12, "Relicense vision"),
+        ("added", "Ada Lovelace", None, "Add vision"),
+    ]
+    latest, rename, relicense, _added = history
+    assert [(f.field, f.old, f.new) for f in relicense.changes] == [("license", "Apache-2.0", "MIT")]
+    assert relicense.email == "grace@example.org" and relicense.date[:4].isdigit()
+    assert relicense.path == "catalog/models/vision.yaml"
+    assert [(f.field, f.old, f.new) for f in rename.changes] == [
+        ("file", "catalog/models/vision.yaml", "catalog/models/vision-v2.yaml"),
+        ("id", "vision", "vision-v2"),
+    ]
+    fields = {f.field: f for f in latest.changes}
+    assert (fields["name"].old, fields["name"].new) == ("Model vision", "Model vision-v2")
+    assert fields["description"].old == "A test model." and fields["description"].new == "Sharper."
+    assert fields["versions[1.1.0]"].old is None
+    assert fields["versions[1.1.0]"].new["artifact"]["size"] == len(b"new weights")
+    assert len(relicense.commit) == 40 and relicense.commit != rename.commit
+
+
+def test_untouched_entries_keep_their_own_history(lake: GitLake) -> None:
+    history = lake_history(lake.root)
+    assert [(c.entry, c.action) for c in history if c.entry == "other"] == [("other", "added")]
+
+
+def test_history_reads_git_in_a_fixed_number_of_calls(lake: GitLake, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(25):
+        lake.put(model(f"extra-{i}"))
+    lake.commit("Add 25 more")
+    calls: list[str] = []
+    real = gitrepo.git
+
+    def counting(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
+        calls.append(args[0])
+        return real(cwd, *args, stdin=stdin)
+
+    monkeypatch.setattr(gitrepo, "git", counting)
+    history = lake_history(lake.root)
+    assert len([c for c in history if c.entry.startswith("extra-")]) == 25
+    assert sorted(calls) == ["cat-file", "log", "log", "rev-parse", "rev-parse"]
+
+
+def test_squash_merges_carry_their_pr_number(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path)
+    lake.put(model("a"))
+    lake.commit("Add a (#7)")
+    assert [c.pr for c in lake_history(tmp_path)] == [7]
+
+
+def test_deleted_entries_stay_in_the_trail(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path)
+    lake.put(model("gone"))
+    lake.commit("Add gone")
+    lake.git("rm", "-q", "catalog/models/gone.yaml")
+    lake.commit("Remove gone")
+    assert [(c.entry, c.action) for c in lake_history(tmp_path)] == [("gone", "deleted"), ("gone", "added")]
+
+
+def test_field_changes_match_list_items_by_key() -> None:
+    old = {"base_models": [{"id": "a", "relation": "finetune"}], "tags": ["x"], "risk": "high"}
+    new = {"base_models": [{"id": "a", "relation": "adapter"}, {"id": "b", "relation": "merge"}], "tags": ["y"]}
+    assert [(f.field, f.old, f.new) for f in field_changes(old, new)] == [
+        ("base_models[a].relation", "finetune", "adapter"),
+        ("base_models[b]", None, {"id": "b", "relation": "merge"}),
+        ("tags", ["x"], ["y"]),
+        ("risk", "high", None),
+    ]
+
+
+def test_outside_git_there_is_no_history(tmp_path: Path) -> None:
+    (tmp_path / "catalog").mkdir()
+    assert lake_history(tmp_path) == []
+
+
+def test_cli_history_of_one_entry(lake: GitLake) -> None:
+    done = subprocess.run(
+        [str(LAKEGEN), "--root", str(lake.root), "history", "vision-v2", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["action"] for r in rows] == ["modified", "renamed", "modified", "added"]
+    assert rows[2]["changes"] == [{"field": "license", "old": "Apache-2.0", "new": "MIT"}]
