@@ -36,7 +36,8 @@ class VersionDiff:
     entry: str
     a: str
     b: str
-    manifest: list[FieldChange] = field(default_factory=list)
+    record: list[FieldChange] = field(default_factory=list)  # the two version records
+    manifest: list[FieldChange] = field(default_factory=list)  # the rest of the manifest, between releases
     manifest_source: str = ""
     tensors: list[TensorDiff] = field(default_factory=list)
     weights_note: str = ""
@@ -53,6 +54,7 @@ class VersionDiff:
             "entry": self.entry,
             "a": self.a,
             "b": self.b,
+            "record": [f.model_dump(mode="json") for f in self.record],
             "manifest_source": self.manifest_source,
             "manifest": [f.model_dump(mode="json") for f in self.manifest],
             "weights": {
@@ -78,6 +80,7 @@ def diff_versions(catalog: Catalog, entry_id: str, a: str, b: str, *, weights: b
             )
     out = VersionDiff(entry_id, a, b)
     va, vb = versions[a], versions[b]
+    out.record = field_changes(va.model_dump(mode="json"), vb.model_dump(mode="json"))
     out.manifest, out.manifest_source = _manifest_diff(catalog, record, va, vb)
     if weights:
         _weights_diff(catalog, record, va, vb, out)
@@ -98,10 +101,9 @@ def _manifest_diff(catalog: Catalog, record: Any, va: Any, vb: Any) -> tuple[lis
         new = _at(repo, cb.sha, record.path) if cb is not None else record.doc.data  # type: ignore[arg-type]
         if old is not None and new is not None:
             where = cb.sha[:12] if cb is not None else "the working tree"
-            return field_changes(old, new), f"manifest at {ca.sha[:12]} (released {va.version}) vs {where}"
-    old = va.model_dump(mode="json", exclude_defaults=True)
-    new = vb.model_dump(mode="json", exclude_defaults=True)
-    return field_changes(old, new), "the two version records (no git history found)"
+            rest = [f for f in field_changes(old, new) if not f.field.startswith("versions")]
+            return rest, f"at {ca.sha[:12]}, which released {va.version}, vs {where}"
+    return [], "not compared: no git history of the releases"
 
 
 def _at(repo: Repo, commit: str, path: str) -> Any:
@@ -140,7 +142,7 @@ def _weights_diff(catalog: Catalog, record: Any, va: Any, vb: Any, out: VersionD
         out.weights_note = f"not compared: {e}"
         return
     out.weights_note = "compared tensor by tensor"
-    out.relation = _relation(catalog, paths[0], paths[1])
+    out.relation = _relation(catalog, paths[0], paths[1], va, vb)
 
 
 def _tensor_diffs(weights: Any, a: Path, b: Path) -> list[TensorDiff]:
@@ -172,23 +174,30 @@ def _tensor_diffs(weights: Any, a: Path, b: Path) -> list[TensorDiff]:
     return rows
 
 
-def _relation(catalog: Catalog, a: Path, b: Path) -> str | None:
+def _relation(catalog: Catalog, a: Path, b: Path, va: Any, vb: Any) -> str | None:
+    """What :func:`lakegen.attribution.attribute` makes of the two artifacts, when it is available."""
     try:
         from lakegen import attribution, fingerprint
     except ImportError:
         return None
-    relate = getattr(attribution, "relate", None)
-    if relate is None:
+    attribute = getattr(attribution, "attribute", None)
+    if attribute is None:
         return None
     cache = fingerprint.Cache(fingerprint.default_cache_dir(catalog.root))
-    result = relate(fingerprint.fingerprint(a, cache), fingerprint.fingerprint(b, cache))
-    return str(getattr(result, "relation", result))
+    prints = {va.version: fingerprint.fingerprint(a, cache), vb.version: fingerprint.fingerprint(b, cache)}
+    lineage = attribute(prints, order={va.version: str(va.released), vb.version: str(vb.released)})
+    if not lineage.edges:
+        return "no derivation found between the two"
+    return "; ".join(
+        f"{e.child} is a {e.relation} of {e.parent} (confidence {e.confidence:.2f})" for e in lineage.edges
+    )
 
 
 def render_text(diff: VersionDiff) -> str:
-    lines = [f"{diff.entry}: {diff.a} → {diff.b}", "", f"manifest ({diff.manifest_source}):"]
-    for fc in diff.manifest or []:
-        lines.append(f"  {fc.field}: {_short(fc.old)} → {_short(fc.new)}")
+    lines = [f"{diff.entry}: {diff.a} → {diff.b}", "", "version record:"]
+    lines += [f"  {fc.field}: {_short(fc.old)} → {_short(fc.new)}" for fc in diff.record]
+    lines += ["", f"rest of the manifest ({diff.manifest_source}):"]
+    lines += [f"  {fc.field}: {_short(fc.old)} → {_short(fc.new)}" for fc in diff.manifest]
     if not diff.manifest:
         lines.append("  no differences")
     lines += ["", f"weights: {diff.weights_note}"]

@@ -61,7 +61,7 @@ class GitLake:
         for version in manifest.get("versions", []):
             data = version.pop("_bytes", None)
             if data is not None:
-                self.write(f"catalog/artifacts/{manifest['id']}-{version['version']}.bin", data)
+                self.write(f"catalog/artifacts/{manifest['id']}-{version['version']}.safetensors", data)
         return self.write(
             f"catalog/{folder}/{manifest['id']}.yaml", yaml.safe_dump(manifest, sort_keys=False)
         )
@@ -79,12 +79,21 @@ class GitLake:
         return self.git("rev-parse", "HEAD")
 
 
+def weights(seed: str, shape: tuple[int, int] = (4, 4)) -> bytes:
+    """A tiny real safetensors file, different for each ``seed``."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
+    return save({"layer.weight": rng.standard_normal(shape).astype(np.float32)})
+
+
 def version(v: str, data: bytes, entry_id: str, released: str = "2026-01-01") -> dict[str, Any]:
     return {
         "version": v,
         "released": released,
         "artifact": {
-            "uri": f"../artifacts/{entry_id}-{v}.bin",
+            "uri": f"../artifacts/{entry_id}-{v}.safetensors",
             "sha256": hashlib.sha256(data).hexdigest(),
             "size": len(data),
             "format": "safetensors",
@@ -105,7 +114,7 @@ def model(entry_id: str, **fields: Any) -> dict[str, Any]:
         "task": "image-classification",
         "framework": "pytorch",
         "architecture": {"family": "toy"},
-        "versions": [version("1.0.0", f"weights of {entry_id}".encode(), entry_id)],
+        "versions": [version("1.0.0", weights(entry_id), entry_id)],
         "intended_use": "Tests.",
         "limitations": "Only tests.",
         "risk": "minimal",

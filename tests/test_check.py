@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitlake import GitLake, base, model, version
+from gitlake import GitLake, base, model, version, weights
 
 from lakegen.report import md, run_check
 
@@ -44,7 +44,7 @@ def released(tmp_path: Path) -> tuple[GitLake, str]:
 def test_changing_a_released_sha256_fails_naming_the_releasing_commit(released: tuple[GitLake, str]) -> None:
     lake, release = released
     manifest = model("vision")
-    manifest["versions"] = [version("1.0.0", b"different weights", "vision")]
+    manifest["versions"] = [version("1.0.0", weights("different weights"), "vision")]
     lake.put(manifest)
     lake.commit("Retrain vision in place")
     done = lakegen(lake.root, "check", "--base", "main", "--no-bench")
@@ -62,7 +62,7 @@ def test_changing_a_released_sha256_fails_naming_the_releasing_commit(released: 
 def test_uncommitted_edits_are_checked_too(released: tuple[GitLake, str]) -> None:
     lake, release = released
     manifest = model("vision")
-    manifest["versions"] = [version("1.0.0", b"edited, not committed", "vision")]
+    manifest["versions"] = [version("1.0.0", weights("edited, not committed"), "vision")]
     lake.put(manifest)
     report = run_check(lake.root, "main", run_evaluations=False)
     assert [f.rule for f in report.errors] == ["immutable-releases"]
@@ -71,7 +71,7 @@ def test_uncommitted_edits_are_checked_too(released: tuple[GitLake, str]) -> Non
 
 def test_removing_a_released_version_or_its_manifest_fails(released: tuple[GitLake, str]) -> None:
     lake, release = released
-    lake.put(model("vision", versions=[version("2.0.0", b"v2", "vision")]))
+    lake.put(model("vision", versions=[version("2.0.0", weights("v2"), "vision")]))
     lake.git("rm", "-q", "catalog/models/seed.yaml")
     lake.commit("Drop old things")
     report = run_check(lake.root, "main", run_evaluations=False)
@@ -87,7 +87,7 @@ def test_removing_a_released_version_or_its_manifest_fails(released: tuple[GitLa
 def test_a_new_version_and_a_rename_pass(released: tuple[GitLake, str]) -> None:
     lake, _ = released
     manifest = model("vision")
-    manifest["versions"].append(version("1.1.0", b"better weights", "vision"))
+    manifest["versions"].append(version("1.1.0", weights("better weights"), "vision"))
     lake.put(manifest)
     lake.git("mv", "catalog/models/seed.yaml", "catalog/models/seed2.yaml")
     text = (lake.root / "catalog/models/seed2.yaml").read_text().replace("id: seed\n", "id: seed2\n")
@@ -96,7 +96,10 @@ def test_a_new_version_and_a_rename_pass(released: tuple[GitLake, str]) -> None:
     done = lakegen(lake.root, "check", "--base", "main", "--no-bench")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| modified | vision | model | versions\\[1\\.1\\.0\\]: added" in done.stdout
-    assert "| renamed | seed2 | model | file: catalog/models/seed\\.yaml → catalog/models/seed2\\.yaml" in done.stdout
+    assert (
+        "| renamed | seed2 | model | file: catalog/models/seed\\.yaml → catalog/models/seed2\\.yaml"
+        in done.stdout
+    )
 
 
 def test_a_new_reference_to_a_deprecated_base_fails_the_pr(released: tuple[GitLake, str]) -> None:

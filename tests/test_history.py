@@ -105,7 +105,10 @@ def test_deleted_entries_stay_in_the_trail(tmp_path: Path) -> None:
 
 def test_field_changes_match_list_items_by_key() -> None:
     old = {"base_models": [{"id": "a", "relation": "finetune"}], "tags": ["x"], "risk": "high"}
-    new = {"base_models": [{"id": "a", "relation": "adapter"}, {"id": "b", "relation": "merge"}], "tags": ["y"]}
+    new = {
+        "base_models": [{"id": "a", "relation": "adapter"}, {"id": "b", "relation": "merge"}],
+        "tags": ["y"],
+    }
     assert [(f.field, f.old, f.new) for f in field_changes(old, new)] == [
         ("base_models[a].relation", "finetune", "adapter"),
         ("base_models[b]", None, {"id": "b", "relation": "merge"}),
@@ -130,3 +133,40 @@ def test_cli_history_of_one_entry(lake: GitLake) -> None:
     rows = json.loads(done.stdout)
     assert [r["action"] for r in rows] == ["modified", "renamed", "modified", "added"]
     assert rows[2]["changes"] == [{"field": "license", "old": "Apache-2.0", "new": "MIT"}]
+
+
+def test_diff_shows_manifest_and_per_tensor_changes_between_versions(tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import save
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((8, 8)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    first = save({"layer.weight": weight, "layer.bias": bias})
+    second = save({"layer.weight": weight, "layer.bias": bias * 1.5})
+    lake = GitLake(tmp_path)
+    lake.put(model("net", versions=[version("1.0.0", first, "net")]))
+    released = lake.commit("Release net 1.0.0")
+    manifest = model("net", description="Now with a stronger bias.")
+    manifest["versions"] = [version("1.0.0", first, "net"), version("1.1.0", second, "net", "2026-03-01")]
+    lake.put(manifest)
+    lake.commit("Release net 1.1.0")
+    done = subprocess.run(
+        [str(LAKEGEN), "--root", str(tmp_path), "diff", "net", "1.0.0", "1.1.0", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    diff = json.loads(done.stdout)
+    record = {f["field"]: (f["old"], f["new"]) for f in diff["record"]}
+    assert record["released"] == ("2026-01-01", "2026-03-01") and "artifact.sha256" in record
+    assert diff["manifest"] == [
+        {"field": "description", "old": "A test model.", "new": "Now with a stronger bias."}
+    ]
+    assert diff["manifest_source"].startswith(f"at {released[:12]}, which released 1.0.0")
+    tensors = {t["name"]: t for t in diff["weights"]["tensors"]}
+    assert tensors["layer.weight"]["status"] == "same" and tensors["layer.weight"]["relative_change"] == 0
+    assert tensors["layer.bias"]["status"] == "changed"
+    assert tensors["layer.bias"]["relative_change"] == pytest.approx(0.5, rel=1e-6)
+    assert diff["weights"]["summary"] == {"same": 1, "changed": 1, "added": 0, "removed": 0, "reshaped": 0}
