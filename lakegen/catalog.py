@@ -7,6 +7,7 @@ and a line, and returned sorted. Loading writes nothing.
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -357,13 +358,38 @@ def _check_local_paths(catalog: Catalog, verify: bool) -> None:
                     _add(catalog, record, (*loc, "uri"), f"artifact not found: {art.uri}")
                 catalog.artifacts[key] = "unchecked"
                 continue
-            problem = artifacts.verify(where.path, art.size, art.sha256)
-            catalog.artifacts[key] = "contradicted" if problem else "verified"
-            if problem:
-                field_name = "size" if problem.startswith("size") else "sha256"
-                if problem.startswith(("file not found", "not a regular")):
-                    field_name, problem = "uri", f"{problem}: {art.uri}"
-                _add(catalog, record, (*loc, field_name), problem)
+            ok = _verify_file(catalog, record, loc, where.path, art.uri, art.size, art.sha256)
+            for j, extra in enumerate(art.files):
+                extra_loc: Loc = (*loc, "files", j)
+                uri = posixpath.join(posixpath.dirname(art.uri), extra.path)
+                try:
+                    path = artifacts.resolve(uri, record.file, catalog.root).path
+                except artifacts.ArtifactPathError as e:
+                    _add(catalog, record, (*extra_loc, "path"), str(e))
+                    ok = False
+                    continue
+                assert path is not None
+                ok &= _verify_file(catalog, record, extra_loc, path, uri, extra.size, extra.sha256, "path")
+            catalog.artifacts[key] = "verified" if ok else "contradicted"
+
+
+def _verify_file(
+    catalog: Catalog,
+    record: Record,
+    loc: Loc,
+    path: Path,
+    uri: str,
+    size: int,
+    sha256: str,
+    where: str = "uri",
+) -> bool:
+    problem = artifacts.verify(path, size, sha256)
+    if problem:
+        field_name = "size" if problem.startswith("size") else "sha256"
+        if problem.startswith(("file not found", "not a regular")):
+            field_name, problem = where, f"{problem}: {uri}"
+        _add(catalog, record, (*loc, field_name), problem)
+    return problem is None
 
 
 def _check_code_path(catalog: Catalog, record: Record, code: Code) -> None:

@@ -115,6 +115,16 @@ class Link(Strict):
     url: HttpUrl
 
 
+class CompanionFile(Strict):
+    """A file that travels with an artifact, pinned like the artifact itself."""
+
+    path: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", max_length=500)
+    ] = Field(description="Relative to the artifact's folder, e.g. adapter_config.json.")
+    sha256: Sha256
+    size: int = Field(ge=0)
+
+
 class Artifact(Strict):
     """A file the entry ships: where it is, and what it must hash to."""
 
@@ -124,6 +134,11 @@ class Artifact(Strict):
     sha256: Sha256
     size: int = Field(ge=0, description="Size in bytes.")
     format: Literal["safetensors", "pytorch", "npz", "parquet", "csv", "jsonl", "onnx"]
+    files: list[CompanionFile] = Field(
+        default_factory=list,
+        description="Files that belong with the artifact (an adapter's adapter_config.json, further "
+        "shards); each is verified like the artifact.",
+    )
 
 
 class Version(Strict):
@@ -207,7 +222,8 @@ class DatasetUse(Strict):
     version: SemVer | None = None
     role: Literal["train", "finetune", "eval"]
     allow_deprecated: Line | None = Field(
-        None, description="Why a deprecated dataset is used on purpose (overrides the deprecated-base policy)."
+        None,
+        description="Why a deprecated dataset is used on purpose (overrides the deprecated-base policy).",
     )
 
 

@@ -261,3 +261,30 @@ def test_catalog_api(lake: Path) -> None:
     assert sorted(catalog.records) == ["toy-a", "toy-b", "toy-code", "toy-data"]
     assert list(catalog.lineage().edges(data="relation")) == [("toy-a", "toy-b", "finetune")]
     assert catalog.artifacts[("toy-a", "1.0.0")] == "verified"
+
+
+def test_companion_files_are_pinned_like_the_artifact(lake: Path) -> None:
+    import hashlib
+
+    config = b'{"r": 4, "lora_alpha": 8}'
+    digest = hashlib.sha256(config).hexdigest()
+    text = MODEL_A.replace(
+        "../artifacts/toy-a-1.0.0.safetensors, ",
+        "../artifacts/toy-a-1.0.0.safetensors, files: [{path: toy-a.json, sha256: "
+        + digest
+        + f", size: {len(config)}}}], ",
+    )
+    write_tree(lake, {A: text, "catalog/artifacts/toy-a.json": config})
+    rc, out, err = validate(lake)
+    assert rc == 0, out
+    (lake / "catalog/artifacts/toy-a.json").write_bytes(config.replace(b"4", b"8"))
+    rc, out, err = validate(lake)
+    assert rc == 1
+    n = line_of(text, "files:")
+    assert any(
+        o.startswith(f"{A}:{n}: versions[0].artifact.files[0].sha256: sha256 mismatch") for o in out
+    ), out
+    assert "2 verified, 1 contradicted" in err
+    (lake / "catalog/artifacts/toy-a.json").unlink()
+    rc, out, err = validate(lake)
+    assert f"{A}:{n}: versions[0].artifact.files[0].path: file not found: ../artifacts/toy-a.json" in out

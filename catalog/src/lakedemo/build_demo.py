@@ -761,12 +761,17 @@ def dump_manifest(path: Path, kind: str, data: dict[str, Any]) -> Path:
 
 
 def artifact_entry(manifest: Path, artifact: Path, fmt: str) -> dict[str, Any]:
-    return {
+    entry: dict[str, Any] = {
         "uri": Path(os.path.relpath(artifact, manifest.parent)).as_posix(),
         "sha256": sha256_file(artifact),
         "size": artifact.stat().st_size,
         "format": fmt,
     }
+    config = artifact.with_name("adapter_config.json")
+    if artifact.name == "adapter_model.safetensors" and config.is_file():
+        # The adapter's rank, alpha and targets decide what its weights mean: pin them too.
+        entry["files"] = [{"path": config.name, "sha256": sha256_file(config), "size": config.stat().st_size}]
+    return entry
 
 
 def sha256_file(path: Path) -> str:
