@@ -25,7 +25,7 @@ from typing import Literal
 
 from lakegen.benchplan import Plan, Planner
 from lakegen.catalog import Catalog, load_catalog
-from lakegen.errors import LakeError, Problem, format_loc
+from lakegen.errors import format_loc
 from lakegen.executor import Executor, Job, LocalExecutor, Outcome
 from lakegen.index import Finding, LakeIndex, Result
 from lakegen.results import ResultStore
@@ -37,6 +37,10 @@ DEFAULT_TIMEOUT_S = 600.0
 _SLACK = 1e-9  # a claim rounded to the tolerance's last digit still verifies
 
 
+class BenchError(Exception):
+    """A bench run refused before it started (an unknown model, no GPU for --device cuda)."""
+
+
 @dataclass
 class Options:
     """How evaluations run; the defaults suit one machine."""
@@ -44,7 +48,7 @@ class Options:
     workers: int = field(default_factory=lambda: max(1, min(4, (os.cpu_count() or 2) // 2)))
     device: Device = "auto"
     timeout_s: float = DEFAULT_TIMEOUT_S
-    memory_limit_bytes: int | None = None
+    memory_limit_bytes: int | None = None  # None: default_memory_limit; 0: no cap
     force: bool = False
     cache_dir: Path | None = None
     read_committed: bool = True
@@ -83,11 +87,8 @@ def run_bench(
     if model_ids:
         unknown = [m for m in model_ids if m not in catalog or catalog.get(m).kind != "model"]
         if unknown:
-            raise LakeError(
-                [
-                    Problem(m, 1, "", f"no model '{m}' in the lake{catalog.suggest(m, 'model')}")
-                    for m in unknown
-                ]
+            raise BenchError(
+                "; ".join(f"no model '{m}' in the lake{catalog.suggest(m, 'model')}" for m in unknown)
             )
     return evaluate_catalog(catalog, model_ids, options or Options(), run=True, progress=progress)
 
@@ -132,7 +133,8 @@ def evaluate_catalog(
 
         def finished(outcome: Outcome) -> None:
             nonlocal done
-            result = outcome_result(plans[todo[outcome.job.key][0]], outcome)
+            first = plans[todo[outcome.job.key][0]]
+            result = judge(first, outcome_result(first, outcome))
             store.put(result)
             for ix in todo[outcome.job.key]:
                 rows[ix] = judge(plans[ix], result)
@@ -151,8 +153,12 @@ def evaluate_catalog(
 
 
 def default_executor(options: Options) -> LocalExecutor:
-    # CUDA reserves far more address space than it uses, so RLIMIT_AS would stop it starting.
-    limit = None if options.device == "cuda" else options.memory_limit_bytes or default_memory_limit(options)
+    # On CUDA the address-space cap cannot work (see lakegen.evaluator); GPU memory errors still fail alone.
+    limit = options.memory_limit_bytes
+    if limit is None:
+        limit = default_memory_limit(options)
+    if options.device == "cuda" or limit == 0:
+        limit = None
     return LocalExecutor(
         workers=options.workers,
         timeout_s=options.timeout_s,
@@ -173,8 +179,9 @@ def require_cuda() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise LakeError(
-            Problem("--device", 1, "", "cuda was asked for, but torch sees no CUDA GPU here; use cpu or auto")
+        raise BenchError(
+            f"--device cuda: torch {torch.__version__} sees no CUDA GPU on this machine; "
+            "use --device cpu, or auto to take a GPU only when there is one"
         )
 
 

@@ -179,19 +179,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             }
         )
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        columns = ("status", "model", "version", "dataset/split", "metric", "claimed", "reproduced", "detail")
-        table = Table(*columns, box=None)
+        table = [["status", "model", "version", "dataset/split", "metric", "claimed", "reproduced", "detail"]]
         for r in report.results:
-            reproduced = "" if r.reproduced is None else f"{r.reproduced:.4f}"
-            where = f"{r.dataset}/{r.split}"
-            detail = r.detail.split("\n", 1)[0]
-            table.add_row(r.status, r.model, r.version, where, r.metric, f"{r.claimed:g}", reproduced, detail)
-        Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(
-            table, markup=False, highlight=False
-        )
+            numbers = [f"{r.claimed:g}", "-" if r.reproduced is None else f"{r.reproduced:.4f}"]
+            where, detail = f"{r.dataset}/{r.split}", r.detail.split("\n", 1)[0]
+            table.append([r.status, r.model, r.version, where, r.metric, *numbers, detail])
+        widths = [max(len(row[i]) for row in table) for i in range(7)]
+        for row in table:
+            cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+            print("  ".join([*cells, row[7]]).rstrip())
         print(
             f"{len(report.results)} evaluations: "
             + ", ".join(f"{n} {status}" for status, n in counts.items())

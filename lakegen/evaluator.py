@@ -10,8 +10,10 @@ stage reports as ``unreproducible`` rather than ``failed``.
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import random
+import resource
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -96,13 +98,17 @@ def _deterministic(device_name: str, seed: int) -> torch.device:
     torch.manual_seed(seed)
     # One thread: float sums then do not depend on how many cores the worker got.
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
     if device_name == "cuda":
         if not torch.cuda.is_available():
             raise MissingInput("no CUDA GPU is available to this worker")
+        # Only here: on CPU, one thread already makes inference deterministic, and this call
+        # imports torch's compiler stack (seconds per worker).
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        # CUDA reserves far more address space than it uses: the worker's soft cap would stop it.
+        resource.setrlimit(resource.RLIMIT_AS, (resource.getrlimit(resource.RLIMIT_AS)[1],) * 2)
         torch.cuda.manual_seed_all(seed)
     return torch.device(device_name)
 
@@ -135,10 +141,10 @@ def _code_on_path(paths: list[str]) -> Iterator[None]:
         yield
     finally:
         del sys.path[: len(paths)]
-        roots = [Path(p).resolve() for p in paths]
+        prefixes = tuple(os.path.join(p, "") for p in paths)  # modules found there have such files
         for name, module in list(sys.modules.items()):
             file = getattr(module, "__file__", None)
-            if file and any(Path(file).resolve().is_relative_to(r) for r in roots):
+            if isinstance(file, str) and file.startswith(prefixes):
                 del sys.modules[name]
 
 

@@ -8,7 +8,7 @@ over by implementing one method.
 :class:`LocalExecutor` keeps ``workers`` long-lived subprocesses, so heavy
 imports (torch) are paid once per worker, not once per job. Each job has a
 timeout; a worker that hangs, crashes or is killed for memory is replaced and
-the other jobs go on. Workers cap their address space (``RLIMIT_AS``), so a
+the other jobs go on. Workers run under an address-space soft limit (``RLIMIT_AS``), so a
 job that tries to exhaust memory fails alone instead of taking the machine.
 """
 
@@ -246,7 +246,11 @@ def _serve(options: Mapping[str, Any]) -> None:
     """The worker's loop: one JSON job per line on stdin, one JSON reply per line out."""
     limit = options.get("memory_limit_bytes")
     if limit:
-        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+        # The soft limit only: a job that knows better (CUDA maps huge address ranges) may lift it.
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        if hard != resource.RLIM_INFINITY:
+            limit = min(int(limit), hard)
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), hard))
     # Replies go to a private copy of stdout; whatever job code prints goes to stderr.
     replies: IO[str] = os.fdopen(os.dup(1), "w", encoding="utf-8")
     jobs: IO[str] = os.fdopen(os.dup(0), "r", encoding="utf-8")
