@@ -81,7 +81,7 @@ class Planner:
             code, entrypoint, build_config = self._architecture(model)
             folders = [self._code_folder(code)]
             weights, weight_ids = self._weights(model, version, set())
-            dataset, dataset_sha = self._dataset(ev.dataset)
+            dataset, dataset_ids = self._dataset(ev.dataset)
             metric_entrypoint, metric_ref = self._metric(model, ev.metric, folders)
         except Missing as e:
             plan.missing = str(e)
@@ -105,7 +105,7 @@ class Planner:
         identity = {
             "runner": RUNNER_VERSION,
             "weights": weight_ids,
-            "dataset": dataset_sha,
+            "dataset": dataset_ids,
             "split": ev.split,
             "code": [self._folder_hash(f) for f in folders],
             "entrypoint": entrypoint,
@@ -149,7 +149,8 @@ class Planner:
 
     def _local_artifact(
         self, entry: Model | Dataset, version: str, what: str, field: str = ""
-    ) -> tuple[Path, str, str]:
+    ) -> tuple[Path, list[str], str]:
+        """The artifact's local path, the sha256 of it and of its companion files, and its format."""
         record = self.catalog.records[entry.id]
         found = next((v for v in entry.versions if v.version == version), None)
         if found is None:
@@ -170,7 +171,7 @@ class Planner:
             self._verified.add((entry.id, version))
         if state != "verified" and (entry.id, version) not in self._verified:
             raise Missing(f"{what}: {art.uri} does not match the manifest's sha256 and size", field)
-        return where.path, art.sha256, art.format
+        return where.path, [art.sha256, *(f.sha256 for f in art.files)], art.format
 
     def _weights(self, model: Model, version: str, seen: set[str]) -> tuple[dict[str, Any], list[str]]:
         """The weights spec for the worker, and the content ids of every file it reads."""
@@ -178,11 +179,10 @@ class Planner:
             raise Missing(f"adapter lineage of '{model.id}' loops", "base_models")
         seen.add(model.id)
         what = f"weights of {model.id} {version}"
-        path, sha, fmt = self._local_artifact(model, version, what)
+        path, ids, fmt = self._local_artifact(model, version, what)
         if fmt not in WEIGHT_FORMATS:
             raise Missing(f"{what} are {fmt}; the runner loads {', '.join(WEIGHT_FORMATS)}")
         spec: dict[str, Any] = {"path": str(path), "base": None}
-        ids = [sha]
         adapters = [b for b in model.base_models if b.relation == "adapter"]
         if adapters:
             base_ref = adapters[0]
@@ -198,19 +198,19 @@ class Planner:
             ids += [artifacts.sha256_file(config), *base_ids]
         return spec, ids
 
-    def _dataset(self, dataset_id: str) -> tuple[Path, str]:
+    def _dataset(self, dataset_id: str) -> tuple[Path, list[str]]:
         record = self.catalog.records.get(dataset_id)
         if record is None or not isinstance(record.entry, Dataset):
             raise Missing(f"no dataset '{dataset_id}' in the lake", "dataset")
         version = latest_version(record.entry)
         if version is None:
             raise Missing(f"dataset '{dataset_id}' has no versions", "dataset")
-        path, sha, fmt = self._local_artifact(
+        path, ids, fmt = self._local_artifact(
             record.entry, version, f"dataset {dataset_id} {version}", "dataset"
         )
         if fmt != "npz":
             raise Missing(f"dataset {dataset_id} {version} is {fmt}; the runner reads npz", "dataset")
-        return path, sha
+        return path, ids
 
     def _metric(self, model: Model, name: str, folders: list[Path]) -> tuple[str | None, str]:
         """A custom metric's entry point (its folder joins ``folders``), and what identifies the metric."""
