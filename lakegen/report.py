@@ -13,7 +13,6 @@ cannot inject markup, links or mentions into the summary GitHub renders.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Iterable
@@ -30,7 +29,13 @@ from lakegen.manifest import Model
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 _ICON = {"error": "❌ error", "warning": "⚠️ warning", "info": "ℹ️ info"}
-_PUNCT = re.compile(r"([\\`*_{}\[\]()#+\-.!|~^=:<>])")
+# one pass: Markdown punctuation backslash-escaped; HTML, '#' (issue links) and '@' (mentions) as entities
+_ESCAPES = str.maketrans(
+    {
+        **{c: "\\" + c for c in "\\`*_{}[]()+-.!|~^=:"},
+        **{"&": "&amp;", "<": "&lt;", ">": "&gt;", "#": "&#35;", "@": "&#64;"},
+    }
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
 
@@ -40,9 +45,7 @@ def md(value: Any, limit: int = 300) -> str:
     text = _CONTROL.sub(" ", text)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    text = html.escape(text, quote=True)
-    text = _PUNCT.sub(r"\\\1", text)
-    return text.replace("@", "&#64;").replace("\\#", "&#35;")
+    return text.translate(_ESCAPES)
 
 
 @dataclass
@@ -347,8 +350,9 @@ def _change_summary(change: Any, limit: int = 6) -> str:
 
 def render_markdown(report: CheckReport) -> str:
     """The pull-request summary: verdict, what changes, stages, then every finding by severity."""
-    counts = {s: sum(f.severity == s for f in report.findings) for s in SEVERITY_ORDER}
-    verdict = "✅ passed" if report.ok else "❌ failed"
+    findings = report.findings
+    counts = {s: sum(f.severity == s for f in findings) for s in SEVERITY_ORDER}
+    verdict = "❌ failed" if counts["error"] else "✅ passed"
     tally = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
     out = [
         f"## lakegen check: {verdict}",
@@ -375,9 +379,9 @@ def render_markdown(report: CheckReport) -> str:
     out += [f"| {md(s.name)} | {md(s.status, 400)} |" for s in report.stages]
     out.append("")
     affected = report.affected()
-    findings = report.findings
-    mine = findings if affected is None else [f for f in findings if f.entry is None or f.entry in affected]
-    rest = [f for f in findings if f not in mine]
+    mine, rest = [], []
+    for f in findings:
+        (mine if affected is None or f.entry is None or f.entry in affected else rest).append(f)
     title = "Findings" if affected is None else "Findings in this pull request"
     out += [f"### {title} ({len(mine)})", ""]
     out += _findings_table(mine) if mine else ["None."]

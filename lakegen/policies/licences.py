@@ -87,7 +87,9 @@ def options(expression: str) -> tuple[frozenset[str], ...]:
     """The sets of licences a licensee may choose between; ``other`` is one unknown licence."""
     if expression == "other":
         return (frozenset({"other"}),)
-    from license_expression import AND, OR, LicenseSymbol, LicenseWithExceptionSymbol, get_spdx_licensing
+    from license_expression import AND, OR, LicenseSymbol, LicenseWithExceptionSymbol
+
+    from lakegen.manifest import _licensing  # the parser manifests are validated with, built once
 
     def expand(node: Any) -> list[frozenset[str]]:
         if isinstance(node, LicenseWithExceptionSymbol):
@@ -104,7 +106,7 @@ def options(expression: str) -> tuple[frozenset[str], ...]:
             return combined
         raise ValueError(f"unexpected licence expression node {node!r}")
 
-    return tuple(dict.fromkeys(expand(get_spdx_licensing().parse(expression))))
+    return tuple(dict.fromkeys(expand(_licensing().parse(expression))))
 
 
 @dataclass(frozen=True)
