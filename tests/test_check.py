@@ -192,3 +192,18 @@ def test_an_unknown_base_is_a_clear_error(tmp_path: Path) -> None:
     done = lakegen(tmp_path, "check", "--base", "no-such-branch")
     assert done.returncode == 1
     assert "cannot find 'no-such-branch'" in done.stderr and "fetch-depth 0" in done.stderr
+
+
+def test_commit_subjects_quoted_in_findings_are_escaped_too(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path, policies=LENIENT)
+    lake.put(model("vision"))
+    lake.commit("Release <script>alert(1)</script> [x](https://evil.example) @team")
+    lake.git("checkout", "-q", "-b", "pr")
+    manifest = model("vision")
+    manifest["versions"] = [version("1.0.0", weights("swapped"), "vision")]
+    lake.put(manifest)
+    report = run_check(tmp_path, "main", run_evaluations=False)
+    assert "<script>" in report.errors[0].message  # the finding keeps the subject as it is...
+    text = report.markdown()
+    assert "<script" not in text and "](" not in text and "@team" not in text  # ...the Markdown does not
+    assert "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in text
