@@ -127,21 +127,18 @@ def evaluate_catalog(
             for key, ix in todo.items()
         ]
         executor = options.executor or default_executor(options)
-        done = 0
         if progress:
             progress(0, len(jobs))
 
         def finished(outcome: Outcome) -> None:
-            nonlocal done
             first = plans[todo[outcome.job.key][0]]
             result = judge(first, outcome_result(first, outcome))
             store.put(result)
             for ix in todo[outcome.job.key]:
                 rows[ix] = judge(plans[ix], result)
-            done += 1
             report.executed += 1
             if progress:
-                progress(done, len(jobs))
+                progress(report.executed, len(jobs))
 
         executor.run(jobs, finished)
     report.results = [rows[i] for i in sorted(rows)]
