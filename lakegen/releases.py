@@ -16,17 +16,26 @@ from lakegen.changes import EntryChange, LakeChanges
 from lakegen.policies import Context, Violation
 
 
-def _released_versions(data: Any) -> Iterator[tuple[str, str]]:
-    """(version, sha256) of each version in a base manifest; plain data, so an invalid one still counts."""
+def _released_versions(data: Any) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """(version, sha256, companion path -> sha256) of each version in a base manifest.
+
+    Read from plain data, so a base manifest that no longer validates still counts.
+    """
     if not isinstance(data, dict):
         return
     for item in data.get("versions") or []:
         if not isinstance(item, dict):
             continue
         artifact = item.get("artifact")
-        sha = artifact.get("sha256") if isinstance(artifact, dict) else None
-        if isinstance(item.get("version"), str) and isinstance(sha, str):
-            yield item["version"], sha
+        if not isinstance(artifact, dict) or not isinstance(item.get("version"), str):
+            continue
+        sha = artifact.get("sha256")
+        files = artifact.get("files") or []
+        companions = {
+            str(f.get("path")): str(f.get("sha256")) for f in files if isinstance(f, dict) and f.get("path")
+        }
+        if isinstance(sha, str):
+            yield item["version"], sha, companions
 
 
 def _released(changes: LakeChanges, change: EntryChange, sha: str) -> str:
@@ -57,10 +66,10 @@ class ImmutableReleases:
 
 
 def _check_change(
-    ctx: Context, changes: LakeChanges, change: EntryChange, released: list[tuple[str, str]]
+    ctx: Context, changes: LakeChanges, change: EntryChange, released: list[tuple[str, str, dict[str, str]]]
 ) -> Iterator[Violation]:
     if change.path is None:
-        for version, sha in released:
+        for version, sha, _files in released:
             when = _released(changes, change, sha)
             yield Violation(
                 change.entry,
@@ -75,7 +84,7 @@ def _check_change(
     if record is None or record.path != change.path:
         return  # the manifest does not load at head; validation reports why
     head = {v.version: (i, v) for i, v in enumerate(getattr(record.entry, "versions", []))}
-    for version, sha in released:
+    for version, sha, files in released:
         if version not in head:
             when = _released(changes, change, sha)
             yield Violation(
@@ -94,3 +103,15 @@ def _check_change(
                 f"version {version} was {when} with sha256 {sha}; it now says {now.artifact.sha256}. "
                 "Released artifacts are immutable: publish the new artifact as a new version",
             )
+            continue
+        now_files = {f.path: f.sha256 for f in getattr(now.artifact, "files", [])}
+        for path, file_sha in sorted(files.items()):
+            if now_files.get(path) != file_sha:
+                when = _released(changes, change, sha)
+                what = "removes" if path not in now_files else "changes"
+                yield Violation(
+                    change.entry,
+                    ("versions", i, "artifact", "files"),
+                    f"version {version} was {when} with companion file {path} (sha256 {file_sha}); this "
+                    f"{what} it. Released artifacts are immutable: publish the change as a new version",
+                )

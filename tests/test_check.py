@@ -207,3 +207,26 @@ def test_commit_subjects_quoted_in_findings_are_escaped_too(tmp_path: Path) -> N
     text = report.markdown()
     assert "<script" not in text and "](" not in text and "@team" not in text  # ...the Markdown does not
     assert "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in text
+
+
+def test_a_released_companion_file_is_immutable_too(tmp_path: Path) -> None:
+    import hashlib
+
+    def with_config(text: bytes) -> dict:
+        lake.write("catalog/artifacts/adapter_config.json", text)
+        manifest = model("adapter")
+        manifest["versions"][0]["artifact"]["files"] = [
+            {"path": "adapter_config.json", "sha256": hashlib.sha256(text).hexdigest(), "size": len(text)}
+        ]
+        return manifest
+
+    lake = GitLake(tmp_path, policies=LENIENT)
+    lake.put(with_config(b'{"r": 4}'))
+    release = lake.commit("Release adapter 1.0.0")
+    lake.git("checkout", "-q", "-b", "pr")
+    lake.put(with_config(b'{"r": 8}'))
+    report = run_check(tmp_path, "main", run_evaluations=False)
+    assert [(f.rule, f.field) for f in report.errors] == [
+        ("immutable-releases", "versions[0].artifact.files")
+    ]
+    assert release[:12] in report.errors[0].message and "adapter_config.json" in report.errors[0].message
