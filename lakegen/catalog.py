@@ -120,7 +120,7 @@ def load_catalog(root: Path | str, *, verify_artifacts: bool = True) -> Catalog:
     real_root = root.resolve()
     for file in manifest_files(root):
         display = file.relative_to(root).as_posix()
-        if not file.resolve().is_relative_to(real_root):
+        if file.is_symlink() and not file.resolve().is_relative_to(real_root):
             catalog.problems.append(Problem(display, 1, "", "manifest is a symlink that leaves the lake"))
             continue
         record = _load_record(file, display, catalog.problems)
