@@ -26,7 +26,6 @@ import os
 import struct
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -535,17 +534,3 @@ def fingerprint(path: Path | str, cache: Cache | None = None) -> Fingerprint:
         except OSError:
             pass  # a read-only cache only costs speed
     return fp
-
-
-def fingerprint_many(
-    paths: Iterable[Path | str],
-    cache: Cache | None = None,
-    progress: Callable[[Path], None] | None = None,
-) -> list[Fingerprint]:
-    """Fingerprints of several files, in order; ``progress`` is called after each."""
-    out = []
-    for path in paths:
-        out.append(fingerprint(path, cache))
-        if progress is not None:
-            progress(Path(path))
-    return out

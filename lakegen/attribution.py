@@ -1,0 +1,1012 @@
+"""Recover lineage from fingerprints: typed, directed parent -> child edges with a confidence.
+
+Everything here runs on :class:`~lakegen.fingerprint.Fingerprint` objects; no
+weight file is opened. The steps, for any set of models:
+
+1. **Related or not.** Two models of one architecture (sharing at least half
+   their matrix parameters by name and shape) are compared on their samples.
+   Independent trainings give near-zero correlation (relative distance ~√2);
+   models that share an ancestor stay far closer. A pair is related when the
+   mean per-matrix correlation clears ``RELATED`` and sits many standard errors
+   above zero, so unrelated models of one architecture stay apart.
+2. **Copies** are detected structurally in the child: an int8 child whose
+   values are exactly ``round(parent / scale)``, a float16/bfloat16 child that
+   equals the parent cast to its dtype (relation ``quantized``), a sparser child
+   that equals the parent wherever it is non-zero and zeroed the parent's small
+   entries (``pruned``).
+3. **Merges**: a model that is a non-negative combination (summing to ~1) of two
+   or more others, to within a small fraction of its distance to any single one,
+   is their merge; the least-squares weights are reported.
+4. **Fine-tunes**: within each family the rest form a minimum spanning
+   arborescence on relative distance. The root is the model closest to all its
+   relatives (distance-to-others), unless order hints (release dates, versions)
+   forbid it; a later model is never made the parent of an earlier one.
+5. **Adapters** carry only a weight delta, so the weights can confirm which
+   models they fit (every targeted tensor by name and shape) but not which of
+   those they were trained on: the adapter config's base names it, and the edge
+   is kept only when that model fits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lakegen.fingerprint import GRID, Fingerprint, TensorPrint
+from lakegen.weights import PRECISION
+
+if TYPE_CHECKING:
+    import numpy as np
+
+RELATED = 0.3  # minimum mean correlation of related models
+RELATED_Z = 8.0  # ... and at least this many standard errors above zero
+SHARED = 0.5  # share of the smaller model's matrix parameters two models must have in common
+MATCH = 0.97  # share of samples a copy must reproduce exactly
+MERGE_RESIDUAL = 0.1  # merge residual / distance to the nearest single model
+MERGE_MIN_WEIGHT = 0.03
+COPY_DISTANCE = 0.02  # a lossy copy in an unknown format stays this close (relative distance)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One recovered derivation: ``child`` was made from ``parent``."""
+
+    parent: str
+    child: str
+    relation: str
+    confidence: float
+    weight: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "parent": self.parent,
+            "child": self.child,
+            "relation": self.relation,
+            "confidence": round(self.confidence, 3),
+        }
+        if self.weight is not None:
+            out["weight"] = round(self.weight, 4)
+        return out
+
+
+@dataclass
+class Lineage:
+    """Models, the edges between them, and the models with no parent."""
+
+    models: list[str]
+    edges: list[Edge]
+    roots: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "models": self.models,
+            "edges": [e.to_json() for e in self.edges],
+            "roots": self.roots,
+        }
+
+    def parents(self, child: str) -> list[Edge]:
+        return [e for e in self.edges if e.child == child]
+
+
+# ------------------------------------------------------------------------------ views
+
+
+class View:
+    """A fingerprint's matrices laid out for comparison (float64, finite-masked)."""
+
+    def __init__(self, fp: Fingerprint):
+        import numpy as np
+
+        self.fp = fp
+        self.mats: list[TensorPrint] = [t for t in fp.tensors if t.is_matrix and t.count >= 4]
+        self.keys = tuple(t.key for t in self.mats)
+        self.index = {t.key: i for i, t in enumerate(self.mats)}
+        parts = [fp.values(t).astype(np.float64) for t in self.mats]
+        self.x = np.concatenate(parts) if parts else np.zeros(0)
+        self.starts = np.cumsum([0] + [t.count for t in self.mats[:-1]]).astype(np.int64)
+        self.finite = bool(np.isfinite(self.x).all())
+        self.params = sum(math.prod(t.shape) for t in self.mats)
+        self.precision = min((_precision(t) for t in self.mats), default=99)
+        self.zeros = float(np.mean(self.x == 0)) if self.x.size else 0.0
+
+        self._grids: dict[Any, Any] = {}
+
+    def segment(self, key: tuple[str, tuple[int, ...]]) -> np.ndarray:
+        t = self.mats[self.index[key]]
+        start = int(self.starts[self.index[key]])
+        return self.x[start : start + t.count]
+
+    def grid(self, key: tuple[str, tuple[int, ...]]) -> np.ndarray | None:
+        """The sampled sub-matrix of a matrix (rows x columns)."""
+        t = self.mats[self.index[key]]
+        rows = min(t.shape[0], GRID)
+        if t.count % rows:
+            return None
+        return self.segment(key).reshape(rows, -1)
+
+    def _spectrum(self, key: tuple[str, tuple[int, ...]]) -> Any:
+        import numpy as np
+
+        if key not in self._grids:
+            g = self.grid(key)
+            if g is None or not np.isfinite(g).all():
+                self._grids[key] = None
+            else:
+                self._grids[key] = np.linalg.svd(g, compute_uv=False)
+        return self._grids[key]
+
+    def schatten(self, key: tuple[str, tuple[int, ...]]) -> float:
+        import numpy as np
+
+        s = self._spectrum(key)
+        return 0.0 if s is None else float(np.sum(s**P_SCHATTEN))
+
+    def noise_floor(self, key: tuple[str, tuple[int, ...]]) -> float:
+        """Largest singular value rounding noise of this tensor's format would put in a difference."""
+        import numpy as np
+
+        t = self.mats[self.index[key]]
+        g = self.grid(key)
+        if g is None:
+            return 0.0
+        if t.quantized and t.scale_offset >= 0:
+            sigma = float(np.sqrt(np.mean(self.fp.row_scales(t).astype(np.float64) ** 2))) / math.sqrt(12)
+        else:
+            bits = _precision(t)
+            if bits >= 24:
+                return 0.0
+            sigma = float(np.sqrt(np.mean(g * g))) * 2.0 ** (1 - bits) / math.sqrt(12)
+        return sigma * (math.sqrt(g.shape[0]) + math.sqrt(g.shape[1]))
+
+    @property
+    def maturity(self) -> float:
+        """Mean spectral entropy (effective rank / size) of the sampled matrices; fine-tuning raises it."""
+        import numpy as np
+
+        values = []
+        for t in self.mats:
+            s = self._spectrum(t.key)
+            if s is None or not s.any():
+                continue
+            p = s**2 / np.sum(s**2)
+            values.append(float(np.exp(-np.sum(p * np.log(p + 1e-300)))) / len(s))
+        return float(np.mean(values)) if values else 0.0
+
+
+def _precision(t: TensorPrint) -> int:
+    return PRECISION.get(t.dtype, 24 if t.dtype.startswith("int") else 99)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """How two models compare on the matrices they share."""
+
+    corr: float  # mean per-matrix correlation of the centred samples
+    distance: float  # relative distance: sqrt(mean |a-b|^2 / mean(|a|^2, |b|^2)); ~√2 when unrelated
+    samples: int
+    shared: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def z(self) -> float:
+        return self.corr * math.sqrt(max(self.samples, 1))
+
+    @property
+    def related(self) -> bool:
+        return self.corr >= RELATED and self.z >= RELATED_Z
+
+
+def shared_keys(a: View, b: View) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
+    """The matrices two models share, or None when they do not share enough to compare."""
+    if a.keys == b.keys:
+        return a.keys if a.keys else None
+    common = tuple(k for k in a.keys if k in b.index)
+    params = sum(math.prod(k[1]) for k in common)
+    if not common or params < SHARED * min(a.params, b.params):
+        return None
+    return common
+
+
+def compare(a: View, b: View) -> Pair | None:
+    """Correlation and relative distance of two models, or None when they do not compare."""
+    import numpy as np
+
+    keys = shared_keys(a, b)
+    if keys is None:
+        return None
+    if keys == a.keys and keys == b.keys:
+        xa, xb, starts = a.x, b.x, a.starts
+    else:
+        xa = np.concatenate([a.segment(k) for k in keys])
+        xb = np.concatenate([b.segment(k) for k in keys])
+        starts = np.cumsum([0] + [len(a.segment(k)) for k in keys[:-1]]).astype(np.int64)
+    return _pair_stats(xa, xb, starts, keys)
+
+
+def _pair_stats(xa: np.ndarray, xb: np.ndarray, starts: np.ndarray, keys: Any) -> Pair | None:
+    import numpy as np
+
+    ok = np.isfinite(xa) & np.isfinite(xb)
+    if not ok.all():
+        xa, xb = np.where(ok, xa, 0.0), np.where(ok, xb, 0.0)
+    n = np.add.reduceat(ok.astype(np.float64), starts)
+    sa, sb = np.add.reduceat(xa, starts), np.add.reduceat(xb, starts)
+    saa, sbb = np.add.reduceat(xa * xa, starts), np.add.reduceat(xb * xb, starts)
+    sab = np.add.reduceat(xa * xb, starts)
+    return _combine(n, sa, sb, saa, sbb, sab, keys)
+
+
+def _combine(n: Any, sa: Any, sb: Any, saa: Any, sbb: Any, sab: Any, keys: Any) -> Pair | None:
+    import numpy as np
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        va = saa - sa * sa / np.maximum(n, 1)
+        vb = sbb - sb * sb / np.maximum(n, 1)
+        cov = sab - sa * sb / np.maximum(n, 1)
+        corr = cov / np.sqrt(va * vb)
+        rel = (saa + sbb - 2 * sab) / ((saa + sbb) / 2)
+    good = (n >= 4) & (va > 0) & (vb > 0) & np.isfinite(corr)
+    if not good.any():
+        return None
+    w = n[good]
+    mean_corr = float((corr[good] * w).sum() / w.sum())
+    dist_ok = (n >= 4) & ((saa + sbb) > 0)
+    distance = float(np.sqrt(max((rel[dist_ok] * n[dist_ok]).sum() / n[dist_ok].sum(), 0.0)))
+    return Pair(mean_corr, distance, int(w.sum()), tuple(keys))
+
+
+def pairwise(views: Sequence[View]) -> dict[tuple[int, int], Pair]:
+    """Every comparable pair (i < j); models with one tensor layout are compared in bulk."""
+    import numpy as np
+
+    out: dict[tuple[int, int], Pair] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, v in enumerate(views):
+        if v.keys and v.finite:
+            groups.setdefault(v.keys, []).append(i)
+    bulk = set()
+    for keys, members in groups.items():
+        if len(members) < 2:
+            continue
+        x = np.stack([views[i].x for i in members])
+        starts = views[members[0]].starts
+        ends = [*starts[1:].tolist(), x.shape[1]]
+        shape = (len(members), len(members), len(starts))
+        n, sa, sb, saa, sbb, sab = (np.zeros(shape) for _ in range(6))
+        for s, (lo, hi) in enumerate(zip(starts.tolist(), ends, strict=True)):
+            seg = x[:, lo:hi]
+            sums, sq, gram = seg.sum(1), (seg * seg).sum(1), seg @ seg.T
+            n[:, :, s] = hi - lo
+            sa[:, :, s], sb[:, :, s] = sums[:, None], sums[None, :]
+            saa[:, :, s], sbb[:, :, s] = sq[:, None], sq[None, :]
+            sab[:, :, s] = gram
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                pair = _combine(n[a, b], sa[a, b], sb[a, b], saa[a, b], sbb[a, b], sab[a, b], keys)
+                if pair is not None:
+                    out[(members[a], members[b])] = pair
+                bulk.add((members[a], members[b]))
+    for i in range(len(views)):
+        for j in range(i + 1, len(views)):
+            if (i, j) in bulk:
+                continue
+            pair = compare(views[i], views[j])
+            if pair is not None:
+                out[(i, j)] = pair
+    return out
+
+
+# ----------------------------------------------------------------------- copy tests
+
+
+def _round_bf16(x: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    u = x.astype(np.float32).view(np.uint32)
+    rounded = (u + (((u >> 16) & 1) + 0x7FFF)) & 0xFFFF0000
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def _cast(x: np.ndarray, dtype: str) -> np.ndarray | None:
+    import numpy as np
+
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return x.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":
+        return _round_bf16(x)
+    if dtype == "float32":
+        return x.astype(np.float32)
+    return None
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A structural derivation test that passed: child is a ``relation`` copy of parent."""
+
+    relation: str
+    match: float
+    exact: bool  # an exact test (rounding, cast, support) rather than closeness alone
+
+
+def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
+    """Is ``child`` an int8/float cast (``quantized``) or a magnitude-pruned copy of ``parent``?"""
+    import numpy as np
+
+    if parent.fp.kind != "model" or child.fp.kind != "model":
+        return None
+    quant_hits = quant_total = cast_hits = cast_total = 0
+    lossy = False
+    for key in pair.shared:
+        tc = child.mats[child.index[key]]
+        tp = parent.mats[parent.index[key]]
+        c, p = child.segment(key), parent.segment(key)
+        ok = np.isfinite(c) & np.isfinite(p)
+        if tc.quantized and tc.scale_offset >= 0 and not tp.quantized:
+            lossy = True
+            scales = np.repeat(
+                child.fp.row_scales(tc).astype(np.float64), len(c) // len(child.fp.row_scales(tc))
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = np.round(c / scales)
+                predicted = np.clip(np.round((p / scales).astype(np.float32)), -127, 127)
+            quant_hits += int(np.count_nonzero((q == predicted) & ok))
+            quant_total += int(ok.sum())
+        elif _precision(tc) < _precision(tp):
+            lossy = True
+            cast = _cast(p.astype(np.float32), tc.dtype)
+            if cast is not None:
+                cast_hits += int(np.count_nonzero((cast == c.astype(np.float32)) & ok))
+                cast_total += int(ok.sum())
+        elif _precision(tc) == _precision(tp) and tc.quantized == tp.quantized:
+            same = int(np.count_nonzero((c == p) & ok))
+            cast_hits += same
+            quant_hits += same
+            cast_total += int(ok.sum())
+            quant_total += int(ok.sum())
+    if lossy:
+        total = max(quant_total, cast_total)
+        hits = quant_hits if quant_total >= cast_total else cast_hits
+        if total and hits / total >= MATCH:
+            return Copy("quantized", hits / total, True)
+        if not total and pair.distance <= COPY_DISTANCE and pair.corr >= 0.999:
+            return Copy("quantized", pair.corr, False)
+        return None
+    return _pruned_test(parent, child, pair)
+
+
+def _pruned_test(parent: View, child: View, pair: Pair) -> Copy | None:
+    import numpy as np
+
+    c = np.concatenate([child.segment(k) for k in pair.shared])
+    p = np.concatenate([parent.segment(k) for k in pair.shared])
+    ok = np.isfinite(c) & np.isfinite(p)
+    c, p = c[ok], p[ok]
+    zero_c, zero_p = c == 0, p == 0
+    if zero_c.mean() - zero_p.mean() < 0.05 or not (~zero_c).any():
+        return None
+    kept = ~zero_c
+    dtype = min((child.mats[child.index[k]] for k in pair.shared), key=_precision).dtype
+    expected = _cast(p[kept].astype(np.float32), dtype)
+    same = c[kept] == (expected if expected is not None else p[kept])
+    if same.mean() < MATCH:
+        return None
+    dropped = zero_c & ~zero_p
+    if dropped.any():
+        # magnitude pruning drops the small entries: few dropped entries beat the median kept one
+        big = np.abs(p[dropped]) > np.median(np.abs(p[kept]))
+        if big.mean() > 0.1:
+            return None
+    return Copy("pruned", float(same.mean()), True)
+
+
+# ----------------------------------------------------------------------------- merges
+
+
+def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """Non-negative least squares (Lawson-Hanson): argmin |a x - b| with x >= 0."""
+    import numpy as np
+
+    m = a.shape[1]
+    x = np.zeros(m)
+    passive = np.zeros(m, dtype=bool)
+    for _ in range(iterations):
+        w = a.T @ (b - a @ x)
+        candidates = ~passive & (w > 1e-12 * max(1.0, float(np.abs(w).max(initial=0))))
+        if not candidates.any():
+            break
+        passive[int(np.argmax(np.where(candidates, w, -np.inf)))] = True
+        while True:
+            s = np.zeros(m)
+            s[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (s[passive] > 0).all():
+                x = s
+                break
+            bad = passive & (s <= 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                alpha = np.min(np.where(bad, x / (x - s), np.inf))
+            x = x + alpha * (s - x)
+            passive &= x > 1e-12
+            x[~passive] = 0.0
+    return x
+
+
+@dataclass(frozen=True)
+class Merge:
+    parents: tuple[int, ...]
+    weights: tuple[float, ...]
+    residual: float  # relative to the distance to the nearest single model
+
+
+def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge | None:
+    """Is ``views[target]`` a non-negative mix (summing to ~1) of two or more models of ``pool``?"""
+    import numpy as np
+
+    t = views[target]
+    pool = [i for i in pool if i != target and views[i].keys and shared_keys(t, views[i]) == t.keys]
+    if len(pool) < 2 or not t.keys or not t.finite:
+        return None
+    weights = []
+    for k in t.keys:  # each matrix counts the same, whatever its size
+        seg = t.segment(k)
+        weights.append(np.full(len(seg), 1.0 / max(float(np.sqrt(np.mean(seg * seg))), 1e-12)))
+    scale = np.concatenate(weights) / math.sqrt(len(t.keys))
+    b = t.x * scale
+    cols = []
+    for i in pool:
+        v = views[i]
+        x = v.x if v.keys == t.keys else np.concatenate([v.segment(k) for k in t.keys])
+        cols.append(np.where(np.isfinite(x), x, 0.0) * scale)
+    a = np.stack(cols, axis=1)
+    nearest = float(np.min(np.linalg.norm(a - b[:, None], axis=0)))
+    if nearest == 0:
+        return None
+    x = nnls(a, b)
+    used = x >= MERGE_MIN_WEIGHT
+    if used.sum() < 2:
+        return None
+    refit = nnls(a[:, used], b)
+    residual = float(np.linalg.norm(a[:, used] @ refit - b)) / nearest
+    total = float(refit.sum())
+    if residual > MERGE_RESIDUAL or not 0.9 <= total <= 1.1 or (refit < MERGE_MIN_WEIGHT).any():
+        return None
+    parents = tuple(pool[i] for i in np.flatnonzero(used))
+    return Merge(parents, tuple(float(w) for w in refit), residual)
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def attribute(
+    fingerprints: Mapping[str, Fingerprint],
+    *,
+    order: Mapping[str, Any] | None = None,
+    adapter_base: Callable[[str, Fingerprint], str | None] | None = None,
+) -> Lineage:
+    """Recover typed, directed lineage among ``fingerprints`` (model id -> fingerprint).
+
+    ``order`` (optional) maps a model to a sortable value, such as its release
+    date: a model is never made the fine-tuned child of one that sorts after it.
+    ``adapter_base`` maps an adapter to the id its config names (default: the
+    config's ``base_model_name_or_path`` matched against the ids).
+    """
+    ids = sorted(fingerprints)
+    views = [View(fingerprints[i]) for i in ids]
+    models = [i for i, v in enumerate(views) if v.fp.kind == "model"]
+    model_views = [views[i] for i in models]
+    pairs_local = pairwise(model_views)
+    pairs = {(models[a], models[b]): p for (a, b), p in pairs_local.items()}
+    edges: list[Edge] = []
+    notes: list[str] = []
+
+    def pair(i: int, j: int) -> Pair | None:
+        return pairs.get((i, j)) if i < j else pairs.get((j, i))
+
+    related = {k: p for k, p in pairs.items() if p.related}
+    families = _components(models, related)
+
+    # 2. copies
+    copy_parent: dict[int, tuple[int, Copy]] = {}
+    for child in models:
+        found = []
+        for parent in models:
+            p = pair(parent, child)
+            if parent == child or p is None or not p.related:
+                continue
+            test = copy_test(views[parent], views[child], p)
+            if test is not None:
+                found.append((parent, test, p))
+        if found:
+            copy_parent[child] = _best_copy_parent(child, found, views)
+    _break_copy_cycles(copy_parent, views)
+    for child, (parent, test) in copy_parent.items():
+        confidence = 0.5 + 0.49 * min(1.0, (test.match - MATCH) / (1 - MATCH) + 0.5) if test.exact else 0.6
+        edges.append(Edge(ids[parent], ids[child], test.relation, confidence))
+
+    # 3. merges, among the models that are not copies
+    core = [i for i in models if i not in copy_parent]
+    merged: dict[int, Merge] = {}
+    for family in families:
+        pool = [i for i in family if i in core]
+        for target in pool:
+            found = merge_test(target, views, pool)
+            if found is not None:
+                merged[target] = found
+    for target, m in merged.items():
+        for parent, w in zip(m.parents, m.weights, strict=True):
+            edges.append(Edge(ids[parent], ids[target], "merge", max(0.5, 0.99 - m.residual), w))
+
+    # 4. adapters
+    resolve = adapter_base or _default_adapter_base(ids)
+    for i, v in enumerate(views):
+        if v.fp.kind != "adapter":
+            continue
+        edge, note = _adapter_edge(ids[i], v, resolve, fingerprints)
+        if edge is not None:
+            edges.append(edge)
+        if note:
+            notes.append(note)
+
+    # 5. fine-tunes
+    tree = [i for i in core if i not in merged]
+    index = {name: i for i, name in enumerate(ids)}
+    attached: dict[int, int] = {}
+    for e in edges:
+        attached[index[e.parent]] = attached.get(index[e.parent], 0) + 1
+    ft_edges = _finetune_forest(tree, families, pair, views, ids, order, merged, attached)
+    ft_edges = _attach_to_merges(ft_edges, merged, pair, ids, edges)
+    edges.extend(ft_edges)
+
+    edges.sort(key=lambda e: (e.child, e.parent))
+    children = {e.child for e in edges}
+    return Lineage(ids, edges, [m for m in ids if m not in children], notes)
+
+
+def _components(nodes: Sequence[int], related: Mapping[tuple[int, int], Pair]) -> list[list[int]]:
+    parent = {n: n for n in nodes}
+
+    def find(n: int) -> int:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for a, b in related:
+        parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for n in nodes:
+        groups.setdefault(find(n), []).append(n)
+    return list(groups.values())
+
+
+def _best_copy_parent(
+    child: int, found: list[tuple[int, Copy, Pair]], views: Sequence[View]
+) -> tuple[int, Copy]:
+    """Among the parents a child copies, the original: exact tests first, then the most precise."""
+    candidates = {parent for parent, _, _ in found}
+
+    def rank(item: tuple[int, Copy, Pair]) -> tuple[Any, ...]:
+        parent, test, p = item
+        v = views[parent]
+        return (not test.exact, -v.precision, v.zeros, -test.match, p.distance, parent)
+
+    best = sorted(found, key=rank)
+    # a candidate that is itself a copy of another candidate is not the original
+    for parent, test, _ in best:
+        others = candidates - {parent}
+        if not any(_is_copy_of(views[parent], views[o]) for o in others):
+            return parent, test
+    return best[0][0], best[0][1]
+
+
+def _is_copy_of(child: View, parent: View) -> bool:
+    p = compare(parent, child)
+    return p is not None and p.related and copy_test(parent, child, p) is not None
+
+
+def _break_copy_cycles(copy_parent: dict[int, tuple[int, Copy]], views: Sequence[View]) -> None:
+    """Identical models test as copies of each other; keep one direction."""
+    for child in sorted(copy_parent):
+        if child not in copy_parent:
+            continue
+        parent = copy_parent[child][0]
+        if parent in copy_parent and copy_parent[parent][0] == child:
+            # keep the more precise (or, equal, the smaller id) as the original
+            a, b = views[parent], views[child]
+            keep_parent = (a.precision, -a.zeros, -parent) >= (b.precision, -b.zeros, -child)
+            del copy_parent[parent if keep_parent else child]
+
+
+def _finetune_forest(
+    tree: Sequence[int],
+    families: Sequence[Sequence[int]],
+    pair: Callable[[int, int], Pair | None],
+    views: Sequence[View],
+    ids: Sequence[str],
+    order: Mapping[str, Any] | None,
+    merged: Mapping[int, Merge],
+    attached: Mapping[int, int],
+) -> list[Edge]:
+    """Fine-tune edges per family: a spanning tree on spectral distance, rooted by tree-level evidence."""
+    members = set(tree)
+    edges: list[Edge] = []
+    for family in families:
+        nodes = sorted(n for n in family if n in members)
+        if len(nodes) < 2:
+            continue
+        edges.extend(_family_tree(nodes, pair, views, ids, order, merged, attached))
+    return edges
+
+
+def _family_tree(
+    nodes: list[int],
+    pair: Callable[[int, int], Pair | None],
+    views: Sequence[View],
+    ids: Sequence[str],
+    order: Mapping[str, Any] | None,
+    merged: Mapping[int, Merge],
+    attached: Mapping[int, int],
+) -> list[Edge]:
+    import networkx as nx
+
+    best_precision = max(views[n].precision for n in nodes)
+    high = [n for n in nodes if views[n].precision == best_precision]
+    low = [n for n in nodes if views[n].precision != best_precision]
+    dist: dict[tuple[int, int], float] = {}
+
+    def d(a: int, b: int) -> float:
+        key = (a, b) if a < b else (b, a)
+        if key not in dist:
+            p = pair(a, b)
+            dist[key] = spectral_distance(views[a], views[b], p.shared) if p is not None else math.inf
+        return dist[key]
+
+    # near-ties between a parent and its barely-changed child are broken towards the less
+    # mature model (lower spectral entropy), as the directed tree below would orient them
+    graph = nx.DiGraph()
+    graph.add_nodes_from(high)
+    maturity = {n: views[n].maturity for n in high}
+    ordered = sorted(high, key=lambda n: maturity[n])
+    rank = {n: i / max(1, len(high) - 1) for i, n in enumerate(ordered)}
+    for a in high:
+        graph.add_edge(-1, a, weight=1e9)
+        for b in high:
+            p = pair(a, b) if a != b else None
+            if p is not None and p.related:
+                penalty = TIE_PENALTY * rank[a]
+                graph.add_edge(a, b, weight=d(a, b) * (1 + penalty))
+    arborescence = nx.minimum_spanning_arborescence(graph)
+    tree = nx.Graph()
+    tree.add_nodes_from(high)
+    tree.add_edges_from((a, b, {"weight": d(a, b)}) for a, b in arborescence.edges() if a != -1)
+    # lower-precision fine-tunes (say, saved in bfloat16) carry rounding noise in every
+    # direction: they join as leaves, each next to its nearest model once that noise is removed
+    for n in low:
+        options = [(d(n, m), m) for m in nodes if m != n and (p := pair(n, m)) is not None and p.related]
+        if options:
+            tree.add_edge(min(options)[1], n, weight=min(options)[0])
+    if tree.number_of_nodes() < 2:
+        return []
+    edges = []
+    for component in nx.connected_components(tree):
+        sub = tree.subgraph(component)
+        if sub.number_of_nodes() < 2:
+            continue
+        root, scores = _choose_root(sub, views, ids, order, merged, attached, low)
+        for a, b in nx.bfs_edges(sub, root):
+            confidence = _edge_confidence(sub, a, b, scores, d)
+            edges.append(Edge(ids[a], ids[b], "finetune", confidence))
+    return edges
+
+
+def _later(order: Mapping[str, Any], a: str, b: str) -> bool:
+    if a not in order or b not in order:
+        return False
+    try:
+        return bool(order[a] > order[b])
+    except TypeError:
+        return False
+
+
+TIE_PENALTY = 0.02  # breaks near-ties in distance towards the less mature parent
+P_SCHATTEN = 0.1  # p of the Schatten quasi-norm: near 0 it counts independent directions of change
+
+
+def spectral_distance(a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...]]]) -> float:
+    """How many independent directions separate two models, on their sampled sub-matrices.
+
+    Each matrix's difference is summarised by its Schatten quasi-norm with small
+    ``p`` (close to the geometric mean of its singular values), relative to the
+    models' own. A fine-tune moves the weights along a few directions; two
+    siblings differ by both their updates, so they sit further apart than
+    parent and child even when their updates point the same way and their
+    Euclidean distance says otherwise. Singular values under the pair's
+    rounding-noise floor (bfloat16, int8) are dropped.
+    """
+    import numpy as np
+
+    out = []
+    p = P_SCHATTEN
+    for key in keys:
+        ga, gb = a.grid(key), b.grid(key)
+        if ga is None or gb is None:
+            continue
+        diff = ga - gb
+        if not np.isfinite(diff).all():
+            diff = np.where(np.isfinite(diff), diff, 0.0)
+        s = np.linalg.svd(diff, compute_uv=False)
+        tau = max(a.noise_floor(key), b.noise_floor(key))
+        if tau > 0:
+            s = np.where(s > tau, s, 0.0)
+        ref = (a.schatten(key) + b.schatten(key)) / 2
+        if ref <= 0:
+            continue
+        out.append((float(np.sum(s**p)) / ref) ** (1 / p))
+    return float(np.mean(out)) if out else math.inf
+
+
+def _choose_root(
+    tree: Any,
+    views: Sequence[View],
+    ids: Sequence[str],
+    order: Mapping[str, Any] | None,
+    merged: Mapping[int, Merge],
+    attached: Mapping[int, int],
+    low: Sequence[int],
+) -> tuple[int, dict[int, float]]:
+    """The family's root: the orientation that best fits the tree-level evidence.
+
+    Hard evidence first: order hints (a model released later is never a parent)
+    and merges of siblings (a merge's parents are not each other's ancestors).
+    Then: the root is central (closest, in hops, to its relatives), fine-tuning
+    adds directions to the weights' spectrum (entropy rises from parent to
+    child), and derived copies, adapters and merges gather around the models
+    people build on.
+    """
+    import networkx as nx
+    import numpy as np
+
+    n = tree.number_of_nodes()
+    nodes = list(tree.nodes)
+    maturity = {v: views[v].maturity for v in nodes}
+    merge_sets = [[q for q in m.parents if q in tree] for m in merged.values()]
+    merge_sets = [ms for ms in merge_sets if len(ms) >= 2]
+    scores: dict[int, float] = {}
+    for r in nodes:
+        if r in low and len(low) < n:
+            scores[r] = -math.inf
+            continue
+        hops = nx.single_source_shortest_path_length(tree, r)
+        oriented = list(nx.bfs_edges(tree, r))
+        parent_of = {b: a for a, b in oriented}
+        score = -sum(hops.values()) / n
+        score += 0.25 * sum(float(np.tanh((maturity[b] - maturity[a]) / 1e-3)) for a, b in oriented)
+        score += 0.25 * attached.get(r, 0)
+        for ms in merge_sets:
+            for q in ms:
+                for other in ms:
+                    if other != q and _is_ancestor(q, other, parent_of):
+                        score -= 2.0
+        if order is not None:
+            score -= 10.0 * sum(1 for a, b in oriented if _later(order, ids[a], ids[b]))
+        scores[r] = score
+    root = max(nodes, key=lambda v: (scores[v], -v))
+    return root, scores
+
+
+def _is_ancestor(a: int, b: int, parent_of: Mapping[int, int]) -> bool:
+    while b in parent_of:
+        b = parent_of[b]
+        if b == a:
+            return True
+    return False
+
+
+def _edge_confidence(
+    tree: Any, parent: int, child: int, scores: Mapping[int, float], d: Callable[[int, int], float]
+) -> float:
+    """How sure the edge is: placement (nearest relative by a margin) times direction (root margin)."""
+    import networkx as nx
+
+    here = d(parent, child)
+    others = [d(child, m) for m in tree.nodes if m not in (parent, child)]
+    placement = 0.9 if not others else max(0.5, min(0.95, 0.5 + 10 * (min(others) - here) / max(here, 1e-12)))
+    # the best root on the child's side would flip this edge
+    cut = tree.copy()
+    cut.remove_edge(parent, child)
+    side = nx.node_connected_component(cut, child)
+    best = max(scores.values())
+    flip = max((scores[v] for v in side), default=-math.inf)
+    direction = 0.95 if not math.isfinite(flip) else 0.5 + 0.45 * math.tanh(max(best - flip, 0.0))
+    return max(0.5, min(placement, direction))
+
+
+def _attach_to_merges(
+    ft_edges: list[Edge],
+    merged: Mapping[int, Merge],
+    pair: Callable[[int, int], Pair | None],
+    ids: Sequence[str],
+    fixed: Sequence[Edge],
+) -> list[Edge]:
+    """A model fine-tuned from a merge: move it under the merge when that is nearer than its parent."""
+    if not merged:
+        return ft_edges
+    import networkx as nx
+
+    index = {name: i for i, name in enumerate(ids)}
+    out = list(ft_edges)
+    for k, e in enumerate(out):
+        child, parent = index[e.child], index[e.parent]
+        current = pair(parent, child)
+        best = None
+        for m in merged:
+            p = pair(m, child)
+            if p is None or current is None or not p.related or p.distance >= current.distance * 0.9:
+                continue
+            if best is None or p.distance < best[1]:
+                best = (m, p.distance)
+        if best is None:
+            continue
+        graph = nx.DiGraph([(x.parent, x.child) for x in [*fixed, *out] if x is not e])
+        graph.add_edge(ids[best[0]], e.child)
+        if nx.is_directed_acyclic_graph(graph):
+            out[k] = Edge(ids[best[0]], e.child, "finetune", e.confidence)
+    return out
+
+
+def _default_adapter_base(ids: Sequence[str]) -> Callable[[str, Fingerprint], str | None]:
+    known = set(ids)
+
+    def resolve(adapter_id: str, fp: Fingerprint) -> str | None:
+        meta = fp.adapter or {}
+        base, revision = meta.get("base"), meta.get("revision")
+        if not base:
+            return None
+        names = [base, base.rstrip("/").rsplit("/", 1)[-1]]
+        for name in names:
+            for candidate in ([f"{name}-{revision}", f"{name}@{revision}"] if revision else []) + [name]:
+                if candidate in known and candidate != adapter_id:
+                    return candidate
+        return None
+
+    return resolve
+
+
+def _adapter_edge(
+    adapter_id: str,
+    view: View,
+    resolve: Callable[[str, Fingerprint], str | None],
+    fingerprints: Mapping[str, Fingerprint],
+) -> tuple[Edge | None, str]:
+    fp = view.fp
+    base = resolve(adapter_id, fp)
+    named = (fp.adapter or {}).get("base")
+    if base is None:
+        if named:
+            return None, f"{adapter_id}: adapter base '{named}' is not among the models compared"
+        return None, f"{adapter_id}: adapter config names no base model"
+    target = fingerprints[base]
+    if target.kind != "model":
+        return None, f"{adapter_id}: adapter base '{base}' is not a full model"
+    have = {t.key for t in target.tensors}
+    missing = [t.name for t in fp.tensors if t.key not in have]
+    if missing or not fp.tensors:
+        return None, (
+            f"{adapter_id}: adapter does not fit '{base}': no tensor {missing[0]} of that shape"
+            if missing
+            else f"{adapter_id}: adapter has no tensors to check"
+        )
+    return Edge(base, adapter_id, "adapter", 0.8), ""
+
+
+# -------------------------------------------------------------------------- one vs many
+
+
+@dataclass(frozen=True)
+class Match:
+    """How one model relates to a known one."""
+
+    id: str
+    corr: float
+    distance: float
+    relation: str  # how the new model derives from this one ("finetune", ...), or "derived-from-new"
+    confidence: float
+    weight: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "similarity": round(self.corr, 4),
+            "distance": round(self.distance, 4),
+            "relation": self.relation,
+            "confidence": round(self.confidence, 3),
+        }
+        if self.weight is not None:
+            out["weight"] = round(self.weight, 4)
+        return out
+
+
+def rank_signatures(new: Fingerprint, signatures: np.ndarray, top: int) -> np.ndarray:
+    """Indices of the ``top`` rows of ``signatures`` most similar to ``new`` (cosine)."""
+    import numpy as np
+
+    s = new.signature.astype(np.float32)
+    norms = np.linalg.norm(signatures, axis=1) * max(float(np.linalg.norm(s)), 1e-12)
+    scores = (signatures @ s) / np.maximum(norms, 1e-12)
+    k = min(top, len(scores))
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    best = np.argpartition(-scores, k - 1)[:k]
+    return best[np.argsort(-scores[best])]
+
+
+def closest(new: Fingerprint, known: Mapping[str, Fingerprint], top: int = 32) -> list[Match]:
+    """Known models ranked by closeness to ``new``, each with how ``new`` relates to it.
+
+    Candidates are first ranked by signature (one matrix product over all of
+    ``known``), then the best ``top`` are compared exactly.
+    """
+    import numpy as np
+
+    ids = list(known)
+    if not ids:
+        return []
+    if new.kind == "adapter":
+        return _adapter_matches(new, known)
+    sigs = np.stack([known[i].signature for i in ids]).astype(np.float32)
+    chosen = [ids[k] for k in rank_signatures(new, sigs, top)]
+    nv = View(new)
+    matches = []
+    views = {i: View(known[i]) for i in chosen}
+    for i in chosen:
+        v = views[i]
+        if v.fp.kind != "model":
+            continue
+        p = compare(v, nv)
+        if p is None:
+            continue
+        relation, confidence = "unrelated", 0.9
+        if v.fp.sha256 == new.sha256:
+            relation, confidence = "identical", 1.0
+        elif p.related:
+            test = copy_test(v, nv, p)
+            back = copy_test(nv, v, p) if test is None else None
+            if test is not None:
+                relation, confidence = test.relation, 0.95 if test.exact else 0.6
+            elif back is not None:
+                relation, confidence = f"parent-of-{back.relation}", 0.95 if back.exact else 0.6
+            else:
+                relation, confidence = "finetune", 0.7
+        matches.append(Match(i, p.corr, p.distance, relation, confidence))
+    related = [m for m in matches if m.relation not in ("unrelated",)]
+    if len(related) >= 2 and not any(m.relation in ("identical", "quantized", "pruned") for m in related):
+        pool_ids = [m.id for m in related if m.relation == "finetune"]
+        allv = [nv, *(views[i] for i in pool_ids)]
+        found = merge_test(0, allv, list(range(len(allv))))
+        if found is not None:
+            weights = {pool_ids[k - 1]: w for k, w in zip(found.parents, found.weights, strict=True)}
+            matches = [
+                Match(m.id, m.corr, m.distance, "merge", max(0.5, 0.99 - found.residual), weights[m.id])
+                if m.id in weights
+                else m
+                for m in matches
+            ]
+    matches.sort(key=lambda m: (m.relation == "unrelated", m.distance))
+    return matches
+
+
+def _adapter_matches(new: Fingerprint, known: Mapping[str, Fingerprint]) -> list[Match]:
+    wanted = {t.key for t in new.tensors}
+    out = []
+    base = (new.adapter or {}).get("base")
+    for i, fp in known.items():
+        if fp.kind != "model" or not wanted:
+            continue
+        have = {t.key for t in fp.tensors}
+        if wanted <= have:
+            named = base is not None and (i == base or i.split("@")[0] == base)
+            out.append(Match(i, 0.0, 0.0, "adapter", 0.8 if named else 0.3))
+    out.sort(key=lambda m: -m.confidence)
+    return out

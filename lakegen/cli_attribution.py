@@ -1,0 +1,269 @@
+"""The weight commands of ``lakegen``: ``fingerprint``, ``attribute`` and ``search --like``.
+
+Registered by :mod:`lakegen.cli`; like it, this module only parses arguments,
+calls library functions (:mod:`lakegen.fingerprint`, :mod:`lakegen.attribution`,
+:mod:`lakegen.lineage`) and prints. numpy and torch are imported only when a
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz")
+
+
+def _lake_root(args: argparse.Namespace) -> Path | None:
+    from lakegen.cli import find_root
+
+    root = Path(args.root) if args.root else find_root(Path.cwd())
+    return root if (root / "catalog").is_dir() else None
+
+
+def _cache(args: argparse.Namespace) -> Any:
+    from lakegen.fingerprint import Cache, default_cache_dir
+
+    if getattr(args, "no_cache", False):
+        return None
+    return Cache(default_cache_dir(_lake_root(args)))
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, label: str, total: int | None) -> Iterator[Callable[[object], None] | None]:
+    """A rich progress bar on stderr (only on a terminal), advanced once per call."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda _item: bar.advance(task)
+
+
+def model_input(path: Path) -> tuple[str, Path]:
+    """A PATH argument as (model id, what to fingerprint): a weight file, or a folder of one model."""
+    from lakegen.weights import ADAPTER_CONFIG, WeightsError
+
+    if path.is_dir():
+        if (path / ADAPTER_CONFIG).is_file():
+            return path.name, path
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+        if len(files) != 1:
+            raise WeightsError(path, f"a folder must hold one model: found {len(files)} weight files")
+        return path.name, files[0]
+    return path.stem, path
+
+
+def _inputs(paths: list[str]) -> tuple[list[tuple[str, Path]], list[str]]:
+    from lakegen.weights import WeightsError
+
+    out, errors, seen = [], [], {}
+    for text in paths:
+        try:
+            model_id, target = model_input(Path(text))
+        except WeightsError as e:
+            errors.append(str(e))
+            continue
+        if model_id in seen:
+            errors.append(f"{text}: its id '{model_id}' is also the id of {seen[model_id]}")
+            continue
+        seen[model_id] = text
+        out.append((model_id, target))
+    return out, errors
+
+
+def _fingerprint_all(
+    inputs: list[tuple[str, Path]], cache: Any, quiet: bool
+) -> tuple[dict[str, Any], dict[str, Path], list[str]]:
+    from lakegen.fingerprint import fingerprint
+    from lakegen.weights import WeightsError
+
+    fps, where, errors = {}, {}, []
+    with _progress(not quiet, "fingerprinting", len(inputs)) as advance:
+        for model_id, target in inputs:
+            try:
+                fps[model_id] = fingerprint(target, cache)
+                where[model_id] = target
+            except WeightsError as e:
+                errors.append(str(e))
+            if advance is not None:
+                advance(model_id)
+    return fps, where, errors
+
+
+def _report(errors: list[str]) -> None:
+    for error in errors:
+        print(f"lakegen: {error}", file=sys.stderr)
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _print_json
+
+    inputs, errors = _inputs(args.paths)
+    fps, where, more = _fingerprint_all(inputs, _cache(args), args.json)
+    errors += more
+    rows = [{"id": m, "path": str(where[m]), **fp.summary()} for m, fp in fps.items()]
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            dtypes = ", ".join(f"{k} {v:,}" for k, v in row["dtypes"].items())
+            print(
+                f"{row['id']}  {row['sha256']}  {row['bytes']:,} bytes  {row['tensors']} tensors  "
+                f"{row['parameters']:,} parameters  ({dtypes})"
+            )
+    _report(errors)
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    if not args.paths:
+        return _attribute_catalog(args)
+    from lakegen.attribution import attribute
+    from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _print_json
+
+    inputs, errors = _inputs(args.paths)
+    fps, _, more = _fingerprint_all(inputs, _cache(args), args.json)
+    errors += more
+    lineage = attribute(fps)
+    if args.json:
+        _print_json(lineage.to_json())
+    else:
+        _print_edges(lineage)
+    for note in lineage.notes:
+        print(f"lakegen: note: {note}", file=sys.stderr)
+    _report(errors)
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+def _print_edges(lineage: Any) -> None:
+    for e in lineage.edges:
+        weight = f"  weight {e.weight:.3f}" if e.weight is not None else ""
+        print(f"{e.parent} -> {e.child}  {e.relation}  {e.confidence:.2f}{weight}")
+    print(
+        f"{len(lineage.models)} models, {len(lineage.edges)} edges, roots: {', '.join(lineage.roots) or '-'}",
+        file=sys.stderr,
+    )
+
+
+def _attribute_catalog(args: argparse.Namespace) -> int:
+    from lakegen.catalog import load_catalog
+    from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _print_json, _root
+    from lakegen.lineage import artifact_paths, attribute_catalog
+
+    catalog = load_catalog(_root(args), verify_artifacts=False)
+    total = len(artifact_paths(catalog)[0])
+    with _progress(not args.json, "fingerprinting", total) as advance:
+        result = attribute_catalog(catalog, _cache(args), advance)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        _print_edges(result.lineage)
+        for d in result.declared:
+            print(f"{d.path}:{d.line}: {d.status}: {d.model} <- {d.base} ({d.relation}): {d.detail}")
+        for finding in result.findings:
+            print(finding)
+        for key, why in sorted(result.skipped.items()):
+            print(f"lakegen: skipped {key}: {why}", file=sys.stderr)
+        counts = {
+            s: sum(1 for d in result.declared if d.status == s)
+            for s in ("verified", "contradicted", "unchecked")
+        }
+        print(
+            f"declared edges: {counts['verified']} verified, {counts['contradicted']} contradicted, "
+            f"{counts['unchecked']} unchecked; {len(result.findings)} findings",
+            file=sys.stderr,
+        )
+    return EXIT_FINDINGS if args.strict and result.findings else EXIT_OK
+
+
+def cmd_search_like(args: argparse.Namespace) -> int:
+    from lakegen.catalog import load_catalog
+    from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _print_json, _root
+    from lakegen.lineage import artifact_paths, search_like
+    from lakegen.weights import WeightsError
+
+    catalog = load_catalog(_root(args), verify_artifacts=False)
+    total = len(artifact_paths(catalog)[0])
+    try:
+        with _progress(not args.json, "fingerprinting", total) as advance:
+            result = search_like(catalog, Path(args.like), _cache(args), advance, limit=args.limit or 10)
+    except WeightsError as e:
+        _report([str(e)])
+        return EXIT_FINDINGS
+    words = [w.lower() for w in getattr(args, "text", None) or []]
+    if words:
+        result.matches = [m for m in result.matches if all(w in m.id.lower() for w in words)]
+        result.best = result.matches[0] if result.matches else None
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        for m in result.matches:
+            weight = f" weight {m.weight:.3f}" if m.weight is not None else ""
+            print(
+                f"{m.id:40} {m.relation:12} similarity {m.corr:.3f}  distance {m.distance:.3f}  "
+                f"confidence {m.confidence:.2f}{weight}"
+            )
+        print(result.sentence, file=sys.stderr)
+    return EXIT_OK if result.best is not None else EXIT_FINDINGS
+
+
+def add_commands(add: Add) -> None:
+    p = add("fingerprint", cmd_fingerprint, "Fingerprint weight files: sha256, tensors, parameters, dtypes.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="weight files or model folders (adapters)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the fingerprint cache")
+    p.add_argument("--json", action="store_true", help="machine-readable output, no progress bar")
+
+    p = add(
+        "attribute",
+        cmd_attribute,
+        "Recover lineage from weights; with no PATH, check the lake's declared base_models.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="weight files or model folders (default: every model of the lake)",
+    )
+    p.add_argument("--strict", action="store_true", help="lake mode: exit 1 on any finding")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the fingerprint cache")
+    p.add_argument("--json", action="store_true", help="machine-readable output, no progress bar")
+
+
+def add_search(add: Add, sub: Any) -> None:
+    """Extend the existing ``search`` command with ``--like``, or add a ``search`` that has only that."""
+    parser = sub.choices.get("search")
+    if parser is None:
+        parser = add("search", cmd_search_like, "Search the lake; --like FILE ranks models by their weights.")
+        parser.add_argument("text", nargs="*", metavar="TEXT", help="words the model ids must contain")
+        parser.set_defaults(func=None)
+    extend_search(parser)
+
+
+def extend_search(parser: argparse.ArgumentParser) -> None:
+    """Give ``lakegen search`` a ``--like FILE`` mode that ranks the lake's models by their weights."""
+    text_search = parser.get_default("func")
+    parser.add_argument("--like", metavar="FILE", help="rank models by closeness to this weight file")
+    if not any(a.dest == "limit" for a in parser._actions):
+        parser.add_argument("--limit", type=int, help="at most this many hits")
+    if not any(a.dest == "json" for a in parser._actions):
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def dispatch(args: argparse.Namespace) -> int:
+        if args.like:
+            return cmd_search_like(args)
+        if text_search is None:
+            print("lakegen search: give --like FILE", file=sys.stderr)
+            return 2
+        return int(text_search(args))
+
+    parser.set_defaults(func=dispatch)
