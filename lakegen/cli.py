@@ -266,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     from lakegen.cli_site import add_commands as add_site_commands  # build, serve, search
 
     add_site_commands(add)
+    from lakegen.cli_attribution import add_commands as add_weight_commands  # fingerprint, attribute
+    from lakegen.cli_attribution import add_search
+
+    add_weight_commands(add)
+    add_search(add, sub)  # search --like FILE
     return parser
 
 
