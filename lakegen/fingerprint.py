@@ -372,7 +372,12 @@ def _sample_model(wf: WeightFile) -> tuple[list[TensorPrint], Any, Any, None, li
             skipped.append(f"{t.name}: {t.dtype} tensor")
             continue
         rows, cols = coordinates(t.name, t.shape)
-        values = to_float32(_gather(wf.raw(t.name), rows, cols), t.dtype)
+        if isinstance(wf, SafetensorsFile):
+            inner = t.numel // t.shape[0] if cols is not None else 1
+            flat = (rows[:, None] * inner + cols[None, :]).reshape(-1) if cols is not None else rows
+            values = to_float32(wf.gather(t.name, flat), t.dtype)
+        else:
+            values = to_float32(_gather(wf.raw(t.name), rows, cols), t.dtype)
         so = -1
         if t.scale is not None:
             scale = to_float32(wf.raw(t.scale), wf.tensors[t.scale].dtype).reshape(-1)
@@ -384,9 +389,6 @@ def _sample_model(wf: WeightFile) -> tuple[list[TensorPrint], Any, Any, None, li
                 scale_offset += len(row_scale)
             else:  # a quantised vector: dequantise; the rounding test only uses matrices
                 values = values * (scale[rows] if scale.size > 1 else scale[0])
-        if isinstance(wf, SafetensorsFile):
-            span = wf.spans[t.name]
-            wf.release(span.start, span.end)
         values = values.astype(np.float32)
         bad = int(np.count_nonzero(~np.isfinite(values)))
         quantized = t.scale is not None

@@ -33,6 +33,7 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_PREFIX = "base_model.model."
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+GATHER_BLOCK = 1 << 16  # bytes read around each run of samples
 
 # safetensors dtype -> (our name, bytes per element)
 SAFETENSORS_DTYPES = {
@@ -259,6 +260,30 @@ class SafetensorsFile(WeightFile):
         if info.numel == 0 or self.map is None:
             return np.zeros(info.shape, dtype=storage)
         return np.frombuffer(self.map, dtype=storage, count=info.numel, offset=span.start).reshape(info.shape)
+
+    def gather(self, name: str, flat: np.ndarray) -> np.ndarray:
+        """Stored values at sorted flat element indices, read with ``pread`` (nothing is mapped).
+
+        Sampling through the memory map would pull whole page-cache folios into
+        the process (megabytes per touched row); reading the few blocks that hold
+        the samples keeps memory flat whatever the tensor's size.
+        """
+        import numpy as np
+
+        info, span = self.tensors[name], self.spans[name]
+        storage = np.dtype(_STORAGE.get(info.dtype, info.dtype)).newbyteorder("<")
+        size = storage.itemsize
+        offsets = span.start + np.asarray(flat, dtype=np.int64) * size
+        blocks = offsets // GATHER_BLOCK
+        cuts = np.flatnonzero(np.diff(blocks)) + 1
+        out = np.empty(len(offsets) * size, dtype=np.uint8)
+        fd = self._file.fileno()
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(offsets)], strict=True):
+            base = int(blocks[lo]) * GATHER_BLOCK
+            data = np.frombuffer(os.pread(fd, GATHER_BLOCK + size, base), dtype=np.uint8)
+            local = (offsets[lo:hi] - base)[:, None] + np.arange(size)
+            out[lo * size : hi * size] = data[local].reshape(-1)
+        return out.view(storage)
 
     def release(self, start: int, end: int) -> None:
         """Drop the pages of ``[start, end)`` from this process (they stay in the page cache)."""
