@@ -33,7 +33,8 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_PREFIX = "base_model.model."
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
-GATHER_BLOCK = 1 << 16  # bytes read around each run of samples
+GATHER_BLOCK = 1 << 16
+NPZ_ARRAY_LIMIT = 1 << 30  # .npz members are inflated whole  # bytes read around each run of samples
 
 # safetensors dtype -> (our name, bytes per element)
 SAFETENSORS_DTYPES = {
@@ -195,7 +196,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"tensor '{key}' appears twice")
+            raise ValueError(f"duplicate tensor name '{key}'")
         out[key] = value
     return out
 
@@ -316,6 +317,7 @@ class NpzFile(WeightFile):
         super().__init__(path)
         try:
             with zipfile.ZipFile(path) as archive:
+                _refuse_zip_bomb(path, archive.infolist())
                 for member in archive.infolist():
                     if not member.filename.endswith(".npy"):
                         continue
@@ -332,6 +334,14 @@ class NpzFile(WeightFile):
                         raise WeightsError(
                             path, f"array '{name}' holds Python objects; refusing it (allow_pickle stays off)"
                         )
+                    need = math.prod(shape) * dtype.itemsize
+                    if need > NPZ_ARRAY_LIMIT:
+                        raise WeightsError(
+                            path,
+                            f"array '{name}' would inflate to {need / (1 << 30):.1f} GiB; .npz arrays are "
+                            f"loaded whole, so lakegen refuses those over {NPZ_ARRAY_LIMIT >> 30} GiB "
+                            "(store large weights as safetensors)",
+                        )
                     self.tensors[name] = TensorInfo(name, _numpy_dtype_name(path, name, dtype), tuple(shape))
         except WeightsError:
             raise
@@ -347,6 +357,23 @@ class NpzFile(WeightFile):
 
     def close(self) -> None:
         self._npz.close()
+
+
+# Float weights barely compress (pruned ones a few times); past this ratio an archive is a bomb.
+NPZ_MAX_RATIO = 100
+NPZ_RATIO_FROM = 64 * 1024 * 1024
+
+
+def _refuse_zip_bomb(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse, from the zip directory alone, archives that would inflate far beyond their size."""
+    inflated = sum(m.file_size for m in members)
+    stored = sum(m.compress_size for m in members) or 1
+    if inflated > NPZ_RATIO_FROM and inflated > NPZ_MAX_RATIO * stored:
+        raise WeightsError(
+            path,
+            f"refused: {stored:,} bytes would inflate to {inflated:,} "
+            f"({inflated // stored:,}:1); this looks like a decompression bomb",
+        )
 
 
 def _numpy_dtype_name(path: Path, name: str, dtype: Any) -> str:
