@@ -1,0 +1,266 @@
+"""Lineage from weights: typed directed edges, unrelated models apart, the lake checked against its manifests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from lakegen.attribution import attribute, closest
+from lakegen.fingerprint import compute
+
+LAKEGEN = Path(sys.executable).with_name("lakegen")
+REPO = Path(__file__).resolve().parents[1]
+SHAPES = {
+    "layers.0.weight": (96, 40),
+    "layers.0.bias": (96,),
+    "layers.2.weight": (80, 96),
+    "layers.4.weight": (10, 80),
+}
+
+
+def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LAKEGEN, *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+
+def trained(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Weights with the spread of a trained net: random bulk plus a few strong directions."""
+    out = {}
+    for name, shape in SHAPES.items():
+        w = rng.normal(0, 1 / np.sqrt(shape[-1]), shape)
+        if len(shape) == 2:
+            u, v = rng.normal(size=(shape[0], 3)), rng.normal(size=(3, shape[1]))
+            w += 1.5 * (u @ v) / np.sqrt(shape[0] * shape[1])
+        out[name] = w.astype(np.float32)
+    return out
+
+
+def finetune(
+    rng: np.random.Generator, parent: dict[str, np.ndarray], size: float = 0.08
+) -> dict[str, np.ndarray]:
+    """The parent moved along a dozen directions per matrix, as a short fine-tune moves it."""
+    out = {}
+    for name, w in parent.items():
+        if w.ndim == 2:
+            u, v = rng.normal(size=(w.shape[0], 12)), rng.normal(size=(12, w.shape[1]))
+            delta = u @ v
+            out[name] = (w + size * np.linalg.norm(w) * delta / np.linalg.norm(delta)).astype(np.float32)
+        else:
+            out[name] = (w + 0.01 * rng.normal(size=w.shape)).astype(np.float32)
+    return out
+
+
+def int8(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, w in sd.items():
+        if w.ndim == 2:
+            scale = (np.abs(w).max(axis=1) / 127).astype(np.float32)
+            out[name] = np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8)
+            out[name + "_scale"] = scale
+        else:
+            out[name] = w
+    return out
+
+
+def pruned(sd: dict[str, np.ndarray], amount: float = 0.5) -> dict[str, np.ndarray]:
+    out = {}
+    for name, w in sd.items():
+        w = w.copy()
+        if w.ndim == 2:
+            w[np.abs(w) <= np.quantile(np.abs(w), amount)] = 0
+        out[name] = w
+    return out
+
+
+def write_adapter(folder: Path, base: str, rng: np.random.Generator) -> None:
+    folder.mkdir(parents=True)
+    tensors = {}
+    for name in ("layers.0", "layers.2"):
+        out_f, in_f = SHAPES[name + ".weight"]
+        tensors[f"base_model.model.{name}.lora_A.weight"] = rng.normal(size=(4, in_f)).astype(np.float32)
+        tensors[f"base_model.model.{name}.lora_B.weight"] = (0.01 * rng.normal(size=(out_f, 4))).astype(
+            np.float32
+        )
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "base_model_name_or_path": base, "r": 4, "lora_alpha": 8}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+
+
+EXPECTED = {
+    ("root", "ft-a", "finetune"),
+    ("root", "ft-b", "finetune"),
+    ("root", "ft-c", "finetune"),
+    ("ft-a", "ft-a1", "finetune"),
+    ("ft-a1", "ft-a1-int8", "quantized"),
+    ("root", "root-bf16", "quantized"),
+    ("root", "root-pruned", "pruned"),
+    ("ft-b", "soup", "merge"),
+    ("ft-c", "soup", "merge"),
+    ("root", "adapter", "adapter"),
+    ("other", "other-ft", "finetune"),
+    ("other", "other-ft2", "finetune"),
+    ("other", "other-int8", "quantized"),
+}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One family (root, three fine-tunes, a grandchild, copies, a merge, an adapter), an unrelated
+    root of the same architecture with two fine-tunes and an int8 copy, and a model of another
+    architecture."""
+    out = tmp_path_factory.mktemp("zoo")
+    rng = np.random.default_rng(11)
+    models: dict[str, dict[str, np.ndarray]] = {"root": trained(rng)}
+    for name in ("ft-a", "ft-b", "ft-c"):
+        models[name] = finetune(rng, models["root"])
+    models["ft-a1"] = finetune(rng, models["ft-a"])
+    models["ft-a1-int8"] = int8(models["ft-a1"])
+    models["root-pruned"] = pruned(models["root"])
+    models["soup"] = {
+        k: (0.3 * models["ft-b"][k] + 0.7 * models["ft-c"][k]).astype(np.float32) for k in SHAPES
+    }
+    models["other"] = trained(rng)
+    models["other-ft"] = finetune(rng, models["other"])
+    models["other-ft2"] = finetune(rng, models["other"])
+    models["other-ft2"]["layers.2.weight"][5, :] = np.nan  # a few NaN weights: compared as missing
+    models["other-int8"] = int8(models["other"])
+    models["wide"] = {"w": rng.normal(size=(50, 50)).astype(np.float32)}
+    for name, sd in models.items():
+        save_file(sd, str(out / f"{name}.safetensors"))
+    bf16 = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in models["root"].items()}
+    torch.save(bf16, out / "root-bf16.pt")
+    write_adapter(out / "adapter", "root", rng)
+    return out
+
+
+def test_attribute_recovers_typed_directed_edges(zoo: Path, tmp_path: Path) -> None:
+    paths = sorted(str(p) for p in zoo.iterdir())
+    result = run("attribute", *paths, "--json", cwd=tmp_path, env={"LAKEGEN_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert set(out) == {"models", "edges", "roots"}
+    assert len(out["models"]) == 15
+    assert {(e["parent"], e["child"], e["relation"]) for e in out["edges"]} == EXPECTED
+    assert sorted(out["roots"]) == ["other", "root", "wide"]
+    weights = {e["parent"]: e["weight"] for e in out["edges"] if e["relation"] == "merge"}
+    assert weights == pytest.approx({"ft-b": 0.3, "ft-c": 0.7}, abs=0.01)
+    assert all(0.5 <= e["confidence"] <= 1 for e in out["edges"])
+
+
+def test_independent_models_of_one_architecture_stay_unconnected(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    fps = {}
+    for i in range(12):
+        path = tmp_path / f"m{i}.safetensors"
+        save_file(trained(rng), str(path))
+        fps[f"m{i}"] = compute(path)
+    lineage = attribute(fps)
+    assert lineage.edges == []
+    assert sorted(lineage.roots) == sorted(fps)
+
+
+def test_search_like_names_the_parent_and_relation(zoo: Path) -> None:
+    fps = {p.stem: compute(p) for p in zoo.glob("*.safetensors") if p.stem != "ft-a1-int8"}
+    matches = closest(compute(zoo / "ft-a1-int8.safetensors"), fps)
+    assert (matches[0].id, matches[0].relation) == ("ft-a1", "quantized")
+    matches = closest(compute(zoo / "soup.safetensors"), {k: v for k, v in fps.items() if k != "soup"})
+    assert {m.id: m.weight for m in matches if m.relation == "merge"} == pytest.approx(
+        {"ft-b": 0.3, "ft-c": 0.7}, abs=0.01
+    )
+
+
+# ---------------------------------------------------------------------------------- lake
+
+
+def manifest(model_id: str, uri: str, data: bytes, released: str, bases: list[str]) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    lines = [
+        "kind: model",
+        f"id: {model_id}",
+        f"name: {model_id}",
+        "description: A test model.",
+        "owners: ['@ada']",
+        "license: MIT",
+        "task: tabular-classification",
+        "framework: pytorch",
+        "architecture: {family: toy}",
+        "versions:",
+        "  - version: 1.0.0",
+        f"    released: {released}",
+        f"    artifact: {{uri: '{uri}', sha256: {digest}, size: {len(data)}, format: safetensors}}",
+        "risk: minimal",
+    ]
+    if bases:
+        lines.append("base_models:")
+        lines += [f"  - {b}" for b in bases]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def lake(zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake of some zoo models whose manifests get some lineage wrong."""
+    root = tmp_path_factory.mktemp("lake")
+    (root / "catalog" / "models").mkdir(parents=True)
+    art = root / "catalog" / "artifacts"
+    art.mkdir()
+    declared = {
+        "root": ("2026-01-01", []),
+        "ft-a": ("2026-02-01", ["{id: root, version: 1.0.0, relation: finetune}"]),
+        "ft-b": ("2026-02-01", ["{id: root, relation: quantized}"]),  # wrong relation
+        "ft-c": ("2026-02-01", []),  # undeclared parent
+        "other": (
+            "2026-01-01",
+            ["{id: ft-a, relation: finetune}", "{id: 'hf:org/base', relation: finetune}"],
+        ),
+        "root-pruned": ("2026-03-01", ["{id: root, relation: pruned}"]),
+    }
+    for model_id, (released, bases) in declared.items():
+        data = (zoo / f"{model_id}.safetensors").read_bytes()
+        (art / f"{model_id}-1.0.0.safetensors").write_bytes(data)
+        text = manifest(model_id, f"../artifacts/{model_id}-1.0.0.safetensors", data, released, bases)
+        (root / "catalog" / "models" / f"{model_id}.yaml").write_text(text)
+    return root
+
+
+def test_lake_mode_checks_declared_lineage(lake: Path, zoo: Path, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "LAKEGEN_CACHE": str(tmp_path / "cache")}
+    result = run("--root", str(lake), "attribute", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    status = {(d["model"], d["base"]): d["status"] for d in out["declared"]}
+    assert status == {
+        ("ft-a", "root"): "verified",
+        ("ft-b", "root"): "contradicted",
+        ("other", "ft-a"): "contradicted",
+        ("other", "hf:org/base"): "unchecked",
+        ("root-pruned", "root"): "verified",
+    }
+    findings = {(f["model"], f["kind"], f["line"]) for f in out["findings"]}
+    assert findings == {
+        ("ft-b", "wrong-relation", 16),
+        ("ft-c", "undeclared-derivation", 2),
+        ("other", "unsupported-claim", 16),
+    }
+    assert all(f["path"].startswith("catalog/models/") for f in out["findings"])
+    strict = run("--root", str(lake), "attribute", "--strict", env=env)
+    assert strict.returncode == 1
+    assert "catalog/models/ft-c.yaml:2: undeclared-derivation" in strict.stdout
+    like = run("--root", str(lake), "search", "--like", str(zoo / "root-bf16.pt"), "--json", env=env)
+    assert like.returncode == 0, like.stderr
+    assert json.loads(like.stdout)["sentence"] == "this file is a quantized copy of root 1.0.0"
+
+
+@pytest.mark.skipif(not any((REPO / "catalog" / "models").glob("*.yaml")), reason="no demo lake yet")
+def test_demo_lake_attributes_with_zero_findings(tmp_path: Path) -> None:
+    result = run("--root", str(REPO), "attribute", "--json", "--strict", env={"LAKEGEN_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert out["findings"] == []
+    assert out["declared"] and all(d["status"] == "verified" for d in out["declared"])
