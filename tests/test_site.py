@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -76,7 +77,7 @@ def test_model_page_shows_lineage_evaluations_findings_and_audit_trail(site: Pat
     page = read(site, "models/mlp-q8.html")
     svg = page.split('<svg class="lg-graph"')[1].split("</svg>")[0]
     assert 'data-parent="mlp-ft" data-child="mlp-q8"' in svg
-    assert 'href="mlp-ft.html"' in svg  # nodes link to the model pages
+    assert 'href="../models/mlp-ft.html"' in svg  # nodes link to the model pages
     evals = page.split('class="lg-table lg-evals"')[1].split("</table>")[0]
     assert "<td>0.96</td><td>0.91</td>" in evals and "lg-s-contradicted" in evals
     assert "-0.0500" in evals
@@ -172,6 +173,11 @@ def test_xss_payloads_render_as_text(xss_site: Path) -> None:
     assert "<title>&lt;script&gt; - Model lake</title>" in evil
     assert '<h1 data-pagefind-meta="title">&lt;script&gt;</h1>' in evil
     assert "{{ 7*7 }}{% raw %}" in evil  # template syntax in a manifest is text, never evaluated
+    # Pagefind's UI writes filter names and values into the page as HTML: none may carry markup.
+    filters = re.findall(r'<span data-pagefind-filter="([^"]*)">([^<]*)</span>', evil)
+    assert len(filters) > 5
+    for name, value in filters:
+        assert not re.search(r"[<>&'\"`]", html.unescape(name) + html.unescape(value)), (name, value)
     for file in xss_site.rglob("*.html"):
         audit = _Audit()
         audit.feed(file.read_text(encoding="utf-8"))
@@ -240,6 +246,15 @@ def test_incremental_rebuild_renders_only_what_changed(tmp_path: Path) -> None:
     full = _site(tmp_path / "full", changed, pagefind=False)
     for file in full.rglob("*.html"):
         assert file.read_bytes() == (site / file.relative_to(full)).read_bytes(), file
+
+
+def test_stamped_pages_equal_pages_rendered_one_by_one(site: Path, tmp_path: Path) -> None:
+    slow = _site(tmp_path, demo_index(), stamp=False, pagefind=False)
+    pages = sorted(p.relative_to(site) for p in site.rglob("*.html") if "pagefind" not in p.parts)
+    assert pages == sorted(p.relative_to(slow) for p in slow.rglob("*.html"))
+    for page in pages:
+        assert (site / page).read_bytes() == (slow / page).read_bytes(), page
+    assert not list(site.rglob("_lakegen-shell-*"))
 
 
 def test_an_interrupted_build_leaves_the_previous_site(

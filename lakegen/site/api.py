@@ -2,64 +2,51 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-from lakegen.index import LakeIndex
+from lakegen.index import LakeIndex, write_json_atomic
 from lakegen.site.cache import link
-from lakegen.site.views import stem
+from lakegen.site.views import LakeView, stem
 
 
-def entry_documents(index: LakeIndex) -> dict[str, dict[str, Any]]:
-    """One JSON document per entry: the manifest and every row of the index that concerns it."""
-    rows: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for edge in index.edges:
-        rows[edge.child]["parents"].append(edge)
-        rows[edge.parent]["children"].append(edge)
-    for name in ("results", "findings", "history", "artifacts"):
-        for row in getattr(index, name):
-            key = row.model if name == "results" else row.entry
-            if key is not None:
-                rows[key][name].append(row)
-    docs = {}
-    for entry in index.entries:
-        doc: dict[str, Any] = entry.model_dump(mode="json")
-        for name in ("parents", "children", "results", "findings", "history", "artifacts"):
-            doc[name] = [r.model_dump(mode="json") for r in rows[entry.id][name]]
-        docs[entry.id] = doc
-    return docs
+def write(
+    index: LakeIndex,
+    view: LakeView,
+    site: Path,
+    previous: Path | None = None,
+    known: dict[str, str] | None = None,
+) -> tuple[dict[str, str], int]:
+    """Write ``api/lake.json`` and ``api/entries/<id>.json``.
 
-
-def write(index: LakeIndex, site: Path, previous: Path | None = None) -> tuple[int, int]:
-    """Write ``api/lake.json`` and ``api/entries/<id>.json``; unchanged entry files are linked.
+    An entry file whose digest is in ``known`` (the previous build's) and exists in
+    ``previous`` is linked from there rather than written again.
 
     Returns:
-        (files written, files linked from ``previous``).
+        The digest of every entry file, and how many were linked.
     """
     folder = site / "api" / "entries"
     folder.mkdir(parents=True, exist_ok=True)
-    (site / "api" / "lake.json").write_text(
-        json.dumps(index.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")), encoding="utf-8"
-    )
+    write_json_atomic(site / "api" / "lake.json", index.model_dump(mode="json"))
     same_dir = previous is not None and previous.resolve() == site.resolve()
-    written = linked = 0
-    for entry_id, doc in entry_documents(index).items():
+    digests, linked = {}, 0
+    for entry_id, data in view.documents.items():
         name = f"api/entries/{stem(entry_id)}.json"
-        data = json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
+        digest = digests[name] = view.digest(entry_id)
         old = previous / name if previous is not None else None
-        if old is not None and old.is_file() and old.stat().st_size == len(data) and old.read_bytes() == data:
+        if old is not None and (known or {}).get(name) == digest and old.is_file():
             if not same_dir:
                 link(old, site / name)
             linked += 1
             continue
         (site / name).write_bytes(data)
-        written += 1
-    return written + 1, linked
+    return digests, linked
+
+
+# Only entry pages are searchable; Pagefind need not parse the rest.
+ENTRY_GLOB = "{models,datasets,code}/**/*.html"
 
 
 def pagefind_available() -> bool:
@@ -76,7 +63,17 @@ def run_pagefind(site: Path) -> str:
         return "skipped: Pagefind is not installed (pip install 'pagefind[bin]')"
     shutil.rmtree(site / "pagefind", ignore_errors=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "pagefind", "--site", str(site), "--output-subdir", "pagefind"],
+        [
+            sys.executable,
+            "-m",
+            "pagefind",
+            "--site",
+            str(site),
+            "--output-subdir",
+            "pagefind",
+            "--glob",
+            ENTRY_GLOB,
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -65,6 +65,7 @@ def build_site(
     config_file: Path | str | None = None,
     reuse: bool = True,
     pagefind: bool | None = None,
+    stamp: bool | None = None,
 ) -> BuildReport:
     """Render the site of the lake at ``root`` (from ``index`` when given) into ``site_dir``.
 
@@ -92,6 +93,8 @@ def build_site(
         plugin.reuse_from = final if reuse and final.is_dir() else None
         if pagefind is not None:
             plugin.config.pagefind = pagefind
+        if stamp is not None:
+            plugin.config.stamp = stamp
         with _quiet_mkdocs():
             build(config)
         _swap(tmp, final)

@@ -1,10 +1,12 @@
 """What lets a rebuild skip pages that did not change.
 
-Each build records, in the site itself, a digest of every generated page and a
-digest of everything else a page's HTML depends on (lakegen, mkdocs and theme
-versions, mkdocs.yml, the templates). The next build renders each page's
-body (cheap), and hands mkdocs only the pages whose digest changed; the others
-are hard-linked from the previous site.
+Each build records, in the site itself, a digest of everything outside the
+pages that their HTML depends on (lakegen, mkdocs and theme versions,
+mkdocs.yml, the templates) and, per page, a digest of its body and, for entry
+pages, of the index rows it reads ("deps"). The next build does not even
+render an entry page whose deps are unchanged; other pages are rendered (cheap)
+and handed to mkdocs only when their body changed. Unchanged pages and API
+files are hard-linked from the previous site.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -64,22 +67,32 @@ def dest_path(src_uri: str, directory_urls: bool) -> str:
     return url + "index.html" if url.endswith("/") or url == "" else url
 
 
-def load(site: Path | None, context: str) -> dict[str, str] | None:
-    """The page digests of the build in ``site``, or None when there is none or its context differs."""
+@dataclass
+class Record:
+    """What a build left for the next: per page (deps, body digest), per API file its digest."""
+
+    context: str
+    pages: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    api: dict[str, str] = field(default_factory=dict)
+
+
+def load(site: Path | None, context: str) -> Record | None:
+    """The record of the build in ``site``, or None when there is none or its context differs."""
     if site is None:
         return None
     try:
-        record = json.loads((site / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads((site / RECORD).read_text(encoding="utf-8"))
+        if data.get("context") != context:
+            return None
+        pages = {k: (v[0], v[1]) for k, v in data["pages"].items()}
+        return Record(context, pages, dict(data["api"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
-    if not isinstance(record, dict) or record.get("context") != context:
-        return None
-    pages = record.get("pages")
-    return pages if isinstance(pages, dict) else None
 
 
-def save(site: Path, context: str, pages: dict[str, str]) -> None:
-    (site / RECORD).write_text(json.dumps({"context": context, "pages": pages}), encoding="utf-8")
+def save(site: Path, record: Record) -> None:
+    data = {"context": record.context, "pages": record.pages, "api": record.api}
+    (site / RECORD).write_text(json.dumps(data), encoding="utf-8")
 
 
 def link(src: Path, dst: Path) -> None:

@@ -8,16 +8,19 @@ templates insert as is.
 
 from __future__ import annotations
 
-import posixpath
+import functools
+import hashlib
+import json
+import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import svg
@@ -49,6 +52,20 @@ class Page:
     in_nav: bool = False
 
 
+@dataclass
+class Job:
+    """A page to be: where it goes, and how to render it.
+
+    ``deps`` digests everything the page reads from the index, when that is
+    known without rendering it (entry pages): equal ``deps`` mean an equal page.
+    """
+
+    src_uri: str
+    render: Callable[[], Page]
+    deps: str | None = None
+    in_nav: bool = False
+
+
 def url_of(src_uri: str, directory_urls: bool) -> str:
     """The site URL (relative to the site root) of a docs page, as mkdocs would write it."""
     base = src_uri.removesuffix(".md")
@@ -68,11 +85,14 @@ class Renderer:
         self.env = Environment(
             loader=FileSystemLoader(str(templates / "pages")),
             autoescape=True,
+            auto_reload=False,
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters.update(md=lambda t: Markup(markdown(t)), num=_num, size=_size, short=_short_sha)
+        self.env.filters.update(
+            md=lambda t: Markup(markdown(t)), num=_num, size=_size, short=_short_sha, facet=facet_text
+        )
         self.env.globals.update(
             safe_url=safe_url,
             facet_labels=FACET_LABELS,
@@ -80,56 +100,79 @@ class Renderer:
             severities=SEVERITIES,
             site_name=site_name,
         )
-        self._current = "index.md"
+        self._current = self._root = ""
         self._boards: dict[str, str] = {}
         self.env.globals["href"] = self.href
         self.env.globals["entry_href"] = self.entry_href
         self.env.globals["root"] = self.root
+        self.env.globals.update(link=self.link, badge=badge, owners=owners, h2=h2)
 
     def href(self, target: str) -> str:
         """A link from the page being rendered to docs page ``target`` (``models/x.md``)."""
-        here = posixpath.dirname(url_of(self._current, self.directory_urls).rstrip("/") or "x")
-        if self.directory_urls and not self._current.endswith("index.md"):
-            here = url_of(self._current, True).rstrip("/")
-        there = url_of(target, self.directory_urls)
-        rel = posixpath.relpath(there or ".", here or ".")
-        return rel + ("/" if there.endswith("/") and rel != "." else "") if rel != "." else "./"
+        return self._root + (url_of(target, self.directory_urls) or "./")
 
     def root(self) -> str:
         """The relative prefix from the page being rendered to the site root (``""`` or ``../``...)."""
-        url = url_of(self._current, self.directory_urls)
-        return "../" * url.count("/")
+        return self._root
+
+    def _at(self, src_uri: str) -> None:
+        self._current = src_uri
+        self._root = "../" * url_of(src_uri, self.directory_urls).count("/")
 
     def entry_href(self, entry_id: str) -> str | None:
         path = self.view.path(entry_id)
         return self.href(path) if path else None
 
+    def link(self, entry_id: object) -> Markup:
+        """A link to an entry's page, or its id as plain text when it is outside the lake."""
+        url = self.entry_href(str(entry_id))
+        if url:
+            return Markup(f'<a href="{escape(url)}">{escape(entry_id)}</a>')
+        return Markup(f'<span class="lg-ext" title="outside the lake">{escape(entry_id)}</span>')
+
     def render(self, template: str, src_uri: str, title: str, **context: Any) -> Page:
-        self._current = src_uri
+        self._at(src_uri)
         toc: list[tuple[str, str]] = []
         body = self.env.get_template(template).render(title=title, toc=toc, **context)
         return Page(src_uri, title, body, toc, in_nav=src_uri in dict((p, t) for t, p in NAV))
 
     def pages(self) -> Iterator[Page]:
+        """Every page, rendered."""
+        return (job.render() for job in self.jobs())
+
+    def jobs(self) -> Iterator[Job]:
+        """Every page, to be rendered; model pages say what they depend on first."""
         view = self.view
         boards = view.boards()
         self._boards = {b.key: b.path for b in boards}
-        yield self.home(boards)
+        yield _done(self.home(boards))
         for kind, folder in (("model", "models"), ("dataset", "datasets"), ("code", "code")):
-            yield from self.listing(kind, folder)
+            yield from map(_done, self.listing(kind, folder))
         for entry in view.index.entries:
+            path = view.path(entry.id) or ""
             if entry.kind == "model":
-                yield self.model(entry.id)
+                yield Job(path, functools.partial(self.model, entry.id), self.model_deps(entry.id))
             elif entry.kind == "dataset":
-                yield self.dataset(entry.id, boards)
+                yield Job(path, functools.partial(self.dataset, entry.id, boards))
             else:
-                yield self.code(entry.id)
-        yield self.render("leaderboards.html", "leaderboards.md", "Leaderboards", boards=boards)
+                yield Job(path, functools.partial(self.code, entry.id))
+        yield _done(self.render("leaderboards.html", "leaderboards.md", "Leaderboards", boards=boards))
         for board in boards:
-            yield self.board(board)
-        yield self.governance()
-        yield from self.lineage()
-        yield self.render("search.html", "search.md", "Search", facets=FACETS)
+            yield Job(board.path, functools.partial(self.board, board))
+        yield _done(self.governance())
+        yield from map(_done, self.lineage())
+        yield _done(self.render("search.html", "search.md", "Search", facets=FACETS))
+
+    def model_deps(self, entry_id: str) -> str:
+        """A digest of what a model page shows: its lineage neighbourhood, and the kinds of what it cites."""
+        view = self.view
+        nodes = view.lineage_nodes(entry_id)
+        m = view.entries[entry_id].manifest
+        arch = m.get("architecture") if isinstance(m.get("architecture"), dict) else {}
+        cited = [str(u.get("id")) for key in ("datasets", "code") for u in _dicts(m.get(key))]
+        cited.append(str(arch.get("code")))
+        payload = [nodes, [view.digest(n) for n in nodes], [(c, view.kind(c)) for c in cited]]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
     def home(self, boards: list[Board]) -> Page:
         index = self.view.index
@@ -193,7 +236,7 @@ class Renderer:
     def model(self, entry_id: str) -> Page:
         view = self.view
         ctx = self._common(entry_id)
-        self._current = view.path(entry_id) or ""
+        self._at(view.path(entry_id) or "")
         nodes = view.lineage_nodes(entry_id)
         keep = set(nodes)
         edges = [e for n in nodes for e in view.edges_in.get(n, []) if e.parent in keep]
@@ -230,7 +273,7 @@ class Renderer:
             trained=[(m, r) for m, r in uses if r in ("train", "finetune")],
             evaluated=sorted({m for m, r in uses if r == "eval"}),
             boards=[b for b in boards if b.dataset == entry_id],
-            derived=[d for d in view.index.entries if _derives(d.manifest, entry_id)],
+            derived=view.derived.get(entry_id, []),
         )
 
     def code(self, entry_id: str) -> Page:
@@ -244,7 +287,7 @@ class Renderer:
         )
 
     def board(self, board: Board) -> Page:
-        self._current = board.path
+        self._at(board.path)
         ranked = board.ranked()
         chart = svg.bar_chart(
             [(r.model, r.value, r.status) for r in ranked[:25] if r.value is not None],
@@ -288,7 +331,7 @@ class Renderer:
             path = f"lineage/{stem(comp[0])}.md"
             pictures.append((comp, path))
         inline = []
-        self._current = "lineage.md"
+        self._at("lineage.md")
         for comp, path in pictures[:6]:
             inline.append((comp, path, Markup(self._component_svg(comp, 30))))
         edges = view.index.edges
@@ -304,7 +347,7 @@ class Renderer:
             edges=edges,
         )
         for comp, path in pictures:
-            self._current = path
+            self._at(path)
             yield self.render(
                 "component.html",
                 path,
@@ -325,11 +368,38 @@ class Renderer:
         )
 
 
-def _derives(manifest: dict[str, Any], dataset_id: str) -> bool:
-    sources = manifest.get("derived_from")
-    return isinstance(sources, list) and any(
-        isinstance(s, dict) and s.get("id") == dataset_id for s in sources
-    )
+_FACET_UNSAFE = re.compile(r"[<>&\"'`\\:,\x00-\x1f]")
+
+
+def facet_text(value: object) -> str:
+    """A facet name or value as Pagefind may show it: Pagefind's UI puts filter text into the page
+    as HTML, so characters that could make markup (and the ``:``/``,`` of its syntax) are dropped."""
+    return _FACET_UNSAFE.sub("", str(value)).strip() or "?"
+
+
+def _done(page: Page) -> Job:
+    return Job(page.src_uri, lambda: page, None, page.in_nav)
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def h2(toc: list[tuple[str, str]], anchor: str, text: str) -> Markup:
+    """A section heading, recorded in the page's table of contents."""
+    toc.append((anchor, text))
+    return Markup(f'<h2 id="{escape(anchor)}">{escape(text)}</h2>')
+
+
+def badge(status: object) -> Markup:
+    text = escape(status)
+    return Markup(f'<span class="lg-badge lg-s-{text}">{text}</span>')
+
+
+def owners(names: object) -> Markup:
+    if not isinstance(names, list):
+        return Markup("")
+    return Markup(" ").join(Markup(f'<span class="lg-owner">{escape(o)}</span>') for o in names)
 
 
 def _title(manifest: dict[str, Any], entry_id: str) -> str:

@@ -9,16 +9,25 @@ Registered as the ``lakegen`` entry point of ``mkdocs.plugins``, so both
 Entry pages stay out of the global navigation, so each page's navigation is
 the same handful of sections however large the lake grows.
 
-A page whose rendered HTML is unchanged since the previous build, and that
-is outside the navigation, is not rendered again: its file is linked from
-the previous site (see :mod:`lakegen.site.cache`).
+Per-page work is kept small because a lake has thousands of entries:
+
+- pages outside the navigation that share a folder and a table of contents
+  differ, once rendered by the theme, only in title and body. mkdocs renders
+  one *shell* page for each such group and the pages are stamped out of it
+  (``stamp: false`` sends every page through mkdocs instead; both give the
+  same bytes, which the tests check);
+- a page whose rendered HTML is unchanged since the previous build is not
+  rendered again: its file is linked from the previous site
+  (see :mod:`lakegen.site.cache`).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import posixpath
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +41,15 @@ from mkdocs.structure.toc import get_toc
 
 from lakegen.index import LakeIndex
 from lakegen.site import api, cache
-from lakegen.site.pages import NAV, Page, Renderer, url_of
+from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
 from lakegen.site.views import LakeView
 
 log = logging.getLogger("mkdocs.plugins.lakegen")
 STUB = "LAKEGEN-PAGE-BODY"
 STUB_HTML = f"<p>{STUB}</p>"
+SHELL_TITLE = "LAKEGEN-SHELL-TITLE-5d1c"
+# Says "<h1" so that material, seeing a heading, adds none of its own: every lake page has one.
+SHELL_BODY = "<!--LAKEGEN-SHELL-BODY-5d1c <h1> -->"
 ASSETS = ("lakegen.css", "lakegen-search.js")
 
 
@@ -57,6 +69,8 @@ class LakegenConfig(base.Config):
     """Build the Pagefind search index after the pages."""
     reuse = c.Type(bool, default=True)
     """Link pages that did not change from the previous build instead of rendering them again."""
+    stamp = c.Type(bool, default=True)
+    """Let mkdocs render one shell per folder and table of contents, and stamp pages out of it."""
 
 
 class LakegenPlugin(BasePlugin[LakegenConfig]):
@@ -69,9 +83,12 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self.stats: dict[str, Any] = {}
         self._dirty = False
         self._pages: dict[str, Page] = {}
+        self._shells: dict[str, list[Page]] = {}
         self._reused: list[str] = []
-        self._digests: dict[str, str] = {}
-        self._context = ""
+        self._record = cache.Record("")
+        self._previous_api: dict[str, str] = {}
+        self._reuse_dir: Path | None = None
+        self._view: LakeView | None = None
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self._dirty = dirty
@@ -102,14 +119,14 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         return config
 
     def on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
-        """Render every lake page and add it to mkdocs' files (or mark it for reuse).
+        """Render every lake page and add it to mkdocs' files (or mark it for reuse or stamping).
 
         Args:
             files: the files mkdocs found in ``docs_dir``.
             config: the mkdocs configuration.
 
         Returns:
-            The files, with the lake's pages and lakegen's assets added.
+            The files, with the lake's pages, their shells and lakegen's assets added.
         """
         start = time.perf_counter()
         index = self._load_index()
@@ -120,35 +137,58 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             site_name=config.site_name,
         )
         reuse_from = self.reuse_from or (Path(config.site_dir) if self._dirty else None)
-        self._context = cache.context_digest(config, self.templates, dict(self.config))
-        previous = cache.load(reuse_from, self._context) if self.config.reuse and reuse_from else None
+        context = cache.context_digest(config, self.templates, dict(self.config))
+        previous = cache.load(reuse_from, context) if self.config.reuse and reuse_from else None
         self._reuse_dir = reuse_from
-        self._pages, self._reused, self._digests = {}, [], {}
-        for page in renderer.pages():
-            digest = cache.page_digest(page)
-            self._digests[page.src_uri] = digest
-            dest = cache.dest_path(page.src_uri, config.use_directory_urls)
-            if (
-                previous is not None
-                and not page.in_nav
-                and previous.get(page.src_uri) == digest
-                and (reuse_from / dest).is_file()  # type: ignore[operator]
-            ):
+        self._view = renderer.view
+        self._record = cache.Record(context)
+        self._previous_api = previous.api if previous is not None else {}
+        self._pages, self._reused, self._shells = {}, [], {}
+        groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Page]] = defaultdict(list)
+        for job in renderer.jobs():
+            dest = cache.dest_path(job.src_uri, config.use_directory_urls)
+            before = _before(previous, reuse_from, job, dest)
+            if before is not None and job.deps is not None and before[0] == job.deps:
+                self._record.pages[job.src_uri] = before
                 self._reused.append(dest)
                 continue
-            self._pages[page.src_uri] = page
-            inclusion = InclusionLevel.INCLUDED if page.in_nav else InclusionLevel.NOT_IN_NAV
-            files.append(File.generated(config, page.src_uri, content=STUB + "\n", inclusion=inclusion))
+            page = job.render()
+            digest = cache.page_digest(page)
+            self._record.pages[job.src_uri] = (job.deps, digest)
+            if page.in_nav:
+                self._add(files, config, page)
+            elif before is not None and before[1] == digest:
+                self._reused.append(dest)
+            else:
+                groups[(posixpath.dirname(page.src_uri), tuple(page.toc))].append(page)
+        for (folder, toc), pages in groups.items():
+            if not self.config.stamp or len(pages) < 2:
+                for page in pages:
+                    self._add(files, config, page)
+                continue
+            name = f"_lakegen-shell-{len(self._shells)}.md"
+            shell = Page(posixpath.join(folder, name), SHELL_TITLE, SHELL_BODY, list(toc))
+            self._shells[shell.src_uri] = pages
+            self._add(files, config, shell)
         sitemap = files.get_file_from_path("sitemap.xml")
         if sitemap is not None and not sitemap.is_documentation_page():
             files.remove(sitemap)  # the raw template, copied once it is no longer a static template
         for name in ASSETS:
             src = self.templates / "assets" / name
             files.append(File.generated(config, f"assets/{name}", abs_src_path=str(src)))
+        stamped = sum(len(p) for p in self._shells.values())
         self.stats.update(
-            rendered=len(self._pages), reused=len(self._reused), render_s=time.perf_counter() - start
+            rendered=len(self._pages) - len(self._shells) + stamped,
+            stamped=stamped,
+            reused=len(self._reused),
+            render_s=time.perf_counter() - start,
         )
         return files
+
+    def _add(self, files: Files, config: MkDocsConfig, page: Page) -> None:
+        self._pages[page.src_uri] = page
+        inclusion = InclusionLevel.INCLUDED if page.in_nav else InclusionLevel.NOT_IN_NAV
+        files.append(File.generated(config, page.src_uri, content=STUB + "\n", inclusion=inclusion))
 
     def on_page_markdown(self, markdown: str, *, page: MkPage, config: MkDocsConfig, files: Files) -> str:
         """Give a lake page its title (escaped: material prints it as is) and its stub body.
@@ -189,24 +229,47 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         return html_.replace(STUB_HTML, ours.body, 1)
 
     def on_post_build(self, *, config: MkDocsConfig) -> None:
-        """Link reused pages, write the JSON API, index the site with Pagefind, record digests.
+        """Stamp pages from their shells, link reused pages, write the API, run Pagefind.
 
         Args:
             config: the mkdocs configuration.
         """
         site = Path(config.site_dir)
         start = time.perf_counter()
+        self._stamp(site, config.use_directory_urls)
         if self._reuse_dir is not None and self._reuse_dir.resolve() != site.resolve():
             for dest in self._reused:
                 cache.link(self._reuse_dir / dest, site / dest)
-        index = self._load_index()
-        written, linked = api.write(index, site, self._reuse_dir if self.config.reuse else None)
-        self.stats.update(api_written=written, api_linked=linked, post_s=time.perf_counter() - start)
+        known = self._previous_api
+        self._record.api, linked = api.write(self._load_index(), self._view, site, self._reuse_dir, known)
+        self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
         if self.config.pagefind:
             start = time.perf_counter()
             self.stats["pagefind"] = api.run_pagefind(site)
             self.stats["pagefind_s"] = time.perf_counter() - start
-        cache.save(site, self._context, self._digests)
+        cache.save(site, self._record)
+
+    def _stamp(self, site: Path, directory_urls: bool) -> None:
+        """Write the pages of each shell: the shell's HTML with their title, name and body put in.
+
+        A shell is rendered by mkdocs like any page in its folder with the same table of
+        contents; what differs between those pages is only what is substituted here.
+        """
+        for shell_uri, pages in self._shells.items():
+            shell_file = site / cache.dest_path(shell_uri, directory_urls)
+            head, tail = shell_file.read_text(encoding="utf-8").split(SHELL_BODY, 1)
+            shell_name = cache.dest_path(shell_uri, directory_urls).rsplit("/", 1)[-1]
+            shell_file.unlink()
+            if directory_urls:
+                shell_file.parent.rmdir()
+            for page in pages:
+                dest = cache.dest_path(page.src_uri, directory_urls)
+                title = html.escape(page.title)
+                name = dest.rsplit("/", 1)[-1]
+                parts = [p.replace(SHELL_TITLE, title).replace(shell_name, name) for p in (head, tail)]
+                out = site / dest
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(parts[0] + page.body + parts[1], encoding="utf-8")
 
     def _load_index(self) -> LakeIndex:
         if self.index is None:
@@ -219,6 +282,16 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
 
                 self.index = compile_lake(self.root)
         return self.index
+
+
+def _before(
+    previous: cache.Record | None, site: Path | None, job: Job, dest: str
+) -> tuple[str | None, str] | None:
+    """What the previous build recorded for ``job``'s page, when its file is there to reuse."""
+    if previous is None or site is None or job.in_nav:
+        return None
+    found = previous.pages.get(job.src_uri)
+    return found if found is not None and (site / dest).is_file() else None
 
 
 __all__ = ["LakegenPlugin", "url_of"]

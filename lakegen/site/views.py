@@ -8,9 +8,11 @@ paths that are always safe file names.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import networkx as nx
@@ -112,13 +114,36 @@ class LakeView:
         results: dict[str, list[Result]] = defaultdict(list)
         for r in index.results:
             results[r.model].append(r)
+        self._digests: dict[str, str] = {}
+        self.derived: dict[str, list[str]] = defaultdict(list)
         for entry in index.entries:
+            for source in _dicts(entry.manifest.get("derived_from")):
+                self.derived[str(source.get("id"))].append(entry.id)
             if entry.kind == "model":
                 self.evaluations[entry.id] = _eval_rows(entry, results.get(entry.id, []))
                 self._uses(entry)
         for model, rows in results.items():  # results of models the lake no longer lists
             if model not in self.entries:
                 self.evaluations[model] = [_row(r) for r in rows]
+
+    @cached_property
+    def documents(self) -> dict[str, bytes]:
+        """Each entry's JSON document (``api/entries/<id>.json``): its manifest and every row about it."""
+        docs = entry_documents(self.index.model_dump(mode="json"))
+        return {k: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode() for k, v in docs.items()}
+
+    def digest(self, entry_id: str) -> str:
+        """A digest of everything the index says about ``entry_id`` ("absent" for ids outside the lake)."""
+        found = self._digests.get(entry_id)
+        if found is None:
+            doc = self.documents.get(entry_id)
+            found = hashlib.sha256(doc).hexdigest() if doc is not None else "absent"
+            self._digests[entry_id] = found
+        return found
+
+    def kind(self, entry_id: str) -> str | None:
+        entry = self.entries.get(entry_id)
+        return entry.kind if entry else None
 
     def _uses(self, entry: IndexEntry) -> None:
         m = entry.manifest
@@ -163,6 +188,25 @@ class LakeView:
                 key = (row.dataset, row.split, row.metric)
                 boards.setdefault(key, Board(*key)).rows.append(row)
         return [boards[k] for k in sorted(boards)]
+
+
+def entry_documents(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One document per entry of a dumped index: the entry and every row (as JSON) that concerns it."""
+    rows: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for edge in data["edges"]:
+        rows[edge["child"]]["parents"].append(edge)
+        rows[edge["parent"]]["children"].append(edge)
+    for name in ("results", "findings", "history", "artifacts"):
+        key = "model" if name == "results" else "entry"
+        for row in data[name]:
+            if row[key] is not None:
+                rows[row[key]][name].append(row)
+    names = ("parents", "children", "results", "findings", "history", "artifacts")
+    docs = {}
+    for entry in data["entries"]:
+        mine = rows.get(entry["id"], {})
+        docs[entry["id"]] = {**entry, **{n: mine.get(n, []) for n in names}}
+    return docs
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:

@@ -2,15 +2,19 @@
 // parameters from the address, so a chip on an entry page can link to a filtered search.
 (function () {
   var box = document.getElementById("lg-search");
+  var note = document.getElementById("lg-search-missing");
   if (!box) return;
   if (typeof PagefindUI === "undefined") {
-    var note = document.getElementById("lg-search-missing");
     if (note) note.textContent = "The search index was not built (run lakegen build with Pagefind installed).";
     return;
   }
+  if (note) note.remove();
+  // Pagefind stores result URLs from the site root; the site may be served under a sub-path.
+  var here = window.location.href;
   var ui = new PagefindUI({
     element: "#lg-search",
-    bundlePath: box.getAttribute("data-bundle"),
+    bundlePath: new URL(box.getAttribute("data-bundle"), here).pathname,
+    baseUrl: new URL(box.getAttribute("data-root") || "./", here).pathname,
     showSubResults: false,
     showImages: false,
     resetStyles: false,
