@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 site: install
-	$(VENV)/bin/lakegen validate
+	$(VENV)/bin/lakegen build
 
 browser:
 	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && apt-get update -qq && \

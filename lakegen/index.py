@@ -36,6 +36,7 @@ class IndexEntry(_Row):
     path: str
     latest_version: str | None = None
     documentation: float | None = Field(None, description="Documentation completeness, 0 to 1 (models).")
+    parameters: int | None = Field(None, description="Parameter count of the latest version (weights).")
     manifest: dict[str, Any]
 
 

@@ -133,7 +133,7 @@ def entry_facets(index: LakeIndex) -> dict[str, EntryFacets]:
             license=_str(m.get("license")),
             framework=_str(m.get("framework")),
             owner=owners,
-            params=getattr(entry, "parameters", None),
+            params=entry.parameters,
         )
         edges = incoming.get(entry.id, [])
         facets.relation = sorted({e.relation for e in edges})

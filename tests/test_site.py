@@ -316,6 +316,10 @@ def test_search_facets_ranking_and_conditions() -> None:
     assert {h.id for h in search(index, where=["digits/test/accuracy<0.92"])} == {"mlp-q8", "mlp-mystery"}
     assert search(index, "nothing-like-this") == []
     assert Where.parse("params >= 1e6") == Where("params", ">=", 1e6)
+    sized = index.model_copy(deep=True)
+    sized.entries[3].parameters = 2_500_000
+    assert [h.id for h in search(sized, where=["params>1e6"])] == [sized.entries[3].id]
+    assert [h.id for h in search(sized, filters={"params": ["1M–10M"]})] == [sized.entries[3].id]
 
 
 def test_layered_layout_puts_parents_above_children() -> None:

@@ -91,7 +91,13 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.env.filters.update(
-            md=lambda t: Markup(markdown(t)), num=_num, size=_size, short=_short_sha, facet=facet_text
+            md=lambda t: Markup(markdown(t)),
+            num=_num,
+            size=_size,
+            short=_short_sha,
+            facet=facet_text,
+            count=_count,
+            signed=_signed,
         )
         self.env.globals.update(
             safe_url=safe_url,
@@ -424,6 +430,20 @@ def _size(value: object) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return ""
+
+
+def _signed(value: float) -> str:
+    text = f"{value:+.4f}"
+    return "0.0000" if text in ("+0.0000", "-0.0000") else text
+
+
+def _count(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "–"
+    for limit, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= limit:
+            return f"{value / limit:.3g}{unit}"
+    return str(value)
 
 
 def _short_sha(value: object, n: int = 12) -> str:
