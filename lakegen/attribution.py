@@ -46,6 +46,7 @@ SHARED = 0.5  # share of the smaller model's matrix parameters two models must h
 MATCH = 0.97  # share of samples a copy must reproduce exactly
 MERGE_RESIDUAL = 0.1  # merge residual / distance to the nearest single model
 MERGE_MIN_WEIGHT = 0.03
+MERGE_POOL = 12  # candidates a merge's parents are sought among
 COPY_DISTANCE = 0.02  # a lossy copy in an unknown format stays this close (relative distance)
 
 
@@ -412,7 +413,7 @@ def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 200) -> np.ndarray:
     m = a.shape[1]
     x = np.zeros(m)
     passive = np.zeros(m, dtype=bool)
-    for _ in range(iterations):
+    for _ in range(min(iterations, 3 * m)):
         w = a.T @ (b - a @ x)
         candidates = ~passive & (w > 1e-12 * max(1.0, float(np.abs(w).max(initial=0))))
         if not candidates.any():
@@ -448,6 +449,9 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
     pool = [i for i in pool if i != target and views[i].keys and shared_keys(t, views[i]) == t.keys]
     if len(pool) < 2 or not t.keys or not t.finite:
         return None
+    if len(pool) > MERGE_POOL:  # a merge's parents are among its nearest relatives
+        near = [(float(np.linalg.norm(np.nan_to_num(views[i].x - t.x))), i) for i in pool]
+        pool = [i for _, i in sorted(near)[:MERGE_POOL]]
     weights = []
     for k in t.keys:  # each matrix counts the same, whatever its size
         seg = t.segment(k)
@@ -710,7 +714,12 @@ def _later(order: Mapping[str, Any], a: str, b: str) -> bool:
         return False
 
 
-TIE_PENALTY = 0.02  # breaks near-ties in distance towards the less mature parent
+TIE_PENALTY = 0.04  # breaks near-ties in distance towards the less mature parent
+# root choice, per family: -mean hops to relatives + these times the evidence (tuned on seeds 5001-5014)
+MATURITY_WEIGHT = 0.5  # per tree edge whose spectral entropy rises from parent to child
+POPULARITY_WEIGHT = 0.1  # per copy, adapter or merge made from the candidate
+MERGE_SIBLINGS_WEIGHT = 2.0  # per pair of merge parents the orientation makes ancestor and descendant
+ORDER_WEIGHT = 10.0  # per edge whose parent was released after its child
 P_SCHATTEN = 0.1  # p of the Schatten quasi-norm: near 0 it counts independent directions of change
 
 
@@ -782,15 +791,17 @@ def _choose_root(
         oriented = list(nx.bfs_edges(tree, r))
         parent_of = {b: a for a, b in oriented}
         score = -sum(hops.values()) / n
-        score += 0.25 * sum(float(np.tanh((maturity[b] - maturity[a]) / 1e-3)) for a, b in oriented)
-        score += 0.25 * attached.get(r, 0)
+        score += MATURITY_WEIGHT * sum(
+            float(np.tanh((maturity[b] - maturity[a]) / 1e-3)) for a, b in oriented
+        )
+        score += POPULARITY_WEIGHT * attached.get(r, 0)
         for ms in merge_sets:
             for q in ms:
                 for other in ms:
                     if other != q and _is_ancestor(q, other, parent_of):
-                        score -= 2.0
+                        score -= MERGE_SIBLINGS_WEIGHT
         if order is not None:
-            score -= 10.0 * sum(1 for a, b in oriented if _later(order, ids[a], ids[b]))
+            score -= ORDER_WEIGHT * sum(1 for a, b in oriented if _later(order, ids[a], ids[b]))
         scores[r] = score
     root = max(nodes, key=lambda v: (scores[v], -v))
     return root, scores

@@ -31,13 +31,16 @@ def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subproc
 
 
 def trained(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Weights with the spread of a trained net: random bulk plus a few strong directions."""
+    """Weights with the spectrum of a trained net: a few strong directions over a decaying tail."""
     out = {}
     for name, shape in SHAPES.items():
-        w = rng.normal(0, 1 / np.sqrt(shape[-1]), shape)
         if len(shape) == 2:
-            u, v = rng.normal(size=(shape[0], 3)), rng.normal(size=(3, shape[1]))
-            w += 1.5 * (u @ v) / np.sqrt(shape[0] * shape[1])
+            k = min(shape)
+            u, _ = np.linalg.qr(rng.normal(size=(shape[0], k)))
+            v, _ = np.linalg.qr(rng.normal(size=(shape[1], k)))
+            w = (u * (1.0 / np.arange(1, k + 1))) @ v.T
+        else:
+            w = rng.normal(0, 0.1, shape)
         out[name] = w.astype(np.float32)
     return out
 
@@ -50,7 +53,8 @@ def finetune(
     for name, w in parent.items():
         if w.ndim == 2:
             u, v = rng.normal(size=(w.shape[0], 12)), rng.normal(size=(12, w.shape[1]))
-            delta = u @ v
+            noise = rng.normal(size=w.shape)  # fine-tuning also spreads the spectrum a little
+            delta = u @ v / np.linalg.norm(u @ v) + 0.5 * noise / np.linalg.norm(noise)
             out[name] = (w + size * np.linalg.norm(w) * delta / np.linalg.norm(delta)).astype(np.float32)
         else:
             out[name] = (w + 0.01 * rng.normal(size=w.shape)).astype(np.float32)
