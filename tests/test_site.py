@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from site_lake import demo_index, model, xss_index
+from site_lake import demo_index, xss_index
 
 from lakegen.cli import main
 from lakegen.index import LakeIndex, save
@@ -234,18 +234,25 @@ def test_incremental_rebuild_renders_only_what_changed(tmp_path: Path) -> None:
     untouched = site / "models" / "mlp-base.html"
     before = untouched.stat().st_ino
     changed = index.model_copy(deep=True)
-    for i, entry in enumerate(changed.entries):
-        if entry.id == "mlp-mystery":
-            changed.entries[i] = model("mlp-mystery", description="Now *documented*.", owners=["@dave"])
+    next(e for e in changed.entries if e.id == "mlp-mystery").manifest["description"] = "Now *documented*."
     report = build_site(tmp_path, changed, pagefind=False)
     assert report.stats["reused"] > 0
-    # The changed page, the pages listing it, and the few pages in the navigation: nothing else.
-    assert report.stats["rendered"] <= 12, report.stats
+    # The changed page and the few pages in the navigation: nothing else.
+    assert report.stats["rendered"] <= 10, report.stats
     assert "Now <em>documented</em>." in read(site, "models/mlp-mystery.html")
     assert (site / "models" / "mlp-base.html").stat().st_ino == before
-    full = _site(tmp_path / "full", changed, pagefind=False)
-    for file in full.rglob("*.html"):
-        assert file.read_bytes() == (site / file.relative_to(full)).read_bytes(), file
+    # Evidence that reaches other pages: an edge is verified, a claim is re-run.
+    again = changed.model_copy(deep=True)
+    again.edges[2].status = "verified"
+    again.results.append(again.results[0].model_copy(update={"model": "mlp-mystery", "reproduced": 0.5}))
+    report = build_site(tmp_path, again, pagefind=False)
+    assert 3 <= report.stats["rendered"] - 8 <= 12, report.stats
+    for index_, name in ((again, "full"),):
+        full = _site(tmp_path / name, index_, pagefind=False)
+        for file in full.rglob("*.html"):
+            assert file.read_bytes() == (site / file.relative_to(full)).read_bytes(), file
+        for file in (full / "api").rglob("*.json"):
+            assert file.read_bytes() == (site / file.relative_to(full)).read_bytes(), file
 
 
 def test_stamped_pages_equal_pages_rendered_one_by_one(site: Path, tmp_path: Path) -> None:
@@ -255,6 +262,24 @@ def test_stamped_pages_equal_pages_rendered_one_by_one(site: Path, tmp_path: Pat
     for page in pages:
         assert (site / page).read_bytes() == (slow / page).read_bytes(), page
     assert not list(site.rglob("_lakegen-shell-*"))
+
+
+def test_directory_urls_work_the_same(tmp_path: Path) -> None:
+    config = tmp_path / "dirs.yml"
+    config.write_text(
+        "site_name: Model lake\nuse_directory_urls: true\ntheme: {name: material, font: false}\n"
+        f"docs_dir: {REPO / 'site_templates' / 'docs'}\nplugins:\n  - lakegen:\n      pagefind: false\n",
+        encoding="utf-8",
+    )
+    sites = [
+        _site(tmp_path / name, demo_index(), config_file=config, stamp=stamp)
+        for name, stamp in (("stamped", True), ("one-by-one", False))
+    ]
+    page = read(sites[0], "models/mlp-ft/index.html")
+    assert 'href="../../models/mlp-base/"' in page and 'href="../../datasets/digits/"' in page
+    assert (sites[0] / "models" / "mlp-base" / "index.html").is_file()
+    for file in sites[1].rglob("*.html"):
+        assert file.read_bytes() == (sites[0] / file.relative_to(sites[1])).read_bytes(), file
 
 
 def test_an_interrupted_build_leaves_the_previous_site(

@@ -25,7 +25,7 @@ from markupsafe import Markup, escape
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import svg
 from lakegen.site.markup import markdown, safe_url
-from lakegen.site.views import SEVERITIES, Board, LakeView, lower_is_better, stem
+from lakegen.site.views import SEVERITIES, Board, EvalRow, LakeView, lower_is_better, stem
 
 LIST_PAGE = 200  # entries per listing page
 NAV = (
@@ -39,6 +39,8 @@ NAV = (
     ("Search", "search.md"),
     ("How to read", "about.md"),
 )
+
+IN_NAV = frozenset(path for _, path in NAV)
 
 
 @dataclass
@@ -140,7 +142,7 @@ class Renderer:
         self._at(src_uri)
         toc: list[tuple[str, str]] = []
         body = self.env.get_template(template).render(title=title, toc=toc, **context)
-        return Page(src_uri, title, body, toc, in_nav=src_uri in dict((p, t) for t, p in NAV))
+        return Page(src_uri, title, body, toc, in_nav=src_uri in IN_NAV)
 
     def pages(self) -> Iterator[Page]:
         """Every page, rendered."""
@@ -159,15 +161,33 @@ class Renderer:
             if entry.kind == "model":
                 yield Job(path, functools.partial(self.model, entry.id), self.model_deps(entry.id))
             elif entry.kind == "dataset":
-                yield Job(path, functools.partial(self.dataset, entry.id, boards))
+                deps = [view.by_dataset.get(entry.id, []), view.derived.get(entry.id, [])]
+                deps.append([b.path for b in boards if b.dataset == entry.id])
+                yield Job(path, functools.partial(self.dataset, entry.id, boards), self._deps(entry.id, deps))
             else:
-                yield Job(path, functools.partial(self.code, entry.id))
+                deps = [view.by_code.get(entry.id, [])]
+                yield Job(path, functools.partial(self.code, entry.id), self._deps(entry.id, deps))
         yield _done(self.render("leaderboards.html", "leaderboards.md", "Leaderboards", boards=boards))
         for board in boards:
-            yield Job(board.path, functools.partial(self.board, board))
+            deps = [board.key, sorted({r.model for r in board.rows}), view.kind(board.dataset)]
+            yield Job(board.path, functools.partial(self.board, board), self._deps(None, deps, *board.rows))
         yield _done(self.governance())
-        yield from map(_done, self.lineage())
+        yield from self.lineage()
         yield _done(self.render("search.html", "search.md", "Search", facets=FACETS))
+
+    def _deps(self, entry_id: str | None, extra: object, *rows: EvalRow) -> str:
+        """A digest of a page's inputs: an entry's rows, what else the page lists, and cited kinds."""
+        view = self.view
+        cited: set[str] = {r.model for r in rows}
+        if entry_id is not None:
+            m = view.entries[entry_id].manifest
+            cited.update(str(d.get("id")) for key in ("derived_from",) for d in _dicts(m.get(key)))
+        payload = [
+            view.digest(entry_id) if entry_id else None,
+            extra,
+            sorted((c, view.kind(c), view.digest(c)) for c in cited),
+        ]
+        return hashlib.sha256(json.dumps(payload, default=repr).encode()).hexdigest()
 
     def model_deps(self, entry_id: str) -> str:
         """A digest of what a model page shows: its lineage neighbourhood, and the kinds of what it cites."""
@@ -329,7 +349,7 @@ class Renderer:
             rules=Counter((f.stage, f.rule) for f in findings).most_common(),
         )
 
-    def lineage(self) -> Iterator[Page]:
+    def lineage(self) -> Iterator[Job]:
         view = self.view
         comps = view.components()
         pictures = []
@@ -341,27 +361,33 @@ class Renderer:
         for comp, path in pictures[:6]:
             inline.append((comp, path, Markup(self._component_svg(comp, 30))))
         edges = view.index.edges
-        yield self.render(
-            "lineage.html",
-            "lineage.md",
-            "Lineage explorer",
-            components=pictures,
-            inline=inline,
-            statuses=Counter(e.status for e in edges),
-            relations=Counter(e.relation for e in edges),
-            models=sum(1 for e in view.index.entries if e.kind == "model"),
-            edges=edges,
+        yield _done(
+            self.render(
+                "lineage.html",
+                "lineage.md",
+                "Lineage explorer",
+                components=pictures,
+                inline=inline,
+                statuses=Counter(e.status for e in edges),
+                relations=Counter(e.relation for e in edges),
+                models=sum(1 for e in view.index.entries if e.kind == "model"),
+                edges=edges,
+            )
         )
         for comp, path in pictures:
-            self._at(path)
-            yield self.render(
-                "component.html",
-                path,
-                f"Lineage family of {comp[0]}",
-                comp=comp,
-                picture=Markup(self._component_svg(comp, 200)),
-                edges=[e for n in comp for e in view.edges_in.get(n, [])],
-            )
+            deps = hashlib.sha256(json.dumps([comp, [view.digest(n) for n in comp]]).encode()).hexdigest()
+            yield Job(path, functools.partial(self.component, comp, path), deps)
+
+    def component(self, comp: list[str], path: str) -> Page:
+        self._at(path)
+        return self.render(
+            "component.html",
+            path,
+            f"Lineage family of {comp[0]}",
+            comp=comp,
+            picture=Markup(self._component_svg(comp, 200)),
+            edges=[e for n in comp for e in self.view.edges_in.get(n, [])],
+        )
 
     def _component_svg(self, comp: list[str], limit: int) -> str:
         keep = set(comp[:limit])

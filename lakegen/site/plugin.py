@@ -205,7 +205,8 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         ours = self._pages.get(page.file.src_uri)
         if ours is None:
             return markdown
-        page.meta["title"] = html.escape(ours.title)
+        if not page.is_homepage:  # the theme titles the home page with the site's name
+            page.meta["title"] = html.escape(ours.title)
         return STUB
 
     def on_page_content(self, html_: str, *, page: MkPage, config: MkDocsConfig, files: Files) -> str:
@@ -258,14 +259,14 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         for shell_uri, pages in self._shells.items():
             shell_file = site / cache.dest_path(shell_uri, directory_urls)
             head, tail = shell_file.read_text(encoding="utf-8").split(SHELL_BODY, 1)
-            shell_name = cache.dest_path(shell_uri, directory_urls).rsplit("/", 1)[-1]
+            shell_name = _name(shell_uri, directory_urls)
             shell_file.unlink()
             if directory_urls:
                 shell_file.parent.rmdir()
             for page in pages:
                 dest = cache.dest_path(page.src_uri, directory_urls)
                 title = html.escape(page.title)
-                name = dest.rsplit("/", 1)[-1]
+                name = _name(page.src_uri, directory_urls)
                 parts = [p.replace(SHELL_TITLE, title).replace(shell_name, name) for p in (head, tail)]
                 out = site / dest
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -294,4 +295,9 @@ def _before(
     return found if found is not None and (site / dest).is_file() else None
 
 
-__all__ = ["LakegenPlugin", "url_of"]
+def _name(src_uri: str, directory_urls: bool) -> str:
+    """The last part of a page's URL: ``x.html``, or ``x`` for ``.../x/``."""
+    return url_of(src_uri, directory_urls).rstrip("/").rsplit("/", 1)[-1]
+
+
+__all__ = ["LakegenConfig", "LakegenPlugin"]

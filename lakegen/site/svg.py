@@ -8,7 +8,7 @@ no JavaScript. Every string that reaches the SVG goes through :func:`esc`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -46,21 +46,23 @@ def layered_layout(graph: nx.DiGraph) -> dict[str, tuple[int, int]]:
     """Node -> (layer, position in layer): layers by topological generation, ordered by barycentre."""
     try:
         layers = [sorted(g) for g in nx.topological_generations(graph)]
-    except nx.NetworkXUnfeasible:  # a cycle (the catalog reports it); fall back to one row per BFS depth
+    except nx.NetworkXUnfeasible:  # a cycle (the catalog reports it as an error): draw one row
         layers = [sorted(graph.nodes)]
     order = {n: i for layer in layers for i, n in enumerate(layer)}
     for sweep in range(4):
-        rows = layers[1:] if sweep % 2 == 0 else layers[-2::-1]
-        for layer in rows:
-            neighbours = graph.predecessors if sweep % 2 == 0 else graph.successors
-
-            def centre(node: str, near: Callable[[str], object] = neighbours) -> float:
-                pos = [order[p] for p in near(node)]  # type: ignore[attr-defined]
-                return sum(pos) / len(pos) if pos else order[node]
-
-            layer.sort(key=lambda n: (centre(n), n))
+        down = sweep % 2 == 0
+        near = graph.predecessors if down else graph.successors
+        for layer in layers[1:] if down else layers[-2::-1]:
+            keys = {n: (_centre(near(n), order, n), n) for n in layer}
+            layer.sort(key=keys.__getitem__)
             order.update({n: i for i, n in enumerate(layer)})
     return {n: (li, i) for li, layer in enumerate(layers) for i, n in enumerate(layer)}
+
+
+def _centre(neighbours: Iterable[str], order: dict[str, int], node: str) -> float:
+    """The mean position of a node's neighbours in the next layer (its own position when it has none)."""
+    positions = [order[p] for p in neighbours]
+    return sum(positions) / len(positions) if positions else order[node]
 
 
 def lineage_svg(
