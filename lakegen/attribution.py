@@ -966,7 +966,8 @@ def closest(new: Fingerprint, known: Mapping[str, Fingerprint], top: int = 32) -
         return []
     if new.kind == "adapter":
         return _adapter_matches(new, known)
-    sigs = np.stack([known[i].signature for i in ids]).astype(np.float32)
+    read = getattr(known, "signatures", None)  # a lazily loaded mapping reads signatures alone
+    sigs = read(ids) if read is not None else np.stack([known[i].signature for i in ids]).astype(np.float32)
     chosen = [ids[k] for k in rank_signatures(new, sigs, top)]
     nv = View(new)
     matches = []

@@ -26,6 +26,7 @@ import os
 import struct
 import tempfile
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,8 +51,9 @@ if TYPE_CHECKING:
 GRID = 64  # rows and columns sampled from every matrix
 VECTOR = 1024  # entries sampled from every other tensor
 SIGNATURE = 512  # length of the CountSketch used to rank candidates quickly
-VERSION = 1
-MAGIC = b"LGFP1\n"
+VERSION = 2
+MAGIC = b"LGFPv2\n\0"  # 8 bytes, so the signature after the length is aligned
+PREFIX = len(MAGIC) + 4 + 4 * SIGNATURE  # magic, header length, signature
 WINDOW = 8 << 20  # bytes hashed between page releases
 CACHE_ENV = "LAKEGEN_CACHE"
 
@@ -138,17 +140,16 @@ class Fingerprint:
     # ----------------------------------------------------------------- serialisation
 
     def to_bytes(self) -> bytes:
+        """``MAGIC | u32 header length | signature | JSON header | samples | scales``.
+
+        The signature sits at a fixed offset, so ranking thousands of cached
+        fingerprints reads a few kilobytes of each (:func:`read_signature`).
+        """
         import numpy as np
 
-        arrays = {
-            "samples": np.ascontiguousarray(self.samples, dtype="<f4"),
-            "scales": np.ascontiguousarray(self.scales, dtype="<f4"),
-            "signature": np.ascontiguousarray(self.signature, dtype="<f4"),
-        }
-        layout, position = {}, 0
-        for name, array in arrays.items():
-            layout[name] = [position, int(array.size)]
-            position += array.nbytes
+        signature = np.ascontiguousarray(self.signature, dtype="<f4")
+        samples = np.ascontiguousarray(self.samples, dtype="<f4")
+        scales = np.ascontiguousarray(self.scales, dtype="<f4")
         header = {
             "version": VERSION,
             "grid": GRID,
@@ -162,33 +163,36 @@ class Fingerprint:
             "dtypes": self.dtypes,
             "adapter": self.adapter,
             "skipped": self.skipped,
-            "arrays": layout,
+            "arrays": {"samples": int(samples.size), "scales": int(scales.size)},
             "tensors": [
                 [t.name, list(t.shape), t.dtype, t.offset, t.count, t.quantized, t.scale_offset, t.nonfinite]
                 for t in self.tensors
             ],
         }
         text = json.dumps(header, separators=(",", ":")).encode()
-        text += b" " * (-(len(MAGIC) + 4 + len(text)) % 8)
-        return b"".join([MAGIC, struct.pack("<I", len(text)), text, *(a.tobytes() for a in arrays.values())])
+        text += b" " * (-(PREFIX + len(text)) % 8)
+        parts = [
+            MAGIC,
+            struct.pack("<I", len(text)),
+            signature.tobytes(),
+            text,
+            samples.tobytes(),
+            scales.tobytes(),
+        ]
+        return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Fingerprint:
         import numpy as np
 
-        if not data.startswith(MAGIC):
+        if not data.startswith(MAGIC) or len(data) < PREFIX:
             raise ValueError("not a lakegen fingerprint")
         (length,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
-        start = len(MAGIC) + 4
-        header = json.loads(data[start : start + length])
+        header = json.loads(data[PREFIX : PREFIX + length])
         if header.get("version") != VERSION or header.get("grid") != GRID or header.get("vector") != VECTOR:
             raise ValueError("fingerprint from another lakegen version")
-        base = start + length
-
-        def array(name: str) -> np.ndarray:
-            offset, count = header["arrays"][name]
-            return np.frombuffer(data, dtype="<f4", count=count, offset=base + offset)
-
+        start = PREFIX + length
+        n_samples, n_scales = header["arrays"]["samples"], header["arrays"]["scales"]
         tensors = [
             TensorPrint(n, tuple(s), d, o, c, q, so, nf) for n, s, d, o, c, q, so, nf in header["tensors"]
         ]
@@ -201,9 +205,9 @@ class Fingerprint:
             parameters=header["parameters"],
             dtypes=header["dtypes"],
             tensors=tensors,
-            samples=array("samples"),
-            scales=array("scales"),
-            signature=array("signature"),
+            samples=np.frombuffer(data, dtype="<f4", count=n_samples, offset=start),
+            scales=np.frombuffer(data, dtype="<f4", count=n_scales, offset=start + 4 * n_samples),
+            signature=np.frombuffer(data, dtype="<f4", count=SIGNATURE, offset=len(MAGIC) + 4),
             adapter=header["adapter"],
             skipped=header["skipped"],
         )
@@ -449,6 +453,9 @@ class Cache:
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)
 
+    def path_of(self, key: str) -> Path:
+        return self._fp_path(key)
+
     def _fp_path(self, key: str) -> Path:
         return self.folder / "fingerprints" / key[:2] / f"{key}.lgfp"
 
@@ -489,6 +496,56 @@ class Cache:
             "key": key,
         }
         _atomic_write(self._memo_path(file), json.dumps(memo).encode())
+
+
+def read_signature(path: Path) -> np.ndarray | None:
+    """The signature of a stored fingerprint, read from its first few kilobytes."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(PREFIX)
+    except OSError:
+        return None
+    if len(head) < PREFIX or not head.startswith(MAGIC):
+        return None
+    return np.frombuffer(head, dtype="<f4", count=SIGNATURE, offset=len(MAGIC) + 4)
+
+
+class Cached(Mapping[str, Fingerprint]):
+    """Model id -> fingerprint, loaded from the cache only when asked for.
+
+    :meth:`signatures` reads just the signatures, so one new model can be ranked
+    against many cached ones without loading them all.
+    """
+
+    def __init__(self, cache: Cache, keys: Mapping[str, str]):
+        self.cache, self.keys_of = cache, dict(keys)
+        self._loaded: dict[str, Fingerprint] = {}
+
+    def __getitem__(self, model_id: str) -> Fingerprint:
+        if model_id not in self._loaded:
+            fp = self.cache.get(self.keys_of[model_id])
+            if fp is None:
+                raise KeyError(model_id)
+            self._loaded[model_id] = fp
+        return self._loaded[model_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys_of)
+
+    def __len__(self) -> int:
+        return len(self.keys_of)
+
+    def signatures(self, ids: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
+        rows = np.zeros((len(ids), SIGNATURE), dtype=np.float32)
+        for i, model_id in enumerate(ids):
+            sig = read_signature(self.cache.path_of(self.keys_of[model_id]))
+            if sig is not None:
+                rows[i] = sig
+        return rows
 
 
 def _atomic_write(target: Path, data: bytes) -> None:

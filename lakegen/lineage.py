@@ -21,7 +21,7 @@ versions: a model is never made the fine-tuned child of one released after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +29,7 @@ from typing import Any, Literal
 from lakegen import artifacts
 from lakegen.attribution import Edge, Lineage, Match, attribute, closest
 from lakegen.catalog import Catalog, Record, latest_version
-from lakegen.fingerprint import Cache, Fingerprint, fingerprint
+from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint, weights_path
 from lakegen.manifest import Model, is_external
 from lakegen.weights import ADAPTER_CONFIG, WeightsError
 
@@ -163,6 +163,27 @@ def fingerprints(
         if progress is not None:
             progress(key)
     return out, failed
+
+
+def _lazily(
+    paths: dict[str, Path], cache: Cache | None, progress: Callable[[str], None] | None
+) -> Mapping[str, Fingerprint]:
+    """Fingerprints of ``paths``; those cached and unchanged are loaded only when needed."""
+    if cache is None:
+        return fingerprints(paths, None, progress)[0]
+    keys: dict[str, str] = {}
+    for model_id, path in paths.items():
+        key = None if path.is_dir() else cache.known_key(weights_path(path))
+        if key is None or not cache.path_of(key).is_file():  # adapters: their config is part of the key
+            try:
+                key = cache_key(path, fingerprint(path, cache).sha256)
+            except WeightsError:
+                key = None
+        if key is not None:
+            keys[model_id] = key
+        if progress is not None:
+            progress(model_id)
+    return Cached(cache, keys)
 
 
 # ------------------------------------------------------------------------------ catalog
@@ -384,7 +405,7 @@ def search_like(
     """The lake's models ranked by closeness to the weights in ``file``."""
     query = fingerprint(file, cache)
     paths, _ = artifact_paths(catalog)
-    known, _ = fingerprints(paths, cache, progress)
+    known = _lazily(paths, cache, progress)
     matches = [m for m in closest(query, known) if m.relation != "unrelated"][:limit]
     best = matches[0] if matches else None
     summary = {"path": str(file), **query.summary()}
