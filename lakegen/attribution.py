@@ -133,10 +133,11 @@ class View:
 
         if key not in self._grids:
             g = self.grid(key)
-            if g is None or not np.isfinite(g).all():
+            try:
+                ok = g is not None and bool(np.isfinite(g).all())
+                self._grids[key] = np.linalg.svd(g, compute_uv=False) if ok else None
+            except np.linalg.LinAlgError:
                 self._grids[key] = None
-            else:
-                self._grids[key] = np.linalg.svd(g, compute_uv=False)
         return self._grids[key]
 
     def schatten(self, key: tuple[str, tuple[int, ...]]) -> float:
@@ -745,7 +746,10 @@ def spectral_distance(a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...
         diff = ga - gb
         if not np.isfinite(diff).all():
             diff = np.where(np.isfinite(diff), diff, 0.0)
-        s = np.linalg.svd(diff, compute_uv=False)
+        try:
+            s = np.linalg.svd(diff, compute_uv=False)
+        except np.linalg.LinAlgError:
+            continue
         tau = max(a.noise_floor(key), b.noise_floor(key))
         if tau > 0:
             s = np.where(s > tau, s, 0.0)
