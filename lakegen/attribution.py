@@ -561,7 +561,7 @@ def attribute(
     for e in edges:
         attached[index[e.parent]] = attached.get(index[e.parent], 0) + 1
     ft_edges = _finetune_forest(tree, families, pair, views, ids, order, merged, attached)
-    ft_edges = _attach_to_merges(ft_edges, merged, pair, ids, edges)
+    ft_edges = _attach_to_merges(ft_edges, merged, pair, views, ids, edges)
     edges.extend(ft_edges)
 
     edges.sort(key=lambda e: (e.child, e.parent))
@@ -699,7 +699,10 @@ def _family_tree(
         sub = tree.subgraph(component)
         if sub.number_of_nodes() < 2:
             continue
-        root, scores = _choose_root(sub, views, ids, order, merged, attached, low)
+        low_rank = {
+            frozenset(e) for e in sub.edges() if _exactly_low_rank(views[e[0]], views[e[1]], pair(*e))
+        }
+        root, scores = _choose_root(sub, views, ids, order, merged, attached, low, low_rank)
         for a, b in nx.bfs_edges(sub, root):
             confidence = _edge_confidence(sub, a, b, scores, d)
             edges.append(Edge(ids[a], ids[b], "finetune", confidence))
@@ -768,6 +771,7 @@ def _choose_root(
     merged: Mapping[int, Merge],
     attached: Mapping[int, int],
     low: Sequence[int],
+    low_rank: set[frozenset[int]],
 ) -> tuple[int, dict[int, float]]:
     """The family's root: the orientation that best fits the tree-level evidence.
 
@@ -775,8 +779,9 @@ def _choose_root(
     and merges of siblings (a merge's parents are not each other's ancestors).
     Then: the root is central (closest, in hops, to its relatives), fine-tuning
     adds directions to the weights' spectrum (entropy rises from parent to
-    child), and derived copies, adapters and merges gather around the models
-    people build on.
+    child) except a LoRA merged into the weights (an exactly low-rank change,
+    taken to be the leaf of its edge), and derived copies, adapters and merges
+    gather around the models people build on.
     """
     import networkx as nx
     import numpy as np
@@ -795,9 +800,12 @@ def _choose_root(
         oriented = list(nx.bfs_edges(tree, r))
         parent_of = {b: a for a, b in oriented}
         score = -sum(hops.values()) / n
-        score += MATURITY_WEIGHT * sum(
-            float(np.tanh((maturity[b] - maturity[a]) / 1e-3)) for a, b in oriented
-        )
+        for a, b in oriented:
+            if frozenset((a, b)) not in low_rank:
+                score += MATURITY_WEIGHT * float(np.tanh((maturity[b] - maturity[a]) / 1e-3))
+            elif (tree.degree(a) == 1) != (tree.degree(b) == 1):
+                # a LoRA merged into the weights lowers the entropy; it is the leaf of its edge
+                score += MATURITY_WEIGHT * (1.0 if tree.degree(b) == 1 else -1.0)
         score += POPULARITY_WEIGHT * attached.get(r, 0)
         for ms in merge_sets:
             for q in ms:
@@ -809,6 +817,33 @@ def _choose_root(
         scores[r] = score
     root = max(nodes, key=lambda v: (scores[v], -v))
     return root, scores
+
+
+LOW_RANK_GAP = 1e-4  # singular values below this share of the largest are rounding noise
+
+
+def _exactly_low_rank(a: View, b: View, pair: Pair | None) -> bool:
+    """True when every matrix of ``a - b`` has exactly low rank, as a LoRA merged into the weights gives."""
+    import numpy as np
+
+    if pair is None:
+        return False
+    clear = False
+    for key in pair.shared:
+        ga, gb = a.grid(key), b.grid(key)
+        if ga is None or gb is None or min(ga.shape) < 4:
+            continue
+        try:
+            s = np.linalg.svd(np.nan_to_num(ga - gb), compute_uv=False)
+        except np.linalg.LinAlgError:
+            return False
+        if s[0] == 0:
+            continue
+        rank = int(np.sum(s > LOW_RANK_GAP * s[0]))
+        if rank >= min(ga.shape):
+            return False
+        clear = clear or (min(ga.shape) >= 16 and rank <= min(ga.shape) // 2)
+    return clear
 
 
 def _is_ancestor(a: int, b: int, parent_of: Mapping[int, int]) -> bool:
@@ -842,10 +877,16 @@ def _attach_to_merges(
     ft_edges: list[Edge],
     merged: Mapping[int, Merge],
     pair: Callable[[int, int], Pair | None],
+    views: Sequence[View],
     ids: Sequence[str],
     fixed: Sequence[Edge],
 ) -> list[Edge]:
-    """A model fine-tuned from a merge: move it under the merge when that is nearer than its parent."""
+    """A model fine-tuned from a merge: move it under the merge when that is clearly nearer.
+
+    Nearness is the spectral distance the fine-tune tree uses: a fine-tune of one
+    of the merge's parents differs from the merge by its own update *and* the
+    other parents' share, so it stays with its parent.
+    """
     if not merged:
         return ft_edges
     import networkx as nx
@@ -855,13 +896,17 @@ def _attach_to_merges(
     for k, e in enumerate(out):
         child, parent = index[e.child], index[e.parent]
         current = pair(parent, child)
+        if current is None:
+            continue
+        here = spectral_distance(views[parent], views[child], current.shared)
         best = None
         for m in merged:
             p = pair(m, child)
-            if p is None or current is None or not p.related or p.distance >= current.distance * 0.9:
+            if p is None or not p.related:
                 continue
-            if best is None or p.distance < best[1]:
-                best = (m, p.distance)
+            there = spectral_distance(views[m], views[child], p.shared)
+            if there < here * 0.9 and (best is None or there < best[1]):
+                best = (m, there)
         if best is None:
             continue
         graph = nx.DiGraph([(x.parent, x.child) for x in [*fixed, *out] if x is not e])
