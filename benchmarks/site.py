@@ -241,8 +241,13 @@ def measure_query_bytes(site: Path, queries: list[tuple[str, dict[str, list[str]
             page.goto(f"{base}/404.html")
             seen: list[tuple[str, int]] = []
             page.on("requestfinished", lambda r: seen.append((r.url, r.sizes()["responseBodySize"])))
+            shards = sorted(p.name for p in (site / "pagefind").iterdir())
             page.evaluate(
-                "async () => { window.pf = await import('/pagefind/pagefind.js'); await window.pf.init(); }"
+                "async (shards) => { window.pf = await import(`/pagefind/${shards[0]}/pagefind.js`);"
+                " await window.pf.options({});"
+                " for (const s of shards.slice(1)) await window.pf.mergeIndex(`/pagefind/${s}/`);"
+                " await window.pf.init(); }",
+                shards,
             )
             for text, filters in queries:
                 page.evaluate(
@@ -311,6 +316,7 @@ def one(n: int, keep: Path | None) -> dict[str, Any]:
             "pages_per_s": round(report.pages / full_s, 1),
             "render_s": round(report.stats["render_s"], 2),
             "pagefind_s": round(report.stats.get("pagefind_s", 0), 2),
+            "search_shards": report.stats.get("search_shards"),
             "site_files": files,
             "site_mb": round(size / 1e6, 1),
             "pagefind_mb": round(pf_size / 1e6, 1),
@@ -321,6 +327,7 @@ def one(n: int, keep: Path | None) -> dict[str, Any]:
             "incremental_rendered": again.stats["rendered"],
             "incremental_reused": again.stats["reused"],
             "incremental_pagefind_s": round(again.stats.get("pagefind_s", 0), 2),
+            "incremental_shards_indexed": again.stats.get("search_indexed"),
             "query_bytes": query_bytes,
         }
     finally:

@@ -49,8 +49,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"{report.site}: {report.pages} pages ({stats['rendered']} rendered, {stats['reused']} unchanged) "
         f"in {report.seconds:.1f} s"
     )
-    if stats.get("pagefind"):
-        print(f"search: {stats['pagefind']}")
+    if "search_shards" in stats:
+        print(
+            f"search: {stats['search_indexed']} of {stats['search_shards']} Pagefind shards indexed "
+            f"in {stats['pagefind_s']:.1f} s"
+        )
     return EXIT_OK
 
 

@@ -61,7 +61,7 @@ def test_every_page_type_is_built(site: Path) -> None:
         assert (site / f"{page}.html").is_file(), page
     assert (site / "leaderboards" / "digits--test--accuracy.html").is_file()
     assert (site / "lineage" / "mlp-base.html").is_file()
-    assert (site / "pagefind" / "pagefind-ui.js").is_file()
+    assert (site / "pagefind" / "shard-0" / "pagefind-ui.js").is_file()
     assert not list(site.parent.glob(".site.*"))  # the temporary folder was renamed, none left over
 
 
@@ -147,7 +147,7 @@ def test_nothing_is_loaded_from_another_host(site: Path, xss_site: Path) -> None
 
 
 def test_search_index_has_every_entry_and_the_facets(site: Path) -> None:
-    entry = json.loads(read(site, "pagefind/pagefind-entry.json"))
+    entry = json.loads(read(site, "pagefind/shard-0/pagefind-entry.json"))
     pages = sum(lang["page_count"] for lang in entry["languages"].values())
     assert pages == len(demo_index().entries)  # only entry pages carry data-pagefind-body
     page = read(site, "models/mlp-q8.html")
@@ -155,7 +155,24 @@ def test_search_index_has_every_entry_and_the_facets(site: Path) -> None:
     assert filters["lineage status"] == "contradicted"
     assert filters["relation"] == "quantized" and filters["accuracy range"] == "0.9–1.0"
     search_page = read(site, "search.html")
-    assert 'src="pagefind/pagefind-ui.js"' in search_page
+    assert 'src="pagefind/shard-0/pagefind-ui.js"' in search_page
+
+
+def test_search_shards_are_reindexed_only_when_their_pages_change(tmp_path: Path) -> None:
+    index = demo_index()
+    first = build_site(tmp_path, index, shard_size=4, stamp=False)
+    assert first.stats["search_shards"] == first.stats["search_indexed"] == 3
+    shards = sorted((first.site / "pagefind").iterdir())
+    counts = [
+        json.loads((s / "pagefind-entry.json").read_text())["languages"]["en"]["page_count"] for s in shards
+    ]
+    assert sum(counts) == len(index.entries)
+    bundles = re.search(r'data-bundles="([^"]+)"', read(first.site, "search.html"))
+    assert bundles is not None and bundles.group(1).split() == [f"pagefind/{s.name}/" for s in shards]
+    changed = index.model_copy(deep=True)
+    next(e for e in changed.entries if e.id == "mlp-q8").manifest["description"] = "Edited."
+    again = build_site(tmp_path, changed, shard_size=4)
+    assert again.stats["search_indexed"] == 1
 
 
 def test_api_has_the_lake_and_one_file_per_entry(site: Path) -> None:
@@ -291,7 +308,7 @@ def test_an_interrupted_build_leaves_the_previous_site(
     def boom(*_: object) -> str:
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr("lakegen.site.api.run_pagefind", boom)
+    monkeypatch.setattr("lakegen.site.searchindex.build", boom)
     with pytest.raises(RuntimeError, match="interrupted"):
         build_site(tmp_path, demo_index(), pagefind=True, reuse=False)
     assert read(site, "index.html") == home
@@ -304,7 +321,9 @@ def test_mkdocs_build_with_the_repository_config(tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(REPO / "mkdocs.yml"), "-d", str(out)]
     subprocess.run(cmd, check=True, env=env, cwd=tmp_path, timeout=120)
-    assert (out / "models" / "mlp-q8.html").is_file() and (out / "pagefind" / "pagefind.js").is_file()
+    assert (out / "models" / "mlp-q8.html").is_file() and (
+        out / "pagefind" / "shard-0" / "pagefind.js"
+    ).is_file()
     assert (out / "about.html").is_file() and (out / "api" / "lake.json").is_file()
 
 

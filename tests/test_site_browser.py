@@ -41,7 +41,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("www")
     for name, index in (("lake", demo_index()), ("xss", xss_index())):
         (root / name / "catalog").mkdir(parents=True)
-        build_site(root / name, index)
+        # Three search shards for ten entries, so the search merges shards as a large lake's does.
+        build_site(root / name, index, shard_size=4)
     handler = functools.partial(_Handler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -91,6 +92,7 @@ class Watch:
 
 def test_search_with_a_facet_then_follow_lineage(served: str, browser: Any) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)  # a loaded shared machine can be slow; a real failure still fails
     watch = Watch(page)
     page.goto(f"{served}/lake/site/index.html")
     assert page.locator("h1").first.inner_text() == "Model lake"

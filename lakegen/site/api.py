@@ -1,10 +1,7 @@
-"""The machine-readable side of the site (``api/``) and the Pagefind search index."""
+"""The machine-readable side of the site: ``api/lake.json`` and ``api/entries/<id>.json``."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from lakegen.index import LakeIndex, write_json_atomic
@@ -43,42 +40,3 @@ def write(
             continue
         (site / name).write_bytes(data)
     return digests, linked
-
-
-# Only entry pages are searchable; Pagefind need not parse the rest.
-ENTRY_GLOB = "{models,datasets,code}/**/*.html"
-
-
-def pagefind_available() -> bool:
-    try:
-        import pagefind_bin  # noqa: F401
-    except ImportError:
-        return shutil.which("pagefind") is not None
-    return True
-
-
-def run_pagefind(site: Path) -> str:
-    """Index the built site with Pagefind into ``site/pagefind``; returns its summary line."""
-    if not pagefind_available():
-        return "skipped: Pagefind is not installed (pip install 'pagefind[bin]')"
-    shutil.rmtree(site / "pagefind", ignore_errors=True)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pagefind",
-            "--site",
-            str(site),
-            "--output-subdir",
-            "pagefind",
-            "--glob",
-            ENTRY_GLOB,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"pagefind failed:\n{proc.stdout}\n{proc.stderr}")
-    lines = [line.strip() for line in proc.stdout.splitlines() if "Indexed" in line or "Found" in line]
-    return "; ".join(lines)

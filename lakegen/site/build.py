@@ -66,6 +66,7 @@ def build_site(
     reuse: bool = True,
     pagefind: bool | None = None,
     stamp: bool | None = None,
+    shard_size: int | None = None,
 ) -> BuildReport:
     """Render the site of the lake at ``root`` (from ``index`` when given) into ``site_dir``.
 
@@ -95,6 +96,8 @@ def build_site(
             plugin.config.pagefind = pagefind
         if stamp is not None:
             plugin.config.stamp = stamp
+        if shard_size is not None:
+            plugin.config.shard_size = shard_size
         with _quiet_mkdocs():
             build(config)
         _swap(tmp, final)

@@ -24,6 +24,7 @@ from lakegen import __version__
 from lakegen.site.pages import Page, url_of
 
 RECORD = ".lakegen-pages.json"
+HOW = ("reuse", "stamp", "pagefind", "shard_size")
 
 
 def _version(package: str) -> str:
@@ -47,7 +48,8 @@ def context_digest(config: Any, templates: Path, plugin_config: dict[str, Any]) 
         "use_directory_urls": config.use_directory_urls,
         "extra_css": list(config.extra_css),
         "theme": config.theme.name,
-        "plugin": {k: v for k, v in plugin_config.items() if k != "reuse"},
+        # Options that change how pages are made, not what they are, stay out.
+        "plugin": {k: v for k, v in plugin_config.items() if k not in HOW},
     }
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for file in sorted(templates.rglob("*")):
@@ -69,11 +71,12 @@ def dest_path(src_uri: str, directory_urls: bool) -> str:
 
 @dataclass
 class Record:
-    """What a build left for the next: per page (deps, body digest), per API file its digest."""
+    """What a build left for the next: per page (deps, body digest); per API file and shard, a digest."""
 
     context: str
     pages: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     api: dict[str, str] = field(default_factory=dict)
+    search: dict[str, str] = field(default_factory=dict)
 
 
 def load(site: Path | None, context: str) -> Record | None:
@@ -85,13 +88,13 @@ def load(site: Path | None, context: str) -> Record | None:
         if data.get("context") != context:
             return None
         pages = {k: (v[0], v[1]) for k, v in data["pages"].items()}
-        return Record(context, pages, dict(data["api"]))
+        return Record(context, pages, dict(data["api"]), dict(data["search"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
 
 
 def save(site: Path, record: Record) -> None:
-    data = {"context": record.context, "pages": record.pages, "api": record.api}
+    data = {"context": record.context, "pages": record.pages, "api": record.api, "search": record.search}
     (site / RECORD).write_text(json.dumps(data), encoding="utf-8")
 
 

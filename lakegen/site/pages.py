@@ -81,9 +81,18 @@ def url_of(src_uri: str, directory_urls: bool) -> str:
 class Renderer:
     """Renders the pages of one lake with one set of templates."""
 
-    def __init__(self, view: LakeView, templates: Path, *, directory_urls: bool = False, site_name: str = ""):
+    def __init__(
+        self,
+        view: LakeView,
+        templates: Path,
+        *,
+        directory_urls: bool = False,
+        site_name: str = "",
+        search_bundles: list[str] | None = None,
+    ):
         self.view = view
         self.directory_urls = directory_urls
+        self.search_bundles = search_bundles or ["pagefind/shard-0/"]
         self.env = Environment(
             loader=FileSystemLoader(str(templates / "pages")),
             autoescape=True,
@@ -173,7 +182,9 @@ class Renderer:
             yield Job(board.path, functools.partial(self.board, board), self._deps(None, deps, *board.rows))
         yield _done(self.governance())
         yield from self.lineage()
-        yield _done(self.render("search.html", "search.md", "Search", facets=FACETS))
+        yield _done(
+            self.render("search.html", "search.md", "Search", facets=FACETS, bundles=self.search_bundles)
+        )
 
     def _deps(self, entry_id: str | None, extra: object, *rows: EvalRow) -> str:
         """A digest of a page's inputs: an entry's rows, what else the page lists, and cited kinds."""

@@ -40,7 +40,7 @@ from mkdocs.structure.pages import Page as MkPage
 from mkdocs.structure.toc import get_toc
 
 from lakegen.index import LakeIndex
-from lakegen.site import api, cache
+from lakegen.site import api, cache, searchindex
 from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
 from lakegen.site.views import LakeView
 
@@ -67,6 +67,8 @@ class LakegenConfig(base.Config):
     """The templates folder; default: ``site_templates`` beside ``mkdocs.yml``, else lakegen's own."""
     pagefind = c.Type(bool, default=True)
     """Build the Pagefind search index after the pages."""
+    shard_size = c.Type(int, default=searchindex.SHARD_PAGES)
+    """Entries per search shard: a rebuild re-indexes only the shards whose pages changed."""
     reuse = c.Type(bool, default=True)
     """Link pages that did not change from the previous build instead of rendering them again."""
     stamp = c.Type(bool, default=True)
@@ -86,7 +88,8 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._shells: dict[str, list[Page]] = {}
         self._reused: list[str] = []
         self._record = cache.Record("")
-        self._previous_api: dict[str, str] = {}
+        self._previous: cache.Record | None = None
+        self._shards: dict[int, list[str]] = {}
         self._reuse_dir: Path | None = None
         self._view: LakeView | None = None
 
@@ -130,11 +133,18 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         """
         start = time.perf_counter()
         index = self._load_index()
+        view = LakeView(index)
+        entry_pages = [p for p in (view.path(e.id) for e in index.entries) if p]
+        count = searchindex.shard_count(len(entry_pages), self.config.shard_size)
+        self._shards: dict[int, list[str]] = defaultdict(list)
+        for src in entry_pages:
+            self._shards[searchindex.shard_of(src, count)].append(src)
         renderer = Renderer(
-            LakeView(index),
+            view,
             self.templates,
             directory_urls=config.use_directory_urls,
             site_name=config.site_name,
+            search_bundles=[searchindex.bundle(k) for k in sorted(self._shards)],
         )
         reuse_from = self.reuse_from or (Path(config.site_dir) if self._dirty else None)
         context = cache.context_digest(config, self.templates, dict(self.config))
@@ -142,7 +152,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._reuse_dir = reuse_from
         self._view = renderer.view
         self._record = cache.Record(context)
-        self._previous_api = previous.api if previous is not None else {}
+        self._previous = previous
         self._pages, self._reused, self._shells = {}, [], {}
         groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Page]] = defaultdict(list)
         for job in renderer.jobs():
@@ -241,13 +251,27 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         if self._reuse_dir is not None and self._reuse_dir.resolve() != site.resolve():
             for dest in self._reused:
                 cache.link(self._reuse_dir / dest, site / dest)
-        known = self._previous_api
-        self._record.api, linked = api.write(self._load_index(), self._view, site, self._reuse_dir, known)
+        previous = self._previous or cache.Record("")
+        assert self._view is not None
+        self._record.api, linked = api.write(
+            self._load_index(), self._view, site, self._reuse_dir, previous.api
+        )
         self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
-        if self.config.pagefind:
+        if self.config.pagefind and searchindex.available():
             start = time.perf_counter()
-            self.stats["pagefind"] = api.run_pagefind(site)
-            self.stats["pagefind_s"] = time.perf_counter() - start
+            use = config.use_directory_urls
+            shards = {
+                k: [(cache.dest_path(src, use), self._record.pages[src][1]) for src in srcs]
+                for k, srcs in self._shards.items()
+            }
+            self._record.search, indexed = searchindex.build(site, shards, self._reuse_dir, previous.search)
+            self.stats.update(
+                search_shards=len(shards), search_indexed=indexed, pagefind_s=time.perf_counter() - start
+            )
+        elif self.config.pagefind:
+            log.warning(
+                "Pagefind is not installed (pip install 'pagefind[bin]'): the site has no search index"
+            )
         cache.save(site, self._record)
 
     def _stamp(self, site: Path, directory_urls: bool) -> None:

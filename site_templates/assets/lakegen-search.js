@@ -11,9 +11,14 @@
   if (note) note.remove();
   // Pagefind stores result URLs from the site root; the site may be served under a sub-path.
   var here = window.location.href;
+  // The index comes in shards (one for a lake of up to a couple of thousand entries): merge them.
+  var bundles = box.getAttribute("data-bundles").split(" ").map(function (b) {
+    return new URL(b, here).pathname;
+  });
   var ui = new PagefindUI({
     element: "#lg-search",
-    bundlePath: new URL(box.getAttribute("data-bundle"), here).pathname,
+    bundlePath: bundles[0],
+    mergeIndex: bundles.slice(1).map(function (b) { return { bundlePath: b }; }),
     baseUrl: new URL(box.getAttribute("data-root") || "./", here).pathname,
     showSubResults: false,
     showImages: false,

@@ -1,0 +1,114 @@
+"""The search index: Pagefind over the entry pages, in shards.
+
+Pagefind has no incremental mode and costs about a millisecond per page
+whatever the page holds, so a lake of thousands of entries is indexed in
+shards of about :data:`SHARD_PAGES` pages (``pagefind/shard-<k>/``), which the
+search page merges (Pagefind's ``mergeIndex``). A rebuild re-indexes only the
+shards whose pages changed and links the others from the previous site. More
+shards mean a few more small requests per query; a lake under
+:data:`SHARD_PAGES` entries has one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from lakegen.site.cache import link
+
+SHARD_PAGES = 2000
+FOLDER = "pagefind"
+
+
+def shard_count(entries: int, size: int = SHARD_PAGES) -> int:
+    return max(1, math.ceil(entries / max(1, size)))
+
+
+def shard_of(src_uri: str, count: int) -> int:
+    """The shard of a page: stable for as long as the number of shards is."""
+    return int(hashlib.sha256(src_uri.encode()).hexdigest()[:8], 16) % count
+
+
+def bundle(shard: int) -> str:
+    """A shard's folder, relative to the site root (with a trailing slash, as Pagefind wants)."""
+    return f"{FOLDER}/shard-{shard}/"
+
+
+def available() -> bool:
+    try:
+        import pagefind_bin  # noqa: F401
+    except ImportError:
+        return shutil.which("pagefind") is not None
+    return True
+
+
+def _pagefind_version() -> str:
+    try:
+        return version("pagefind")
+    except PackageNotFoundError:
+        return ""
+
+
+def build(
+    site: Path,
+    shards: dict[int, list[tuple[str, str]]],
+    previous: Path | None = None,
+    known: dict[str, str] | None = None,
+) -> tuple[dict[str, str], int]:
+    """Index each shard's pages (``(file, body digest)`` pairs) into ``site/pagefind/shard-<k>``.
+
+    A shard whose digest is in ``known`` (the previous build's) is linked from
+    ``previous`` instead of being indexed again.
+
+    Returns:
+        The digest of every shard, and how many shards were indexed.
+    """
+    digests: dict[str, str] = {}
+    indexed = 0
+    for shard, pages in sorted(shards.items()):
+        name = bundle(shard).rstrip("/")
+        digest = hashlib.sha256(json.dumps([_pagefind_version(), sorted(pages)]).encode()).hexdigest()
+        digests[name] = digest
+        out, old = site / name, (previous / name if previous is not None else None)
+        if old is not None and (known or {}).get(name) == digest and (old / "pagefind-entry.json").is_file():
+            if old.resolve() != out.resolve():
+                _link_tree(old, out)
+            continue
+        shutil.rmtree(out, ignore_errors=True)
+        _index(site, (dest for dest, _ in pages), out)
+        indexed += 1
+    return digests, indexed
+
+
+def _index(site: Path, pages: Iterable[str], out: Path) -> None:
+    """Run Pagefind over ``pages`` only: they are linked into a scratch folder at the same paths."""
+    scratch = Path(tempfile.mkdtemp(prefix=".pagefind-", dir=site.parent))
+    try:
+        for dest in pages:
+            link(site / dest, scratch / dest)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pagefind", "--site", str(scratch), "--output-path", str(out), "--quiet"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"pagefind failed:\n{proc.stdout}\n{proc.stderr}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    for folder, _, files in os.walk(src):
+        for name in files:
+            path = Path(folder) / name
+            link(path, dst / path.relative_to(src))
