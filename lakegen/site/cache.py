@@ -35,7 +35,7 @@ def _version(package: str) -> str:
 
 
 def context_digest(config: Any, templates: Path, plugin_config: dict[str, Any]) -> str:
-    """A digest of everything outside a page's own body that its HTML depends on."""
+    """A digest of everything outside a page's own inputs that its HTML depends on."""
     h = hashlib.sha256()
     for part in (__version__, _version("mkdocs"), _version("mkdocs-material")):
         h.update(part.encode() + b"\0")
@@ -52,6 +52,10 @@ def context_digest(config: Any, templates: Path, plugin_config: dict[str, Any]) 
         "plugin": {k: v for k, v in plugin_config.items() if k not in HOW},
     }
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    # lakegen's own rendering code: a change to it changes pages without changing its version.
+    code = Path(__file__).resolve().parent
+    for file in [*sorted(code.glob("*.py")), code.parent / "search.py", code.parent / "index.py"]:
+        h.update(file.name.encode() + b"\0" + file.read_bytes())
     for file in sorted(templates.rglob("*")):
         if file.is_file():
             h.update(file.relative_to(templates).as_posix().encode() + b"\0" + file.read_bytes())

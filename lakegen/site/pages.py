@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from lakegen.search import FACET_LABELS, FACETS
-from lakegen.site import svg
+from lakegen.site import filters, svg
 from lakegen.site.markup import markdown, safe_url
 from lakegen.site.views import SEVERITIES, Board, EvalRow, LakeView, lower_is_better, stem
 
@@ -103,12 +102,12 @@ class Renderer:
         )
         self.env.filters.update(
             md=lambda t: Markup(markdown(t)),
-            num=_num,
-            size=_size,
-            short=_short_sha,
-            facet=facet_text,
-            count=_count,
-            signed=_signed,
+            num=filters.num,
+            size=filters.size,
+            short=filters.short_sha,
+            facet=filters.facet_text,
+            count=filters.count,
+            signed=filters.signed,
         )
         self.env.globals.update(
             safe_url=safe_url,
@@ -122,7 +121,7 @@ class Renderer:
         self.env.globals["href"] = self.href
         self.env.globals["entry_href"] = self.entry_href
         self.env.globals["root"] = self.root
-        self.env.globals.update(link=self.link, badge=badge, owners=owners, h2=h2)
+        self.env.globals.update(link=self.link, badge=filters.badge, owners=filters.owners, h2=filters.h2)
 
     def href(self, target: str) -> str:
         """A link from the page being rendered to docs page ``target`` (``models/x.md``)."""
@@ -411,15 +410,6 @@ class Renderer:
         )
 
 
-_FACET_UNSAFE = re.compile(r"[<>&\"'`\\:,\x00-\x1f]")
-
-
-def facet_text(value: object) -> str:
-    """A facet name or value as Pagefind may show it: Pagefind's UI puts filter text into the page
-    as HTML, so characters that could make markup (and the ``:``/``,`` of its syntax) are dropped."""
-    return _FACET_UNSAFE.sub("", str(value)).strip() or "?"
-
-
 def _done(page: Page) -> Job:
     return Job(page.src_uri, lambda: page, None, page.in_nav)
 
@@ -428,60 +418,6 @@ def _dicts(value: object) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def h2(toc: list[tuple[str, str]], anchor: str, text: str) -> Markup:
-    """A section heading, recorded in the page's table of contents."""
-    toc.append((anchor, text))
-    return Markup(f'<h2 id="{escape(anchor)}">{escape(text)}</h2>')
-
-
-def badge(status: object) -> Markup:
-    text = escape(status)
-    return Markup(f'<span class="lg-badge lg-s-{text}">{text}</span>')
-
-
-def owners(names: object) -> Markup:
-    if not isinstance(names, list):
-        return Markup("")
-    return Markup(" ").join(Markup(f'<span class="lg-owner">{escape(o)}</span>') for o in names)
-
-
 def _title(manifest: dict[str, Any], entry_id: str) -> str:
     name = manifest.get("name")
     return name if isinstance(name, str) and name else entry_id
-
-
-def _num(value: object, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def _size(value: object) -> str:
-    if not isinstance(value, int | float):
-        return "–"
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return ""
-
-
-def _signed(value: float) -> str:
-    text = f"{value:+.4f}"
-    return "0.0000" if text in ("+0.0000", "-0.0000") else text
-
-
-def _count(value: object) -> str:
-    if not isinstance(value, int | float):
-        return "–"
-    for limit, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if value >= limit:
-            return f"{value / limit:.3g}{unit}"
-    return str(value)
-
-
-def _short_sha(value: object, n: int = 12) -> str:
-    return str(value)[:n] if value else ""
