@@ -376,7 +376,7 @@ def _sample_model(wf: WeightFile) -> tuple[list[TensorPrint], Any, Any, None, li
             skipped.append(f"{t.name}: {t.dtype} tensor")
             continue
         rows, cols = coordinates(t.name, t.shape)
-        if isinstance(wf, SafetensorsFile):
+        if wf.offset(t.name) is not None:
             inner = t.numel // t.shape[0] if cols is not None else 1
             flat = (rows[:, None] * inner + cols[None, :]).reshape(-1) if cols is not None else rows
             values = to_float32(wf.gather(t.name, flat), t.dtype)

@@ -99,10 +99,42 @@ class WeightFile:
     def __init__(self, path: Path):
         self.path = path
         self.tensors: dict[str, TensorInfo] = {}
+        self._fd: int | None = None
 
     def raw(self, name: str) -> np.ndarray:
         """The tensor's stored values (bfloat16 as uint16, float8 as uint8), shaped."""
         raise NotImplementedError
+
+    def offset(self, name: str) -> int | None:
+        """Where the tensor's bytes start in the file, when they lie there contiguously."""
+        return None
+
+    def gather(self, name: str, flat: np.ndarray) -> np.ndarray:
+        """Stored values at sorted flat element indices.
+
+        When the tensor's bytes lie in the file, they are read with ``pread``:
+        sampling through a memory map would pull whole page-cache folios
+        (megabytes per touched row) into the process, and reading the few blocks
+        that hold the samples keeps memory flat whatever the tensor's size.
+        """
+        import numpy as np
+
+        start = self.offset(name)
+        if start is None or self._fd is None:
+            return np.ascontiguousarray(self.raw(name).reshape(-1)[flat])
+        info = self.tensors[name]
+        storage = np.dtype(_STORAGE.get(info.dtype, info.dtype)).newbyteorder("<")
+        size = storage.itemsize
+        offsets = start + np.asarray(flat, dtype=np.int64) * size
+        blocks = offsets // GATHER_BLOCK
+        cuts = np.flatnonzero(np.diff(blocks)) + 1
+        out = np.empty(len(offsets) * size, dtype=np.uint8)
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(offsets)], strict=True):
+            base = int(blocks[lo]) * GATHER_BLOCK
+            data = np.frombuffer(os.pread(self._fd, GATHER_BLOCK + size, base), dtype=np.uint8)
+            local = (offsets[lo:hi] - base)[:, None] + np.arange(size)
+            out[lo * size : hi * size] = data[local].reshape(-1)
+        return out.view(storage)
 
     def close(self) -> None:
         """Release the file."""
@@ -248,6 +280,7 @@ class SafetensorsFile(WeightFile):
                     head += self._file.read(length)
             self.tensors, self.spans = read_safetensors_header(path, head, size)
             self.size = size
+            self._fd = self._file.fileno()
             self.map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         except BaseException:
             self._file.close()
@@ -262,29 +295,8 @@ class SafetensorsFile(WeightFile):
             return np.zeros(info.shape, dtype=storage)
         return np.frombuffer(self.map, dtype=storage, count=info.numel, offset=span.start).reshape(info.shape)
 
-    def gather(self, name: str, flat: np.ndarray) -> np.ndarray:
-        """Stored values at sorted flat element indices, read with ``pread`` (nothing is mapped).
-
-        Sampling through the memory map would pull whole page-cache folios into
-        the process (megabytes per touched row); reading the few blocks that hold
-        the samples keeps memory flat whatever the tensor's size.
-        """
-        import numpy as np
-
-        info, span = self.tensors[name], self.spans[name]
-        storage = np.dtype(_STORAGE.get(info.dtype, info.dtype)).newbyteorder("<")
-        size = storage.itemsize
-        offsets = span.start + np.asarray(flat, dtype=np.int64) * size
-        blocks = offsets // GATHER_BLOCK
-        cuts = np.flatnonzero(np.diff(blocks)) + 1
-        out = np.empty(len(offsets) * size, dtype=np.uint8)
-        fd = self._file.fileno()
-        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(offsets)], strict=True):
-            base = int(blocks[lo]) * GATHER_BLOCK
-            data = np.frombuffer(os.pread(fd, GATHER_BLOCK + size, base), dtype=np.uint8)
-            local = (offsets[lo:hi] - base)[:, None] + np.arange(size)
-            out[lo * size : hi * size] = data[local].reshape(-1)
-        return out.view(storage)
+    def offset(self, name: str) -> int | None:
+        return self.spans[name].start
 
     def release(self, start: int, end: int) -> None:
         """Drop the pages of ``[start, end)`` from this process (they stay in the page cache)."""
@@ -428,6 +440,13 @@ class TorchFile(WeightFile):
                 raise WeightsError(path, f"tensor '{name}' has unsupported dtype {dtype}")
             self.tensors[name] = TensorInfo(name, dtype, tuple(tensor.shape))
             self._tensors[name] = tensor
+        self._offsets = _torch_file_offsets(path, self._tensors)
+        if self._offsets:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+            self._fd = self._file.fileno()
+
+    def offset(self, name: str) -> int | None:
+        return self._offsets.get(name)
 
     def raw(self, name: str) -> np.ndarray:
         import torch
@@ -442,6 +461,50 @@ class TorchFile(WeightFile):
 
     def close(self) -> None:
         self._tensors.clear()
+        if self._offsets:
+            self._file.close()
+
+
+def _torch_file_offsets(path: Path, tensors: dict[str, Any]) -> dict[str, int]:
+    """Where each contiguous tensor's bytes lie in a zip checkpoint loaded with ``mmap=True``.
+
+    torch maps the whole file, so a storage's address minus its zip member's
+    data offset is one constant; each tensor is checked against the bytes at its
+    offset, and any doubt leaves the tensor to be read through torch.
+    """
+    import torch
+
+    members = []
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
+        for info in archive.infolist():
+            if "/data/" not in info.filename or info.compress_type != zipfile.ZIP_STORED:
+                continue
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                return {}
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            members.append(info.header_offset + 30 + name_len + extra_len)
+        if not members:
+            return {}
+        storages = sorted({t.untyped_storage().data_ptr() for t in tensors.values() if t.numel()})
+        if not storages:
+            return {}
+        base = storages[0] - min(members)
+        known = set(members)
+        if any(ptr - base not in known for ptr in storages):
+            return {}
+        out = {}
+        for name, t in tensors.items():
+            if not t.numel() or not t.is_contiguous():
+                continue
+            start = t.untyped_storage().data_ptr() - base + t.storage_offset() * t.element_size()
+            head = t.reshape(-1)[: max(1, 16 // t.element_size())].contiguous().view(torch.uint8)
+            f.seek(start)
+            if f.read(head.numel()) != head.numpy().tobytes():
+                return {}
+            out[name] = start
+        return out
 
 
 def _unwrap_state_dict(obj: Any) -> dict[str, Any] | None:
