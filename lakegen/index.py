@@ -201,7 +201,10 @@ def compile_lake(
     index = base_index(catalog)
     bench_stage(catalog, index, run=run_evaluations)
     from lakegen.history import history_stage
+    from lakegen.lineage import attribution_stage
     from lakegen.policies import governance_stage
+
+    attribution_stage(catalog, index)
 
     governance_stage(catalog, index)
     history_stage(catalog, index)

@@ -410,3 +410,68 @@ def search_like(
     best = matches[0] if matches else None
     summary = {"path": str(file), **query.summary()}
     return SearchResult(summary, matches, best)
+
+
+# -------------------------------------------------------------------------- lake index
+
+
+def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) -> CatalogLineage:
+    """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings."""
+    from lakegen.fingerprint import default_cache_dir
+    from lakegen.index import Edge as IndexEdge
+    from lakegen.index import Finding as IndexFinding
+
+    result = attribute_catalog(catalog, cache or Cache(default_cache_dir(catalog.root)))
+    declared = {(d.base, d.model, d.relation): d for d in result.declared}
+    shown: dict[tuple[str, str], Edge] = {}
+    for e in result.lineage.edges:
+        pair = (split(e.parent)[0], split(e.child)[0])
+        if pair[0] != pair[1] and (pair not in shown or e.confidence > shown[pair].confidence):
+            shown[pair] = e
+    for row in index.edges:
+        check = declared.get((row.parent, row.child, row.relation))
+        evidence = shown.get((row.parent, row.child))
+        if check is not None:
+            row.status = check.status
+        if evidence is not None:
+            row.weights_relation, row.confidence = evidence.relation, round(evidence.confidence, 3)
+            if row.relation == "merge" and evidence.weight is not None:
+                row.weight = round(evidence.weight, 4)
+    listed = {(row.parent, row.child) for row in index.edges}
+    for (parent, child), e in sorted(shown.items()):
+        if (parent, child) not in listed:
+            index.edges.append(
+                IndexEdge(
+                    parent=parent,
+                    child=child,
+                    relation=e.relation,
+                    declared=False,
+                    status="undeclared",
+                    weights_relation=e.relation,
+                    confidence=round(e.confidence, 3),
+                    weight=e.weight,
+                )
+            )
+    for f in result.findings:
+        owners = list(catalog.records[f.model].entry.owners) if f.model in catalog.records else []
+        index.findings.append(
+            IndexFinding(
+                stage="attribution",
+                rule=f.kind,
+                severity=f.severity,
+                entry=f.model,
+                owners=owners,
+                path=f.path,
+                line=f.line,
+                field="base_models",
+                message=f.message,
+            )
+        )
+    verified = sum(d.status == "verified" for d in result.declared)
+    contradicted = sum(d.status == "contradicted" for d in result.declared)
+    index.stages["attribution"] = (
+        f"ran ({len(result.lineage.models)} model versions; declared edges: {verified} verified, "
+        f"{contradicted} contradicted, {len(result.declared) - verified - contradicted} unchecked; "
+        f"{len(result.findings)} findings)"
+    )
+    return result

@@ -1,0 +1,72 @@
+"""The compiled lake: every stage's evidence lands in one index, which the site and exports read."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lakegen.index import compile_lake, load_index, save
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    shutil.copytree(REPO / "catalog", root / "catalog")
+    return root
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_demo_lake_compiles_with_every_declared_edge_verified(demo_copy: Path) -> None:
+    index = compile_lake(demo_copy)
+    assert set(index.stages) >= {"validate", "attribution", "bench", "governance", "history"}
+    declared = [e for e in index.edges if e.declared]
+    assert len(declared) == 12
+    assert {e.status for e in declared} == {"verified"}
+    assert all(e.weights_relation == e.relation for e in declared)
+    assert [e for e in index.edges if not e.declared] == []
+    assert [f for f in index.findings if f.severity == "error"] == []
+    merge = sorted(e.weight for e in declared if e.relation == "merge")
+    assert merge == pytest.approx([0.5, 0.5], abs=0.02)
+
+
+def test_weights_contradicting_manifests_show_in_the_index(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "catalog", tmp_path / "catalog")
+    models = tmp_path / "catalog" / "models"
+    # int8 declares nothing (an undeclared derivation); pruned claims the wrong parent.
+    _edit(
+        models / "digits-mlp-int8.yaml",
+        "base_models:\n- id: digits-mlp-base\n  version: 1.0.0\n  relation: quantized\n",
+        "",
+    )
+    _edit(models / "digits-mlp-pruned.yaml", "- id: digits-mlp-base\n", "- id: digits-mlp-alt\n")
+    index = compile_lake(tmp_path)
+    undeclared = [e for e in index.edges if e.status == "undeclared"]
+    assert ("digits-mlp-base", "digits-mlp-int8", "quantized") in {
+        (e.parent, e.child, e.relation) for e in undeclared
+    }
+    wrong = [e for e in index.edges if e.child == "digits-mlp-pruned" and e.declared]
+    assert [(e.parent, e.status) for e in wrong] == [("digits-mlp-alt", "contradicted")]
+    rules = {(f.entry, f.rule, f.path) for f in index.findings if f.stage == "attribution"}
+    assert ("digits-mlp-int8", "undeclared-derivation", "catalog/models/digits-mlp-int8.yaml") in rules
+    assert ("digits-mlp-pruned", "unsupported-claim", "catalog/models/digits-mlp-pruned.yaml") in rules
+    finding = next(
+        f for f in index.findings if f.entry == "digits-mlp-pruned" and f.rule == "unsupported-claim"
+    )
+    lines = (models / "digits-mlp-pruned.yaml").read_text().splitlines()
+    assert "digits-mlp-alt" in lines[finding.line - 1]
+    assert finding.owners == ["acme/vision", "@ada"]
+
+
+def test_index_round_trips_through_json(demo_copy: Path) -> None:
+    index = compile_lake(demo_copy)
+    path = save(index, demo_copy)
+    assert load_index(path) == index
