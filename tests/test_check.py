@@ -110,9 +110,13 @@ def test_a_new_reference_to_a_deprecated_base_fails_the_pr(released: tuple[GitLa
     lake.git("checkout", "-q", "-b", "pr2")
     lake.put(model("child", base_models=[base("seed")]))
     report = run_check(lake.root, "main", run_evaluations=False)
-    assert [(f.rule, f.entry) for f in report.errors] == [("deprecated-base", "child")]
+    # The fixture's weights are independent random tensors, so attribution rightly disputes the lineage.
+    assert [(f.rule, f.entry) for f in report.errors if f.stage == "governance"] == [
+        ("deprecated-base", "child")
+    ]
     lake.put(model("child", base_models=[base("seed", allow_deprecated="Ablation study.")]))
-    assert run_check(lake.root, "main", run_evaluations=False).ok
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert [f for f in report.errors if f.stage == "governance"] == []
 
 
 def test_licence_violation_in_a_pr_is_reported_under_the_pr(released: tuple[GitLake, str]) -> None:
@@ -120,7 +124,9 @@ def test_licence_violation_in_a_pr_is_reported_under_the_pr(released: tuple[GitL
     lake.put(model("vision", license="CC-BY-NC-4.0"))  # relicensing a parent...
     lake.put(model("derived", base_models=[base("vision")]))  # ...and a permissive child
     report = run_check(lake.root, "main", run_evaluations=False)
-    assert [(f.rule, f.entry) for f in report.errors] == [("licence-propagation", "derived")]
+    assert [(f.rule, f.entry) for f in report.errors if f.stage == "governance"] == [
+        ("licence-propagation", "derived")
+    ]
     text = report.markdown()
     mine = text.split("### Findings in this pull request")[1]
     assert "licence\\-propagation" in mine and "❌ error" in mine
@@ -226,7 +232,8 @@ def test_a_released_companion_file_is_immutable_too(tmp_path: Path) -> None:
     lake.git("checkout", "-q", "-b", "pr")
     lake.put(with_config(b'{"r": 8}'))
     report = run_check(tmp_path, "main", run_evaluations=False)
-    assert [(f.rule, f.field) for f in report.errors] == [
+    assert [(f.rule, f.field) for f in report.errors if f.stage == "governance"] == [
         ("immutable-releases", "versions[0].artifact.files")
     ]
-    assert release[:12] in report.errors[0].message and "adapter_config.json" in report.errors[0].message
+    (immutable,) = [f for f in report.errors if f.stage == "governance"]
+    assert release[:12] in immutable.message and "adapter_config.json" in immutable.message
