@@ -135,7 +135,7 @@ def add_commands(add: Add) -> None:
     p.add_argument("--relation", action="append", help="how a model derives from its parents")
     p.add_argument("--lineage-status", action="append", help="verified, contradicted, unchecked, undeclared")
     p.add_argument("--eval-status", action="append", help="verified, contradicted, unreproducible, unchecked")
-    p.add_argument("--params", action="append", help="parameter-count range as on the site, e.g. 1M–10M")
+    p.add_argument("--params", action="append", help="parameter-count range as on the site, e.g. 1M-10M")
     p.add_argument(
         "--where",
         action="append",

@@ -253,9 +253,9 @@ def search(
 
 
 def _has(facets: EntryFacets, name: str, values: set[str]) -> bool:
-    if name == "params":
+    if name == "params":  # the site's labels use an en dash; a typed hyphen means the same
         bucket = facets.params_bucket()
-        return bucket is not None and bucket.lower() in values
+        return bucket is not None and bucket.lower() in {v.replace("-", "–") for v in values}
     return any(v.lower() in values for v in facets.values(name))
 
 

@@ -364,6 +364,7 @@ def test_search_facets_ranking_and_conditions() -> None:
     sized.entries[3].parameters = 2_500_000
     assert [h.id for h in search(sized, where=["params>1e6"])] == [sized.entries[3].id]
     assert [h.id for h in search(sized, filters={"params": ["1M–10M"]})] == [sized.entries[3].id]
+    assert [h.id for h in search(sized, filters={"params": ["1m-10m"]})] == [sized.entries[3].id]
 
 
 def test_layered_layout_puts_parents_above_children() -> None:

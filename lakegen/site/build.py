@@ -81,6 +81,7 @@ def build_site(
     root = Path(root).resolve()
     final = Path(site_dir).resolve() if site_dir else root / "site"
     final.parent.mkdir(parents=True, exist_ok=True)
+    _recover(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     start = time.perf_counter()
     try:
@@ -106,6 +107,17 @@ def build_site(
         raise
     stats = dict(plugin.stats)
     return BuildReport(final, time.perf_counter() - start, stats["rendered"] + stats["reused"], stats)
+
+
+def _recover(final: Path) -> None:
+    """Undo what a build killed mid-way left: its temporary folder, or a swap cut in half."""
+    for left in final.parent.glob(f".{final.name}.*"):
+        if left.name.endswith(".tmp") or (final.exists() and ".old-" in left.name):
+            shutil.rmtree(left, ignore_errors=True)
+    if not final.exists():
+        olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if olds:
+            olds[-1].rename(final)
 
 
 def _swap(new: Path, final: Path) -> None:

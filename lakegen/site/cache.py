@@ -54,7 +54,7 @@ def context_digest(config: Any, templates: Path, plugin_config: dict[str, Any]) 
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     # lakegen's own rendering code: a change to it changes pages without changing its version.
     code = Path(__file__).resolve().parent
-    for file in [*sorted(code.glob("*.py")), code.parent / "search.py", code.parent / "index.py"]:
+    for file in [*sorted(code.glob("*.py")), code.parent / "search.py"]:
         h.update(file.name.encode() + b"\0" + file.read_bytes())
     for file in sorted(templates.rglob("*")):
         if file.is_file():
