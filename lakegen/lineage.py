@@ -110,6 +110,7 @@ class CatalogLineage:
     declared: list[DeclaredEdge] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # model@version -> why it was not compared
+    parameters: dict[str, int] = field(default_factory=dict)  # model@version -> parameter count
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +134,9 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
             continue
         for version in entry.versions:
             key = node(entry.id, version.version)
+            if catalog.artifacts.get((entry.id, version.version)) == "contradicted":
+                skipped[key] = "the artifact does not match its manifest's sha256 and size; not read"
+                continue
             try:
                 where = artifacts.resolve(version.artifact.uri, record.file, catalog.root)
             except artifacts.ArtifactPathError as e:
@@ -223,10 +227,16 @@ def attribute_catalog(
     """Recover lineage from every local model version of ``catalog`` and check it against the manifests."""
     paths, skipped = artifact_paths(catalog)
     fps, failed = fingerprints(paths, cache, progress)
+    for key, pinned in _pinned_sha256(catalog).items():
+        # The fingerprint pass hashes the file too: weights changed after validation are not used.
+        if key in fps and not paths[key].is_dir() and fps[key].sha256 != pinned:
+            del fps[key]
+            failed[key] = "the file changed since its sha256 was recorded; its weights are not used"
     result = CatalogLineage(
         attribute(fps, order=_release_order(catalog), adapter_base=_adapter_resolver(catalog, set(fps)))
     )
     result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
+    result.parameters = {k: fp.parameters for k, fp in fps.items()}
     for key, why in failed.items():
         model_id, version = split(key)
         record = catalog.records[model_id]
@@ -244,6 +254,12 @@ def attribute_catalog(
     _compare(catalog, result)
     result.findings.sort(key=lambda f: (f.path, f.line, f.kind, f.message))
     return result
+
+
+def _pinned_sha256(catalog: Catalog) -> dict[str, str]:
+    return {
+        node(model.id, v.version): v.artifact.sha256 for model in catalog.models() for v in model.versions
+    }
 
 
 def _compare(catalog: Catalog, result: CatalogLineage) -> None:
@@ -467,6 +483,9 @@ def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) 
                 message=f.message,
             )
         )
+    for row in index.entries:
+        if row.kind == "model" and row.latest_version:
+            row.parameters = result.parameters.get(node(row.id, row.latest_version))
     verified = sum(d.status == "verified" for d in result.declared)
     contradicted = sum(d.status == "contradicted" for d in result.declared)
     index.stages["attribution"] = (

@@ -34,6 +34,8 @@ def test_demo_lake_compiles_with_every_declared_edge_verified(demo_copy: Path) -
     assert all(e.weights_relation == e.relation for e in declared)
     assert [e for e in index.edges if not e.declared] == []
     assert [f for f in index.findings if f.severity == "error"] == []
+    base = index.entry("digits-mlp-base")
+    assert base is not None and base.parameters == 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
     merge = sorted(e.weight for e in declared if e.relation == "merge")
     assert merge == pytest.approx([0.5, 0.5], abs=0.02)
 
