@@ -55,7 +55,12 @@ def test_list_and_show_json(lake: Path) -> None:
     shown = json.loads(run_lakegen("--root", str(lake), "show", "toy-b", "--json").stdout)
     assert shown["path"] == "catalog/models/toy-b.yaml"
     [base] = shown["base_models"]
-    assert (base["id"], base["version"], base["relation"], base["weight"]) == ("toy-a", "1.0.0", "finetune", None)
+    assert (base["id"], base["version"], base["relation"], base["weight"]) == (
+        "toy-a",
+        "1.0.0",
+        "finetune",
+        None,
+    )
 
 
 def test_show_human_and_unknown_id(lake: Path) -> None:
