@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", help="owner handle or team (default: @$USER)")
 
     p = add("list", cmd_list, "List the lake's entries.")
-    p.add_argument("--kind", choices=["model", "dataset", "code"])
+    p.add_argument("--kind", choices=["model", "dataset", "code"], help="only entries of this kind")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("show", cmd_show, "Show one entry.")
@@ -246,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("schema", cmd_schema, "Print, write or check the JSON Schema of manifests.")
-    p.add_argument("--kind", choices=["model", "dataset", "code"], default="model")
+    p.add_argument(
+        "--kind", choices=["model", "dataset", "code"], default="model", help="which schema to print (model)"
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="write schemas/*.schema.json")
     group.add_argument("--check", action="store_true", help="exit 1 when schemas/ is out of date")
@@ -272,6 +274,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_weight_commands(add)
     add_search(add, sub)  # search --like FILE
     return parser
+
+
+def reference() -> str:
+    """The CLI reference (``docs/cli.md``), generated from the parser so it cannot drift from ``--help``."""
+    import os
+
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps help to the terminal; the document must not depend on it
+    try:
+        return _reference(build_parser())
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+
+
+def _reference(parser: argparse.ArgumentParser) -> str:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    parts = [
+        "# Command-line reference\n\n"
+        "Generated from `lakegen --help` by `python -c 'from lakegen.cli import reference; "
+        'print(reference(), end="")\' > docs/cli.md`; a test fails when it is out of date.\n',
+        f"## lakegen\n\n```text\n{parser.format_help()}```\n",
+    ]
+    for name, command in sub.choices.items():
+        parts.append(f"## lakegen {name}\n\n```text\n{command.format_help()}```\n")
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

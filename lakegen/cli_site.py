@@ -119,7 +119,7 @@ def add_commands(add: Add) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable summary")
 
     p = add("serve", cmd_serve, "Build the site and preview it on http://127.0.0.1:PORT/.")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (8000)")
     p.add_argument("--site", help="folder to serve (default: site/ in the lake)")
     p.add_argument("--index", help="render this compiled lake.json instead of compiling the lake")
     p.add_argument("--no-build", action="store_true", help="serve what is there")
@@ -127,10 +127,12 @@ def add_commands(add: Add) -> None:
 
     p = add("search", cmd_search, "Search the compiled lake: text, facets and numeric conditions.")
     p.add_argument("text", nargs="*", metavar="TEXT", help="words that must all occur (ranked by where)")
-    p.add_argument("--kind", action="append", choices=["model", "dataset", "code"])
+    p.add_argument(
+        "--kind", action="append", choices=["model", "dataset", "code"], help="entry kind (repeatable)"
+    )
     p.add_argument("--task", action="append", help="facet; repeat for any of several values")
     p.add_argument("--license", action="append", help="SPDX expression, exactly as in the manifest")
-    p.add_argument("--framework", action="append")
+    p.add_argument("--framework", action="append", help="framework, e.g. pytorch (repeatable)")
     p.add_argument("--owner", action="append", help="@handle or org/team")
     p.add_argument("--relation", action="append", help="how a model derives from its parents")
     p.add_argument("--lineage-status", action="append", help="verified, contradicted, unchecked, undeclared")

@@ -131,3 +131,23 @@ def test_every_catalog_manifest_points_at_its_schema() -> None:
         assert path.read_text().startswith(
             f"# yaml-language-server: $schema=../../schemas/{kind}.schema.json\n"
         ), path
+
+
+def test_cli_reference_in_docs_is_current() -> None:
+    from lakegen.cli import reference
+
+    assert (REPO / "docs/cli.md").read_text() == reference(), "regenerate docs/cli.md (see its first line)"
+
+
+def test_every_command_and_option_has_help() -> None:
+    import argparse
+
+    from lakegen.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        assert command.description, f"lakegen {name} has no description"
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"lakegen {name} {action.option_strings[0]} is undocumented"
