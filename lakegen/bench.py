@@ -255,18 +255,26 @@ _RULES = {
 }
 
 
+def result_findings(report: BenchReport) -> list[Finding]:
+    """A finding at the manifest line of every claim that did not verify."""
+    findings = []
+    for plan, result in zip(report.plans, report.results, strict=True):
+        rule = _RULES.get(result.status)
+        if rule is not None:
+            name, severity, field_name = rule
+            loc = ("evaluations", plan.index, field_name) if field_name else plan.missing_loc
+            message = f"{result.metric} on {result.dataset}/{result.split}: {result.detail}"
+            findings.append(_finding(plan, name, severity, loc, message))
+    return findings
+
+
 def bench_stage(
     catalog: Catalog, index: LakeIndex, *, run: bool = False, options: Options | None = None
 ) -> None:
     """The compile stage: put every evaluation's result into ``index``, from the cache unless ``run``."""
     report = evaluate_catalog(catalog, None, options or Options(), run=run)
     index.results.extend(report.results)
-    for plan, result in zip(report.plans, report.results, strict=True):
-        rule = _RULES.get(result.status)
-        if rule is not None:
-            name, severity, field_name = rule
-            loc = ("evaluations", plan.index, field_name) if field_name else plan.missing_loc
-            index.findings.append(_finding(plan, name, severity, loc, f"{result.metric}: {result.detail}"))
+    index.findings.extend(result_findings(report))
     for plan in report.not_run:
         ev = plan.evaluation
         message = f"{ev.metric} on {ev.dataset}/{ev.split} has not run yet; run 'lakegen bench'"

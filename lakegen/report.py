@@ -174,13 +174,6 @@ def _find(name: str, *modules: str) -> Any:
     return None
 
 
-_BENCH_RULES = {
-    "contradicted": ("claim-contradicted", "error", "value"),
-    "failed": ("evaluation-failed", "error", ""),
-    "unreproducible": ("unreproducible", "warning", ""),
-}
-
-
 class BenchStage:
     name = "bench"
 
@@ -192,33 +185,10 @@ class BenchStage:
             return StageOutcome(self.name, "not run: the pull request adds or changes no evaluation")
         if not ctx.run_evaluations:
             return StageOutcome(self.name, "not run: evaluations disabled (--no-bench)")
-        try:
-            from lakegen.bench import Options, evaluate_catalog
-        except ImportError:
-            return StageOutcome(self.name, "not run: lakegen.bench is not available in this version")
+        from lakegen.bench import Options, evaluate_catalog, result_findings
+
         report = evaluate_catalog(ctx.catalog, models, Options(write_results=False), run=True)
-        findings = []
-        for plan, result in zip(report.plans, report.results, strict=True):
-            rule = _BENCH_RULES.get(result.status)
-            if rule is None:
-                continue
-            name, severity, field_name = rule
-            loc: tuple[str | int, ...] = ("evaluations", plan.index, *((field_name,) if field_name else ()))
-            findings.append(
-                Finding(
-                    stage="bench",
-                    rule=name,
-                    severity=severity,  # type: ignore[arg-type]
-                    entry=plan.model.id,
-                    owners=list(plan.model.owners),
-                    path=plan.record.path,
-                    line=plan.record.line(*loc),
-                    field=".".join(str(p) for p in loc),
-                    message=f"{result.metric} on {result.dataset}/{result.split}: {result.detail}".split(
-                        "\n"
-                    )[0],
-                )
-            )
+        findings = result_findings(report)
         counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n) or "no results"
         runs = f"{len(report.results)} evaluations of {len(models)} models"
         status = f"ran: {runs} ({counts}; {report.cached} from cache)"
