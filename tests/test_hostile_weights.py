@@ -142,16 +142,17 @@ def test_corrupt_safetensors(tmp_path: Path, content: bytes, expected: str) -> N
 
 
 def test_hundred_megabyte_header_is_refused_without_reading_it(tmp_path: Path) -> None:
+    # VmHWM, not ru_maxrss: a forked child inherits the parent's ru_maxrss across exec.
     path = tmp_path / "huge-header.safetensors"
     length = 100 * 1024 * 1024 + 1
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", length))
         f.truncate(8 + length)
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from lakegen.weights import WeightsError, open_weights\n"
         "try:\n    open_weights(sys.argv[1])\nexcept WeightsError as e:\n    print('refused', e)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60
@@ -183,10 +184,10 @@ def test_npz_decompression_bomb_is_refused_without_inflating(tmp_path: Path) -> 
             member.write(zeros)
     assert path.stat().st_size < 10 * 1024 * 1024
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from lakegen.weights import WeightsError, iter_float32\n"
         "try:\n    [v.sum() for _, v in iter_float32(sys.argv[1])]\nexcept WeightsError as e:\n    print('refused', e)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
