@@ -192,6 +192,7 @@ PAYLOADS = [
     "javascript:window.__xss=4",
     "</title><script>window.__xss=5</script>",
     "{{ 7*7 }}{% raw %}",
+    "--><script>window.__xss=11</script><!--",
 ]
 
 
@@ -219,7 +220,9 @@ def xss_index() -> LakeIndex:
         license_url="javascript:window.__xss=10",
         versions=[version("1.0.0", changelog=p[0])],
     )
-    strange = model("x<script>y", name=p[4], description=p[2])
+    strange = model(
+        "x<script>y", name=p[4], description=f"{p[2]}\n\n<!-- {p[6]} -->\n\n{p[6]}", limitations=p[6]
+    )
     entries = [
         dataset("digits", name=p[1], description=p[0]),
         code("lakedemo", repository=p[3]),

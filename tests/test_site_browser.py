@@ -144,8 +144,10 @@ def test_search_with_a_facet_then_follow_lineage(served: str, browser: Any) -> N
 def test_xss_lake_runs_no_injected_script(served: str, browser: Any) -> None:
     page = browser.new_page()
     watch = Watch(page)
-    page.goto(f"{served}/xss/site/index.html")
-    links = page.eval_on_selector_all("a[href$='.html']", "els => els.map(e => e.href)")
+    links = []
+    for start in ("index.html", "models.html"):  # the home page and every model page
+        page.goto(f"{served}/xss/site/{start}")
+        links += page.eval_on_selector_all("a[href$='.html']", "els => els.map(e => e.href)")
     pages = {u for u in links if u.startswith(served)} | {
         f"{served}/xss/site/models/evil.html",
         f"{served}/xss/site/governance.html",
