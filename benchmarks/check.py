@@ -7,7 +7,7 @@ branch ``pr`` adding one model (manifest and artifact), checked through the real
 CLI (``lakegen check --base main``):
 
 1. the demo lake (a copy of this repository's ``catalog/``): the new model is a
-   fine-tune of ``digits-mlp-base`` with two claimed evaluations, so the bench
+   fine-tune of ``digits-mlp-ft-small`` (its weights nudged) with claimed evaluations, so the bench
    stage re-runs them. Timed cold (empty ``.lakegen/cache``) and warm.
 2. a generated lake of ``--entries`` manifests (1% datasets, the rest models in
    lineage chains up to 8 deep, with real tiny safetensors artifacts, licences
@@ -78,6 +78,8 @@ def demo(work: Path) -> None:
     src = repo / "catalog/models/digits-mlp-ft-small.yaml"
     data = yaml.safe_load(src.read_text())
     data["id"], data["name"] = "digits-mlp-ft-bench", "Digits MLP fine-tuned (benchmark copy)"
+    # Its weights are ft-small's, nudged: declare that, or attribution rightly fails the PR.
+    data["base_models"] = [{"id": "digits-mlp-ft-small", "version": "1.0.0", "relation": "finetune"}]
     # new weights (the fine-tune nudged by 1e-4 of its scale), so the evaluations really run
     from safetensors.numpy import load_file
 
