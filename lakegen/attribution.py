@@ -484,6 +484,11 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
 # ------------------------------------------------------------------------------- main
 
 
+# Past this many models, lineage is recovered family by family (see :func:`families_by_signature`).
+PARTITION_FROM = 300
+NEIGHBOURS = 16
+
+
 def attribute(
     fingerprints: Mapping[str, Fingerprint],
     *,
@@ -496,7 +501,79 @@ def attribute(
     date: a model is never made the fine-tuned child of one that sorts after it.
     ``adapter_base`` maps an adapter to the id its config names (default: the
     config's ``base_model_name_or_path`` matched against the ids).
+
+    Comparing every pair is quadratic; a large lake is first split into families
+    of related models, and each family is attributed on its own.
     """
+    if len(fingerprints) < PARTITION_FROM:
+        return _attribute(fingerprints, order=order, adapter_base=adapter_base)
+    resolve = adapter_base or _default_adapter_base(sorted(fingerprints))
+    lineages = [
+        _attribute({i: fingerprints[i] for i in group}, order=order, adapter_base=resolve)
+        for group in families_by_signature(fingerprints, resolve)
+    ]
+    ids = sorted(fingerprints)
+    edges = sorted((e for lin in lineages for e in lin.edges), key=lambda e: (e.child, e.parent))
+    children = {e.child for e in edges}
+    notes = [n for lin in lineages for n in lin.notes]
+    return Lineage(ids, edges, [m for m in ids if m not in children], notes)
+
+
+def families_by_signature(
+    fingerprints: Mapping[str, Fingerprint], adapter_base: Callable[[str, Fingerprint], str | None]
+) -> list[list[str]]:
+    """Groups of possibly related models, from each model's nearest signatures only.
+
+    Each model is compared exactly with its :data:`NEIGHBOURS` nearest models by
+    signature (one matrix product per block), never with all others; related
+    pairs are joined into families. An adapter joins the family of its base.
+    """
+    import numpy as np
+
+    ids = sorted(i for i, fp in fingerprints.items() if fp.kind == "model")
+    views = {i: View(fingerprints[i]) for i in ids}
+    sig = np.stack([fingerprints[i].signature.astype(np.float32) for i in ids]) if ids else np.zeros((0, 1))
+    sig /= np.maximum(np.linalg.norm(sig, axis=1, keepdims=True), 1e-12)
+    parent = list(range(len(ids)))
+
+    def find(n: int) -> int:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    k = min(NEIGHBOURS, len(ids) - 1)
+    for lo in range(0, len(ids), 1024):
+        scores = sig[lo : lo + 1024] @ sig.T
+        for row, a in enumerate(range(lo, min(lo + 1024, len(ids)))):
+            scores[row, a] = -np.inf
+            for b in np.argpartition(-scores[row], k - 1)[:k] if k > 0 else []:
+                if find(a) == find(int(b)):
+                    continue
+                pair = compare(views[ids[a]], views[ids[int(b)]])
+                if pair is not None and pair.related:
+                    parent[find(a)] = find(int(b))
+    groups: dict[int, list[str]] = {}
+    for n, model_id in enumerate(ids):
+        groups.setdefault(find(n), []).append(model_id)
+    family_of = {m: members for members in groups.values() for m in members}
+    out = list(groups.values())
+    for adapter_id, fp in sorted(fingerprints.items()):
+        if fp.kind != "model":
+            base = adapter_base(adapter_id, fp)
+            if base in family_of:
+                family_of[base].append(adapter_id)
+            else:
+                out.append([adapter_id])
+    return [sorted(g) for g in out]
+
+
+def _attribute(
+    fingerprints: Mapping[str, Fingerprint],
+    *,
+    order: Mapping[str, Any] | None = None,
+    adapter_base: Callable[[str, Fingerprint], str | None] | None = None,
+) -> Lineage:
     ids = sorted(fingerprints)
     views = [View(fingerprints[i]) for i in ids]
     models = [i for i, v in enumerate(views) if v.fp.kind == "model"]

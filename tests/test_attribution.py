@@ -268,3 +268,36 @@ def test_demo_lake_attributes_with_zero_findings(tmp_path: Path) -> None:
     out = json.loads(result.stdout)
     assert out["findings"] == []
     assert out["declared"] and all(d["status"] == "verified" for d in out["declared"])
+
+
+def test_large_lakes_are_split_into_families_with_the_same_result(
+    zoo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakegen import attribution
+    from lakegen.fingerprint import fingerprint
+
+    fps = {p.stem if p.is_file() else p.name: fingerprint(p, None) for p in sorted(zoo.iterdir())}
+    whole = attribution.attribute(fps)
+    monkeypatch.setattr(attribution, "PARTITION_FROM", 2)
+    families = attribution.families_by_signature(fps, attribution._default_adapter_base(sorted(fps)))
+    assert sorted(map(tuple, families)) == sorted(
+        [
+            (
+                "adapter",
+                "ft-a",
+                "ft-a1",
+                "ft-a1-int8",
+                "ft-b",
+                "ft-c",
+                "root",
+                "root-bf16",
+                "root-pruned",
+                "soup",
+            ),
+            ("other", "other-ft", "other-ft2", "other-int8"),
+            ("wide",),
+        ]
+    )
+    split = attribution.attribute(fps)
+    assert [e.to_json() for e in split.edges] == [e.to_json() for e in whole.edges]
+    assert split.roots == whole.roots
