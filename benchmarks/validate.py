@@ -62,9 +62,7 @@ def generate(root: Path, entries: int) -> None:
     for i in range(n_models):
         sha, size, uri = blob(f"model-{i}.safetensors")
         base = (
-            f"base_models:\n  - {{id: model-{i - 1}, version: 1.0.0, relation: finetune}}\n"
-            if i % 10
-            else ""
+            f"base_models:\n  - {{id: model-{i - 1}, version: 1.0.0, relation: finetune}}\n" if i % 10 else ""
         )
         data_id, code_id = f"data-{i % n_data}", f"code-{i % n_code}"
         (root / f"catalog/models/model-{i}.yaml").write_text(
@@ -111,7 +109,9 @@ def report(name: str, root: Path) -> None:
     n = figures["files"]
     print(f"{name}: {n} manifests")
     print(f"  lakegen validate (CLI, artifacts verified): {wall:.2f} s  exit {rc}  [{summary}]")
-    print(f"  load_catalog, artifacts verified:          {figures['full']:.2f} s  ({n / figures['full']:.0f} manifests/s)")
+    print(
+        f"  load_catalog, artifacts verified:          {figures['full']:.2f} s  ({n / figures['full']:.0f} manifests/s)"
+    )
     print(f"  load_catalog, no artifact hashing:         {figures['no_hash']:.2f} s")
     print(
         f"  baseline yaml.CSafeLoader parse only:      {figures['safe_load']:.2f} s  "
