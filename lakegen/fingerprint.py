@@ -24,13 +24,13 @@ import json
 import math
 import os
 import struct
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lakegen.atomicfile import write_atomic
 from lakegen.weights import (
     ADAPTER_CONFIG,
     PRECISION,
@@ -470,7 +470,7 @@ class Cache:
             return None
 
     def put(self, key: str, fp: Fingerprint) -> None:
-        _atomic_write(self._fp_path(key), fp.to_bytes())
+        write_atomic(self._fp_path(key), fp.to_bytes())
 
     def keys(self) -> list[str]:
         """Every cached fingerprint's key."""
@@ -495,7 +495,7 @@ class Cache:
             "stat": [stat.st_size, stat.st_mtime_ns, stat.st_ino],
             "key": key,
         }
-        _atomic_write(self._memo_path(file), json.dumps(memo).encode())
+        write_atomic(self._memo_path(file), json.dumps(memo).encode())
 
 
 def read_signature(path: Path) -> np.ndarray | None:
@@ -546,18 +546,6 @@ class Cached(Mapping[str, Fingerprint]):
             if sig is not None:
                 rows[i] = sig
         return rows
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cache_key(path: Path, sha256: str) -> str:

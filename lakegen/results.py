@@ -11,13 +11,12 @@ change does not re-run anything either. Both are written atomically.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from lakegen.atomicfile import write_atomic
 from lakegen.index import Result
 
 RESULTS_DIR = "catalog/results"
@@ -45,7 +44,7 @@ class ResultStore:
 
     def put(self, result: Result) -> None:
         assert result.cache_key is not None
-        _write_atomic(self.cache_dir / f"{result.cache_key}.json", result.model_dump_json())
+        write_atomic(self.cache_dir / f"{result.cache_key}.json", result.model_dump_json())
 
     def committed(self) -> dict[str, Result]:
         if self._committed is None:
@@ -65,7 +64,7 @@ class ResultStore:
         path = self.results_dir / f"{model_id}.json"
         if path.is_file() and path.read_text(encoding="utf-8") == text:
             return False
-        _write_atomic(path, text)
+        write_atomic(path, text)
         return True
 
     def prune(self, model_ids: Iterable[str]) -> list[Path]:
@@ -84,15 +83,3 @@ def read_results_file(path: Path) -> list[Result]:
         return [Result.model_validate(row) for row in data.get("results", [])]
     except (OSError, ValueError, AttributeError):
         return []
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
