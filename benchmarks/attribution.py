@@ -543,6 +543,16 @@ def run_seed(seed: int, work: Path) -> dict[str, Any]:
     start = time.perf_counter()
     truth = make_trees(out, seed)
     made = time.perf_counter() - start
+    (work / f"truth-{seed}.json").write_text(
+        json.dumps(
+            {
+                "models": {m: str(p) for m, p in truth.models.items()},
+                "edges": [{"parent": p, "child": c, "relation": r} for (p, c), r in truth.edges.items()],
+                "family": truth.family,
+            },
+            indent=1,
+        )
+    )
     env = {**os.environ, "LAKEGEN_CACHE": str(work / f"cache-{seed}")}
     paths = [str(p) for p in truth.models.values()]
     seconds, result = timed([str(LAKEGEN), "attribute", *paths, "--json"], env)
@@ -669,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cached", type=int, default=10_000, help="fingerprints for the 1-vs-N timing (0: skip)"
     )
-    parser.add_argument("--keep", help="keep generated files in this folder")
+    parser.add_argument("--keep", help="keep generated files (and truth-SEED.json) in this folder")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]

@@ -30,7 +30,7 @@ weight file is opened. The steps, for any set of models:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -742,7 +742,7 @@ def _family_tree(
         key = (a, b) if a < b else (b, a)
         if key not in dist:
             p = pair(a, b)
-            dist[key] = spectral_distance(views[a], views[b], p.shared) if p is not None else math.inf
+            dist[key] = lineage_distance(views[a], views[b], p.shared) if p is not None else math.inf
         return dist[key]
 
     # near-ties between a parent and its barely-changed child are broken towards the less
@@ -804,6 +804,40 @@ ORDER_WEIGHT = 10.0  # per edge whose parent was released after its child
 P_SCHATTEN = 0.1  # p of the Schatten quasi-norm: near 0 it counts independent directions of change
 
 
+def _difference_spectra(
+    a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...]]]
+) -> Iterator[tuple[np.ndarray, float, float, float]]:
+    """Per shared matrix: the singular values of the sampled difference ``a - b``, the
+    pair's rounding-noise floor, the mean Schatten-p sum of the two models, and their
+    mean squared norm."""
+    import numpy as np
+
+    for key in keys:
+        ga, gb = a.grid(key), b.grid(key)
+        if ga is None or gb is None:
+            continue
+        diff = ga - gb
+        if not np.isfinite(diff).all():
+            diff = np.where(np.isfinite(diff), diff, 0.0)
+        try:
+            s = np.linalg.svd(diff, compute_uv=False)
+        except np.linalg.LinAlgError:
+            continue
+        tau = max(a.noise_floor(key), b.noise_floor(key))
+        energy = (float(np.sum(np.nan_to_num(ga) ** 2)) + float(np.sum(np.nan_to_num(gb) ** 2))) / 2
+        yield s, tau, (a.schatten(key) + b.schatten(key)) / 2, energy
+
+
+def _schatten_term(s: np.ndarray, tau: float, ref: float) -> float | None:
+    import numpy as np
+
+    if ref <= 0:
+        return None
+    if tau > 0:
+        s = np.where(s > tau, s, 0.0)
+    return (float(np.sum(s**P_SCHATTEN)) / ref) ** (1 / P_SCHATTEN)
+
+
 def spectral_distance(a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...]]]) -> float:
     """How many independent directions separate two models, on their sampled sub-matrices.
 
@@ -817,27 +851,51 @@ def spectral_distance(a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...
     """
     import numpy as np
 
-    out = []
-    p = P_SCHATTEN
-    for key in keys:
-        ga, gb = a.grid(key), b.grid(key)
-        if ga is None or gb is None:
-            continue
-        diff = ga - gb
-        if not np.isfinite(diff).all():
-            diff = np.where(np.isfinite(diff), diff, 0.0)
-        try:
-            s = np.linalg.svd(diff, compute_uv=False)
-        except np.linalg.LinAlgError:
-            continue
-        tau = max(a.noise_floor(key), b.noise_floor(key))
-        if tau > 0:
-            s = np.where(s > tau, s, 0.0)
-        ref = (a.schatten(key) + b.schatten(key)) / 2
-        if ref <= 0:
-            continue
-        out.append((float(np.sum(s**p)) / ref) ** (1 / p))
+    out = [
+        t
+        for s, tau, ref, _ in _difference_spectra(a, b, keys)
+        if (t := _schatten_term(s, tau, ref)) is not None
+    ]
     return float(np.mean(out)) if out else math.inf
+
+
+BULK_SKIP = 16  # leading singular values of a difference that carry a fine-tune's (low-rank) task signal
+BULK_WEIGHT = 0.25  # share of the bulk distance in the lineage distance (the rest: the spectral distance)
+
+
+def lineage_distance(a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...]]]) -> float:
+    """The distance fine-tune trees are built on: spectral distance, weighted with the bulk of the difference.
+
+    A fine-tune's update is a low-rank task signal (what it learned: directions its
+    siblings, trained on similar data, largely share, and that a grandchild trained
+    back towards the parent's task partly undoes) plus a full-rank bulk from its own
+    run, which every descendant inherits and no sibling shares. The bulk is read
+    from the singular values of the difference past its leading ones: the geometric
+    mean of the lower half, times the root energy past the first ``BULK_SKIP``. On
+    its own it places a model under its true parent far more often than the
+    spectral distance (98 % against 82-84 % of fine-tunes on the development
+    trees), but it cannot see a LoRA merged into the weights (an exactly low-rank
+    change has no bulk) and its near-ties differ; the weighted geometric mean of
+    the two is what the benchmark's held-out trees supported (docs/attribution.md).
+    """
+    import numpy as np
+
+    terms, logs, tails = [], [], []
+    for s, tau, ref, energy in _difference_spectra(a, b, keys):
+        t = _schatten_term(s, tau, ref)
+        if t is None:
+            continue
+        terms.append(t)
+        if len(s) >= 4 and energy > 0:
+            logs.append(float(np.mean(np.log(s[len(s) // 2 :] + 1e-30))))
+            tails.append(float(np.sum(s[BULK_SKIP:] ** 2)) / energy)
+    if not terms:
+        return math.inf
+    spectral = float(np.mean(terms))
+    if not logs:
+        return spectral
+    bulk = math.exp(float(np.mean(logs))) * math.sqrt(float(np.mean(tails)) + 1e-30)
+    return spectral ** (1 - BULK_WEIGHT) * bulk**BULK_WEIGHT
 
 
 def _choose_root(

@@ -301,3 +301,44 @@ def test_large_lakes_are_split_into_families_with_the_same_result(
     split = attribution.attribute(fps)
     assert [e.to_json() for e in split.edges] == [e.to_json() for e in whole.edges]
     assert split.roots == whole.roots
+
+
+def _moved(rng: np.random.Generator, w: np.ndarray, signal: np.ndarray, bulk: float) -> np.ndarray:
+    noise = rng.normal(size=w.shape)
+    return (w + signal + bulk * np.linalg.norm(w) * noise / np.linalg.norm(noise)).astype(np.float32)
+
+
+def test_lineage_distance_reads_the_bulk_a_descendant_inherits(tmp_path: Path) -> None:
+    """G undoes most of C's task update, so G is nearer P than C in Euclidean terms, yet it keeps C's
+    own full-rank bulk: the lineage distance puts it nearer C. A sibling S whose task update is much
+    like C's stays nearer their parent P, which the spectral distance alone gets wrong."""
+    from lakegen.attribution import View, compare, lineage_distance
+
+    rng = np.random.default_rng(11)
+    p = trained(rng)
+    c, g, s = {}, {}, {}
+    for name, w in p.items():
+        if w.ndim != 2:
+            c[name] = g[name] = s[name] = w
+            continue
+        u, v = rng.normal(size=(w.shape[0], 6)), rng.normal(size=(6, w.shape[1]))
+        task = 0.3 * np.linalg.norm(w) * (u @ v) / np.linalg.norm(u @ v)
+        c[name] = _moved(rng, w, task, 0.05)
+        g[name] = _moved(rng, c[name], -0.85 * task, 0.015)
+        u2, v2 = rng.normal(size=(w.shape[0], 6)), rng.normal(size=(6, w.shape[1]))
+        own = np.linalg.norm(task) * (u2 @ v2) / np.linalg.norm(u2 @ v2)
+        s[name] = _moved(rng, w, 0.7 * task + 0.7 * own, 0.05)  # a sibling on similar data: a similar update
+    fps = {}
+    for name, sd in {"p": p, "c": c, "g": g, "s": s}.items():
+        save_file(sd, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    views = {k: View(fp) for k, fp in fps.items()}
+
+    def dist(a: str, b: str) -> tuple[float, float]:
+        pair = compare(views[a], views[b])
+        assert pair is not None and pair.related
+        return pair.distance, lineage_distance(views[a], views[b], pair.shared)
+
+    assert dist("p", "g")[0] < dist("c", "g")[0]  # Euclidean: G looks like P's child
+    assert dist("c", "g")[1] < dist("p", "g")[1]  # the bulk G inherited from C says otherwise
+    assert dist("p", "s")[1] < dist("c", "s")[1]  # and the sibling's shared task update does not fool it
