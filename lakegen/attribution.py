@@ -753,12 +753,16 @@ def _family_tree(
     ordered = sorted(high, key=lambda n: maturity[n])
     rank = {n: i / max(1, len(high) - 1) for i, n in enumerate(ordered)}
     for a in high:
-        graph.add_edge(-1, a, weight=1e9)
         for b in high:
             p = pair(a, b) if a != b else None
             if p is not None and p.related:
                 penalty = TIE_PENALTY * rank[a]
                 graph.add_edge(a, b, weight=d(a, b) * (1 + penalty))
+    # a virtual root reaches every model at a cost above any tree, so each family gets one root;
+    # a fixed huge cost (1e9) would swamp the distances' last digits in Edmonds' cycle arithmetic
+    top = max((w for _, _, w in graph.edges(data="weight")), default=1.0)
+    for a in high:
+        graph.add_edge(-1, a, weight=(top + 1e-300) * (len(high) + 1))
     arborescence = nx.minimum_spanning_arborescence(graph)
     tree = nx.Graph()
     tree.add_nodes_from(high)
