@@ -11,7 +11,10 @@ them as real files (safetensors, a PyTorch checkpoint, adapter folders), runs
   are right; its relation is scored separately);
 - relation accuracy over the edges found;
 - edges between models of independent roots (must be 0);
-- ``lakegen fingerprint`` time over ``openssl dgst -sha256`` time on the same files.
+- ``lakegen fingerprint`` time over ``openssl dgst -sha256`` time on the same files;
+
+and over all seeds: F1 pooled over every edge, the seeds under 0.95, and how
+often fine-tune edges are right at confidence >= 0.9 and under 0.6.
 
 ``--big-gib N`` writes an N GiB safetensors file and compares ``lakegen
 fingerprint`` (wall time, peak RSS) with ``openssl dgst -sha256``.
@@ -500,6 +503,21 @@ def score(truth: Truth, out: dict[str, Any]) -> dict[str, float]:
     across = [k for k in predicted if truth.family[k[0]] != truth.family[k[1]]]
     same_arch = [k for k in across if truth.arch[k[0]] == truth.arch[k[1]]]
     reversed_ = [k for k in predicted if (k[1], k[0]) in true]
+    # fine-tune edges by confidence: how often each band is right
+    bands = {"finetune_conf_ge_0.9": [0, 0], "finetune_conf_lt_0.6": [0, 0]}
+    for e in out["edges"]:
+        if e["relation"] != "finetune":
+            continue
+        band = (
+            "finetune_conf_ge_0.9"
+            if e["confidence"] >= 0.9
+            else "finetune_conf_lt_0.6"
+            if e["confidence"] < 0.6
+            else None
+        )
+        if band:
+            bands[band][0] += true.get((e["parent"], e["child"])) == "finetune"
+            bands[band][1] += 1
     return {
         "models": len(truth.models),
         "true_edges": len(true),
@@ -510,6 +528,9 @@ def score(truth: Truth, out: dict[str, Any]) -> dict[str, float]:
         "relation_accuracy": relation,
         "edges_to_independent_same_arch": len(same_arch),
         "reversed_edges": len(reversed_),
+        "hits": len(hits),
+        **{f"{k}_right": v[0] for k, v in bands.items()},
+        **{f"{k}_edges": v[1] for k, v in bands.items()},
     }
 
 
@@ -667,6 +688,10 @@ def one_vs_cached(work: Path, seed: int, count: int) -> dict[str, float]:
     }
 
 
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def cli_start() -> float:
     return min(timed([str(LAKEGEN), "--help"])[0] for _ in range(5))
 
@@ -705,6 +730,15 @@ def main(argv: list[str] | None = None) -> int:
         report["mean"] = {k: float(np.mean([m[k] for m in per])) for k in ("f1", "relation_accuracy")}
         report["min"] = {k: float(np.min([m[k] for m in per])) for k in ("f1", "relation_accuracy")}
         report["independent_edges_total"] = int(sum(m["edges_to_independent_same_arch"] for m in per))
+        hits = sum(m["hits"] for m in per)
+        found, true_edges = sum(m["found_edges"] for m in per), sum(m["true_edges"] for m in per)
+        report["pooled_f1"] = 2 * hits / max(1, found + true_edges)
+        report["seeds_under_0.95"] = sorted(
+            str(seed) for seed, m in report["seeds"].items() if m["f1"] < 0.95
+        )
+        for band in ("finetune_conf_ge_0.9", "finetune_conf_lt_0.6"):
+            right, edges = sum(m[f"{band}_right"] for m in per), sum(m[f"{band}_edges"] for m in per)
+            report[band] = right / edges if edges else None
         report["cli_start_s"] = cli_start()
         if not args.json:
             print(
@@ -712,6 +746,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{report['mean']['relation_accuracy']:.3f} (min {report['min']['relation_accuracy']:.3f}); "
                 f"edges to independent models {report['independent_edges_total']}; "
                 f"lakegen --help {report['cli_start_s'] * 1000:.0f} ms",
+                flush=True,
+            )
+            under = report["seeds_under_0.95"]
+            print(
+                f"pooled F1 over all seeds {report['pooled_f1']:.3f}; seeds under 0.95: "
+                f"{len(under)} of {len(per)}{' (' + ', '.join(under) + ')' if under else ''}; fine-tune edges "
+                f"right: {_share(report['finetune_conf_ge_0.9'])} at confidence >= 0.9, "
+                f"{_share(report['finetune_conf_lt_0.6'])} under 0.6",
                 flush=True,
             )
         if args.cached:
