@@ -29,6 +29,7 @@ weight file is opened. The steps, for any set of models:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -775,6 +776,8 @@ def _family_tree(
             tree.add_edge(min(options)[1], n, weight=min(options)[0])
     if tree.number_of_nodes() < 2:
         return []
+    if order is not None and _strictly_ordered(nodes, ids, order):
+        return _under_nearest_earlier(nodes, views, ids, order, pair)
     edges = []
     for component in nx.connected_components(tree):
         sub = tree.subgraph(component)
@@ -787,6 +790,48 @@ def _family_tree(
         for a, b in nx.bfs_edges(sub, root):
             confidence = _edge_confidence(sub, a, b, scores, d)
             edges.append(Edge(ids[a], ids[b], "finetune", confidence))
+    return edges
+
+
+def _strictly_ordered(nodes: Sequence[int], ids: Sequence[str], order: Mapping[str, Any]) -> bool:
+    """True when every model of the family has an order value (a release date) and no two share one."""
+    values = [order.get(ids[n]) for n in nodes]
+    if any(v is None for v in values):
+        return False
+    try:
+        ranked = sorted(values)
+    except TypeError:
+        return False
+    return all(a < b for a, b in itertools.pairwise(ranked))
+
+
+def _under_nearest_earlier(
+    nodes: Sequence[int],
+    views: Sequence[View],
+    ids: Sequence[str],
+    order: Mapping[str, Any],
+    pair: Callable[[int, int], Pair | None],
+) -> list[Edge]:
+    """Fine-tune edges when release order is known: each model under its nearest earlier relative.
+
+    With the order given, direction is settled, and what is left is placement, where
+    the bulk distance is right far more often than any spanning tree (see
+    :func:`lineage_distance`). Confidence is the placement margin over the runner-up.
+    """
+    ranked = sorted(nodes, key=lambda n: order[ids[n]])
+    edges = []
+    for i, child in enumerate(ranked):
+        options = sorted(
+            (bulk_distance(views[m], views[child], p.shared), m)
+            for m in ranked[:i]
+            if (p := pair(m, child)) is not None and p.related
+        )
+        if not options:
+            continue
+        best, parent = options[0]
+        margin = (options[1][0] - best) / max(best, 1e-300) if len(options) > 1 else math.inf
+        confidence = 0.95 if math.isinf(margin) else max(0.5, min(0.95, 0.5 + 10 * margin))
+        edges.append(Edge(ids[parent], ids[child], "finetune", confidence))
     return edges
 
 
@@ -884,22 +929,38 @@ def lineage_distance(a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...]
     """
     import numpy as np
 
-    terms, logs, tails = [], [], []
+    terms, spectra = [], []
     for s, tau, ref, energy in _difference_spectra(a, b, keys):
         t = _schatten_term(s, tau, ref)
         if t is None:
             continue
         terms.append(t)
-        if len(s) >= 4 and energy > 0:
-            logs.append(float(np.mean(np.log(s[len(s) // 2 :] + 1e-30))))
-            tails.append(float(np.sum(s[BULK_SKIP:] ** 2)) / energy)
+        spectra.append((s, energy))
     if not terms:
         return math.inf
     spectral = float(np.mean(terms))
+    bulk = _bulk(spectra)
+    return spectral if bulk is None else spectral ** (1 - BULK_WEIGHT) * bulk**BULK_WEIGHT
+
+
+def bulk_distance(a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...]]]) -> float:
+    """The bulk part of :func:`lineage_distance` alone (the spectral distance where there is none)."""
+    bulk = _bulk([(s, energy) for s, _, _, energy in _difference_spectra(a, b, keys)])
+    return spectral_distance(a, b, keys) if bulk is None else bulk
+
+
+def _bulk(spectra: Sequence[tuple[np.ndarray, float]]) -> float | None:
+    """Geometric mean of the lower half of the singular values, times the root energy past ``BULK_SKIP``."""
+    import numpy as np
+
+    logs, tails = [], []
+    for s, energy in spectra:
+        if len(s) >= 4 and energy > 0:
+            logs.append(float(np.mean(np.log(s[len(s) // 2 :] + 1e-30))))
+            tails.append(float(np.sum(s[BULK_SKIP:] ** 2)) / energy)
     if not logs:
-        return spectral
-    bulk = math.exp(float(np.mean(logs))) * math.sqrt(float(np.mean(tails)) + 1e-30)
-    return spectral ** (1 - BULK_WEIGHT) * bulk**BULK_WEIGHT
+        return None
+    return math.exp(float(np.mean(logs))) * math.sqrt(float(np.mean(tails)) + 1e-30)
 
 
 def _choose_root(

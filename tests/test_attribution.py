@@ -308,12 +308,9 @@ def _moved(rng: np.random.Generator, w: np.ndarray, signal: np.ndarray, bulk: fl
     return (w + signal + bulk * np.linalg.norm(w) * noise / np.linalg.norm(noise)).astype(np.float32)
 
 
-def test_lineage_distance_reads_the_bulk_a_descendant_inherits(tmp_path: Path) -> None:
-    """G undoes most of C's task update, so G is nearer P than C in Euclidean terms, yet it keeps C's
-    own full-rank bulk: the lineage distance puts it nearer C. A sibling S whose task update is much
-    like C's stays nearer their parent P, which the spectral distance alone gets wrong."""
-    from lakegen.attribution import View, compare, lineage_distance
-
+def _reverting_family(tmp_path: Path) -> dict:
+    """P; C, a fine-tune of P; G, a small fine-tune of C that undoes most of C's task update; S, a
+    sibling of C whose task update is much like C's."""
     rng = np.random.default_rng(11)
     p = trained(rng)
     c, g, s = {}, {}, {}
@@ -327,11 +324,34 @@ def test_lineage_distance_reads_the_bulk_a_descendant_inherits(tmp_path: Path) -
         g[name] = _moved(rng, c[name], -0.85 * task, 0.015)
         u2, v2 = rng.normal(size=(w.shape[0], 6)), rng.normal(size=(6, w.shape[1]))
         own = np.linalg.norm(task) * (u2 @ v2) / np.linalg.norm(u2 @ v2)
-        s[name] = _moved(rng, w, 0.7 * task + 0.7 * own, 0.05)  # a sibling on similar data: a similar update
+        s[name] = _moved(rng, w, 0.7 * task + 0.7 * own, 0.05)
     fps = {}
     for name, sd in {"p": p, "c": c, "g": g, "s": s}.items():
         save_file(sd, str(tmp_path / f"{name}.safetensors"))
         fps[name] = compute(tmp_path / f"{name}.safetensors")
+    return fps
+
+
+def test_release_order_places_each_model_under_its_nearest_earlier_relative(tmp_path: Path) -> None:
+    """G sits between P and C; with release dates the direction is known and the bulk places G under C.
+    When two relatives share a date, the spanning tree decides as without dates."""
+    fps = _reverting_family(tmp_path)
+    dated = {"p": "2026-01-01", "c": "2026-02-01", "s": "2026-03-01", "g": "2026-04-01"}
+    edges = {(e.parent, e.child, e.relation) for e in attribute(fps, order=dated).edges}
+    assert edges == {("p", "c", "finetune"), ("c", "g", "finetune"), ("p", "s", "finetune")}
+    same_day = {**dated, "s": dated["c"]}
+    lineage = attribute(fps, order=same_day)
+    assert len(lineage.edges) == 3 and lineage.roots == ["p"]
+    assert all(e.relation == "finetune" and 0.5 <= e.confidence <= 0.95 for e in lineage.edges)
+
+
+def test_lineage_distance_reads_the_bulk_a_descendant_inherits(tmp_path: Path) -> None:
+    """G undoes most of C's task update, so G is nearer P than C in Euclidean terms, yet it keeps C's
+    own full-rank bulk: the lineage distance puts it nearer C. A sibling S whose task update is much
+    like C's stays nearer their parent P, which the spectral distance alone gets wrong."""
+    from lakegen.attribution import View, compare, lineage_distance
+
+    fps = _reverting_family(tmp_path)
     views = {k: View(fp) for k, fp in fps.items()}
 
     def dist(a: str, b: str) -> tuple[float, float]:
