@@ -61,6 +61,9 @@ class Planner:
         self.catalog = catalog
         self._hashes: dict[Path, str] = {}
         self._verified: set[tuple[str, str]] = set()
+        # many models share one code folder and one dataset: resolve each once per planner
+        self._folders: dict[str, Path | Missing] = {}
+        self._datasets: dict[str, tuple[Path, list[str]] | Missing] = {}
 
     def plans(self, model_ids: list[str] | None = None) -> list[Plan]:
         out = []
@@ -133,6 +136,17 @@ class Planner:
         return code.entry, arch.entrypoint, dict(arch.config)
 
     def _code_folder(self, code: Code) -> Path:
+        if code.id not in self._folders:
+            try:
+                self._folders[code.id] = self._resolve_code_folder(code)
+            except Missing as e:
+                self._folders[code.id] = e
+        found = self._folders[code.id]
+        if isinstance(found, Missing):
+            raise Missing(str(found), found.field)
+        return found
+
+    def _resolve_code_folder(self, code: Code) -> Path:
         if code.path is None:
             raise Missing(
                 f"code '{code.id}' lives in {code.repository} at {code.ref}; "
@@ -199,6 +213,18 @@ class Planner:
         return spec, ids
 
     def _dataset(self, dataset_id: str) -> tuple[Path, list[str]]:
+        if dataset_id not in self._datasets:
+            try:
+                self._datasets[dataset_id] = self._resolve_dataset(dataset_id)
+            except Missing as e:
+                self._datasets[dataset_id] = e
+        found = self._datasets[dataset_id]
+        if isinstance(found, Missing):
+            raise Missing(str(found), found.field)
+        path, ids = found
+        return path, list(ids)
+
+    def _resolve_dataset(self, dataset_id: str) -> tuple[Path, list[str]]:
         record = self.catalog.records.get(dataset_id)
         if record is None or not isinstance(record.entry, Dataset):
             raise Missing(f"no dataset '{dataset_id}' in the lake", "dataset")
