@@ -341,7 +341,7 @@ def compute(path: Path | str) -> Fingerprint:
         wf.close()
     if hasher.error is not None:
         if isinstance(hasher.error, OSError):
-            raise WeightsError(file, f"cannot read: {hasher.error}", lasting=False)
+            raise WeightsError(file, f"cannot read: {hasher.error}")
         raise hasher.error
     return Fingerprint(
         sha256=hasher.digest,
@@ -490,25 +490,11 @@ class Cache:
         return key if isinstance(key, str) else None
 
     def remember(self, file: Path, key: str, stat: os.stat_result) -> None:
-        self._memo(file, stat, key=key)
-
-    def known_failure(self, file: Path) -> str | None:
-        """Why ``file`` could not be fingerprinted, if this version failed on it and it has not changed."""
-        try:
-            memo = json.loads(self._memo_path(file).read_text())
-            st = file.stat()
-        except (OSError, ValueError):
-            return None
-        if [st.st_size, st.st_mtime_ns, st.st_ino] != memo.get("stat") or memo.get("version") != VERSION:
-            return None
-        error = memo.get("error")
-        return error if isinstance(error, str) else None
-
-    def remember_failure(self, file: Path, reason: str, stat: os.stat_result) -> None:
-        self._memo(file, stat, error=reason, version=VERSION)
-
-    def _memo(self, file: Path, stat: os.stat_result, **fields: Any) -> None:
-        memo = {"path": str(file.resolve()), "stat": [stat.st_size, stat.st_mtime_ns, stat.st_ino], **fields}
+        memo = {
+            "path": str(file.resolve()),
+            "stat": [stat.st_size, stat.st_mtime_ns, stat.st_ino],
+            "key": key,
+        }
         write_atomic(self._memo_path(file), json.dumps(memo).encode())
 
 
@@ -572,37 +558,20 @@ def cache_key(path: Path, sha256: str) -> str:
 
 
 def fingerprint(path: Path | str, cache: Cache | None = None) -> Fingerprint:
-    """The fingerprint of a weight file or adapter folder, from the cache when the file is unchanged.
-
-    A file this version of lakegen refused is remembered too (by size, mtime and
-    inode), so an unchanged unreadable file is not read again on every build.
-    """
+    """The fingerprint of a weight file or adapter folder, from the cache when the file is unchanged."""
     path = Path(path)
     file = weights_path(path)
-    adapter = is_adapter(path)
     if cache is not None:
         key = cache.known_key(file)
-        if key is not None and (not adapter or key == cache_key(path, key.split("-")[0])):
+        if key is not None and (not is_adapter(path) or key == cache_key(path, key.split("-")[0])):
             found = cache.get(key)
             if found is not None:
                 return found
-        failure = None if adapter else cache.known_failure(file)  # an adapter's config can change alone
-        if failure is not None:
-            raise WeightsError(file, failure)
     try:
         before = file.stat()
     except OSError as e:
-        raise WeightsError(file, f"cannot read: {e.strerror or e}", lasting=False) from None
-    try:
-        fp = compute(path)
-    except WeightsError as e:
-        if cache is not None and not adapter and e.lasting:
-            try:
-                if file.stat().st_mtime_ns == before.st_mtime_ns:
-                    cache.remember_failure(file, e.reason, before)
-            except OSError:
-                pass
-        raise
+        raise WeightsError(file, f"cannot read: {e.strerror or e}") from None
+    fp = compute(path)
     if cache is not None:
         key = cache_key(path, fp.sha256)
         try:

@@ -72,10 +72,9 @@ _STORAGE = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint
 class WeightsError(Exception):
     """A weight file lakegen will not read, with a one-line reason."""
 
-    def __init__(self, path: Path | str, message: str, *, lasting: bool = True):
+    def __init__(self, path: Path | str, message: str):
         self.path = str(path)
         self.reason = " ".join(message.split())
-        self.lasting = lasting  # False when an OS error (permissions, I/O) may clear with the file unchanged
         super().__init__(f"{self.path}: {self.reason}")
 
 
@@ -359,9 +358,7 @@ class NpzFile(WeightFile):
         except WeightsError:
             raise
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-            raise WeightsError(
-                path, f"not a readable .npz archive: {e}", lasting=not isinstance(e, OSError)
-            ) from None
+            raise WeightsError(path, f"not a readable .npz archive: {e}") from None
         self._npz = np.load(path, allow_pickle=False)
 
     def raw(self, name: str) -> np.ndarray:
@@ -547,7 +544,7 @@ def open_weights(path: Path | str) -> WeightFile:
         if suffix in TORCH_SUFFIXES:
             return TorchFile(path)
     except OSError as e:
-        raise WeightsError(path, f"cannot read: {e.strerror or e}", lasting=False) from None
+        raise WeightsError(path, f"cannot read: {e.strerror or e}") from None
     raise WeightsError(
         path, f"unknown weight format '{suffix or path.name}' (safetensors, npz, pt, pth, bin)"
     )

@@ -106,41 +106,6 @@ def test_cache_skips_unchanged_files_and_reads_changed_ones(tmp_path: Path, mode
     assert not list((tmp_path / "cache").rglob(".tmp-*"))
 
 
-def test_cache_remembers_a_refused_file_until_it_changes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An unreadable artifact is not read again on every build; a changed one, or a new lakegen, reads it."""
-    import struct
-
-    from lakegen import fingerprint as fpmod
-    from lakegen.weights import WeightsError
-
-    path = tmp_path / "bad.safetensors"
-    path.write_bytes(struct.pack("<Q", 10**12) + b"x" * 56)
-    cache = Cache(tmp_path / "cache")
-    with pytest.raises(WeightsError) as first:
-        fingerprint(path, cache)
-    # other bytes (a different refusal), same size, mtime and inode: the remembered refusal comes back
-    st = path.stat()
-    with open(path, "r+b") as f:
-        f.write(struct.pack("<Q", 5) + b"{nope" + b" " * 51)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    with pytest.raises(WeightsError) as again:
-        fingerprint(path, cache)
-    assert again.value.reason == first.value.reason
-    # a lakegen that reads fingerprints differently does not trust the old refusal
-    monkeypatch.setattr(fpmod, "VERSION", fpmod.VERSION + 1)
-    with pytest.raises(WeightsError) as newer:
-        fingerprint(path, cache)
-    assert newer.value.reason != first.value.reason
-    monkeypatch.undo()
-    # a changed file is read again
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    with pytest.raises(WeightsError) as changed:
-        fingerprint(path, cache)
-    assert changed.value.reason == newer.value.reason != first.value.reason
-
-
 def test_cli_fingerprint_json_and_cache_env(tmp_path: Path, model: dict) -> None:
     path = save(tmp_path / "digits-mlp-1.0.0.safetensors", model)
     env = {**os.environ, "LAKEGEN_CACHE": str(tmp_path / "c")}
