@@ -712,7 +712,8 @@ def _finetune_forest(
     merged: Mapping[int, Merge],
     attached: Mapping[int, int],
 ) -> list[Edge]:
-    """Fine-tune edges per family: a spanning tree on spectral distance, rooted by tree-level evidence."""
+    """Fine-tune edges per family: by release order when it is complete, else a spanning tree on
+    lineage distance, rooted by tree-level evidence."""
     members = set(tree)
     edges: list[Edge] = []
     for family in families:
@@ -928,40 +929,39 @@ def lineage_distance(a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...]
     keeps its rounding-noise floor for bfloat16 and int8 models, which the bulk
     lacks. See docs/attribution.md.
     """
-    import numpy as np
-
-    terms, spectra = [], []
-    for s, tau, ref, energy in _difference_spectra(a, b, keys):
-        t = _schatten_term(s, tau, ref)
-        if t is None:
-            continue
-        terms.append(t)
-        spectra.append((s, energy))
-    if not terms:
-        return math.inf
-    spectral = float(np.mean(terms))
-    bulk = _bulk(spectra)
+    spectral, bulk = _spectral_and_bulk(a, b, keys)
     return spectral if bulk is None else spectral ** (1 - BULK_WEIGHT) * bulk**BULK_WEIGHT
 
 
 def bulk_distance(a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...]]]) -> float:
     """The bulk part of :func:`lineage_distance` alone (the spectral distance where there is none)."""
-    bulk = _bulk([(s, energy) for s, _, _, energy in _difference_spectra(a, b, keys)])
-    return spectral_distance(a, b, keys) if bulk is None else bulk
+    spectral, bulk = _spectral_and_bulk(a, b, keys)
+    return spectral if bulk is None else bulk
 
 
-def _bulk(spectra: Sequence[tuple[np.ndarray, float]]) -> float | None:
-    """Geometric mean of the lower half of the singular values, times the root energy past ``BULK_SKIP``."""
+def _spectral_and_bulk(
+    a: View, b: View, keys: Sequence[tuple[str, tuple[int, ...]]]
+) -> tuple[float, float | None]:
+    """The spectral distance and the bulk distance (None without matrices to read it from), one SVD each.
+
+    The bulk: geometric mean of the lower half of the singular values, times the
+    root energy past ``BULK_SKIP``, over the matrices the spectral distance reads.
+    """
     import numpy as np
 
-    logs, tails = [], []
-    for s, energy in spectra:
+    terms, logs, tails = [], [], []
+    for s, tau, ref, energy in _difference_spectra(a, b, keys):
+        t = _schatten_term(s, tau, ref)
+        if t is None:
+            continue
+        terms.append(t)
         if len(s) >= 4 and energy > 0:
             logs.append(float(np.mean(np.log(s[len(s) // 2 :] + 1e-30))))
             tails.append(float(np.sum(s[BULK_SKIP:] ** 2)) / energy)
+    spectral = float(np.mean(terms)) if terms else math.inf
     if not logs:
-        return None
-    return math.exp(float(np.mean(logs))) * math.sqrt(float(np.mean(tails)) + 1e-30)
+        return spectral, None
+    return spectral, math.exp(float(np.mean(logs))) * math.sqrt(float(np.mean(tails)) + 1e-30)
 
 
 def _choose_root(
