@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,7 @@ class Planner:
         self._hashes: dict[Path, str] = {}
         self._verified: set[tuple[str, str]] = set()
         # many models share one code folder and one dataset: resolve each once per planner
-        self._folders: dict[str, Path | Missing] = {}
-        self._datasets: dict[str, tuple[Path, list[str]] | Missing] = {}
+        self._resolved: dict[tuple[str, str], Any] = {}
 
     def plans(self, model_ids: list[str] | None = None) -> list[Plan]:
         out = []
@@ -135,16 +135,20 @@ class Planner:
             raise Missing(f"code entry '{arch.code}' is not in the lake", "architecture.code")
         return code.entry, arch.entrypoint, dict(arch.config)
 
-    def _code_folder(self, code: Code) -> Path:
-        if code.id not in self._folders:
+    def _once(self, what: str, key: str, resolve: Callable[[], Any]) -> Any:
+        """``resolve()``, or what it returned or raised (:class:`Missing`) the first time for ``key``."""
+        if (what, key) not in self._resolved:
             try:
-                self._folders[code.id] = self._resolve_code_folder(code)
+                self._resolved[what, key] = resolve()
             except Missing as e:
-                self._folders[code.id] = e
-        found = self._folders[code.id]
+                self._resolved[what, key] = e
+        found = self._resolved[what, key]
         if isinstance(found, Missing):
             raise Missing(str(found), found.field)
         return found
+
+    def _code_folder(self, code: Code) -> Path:
+        return self._once("code", code.id, lambda: self._resolve_code_folder(code))
 
     def _resolve_code_folder(self, code: Code) -> Path:
         if code.path is None:
@@ -213,15 +217,7 @@ class Planner:
         return spec, ids
 
     def _dataset(self, dataset_id: str) -> tuple[Path, list[str]]:
-        if dataset_id not in self._datasets:
-            try:
-                self._datasets[dataset_id] = self._resolve_dataset(dataset_id)
-            except Missing as e:
-                self._datasets[dataset_id] = e
-        found = self._datasets[dataset_id]
-        if isinstance(found, Missing):
-            raise Missing(str(found), found.field)
-        path, ids = found
+        path, ids = self._once("dataset", dataset_id, lambda: self._resolve_dataset(dataset_id))
         return path, list(ids)
 
     def _resolve_dataset(self, dataset_id: str) -> tuple[Path, list[str]]:
