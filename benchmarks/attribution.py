@@ -401,6 +401,18 @@ def make_trees(out: Path, seed: int, *, archs: int = 2, roots: int = 3, small: b
     def f32(model_id: str) -> dict[str, torch.Tensor]:
         return {k: v.to(torch.float32) for k, v in b.sd[model_id].items()}
 
+    def trained_lora(parent: str, rank: int, alpha: float) -> dict[str, torch.Tensor]:
+        return lora(
+            f32(parent),
+            b.sizes[parent],
+            data(),
+            seed=py.randrange(1 << 30),
+            rank=rank,
+            alpha=alpha,
+            epochs=py.choice([3, 6]),
+            lr=py.choice([1e-3, 3e-3]),
+        )
+
     for a, sizes in enumerate(arch_sizes):
         for r in range(roots if a == 0 else max(2, roots - 1)):
             torch.manual_seed(seed * 1000 + a * 100 + r)
@@ -426,16 +438,7 @@ def make_trees(out: Path, seed: int, *, archs: int = 2, roots: int = 3, small: b
             # LoRA, trained then merged into the weights (relation: finetune), and one kept as an adapter
             parent = py.choice([root, *full])
             rank, alpha = py.choice([4, 8]), py.choice([8, 16])
-            ad = lora(
-                f32(parent),
-                sizes,
-                data(),
-                seed=py.randrange(1 << 30),
-                rank=rank,
-                alpha=alpha,
-                epochs=py.choice([3, 6]),
-                lr=py.choice([1e-3, 3e-3]),
-            )
+            ad = trained_lora(parent, rank, alpha)
             b.save(
                 b.name("lora-merged"),
                 merge_lora(f32(parent), ad, alpha / rank),
@@ -444,16 +447,7 @@ def make_trees(out: Path, seed: int, *, archs: int = 2, roots: int = 3, small: b
                 root,
             )
             parent = py.choice([root, *full])
-            ad = lora(
-                f32(parent),
-                sizes,
-                data(),
-                seed=py.randrange(1 << 30),
-                rank=rank,
-                alpha=alpha,
-                epochs=py.choice([3, 6]),
-                lr=py.choice([1e-3, 3e-3]),
-            )
+            ad = trained_lora(parent, rank, alpha)
             b.save_adapter(b.name("adapter"), ad, parent, rank, alpha, root)
             # deployment copies
             for target in py.sample([root, *full], k=min(2, 1 + len(full))):
