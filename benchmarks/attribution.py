@@ -487,6 +487,12 @@ def make_trees(out: Path, seed: int, *, archs: int = 2, roots: int = 3, small: b
 # ------------------------------------------------------------------------------ scoring
 
 
+CONFIDENCE_BANDS = {  # fine-tune edges whose confidence is in the band: how often they are right
+    "finetune_conf_ge_0.9": lambda c: c >= 0.9,
+    "finetune_conf_lt_0.6": lambda c: c < 0.6,
+}
+
+
 def score(truth: Truth, out: dict[str, Any]) -> dict[str, float]:
     """Directed-edge precision/recall/F1, relation accuracy, and edges across independent families."""
     predicted = {(e["parent"], e["child"]): e["relation"] for e in out["edges"]}
@@ -500,20 +506,14 @@ def score(truth: Truth, out: dict[str, Any]) -> dict[str, float]:
     same_arch = [k for k in across if truth.arch[k[0]] == truth.arch[k[1]]]
     reversed_ = [k for k in predicted if (k[1], k[0]) in true]
     # fine-tune edges by confidence: how often each band is right
-    bands = {"finetune_conf_ge_0.9": [0, 0], "finetune_conf_lt_0.6": [0, 0]}
+    bands = {band: [0, 0] for band in CONFIDENCE_BANDS}
     for e in out["edges"]:
         if e["relation"] != "finetune":
             continue
-        band = (
-            "finetune_conf_ge_0.9"
-            if e["confidence"] >= 0.9
-            else "finetune_conf_lt_0.6"
-            if e["confidence"] < 0.6
-            else None
-        )
-        if band:
-            bands[band][0] += true.get((e["parent"], e["child"])) == "finetune"
-            bands[band][1] += 1
+        for band, inside in CONFIDENCE_BANDS.items():
+            if inside(e["confidence"]):
+                bands[band][0] += true.get((e["parent"], e["child"])) == "finetune"
+                bands[band][1] += 1
     return {
         "models": len(truth.models),
         "true_edges": len(true),
@@ -738,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         report["seeds_under_0.95"] = sorted(
             str(seed) for seed, m in report["seeds"].items() if m["f1"] < 0.95
         )
-        for band in ("finetune_conf_ge_0.9", "finetune_conf_lt_0.6"):
+        for band in CONFIDENCE_BANDS:
             right, edges = sum(m[f"{band}_right"] for m in per), sum(m[f"{band}_edges"] for m in per)
             report[band] = right / edges if edges else None
         report["cli_start_s"] = cli_start()
