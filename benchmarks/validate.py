@@ -1,17 +1,24 @@
 """Validation speed: the demo lake, and a generated lake of N manifests (default 10,000).
 
-    .venv/bin/python benchmarks/validate.py [--entries 10000] [--keep DIR]
+    .venv/bin/python benchmarks/validate.py [--entries 10000] [--keep DIR] [--big-gib 2]
 
 Prints wall time of ``lakegen validate`` (the real CLI, artifacts verified) on
 both lakes, the in-process time of ``load_catalog`` with and without artifact
 hashing, and, as a baseline run in the same process, the time PyYAML's C
 ``safe_load`` alone takes to parse the same files.
+
+``--big-gib N`` validates a lake whose one model artifact is an N GiB file
+three times: with no hash memo (the file is read), again (the memo answers),
+and after rewriting one byte and setting the modification time back (read
+again, and the mismatch is reported); ``openssl dgst -sha256`` on the same file
+is the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -110,7 +117,7 @@ def report(name: str, root: Path) -> None:
     print(f"{name}: {n} manifests")
     print(f"  lakegen validate (CLI, artifacts verified): {wall:.2f} s  exit {rc}  [{summary}]")
     print(
-        f"  load_catalog, artifacts verified:          {figures['full']:.2f} s  ({n / figures['full']:.0f} manifests/s)"
+        f"  load_catalog, artifacts verified (memo):   {figures['full']:.2f} s  ({n / figures['full']:.0f} manifests/s)"
     )
     print(f"  load_catalog, no artifact hashing:         {figures['no_hash']:.2f} s")
     print(
@@ -119,11 +126,70 @@ def report(name: str, root: Path) -> None:
     )
 
 
+def big_artifact(gib: float) -> None:
+    """Validation of an N GiB artifact: first read, then from the hash memo, then after tampering."""
+    with tempfile.TemporaryDirectory(prefix="lakegen-big-") as tmp:
+        root = Path(tmp) / "lake"
+        generate(root, 3)  # one dataset, one code entry, one model
+        path = root / "catalog/artifacts/model-0.safetensors"
+        manifest = root / "catalog/models/model-0.yaml"
+        old_sha, old_size = hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size
+        block = os.urandom(64 << 20)
+        digest = hashlib.sha256()
+        with open(path, "wb") as f:
+            for _ in range(int(gib * 16)):
+                f.write(block)
+                digest.update(block)
+        size = path.stat().st_size
+        text = (
+            manifest.read_text()
+            .replace(old_sha, digest.hexdigest())
+            .replace(f"size: {old_size}", f"size: {size}")
+        )
+        manifest.write_text(text)
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 60 * 10**9))  # past the "just written" window
+        env = {**os.environ, "LAKEGEN_CACHE": str(Path(tmp) / "cache")}
+
+        def run() -> tuple[float, int, str]:
+            start = time.perf_counter()
+            result = subprocess.run(
+                [str(LAKEGEN), "--root", str(root), "validate"], capture_output=True, text=True, env=env
+            )
+            return time.perf_counter() - start, result.returncode, result.stderr.strip().splitlines()[-1]
+
+        start = time.perf_counter()
+        subprocess.run(["openssl", "dgst", "-sha256", str(path)], capture_output=True, check=True)
+        openssl = time.perf_counter() - start
+        first, second = run(), run()
+        st = path.stat()
+        with open(path, "r+b") as f:
+            f.seek(size // 2)
+            byte = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        third = run()
+        print(f"lake with one {size / 2**30:.1f} GiB artifact")
+        print(f"  openssl dgst -sha256 (baseline):          {openssl:.2f} s")
+        print(f"  lakegen validate, no memo (file read):   {first[0]:.2f} s  exit {first[1]}  [{first[2]}]")
+        print(
+            f"  lakegen validate, unchanged (memo):      {second[0]:.2f} s  exit {second[1]}  [{second[2]}]"
+            f"  = {second[0] / first[0]:.3f}x the first"
+        )
+        print(f"  after a byte changed, mtime set back:    {third[0]:.2f} s  exit {third[1]}  [{third[2]}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--keep", type=Path, help="generate the lake here and keep it")
+    parser.add_argument(
+        "--big-gib", type=float, default=0, help="also validate an N GiB artifact (see above)"
+    )
     args = parser.parse_args()
+    if args.big_gib:
+        big_artifact(args.big_gib)
     report("demo lake", REPO)
     root = args.keep or Path(tempfile.mkdtemp(prefix="lakegen-bench-"))
     if root.exists() and any(root.iterdir()):

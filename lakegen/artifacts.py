@@ -3,22 +3,23 @@
 A local artifact URI is a path relative to the manifest that names it; it must
 stay inside the lake even after symlinks are followed. Remote URIs (https, http,
 s3, gs, hf) are accepted and reported as unchecked until they are fetched.
-Hashing streams the file in blocks, so an artifact of any size costs a fixed
-amount of memory.
+Hashing streams the file, so an artifact of any size costs a fixed amount of
+memory, and a file unchanged since it was last hashed is not read again
+(:mod:`lakegen.digests`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from lakegen.digests import Digests, sha256_file
+
 REMOTE_SCHEMES = ("https", "http", "s3", "gs", "hf")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-BLOCK = 1 << 20
 
 
 class ArtifactPathError(ValueError):
@@ -70,14 +71,11 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def sha256_file(path: Path) -> str:
-    """Streamed sha256 of a file."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def verify(path: Path, size: int, sha256: str, digests: Digests | None = None) -> str | None:
+    """Why the file at ``path`` does not match ``size`` and ``sha256``, or None when it does.
 
-
-def verify(path: Path, size: int, sha256: str) -> str | None:
-    """Why the file at ``path`` does not match ``size`` and ``sha256``, or None when it does."""
+    With ``digests``, a file unchanged since it was last hashed is not read again.
+    """
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -86,7 +84,7 @@ def verify(path: Path, size: int, sha256: str) -> str | None:
         return "not a regular file"
     if st.st_size != size:
         return f"size is {st.st_size:,} bytes; manifest says {size:,}"
-    actual = sha256_file(path)
+    actual = digests.sha256(path) if digests is not None else sha256_file(path)
     if actual != sha256:
         return f"sha256 mismatch: manifest says {sha256}, file has {actual}"
     return None

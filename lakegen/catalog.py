@@ -18,6 +18,7 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from lakegen import artifacts
+from lakegen.digests import Digests, default_cache_dir
 from lakegen.errors import LakeError, Problem, format_loc
 from lakegen.manifest import (
     FOLDERS,
@@ -141,7 +142,7 @@ def load_catalog(root: Path | str, *, verify_artifacts: bool = True) -> Catalog:
         catalog.records[record.entry.id] = record
     _check_references(catalog)
     _check_cycles(catalog)
-    _check_local_paths(catalog, verify_artifacts)
+    _check_local_paths(catalog, Digests(default_cache_dir(root)) if verify_artifacts else None)
     catalog.problems.sort()
     return catalog
 
@@ -336,7 +337,8 @@ def _check_cycles(catalog: Catalog) -> None:
                     _add(catalog, record, ("base_models", i, "id"), f"lineage cycle: {text}")
 
 
-def _check_local_paths(catalog: Catalog, verify: bool) -> None:
+def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
+    """Resolve every local artifact; with ``digests``, check its size and sha256 too."""
     for record in catalog.records.values():
         entry = record.entry
         if isinstance(entry, Code) and entry.path is not None:
@@ -353,12 +355,12 @@ def _check_local_paths(catalog: Catalog, verify: bool) -> None:
             if where.path is None:
                 catalog.artifacts[key] = "unchecked"
                 continue
-            if not verify:
+            if digests is None:
                 if not where.path.is_file():
                     _add(catalog, record, (*loc, "uri"), f"artifact not found: {art.uri}")
                 catalog.artifacts[key] = "unchecked"
                 continue
-            ok = _verify_file(catalog, record, loc, where.path, art.uri, art.size, art.sha256)
+            ok = _verify_file(catalog, record, loc, where.path, art.uri, art.size, art.sha256, digests)
             for j, extra in enumerate(art.files):
                 extra_loc: Loc = (*loc, "files", j)
                 uri = posixpath.join(posixpath.dirname(art.uri), extra.path)
@@ -369,7 +371,9 @@ def _check_local_paths(catalog: Catalog, verify: bool) -> None:
                     ok = False
                     continue
                 assert path is not None
-                ok &= _verify_file(catalog, record, extra_loc, path, uri, extra.size, extra.sha256, "path")
+                ok &= _verify_file(
+                    catalog, record, extra_loc, path, uri, extra.size, extra.sha256, digests, "path"
+                )
             catalog.artifacts[key] = "verified" if ok else "contradicted"
 
 
@@ -381,9 +385,10 @@ def _verify_file(
     uri: str,
     size: int,
     sha256: str,
+    digests: Digests,
     where: str = "uri",
 ) -> bool:
-    problem = artifacts.verify(path, size, sha256)
+    problem = artifacts.verify(path, size, sha256, digests)
     if problem:
         field_name = "size" if problem.startswith("size") else "sha256"
         if problem.startswith(("file not found", "not a regular")):

@@ -27,7 +27,8 @@ def _lake_root(args: argparse.Namespace) -> Path | None:
 
 
 def _cache(args: argparse.Namespace) -> Any:
-    from lakegen.fingerprint import Cache, default_cache_dir
+    from lakegen.digests import default_cache_dir
+    from lakegen.fingerprint import Cache
 
     if getattr(args, "no_cache", False):
         return None

@@ -19,10 +19,10 @@ stat record so an unchanged file is never read again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-import os
 import struct
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lakegen.atomicfile import write_atomic
+from lakegen.digests import Digests
 from lakegen.weights import (
     ADAPTER_CONFIG,
     PRECISION,
@@ -55,7 +56,6 @@ VERSION = 2
 MAGIC = b"LGFPv2\n\0"  # 8 bytes, so the signature after the length is aligned
 PREFIX = len(MAGIC) + 4 + 4 * SIGNATURE  # magic, header length, signature
 WINDOW = 8 << 20  # bytes hashed between page releases
-CACHE_ENV = "LAKEGEN_CACHE"
 
 
 @dataclass(frozen=True)
@@ -436,32 +436,18 @@ def _sample_adapter(
 # ---------------------------------------------------------------------------------- cache
 
 
-def default_cache_dir(root: Path | None) -> Path:
-    """``$LAKEGEN_CACHE``, else ``<lake root>/.lakegen/cache``, else ``~/.cache/lakegen``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    if root is not None:
-        return root / ".lakegen" / "cache"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "lakegen"
-
-
 class Cache:
     """Fingerprints on disk, keyed by content; each write is atomic (write, then rename)."""
 
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)
+        self.digests = Digests(self.folder)
 
     def path_of(self, key: str) -> Path:
         return self._fp_path(key)
 
     def _fp_path(self, key: str) -> Path:
         return self.folder / "fingerprints" / key[:2] / f"{key}.lgfp"
-
-    def _memo_path(self, file: Path) -> Path:
-        name = hashlib.sha256(str(file.resolve()).encode()).hexdigest()
-        return self.folder / "paths" / name[:2] / f"{name}.json"
 
     def get(self, key: str) -> Fingerprint | None:
         try:
@@ -477,25 +463,14 @@ class Cache:
         base = self.folder / "fingerprints"
         return sorted(p.stem for p in base.glob("*/*.lgfp")) if base.is_dir() else []
 
-    def known_key(self, file: Path) -> str | None:
-        """The cache key remembered for ``file``, if it has not changed since (size, mtime, inode)."""
+    def known_key(self, path: Path) -> str | None:
+        """The cache key of a weight file or adapter folder whose weights have not changed since
+        they were last hashed (see :mod:`lakegen.digests`)."""
         try:
-            memo = json.loads(self._memo_path(file).read_text())
-            st = file.stat()
-        except (OSError, ValueError):
+            sha256 = self.digests.known(weights_path(path))
+            return None if sha256 is None else cache_key(path, sha256)
+        except (OSError, WeightsError):
             return None
-        if [st.st_size, st.st_mtime_ns, st.st_ino] != memo.get("stat"):
-            return None
-        key = memo.get("key")
-        return key if isinstance(key, str) else None
-
-    def remember(self, file: Path, key: str, stat: os.stat_result) -> None:
-        memo = {
-            "path": str(file.resolve()),
-            "stat": [stat.st_size, stat.st_mtime_ns, stat.st_ino],
-            "key": key,
-        }
-        write_atomic(self._memo_path(file), json.dumps(memo).encode())
 
 
 def read_signature(path: Path) -> np.ndarray | None:
@@ -562,22 +537,17 @@ def fingerprint(path: Path | str, cache: Cache | None = None) -> Fingerprint:
     path = Path(path)
     file = weights_path(path)
     if cache is not None:
-        key = cache.known_key(file)
-        if key is not None and (not is_adapter(path) or key == cache_key(path, key.split("-")[0])):
-            found = cache.get(key)
-            if found is not None:
-                return found
+        key = cache.known_key(path)
+        found = cache.get(key) if key is not None else None
+        if found is not None:
+            return found
     try:
         before = file.stat()
     except OSError as e:
         raise WeightsError(file, f"cannot read: {e.strerror or e}") from None
     fp = compute(path)
     if cache is not None:
-        key = cache_key(path, fp.sha256)
-        try:
-            cache.put(key, fp)
-            if file.stat().st_mtime_ns == before.st_mtime_ns:
-                cache.remember(file, key, before)
-        except OSError:
-            pass  # a read-only cache only costs speed
+        with contextlib.suppress(OSError):  # a read-only cache only costs speed
+            cache.put(cache_key(path, fp.sha256), fp)
+        cache.digests.remember(file, fp.sha256, before)
     return fp

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from lakegen import artifacts
 from lakegen.attribution import Edge, Lineage, Match, attribute, closest
 from lakegen.catalog import Catalog, Record, latest_version
-from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint, weights_path
+from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint
 from lakegen.manifest import Model, is_external
 from lakegen.weights import ADAPTER_CONFIG, WeightsError
 
@@ -177,8 +177,8 @@ def _lazily(
         return fingerprints(paths, None, progress)[0]
     keys: dict[str, str] = {}
     for model_id, path in paths.items():
-        key = None if path.is_dir() else cache.known_key(weights_path(path))
-        if key is None or not cache.path_of(key).is_file():  # adapters: their config is part of the key
+        key = cache.known_key(path)
+        if key is None or not cache.path_of(key).is_file():
             try:
                 key = cache_key(path, fingerprint(path, cache).sha256)
             except WeightsError:
@@ -433,7 +433,7 @@ def search_like(
 
 def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) -> CatalogLineage:
     """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings."""
-    from lakegen.fingerprint import default_cache_dir
+    from lakegen.digests import default_cache_dir
     from lakegen.index import Edge as IndexEdge
     from lakegen.index import Finding as IndexFinding
 

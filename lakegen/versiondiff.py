@@ -16,6 +16,7 @@ from typing import Any
 
 from lakegen import artifacts
 from lakegen.catalog import Catalog
+from lakegen.digests import default_cache_dir
 from lakegen.errors import LakeError, Problem
 from lakegen.gitrepo import Repo
 from lakegen.history import field_changes
@@ -183,7 +184,7 @@ def _relation(catalog: Catalog, a: Path, b: Path, va: Any, vb: Any) -> str | Non
     attribute = getattr(attribution, "attribute", None)
     if attribute is None:
         return None
-    cache = fingerprint.Cache(fingerprint.default_cache_dir(catalog.root))
+    cache = fingerprint.Cache(default_cache_dir(catalog.root))
     prints = {va.version: fingerprint.fingerprint(a, cache), vb.version: fingerprint.fingerprint(b, cache)}
     lineage = attribute(prints, order={va.version: str(va.released), vb.version: str(vb.released)})
     if not lineage.edges:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +139,13 @@ def lake(tmp_path: Path) -> Path:
     root = tmp_path / "lake"
     write_tree(root, lake_files())
     return root
+
+
+def age(path: Path, seconds: int = 60) -> None:
+    """Set ``path``'s modification time ``seconds`` back: older than the window in which
+    :mod:`lakegen.digests` will not trust a file's stat record (a file written just now)."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - seconds * 10**9))
 
 
 def run_lakegen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

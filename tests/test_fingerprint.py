@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import age
 from safetensors.numpy import save_file
 
+from lakegen import fingerprint as fingerprint_module
 from lakegen.fingerprint import GRID, Cache, Fingerprint, compute, coordinates, fingerprint
 
 LAKEGEN = Path(sys.executable).with_name("lakegen")
@@ -86,24 +88,56 @@ def test_nan_zero_size_and_int8_tensors(tmp_path: Path) -> None:
     )
 
 
-def test_cache_skips_unchanged_files_and_reads_changed_ones(tmp_path: Path, model: dict) -> None:
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every weight file :func:`fingerprint` actually reads."""
+    reads: list[Path] = []
+
+    def counting(path: Path | str) -> Fingerprint:
+        reads.append(Path(path))
+        return compute(path)
+
+    monkeypatch.setattr(fingerprint_module, "compute", counting)
+    return reads
+
+
+def test_cache_skips_unchanged_files_and_reads_changed_ones(
+    tmp_path: Path, model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = save(tmp_path / "m.safetensors", model)
+    age(path)
     cache = Cache(tmp_path / "cache")
+    reads = _count_reads(monkeypatch)
     first = fingerprint(path, cache)
-    assert cache.keys() == [first.sha256]
-    # same size, same mtime, same inode, other bytes: an unchanged file is not read again
+    assert cache.keys() == [first.sha256] and reads == [path]
+    # unchanged: not read again
+    assert fingerprint(path, cache).sha256 == first.sha256 and reads == [path]
+    # other bytes, same size, the modification time set back: the change time gives it away
     st = path.stat()
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     with open(path, "r+b") as f:
         f.write(data)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert fingerprint(path, cache).sha256 == first.sha256
-    # a real change (new mtime) is read again
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     again = fingerprint(path, cache)
+    assert reads == [path, path]
     assert again.sha256 == hashlib.sha256(bytes(data)).hexdigest() != first.sha256
     assert not list((tmp_path / "cache").rglob(".tmp-*"))
+
+
+def test_a_file_written_just_now_is_not_trusted_by_its_stat(
+    tmp_path: Path, model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a second write in the same timestamp tick would leave the stat record unchanged
+    path = save(tmp_path / "m.safetensors", model)
+    cache = Cache(tmp_path / "cache")
+    reads = _count_reads(monkeypatch)
+    fingerprint(path, cache)
+    fingerprint(path, cache)
+    assert reads == [path, path]
+    age(path)
+    fingerprint(path, cache)
+    fingerprint(path, cache)
+    assert reads == [path, path, path]
 
 
 def test_cli_fingerprint_json_and_cache_env(tmp_path: Path, model: dict) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
-from conftest import MODEL_A, MODEL_B, WEIGHTS_A, line_of, run_lakegen, snapshot, write_tree
+from conftest import MODEL_A, MODEL_B, WEIGHTS_A, age, line_of, run_lakegen, snapshot, write_tree
 
 from lakegen.catalog import load_catalog
 
@@ -288,3 +289,26 @@ def test_companion_files_are_pinned_like_the_artifact(lake: Path) -> None:
     (lake / "catalog/artifacts/toy-a.json").unlink()
     rc, out, err = validate(lake)
     assert f"{A}:{n}: versions[0].artifact.files[0].path: file not found: ../artifacts/toy-a.json" in out
+
+
+def test_unchanged_artifacts_are_not_hashed_again(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for path in (lake / "catalog/artifacts").iterdir():
+        age(path)
+    first = load_catalog(lake)
+    assert set(first.artifacts.values()) == {"verified"} and not first.problems
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("an unchanged artifact was hashed again")
+
+    monkeypatch.setattr(hashlib, "file_digest", refuse)
+    again = load_catalog(lake)
+    assert again.artifacts == first.artifacts and not again.problems
+    monkeypatch.undo()
+    # other bytes, same size, the modification time set back: hashed again, and caught
+    weights = lake / "catalog/artifacts/toy-a-1.0.0.safetensors"
+    st = weights.stat()
+    weights.write_bytes(WEIGHTS_A[:-1] + b"!")
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    tampered = load_catalog(lake)
+    assert tampered.artifacts[("toy-a", "1.0.0")] == "contradicted"
+    assert any("sha256 mismatch" in p.message for p in tampered.problems)
