@@ -18,7 +18,8 @@ them as real files (safetensors, a PyTorch checkpoint, adapter folders), runs
 and over all seeds: F1 pooled over every edge, the seeds under 0.95, and how
 often fine-tune edges are right at confidence >= 0.9 and under 0.6.
 
-``--big-gib N`` writes an N GiB safetensors file and compares ``lakegen
+``--big-gib N`` writes an N GiB safetensors file, then the same N GiB as a
+sharded checkpoint (four shards and an index), and compares ``lakegen
 fingerprint`` (wall time, peak RSS) with ``openssl dgst -sha256``.
 ``--cached N`` times comparing one new model against N cached fingerprints.
 
@@ -605,15 +606,16 @@ def run_seed(seed: int, work: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- speed
 
 
-def write_big(path: Path, gib: float) -> None:
-    """An N GiB safetensors file of float32 4096x8192 matrices, written in slices."""
+def write_big(path: Path, gib: float, first: int = 0) -> list[str]:
+    """An N GiB safetensors file of float32 4096x8192 matrices (``layers.<first + i>.weight``),
+    written in slices; returns the tensor names."""
     import struct
 
     rows, cols = 4096, 8192
     per = rows * cols * 4
     count = max(1, int(gib * (1 << 30) // per))
     header, offset = {}, 0
-    for i in range(count):
+    for i in range(first, first + count):
         header[f"layers.{i}.weight"] = {
             "dtype": "F32",
             "shape": [rows, cols],
@@ -628,6 +630,7 @@ def write_big(path: Path, gib: float) -> None:
         for _ in range(count):
             for _ in range(0, rows, 512):
                 f.write(rng.standard_normal((512, cols), dtype=np.float32).tobytes())
+    return list(header)
 
 
 def big_file(work: Path, gib: float) -> dict[str, float]:
@@ -642,6 +645,37 @@ def big_file(work: Path, gib: float) -> dict[str, float]:
     path.unlink()
     return {
         "gib": size / (1 << 30),
+        "openssl_s": ssl[0],
+        "lakegen_s": lg[0],
+        "ratio": lg[0] / ssl[0],
+        "openssl_peak_rss_mib": ssl[1],
+        "lakegen_peak_rss_mib": lg[1],
+    }
+
+
+def big_sharded(work: Path, gib: float, shards: int = 4) -> dict[str, float]:
+    """The same N GiB as a Hugging Face sharded checkpoint: ``shards`` files and their index."""
+    folder = work / "big-sharded"
+    folder.mkdir()
+    weight_map: dict[str, str] = {}
+    first = 0
+    for k in range(1, shards + 1):
+        name = f"model-{k:05d}-of-{shards:05d}.safetensors"
+        names = write_big(folder / name, gib / shards, first)
+        weight_map.update(dict.fromkeys(names, name))
+        first += len(names)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    files = [str(p) for p in sorted(folder.glob("*.safetensors"))]
+    subprocess.run(["openssl", "dgst", "-sha256", *files], capture_output=True, check=True)  # warm the cache
+    ssl = min(peak_rss_mib(["openssl", "dgst", "-sha256", *files]) for _ in range(3))
+    lg = min(
+        peak_rss_mib([str(LAKEGEN), "fingerprint", "--no-cache", "--json", str(folder)]) for _ in range(3)
+    )
+    size = sum(Path(f).stat().st_size for f in files)
+    shutil.rmtree(folder)
+    return {
+        "gib": size / (1 << 30),
+        "shards": shards,
         "openssl_s": ssl[0],
         "lakegen_s": lg[0],
         "ratio": lg[0] / ssl[0],
@@ -778,6 +812,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{args.big_gib:g} GiB safetensors: lakegen fingerprint {b['lakegen_s']:.2f} s, openssl "
                     f"{b['openssl_s']:.2f} s, ratio {b['ratio']:.2f}; peak RSS lakegen "
+                    f"{b['lakegen_peak_rss_mib']:.0f} MiB, openssl {b['openssl_peak_rss_mib']:.0f} MiB"
+                )
+            b = report["big_sharded"] = big_sharded(work, args.big_gib)
+            if not args.json:
+                print(
+                    f"the same as {b['shards']} shards + index: lakegen fingerprint {b['lakegen_s']:.2f} s, "
+                    f"openssl on the shards {b['openssl_s']:.2f} s, ratio {b['ratio']:.2f}; peak RSS lakegen "
                     f"{b['lakegen_peak_rss_mib']:.0f} MiB, openssl {b['openssl_peak_rss_mib']:.0f} MiB"
                 )
         if args.json:

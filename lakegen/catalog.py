@@ -26,6 +26,7 @@ from lakegen.manifest import (
     SEMVER_PATTERN,
     SLUG_PATTERN,
     Code,
+    CompanionFile,
     Dataset,
     Entry,
     Model,
@@ -33,6 +34,7 @@ from lakegen.manifest import (
     semver_key,
 )
 from lakegen.safeyaml import Document, Loc, load
+from lakegen.weights import INDEX_SUFFIX, WeightsError, read_shard_index
 
 CATALOG_DIR = "catalog"
 ArtifactState = Literal["verified", "contradicted", "unchecked"]
@@ -374,7 +376,30 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
                 ok &= _verify_file(
                     catalog, record, extra_loc, path, uri, extra.size, extra.sha256, digests, "path"
                 )
+            if ok and art.uri.endswith(INDEX_SUFFIX):
+                ok = _check_shards_pinned(catalog, record, loc, where.path, art.files)
             catalog.artifacts[key] = "verified" if ok else "contradicted"
+
+
+def _check_shards_pinned(
+    catalog: Catalog, record: Record, loc: Loc, index: Path, files: list[CompanionFile]
+) -> bool:
+    """A sharded checkpoint's artifact is its index; every shard it names must be pinned in ``files``."""
+    try:
+        shards = read_shard_index(index).files
+    except WeightsError as e:
+        _add(catalog, record, (*loc, "uri"), e.reason)
+        return False
+    missing = sorted({f.name for f in shards} - {f.path for f in files})
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        _add(
+            catalog,
+            record,
+            (*loc, "files"),
+            f"the index names shards not pinned here: {', '.join(missing[:3])}{more}",
+        )
+    return not missing
 
 
 def _verify_file(

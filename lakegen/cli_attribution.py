@@ -51,15 +51,20 @@ def _progress(enabled: bool, label: str, total: int | None) -> Iterator[Callable
 
 
 def model_input(path: Path) -> tuple[str, Path]:
-    """A PATH argument as (model id, what to fingerprint): a weight file, or a folder of one model."""
-    from lakegen.weights import ADAPTER_CONFIG, WeightsError
+    """A PATH argument as (model id, what to fingerprint): a weight file, or a folder of one model
+    (an adapter, a sharded checkpoint, or a folder with one weight file)."""
+    from lakegen.weights import ADAPTER_CONFIG, INDEX_SUFFIX, WeightsError, find_shard_index
 
     if path.is_dir():
-        if (path / ADAPTER_CONFIG).is_file():
+        if (path / ADAPTER_CONFIG).is_file() or find_shard_index(path) is not None:
             return path.name, path
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
         if len(files) != 1:
-            raise WeightsError(path, f"a folder must hold one model: found {len(files)} weight files")
+            raise WeightsError(
+                path,
+                f"a folder must hold one model: found {len(files)} weight files"
+                f" (a sharded checkpoint needs its *{INDEX_SUFFIX})",
+            )
         return path.name, files[0]
     return path.stem, path
 
@@ -197,7 +202,8 @@ def cmd_search_like(args: argparse.Namespace) -> int:
     total = len(artifact_paths(catalog)[0])
     try:
         with _progress(not args.json, "fingerprinting", total) as advance:
-            result = search_like(catalog, Path(args.like), _cache(args), advance, limit=args.limit or 10)
+            target = model_input(Path(args.like))[1]
+            result = search_like(catalog, target, _cache(args), advance, limit=args.limit or 10)
     except WeightsError as e:
         _report([str(e)])
         return EXIT_FINDINGS
@@ -220,7 +226,12 @@ def cmd_search_like(args: argparse.Namespace) -> int:
 
 def add_commands(add: Add) -> None:
     p = add("fingerprint", cmd_fingerprint, "Fingerprint weight files: sha256, tensors, parameters, dtypes.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="weight files or model folders (adapters)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="weight files or model folders (one weight file, an adapter, a sharded checkpoint)",
+    )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the fingerprint cache")
     p.add_argument("--json", action="store_true", help="machine-readable output, no progress bar")
 
@@ -253,7 +264,9 @@ def add_search(add: Add, sub: Any) -> None:
 def extend_search(parser: argparse.ArgumentParser) -> None:
     """Give ``lakegen search`` a ``--like FILE`` mode that ranks the lake's models by their weights."""
     text_search = parser.get_default("func")
-    parser.add_argument("--like", metavar="FILE", help="rank models by closeness to this weight file")
+    parser.add_argument(
+        "--like", metavar="FILE", help="rank models by closeness to this weight file or model folder"
+    )
     if not any(a.dest == "limit" for a in parser._actions):
         parser.add_argument("--limit", type=int, help="at most this many hits")
     if not any(a.dest == "json" for a in parser._actions):

@@ -34,15 +34,20 @@ from lakegen.atomicfile import write_atomic
 from lakegen.digests import Digests
 from lakegen.weights import (
     ADAPTER_CONFIG,
+    INDEX_SUFFIX,
     PRECISION,
     SafetensorsFile,
+    ShardedWeights,
     WeightFile,
     WeightsError,
+    find_shard_index,
     is_adapter,
     logical_tensors,
     lora_delta,
+    open_model,
     open_weights,
     read_adapter,
+    read_shard_index,
     to_float32,
 )
 
@@ -97,6 +102,7 @@ class Fingerprint:
     signature: np.ndarray
     adapter: dict[str, Any] | None = None
     skipped: list[str] = field(default_factory=list)  # tensors left out, with why
+    shards: list[dict[str, Any]] | None = None  # a sharded checkpoint's files: file, sha256, bytes
 
     def __post_init__(self) -> None:
         self._index = {t.name: t for t in self.tensors}
@@ -135,7 +141,13 @@ class Fingerprint:
             out["adapter"] = self.adapter
         if self.skipped:
             out["skipped"] = self.skipped
+        if self.shards is not None:
+            out["shards"] = self.shards
         return out
+
+    def file_digests(self) -> list[str]:
+        """The sha256 of each file read, in :func:`weight_files` order."""
+        return [s["sha256"] for s in self.shards] if self.shards is not None else [self.sha256]
 
     # ----------------------------------------------------------------- serialisation
 
@@ -163,6 +175,7 @@ class Fingerprint:
             "dtypes": self.dtypes,
             "adapter": self.adapter,
             "skipped": self.skipped,
+            "shards": self.shards,
             "arrays": {"samples": int(samples.size), "scales": int(scales.size)},
             "tensors": [
                 [t.name, list(t.shape), t.dtype, t.offset, t.count, t.quantized, t.scale_offset, t.nonfinite]
@@ -210,6 +223,7 @@ class Fingerprint:
             signature=np.frombuffer(data, dtype="<f4", count=SIGNATURE, offset=len(MAGIC) + 4),
             adapter=header["adapter"],
             skipped=header["skipped"],
+            shards=header.get("shards"),
         )
 
 
@@ -269,61 +283,91 @@ def _signature(tensors: list[TensorPrint], samples: np.ndarray) -> np.ndarray:
 
 
 class _Hasher(threading.Thread):
-    """Hash a file (or a memory map of it) in a thread; hashlib releases the GIL while it works."""
+    """Hash files (or memory maps of them) one after another in a thread; hashlib releases the GIL."""
 
-    def __init__(self, path: Path, source: SafetensorsFile | None = None):
+    def __init__(self, sources: list[tuple[Path, SafetensorsFile | None]]):
         super().__init__(daemon=True)
-        self.path, self.source = path, source
-        self.digest = ""
-        self.size = 0
+        self.sources = sources
+        self.digests: list[str] = []
+        self.sizes: list[int] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            h = hashlib.sha256()
-            if self.source is not None and self.source.map is not None:
-                view = memoryview(self.source.map)
-                try:
-                    for start in range(0, len(view), WINDOW):
-                        h.update(view[start : start + WINDOW])
-                        self.source.release(start, start + WINDOW)
-                finally:
-                    view.release()
-                self.size = self.source.size
-            else:
-                buf = bytearray(1 << 16)
-                mv = memoryview(buf)
-                with open(self.path, "rb", buffering=0) as f:
-                    while n := f.readinto(buf):
-                        h.update(mv[:n])
-                        self.size += n
-            self.digest = h.hexdigest()
+            for path, source in self.sources:
+                digest, size = self._hash(path, source)
+                self.digests.append(digest)
+                self.sizes.append(size)
         except BaseException as e:  # re-raised in the caller's thread
             self.error = e
+
+    @staticmethod
+    def _hash(path: Path, source: SafetensorsFile | None) -> tuple[str, int]:
+        h = hashlib.sha256()
+        if source is not None and source.map is not None:
+            view = memoryview(source.map)
+            try:
+                for start in range(0, len(view), WINDOW):
+                    h.update(view[start : start + WINDOW])
+                    source.release(start, start + WINDOW)
+            finally:
+                view.release()
+            return h.hexdigest(), source.size
+        size = 0
+        buf = bytearray(1 << 16)
+        mv = memoryview(buf)
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(mv[:n])
+                size += n
+        return h.hexdigest(), size
 
 
 # ------------------------------------------------------------------------ fingerprinting
 
 
-def weights_path(path: Path) -> Path:
-    """The file whose bytes a fingerprint hashes: the path itself, or an adapter folder's weights."""
+def weight_files(path: Path) -> list[Path]:
+    """The files whose bytes a fingerprint hashes: the file itself, an adapter folder's weights,
+    or a sharded checkpoint's shards (sorted by name)."""
     from lakegen.weights import adapter_weights_file
 
     if path.is_dir():
         found = adapter_weights_file(path)
-        if found is None:
-            raise WeightsError(path, f"a folder must be a LoRA adapter ({ADAPTER_CONFIG} + adapter_model.*)")
-        return found
-    return path
+        if found is not None:
+            return [found]
+        index = find_shard_index(path)
+        if index is None:
+            raise WeightsError(
+                path,
+                f"a folder must be a LoRA adapter ({ADAPTER_CONFIG} + adapter_model.*) "
+                f"or a sharded checkpoint (*{INDEX_SUFFIX} + its shards)",
+            )
+        return read_shard_index(index).files
+    return [path]
+
+
+def is_sharded(path: Path) -> bool:
+    """True for a folder holding a sharded checkpoint (not an adapter)."""
+    return path.is_dir() and not is_adapter(path)
+
+
+def content_sha256(path: Path, files: Sequence[Path], digests: Sequence[str]) -> str:
+    """The sha256 a fingerprint is known by: the file's own, or for a sharded checkpoint the sha256
+    of its shards' ``sha256sum`` listing (``sha256sum <shards, sorted> | sha256sum``)."""
+    if not is_sharded(path):
+        return digests[0]
+    listing = "".join(f"{digest}  {file.name}\n" for file, digest in zip(files, digests, strict=True))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def compute(path: Path | str) -> Fingerprint:
     """Read one weight file (or adapter folder) once: its sha256 and its fingerprint."""
     path = Path(path)
-    file = weights_path(path)
+    files = weight_files(path)
     adapter = is_adapter(path)
-    wf = open_weights(file)
-    hasher = _Hasher(file, wf if isinstance(wf, SafetensorsFile) else None)
+    wf = open_model(path) if is_sharded(path) else open_weights(files[0])
+    parts = wf.shards if isinstance(wf, ShardedWeights) else [wf]
+    hasher = _Hasher([(part.path, part if isinstance(part, SafetensorsFile) else None) for part in parts])
     hasher.start()
     try:
         if adapter:
@@ -341,11 +385,17 @@ def compute(path: Path | str) -> Fingerprint:
         wf.close()
     if hasher.error is not None:
         if isinstance(hasher.error, OSError):
-            raise WeightsError(file, f"cannot read: {hasher.error}")
+            raise WeightsError(path, f"cannot read: {hasher.error}")
         raise hasher.error
+    shards = None
+    if isinstance(wf, ShardedWeights):
+        shards = [
+            {"file": f.name, "sha256": d, "bytes": n}
+            for f, d, n in zip(files, hasher.digests, hasher.sizes, strict=True)
+        ]
     return Fingerprint(
-        sha256=hasher.digest,
-        bytes=hasher.size,
+        sha256=content_sha256(path, files, hasher.digests),
+        bytes=sum(hasher.sizes),
         format=wf.format,
         kind="adapter" if adapter else "model",
         stored_tensors=stored,
@@ -357,6 +407,7 @@ def compute(path: Path | str) -> Fingerprint:
         signature=_signature(prints, samples),
         adapter=meta,
         skipped=skipped,
+        shards=shards,
     )
 
 
@@ -467,8 +518,11 @@ class Cache:
         """The cache key of a weight file or adapter folder whose weights have not changed since
         they were last hashed (see :mod:`lakegen.digests`)."""
         try:
-            sha256 = self.digests.known(weights_path(path))
-            return None if sha256 is None else cache_key(path, sha256)
+            files = weight_files(path)
+            digests = [self.digests.known(f) for f in files]
+            if any(d is None for d in digests):
+                return None
+            return cache_key(path, content_sha256(path, files, digests))  # type: ignore[arg-type]
         except (OSError, WeightsError):
             return None
 
@@ -535,19 +589,20 @@ def cache_key(path: Path, sha256: str) -> str:
 def fingerprint(path: Path | str, cache: Cache | None = None) -> Fingerprint:
     """The fingerprint of a weight file or adapter folder, from the cache when the file is unchanged."""
     path = Path(path)
-    file = weights_path(path)
+    files = weight_files(path)
     if cache is not None:
         key = cache.known_key(path)
         found = cache.get(key) if key is not None else None
         if found is not None:
             return found
     try:
-        before = file.stat()
+        before = [f.stat() for f in files]
     except OSError as e:
-        raise WeightsError(file, f"cannot read: {e.strerror or e}") from None
+        raise WeightsError(path, f"cannot read: {e.strerror or e}") from None
     fp = compute(path)
     if cache is not None:
         with contextlib.suppress(OSError):  # a read-only cache only costs speed
             cache.put(cache_key(path, fp.sha256), fp)
-        cache.digests.remember(file, fp.sha256, before)
+        for file, digest, stat in zip(files, fp.file_digests(), before, strict=True):
+            cache.digests.remember(file, digest, stat)
     return fp

@@ -30,8 +30,8 @@ from lakegen import artifacts
 from lakegen.attribution import Edge, Lineage, Match, attribute, closest
 from lakegen.catalog import Catalog, Record, latest_version
 from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint
-from lakegen.manifest import Model, is_external
-from lakegen.weights import ADAPTER_CONFIG, WeightsError
+from lakegen.manifest import Artifact, Model, is_external
+from lakegen.weights import ADAPTER_CONFIG, INDEX_SUFFIX, WeightsError, is_adapter
 
 FindingKind = Literal["undeclared-derivation", "unsupported-claim", "wrong-relation", "unreadable-weights"]
 Status = Literal["verified", "contradicted", "unchecked"]
@@ -149,7 +149,9 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
                 skipped[key] = f"artifact not found: {version.artifact.uri}"
                 continue
             folder = where.path.parent
-            paths[key] = folder if (folder / ADAPTER_CONFIG).is_file() else where.path
+            # an adapter is its folder; so is a sharded checkpoint, whose artifact is its index
+            whole = (folder / ADAPTER_CONFIG).is_file() or where.path.name.endswith(INDEX_SUFFIX)
+            paths[key] = folder if whole else where.path
     return paths, skipped
 
 
@@ -227,11 +229,13 @@ def attribute_catalog(
     """Recover lineage from every local model version of ``catalog`` and check it against the manifests."""
     paths, skipped = artifact_paths(catalog)
     fps, failed = fingerprints(paths, cache, progress)
-    for key, pinned in _pinned_sha256(catalog).items():
-        # The fingerprint pass hashes the file too: weights changed after validation are not used.
-        if key in fps and not paths[key].is_dir() and fps[key].sha256 != pinned:
-            del fps[key]
-            failed[key] = "the file changed since its sha256 was recorded; its weights are not used"
+    for model in catalog.models():
+        for v in model.versions:
+            key = node(model.id, v.version)
+            why = _unpinned(fps[key], paths[key], v.artifact) if key in fps else None
+            if why is not None:
+                del fps[key]
+                failed[key] = f"{why}; its weights are not used"
     result = CatalogLineage(
         attribute(fps, order=_release_order(catalog), adapter_base=_adapter_resolver(catalog, set(fps)))
     )
@@ -256,10 +260,24 @@ def attribute_catalog(
     return result
 
 
-def _pinned_sha256(catalog: Catalog) -> dict[str, str]:
-    return {
-        node(model.id, v.version): v.artifact.sha256 for model in catalog.models() for v in model.versions
-    }
+def _unpinned(fp: Fingerprint, path: Path, art: Artifact) -> str | None:
+    """Why the weights just read are not the ones the manifest pins (None when they are).
+
+    The fingerprint pass hashes every file it reads, so weights changed after
+    validation are caught here; a sharded checkpoint's shards are pinned in the
+    artifact's ``files``, by name.
+    """
+    if is_adapter(path):
+        return None
+    if fp.shards is None:
+        return None if fp.sha256 == art.sha256 else "the file changed since its sha256 was recorded"
+    pinned = {f.path: f.sha256 for f in art.files}
+    for shard in fp.shards:
+        if shard["file"] not in pinned:
+            return f"shard {shard['file']} is not pinned in the artifact's files"
+        if pinned[shard["file"]] != shard["sha256"]:
+            return f"shard {shard['file']} changed since its sha256 was recorded"
+    return None
 
 
 def _compare(catalog: Catalog, result: CatalogLineage) -> None:
