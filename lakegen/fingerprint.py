@@ -45,7 +45,6 @@ from lakegen.weights import (
     logical_tensors,
     lora_delta,
     open_model,
-    open_weights,
     read_adapter,
     read_shard_index,
     to_float32,
@@ -365,7 +364,7 @@ def compute(path: Path | str) -> Fingerprint:
     path = Path(path)
     files = weight_files(path)
     adapter = is_adapter(path)
-    wf = open_model(path) if is_sharded(path) else open_weights(files[0])
+    wf = open_model(path)
     parts = wf.shards if isinstance(wf, ShardedWeights) else [wf]
     hasher = _Hasher([(part.path, part if isinstance(part, SafetensorsFile) else None) for part in parts])
     hasher.start()

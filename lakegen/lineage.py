@@ -31,7 +31,7 @@ from lakegen.attribution import Edge, Lineage, Match, attribute, closest
 from lakegen.catalog import Catalog, Record, latest_version
 from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint
 from lakegen.manifest import Artifact, Model, is_external
-from lakegen.weights import ADAPTER_CONFIG, INDEX_SUFFIX, WeightsError, is_adapter
+from lakegen.weights import WeightsError, is_adapter, model_location
 
 FindingKind = Literal["undeclared-derivation", "unsupported-claim", "wrong-relation", "unreadable-weights"]
 Status = Literal["verified", "contradicted", "unchecked"]
@@ -148,10 +148,7 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
             if not where.path.is_file():
                 skipped[key] = f"artifact not found: {version.artifact.uri}"
                 continue
-            folder = where.path.parent
-            # an adapter is its folder; so is a sharded checkpoint, whose artifact is its index
-            whole = (folder / ADAPTER_CONFIG).is_file() or where.path.name.endswith(INDEX_SUFFIX)
-            paths[key] = folder if whole else where.path
+            paths[key] = model_location(where.path)
     return paths, skipped
 
 

@@ -22,6 +22,7 @@ from lakegen.gitrepo import Repo
 from lakegen.history import field_changes
 from lakegen.index import FieldChange
 from lakegen.safeyaml import parse
+from lakegen.weights import WeightsError, dequantized, logical_tensors, model_location, open_model
 
 
 @dataclass
@@ -128,31 +129,26 @@ def _weights_diff(catalog: Catalog, record: Any, va: Any, vb: Any, out: VersionD
                 f"not compared: the artifact of {v.version} is not available locally ({v.artifact.uri})"
             )
             return
-        paths.append(where.path)
+        paths.append(model_location(where.path))
     if va.artifact.sha256 == vb.artifact.sha256:
         out.weights_note = "identical artifacts (same sha256)"
         return
     try:
-        from lakegen import weights
-    except ImportError:
-        out.weights_note = "not compared: lakegen.weights is not available in this version"
-        return
-    try:
-        out.tensors = _tensor_diffs(weights, paths[0], paths[1])
-    except weights.WeightsError as e:
+        out.tensors = _tensor_diffs(paths[0], paths[1])
+    except WeightsError as e:
         out.weights_note = f"not compared: {e}"
         return
     out.weights_note = "compared tensor by tensor"
     out.relation = _relation(catalog, paths[0], paths[1], va, vb)
 
 
-def _tensor_diffs(weights: Any, a: Path, b: Path) -> list[TensorDiff]:
+def _tensor_diffs(a: Path, b: Path) -> list[TensorDiff]:
     import numpy as np
 
     rows = []
-    with weights.open_weights(a) as wa, weights.open_weights(b) as wb:
-        ta = {t.name: t for t in weights.logical_tensors(wa)}
-        tb = {t.name: t for t in weights.logical_tensors(wb)}
+    with open_model(a) as wa, open_model(b) as wb:
+        ta = {t.name: t for t in logical_tensors(wa)}
+        tb = {t.name: t for t in logical_tensors(wb)}
         for name in sorted(ta.keys() | tb.keys()):
             if name not in tb:
                 rows.append(TensorDiff(name, "removed", ta[name].dtype))
@@ -161,8 +157,8 @@ def _tensor_diffs(weights: Any, a: Path, b: Path) -> list[TensorDiff]:
             elif ta[name].shape != tb[name].shape:
                 rows.append(TensorDiff(name, "reshaped", f"{ta[name].dtype}→{tb[name].dtype}"))
             else:
-                x = weights.dequantized(wa, ta[name]).astype(np.float64)
-                y = weights.dequantized(wb, tb[name]).astype(np.float64)
+                x = dequantized(wa, ta[name]).astype(np.float64)
+                y = dequantized(wb, tb[name]).astype(np.float64)
                 norm = float(np.linalg.norm(x))
                 delta = float(np.linalg.norm(y - x))
                 rel = delta / norm if norm else (0.0 if delta == 0 else float("inf"))
@@ -177,13 +173,9 @@ def _tensor_diffs(weights: Any, a: Path, b: Path) -> list[TensorDiff]:
 
 def _relation(catalog: Catalog, a: Path, b: Path, va: Any, vb: Any) -> str | None:
     """What :func:`lakegen.attribution.attribute` makes of the two artifacts, when it is available."""
-    try:
-        from lakegen import attribution, fingerprint
-    except ImportError:
-        return None
-    attribute = getattr(attribution, "attribute", None)
-    if attribute is None:
-        return None
+    from lakegen import fingerprint
+    from lakegen.attribution import attribute
+
     cache = fingerprint.Cache(default_cache_dir(catalog.root))
     prints = {va.version: fingerprint.fingerprint(a, cache), vb.version: fingerprint.fingerprint(b, cache)}
     lineage = attribute(prints, order={va.version: str(va.released), vb.version: str(vb.released)})

@@ -20,7 +20,8 @@ from lakegen import fingerprint as fingerprint_module
 from lakegen.catalog import load_catalog
 from lakegen.fingerprint import Cache, compute, fingerprint
 from lakegen.lineage import attribute_catalog
-from lakegen.weights import WeightsError, open_model
+from lakegen.versiondiff import _tensor_diffs
+from lakegen.weights import WeightsError, model_location, open_model
 
 INDEX = "model.safetensors.index.json"
 
@@ -94,6 +95,15 @@ def test_cli_attributes_a_sharded_fine_tune_to_its_parent(tmp_path: Path) -> Non
     )
     (row,) = json.loads(fp.stdout)
     assert row["id"] == "base-ft" and len(row["shards"]) == 2 and row["tensors"] == 4
+
+
+def test_version_diff_reads_a_sharded_checkpoint_tensor_by_tensor(tmp_path: Path) -> None:
+    sd = trained(np.random.default_rng(7))
+    save_file(sd, str(tmp_path / "whole.safetensors"))
+    folder = shard(tmp_path / "sharded", sd, GROUPS)
+    assert model_location(folder / INDEX) == folder
+    rows = _tensor_diffs(tmp_path / "whole.safetensors", folder)
+    assert {(r.name, r.status) for r in rows} == {(name, "same") for name in sd}
 
 
 def test_unchanged_shards_are_not_read_again_and_a_changed_one_is(
