@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
+from lakegen import attribution
 from lakegen.attribution import attribute, closest
 from lakegen.fingerprint import compute
 
@@ -362,3 +363,68 @@ def test_lineage_distance_reads_the_bulk_a_descendant_inherits(tmp_path: Path) -
     assert dist("p", "g")[0] < dist("c", "g")[0]  # Euclidean: G looks like P's child
     assert dist("c", "g")[1] < dist("p", "g")[1]  # the bulk G inherited from C says otherwise
     assert dist("p", "s")[1] < dist("c", "s")[1]  # and the sibling's shared task update does not fool it
+
+
+def _save_all(tmp_path: Path, models: dict[str, dict[str, np.ndarray]]) -> dict:
+    fps = {}
+    for name, sd in models.items():
+        save_file(sd, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    return fps
+
+
+def _edges(fps: dict, order: dict | None = None) -> set[tuple[str, str, str]]:
+    return {(e.parent, e.child, e.relation) for e in attribute(fps, order=order).edges}
+
+
+def test_a_soups_parents_are_siblings_even_beside_a_barely_changed_fine_tune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """C barely moved from P along the task S learned, so S looks like C's child and C like the
+    root; the merge of C and S (a model soup of two fine-tunes of one base) says they are siblings."""
+    rng = np.random.default_rng(22)
+    p = trained(rng)
+    c, s = {}, {}
+    for name, w in p.items():
+        if w.ndim != 2:
+            c[name] = s[name] = w
+            continue
+        u, v = rng.normal(size=(w.shape[0], 6)), rng.normal(size=(6, w.shape[1]))
+        task = np.linalg.norm(w) * (u @ v) / np.linalg.norm(u @ v)
+        c[name] = _moved(rng, w, 0.02 * task, 0.004)
+        u2, v2 = rng.normal(size=(w.shape[0], 6)), rng.normal(size=(6, w.shape[1]))
+        own = np.linalg.norm(task) * (u2 @ v2) / np.linalg.norm(u2 @ v2)
+        s[name] = _moved(rng, w, 0.2 * task + 0.1 * own, 0.05)
+    m = {k: (0.5 * c[k] + 0.5 * s[k]).astype(np.float32) for k in p}
+    fps = _save_all(tmp_path, {"p": p, "c": c, "s": s, "m": m})
+    right = {("p", "c", "finetune"), ("p", "s", "finetune"), ("c", "m", "merge"), ("s", "m", "merge")}
+    dated = {"p": 1, "c": 2, "s": 3, "m": 4}  # lake mode: release dates settle direction, not placement
+    assert _edges(fps) == right
+    assert _edges(fps, dated) == right
+    monkeypatch.setattr(attribution, "SIBLING_TOLERANCE", 0.0)  # the merge's evidence ignored
+    assert _edges(fps) != right
+    assert _edges(fps, dated) != right
+
+
+def test_a_merge_of_a_model_with_its_own_fine_tune_keeps_them_parent_and_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WiSE-FT interpolates a fine-tune with its base: that merge's parents are not siblings, and
+    making them siblings would cost the tree far more than the tolerance allows."""
+    rng = np.random.default_rng(21)
+    g = trained(rng)
+    p = finetune(rng, g)
+    c, q = finetune(rng, p), finetune(rng, g)
+    m = {k: (0.5 * p[k] + 0.5 * c[k]).astype(np.float32) for k in g}
+    fps = _save_all(tmp_path, {"g": g, "p": p, "c": c, "q": q, "m": m})
+    right = {
+        ("g", "p", "finetune"),
+        ("p", "c", "finetune"),
+        ("g", "q", "finetune"),
+        ("p", "m", "merge"),
+        ("c", "m", "merge"),
+    }
+    assert _edges(fps) == right
+    assert _edges(fps, {"g": 1, "p": 2, "q": 3, "c": 4, "m": 5}) == right
+    monkeypatch.setattr(attribution, "SIBLING_TOLERANCE", 1.0)  # a tolerance that lets cost be ignored
+    assert _edges(fps) != right
