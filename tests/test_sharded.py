@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import LAKEGEN, age, write_tree
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import save_file
 from test_attribution import finetune, manifest, trained
 
@@ -285,3 +287,41 @@ def test_fingerprinting_shards_keeps_memory_flat(tmp_path: Path) -> None:
     assert int(result.stdout) < 120 * 1024, (
         f"peak RSS {int(result.stdout) // 1024} MiB for a 256 MiB checkpoint"
     )
+
+
+NAMES = ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.4.weight", "ghost", ""]
+SHARDS = [
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+    "../model-00001-of-00002.safetensors",
+    "sub/x.safetensors",
+    "x\x00.safetensors",
+    "config.json",
+    ".",
+    "",
+]
+index_values = st.one_of(
+    st.sampled_from(SHARDS), st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2)
+)
+indexes = st.one_of(
+    st.fixed_dictionaries({"weight_map": st.dictionaries(st.sampled_from(NAMES), index_values, max_size=6)}),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    st.lists(st.integers(), max_size=3),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(index=indexes, raw=st.booleans())
+def test_fuzz_shard_index(tmp_path_factory: pytest.TempPathFactory, index: object, raw: bool) -> None:
+    """Whatever the index says, reading the folder either works or gives one WeightsError."""
+    folder = tmp_path_factory.mktemp("fuzz") / "m"
+    shard(folder, trained(np.random.default_rng(8)), GROUPS)
+    text = index if raw and isinstance(index, str) else json.dumps(index)
+    (folder / INDEX).write_text(str(text))
+    try:
+        fp = compute(folder)
+    except WeightsError as e:
+        assert "\n" not in str(e)
+    else:
+        assert fp.shards is not None and {t.name for t in fp.tensors} <= set(NAMES)
