@@ -30,3 +30,4 @@ test: install browser
 lint: install
 	$(VENV)/bin/ruff check lakegen tests benchmarks
 	$(VENV)/bin/ruff format --check lakegen tests benchmarks
+	$(VENV)/bin/mypy

@@ -135,8 +135,8 @@ class View:
         if key not in self._grids:
             g = self.grid(key)
             try:
-                ok = g is not None and bool(np.isfinite(g).all())
-                self._grids[key] = np.linalg.svd(g, compute_uv=False) if ok else None
+                finite = g is not None and bool(np.isfinite(g).all())
+                self._grids[key] = np.linalg.svd(g, compute_uv=False) if g is not None and finite else None
             except np.linalg.LinAlgError:
                 self._grids[key] = None
         return self._grids[key]
@@ -614,9 +614,9 @@ def _attribute(
     for family in families:
         pool = [i for i in family if i in core]
         for target in pool:
-            found = merge_test(target, views, pool)
-            if found is not None:
-                merged[target] = found
+            mix = merge_test(target, views, pool)
+            if mix is not None:
+                merged[target] = mix
     for target, m in merged.items():
         for parent, w in zip(m.parents, m.weights, strict=True):
             edges.append(Edge(ids[parent], ids[target], "merge", max(0.5, 0.99 - m.residual), w))
@@ -889,7 +889,7 @@ def _strictly_ordered(nodes: Sequence[int], ids: Sequence[str], order: Mapping[s
     if any(v is None for v in values):
         return False
     try:
-        ranked = sorted(values)
+        ranked: list[Any] = sorted(values)
     except TypeError:
         return False
     return all(a < b for a, b in itertools.pairwise(ranked))
@@ -927,7 +927,7 @@ def _under_nearest_earlier(
         group = group_of.get(child)
         shared = group_parent.get(group) if group is not None else None
         at = next((b for b, m in options if m == shared), None)
-        if at is not None and at - options[0][0] <= SIBLING_TOLERANCE * at:
+        if shared is not None and at is not None and at - options[0][0] <= SIBLING_TOLERANCE * at:
             options = [(at, shared), *(o for o in options if o[1] != shared)]
         best, parent = options[0]
         if group is not None:

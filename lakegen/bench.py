@@ -289,7 +289,7 @@ def _finding(plan: Plan, rule: str, severity: str, loc: tuple[str | int, ...], m
     return Finding(
         stage="bench",
         rule=rule,
-        severity=severity,  # type: ignore[arg-type]
+        severity=severity,
         entry=plan.model.id,
         owners=list(plan.model.owners),
         path=plan.record.path,

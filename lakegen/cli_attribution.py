@@ -72,7 +72,9 @@ def model_input(path: Path) -> tuple[str, Path]:
 def _inputs(paths: list[str]) -> tuple[list[tuple[str, Path]], list[str]]:
     from lakegen.weights import WeightsError
 
-    out, errors, seen = [], [], {}
+    out: list[tuple[str, Path]] = []
+    errors: list[str] = []
+    seen: dict[str, str] = {}
     for text in paths:
         try:
             model_id, target = model_input(Path(text))

@@ -19,6 +19,7 @@ stat record so an unchanged file is never read again.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -150,7 +151,7 @@ class Fingerprint:
 
     # ----------------------------------------------------------------- serialisation
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self) -> builtins.bytes:
         """``MAGIC | u32 header length | signature | JSON header | samples | scales``.
 
         The signature sits at a fixed offset, so ranking thousands of cached
@@ -194,7 +195,7 @@ class Fingerprint:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Fingerprint:
+    def from_bytes(cls, data: builtins.bytes) -> Fingerprint:
         import numpy as np
 
         if not data.startswith(MAGIC) or len(data) < PREFIX:
@@ -410,7 +411,7 @@ def compute(path: Path | str) -> Fingerprint:
     )
 
 
-def _sample_model(wf: WeightFile) -> tuple[list[TensorPrint], Any, Any, None, list[str]]:
+def _sample_model(wf: WeightFile) -> tuple[list[TensorPrint], Any, Any, dict[str, Any] | None, list[str]]:
     import numpy as np
 
     prints: list[TensorPrint] = []
@@ -456,7 +457,7 @@ def _sample_model(wf: WeightFile) -> tuple[list[TensorPrint], Any, Any, None, li
 
 def _sample_adapter(
     wf: WeightFile, path: Path
-) -> tuple[list[TensorPrint], Any, Any, dict[str, Any], list[str]]:
+) -> tuple[list[TensorPrint], Any, Any, dict[str, Any] | None, list[str]]:
     import numpy as np
 
     adapter = read_adapter(path, wf)

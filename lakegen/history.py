@@ -124,7 +124,7 @@ def lake_history(root: Path | str, catalog: Catalog | None = None, repo: Repo | 
                 action, path = "renamed", ch.new
             elif ch.status == "A":
                 assert ch.new is not None
-                entry = alias.pop(ch.new, None) or entry_id(ch.new, ch.new_blob)
+                entry = alias.pop(ch.new, "") or entry_id(ch.new, ch.new_blob)
                 fields, action, path = [], "added", ch.new
             elif ch.status == "D":
                 assert ch.old is not None
@@ -146,7 +146,7 @@ def lake_history(root: Path | str, catalog: Catalog | None = None, repo: Repo | 
                     subject=commit.subject,
                     pr=repo.pull_requests.get(commit.sha),
                     path=path,
-                    action=action,  # type: ignore[arg-type]
+                    action=action,
                     changes=fields,
                 )
             )

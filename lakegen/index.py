@@ -75,7 +75,7 @@ class Finding(_Row):
     ) -> Finding:
         entry = next((r.entry for r in catalog.records.values() if r.path == problem.path), None)
         return cls(
-            stage=stage,  # type: ignore[arg-type]
+            stage=stage,
             rule=rule,
             severity=problem.severity,
             entry=entry.id if entry else None,

@@ -349,7 +349,8 @@ def render_markdown(report: CheckReport) -> str:
     out += [f"| {md(s.name)} | {md(s.status, 400)} |" for s in report.stages]
     out.append("")
     affected = report.affected()
-    mine, rest = [], []
+    mine: list[Any] = []
+    rest: list[Any] = []
     for f in findings:
         (mine if affected is None or f.entry is None or f.entry in affected else rest).append(f)
     title = "Findings" if affected is None else "Findings in this pull request"

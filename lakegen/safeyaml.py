@@ -123,7 +123,7 @@ def _node(loader: Any, loc: Loc, depth: int, lines: dict[Loc, int]) -> Any:
         return _scalar(loader, event)
     if isinstance(event, events.SequenceStartEvent):
         _check_plain(event, line, {f"{_CORE}seq"})
-        items = []
+        items: list[Any] = []
         while not loader.check_event(events.SequenceEndEvent):
             item_loc = (*loc, len(items))
             lines[item_loc] = loader.peek_event().start_mark.line + 1

@@ -244,9 +244,9 @@ def search(
         score = _rank(entry, words)
         if score is None:
             continue
-        name = entry.manifest.get("name")
+        title = entry.manifest.get("name")
         hits.append(
-            Hit(entry.id, entry.kind, name if isinstance(name, str) else entry.id, score, entry.path, f)
+            Hit(entry.id, entry.kind, title if isinstance(title, str) else entry.id, score, entry.path, f)
         )
     hits.sort(key=lambda h: (-h.score, h.kind, h.id))
     return hits[:limit] if limit else hits

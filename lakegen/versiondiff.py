@@ -97,10 +97,10 @@ def _manifest_diff(catalog: Catalog, record: Any, va: Any, vb: Any) -> tuple[lis
             found = [repo.first_commit_adding(v.artifact.sha256, record.path, "HEAD") for v in (va, vb)]
         except LakeError:
             found = None
-    if found is not None and found[0] is not None:
-        ca, cb = found
-        old = _at(repo, ca.sha, record.path)  # type: ignore[arg-type]
-        new = _at(repo, cb.sha, record.path) if cb is not None else record.doc.data  # type: ignore[arg-type]
+    ca, cb = found if found is not None else (None, None)
+    if repo is not None and ca is not None:
+        old = _at(repo, ca.sha, record.path)
+        new = _at(repo, cb.sha, record.path) if cb is not None else record.doc.data
         if old is not None and new is not None:
             where = cb.sha[:12] if cb is not None else "the working tree"
             rest = [f for f in field_changes(old, new) if not f.field.startswith("versions")]

@@ -845,8 +845,8 @@ def read_adapter(path: Path | str, wf: WeightFile | None = None) -> Adapter:
 
 
 def _lora_pairs(wf: WeightFile, scaling: float, config: dict[str, Any]) -> list[LoraPair]:
-    a_names = {}
-    b_names = {}
+    a_names: dict[str, str] = {}
+    b_names: dict[str, str] = {}
     for name in wf.tensors:
         for marker, bucket in ((".lora_A.", a_names), (".lora_B.", b_names)):
             if marker in name:
@@ -872,7 +872,7 @@ def _lora_pairs(wf: WeightFile, scaling: float, config: dict[str, Any]) -> list[
         short = module.rsplit(".", 1)[-1]
         if module in patterns or short in patterns:
             rank = rank_patterns.get(module, rank_patterns.get(short, a.shape[0]))
-            s = float(patterns.get(module, patterns.get(short))) / float(rank)
+            s = float(patterns[module] if module in patterns else patterns[short]) / float(rank)
         shape = (b.shape[0], *a.shape[1:])
         pairs.append(LoraPair(module + ".weight", shape, a.name, b.name, s))
     extra = set(b_names) - set(a_names)

@@ -129,7 +129,7 @@ def _finding(catalog: Catalog, rule: str, level: str, v: Violation) -> Finding:
     return Finding(
         stage="governance",
         rule=rule,
-        severity=severity,  # type: ignore[arg-type]
+        severity=severity,
         entry=v.entry,
         owners=list(record.entry.owners) if record else [],
         path=v.path or (record.path if record else "catalog"),

@@ -159,7 +159,7 @@ class LicencePropagation:
         inherited = _inherited(ctx)
         for entry_id in sorted(inherited):
             entry = ctx.catalog.get(entry_id)
-            yield from _check_entry(entry_id, entry.license, inherited[entry_id])  # type: ignore[union-attr]
+            yield from _check_entry(entry_id, entry.license, inherited[entry_id])
         for entry_id, entry in _derived(ctx):
             for ref, loc in parents(entry):
                 if is_external(ref):

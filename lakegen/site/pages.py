@@ -204,7 +204,8 @@ class Renderer:
         view = self.view
         nodes = view.lineage_nodes(entry_id)
         m = view.entries[entry_id].manifest
-        arch = m.get("architecture") if isinstance(m.get("architecture"), dict) else {}
+        arch = m.get("architecture")
+        arch = arch if isinstance(arch, dict) else {}
         cited = [str(u.get("id")) for key in ("datasets", "code") for u in _dicts(m.get(key))]
         cited.append(str(arch.get("code")))
         payload = [nodes, [view.digest(n) for n in nodes], [(c, view.kind(c)) for c in cited]]

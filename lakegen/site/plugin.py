@@ -136,7 +136,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         view = LakeView(index)
         entry_pages = [p for p in (view.path(e.id) for e in index.entries) if p]
         count = searchindex.shard_count(len(entry_pages), self.config.shard_size)
-        self._shards: dict[int, list[str]] = defaultdict(list)
+        self._shards = defaultdict(list)
         for src in entry_pages:
             self._shards[searchindex.shard_of(src, count)].append(src)
         renderer = Renderer(
@@ -184,8 +184,8 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         if sitemap is not None and not sitemap.is_documentation_page():
             files.remove(sitemap)  # the raw template, copied once it is no longer a static template
         for name in ASSETS:
-            src = self.templates / "assets" / name
-            files.append(File.generated(config, f"assets/{name}", abs_src_path=str(src)))
+            asset = self.templates / "assets" / name
+            files.append(File.generated(config, f"assets/{name}", abs_src_path=str(asset)))
         stamped = sum(len(p) for p in self._shells.values())
         self.stats.update(
             rendered=len(self._pages) - len(self._shells) + stamped,

@@ -154,7 +154,8 @@ class LakeView:
             if row.dataset not in seen:
                 seen.add(row.dataset)
                 self.by_dataset[row.dataset].append((entry.id, "eval"))
-        arch = m.get("architecture") if isinstance(m.get("architecture"), dict) else {}
+        arch = m.get("architecture")
+        arch = arch if isinstance(arch, dict) else {}
         if arch.get("code"):
             self.by_code[str(arch["code"])].append((entry.id, "architecture"))
         for use in _dicts(m.get("code")):
