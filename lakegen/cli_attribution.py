@@ -125,10 +125,13 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             dtypes = ", ".join(f"{k} {v:,}" for k, v in row["dtypes"].items())
+            shards = f"  {len(row['shards'])} shards" if "shards" in row else ""
             print(
-                f"{row['id']}  {row['sha256']}  {row['bytes']:,} bytes  {row['tensors']} tensors  "
+                f"{row['id']}  {row['sha256']}  {row['bytes']:,} bytes{shards}  {row['tensors']} tensors  "
                 f"{row['parameters']:,} parameters  ({dtypes})"
             )
+            for part in row.get("shards", []):
+                print(f"  {part['file']}  {part['sha256']}  {part['bytes']:,} bytes")
     _report(errors)
     return EXIT_FINDINGS if errors else EXIT_OK
 

@@ -97,6 +97,11 @@ def test_cli_attributes_a_sharded_fine_tune_to_its_parent(tmp_path: Path) -> Non
     )
     (row,) = json.loads(fp.stdout)
     assert row["id"] == "base-ft" and len(row["shards"]) == 2 and row["tensors"] == 4
+    text = subprocess.run(
+        [LAKEGEN, "fingerprint", str(tmp_path / "base-ft")], capture_output=True, text=True, env=env
+    ).stdout.splitlines()
+    assert text[0].startswith(f"base-ft  {row['sha256']}  ") and "  2 shards  4 tensors  " in text[0]
+    assert [line.split()[:2] for line in text[1:]] == [[s["file"], s["sha256"]] for s in row["shards"]]
 
 
 def test_version_diff_reads_a_sharded_checkpoint_tensor_by_tensor(tmp_path: Path) -> None:
