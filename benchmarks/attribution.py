@@ -633,24 +633,31 @@ def write_big(path: Path, gib: float, first: int = 0) -> list[str]:
     return list(header)
 
 
-def big_file(work: Path, gib: float) -> dict[str, float]:
-    path = work / "big.safetensors"
-    write_big(path, gib)
-    subprocess.run(
-        ["openssl", "dgst", "-sha256", str(path)], capture_output=True, check=True
-    )  # warm the cache
-    ssl = min(peak_rss_mib(["openssl", "dgst", "-sha256", str(path)]) for _ in range(3))
-    lg = min(peak_rss_mib([str(LAKEGEN), "fingerprint", "--no-cache", "--json", str(path)]) for _ in range(3))
-    size = path.stat().st_size
-    path.unlink()
+def against_openssl(files: list[Path], target: Path) -> dict[str, float]:
+    """``lakegen fingerprint TARGET`` against ``openssl dgst -sha256 FILES`` (the same bytes), page
+    cache warm: best wall time and peak RSS of three runs each."""
+    names = [str(f) for f in files]
+    subprocess.run(["openssl", "dgst", "-sha256", *names], capture_output=True, check=True)  # warm the cache
+    ssl = min(peak_rss_mib(["openssl", "dgst", "-sha256", *names]) for _ in range(3))
+    lg = min(
+        peak_rss_mib([str(LAKEGEN), "fingerprint", "--no-cache", "--json", str(target)]) for _ in range(3)
+    )
     return {
-        "gib": size / (1 << 30),
+        "gib": sum(f.stat().st_size for f in files) / (1 << 30),
         "openssl_s": ssl[0],
         "lakegen_s": lg[0],
         "ratio": lg[0] / ssl[0],
         "openssl_peak_rss_mib": ssl[1],
         "lakegen_peak_rss_mib": lg[1],
     }
+
+
+def big_file(work: Path, gib: float) -> dict[str, float]:
+    path = work / "big.safetensors"
+    write_big(path, gib)
+    figures = against_openssl([path], path)
+    path.unlink()
+    return figures
 
 
 def big_sharded(work: Path, gib: float, shards: int = 4) -> dict[str, float]:
@@ -665,23 +672,17 @@ def big_sharded(work: Path, gib: float, shards: int = 4) -> dict[str, float]:
         weight_map.update(dict.fromkeys(names, name))
         first += len(names)
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    files = [str(p) for p in sorted(folder.glob("*.safetensors"))]
-    subprocess.run(["openssl", "dgst", "-sha256", *files], capture_output=True, check=True)  # warm the cache
-    ssl = min(peak_rss_mib(["openssl", "dgst", "-sha256", *files]) for _ in range(3))
-    lg = min(
-        peak_rss_mib([str(LAKEGEN), "fingerprint", "--no-cache", "--json", str(folder)]) for _ in range(3)
-    )
-    size = sum(Path(f).stat().st_size for f in files)
+    figures = against_openssl(sorted(folder.glob("*.safetensors")), folder)
     shutil.rmtree(folder)
-    return {
-        "gib": size / (1 << 30),
-        "shards": shards,
-        "openssl_s": ssl[0],
-        "lakegen_s": lg[0],
-        "ratio": lg[0] / ssl[0],
-        "openssl_peak_rss_mib": ssl[1],
-        "lakegen_peak_rss_mib": lg[1],
-    }
+    return {**figures, "shards": shards}
+
+
+def print_against_openssl(what: str, b: dict[str, float]) -> None:
+    print(
+        f"{what}: lakegen fingerprint {b['lakegen_s']:.2f} s, openssl {b['openssl_s']:.2f} s, "
+        f"ratio {b['ratio']:.2f}; peak RSS lakegen {b['lakegen_peak_rss_mib']:.0f} MiB, "
+        f"openssl {b['openssl_peak_rss_mib']:.0f} MiB"
+    )
 
 
 def one_vs_cached(work: Path, seed: int, count: int) -> dict[str, float]:
@@ -809,18 +810,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.big_gib:
             b = report["big_file"] = big_file(work, args.big_gib)
             if not args.json:
-                print(
-                    f"{args.big_gib:g} GiB safetensors: lakegen fingerprint {b['lakegen_s']:.2f} s, openssl "
-                    f"{b['openssl_s']:.2f} s, ratio {b['ratio']:.2f}; peak RSS lakegen "
-                    f"{b['lakegen_peak_rss_mib']:.0f} MiB, openssl {b['openssl_peak_rss_mib']:.0f} MiB"
-                )
+                print_against_openssl(f"{args.big_gib:g} GiB safetensors", b)
             b = report["big_sharded"] = big_sharded(work, args.big_gib)
             if not args.json:
-                print(
-                    f"the same as {b['shards']} shards + index: lakegen fingerprint {b['lakegen_s']:.2f} s, "
-                    f"openssl on the shards {b['openssl_s']:.2f} s, ratio {b['ratio']:.2f}; peak RSS lakegen "
-                    f"{b['lakegen_peak_rss_mib']:.0f} MiB, openssl {b['openssl_peak_rss_mib']:.0f} MiB"
-                )
+                print_against_openssl(f"the same as {b['shards']:.0f} shards + index", b)
         if args.json:
             print(json.dumps(report, indent=2, default=str))
     finally:

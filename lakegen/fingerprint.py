@@ -363,10 +363,10 @@ def content_sha256(path: Path, files: Sequence[Path], digests: Sequence[str]) ->
 def compute(path: Path | str) -> Fingerprint:
     """Read one weight file (or adapter folder) once: its sha256 and its fingerprint."""
     path = Path(path)
-    files = weight_files(path)
     adapter = is_adapter(path)
     wf = open_model(path)
     parts = wf.shards if isinstance(wf, ShardedWeights) else [wf]
+    files = [part.path for part in parts]  # as weight_files(path) names them, without reading the index again
     hasher = _Hasher([(part.path, part if isinstance(part, SafetensorsFile) else None) for part in parts])
     hasher.start()
     try:
