@@ -11,6 +11,7 @@ memory, and a file unchanged since it was last hashed is not read again
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -69,6 +70,11 @@ def _realpath(folder: str) -> str:
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def companion_uri(uri: str, name: str) -> str:
+    """The URI of a file pinned beside an artifact (``files[].path``): relative to the artifact's folder."""
+    return posixpath.join(posixpath.dirname(uri), name)
 
 
 def verify(path: Path, size: int, sha256: str, digests: Digests | None = None) -> str | None:

@@ -21,7 +21,8 @@ from typing import Any
 
 from lakegen import artifacts, metrics
 from lakegen.catalog import Catalog, Record, latest_version
-from lakegen.manifest import Code, Dataset, Evaluation, Model, is_external
+from lakegen.digests import Digests, default_cache_dir
+from lakegen.manifest import Artifact, Code, Dataset, Evaluation, Model, is_external
 
 # Bump when a change to the runner can change reproduced numbers: every cached result is then stale.
 RUNNER_VERSION = "1"
@@ -62,6 +63,7 @@ class Planner:
         self.catalog = catalog
         self._hashes: dict[Path, str] = {}
         self._verified: set[tuple[str, str]] = set()
+        self._digests = Digests(default_cache_dir(catalog.root))
         # many models share one code folder and one dataset: resolve each once per planner
         self._resolved: dict[tuple[str, str], Any] = {}
 
@@ -183,13 +185,33 @@ class Planner:
         if not where.path.is_file():
             raise Missing(f"{what}: file {art.uri} is missing", field)
         state = self.catalog.artifacts.get((entry.id, version), "unchecked")
-        # The cache key trusts the manifest's sha256, so an unchecked file is hashed here, once.
-        unchecked = state == "unchecked" and (entry.id, version) not in self._verified
-        if unchecked and artifacts.verify(where.path, art.size, art.sha256) is None:
-            self._verified.add((entry.id, version))
+        # The cache key trusts the manifest's sha256s, so the files of an unchecked artifact (its
+        # companions too: a sharded checkpoint's shards) are hashed here, once.
+        problem = None
+        if state == "unchecked" and (entry.id, version) not in self._verified:
+            problem = self._verify(art, where.path, record.file)
+            if problem is None:
+                self._verified.add((entry.id, version))
         if state != "verified" and (entry.id, version) not in self._verified:
-            raise Missing(f"{what}: {art.uri} does not match the manifest's sha256 and size", field)
+            raise Missing(f"{what}: {problem or f'{art.uri} does not match the manifest'}", field)
         return where.path, [art.sha256, *(f.sha256 for f in art.files)], art.format
+
+    def _verify(self, art: Artifact, path: Path, manifest: Path) -> str | None:
+        """Why the artifact's file or one of its companion files is not what the manifest pins, or None."""
+        checks = [(art.uri, path, art.size, art.sha256)]
+        for extra in art.files:
+            uri = artifacts.companion_uri(art.uri, extra.path)
+            try:
+                extra_path = artifacts.resolve(uri, manifest, self.catalog.root).path
+            except artifacts.ArtifactPathError as e:
+                return f"{uri}: {e}"
+            assert extra_path is not None  # beside a local artifact
+            checks.append((uri, extra_path, extra.size, extra.sha256))
+        for uri, file, size, sha256 in checks:
+            problem = artifacts.verify(file, size, sha256, self._digests)
+            if problem is not None:
+                return f"{uri}: {problem}"
+        return None
 
     def _weights(self, model: Model, version: str, seen: set[str]) -> tuple[dict[str, Any], list[str]]:
         """The weights spec for the worker, and the content ids of every file it reads."""

@@ -7,7 +7,6 @@ and a line, and returned sorted. Loading writes nothing.
 from __future__ import annotations
 
 import difflib
-import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -365,7 +364,7 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
             ok = _verify_file(catalog, record, loc, where.path, art.uri, art.size, art.sha256, digests)
             for j, extra in enumerate(art.files):
                 extra_loc: Loc = (*loc, "files", j)
-                uri = posixpath.join(posixpath.dirname(art.uri), extra.path)
+                uri = artifacts.companion_uri(art.uri, extra.path)
                 try:
                     path = artifacts.resolve(uri, record.file, catalog.root).path
                 except artifacts.ArtifactPathError as e:

@@ -754,8 +754,9 @@ def dequantized(wf: WeightFile, t: Logical) -> np.ndarray:
 
 
 def iter_float32(path: Path | str) -> Iterator[tuple[str, np.ndarray]]:
-    """Each logical tensor of a weight file as a float32 array, one at a time."""
-    with open_weights(path) as wf:
+    """Each logical tensor of a model artifact as a float32 array, one at a time: a weight file, or a
+    sharded checkpoint's index (its shards are read)."""
+    with open_model(model_location(Path(path))) as wf:
         for t in logical_tensors(wf):
             yield t.name, dequantized(wf, t)
 

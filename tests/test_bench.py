@@ -10,6 +10,7 @@ tests read its report, then re-run warm.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -211,6 +212,7 @@ def build_lake(root: Path) -> dict[str, float]:
         "embedder/spearman": spearman,
         "regressor/mse": float(np.mean((logits(w)[:, 0] - y) ** 2)),
         "regressor/mae": float(np.mean(np.abs(logits(w)[:, 0] - y))),
+        "sharded/accuracy": acc,
     }
     art = root / "catalog" / "artifacts"
     (art / "lora-1.0.0").mkdir(parents=True)
@@ -243,11 +245,29 @@ def build_lake(root: Path) -> dict[str, float]:
         "embedder": safetensors({"fc.weight": emb_w, "fc.bias": emb_b}, art / "embedder.safetensors"),
         "regressor": safetensors({"fc.weight": w[:1], "fc.bias": b[:1]}, art / "regressor.safetensors"),
     }
+    # the good model again, as a sharded checkpoint: the manifest pins the index and each shard
+    sharded = art / "sharded-1.0.0"
+    sharded.mkdir()
+    weight_map = {
+        "fc.weight": "model-00001-of-00002.safetensors",
+        "fc.bias": "model-00002-of-00002.safetensors",
+    }
+    shards = {
+        name: safetensors({key: {"fc.weight": w, "fc.bias": b}[key]}, sharded / name)
+        for key, name in weight_map.items()
+    }
+    weights["sharded"] = json.dumps({"metadata": {}, "weight_map": weight_map}).encode()
+    (sharded / "model.safetensors.index.json").write_bytes(weights["sharded"])
+    pinned = ", ".join(
+        f"{{path: {name}, sha256: {hashlib.sha256(blob).hexdigest()}, size: {len(blob)}}}"
+        for name, blob in shards.items()
+    )
     (art / "lora-1.0.0" / "adapter_config.json").write_text(
         json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4})
     )
     uri = {m: f"../artifacts/{m}.safetensors" for m in weights}
     uri["lora"] = "../artifacts/lora-1.0.0/adapter_model.safetensors"
+    uri["sharded"] = "../artifacts/sharded-1.0.0/model.safetensors.index.json"
     models = {
         "good": (
             "good",
@@ -273,13 +293,17 @@ def build_lake(root: Path) -> dict[str, float]:
             "regressor",
             claim("toy", "mse", truth["regressor/mse"]) + claim("toy", "mae", truth["regressor/mae"]),
         ),
+        "sharded": ("sharded", claim("toy", "accuracy", acc)),
     }
     for model_id, (weights_id, evaluations) in models.items():
         out = {"embedder": 2, "regressor": 1}.get(model_id, 3)
         bases = "[{id: good, relation: adapter}]" if model_id == "lora" else "[]"
-        files[f"catalog/models/{model_id}.yaml"] = model_yaml(
+        text = model_yaml(
             model_id, weights[weights_id], uri[weights_id], evaluations.rstrip("\n"), out, bases
         )
+        if model_id == "sharded":
+            text = text.replace("format: safetensors}", f"format: safetensors, files: [{pinned}]}}")
+        files[f"catalog/models/{model_id}.yaml"] = text
     write_tree(root, files)
     return truth
 
@@ -368,8 +392,8 @@ def test_a_memory_hog_fails_alone_under_the_memory_cap(
 
 def test_counts(cold: tuple[Path, dict[str, float], BenchReport]) -> None:
     report = cold[2]
-    assert report.counts() == {"verified": 10, "contradicted": 1, "unreproducible": 1, "failed": 4}
-    assert report.executed == 14 and report.cached == 0  # good and wrong share one run (same key)
+    assert report.counts() == {"verified": 11, "contradicted": 1, "unreproducible": 1, "failed": 4}
+    assert report.executed == 15 and report.cached == 0  # good and wrong share one run (same key)
     assert not report.ok
 
 
@@ -378,7 +402,7 @@ def test_warm_rerun_runs_nothing_and_gives_the_same_results(
 ) -> None:
     root, _, report = cold
     warm = run_bench(root, None, options(root))
-    assert warm.executed == 0 and warm.cached == 15
+    assert warm.executed == 0 and warm.cached == 16
     assert [r.model_dump() for r in warm.results] == [r.model_dump() for r in report.results]
     committed = run_bench(root, None, options(root, cache_dir=root / "empty-cache"))
     assert committed.executed == 0, "the committed results files alone make a warm run"
@@ -401,6 +425,7 @@ def test_results_files_are_committed_per_model(cold: tuple[Path, dict[str, float
             "lora",
             "embedder",
             "regressor",
+            "sharded",
         )
     )
     data = json.loads((root / RESULTS_DIR / "good.json").read_text())
@@ -434,7 +459,7 @@ def test_compile_lake_reads_results_and_points_at_the_claim(
 ) -> None:
     root = cold[0]
     index = compile_lake(root)
-    assert len(index.results) == 16 and index.stages["bench"].startswith("ran (from cache: 10 verified")
+    assert len(index.results) == 17 and index.stages["bench"].startswith("ran (from cache: 11 verified")
     finding = next(f for f in index.findings if f.rule == "claim-contradicted")
     text = (root / "catalog" / "models" / "wrong.yaml").read_text()
     assert (finding.path, finding.line, finding.field) == (
@@ -451,7 +476,7 @@ def test_compile_lake_without_results_runs_nothing(tmp_path: Path) -> None:
     build_lake(root)
     index = compile_lake(root)
     assert [r.model for r in index.results] == ["no-data"]  # only what needs no run
-    assert sum(f.rule == "not-run" for f in index.findings) == 15
+    assert sum(f.rule == "not-run" for f in index.findings) == 16
     # No benchmark result was written anywhere (the attribution stage may cache fingerprints).
     assert not (root / ".lakegen" / "bench").exists() and not (root / RESULTS_DIR).exists()
 
@@ -514,3 +539,25 @@ def test_builtin_metrics_on_known_numbers() -> None:
     assert {"accuracy", "top-k-accuracy", "macro-f1", "mse", "mae", "recall-at-k", "spearman"} <= set(
         metrics.REGISTRY.names()
     )
+
+
+def test_a_sharded_checkpoint_is_benchmarked_and_its_shards_are_checked(
+    cold: tuple[Path, dict[str, float], BenchReport], tmp_path: Path
+) -> None:
+    root, truth, report = cold
+    row = by(report, "sharded")
+    assert row.status == "verified" and row.reproduced == pytest.approx(truth["good/accuracy"])
+    assert row.cache_key != by(report, "good", "accuracy").cache_key  # other files, another run
+    # unvalidated (the build's --no-verify), the planner hashes the shards too, not only the index
+    copy = tmp_path / "lake"
+    shutil.copytree(root, copy)
+    shard = copy / "catalog" / "artifacts" / "sharded-1.0.0" / "model-00002-of-00002.safetensors"
+    blob = bytearray(shard.read_bytes())
+    blob[-1] ^= 1
+    shard.write_bytes(bytes(blob))
+    plans = Planner(load_catalog(copy, verify_artifacts=False)).plans(["sharded"])
+    assert [p.key for p in plans] == [None]
+    assert plans[0].missing.startswith(
+        "weights of sharded 1.0.0: ../artifacts/sharded-1.0.0/model-00002-of-00002.safetensors: sha256 mismatch"
+    )
+    assert Planner(load_catalog(root, verify_artifacts=False)).plans(["sharded"])[0].key == row.cache_key
