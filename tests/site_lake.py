@@ -9,14 +9,24 @@ from lakegen.index import ArtifactCheck, Change, Edge, FieldChange, Finding, Ind
 SHA = "ab" * 32
 
 
-def version(v: str, released: str = "2024-05-01", changelog: str = "") -> dict[str, Any]:
-    artifact = {
+def version(
+    v: str, released: str = "2024-05-01", changelog: str = "", files: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    artifact: dict[str, Any] = {
         "uri": f"../artifacts/{v}.safetensors",
         "sha256": SHA,
         "size": 123456,
         "format": "safetensors",
     }
+    if files:
+        artifact["uri"] = f"../artifacts/{v}/model.safetensors.index.json"
+        artifact["files"] = files
     return {"version": v, "released": released, "changelog": changelog, "artifact": artifact}
+
+
+def shard(k: int, n: int) -> dict[str, Any]:
+    """A pinned shard of a sharded checkpoint, as ``files`` lists it."""
+    return {"path": f"model-{k:05d}-of-{n:05d}.safetensors", "sha256": f"{k:02x}" * 32, "size": 1 << 20}
 
 
 def model(entry_id: str, **fields: Any) -> IndexEntry:
@@ -108,7 +118,12 @@ def demo_index() -> LakeIndex:
         dataset("digits"),
         dataset("digits-noisy", derived_from=[{"id": "digits", "note": "added noise"}]),
         code("lakedemo"),
-        model("mlp-base", evaluations=[ev("digits", 0.95)], owners=["@alice", "vision/team"]),
+        model(
+            "mlp-base",
+            evaluations=[ev("digits", 0.95)],
+            owners=["@alice", "vision/team"],
+            versions=[version("1.0.0", files=[shard(1, 2), shard(2, 2)])],
+        ),
         model("mlp-ft", base_models=[base("mlp-base")], evaluations=[ev("digits", 0.97)], license="MIT"),
         model(
             "mlp-q8",
@@ -218,7 +233,7 @@ def xss_index() -> LakeIndex:
         intended_use=p[5],
         limitations=p[4],
         license_url="javascript:window.__xss=10",
-        versions=[version("1.0.0", changelog=p[0])],
+        versions=[version("1.0.0", changelog=p[0], files=[{"path": p[1], "sha256": p[2], "size": 1}])],
     )
     strange = model(
         "x<script>y", name=p[4], description=f"{p[2]}\n\n<!-- {p[6]} -->\n\n{p[6]}", limitations=p[6]

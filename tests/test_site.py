@@ -88,6 +88,15 @@ def test_model_page_shows_lineage_evaluations_findings_and_audit_trail(site: Pat
     assert "mlp-base</a>: Apache-2.0" in ft  # licences along the lineage
 
 
+def test_a_sharded_checkpoint_lists_its_pinned_shards(site: Path) -> None:
+    page = read(site, "models/mlp-base.html")
+    files = page.split('<details class="lg-files">')[1].split("</details>")[0]
+    assert "<summary>2 pinned files</summary>" in files
+    assert "<code>model-00001-of-00002.safetensors</code> 1.0 MB" in files
+    assert f'<code title="{"02" * 32}">{"02" * 6}</code>' in files
+    assert "lg-files" not in read(site, "models/mlp-ft.html")  # a single file has no list
+
+
 def test_declared_and_weight_verified_edges_look_different(site: Path) -> None:
     page = read(site, "models/mlp-base.html")
     edges = dict(
