@@ -334,12 +334,32 @@ class Copy:
     exact: bool  # an exact test (rounding, cast, support) rather than closeness alone
 
 
+def same_weights(a: Fingerprint, b: Fingerprint) -> bool:
+    """The same weights saved again: the same tensors (names, shapes, dtypes) and every sampled value
+    equal. A re-upload, a re-sharded checkpoint, a safetensors copy of a PyTorch file."""
+    import numpy as np
+
+    return (
+        a.tensors == b.tensors
+        and np.array_equal(a.samples, b.samples, equal_nan=True)
+        and np.array_equal(a.scales, b.scales, equal_nan=True)
+    )
+
+
 def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
-    """Is ``child`` an int8/float cast (``quantized``) or a magnitude-pruned copy of ``parent``?"""
+    """Is ``child`` an int8/float cast (``quantized``) or a magnitude-pruned copy of ``parent``?
+
+    The same weights saved again (:func:`same_weights`) count as a lossless ``quantized``
+    copy: a change of file format, sharding or number encoding that lost nothing, as the
+    Hugging Face model tree files format conversions. Each of two such twins tests as the
+    other's copy; :func:`_break_copy_cycles` keeps the earlier one as the original.
+    """
     import numpy as np
 
     if parent.fp.kind != "model" or child.fp.kind != "model":
         return None
+    if same_weights(parent.fp, child.fp):
+        return Copy("quantized", 1.0, True)
     quant_hits = quant_total = cast_hits = cast_total = 0
     lossy = False
     for key in pair.shared:
@@ -603,7 +623,7 @@ def _attribute(
                 found.append((parent, test, p))
         if found:
             copy_parent[child] = _best_copy_parent(child, found, views)
-    _break_copy_cycles(copy_parent, views)
+    _break_copy_cycles(copy_parent, views, [order.get(i) if order else None for i in ids])
     for child, (parent, test) in copy_parent.items():
         confidence = 0.5 + 0.49 * min(1.0, (test.match - MATCH) / (1 - MATCH) + 0.5) if test.exact else 0.6
         edges.append(Edge(ids[parent], ids[child], test.relation, confidence))
@@ -690,16 +710,24 @@ def _is_copy_of(child: View, parent: View) -> bool:
     return p is not None and p.related and copy_test(parent, child, p) is not None
 
 
-def _break_copy_cycles(copy_parent: dict[int, tuple[int, Copy]], views: Sequence[View]) -> None:
-    """Identical models test as copies of each other; keep one direction."""
+def _break_copy_cycles(
+    copy_parent: dict[int, tuple[int, Copy]], views: Sequence[View], released: Sequence[Any]
+) -> None:
+    """Identical models test as copies of each other; keep one direction. The original is the
+    earlier release when both dates are known, else the more precise, else the smaller id."""
     for child in sorted(copy_parent):
         if child not in copy_parent:
             continue
         parent = copy_parent[child][0]
         if parent in copy_parent and copy_parent[parent][0] == child:
-            # keep the more precise (or, equal, the smaller id) as the original
             a, b = views[parent], views[child]
             keep_parent = (a.precision, -a.zeros, -parent) >= (b.precision, -b.zeros, -child)
+            ra, rb = released[parent], released[child]
+            try:
+                if ra is not None and rb is not None and ra != rb:
+                    keep_parent = bool(ra < rb)
+            except TypeError:
+                pass
             del copy_parent[parent if keep_parent else child]
 
 

@@ -428,3 +428,32 @@ def test_a_merge_of_a_model_with_its_own_fine_tune_keeps_them_parent_and_child(
     assert _edges(fps, {"g": 1, "p": 2, "q": 3, "c": 4, "m": 5}) == right
     monkeypatch.setattr(attribution, "SIBLING_TOLERANCE", 1.0)  # a tolerance that lets cost be ignored
     assert _edges(fps) != right
+
+
+def test_the_same_weights_saved_again_are_a_lossless_copy_and_leave_a_merge_alone(tmp_path: Path) -> None:
+    """A re-upload (here: a merge saved again as a PyTorch file) has every tensor of the original.
+    It is a lossless copy of the earlier release, and the merge is still found from its parents,
+    instead of being explained by its twin. A model whose biases alone moved is no copy."""
+    rng = np.random.default_rng(23)
+    g = trained(rng)
+    a, b = finetune(rng, g), finetune(rng, g)
+    m = {k: (0.5 * a[k] + 0.5 * b[k]).astype(np.float32) for k in g}
+    bitfit = {
+        k: (w + 0.01 * rng.normal(size=w.shape)).astype(np.float32) if w.ndim == 1 else w
+        for k, w in g.items()
+    }
+    fps = _save_all(tmp_path, {"g": g, "a": a, "b": b, "m": m, "bitfit": bitfit})
+    torch.save({k: torch.from_numpy(v) for k, v in m.items()}, tmp_path / "m-again.pt")
+    fps["m-again"] = compute(tmp_path / "m-again.pt")
+    assert fps["m-again"].sha256 != fps["m"].sha256 and attribution.same_weights(fps["m"], fps["m-again"])
+    assert not attribution.same_weights(fps["g"], fps["bitfit"])
+    found = _edges(fps)
+    assert {("a", "m", "merge"), ("b", "m", "merge"), ("m", "m-again", "quantized")} <= found
+    # bitfit is joined to g by a fine-tune edge, not a copy (its direction rests on biases alone)
+    assert {(x, y, r) for x, y, r in found if {x, y} == {"g", "bitfit"}} in (
+        {("g", "bitfit", "finetune")},
+        {("bitfit", "g", "finetune")},
+    )
+    # with release dates, the earlier of two twins is the original, whatever its name
+    dated = _edges(fps, {"g": 1, "a": 2, "b": 3, "m-again": 4, "m": 5, "bitfit": 6})
+    assert {("a", "m-again", "merge"), ("b", "m-again", "merge"), ("m-again", "m", "quantized")} <= dated
