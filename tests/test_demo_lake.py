@@ -143,11 +143,30 @@ def test_full_models_use_plain_state_dict_names(catalog, models):
             continue
         expected = build_mlp(**m.architecture.config).state_dict()
         for version in m.versions:
-            tensors = load_file(str(artifact_path(catalog, m.id, version.version)))
+            tensors = ev.load_state_dict(artifact_path(catalog, m.id, version.version))  # a file, or an index
             assert {k: tuple(t.shape) for k, t in tensors.items()} == {
                 k: tuple(t.shape) for k, t in expected.items()
             }, m.id
             assert all(t.dtype == torch.float32 for t in tensors.values()), m.id
+
+
+def test_the_sharded_release_holds_the_tensors_of_the_one_before(catalog, models):
+    """digits-mlp-merge 1.1.0 re-publishes 1.0.0 as a Hugging Face sharded checkpoint."""
+    index = artifact_path(catalog, "digits-mlp-merge", "1.1.0")
+    assert index.name == "model.safetensors.index.json"
+    weight_map = json.loads(index.read_text())["weight_map"]
+    (version,) = [v for v in models["digits-mlp-merge"].versions if v.version == "1.1.0"]
+    assert (
+        sorted(f.path for f in version.artifact.files)
+        == sorted(set(weight_map.values()))
+        == [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+        ]
+    )
+    sharded = ev.load_state_dict(index)
+    single = load_file(str(artifact_path(catalog, "digits-mlp-merge", "1.0.0")))
+    assert sharded.keys() == single.keys() and all(torch.equal(sharded[k], single[k]) for k in single)
 
 
 def test_int8_files_hold_int8_weights_with_scales(catalog, models):
@@ -219,7 +238,7 @@ def test_pruned_models_zero_half_of_each_matrix_and_keep_the_rest(catalog, model
 
 def test_merge_is_the_weighted_average_of_its_parents(catalog, models):
     for m in models_with(models, "merge"):
-        merged = load_file(str(artifact_path(catalog, m.id)))
+        merged = ev.load_state_dict(artifact_path(catalog, m.id))  # the latest release: sharded
         parents = [
             (b.weight, ev.load_state_dict(artifact_path(catalog, b.id, b.version))) for b in m.base_models
         ]

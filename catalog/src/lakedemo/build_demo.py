@@ -442,6 +442,13 @@ MODELS: list[dict[str, Any]] = [
                     "weights": [0.5, 0.5],
                 },
             ),
+            v(
+                "1.1.0",
+                D(2026, 11, 2),
+                "Re-published as a sharded checkpoint (two safetensors files and their index, "
+                "as Hugging Face stores large models); the tensors are those of 1.0.0.",
+                {"kind": "reshard", "base": ("digits-mlp-merge", "1.0.0"), "shards": 2},
+            ),
         ],
         "evaluations": [("digits", "accuracy"), ("digits", "macro-f1"), ("digits-noisy", "accuracy")],
     },
@@ -611,10 +618,13 @@ CODE: dict[str, dict[str, Any]] = {
 # -------------------------------------------------------------------------------- build
 
 
-def model_artifact(root: Path, model_id: str, version: str, kind: str) -> Path:
-    """Where a model version's artifact lives (the adapter's is a file inside a folder)."""
+def model_artifact(root: Path, model_id: str, version: str, kind: str, shards: int = 1) -> Path:
+    """Where a model version's artifact lives (an adapter's and a sharded checkpoint's index are files
+    inside a folder)."""
     if kind == "lora":
         return root / MODEL_DIR / f"{model_id}-{version}" / "adapter_model.safetensors"
+    if shards > 1:
+        return root / MODEL_DIR / f"{model_id}-{version}" / tr.SHARD_INDEX
     return root / MODEL_DIR / f"{model_id}-{version}.safetensors"
 
 
@@ -649,7 +659,7 @@ class Builder:
         config = FAMILIES[spec["family"]]["config"]
         kind = recipe["kind"]
         tr.set_determinism(recipe.get("seed", 0))
-        path = model_artifact(self.root, model_id, number, kind)
+        path = model_artifact(self.root, model_id, number, kind, recipe.get("shards", 1))
         if kind in ("train", "finetune"):
             model = build_mlp(**config)
             if kind == "finetune":
@@ -716,6 +726,9 @@ class Builder:
         elif kind == "merge":
             state = tr.merge_weights([self.weights[b] for b in recipe["bases"]], recipe["weights"])
             tr.save_weights(state, path)
+        elif kind == "reshard":
+            state = self.weights[recipe["base"]]
+            tr.save_sharded(state, path.parent, recipe["shards"])
         else:
             raise ValueError(f"{model_id}: unknown recipe kind {kind!r}")
         self.weights[(model_id, number)] = state
@@ -767,6 +780,17 @@ def artifact_entry(manifest: Path, artifact: Path, fmt: str) -> dict[str, Any]:
         "size": artifact.stat().st_size,
         "format": fmt,
     }
+    if artifact.name == tr.SHARD_INDEX:
+        # a sharded checkpoint is pinned by its index, and every shard the index names beside it
+        shards = sorted(set(json.loads(artifact.read_text(encoding="utf-8"))["weight_map"].values()))
+        entry["files"] = [
+            {
+                "path": name,
+                "sha256": sha256_file(artifact.parent / name),
+                "size": (artifact.parent / name).stat().st_size,
+            }
+            for name in shards
+        ]
     config = artifact.with_name("adapter_config.json")
     if artifact.name == "adapter_model.safetensors" and config.is_file():
         # The adapter's rank, alpha and targets decide what its weights mean: pin them too.
@@ -828,6 +852,11 @@ def _recipe_lines(recipe: dict[str, Any]) -> list[str]:
     if kind == "merge":
         parts = [f"{w:g} × `{b}` {bv}" for (b, bv), w in zip(recipe["bases"], recipe["weights"], strict=True)]
         return ["weighted average of every tensor: " + " + ".join(parts) + "."]
+    if kind == "reshard":
+        return [
+            "the tensors of `{}` {}, unchanged, saved as a sharded checkpoint: ".format(*recipe["base"])
+            + f"{recipe['shards']} safetensors files and `{tr.SHARD_INDEX}`, which names each tensor's file."
+        ]
     raise ValueError(kind)
 
 

@@ -21,6 +21,9 @@ Artifact formats understood by :func:`load_weights`:
   float32 per-output-channel scale ``X.weight_scale`` (shape ``[out]``); the
   float weight is ``X.weight * X.weight_scale[:, None]`` (symmetric, no zero
   point). Biases stay float32;
+- **sharded**: the same tensors split over several safetensors files, read
+  through the Hugging Face index ``model.safetensors.index.json`` (its
+  ``weight_map`` names each tensor's file); pass the index's path;
 - **LoRA adapter**: ``adapter_model.safetensors`` next to ``adapter_config.json``
   (PEFT layout). Tensors ``base_model.model.<module>.lora_A.weight`` ``[r, in]``
   and ``...lora_B.weight`` ``[out, r]``; the effective weight is
@@ -90,7 +93,18 @@ def is_quantized(tensors: Mapping[str, torch.Tensor]) -> bool:
 
 
 def load_state_dict(path: str | Path) -> StateDict:
-    """A float state dict from a full or int8 safetensors artifact (int8 is dequantised)."""
+    """A float state dict from a full or int8 safetensors artifact (int8 is dequantised), or from a
+    sharded checkpoint's ``*.index.json`` (each tensor read from the shard its ``weight_map`` names)."""
+    path = Path(path)
+    if path.name.endswith(".index.json"):
+        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+        tensors: StateDict = {}
+        for file in sorted(set(weight_map.values())):
+            shard = load_file(str(path.parent / Path(file).name))
+            tensors.update({name: shard[name] for name, where in weight_map.items() if where == file})
+        if set(tensors) != set(weight_map):
+            raise KeyError(f"{path}: the shards lack {sorted(set(weight_map) - set(tensors))}")
+        return dequantize(tensors)
     return dequantize(load_file(str(path)))
 
 

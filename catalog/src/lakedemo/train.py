@@ -21,7 +21,9 @@ network on a dataset ``.npz``::
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -203,6 +205,33 @@ def save_weights(tensors: Mapping[str, torch.Tensor], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(path), {"format": "pt"})
     return path
+
+
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def save_sharded(tensors: Mapping[str, torch.Tensor], folder: str | Path, shards: int) -> Path:
+    """Write tensors as a Hugging Face sharded checkpoint: ``shards`` safetensors files, the tensors
+    split in name order, and ``model.safetensors.index.json`` naming each tensor's file. Returns the
+    index's path."""
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    names = sorted(tensors)
+    size = -(-len(names) // shards)
+    weight_map: dict[str, str] = {}
+    total = 0
+    for k in range(shards):
+        part = names[k * size : (k + 1) * size]
+        file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        save_weights({name: tensors[name] for name in part}, folder / file)
+        weight_map.update(dict.fromkeys(part, file))
+        total += sum(tensors[name].numel() * tensors[name].element_size() for name in part)
+    index = folder / SHARD_INDEX
+    index.write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n"
+    )
+    return index
 
 
 def main(argv: Sequence[str] | None = None) -> int:
