@@ -336,7 +336,13 @@ class Copy:
 
 def same_weights(a: Fingerprint, b: Fingerprint) -> bool:
     """The same weights saved again: the same tensors (names, shapes, dtypes) and every sampled value
-    equal. A re-upload, a re-sharded checkpoint, a safetensors copy of a PyTorch file."""
+    equal. A re-upload, a re-sharded checkpoint, a safetensors copy of a PyTorch file.
+
+    Such twins are one model: each later one is a lossless ``quantized`` copy of the
+    original (see :func:`_original`), a change of file format, sharding or encoding that
+    lost nothing, as the Hugging Face model tree files format conversions. Left in, a
+    twin would explain its twin exactly: a merge would lose its parents to it.
+    """
     import numpy as np
 
     return (
@@ -347,19 +353,11 @@ def same_weights(a: Fingerprint, b: Fingerprint) -> bool:
 
 
 def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
-    """Is ``child`` an int8/float cast (``quantized``) or a magnitude-pruned copy of ``parent``?
-
-    The same weights saved again (:func:`same_weights`) count as a lossless ``quantized``
-    copy: a change of file format, sharding or number encoding that lost nothing, as the
-    Hugging Face model tree files format conversions. Each of two such twins tests as the
-    other's copy; :func:`_break_copy_cycles` keeps the earlier one as the original.
-    """
+    """Is ``child`` an int8/float cast (``quantized``) or a magnitude-pruned copy of ``parent``?"""
     import numpy as np
 
     if parent.fp.kind != "model" or child.fp.kind != "model":
         return None
-    if same_weights(parent.fp, child.fp):
-        return Copy("quantized", 1.0, True)
     quant_hits = quant_total = cast_hits = cast_total = 0
     lossy = False
     for key in pair.shared:
@@ -610,20 +608,30 @@ def _attribute(
     related = {k: p for k, p in pairs.items() if p.related}
     families = _components(models, related)
 
-    # 2. copies
+    # 2. copies: first the same weights saved again (twins), then lossy and sparse copies
     copy_parent: dict[int, tuple[int, Copy]] = {}
+    twin_of: dict[int, int] = {}  # model -> the original of its twins
+    twin_links = [k for k in related if same_weights(views[k[0]].fp, views[k[1]].fp)]
+    for group in _components(sorted({n for k in twin_links for n in k}), twin_links):
+        original = _original(group, ids, order)
+        for n in group:
+            twin_of[n] = original
+            if n != original:
+                copy_parent[n] = (original, Copy("quantized", 1.0, True))
     for child in models:
+        if child in copy_parent:
+            continue
         found = []
         for parent in models:
             p = pair(parent, child)
-            if parent == child or p is None or not p.related:
-                continue
+            if parent == child or p is None or not p.related or twin_of.get(parent, parent) != parent:
+                continue  # a twin's copies are the original's
             test = copy_test(views[parent], views[child], p)
             if test is not None:
                 found.append((parent, test, p))
         if found:
             copy_parent[child] = _best_copy_parent(child, found, views)
-    _break_copy_cycles(copy_parent, views, [order.get(i) if order else None for i in ids])
+    _break_copy_cycles(copy_parent, views)
     for child, (parent, test) in copy_parent.items():
         confidence = 0.5 + 0.49 * min(1.0, (test.match - MATCH) / (1 - MATCH) + 0.5) if test.exact else 0.6
         edges.append(Edge(ids[parent], ids[child], test.relation, confidence))
@@ -710,24 +718,27 @@ def _is_copy_of(child: View, parent: View) -> bool:
     return p is not None and p.related and copy_test(parent, child, p) is not None
 
 
-def _break_copy_cycles(
-    copy_parent: dict[int, tuple[int, Copy]], views: Sequence[View], released: Sequence[Any]
-) -> None:
-    """Identical models test as copies of each other; keep one direction. The original is the
-    earlier release when both dates are known, else the more precise, else the smaller id."""
+def _original(twins: Sequence[int], ids: Sequence[str], order: Mapping[str, Any] | None) -> int:
+    """Among models with the same weights, the original: the earliest release when every one has a
+    date, else the smallest id."""
+    if order is not None and all(order.get(ids[n]) is not None for n in twins):
+        try:
+            return min(twins, key=lambda n: (order[ids[n]], n))
+        except TypeError:
+            pass
+    return min(twins)
+
+
+def _break_copy_cycles(copy_parent: dict[int, tuple[int, Copy]], views: Sequence[View]) -> None:
+    """Models that test as copies of each other keep one direction."""
     for child in sorted(copy_parent):
         if child not in copy_parent:
             continue
         parent = copy_parent[child][0]
         if parent in copy_parent and copy_parent[parent][0] == child:
+            # keep the more precise (or, equal, the smaller id) as the original
             a, b = views[parent], views[child]
             keep_parent = (a.precision, -a.zeros, -parent) >= (b.precision, -b.zeros, -child)
-            ra, rb = released[parent], released[child]
-            try:
-                if ra is not None and rb is not None and ra != rb:
-                    keep_parent = bool(ra < rb)
-            except TypeError:
-                pass
             del copy_parent[parent if keep_parent else child]
 
 

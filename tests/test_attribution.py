@@ -454,6 +454,13 @@ def test_the_same_weights_saved_again_are_a_lossless_copy_and_leave_a_merge_alon
         {("g", "bitfit", "finetune")},
         {("bitfit", "g", "finetune")},
     )
-    # with release dates, the earlier of two twins is the original, whatever its name
-    dated = _edges(fps, {"g": 1, "a": 2, "b": 3, "m-again": 4, "m": 5, "bitfit": 6})
-    assert {("a", "m-again", "merge"), ("b", "m-again", "merge"), ("m-again", "m", "quantized")} <= dated
+    # with release dates, the earliest of the twins is the original, whatever its name
+    np.savez(tmp_path / "m-third.npz", **m)
+    fps["m-third"] = compute(tmp_path / "m-third.npz")
+    dated = _edges(fps, {"g": 1, "a": 2, "b": 3, "m-again": 4, "m": 5, "bitfit": 6, "m-third": 7})
+    assert {("a", "m-again", "merge"), ("b", "m-again", "merge")} <= dated
+    assert {(x, y) for x, y, r in dated if "m" in (x, y) or "m-third" in (x, y)} == {
+        ("m-again", "m"),
+        ("m-again", "m-third"),
+    }
+    assert {("m-again", "m", "quantized"), ("m-again", "m-third", "quantized")} <= dated
