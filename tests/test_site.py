@@ -94,6 +94,7 @@ def test_a_sharded_checkpoint_lists_its_pinned_shards(site: Path) -> None:
     assert "<summary>2 pinned files</summary>" in files
     assert "<code>model-00001-of-00002.safetensors</code> 1.0 MB" in files
     assert f'<code title="{"02" * 32}">{"02" * 6}</code>' in files
+    assert "<td>2.2 MB in 3 files</td>" in page  # the index and its shards
     assert "lg-files" not in read(site, "models/mlp-ft.html")  # a single file has no list
 
 
