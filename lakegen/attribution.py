@@ -619,6 +619,10 @@ def _attribute(
             twin_of[n] = original
             if n != original:
                 copy_parent[n] = (original, Copy("quantized", 1.0, True))
+                notes.append(
+                    f"{ids[n]} has the same weights as {ids[original]} (every tensor equal): "
+                    "a lossless copy, reported as quantized"
+                )
     for child in models:
         if child in copy_parent:
             continue

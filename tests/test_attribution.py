@@ -449,6 +449,7 @@ def test_the_same_weights_saved_again_are_a_lossless_copy_and_leave_a_merge_alon
     assert not attribution.same_weights(fps["g"], fps["bitfit"])
     found = _edges(fps)
     assert {("a", "m", "merge"), ("b", "m", "merge"), ("m", "m-again", "quantized")} <= found
+    assert "m-again has the same weights as m (every tensor equal)" in " ".join(attribute(fps).notes)
     # bitfit is joined to g by a fine-tune edge, not a copy (its direction rests on biases alone)
     assert {(x, y, r) for x, y, r in found if {x, y} == {"g", "bitfit"}} in (
         {("g", "bitfit", "finetune")},
