@@ -1378,6 +1378,8 @@ def closest(new: Fingerprint, known: Mapping[str, Fingerprint], top: int = 32) -
         relation, confidence = "unrelated", 0.9
         if v.fp.sha256 == new.sha256:
             relation, confidence = "identical", 1.0
+        elif same_weights(v.fp, new):
+            relation, confidence = "same-weights", 1.0
         elif p.related:
             test = copy_test(v, nv, p)
             back = copy_test(nv, v, p) if test is None else None
@@ -1389,7 +1391,7 @@ def closest(new: Fingerprint, known: Mapping[str, Fingerprint], top: int = 32) -
                 relation, confidence = "finetune", 0.7
         matches.append(Match(i, p.corr, p.distance, relation, confidence))
     related = [m for m in matches if m.relation not in ("unrelated",)]
-    if len(related) >= 2 and not any(m.relation in ("identical", "quantized", "pruned") for m in related):
+    if len(related) >= 2 and not any(m.relation in (*EXACT, "quantized", "pruned") for m in related):
         pool_ids = [m.id for m in related if m.relation == "finetune"]
         allv = [nv, *(views[i] for i in pool_ids)]
         found = merge_test(0, allv, list(range(len(allv))))
@@ -1401,8 +1403,14 @@ def closest(new: Fingerprint, known: Mapping[str, Fingerprint], top: int = 32) -
                 else m
                 for m in matches
             ]
-    matches.sort(key=lambda m: (m.relation == "unrelated", m.distance))
+    matches.sort(
+        key=lambda m: (m.relation == "unrelated", m.distance, EXACT.get(m.relation, len(EXACT)), m.id)
+    )
     return matches
+
+
+# the new file is a known one (the same bytes), or the same weights in another file: ranked in this order
+EXACT = {"identical": 0, "same-weights": 1}
 
 
 def _adapter_matches(new: Fingerprint, known: Mapping[str, Fingerprint]) -> list[Match]:

@@ -402,6 +402,7 @@ class SearchResult:
         what = f"{model_id} {version}"
         texts = {
             "identical": f"this file is identical to {what}",
+            "same-weights": f"this file holds the same weights as {what} (every tensor equal, saved apart)",
             "quantized": f"this file is a quantized copy of {what}",
             "pruned": f"this file is a pruned copy of {what}",
             "finetune": f"this file is a fine-tune of {what}",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 from lakegen import attribution
 from lakegen.attribution import attribute, closest
@@ -260,6 +260,13 @@ def test_lake_mode_checks_declared_lineage(lake: Path, zoo: Path, tmp_path: Path
     like = run("--root", str(lake), "search", "--like", str(zoo / "root-bf16.pt"), "--json", env=env)
     assert like.returncode == 0, like.stderr
     assert json.loads(like.stdout)["sentence"] == "this file is a quantized copy of root 1.0.0"
+    # the same weights saved another way are named as such, not as a fine-tune at distance 0
+    again = tmp_path / "root-again.pt"
+    torch.save({k: torch.from_numpy(v) for k, v in load_file(str(zoo / "root.safetensors")).items()}, again)
+    like = run("--root", str(lake), "search", "--like", str(again), "--json", env=env)
+    out = json.loads(like.stdout)
+    assert out["sentence"].startswith("this file holds the same weights as root 1.0.0")
+    assert (out["matches"][0]["id"], out["matches"][0]["relation"]) == ("root@1.0.0", "same-weights")
 
 
 @pytest.mark.skipif(not any((REPO / "catalog" / "models").glob("*.yaml")), reason="no demo lake yet")
