@@ -70,7 +70,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     from lakegen.scaffold import new_manifest
 
     root = _root(args)
-    path = new_manifest(root, args.kind, args.id, args.owner)
+    path = new_manifest(root, args.kind, args.id, args.owner, args.artifact, args.version)
     print(path.relative_to(root).as_posix())
     return EXIT_OK
 
@@ -236,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["model", "dataset", "code"])
     p.add_argument("id", help="the new entry's id (a lowercase slug)")
     p.add_argument("--owner", help="owner handle or team (default: @$USER)")
+    p.add_argument(
+        "--artifact",
+        type=Path,
+        help="release this file of the lake (or adapter / sharded checkpoint folder), pinned by sha256",
+    )
+    p.add_argument("--version", default="1.0.0", help="the version --artifact is released as (default 1.0.0)")
 
     p = add("list", cmd_list, "List the lake's entries.")
     p.add_argument("--kind", choices=["model", "dataset", "code"], help="only entries of this kind")

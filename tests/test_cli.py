@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 import yaml
 from conftest import MODEL_A, run_lakegen, snapshot
+from safetensors.numpy import save_file
+from test_attribution import finetune, manifest, trained, write_adapter
+from test_sharded import GROUPS, shard
 
 from lakegen import schema
 from lakegen.manifest import KINDS
@@ -151,3 +156,119 @@ def test_every_command_and_option_has_help() -> None:
         for action in command._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"lakegen {name} {action.option_strings[0]} is undocumented"
+
+
+# ------------------------------------------------------------------------------- new --artifact
+
+
+def _weights_lake(tmp_path: Path) -> Path:
+    """A lake with one real model, ``base``, and a fine-tune of it put in as a file, as two shards
+    and as an adapter, none of them described yet."""
+    rng = np.random.default_rng(9)
+    root = tmp_path / "lake"
+    art = root / "catalog" / "artifacts"
+    art.mkdir(parents=True)
+    base = trained(rng)
+    save_file(base, str(art / "base.safetensors"))
+    data = (art / "base.safetensors").read_bytes()
+    (root / "catalog" / "models").mkdir()
+    (root / "catalog" / "models" / "base.yaml").write_text(
+        manifest("base", "../artifacts/base.safetensors", data, "2026-01-01", [])
+    )
+    ft = finetune(rng, base)
+    save_file(ft, str(art / "ft.safetensors"))
+    shard(art / "ft-sharded", ft, GROUPS)
+    write_adapter(art / "lora", "base", rng)
+    return root
+
+
+def test_new_with_an_artifact_pins_it_and_says_what_the_weights_show(tmp_path: Path) -> None:
+    root = _weights_lake(tmp_path)
+    art = root / "catalog" / "artifacts"
+    made = run_lakegen("--root", str(root), "new", "model", "ft", "--artifact", str(art / "ft.safetensors"))
+    assert made.returncode == 0, made.stderr
+    text = (root / "catalog/models/ft.yaml").read_text()
+    assert "# the weights say: this file is a fine-tune of base 1.0.0 (confidence" in text
+    (release,) = yaml.safe_load(text)["versions"]
+    data = (art / "ft.safetensors").read_bytes()
+    assert release["version"] == "1.0.0" and release["artifact"] == {
+        "uri": "../artifacts/ft.safetensors",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "format": "safetensors",
+    }
+    sharded = run_lakegen(
+        "--root",
+        str(root),
+        "new",
+        "model",
+        "ft-sharded",
+        "--artifact",
+        str(art / "ft-sharded"),
+        "--version",
+        "2.0.0",
+    )
+    assert sharded.returncode == 0, sharded.stderr
+    text = (root / "catalog/models/ft-sharded.yaml").read_text()
+    assert "the weights say: this file holds the same weights as ft 1.0.0" in text
+    artifact = yaml.safe_load(text)["versions"][0]["artifact"]
+    assert artifact["uri"] == "../artifacts/ft-sharded/model.safetensors.index.json"
+    assert [f["path"] for f in artifact["files"]] == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
+    assert (
+        artifact["files"][0]["sha256"]
+        == hashlib.sha256((art / "ft-sharded" / "model-00001-of-00002.safetensors").read_bytes()).hexdigest()
+    )
+    adapter = run_lakegen("--root", str(root), "new", "model", "lora", "--artifact", str(art / "lora"))
+    assert adapter.returncode == 0, adapter.stderr
+    artifact = yaml.safe_load((root / "catalog/models/lora.yaml").read_text())["versions"][0]["artifact"]
+    assert artifact["uri"] == "../artifacts/lora/adapter_model.safetensors"
+    assert [f["path"] for f in artifact["files"]] == ["adapter_config.json"]
+    check = run_lakegen("--root", str(root), "validate")
+    assert check.returncode == 0, check.stdout  # each manifest validates as it stands, shards pinned
+
+
+def test_new_refuses_an_artifact_outside_the_lake_or_of_no_known_format(tmp_path: Path) -> None:
+    root = _weights_lake(tmp_path)
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes((root / "catalog/artifacts/ft.safetensors").read_bytes())
+    (root / "catalog/artifacts/notes.txt").write_text("not weights")
+    before = snapshot(root)
+    cases = {
+        str(outside): "leaves the lake: put the file under catalog/ first",
+        str(root / "catalog/artifacts/notes.txt"): "unknown artifact format '.txt'",
+        str(root / "catalog/artifacts/missing.safetensors"): "no such file or folder",
+        str(root / "catalog"): "a folder must be an adapter (adapter_config.json) or a sharded checkpoint",
+    }
+    for path, message in cases.items():
+        result = run_lakegen("--root", str(root), "new", "model", "x", "--artifact", path)
+        assert result.returncode == 1 and message in result.stderr, (path, result.stderr)
+        assert "Traceback" not in result.stderr
+    bad = run_lakegen("--root", str(root), "new", "code", "x", "--artifact", str(outside))
+    assert bad.returncode == 1 and "a code entry has no artifact" in bad.stderr
+    version = run_lakegen(
+        "--root",
+        str(root),
+        "new",
+        "model",
+        "x",
+        "--artifact",
+        str(root / "catalog/artifacts/ft.safetensors"),
+        "--version",
+        "v1",
+    )
+    assert version.returncode == 1 and "'v1' is not a semantic version" in version.stderr
+    assert snapshot(root) == before  # nothing written
+
+
+def test_new_dataset_with_an_artifact_pins_it(tmp_path: Path) -> None:
+    root = _weights_lake(tmp_path)
+    data = root / "catalog/artifacts/toy.npz"
+    np.savez(data, x_train=np.zeros((2, 2)), y_train=np.zeros(2))
+    made = run_lakegen("--root", str(root), "new", "dataset", "toy", "--artifact", str(data))
+    assert made.returncode == 0, made.stderr
+    artifact = yaml.safe_load((root / "catalog/datasets/toy.yaml").read_text())["versions"][0]["artifact"]
+    assert artifact["format"] == "npz" and artifact["uri"] == "../artifacts/toy.npz"
+    assert run_lakegen("--root", str(root), "validate").returncode == 0
