@@ -6,7 +6,7 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -14,6 +14,9 @@ from lakegen.catalog import CATALOG_DIR
 from lakegen.errors import LakeError, Problem
 from lakegen.manifest import FOLDERS, SEMVER_PATTERN, SLUG_PATTERN
 from lakegen.schema import schema_file
+
+if TYPE_CHECKING:
+    from lakegen.fingerprint import Cache
 
 _BODIES = {
     "model": """\
@@ -89,15 +92,35 @@ def new_manifest(
             )
         if not re.match(SEMVER_PATTERN, version):
             raise LakeError(Problem("--version", 1, "", f"'{version}' is not a semantic version (1.0.0)"))
-        pinned = pin_artifact(root, path, artifact)
+        from lakegen.digests import default_cache_dir
+        from lakegen.fingerprint import Cache
+
+        main, companions, fmt, uri = locate_artifact(root, path, artifact)
+        # one cache for both: fingerprinting the weights records their sha256, so pinning reads no file again
+        cache = Cache(default_cache_dir(root))
+        hint = _weights_say(root, artifact, cache) if kind == "model" else ""
+        pinned: dict[str, Any] = {
+            "uri": uri,
+            "sha256": cache.digests.sha256(main),
+            "size": main.stat().st_size,
+            "format": fmt,
+        }
+        if companions:
+            pinned["files"] = [
+                {
+                    "path": c.relative_to(main.parent).as_posix(),
+                    "sha256": cache.digests.sha256(c),
+                    "size": c.stat().st_size,
+                }
+                for c in companions
+            ]
         released = dt.date.fromisoformat(today)
         release = [
             {"version": version, "released": released, "changelog": "First release.", "artifact": pinned}
         ]
         block = "versions:\n" + _indent(yaml.safe_dump(release, sort_keys=False, width=4096))
         body = re.sub(r"versions: \[\]\n(  #.*\n)*", lambda _: block, body, count=1)
-        if kind == "model":
-            body = body.replace("base_models: []", _weights_say(root, artifact) + "base_models: []", 1)
+        body = body.replace("base_models: []", hint + "base_models: []", 1)
     text = (
         f"# yaml-language-server: $schema={schema}\n"
         f"kind: {kind}\n"
@@ -127,89 +150,63 @@ FORMATS = {
 }
 
 
-def pin_artifact(root: Path, manifest: Path, artifact: Path) -> dict[str, Any]:
-    """The ``artifact`` mapping that pins ``artifact`` for ``manifest``: its URI relative to the
-    manifest, sha256, size and format, and its companion files (an adapter's config, a sharded
-    checkpoint's shards), each hashed."""
+def locate_artifact(root: Path, manifest: Path, artifact: Path) -> tuple[Path, list[Path], str, str]:
+    """What ``manifest`` pins for ``artifact``: the file its URI names (an adapter folder's weights, a
+    sharded checkpoint's index, else the file itself), the companion files pinned beside it (the
+    adapter's config, the shards), the format, and the URI relative to the manifest. Refuses what
+    is not in the lake or of no known format; reads no weights."""
     from lakegen import artifacts
-    from lakegen.digests import Digests, default_cache_dir
+    from lakegen.fingerprint import weight_files
     from lakegen.weights import (
         ADAPTER_CONFIG,
-        INDEX_SUFFIX,
         WeightsError,
         adapter_weights_file,
         find_shard_index,
-        read_shard_index,
+        model_location,
     )
 
     shown = str(artifact)
     path = artifact if artifact.is_absolute() else Path.cwd() / artifact
     if not path.exists():
         raise LakeError(Problem(shown, 1, "", "no such file or folder"))
+    folder = path if path.is_dir() else model_location(path)
+    main, files = path, [path]  # files: the weights (or data) the format is read from
     companions: list[Path] = []
-    try:
-        if path.is_dir():
-            weights = adapter_weights_file(path)
-            index = find_shard_index(path) if weights is None else None
-            if weights is None and index is None:
-                raise LakeError(
-                    Problem(
-                        shown,
-                        1,
-                        "",
-                        f"a folder must be an adapter ({ADAPTER_CONFIG}) or a sharded checkpoint",
-                    )
-                )
-            path = weights or index  # type: ignore[assignment]
-        if path.name.endswith(INDEX_SUFFIX):
-            companions = read_shard_index(path).files
-        elif adapter_weights_file(path.parent) == path:
-            companions = [path.parent / ADAPTER_CONFIG]
-    except WeightsError as e:
-        raise LakeError(Problem(shown, 1, "", e.reason)) from None
-    main = companions[0] if path.name.endswith(INDEX_SUFFIX) else path
-    fmt = FORMATS.get(main.suffix.lower())
+    if folder.is_dir():  # an adapter or a sharded checkpoint, named by its folder or its artifact file
+        try:
+            files = weight_files(folder)  # refuses a folder that is neither
+            adapter = adapter_weights_file(folder)
+            index = find_shard_index(folder)
+        except WeightsError as e:
+            raise LakeError(Problem(shown, 1, "", e.reason)) from None
+        if adapter is not None:
+            main, companions = adapter, [folder / ADAPTER_CONFIG]
+        else:
+            assert index is not None  # weight_files found it
+            main, companions = index, files
+    fmt = FORMATS.get(files[0].suffix.lower())
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
         raise LakeError(
-            Problem(shown, 1, "", f"unknown artifact format '{main.suffix or main.name}' ({known})")
+            Problem(shown, 1, "", f"unknown artifact format '{files[0].suffix or files[0].name}' ({known})")
         )
-    uri = Path(os.path.relpath(path.resolve(), manifest.parent.resolve())).as_posix()
+    uri = Path(os.path.relpath(main.resolve(), manifest.parent.resolve())).as_posix()
     try:
         artifacts.resolve(uri, manifest, root)
     except artifacts.ArtifactPathError as e:
         raise LakeError(Problem(shown, 1, "", f"{e}: put the file under {CATALOG_DIR}/ first")) from None
-    digests = Digests(default_cache_dir(root))
-    pinned: dict[str, Any] = {
-        "uri": uri,
-        "sha256": digests.sha256(path),
-        "size": path.stat().st_size,
-        "format": fmt,
-    }
-    if companions:
-        pinned["files"] = [
-            {
-                "path": c.relative_to(path.parent).as_posix(),
-                "sha256": digests.sha256(c),
-                "size": c.stat().st_size,
-            }
-            for c in companions
-        ]
-    return pinned
+    return main, companions, fmt, uri
 
 
-def _weights_say(root: Path, artifact: Path) -> str:
+def _weights_say(root: Path, artifact: Path, cache: Cache) -> str:
     """A comment line: what the lake's weights make of a new model's artifact (nothing when they
     cannot tell: an empty lake, unreadable weights)."""
     from lakegen.catalog import load_catalog
-    from lakegen.digests import default_cache_dir
-    from lakegen.fingerprint import Cache
     from lakegen.lineage import search_like
     from lakegen.weights import WeightsError
 
     try:
-        catalog = load_catalog(root, verify_artifacts=False)
-        found = search_like(catalog, artifact, Cache(default_cache_dir(root)))
+        found = search_like(load_catalog(root, verify_artifacts=False), artifact, cache)
     except (WeightsError, LakeError, OSError):
         return ""
     if found.best is None:

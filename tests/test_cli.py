@@ -240,7 +240,8 @@ def test_new_refuses_an_artifact_outside_the_lake_or_of_no_known_format(tmp_path
         str(outside): "leaves the lake: put the file under catalog/ first",
         str(root / "catalog/artifacts/notes.txt"): "unknown artifact format '.txt'",
         str(root / "catalog/artifacts/missing.safetensors"): "no such file or folder",
-        str(root / "catalog"): "a folder must be an adapter (adapter_config.json) or a sharded checkpoint",
+        str(root / "catalog"): "a folder must be a LoRA adapter (adapter_config.json + adapter_model.*) "
+        "or a sharded checkpoint (*.index.json + its shards)",
     }
     for path, message in cases.items():
         result = run_lakegen("--root", str(root), "new", "model", "x", "--artifact", path)
