@@ -13,11 +13,16 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lakegen.digests import Digests, sha256_file
+
+if TYPE_CHECKING:
+    from lakegen.manifest import Artifact, CompanionFile
 
 REMOTE_SCHEMES = ("https", "http", "s3", "gs", "hf")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
@@ -72,9 +77,20 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def companion_uri(uri: str, name: str) -> str:
-    """The URI of a file pinned beside an artifact (``files[].path``): relative to the artifact's folder."""
-    return posixpath.join(posixpath.dirname(uri), name)
+def companions(
+    art: Artifact, manifest: Path, root: Path
+) -> Iterator[tuple[CompanionFile, str, Path | ArtifactPathError]]:
+    """Each file pinned beside a local artifact (``files``, in order): its pin, its URI (relative to
+    the artifact's folder), and its path in the lake, or why it cannot be followed."""
+    for extra in art.files:
+        uri = posixpath.join(posixpath.dirname(art.uri), extra.path)
+        try:
+            path = resolve(uri, manifest, root).path
+        except ArtifactPathError as e:
+            yield extra, uri, e
+            continue
+        assert path is not None  # beside a local artifact, never a remote URI
+        yield extra, uri, path
 
 
 def verify(path: Path, size: int, sha256: str, digests: Digests | None = None) -> str | None:

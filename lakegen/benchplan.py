@@ -199,14 +199,10 @@ class Planner:
     def _verify(self, art: Artifact, path: Path, manifest: Path) -> str | None:
         """Why the artifact's file or one of its companion files is not what the manifest pins, or None."""
         checks = [(art.uri, path, art.size, art.sha256)]
-        for extra in art.files:
-            uri = artifacts.companion_uri(art.uri, extra.path)
-            try:
-                extra_path = artifacts.resolve(uri, manifest, self.catalog.root).path
-            except artifacts.ArtifactPathError as e:
-                return f"{uri}: {e}"
-            assert extra_path is not None  # beside a local artifact
-            checks.append((uri, extra_path, extra.size, extra.sha256))
+        for extra, uri, found in artifacts.companions(art, manifest, self.catalog.root):
+            if isinstance(found, artifacts.ArtifactPathError):
+                return f"{uri}: {found}"
+            checks.append((uri, found, extra.size, extra.sha256))
         for uri, file, size, sha256 in checks:
             problem = artifacts.verify(file, size, sha256, self._digests)
             if problem is not None:

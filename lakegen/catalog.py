@@ -362,16 +362,12 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
                 catalog.artifacts[key] = "unchecked"
                 continue
             ok = _verify_file(catalog, record, loc, where.path, art.uri, art.size, art.sha256, digests)
-            for j, extra in enumerate(art.files):
+            for j, (extra, uri, path) in enumerate(artifacts.companions(art, record.file, catalog.root)):
                 extra_loc: Loc = (*loc, "files", j)
-                uri = artifacts.companion_uri(art.uri, extra.path)
-                try:
-                    path = artifacts.resolve(uri, record.file, catalog.root).path
-                except artifacts.ArtifactPathError as e:
-                    _add(catalog, record, (*extra_loc, "path"), str(e))
+                if isinstance(path, artifacts.ArtifactPathError):
+                    _add(catalog, record, (*extra_loc, "path"), str(path))
                     ok = False
                     continue
-                assert path is not None
                 ok &= _verify_file(
                     catalog, record, extra_loc, path, uri, extra.size, extra.sha256, digests, "path"
                 )
