@@ -289,6 +289,13 @@ def test_companion_files_are_pinned_like_the_artifact(lake: Path) -> None:
     (lake / "catalog/artifacts/toy-a.json").unlink()
     rc, out, err = validate(lake)
     assert f"{A}:{n}: versions[0].artifact.files[0].path: file not found: ../artifacts/toy-a.json" in out
+    write_tree(lake, {A: text.replace("path: toy-a.json", "path: ../../../etc/passwd")})
+    rc, out, err = validate(lake)
+    assert rc == 1
+    assert (
+        f"{A}:{n}: versions[0].artifact.files[0].path: '../artifacts/../../../etc/passwd' leaves the lake"
+        in out
+    )
 
 
 def test_unchanged_artifacts_are_not_hashed_again(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
