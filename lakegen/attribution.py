@@ -636,7 +636,6 @@ def _attribute(
                 found.append((parent, test, p))
         if found:
             copy_parent[child] = _best_copy_parent(child, found, views)
-    _break_copy_cycles(copy_parent, views)
     for child, (parent, test) in copy_parent.items():
         confidence = 0.5 + 0.49 * min(1.0, (test.match - MATCH) / (1 - MATCH) + 0.5) if test.exact else 0.6
         edges.append(Edge(ids[parent], ids[child], test.relation, confidence))
@@ -732,19 +731,6 @@ def _original(twins: Sequence[int], ids: Sequence[str], order: Mapping[str, Any]
         except TypeError:
             pass
     return min(twins)
-
-
-def _break_copy_cycles(copy_parent: dict[int, tuple[int, Copy]], views: Sequence[View]) -> None:
-    """Models that test as copies of each other keep one direction."""
-    for child in sorted(copy_parent):
-        if child not in copy_parent:
-            continue
-        parent = copy_parent[child][0]
-        if parent in copy_parent and copy_parent[parent][0] == child:
-            # keep the more precise (or, equal, the smaller id) as the original
-            a, b = views[parent], views[child]
-            keep_parent = (a.precision, -a.zeros, -parent) >= (b.precision, -b.zeros, -child)
-            del copy_parent[parent if keep_parent else child]
 
 
 def _finetune_forest(
