@@ -1,17 +1,22 @@
 # The two entry points of the README: `make site` builds the demo lake's site, `make test` runs the tests.
-# Each installs what it needs into .venv (and, for the browser tests, Debian's chromium) first.
+# Each installs what it needs into .venv (and, for the browser tests, Debian's chromium) first, at the
+# exact releases of requirements.lock, so a new release upstream cannot turn main red overnight.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
+LOCK := requirements.lock
 # torch 2.13.0 lies on this project's build machines as a CPU wheel; elsewhere pip fetches it.
 TORCH ?= torch==2.13.0
+# The newest releases pyproject.toml admits, in a venv of their own (torch stays $(TORCH): an
+# unpinned torch pulls a multi-GB CUDA build).
+LATEST := .venv-latest
 
-.PHONY: site test lint install browser
+.PHONY: site test test-latest lock lint install browser
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -c $(LOCK) -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,6 +31,27 @@ browser:
 
 test: install browser
 	$(PY) -m pytest -q
+
+$(LATEST)/.installed: pyproject.toml
+	rm -rf $(LATEST)
+	python3 -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip --disable-pip-version-check -q install "$(TORCH)"
+	$(LATEST)/bin/python -m pip --disable-pip-version-check -q install --no-cache-dir -e ".[dev]"
+	touch $@
+
+# The suite against the newest releases (not run by CI): rebuilds $(LATEST) every time.
+test-latest: browser
+	rm -f $(LATEST)/.installed
+	$(MAKE) $(LATEST)/.installed
+	$(LATEST)/bin/python -m pytest -q
+
+# Rewrite requirements.lock from the newest releases; run `make test-latest` before committing it.
+lock:
+	rm -f $(LATEST)/.installed
+	$(MAKE) $(LATEST)/.installed
+	{ sed -n '1,2p' $(LOCK); $(LATEST)/bin/python -m pip --disable-pip-version-check freeze --exclude-editable \
+	  | sed 's/^torch==\([0-9.]*\)+.*/torch==\1/'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 lint: install
 	$(VENV)/bin/ruff check lakegen tests benchmarks

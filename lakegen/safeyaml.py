@@ -23,6 +23,7 @@ from lakegen.errors import LakeError, Problem
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _CORE = "tag:yaml.org,2002:"
@@ -87,6 +88,9 @@ def parse(text: str) -> Document:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
+        if "nesting depth" in (e.problem or ""):
+            # libyaml 0.2.6 caps nesting itself and may scan that far ahead of our own check.
+            raise _Refused(line, _TOO_DEEP) from None
         what = " ".join(s for s in (e.context, e.problem) if s)
         raise _Refused(line, f"invalid YAML: {what}") from None
     except yaml.YAMLError as e:
@@ -117,7 +121,7 @@ def _node(loader: Any, loc: Loc, depth: int, lines: dict[Loc, int]) -> Any:
     event = loader.get_event()
     line = event.start_mark.line + 1
     if depth > MAX_DEPTH:
-        raise _Refused(line, f"nested deeper than {MAX_DEPTH} levels")
+        raise _Refused(line, _TOO_DEEP)
     if isinstance(event, events.ScalarEvent):
         _check_plain(event, line, _SCALAR_TAGS)
         return _scalar(loader, event)

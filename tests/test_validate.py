@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import MODEL_A, MODEL_B, WEIGHTS_A, age, line_of, run_lakegen, snapshot, write_tree
 
+from lakegen import safeyaml
 from lakegen.catalog import load_catalog
 
 A = "catalog/models/toy-a.yaml"
@@ -187,7 +189,6 @@ def test_wrong_sha256_and_size(lake: Path) -> None:
             "---",
             "more than one YAML document; a manifest holds exactly one",
         ),
-        ("kind: model\nid: " + "[" * 10_000 + "]" * 10_000 + "\n", None, "nested deeper than 32 levels"),
         ("", None, "file is empty; a manifest is a YAML mapping"),
         ("kind: widget\n", "kind:", "kind: unknown kind 'widget' (one of model, dataset, code)"),
         ("kind: model\nid: toy-a\nx: !custom 1\n", "x:", "tag !custom is not allowed in manifests"),
@@ -202,6 +203,34 @@ def test_hostile_yaml(lake: Path, text: str, needle: str | None, message: str) -
     if line is not None:
         assert mine[0].startswith(f"{A}:{line}: ")
     assert not (lake / "PWNED").exists()
+
+
+DEEP_FLOW = "kind: model\nid: " + "[" * 10_000 + "]" * 10_000 + "\n"
+DEEP_BLOCK = "kind: model\nid:\n" + "".join(" " * (i + 1) + "- \n" for i in range(40))
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [(DEEP_FLOW, 2), ("kind: model\nid: " + "[" * 40 + "]" * 40 + "\n", 2), (DEEP_BLOCK, 35)],
+)
+def test_deep_nesting_is_one_clear_line(lake: Path, text: str, line: int) -> None:
+    # Whichever layer refuses first (libyaml caps nesting at its own depth and scans ahead), the user
+    # reads one line for the file, with a line number and lakegen's own words, and no traceback.
+    out = _broken(lake, A, text)
+    mine = [o for o in out if o.startswith(f"{A}:")]
+    assert len(mine) == 1, out
+    assert mine == [f"{A}:{line}: nested deeper than 32 levels"]
+
+
+@pytest.mark.parametrize("loader", ["SafeLoader", "CSafeLoader"])
+@pytest.mark.parametrize("depth", [40, 2_000])
+def test_deep_nesting_refused_by_either_parser(monkeypatch: pytest.MonkeyPatch, loader: str, depth: int) -> None:
+    if not hasattr(yaml, loader):
+        pytest.skip(f"PyYAML built without {loader}")
+    monkeypatch.setattr(safeyaml, "_Loader", getattr(yaml, loader))
+    with pytest.raises(safeyaml._Refused) as refused:
+        safeyaml.parse("kind: model\nid: " + "[" * depth + "]" * depth + "\n")
+    assert (refused.value.line, refused.value.message) == (2, "nested deeper than 32 levels")
 
 
 def test_non_utf8_bytes_name_their_line(lake: Path) -> None:
