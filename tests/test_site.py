@@ -295,7 +295,7 @@ def test_directory_urls_work_the_same(tmp_path: Path) -> None:
     config = tmp_path / "dirs.yml"
     config.write_text(
         "site_name: Model lake\nuse_directory_urls: true\ntheme: {name: material, font: false}\n"
-        f"docs_dir: {REPO / 'site_templates' / 'docs'}\nplugins:\n  - lakegen:\n      pagefind: false\n",
+        f"docs_dir: {REPO / 'lakegen' / 'site' / 'templates' / 'docs'}\nplugins:\n  - lakegen:\n      pagefind: false\n",
         encoding="utf-8",
     )
     sites = [

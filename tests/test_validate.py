@@ -224,7 +224,9 @@ def test_deep_nesting_is_one_clear_line(lake: Path, text: str, line: int) -> Non
 
 @pytest.mark.parametrize("loader", ["SafeLoader", "CSafeLoader"])
 @pytest.mark.parametrize("depth", [40, 2_000])
-def test_deep_nesting_refused_by_either_parser(monkeypatch: pytest.MonkeyPatch, loader: str, depth: int) -> None:
+def test_deep_nesting_refused_by_either_parser(
+    monkeypatch: pytest.MonkeyPatch, loader: str, depth: int
+) -> None:
     if not hasattr(yaml, loader):
         pytest.skip(f"PyYAML built without {loader}")
     monkeypatch.setattr(safeyaml, "_Loader", getattr(yaml, loader))

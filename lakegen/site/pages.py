@@ -1,4 +1,4 @@
-"""Every page of the site as HTML from the Jinja2 templates in ``site_templates/pages``.
+"""Every page of the site as HTML from the Jinja2 templates in ``lakegen/site/templates/pages``.
 
 The templates run with autoescape on: a manifest string is always text.
 Markdown fields go through :func:`lakegen.site.markup.markdown` (rendered, then

@@ -28,6 +28,7 @@ import logging
 import posixpath
 import time
 from collections import defaultdict
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,8 @@ ASSETS = ("lakegen.css", "lakegen-search.js")
 
 
 def default_templates() -> Path:
-    """The ``site_templates/`` folder that ships next to the lakegen package."""
-    return Path(__file__).resolve().parents[2] / "site_templates"
+    """lakegen's own templates, shipped as package data (``lakegen/site/templates``)."""
+    return Path(str(resources.files("lakegen.site") / "templates"))
 
 
 class LakegenConfig(base.Config):
