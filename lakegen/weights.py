@@ -34,6 +34,14 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_PREFIX = "base_model.model."
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+# Every reader refuses files past these before reading tensors, so a hostile header's cost stays
+# bounded (100,000 one-element tensors once cost 12 s per fingerprint). Real checkpoints hold a few
+# hundred to a few thousand tensors per file; a mixture-of-experts model split into shards, up to
+# about 100,000 in all.
+MAX_TENSORS = 32_768
+MAX_MODEL_TENSORS = 262_144
+MAX_NAME = 1024
+MAX_NDIM = 16
 GATHER_BLOCK = 1 << 16
 NPZ_ARRAY_LIMIT = 1 << 30  # .npz members are inflated whole  # bytes read around each run of samples
 
@@ -203,12 +211,14 @@ def read_safetensors_header(
         raise WeightsError(
             path, f"truncated or corrupt safetensors file: header says {length:,} bytes, file has {size:,}"
         )
+    _refuse_count(path, head.count(b'"data_offsets"', 8, 8 + length))
     try:
         header = json.loads(head[8 : 8 + length].decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as e:
         raise WeightsError(path, f"corrupt safetensors header: {e}") from None
     if not isinstance(header, dict):
         raise WeightsError(path, "corrupt safetensors header: not a JSON object")
+    _refuse_count(path, len(header) - ("__metadata__" in header))
     data_size = size - 8 - length
     infos: dict[str, TensorInfo] = {}
     spans: dict[str, Span] = {}
@@ -225,6 +235,20 @@ def read_safetensors_header(
     return infos, spans
 
 
+def _refuse_count(path: Path, tensors: int, limit: int = MAX_TENSORS) -> None:
+    if tensors > limit:
+        raise WeightsError(
+            path, f"refused: {tensors:,} tensors; lakegen reads at most {limit:,} per weight file"
+        )
+
+
+def _refuse_name(path: Path, name: str, shape: object = ()) -> None:
+    if len(name) > MAX_NAME:
+        raise WeightsError(path, f"refused: a tensor name of {len(name):,} characters (at most {MAX_NAME:,})")
+    if isinstance(shape, list | tuple) and len(shape) > MAX_NDIM:
+        raise WeightsError(path, f"tensor '{name[:80]}' has {len(shape)} dimensions (at most {MAX_NDIM})")
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -235,9 +259,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _safetensors_entry(path: Path, name: str, entry: Any, data_size: int) -> tuple[TensorInfo, Span]:
+    _refuse_name(path, name)
     if not isinstance(entry, dict):
         raise WeightsError(path, f"corrupt safetensors header: entry '{name}' is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    _refuse_name(path, name, shape)
     if dtype not in SAFETENSORS_DTYPES:
         raise WeightsError(path, f"tensor '{name}': unsupported dtype {dtype!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
@@ -331,10 +357,12 @@ class NpzFile(WeightFile):
         try:
             with zipfile.ZipFile(path) as archive:
                 _refuse_zip_bomb(path, archive.infolist())
+                _refuse_count(path, len(archive.infolist()))
                 for member in archive.infolist():
                     if not member.filename.endswith(".npy"):
                         continue
                     name = member.filename[:-4]
+                    _refuse_name(path, name)
                     with archive.open(member) as f:
                         version = np.lib.format.read_magic(f)
                         read = (
@@ -355,6 +383,7 @@ class NpzFile(WeightFile):
                             f"loaded whole, so lakegen refuses those over {NPZ_ARRAY_LIMIT >> 30} GiB "
                             "(store large weights as safetensors)",
                         )
+                    _refuse_name(path, name, shape)
                     self.tensors[name] = TensorInfo(name, _numpy_dtype_name(path, name, dtype), tuple(shape))
         except WeightsError:
             raise
@@ -420,6 +449,13 @@ class TorchFile(WeightFile):
                 "re-save it with torch.save or as safetensors",
             )
         try:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.infolist()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise WeightsError(path, f"not a readable PyTorch checkpoint: {e}") from None
+        # A checkpoint holds one member per tensor storage, plus data.pkl, version and a few others.
+        _refuse_count(path, len(members) - 8)
+        try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -435,7 +471,9 @@ class TorchFile(WeightFile):
         if state is None:
             raise WeightsError(path, "the checkpoint is not a state dict (a mapping of names to tensors)")
         self._tensors: dict[str, Any] = {}
+        _refuse_count(path, len(state))
         for name, tensor in state.items():
+            _refuse_name(path, str(name), tuple(tensor.shape))
             dtype = str(tensor.dtype).removeprefix("torch.")
             if dtype not in PRECISION and dtype not in ("int16", "int32", "int64", "bool"):
                 raise WeightsError(path, f"tensor '{name}' has unsupported dtype {dtype}")
@@ -595,6 +633,7 @@ def read_shard_index(path: Path) -> ShardIndex:
         raise WeightsError(
             path, "shard index needs a non-empty 'weight_map' object (tensor name -> shard file)"
         )
+    _refuse_count(path, len(weight_map), MAX_MODEL_TENSORS)
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or shard in ("", ".", "..") or "/" in shard or "\\" in shard:
             raise WeightsError(

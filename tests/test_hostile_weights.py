@@ -21,7 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from lakegen.weights import WeightsError, iter_float32, open_weights
+from lakegen.weights import (
+    MAX_MODEL_TENSORS,
+    MAX_TENSORS,
+    WeightsError,
+    iter_float32,
+    open_weights,
+    read_shard_index,
+)
 
 EXAMPLES = int(os.environ.get("LAKEGEN_FUZZ_EXAMPLES", "150"))
 
@@ -253,3 +260,56 @@ def test_fuzz_npz_and_torch_loaders(tmp_path: Path, data: bytes) -> None:
         path.write_bytes(data)
         with contextlib.suppress(WeightsError):
             _read_all(path)
+
+
+def _safetensors_of(entries: dict[str, dict[str, object]], data: bytes = b"") -> bytes:
+    header = json.dumps(entries).encode()
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def test_too_many_tensors_are_refused_before_reading_them(tmp_path: Path) -> None:
+    # A header just under the size cap could otherwise hold millions of tiny tensors.
+    n = MAX_TENSORS + 1
+    entries = {f"t{i}": {"dtype": "U8", "shape": [1], "data_offsets": [i, i + 1]} for i in range(n)}
+    path = tmp_path / "many.safetensors"
+    path.write_bytes(_safetensors_of(entries, bytes(n)))
+    assert (
+        _refused(path)
+        == f"{path}: refused: {n:,} tensors; lakegen reads at most {MAX_TENSORS:,} per weight file"
+    )
+    result = run_lakegen("fingerprint", str(path), "--json")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "refused: 32,769 tensors" in result.stderr + result.stdout
+
+
+def test_huge_names_and_dimensions_are_refused(tmp_path: Path) -> None:
+    long = tmp_path / "long.safetensors"
+    long.write_bytes(
+        _safetensors_of({"w" * 5000: {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}, b"\0")
+    )
+    assert "refused: a tensor name of 5,000 characters (at most 1,024)" in _refused(long)
+    deep = tmp_path / "deep.safetensors"
+    deep.write_bytes(
+        _safetensors_of({"w": {"dtype": "U8", "shape": [1] * 40, "data_offsets": [0, 1]}}, b"\0")
+    )
+    assert "tensor 'w' has 40 dimensions (at most 16)" in _refused(deep)
+
+
+def test_too_many_npz_members_and_torch_tensors_are_refused(tmp_path: Path) -> None:
+    npz = tmp_path / "many.npz"
+    with zipfile.ZipFile(npz, "w") as archive:
+        for i in range(MAX_TENSORS + 1):
+            archive.writestr(f"a{i}.npy", b"")
+    assert "refused: 32,769 tensors" in _refused(npz)
+    pt = tmp_path / "many.pt"
+    torch.save({f"t{i}": torch.zeros(1) for i in range(MAX_TENSORS + 20)}, pt)
+    assert "tensors; lakegen reads at most 32,768 per weight file" in _refused(pt)
+
+
+def test_a_shard_index_naming_too_many_tensors_is_refused(tmp_path: Path) -> None:
+    save_file({"w": np.zeros(1, np.float32)}, str(tmp_path / "model-1.safetensors"))
+    index = tmp_path / "model.safetensors.index.json"
+    names = {f"t{i}": "model-1.safetensors" for i in range(MAX_MODEL_TENSORS + 1)}
+    index.write_text(json.dumps({"weight_map": names}))
+    with pytest.raises(WeightsError, match=r"refused: 262,145 tensors; lakegen reads at most 262,144"):
+        read_shard_index(index)
