@@ -54,6 +54,9 @@ class Edge(_Row):
     weights_relation: str | None = Field(None, description="The relation the weights show, when compared.")
     confidence: float | None = None
     weight: float | None = Field(None, description="Estimated mixing weight, for merges.")
+    proof: str | None = Field(
+        None, description="What the audit at coordinates drawn from the child's sha256 showed."
+    )
 
 
 class Finding(_Row):

@@ -22,12 +22,13 @@ versions: a model is never made the fine-tuned child of one released after it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from lakegen import artifacts
 from lakegen.attribution import Edge, Lineage, Match, attribute, closest
+from lakegen.audit import AUDITED, MIN_SHARE, Audit, AuditCache, audit_edge
 from lakegen.catalog import Catalog, Record, latest_version
 from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint
 from lakegen.manifest import Artifact, Model, is_external
@@ -88,6 +89,8 @@ class DeclaredEdge:
     detail: str
     path: str
     line: int
+    evidence: Edge | None = None  # the recovered edge that bears it out, when verified
+    audit: Audit | None = None  # the check at coordinates drawn from the child's sha256
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +102,7 @@ class DeclaredEdge:
             "detail": self.detail,
             "path": self.path,
             "line": self.line,
+            "audit": self.audit.to_json() if self.audit else None,
         }
 
 
@@ -253,6 +257,7 @@ def attribute_catalog(
             )
         )
     _compare(catalog, result)
+    _audit_verified(result, paths, fps, AuditCache(cache.folder) if cache is not None else None)
     result.findings.sort(key=lambda f: (f.path, f.line, f.kind, f.message))
     return result
 
@@ -323,8 +328,10 @@ def _check_declared(
     base = model.base_models[i]
     line = record.line("base_models", i, "id")
 
-    def declared(status: Status, detail: str) -> DeclaredEdge:
-        return DeclaredEdge(model.id, base.id, base.version, base.relation, status, detail, record.path, line)
+    def declared(status: Status, detail: str, evidence: Edge | None = None) -> DeclaredEdge:
+        return DeclaredEdge(
+            model.id, base.id, base.version, base.relation, status, detail, record.path, line, evidence
+        )
 
     def finding(kind: FindingKind, message: str, severity: Literal["error", "warning"] = "error") -> None:
         result.findings.append(Finding(model.id, record.path, line, kind, message, severity))
@@ -353,7 +360,9 @@ def _check_declared(
                 "warning",
             )
             return declared("contradicted", f"merge weight {e.weight:.3f}, not {base.weight}")
-        return declared("verified", f"{e.parent} -> {e.child}: {e.relation} (confidence {e.confidence:.2f})")
+        return declared(
+            "verified", f"{e.parent} -> {e.child}: {e.relation} (confidence {e.confidence:.2f})", e
+        )
     if found:
         e = found[0]
         finding(
@@ -380,6 +389,50 @@ def _check_declared(
         message = f"declared {base.relation} of {base.id} is not supported: {shown}"
     finding("unsupported-claim", message)
     return declared("contradicted", message)
+
+
+def _audit_verified(
+    result: CatalogLineage,
+    paths: Mapping[str, Path],
+    fps: Mapping[str, Fingerprint],
+    cache: AuditCache | None,
+) -> None:
+    """Keep an edge verified only if the audit (see :mod:`lakegen.audit`) bears the fingerprints out.
+
+    The fingerprints compare public coordinates, which a contributor can aim at; the audit reads
+    the child and its parents again at coordinates drawn from the child's sha256.
+    """
+    for i, d in enumerate(result.declared):
+        e = d.evidence
+        if d.status != "verified" or e is None or e.relation not in AUDITED:
+            continue
+        if e.relation == "merge":
+            mix = [m for m in result.lineage.edges if m.child == e.child and m.relation == "merge"]
+            parents = [(m.parent, m.weight if m.weight is not None else 1 / len(mix)) for m in mix]
+        else:
+            parents = [(e.parent, 1.0)]
+        child_sha = fps[e.child].sha256
+        key_parents = [(fps[p].sha256, w) for p, w in parents]
+        audit = cache.get(child_sha, key_parents, e.relation) if cache is not None else None
+        if audit is None:
+            audit = audit_edge(paths[e.child], child_sha, [(paths[p], w) for p, w in parents], e.relation)
+            if cache is not None:
+                cache.put(child_sha, key_parents, e.relation, audit)
+        if audit.status == "verified":
+            result.declared[i] = replace(d, audit=audit, detail=f"{d.detail}; {audit.statement}")
+        elif audit.status == "inconclusive":
+            result.declared[i] = replace(d, status="unchecked", audit=audit, detail=audit.statement)
+        else:
+            message = (
+                f"declared {d.relation} of {d.base} is not borne out by the weights: at entries drawn from "
+                f"the file's sha256 only {audit.observed:.0%} of {audit.worst} lies near {e.parent} "
+                f"(at least {MIN_SHARE:.0%} needed), although the fingerprint's public sample coordinates "
+                "match it; they were probably made to"
+            )
+            result.findings.append(
+                Finding(d.model, d.path, d.line, "unsupported-claim", message, version=split(e.child)[1])
+            )
+            result.declared[i] = replace(d, status="contradicted", audit=audit, detail=message)
 
 
 # ------------------------------------------------------------------------------- search
@@ -465,6 +518,7 @@ def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) 
         evidence = shown.get((row.parent, row.child))
         if check is not None:
             row.status = check.status
+            row.proof = check.audit.statement if check.audit is not None else None
         if evidence is not None:
             row.weights_relation, row.confidence = evidence.relation, round(evidence.confidence, 3)
             if row.relation == "merge" and evidence.weight is not None:

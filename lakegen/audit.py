@@ -1,0 +1,228 @@
+"""A declared edge checked at coordinates nobody could know before the child file existed.
+
+A fingerprint samples the same public coordinates of every model (they follow a
+tensor's name and shape), so a contributor who knows them can copy the claimed
+parent's values into exactly those entries and train the rest freely: the
+fingerprints then agree while the weights do not. The audit closes that hole.
+Its coordinates are drawn from the child's own sha256, so they are fixed only
+once the file is, and changing any byte of the file to aim at them draws new
+ones. At ``SAMPLES`` such entries of every matrix the child shares with its
+parent (or, for a merge, with the declared mix of its parents), it counts the
+entries within ``TOLERANCE`` of the parent's (relative to the parent's own
+scale in that matrix; for a pruned copy a zero counts too). From that count a
+Chernoff bound gives the share of *all* the matrix's entries that lie within
+tolerance, with probability at least ``1 - FAILURE`` over the whole model. The
+edge stays verified only when that share is at least ``MIN_SHARE`` in every
+matrix: the bulk of the weights must come from the parent.
+
+An informed attacker can still copy the parent into more than half of each
+matrix's entries and train the rest; the statement says exactly that much.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from lakegen.atomicfile import write_atomic
+from lakegen.weights import PRECISION, WeightFile, WeightsError, logical_tensors, open_model, to_float32
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SAMPLES = 1024  # entries drawn from every shared matrix
+TOLERANCE = 0.5  # |child - parent| within this share of the parent's rms in that matrix
+MIN_SHARE = 0.5  # the share of every matrix's entries that must lie within tolerance
+FAILURE = 1e-9  # chance, over the whole model, that a share stated is in fact lower
+MIN_ENTRIES = 64  # smaller matrices (biases folded into matrices, tiny heads) are not audited
+VERSION = 1
+AUDITED = ("finetune", "quantized", "pruned", "merge")
+
+Status = Literal["verified", "contradicted", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What the audit of one declared edge found."""
+
+    status: Status
+    share: float  # lower bound on the share of entries within tolerance, in the worst matrix
+    observed: float  # the share observed at the sampled entries of that matrix
+    worst: str  # that matrix
+    matrices: int
+    samples: int
+    reason: str = ""
+    parents: int = 1
+
+    @property
+    def statement(self) -> str:
+        """What a verified verdict proves, in one sentence."""
+        if self.status == "inconclusive":
+            return f"audit inconclusive: {self.reason}"
+        of = "the parents' mix" if self.parents > 1 else "the parent"
+        return (
+            f"audit: in each of {self.matrices} matrices at least {self.share:.0%} of the entries lie within "
+            f"{TOLERANCE:g}× its scale of {of} (probability ≥ 1 − {FAILURE:.0e}; {self.samples:,} entries "
+            "drawn from the file's sha256)"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "share": round(self.share, 4),
+            "observed": round(self.observed, 4),
+            "worst": self.worst,
+            "matrices": self.matrices,
+            "samples": self.samples,
+            "reason": self.reason,
+            "parents": self.parents,
+            "statement": self.statement,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Audit:
+        fields = ("status", "share", "observed", "worst", "matrices", "samples", "reason", "parents")
+        return cls(**{k: data[k] for k in fields})
+
+
+class AuditCache:
+    """Audits on disk beside the fingerprints, keyed by everything they depend on."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder) / "audits"
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, child_sha: str, parents: Sequence[tuple[str, float]], relation: str) -> Audit | None:
+        try:
+            data = json.loads(self._path(cache_key(child_sha, parents, relation)).read_text())
+            return Audit.from_json(data)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, child_sha: str, parents: Sequence[tuple[str, float]], relation: str, audit: Audit) -> None:
+        write_atomic(self._path(cache_key(child_sha, parents, relation)), json.dumps(audit.to_json()))
+
+
+def cache_key(child_sha: str, parents: Sequence[tuple[str, float]], relation: str) -> str:
+    """The audit's inputs, as one key: it is a pure function of them."""
+    text = f"audit{VERSION}|{SAMPLES}|{TOLERANCE}|{MIN_SHARE}|{FAILURE}|{relation}|{child_sha}|" + "|".join(
+        f"{sha}:{weight:.6f}" for sha, weight in parents
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def coordinates(child_sha: str, name: str, numel: int) -> np.ndarray:
+    """Sorted flat indices of the entries audited in tensor ``name``: fixed by the child's bytes."""
+    import numpy as np
+
+    seed = int.from_bytes(hashlib.sha256(f"{child_sha}|{name}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    if numel <= SAMPLES:
+        return np.arange(numel, dtype=np.int64)
+    return np.sort(rng.choice(numel, size=SAMPLES, replace=False)).astype(np.int64)
+
+
+def audit_edge(child: Path, child_sha: str, parents: Sequence[tuple[Path, float]], relation: str) -> Audit:
+    """Audit ``child`` against ``parents`` (weight files, with their mixing weights; one for a copy)."""
+    import numpy as np
+
+    try:
+        files = [open_model(child), *(open_model(p) for p, _ in parents)]
+    except WeightsError as e:
+        return Audit("inconclusive", 0.0, 0.0, "", 0, 0, f"cannot read {e.path}: {e.reason}")
+    try:
+        mats = _shared_matrices(files)
+        if not mats:
+            return Audit("inconclusive", 0.0, 0.0, "", 0, 0, "child and parent share no matrix to audit")
+        # Bonferroni over the matrices: the bound holds for all of them at once.
+        alpha = FAILURE / len(mats)
+        worst = (2.0, 2.0, "")
+        total = 0
+        for name, scale_names, numel in mats:
+            flat = coordinates(child_sha, name, numel)
+            values = [_values(wf, name, scale, flat) for wf, scale in zip(files, scale_names, strict=True)]
+            c = values[0]
+            ref = sum((w * v for (_, w), v in zip(parents, values[1:], strict=True)), np.zeros_like(c))
+            ok = np.isfinite(c) & np.isfinite(ref)
+            rms = float(np.sqrt(np.mean(ref[ok] ** 2))) if ok.any() else 0.0
+            close = ok & (np.abs(c - ref) <= TOLERANCE * rms)
+            if relation == "pruned":
+                close |= ok & (c == 0)
+            hits, n = int(close.sum()), len(flat)
+            total += n
+            share = hits / n if n == numel else lower_bound(hits, n, alpha)
+            if (share, hits / n) < worst[:2]:
+                worst = (share, hits / n, name)
+        status: Status = "verified" if worst[0] >= MIN_SHARE else "contradicted"
+        return Audit(status, worst[0], worst[1], worst[2], len(mats), total, parents=len(parents))
+    finally:
+        for wf in files:
+            wf.close()
+
+
+def _shared_matrices(files: Sequence[WeightFile]) -> list[tuple[str, list[str | None], int]]:
+    """Matrices (name, each file's scale tensor, entries) present with one shape in every file."""
+    logical = [{t.name: t for t in logical_tensors(wf)} for wf in files]
+    out = []
+    for name, t in sorted(logical[0].items()):
+        if len(t.shape) < 2 or t.numel < MIN_ENTRIES or not _numeric(t.dtype):
+            continue
+        others = [lt.get(name) for lt in logical[1:]]
+        if any(o is None or o.shape != t.shape or not _numeric(o.dtype) for o in others):
+            continue
+        out.append((name, [t.scale, *(o.scale for o in others if o is not None)], t.numel))
+    return out
+
+
+def _numeric(dtype: str) -> bool:
+    return dtype in PRECISION or dtype.startswith(("int", "uint"))
+
+
+def _values(wf: WeightFile, name: str, scale: str | None, flat: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    info = wf.tensors[name]
+    values = to_float32(wf.gather(name, flat), info.dtype).astype(np.float64)
+    if scale is None:
+        return values
+    s = to_float32(wf.raw(scale), wf.tensors[scale].dtype).reshape(-1).astype(np.float64)
+    if s.size == 1:
+        return values * s[0]
+    inner = info.numel // info.shape[0]
+    return values * s[flat // inner]
+
+
+def lower_bound(hits: int, n: int, alpha: float) -> float:
+    """The smallest share ``p`` of entries within tolerance consistent with ``hits`` of ``n`` samples.
+
+    Chernoff: for ``p < hits / n``, P(Binomial(n, p) ≥ hits) ≤ exp(-n · KL(hits/n ‖ p)); the bound is
+    the ``p`` where that equals ``alpha``. Sampling without replacement only tightens it.
+    """
+    q = hits / n
+    if q == 0:
+        return 0.0
+    target = math.log(1 / alpha) / n
+    lo, hi = 0.0, q
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _kl(q, mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _kl(q: float, p: float) -> float:
+    if p <= 0:
+        return math.inf
+    if p >= 1:
+        return 0.0 if q >= 1 else math.inf
+    out = q * math.log(q / p) if q > 0 else 0.0
+    return out + ((1 - q) * math.log((1 - q) / (1 - p)) if q < 1 else 0.0)

@@ -1,0 +1,182 @@
+"""Attacks an informed contributor would try on attribution, each with the defence that must hold."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import LAKEGEN
+from safetensors.numpy import load_file, save_file
+
+from lakegen import audit
+from lakegen.fingerprint import coordinates, fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "catalog" / "artifacts" / "models"
+
+
+def _aim_at_public_coordinates(
+    victim: dict[str, np.ndarray], claimed: dict[str, np.ndarray], noise: float = 0.0
+) -> dict:
+    """``victim``'s weights with the claimed parent's values at every coordinate a fingerprint samples
+    (plus relative ``noise`` there, so that the fingerprints read a fine-tune rather than a copy)."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, w in victim.items():
+        w = w.copy()
+        p = claimed[name]
+        p = (p + noise * np.std(p) * rng.normal(size=p.shape)).astype(p.dtype)
+        rows, cols = coordinates(name, w.shape)
+        if cols is None:
+            w.reshape(-1)[rows] = p.reshape(-1)[rows]
+        else:
+            flat = w.reshape(w.shape[0], -1)
+            flat[np.ix_(rows, cols)] = p.reshape(p.shape[0], -1)[np.ix_(rows, cols)]
+        out[name] = w
+    return out
+
+
+def _lake_with(tmp_path: Path, weights: dict[str, np.ndarray], relation: str = "finetune") -> Path:
+    """A copy of the demo lake plus ``spoof``, declared a ``relation`` of digits-mlp-base."""
+    lake = tmp_path / "lake"
+    shutil.copytree(REPO / "catalog", lake / "catalog")
+    path = lake / "catalog/artifacts/models/spoof-1.0.0.safetensors"
+    save_file(weights, str(path))
+    data = path.read_bytes()
+    text = (lake / "catalog/models/digits-mlp-ft-small.yaml").read_text()
+    text = text.replace("id: digits-mlp-ft-small", "id: spoof")
+    text = text.replace("digits-mlp-ft-small-1.0.0.safetensors", "spoof-1.0.0.safetensors")
+    text = text.replace(
+        "6e5a6cd8571950665f0911050ad2b7ac1bf7dbee53ebbbed693c5d9801af6a01", hashlib.sha256(data).hexdigest()
+    )
+    text = text.replace("size: 203808", f"size: {len(data)}")
+    text = text.replace("  relation: finetune", f"  relation: {relation}")
+    (lake / "catalog/models/spoof.yaml").write_text(text)
+    return lake
+
+
+def _attribute(lake: Path, tmp_path: Path) -> dict:
+    result = subprocess.run(
+        [str(LAKEGEN), "--root", str(lake), "attribute", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LAKEGEN_CACHE": str(tmp_path / "cache")},
+        timeout=300,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return json.loads(result.stdout)
+
+
+def _spoof_edge(out: dict) -> dict:
+    (edge,) = [d for d in out["declared"] if d["model"] == "spoof"]
+    return edge
+
+
+@pytest.mark.parametrize(("noise", "relation"), [(0.0, "quantized"), (0.05, "finetune")])
+def test_a_parent_forged_at_the_public_coordinates_is_not_verified(
+    tmp_path: Path, noise: float, relation: str
+) -> None:
+    # The attack: an unrelated model (digits-mlp-alt-ft) with digits-mlp-base's values copied into
+    # exactly the entries a fingerprint samples (exactly: a lossless copy, or with a little noise:
+    # a fine-tune), declared as what the fingerprints then show.
+    claimed = load_file(str(MODELS / "digits-mlp-base-1.0.0.safetensors"))
+    victim = load_file(str(MODELS / "digits-mlp-alt-ft-1.0.0.safetensors"))
+    spoof = _aim_at_public_coordinates(victim, claimed, noise)
+    far = sum(float(((spoof[k] - claimed[k]) ** 2).sum()) for k in spoof)
+    assert np.sqrt(far / sum(float((v**2).sum()) for v in claimed.values())) > 1.0  # far from it...
+    fp_spoof = fingerprint(_saved(tmp_path, "s", spoof))
+    fp_claimed = fingerprint(_saved(tmp_path, "c", claimed))
+    gap = np.abs(fp_spoof.samples - fp_claimed.samples).max() / np.abs(fp_claimed.samples).max()
+    assert gap <= 4 * noise  # ...but its fingerprint is near
+    out = _attribute(_lake_with(tmp_path, spoof, relation), tmp_path)
+    edge = _spoof_edge(out)
+    assert edge["status"] == "contradicted"
+    assert edge["audit"]["status"] == "contradicted" and edge["audit"]["share"] < audit.MIN_SHARE
+    (finding,) = [f for f in out["findings"] if f["model"] == "spoof"]
+    assert finding["kind"] == "unsupported-claim"
+    assert "public sample coordinates match it" in finding["message"]
+    assert finding["path"] == "catalog/models/spoof.yaml"
+
+
+def test_an_honest_fine_tune_stays_verified_and_says_what_it_proves(tmp_path: Path) -> None:
+    # The control: the same manifest for a fine-tune of digits-mlp-base (a low-rank task update and
+    # a small change of every weight).
+    rng = np.random.default_rng(5)
+    honest = {}
+    for name, w in load_file(str(MODELS / "digits-mlp-base-1.0.0.safetensors")).items():
+        if w.ndim == 2:
+            task = rng.normal(size=(w.shape[0], 4)) @ rng.normal(size=(4, w.shape[1]))
+            w = w + 0.2 * np.linalg.norm(w) * task / np.linalg.norm(task)
+            w = w + 0.05 * np.std(w) * rng.normal(size=w.shape)
+        honest[name] = w.astype(np.float32)
+    edge = _spoof_edge(_attribute(_lake_with(tmp_path, honest), tmp_path))
+    assert edge["status"] == "verified", edge
+    assert edge["audit"]["status"] == "verified" and edge["audit"]["share"] >= 0.9
+    assert "entries drawn from the file's sha256" in edge["detail"]
+
+
+def _saved(tmp_path: Path, name: str, weights: dict[str, np.ndarray]) -> Path:
+    path = tmp_path / f"{name}.safetensors"
+    save_file(weights, str(path))
+    return path
+
+
+def _matrices(seed: int, n: int = 512) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"layers.{i}.weight": rng.normal(size=(n, n)).astype(np.float32) for i in range(3)}
+
+
+@pytest.mark.parametrize(
+    ("make", "verified"),
+    [
+        # manufactured lineage: 98.4 % of the file is an unrelated model, bit for bit
+        ("public-coordinates", False),
+        # a fine-tune that moved every weight by 30 % of the parent's scale
+        ("finetune", True),
+        # a third of every matrix copied from the claimed parent, the rest unrelated
+        ("copied-third", False),
+    ],
+)
+def test_the_audit_on_large_matrices(tmp_path: Path, make: str, verified: bool) -> None:
+    parent, other = _matrices(1), _matrices(2)
+    rng = np.random.default_rng(3)
+    if make == "public-coordinates":
+        child = _aim_at_public_coordinates(other, parent)
+        same = sum(int((child[k] == other[k]).sum()) for k in child) / sum(v.size for v in child.values())
+        assert same > 0.98
+    elif make == "finetune":
+        child = {k: (v + 0.3 * rng.normal(size=v.shape)).astype(np.float32) for k, v in parent.items()}
+    else:
+        child = {k: np.where(rng.random(v.shape) < 1 / 3, parent[k], other[k]) for k, v in parent.items()}
+    path = _saved(tmp_path, make, child)
+    result = audit.audit_edge(
+        path, fingerprint(path).sha256, [(_saved(tmp_path, "p", parent), 1.0)], "finetune"
+    )
+    assert (result.status == "verified") is verified, result
+    assert result.matrices == 3 and result.samples == 3 * audit.SAMPLES
+
+
+def test_audit_coordinates_follow_the_file_and_not_the_public_grid() -> None:
+    a = audit.coordinates("a" * 64, "layers.0.weight", 512 * 512)
+    b = audit.coordinates("b" * 64, "layers.0.weight", 512 * 512)
+    assert len(a) == len(b) == audit.SAMPLES and len(np.intersect1d(a, b)) < 20
+    rows, cols = coordinates("layers.0.weight", (512, 512))
+    assert cols is not None
+    public = (rows[:, None] * 512 + cols[None, :]).reshape(-1)
+    # about 1.6 % of the audited entries fall on the public grid, as for any random draw
+    assert len(np.intersect1d(a, public)) < 0.05 * audit.SAMPLES
+
+
+def test_the_lower_bound_is_a_chernoff_bound() -> None:
+    n, alpha = 1024, 1e-9
+    assert audit.lower_bound(n, n, alpha) == pytest.approx(alpha ** (1 / n), rel=1e-6)
+    assert audit.lower_bound(0, n, alpha) == 0.0
+    bounds = [audit.lower_bound(h, n, alpha) for h in range(0, n + 1, 64)]
+    assert bounds == sorted(bounds)
+    assert all(b <= h / n for b, h in zip(bounds, range(0, n + 1, 64), strict=True))
