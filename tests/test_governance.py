@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from conftest import LAKEGEN
 from gitlake import GitLake, base, dataset, model
 
 from lakegen.catalog import load_catalog
@@ -213,3 +217,61 @@ def test_compile_lake_gathers_governance_findings(tmp_path: Path) -> None:
     assert any(f.stage == "governance" and f.rule == "owners" for f in index.findings)
     assert index.stages["governance"].startswith("ran")
     assert [c.entry for c in index.history] == ["a"]
+
+
+def _installed_plugin(site: Path, rule: str) -> None:
+    """A package installed the way pip lays one out (module + dist-info with an entry point)."""
+    (site / "lakeplugin.py").write_text(
+        "class Rule:\n"
+        f"    name = {rule!r}\n"
+        "    description = 'a plugin rule'\n"
+        "    def check(self, ctx):\n"
+        "        from lakegen.policies import Violation\n"
+        "        for entry_id in ctx.catalog.records:\n"
+        "            yield Violation(entry_id, ('name',), 'plugin rule ran')\n"
+    )
+    info = site / "lakeplugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lakeplugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[lakegen.policies]\n{rule} = lakeplugin:Rule\n")
+
+
+def _check_with_plugin(
+    tmp_path: Path, rule: str, policies: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    _installed_plugin(site, rule)
+    lake = GitLake(tmp_path / "lake", policies=policies) if policies else GitLake(tmp_path / "lake")
+    lake.put(model("a"))
+    lake.commit("first")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [str(LAKEGEN), "--root", str(tmp_path / "lake"), "check", "--json", "--no-bench"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_an_installed_plugin_cannot_replace_a_built_in_rule(tmp_path: Path) -> None:
+    result = _check_with_plugin(tmp_path, "owners")
+    assert "Traceback" not in result.stderr
+    out = json.loads(result.stdout)
+    text = json.dumps(out)
+    assert "plugin rule ran" not in text
+    assert (
+        "plugin rule refused (lakeplugin: entry point owners = lakeplugin:Rule): 'owners' is a built-in rule"
+        in text
+    )
+    assert result.returncode == 1
+
+
+@pytest.mark.parametrize(("policies", "runs"), [(None, False), ("rules:\n  team-rule: warn\n", True)])
+def test_a_plugin_rule_runs_only_where_policies_yaml_names_it(
+    tmp_path: Path, policies: str | None, runs: bool
+) -> None:
+    result = _check_with_plugin(tmp_path, "team-rule", policies)
+    assert "Traceback" not in result.stderr
+    assert ("plugin rule ran" in result.stdout) is runs, result.stdout

@@ -27,7 +27,9 @@ __all__ = [
     "Context",
     "GovernanceConfig",
     "Policy",
+    "ShadowingError",
     "Violation",
+    "builtin_rules",
     "governance_stage",
     "load_config",
     "register",
@@ -78,15 +80,40 @@ class Policy(Protocol):
 
 
 _REGISTRY: dict[str, Policy] = {}
+_BUILTIN: set[str] = set()
+# Installed plugins that could not be taken, and why: reported as findings of every run.
+_REFUSED: list[str] = []
 _loaded = False
 
 
+class ShadowingError(ValueError):
+    """A rule named like a built-in one: the built-ins cannot be replaced."""
+
+
 def register(policy: Policy) -> Policy:
-    """Add ``policy`` to the rules lakegen runs; a later one of the same name replaces it."""
+    """Add ``policy`` to the rules lakegen runs.
+
+    A plugin rule runs only where ``policies.yaml`` names it; a name a built-in rule
+    holds is refused (:class:`ShadowingError`), so the rules a report lists as run are
+    the rules that ran.
+    """
     if not isinstance(policy, Policy):
         raise TypeError(f"{policy!r} is not a policy: it needs name, description and check(ctx)")
+    if policy.name in _BUILTIN:
+        raise ShadowingError(f"'{policy.name}' is a built-in rule; a plugin cannot replace it")
     _REGISTRY[policy.name] = policy
     return policy
+
+
+def _register_builtin(policy: Policy) -> None:
+    register(policy)
+    _BUILTIN.add(policy.name)
+
+
+def builtin_rules() -> set[str]:
+    """The names of lakegen's own rules: they run unless ``policies.yaml`` turns them off."""
+    registered()
+    return set(_BUILTIN)
 
 
 def registered() -> dict[str, Policy]:
@@ -97,8 +124,16 @@ def registered() -> dict[str, Policy]:
         from lakegen.policies import builtin  # noqa: F401  (registers the built-in rules)
 
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            obj = ep.load()
-            register(obj() if isinstance(obj, type) else obj)
+            where = (
+                f"{ep.dist.name if ep.dist else 'an installed package'}: entry point {ep.name} = {ep.value}"
+            )
+            try:
+                obj = ep.load()
+                register(obj() if isinstance(obj, type) else obj)
+            except ShadowingError as e:
+                _REFUSED.append(f"plugin rule refused ({where}): {e}")
+            except Exception as e:  # a broken plugin is a finding, not a crash of every run
+                _REFUSED.append(f"plugin rule refused ({where}): {type(e).__name__}: {e}")
     return dict(_REGISTRY)
 
 
@@ -111,6 +146,10 @@ def run_policies(
     rules = registered()
     config = config or load_config(catalog.root, set(rules))
     findings = [Finding.from_problem(p, catalog, stage="governance", rule="config") for p in config.problems]
+    findings += [
+        Finding(stage="governance", rule="plugins", severity="error", path="catalog", line=1, message=m)
+        for m in _REFUSED
+    ]
     ctx = Context(catalog, config, changes)
     for name, policy in sorted(rules.items()):
         level = config.level(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from lakegen.manifest import Model
-from lakegen.policies import Context, Violation, register
+from lakegen.policies import Context, Violation
 from lakegen.policies.config import OWNERS_FILE, owner_key
 from lakegen.policies.licences import LicencePropagation
 
@@ -126,11 +126,12 @@ class DeprecatedBase:
 
 
 def _register_all() -> None:
+    from lakegen.policies import _register_builtin
     from lakegen.releases import ImmutableReleases
 
     for policy in (LicencePropagation(), Owners(), RiskJustification(), Documentation(), DeprecatedBase()):
-        register(policy)
-    register(ImmutableReleases())
+        _register_builtin(policy)
+    _register_builtin(ImmutableReleases())
 
 
 _register_all()

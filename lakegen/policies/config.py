@@ -1,7 +1,9 @@
 """The lake's governance configuration: ``catalog/policies.yaml`` and ``catalog/owners.yaml``.
 
-``policies.yaml`` sets each rule to ``error``, ``warn`` or ``off``; a rule it
-does not name is ``error``, so a lake without the file gets the strict set.
+``policies.yaml`` sets each rule to ``error``, ``warn`` or ``off``; a built-in rule
+it does not name is ``error``, so a lake without the file gets the strict set, and
+a plugin rule it does not name is ``off``: installing a package never changes
+what a lake's checks decide until the lake asks for its rule.
 ``owners.yaml`` lists the people and teams that may own entries. Both files are
 read with the same safe loader as manifests, and a problem in either is a
 finding with its line, never a crash.
@@ -72,14 +74,24 @@ class GovernanceConfig:
     levels: dict[str, Level] = field(default_factory=dict)
     owners: set[str] | None = None  # None: there is no owners file
     problems: list[Problem] = field(default_factory=list)
+    builtin: set[str] | None = None  # lakegen's own rules; None: every rule counts as one
 
     def level(self, rule: str) -> Level:
-        return self.levels.get(rule, "error")
+        if rule in self.levels:
+            return self.levels[rule]
+        return "error" if self.builtin is None or rule in self.builtin else "off"
 
 
-def load_config(root: Path, known_rules: set[str] | None = None) -> GovernanceConfig:
-    """Read both files under ``root``; rules missing from ``policies.yaml`` stay ``error``."""
-    config = GovernanceConfig()
+def load_config(
+    root: Path, known_rules: set[str] | None = None, builtin: set[str] | None = None
+) -> GovernanceConfig:
+    """Read both files under ``root``; built-in rules missing from ``policies.yaml`` stay ``error``,
+    plugin rules missing from it are ``off``."""
+    if builtin is None:
+        from lakegen.policies import builtin_rules
+
+        builtin = builtin_rules()
+    config = GovernanceConfig(builtin=builtin)
     policies = _read(root, POLICIES_FILE, PoliciesFile, config.problems)
     if policies is not None:
         doc, data = policies
