@@ -159,6 +159,32 @@ class Repo:
             commits.append(Commit(sha, tuple(parents.split()), author, email, date, subject, tuple(changes)))
         return commits
 
+    def first_parent_changes(self, rev: str, *folders: str) -> list[Commit]:
+        """Every state ``folders`` had on ``rev``'s first-parent line, oldest first: a merge commit's
+        changes are taken against its first parent, so nothing a merge brought in is missed."""
+        specs = [f"{self.prefix}{f}" for f in folders]
+        out = self.run(
+            "log",
+            "-z",
+            "--raw",
+            "--first-parent",
+            "-m",
+            "--no-renames",
+            "--no-abbrev",
+            "--reverse",
+            "--format=%x1e%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%s",
+            rev,
+            "--",
+            *specs,
+        )
+        commits = []
+        for chunk in _commit_chunks(out):
+            header, _, rest = chunk.partition(b"\0")
+            sha, parents, author, email, date, subject = header.decode("utf-8", "replace").split("\x1f", 5)
+            changes = _raw_changes(rest.lstrip(b"\n").split(b"\0"), self._lake_path)
+            commits.append(Commit(sha, tuple(parents.split()), author, email, date, subject, tuple(changes)))
+        return commits
+
     @cached_property
     def pull_requests(self) -> dict[str, int]:
         """Commit sha -> number of the pull request that brought it into HEAD's first-parent line.

@@ -5,22 +5,41 @@ point one at a different sha256: consumers pin versions, and a version whose
 bytes change under them is a supply-chain hole. The finding names the commit
 that released the version, found with git's pickaxe (``log -S<sha256>``),
 following renames of the manifest.
+
+Releases are keyed by ``id@version`` for good. The ledger is every version the
+base branch ever held on its first-parent line (merge commits included), so an
+id renamed or deleted in one pull request and added again with other bytes in
+the next is still caught, and renaming a released id away is refused like
+deleting it. A released version may move only where its sha256 can be verified.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+from lakegen import artifacts
 from lakegen.changes import EntryChange, LakeChanges
+from lakegen.errors import LakeError
+from lakegen.gitrepo import Commit
+from lakegen.history import MANIFEST_FOLDERS, is_manifest_path
 from lakegen.policies import Context, Violation
+from lakegen.safeyaml import parse
 
 
-def _released_versions(data: Any) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """(version, sha256, companion path -> sha256) of each version in a base manifest.
+@dataclass(frozen=True)
+class Released:
+    """One version as a manifest states it: read from plain data, so one that no longer validates
+    still counts."""
 
-    Read from plain data, so a base manifest that no longer validates still counts.
-    """
+    version: str
+    sha256: str
+    uri: str | None
+    files: dict[str, str] = field(default_factory=dict)  # companion path -> sha256
+
+
+def _released_versions(data: Any) -> Iterator[Released]:
     if not isinstance(data, dict):
         return
     for item in data.get("versions") or []:
@@ -34,8 +53,54 @@ def _released_versions(data: Any) -> Iterator[tuple[str, str, dict[str, str]]]:
         companions = {
             str(f.get("path")): str(f.get("sha256")) for f in files if isinstance(f, dict) and f.get("path")
         }
+        uri = artifact.get("uri")
         if isinstance(sha, str):
-            yield item["version"], sha, companions
+            yield Released(item["version"], sha, uri if isinstance(uri, str) else None, companions)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    sha256: str
+    commit: Commit
+    path: str
+
+
+def ledger(changes: LakeChanges) -> dict[tuple[str, str], LedgerRow]:
+    """``(id, version)`` -> the first release of it on the base branch, over its whole history."""
+    commits = changes.repo.first_parent_changes(changes.base_commit, *MANIFEST_FOLDERS)
+    wanted = [c.new_blob for k in commits for c in k.changes if c.new_blob and is_manifest_path(c.new)]
+    blobs = changes.repo.blobs(wanted)
+    out: dict[tuple[str, str], LedgerRow] = {}
+    for commit in commits:
+        for c in commit.changes:
+            if not c.new_blob or not c.new or not is_manifest_path(c.new):
+                continue
+            data = _parse(blobs.get(c.new_blob))
+            if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+                continue
+            for r in _released_versions(data):
+                out.setdefault((data["id"], r.version), LedgerRow(r.sha256, commit, c.new))
+    return out
+
+
+def _parse(raw: bytes | None) -> Any:
+    try:
+        return parse(raw.decode("utf-8-sig")).data if raw is not None else None
+    except (LakeError, UnicodeDecodeError):
+        return None
+
+
+def _unverifiable_move(r: Released, uri: str, manifest: Any, root: Any) -> str | None:
+    """Why the new location of a released version cannot be verified (None: unmoved, or local)."""
+    if r.uri is None or uri == r.uri:
+        return None
+    try:
+        where = artifacts.resolve(uri, manifest, root)
+    except artifacts.ArtifactPathError as e:
+        return str(e)
+    if where.path is None:
+        return "a remote location lakegen does not fetch, so the sha256 there is not verified"
+    return None
 
 
 def _released(changes: LakeChanges, change: EntryChange, sha: str) -> str:
@@ -59,17 +124,68 @@ class ImmutableReleases:
     def check(self, ctx: Context) -> Iterable[Violation]:
         if ctx.changes is None:
             return
+        book: dict[tuple[str, str], LedgerRow] | None = None
         for change in ctx.changes.entries:
             released = list(_released_versions(change.base_data))
             if released:
                 yield from _check_change(ctx, ctx.changes, change, released)
+                yield from _renamed_away(ctx.changes, change, released)
+            if change.path is not None:
+                book = ledger(ctx.changes) if book is None else book
+                yield from _reused(ctx, change, released, book)
+
+
+def _renamed_away(changes: LakeChanges, change: EntryChange, released: list[Released]) -> Iterator[Violation]:
+    """A released id renamed to another one: its releases would leave the lake."""
+    old = change.base_data.get("id") if isinstance(change.base_data, dict) else None
+    if change.path is None or not isinstance(old, str) or old == change.entry:
+        return
+    versions = ", ".join(r.version for r in released)
+    when = _released(changes, change, released[0].sha256)
+    yield Violation(
+        change.entry,
+        ("id",),
+        f"renames released entry '{old}' (versions {versions}; {released[0].version} {when}) to "
+        f"'{change.entry}': ids of released entries are permanent; keep '{old}' (deprecated: true, with "
+        f"a successor) and add '{change.entry}' as an entry of its own",
+    )
+
+
+def _reused(
+    ctx: Context, change: EntryChange, released: list[Released], book: dict[tuple[str, str], LedgerRow]
+) -> Iterator[Violation]:
+    """A version at head whose id@version the base branch once released with other bytes."""
+    record = ctx.catalog.records.get(change.entry)
+    if record is None or record.path != change.path:
+        return
+    here = (
+        {r.version for r in released}
+        if change.base_data and change.base_data.get("id") == change.entry
+        else set()
+    )
+    for i, v in enumerate(getattr(record.entry, "versions", [])):
+        row = book.get((change.entry, v.version))
+        if row is None or v.version in here or row.sha256 == v.artifact.sha256:
+            continue  # new, or checked against the base manifest above, or the same bytes
+        pr = ctx.changes.repo.pull_requests.get(row.commit.sha) if ctx.changes else None
+        via = f", PR #{pr}" if pr else ""
+        yield Violation(
+            change.entry,
+            ("versions", i, "artifact", "sha256"),
+            f"{change.entry}@{v.version} was released in commit {row.commit.sha[:12]} "
+            f"('{row.commit.subject}' by {row.commit.author}, {row.commit.date[:10]}{via}, in {row.path}) "
+            f"with sha256 {row.sha256}; "
+            "an id@version once released keeps its bytes for good, also after the entry was renamed or "
+            "deleted: publish these bytes as a new version",
+        )
 
 
 def _check_change(
-    ctx: Context, changes: LakeChanges, change: EntryChange, released: list[tuple[str, str, dict[str, str]]]
+    ctx: Context, changes: LakeChanges, change: EntryChange, released: list[Released]
 ) -> Iterator[Violation]:
     if change.path is None:
-        for version, sha, _files in released:
+        for r in released:
+            version, sha = r.version, r.sha256
             when = _released(changes, change, sha)
             yield Violation(
                 change.entry,
@@ -84,7 +200,8 @@ def _check_change(
     if record is None or record.path != change.path:
         return  # the manifest does not load at head; validation reports why
     head = {v.version: (i, v) for i, v in enumerate(getattr(record.entry, "versions", []))}
-    for version, sha, files in released:
+    for r in released:
+        version, sha, files = r.version, r.sha256, r.files
         if version not in head:
             when = _released(changes, change, sha)
             yield Violation(
@@ -104,6 +221,15 @@ def _check_change(
                 "Released artifacts are immutable: publish the new artifact as a new version",
             )
             continue
+        moved = _unverifiable_move(r, now.artifact.uri, record.file, ctx.catalog.root)
+        if moved is not None:
+            when = _released(changes, change, sha)
+            yield Violation(
+                change.entry,
+                ("versions", i, "artifact", "uri"),
+                f"version {version} was {when} at {r.uri}; it now points at {now.artifact.uri}, {moved}. "
+                "A released version moves only where its sha256 is verified",
+            )
         now_files = {f.path: f.sha256 for f in getattr(now.artifact, "files", [])}
         for path, file_sha in sorted(files.items()):
             if now_files.get(path) != file_sha:

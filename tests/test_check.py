@@ -84,21 +84,78 @@ def test_removing_a_released_version_or_its_manifest_fails(released: tuple[GitLa
     assert "cannot be removed" in found["vision"].message
 
 
-def test_a_new_version_and_a_rename_pass(released: tuple[GitLake, str]) -> None:
+def test_a_new_version_and_moving_a_manifest_pass(released: tuple[GitLake, str]) -> None:
     lake, _ = released
     manifest = model("vision")
     manifest["versions"].append(version("1.1.0", weights("better weights"), "vision"))
     lake.put(manifest)
-    lake.git("mv", "catalog/models/seed.yaml", "catalog/models/seed2.yaml")
-    text = (lake.root / "catalog/models/seed2.yaml").read_text().replace("id: seed\n", "id: seed2\n")
-    lake.write("catalog/models/seed2.yaml", text)
-    lake.commit("Release vision 1.1.0, rename seed")
+    (lake.root / "catalog/models/team").mkdir()
+    lake.git("mv", "catalog/models/seed.yaml", "catalog/models/team/seed.yaml")
+    text = (lake.root / "catalog/models/team/seed.yaml").read_text()
+    lake.write("catalog/models/team/seed.yaml", text.replace("../artifacts/", "../../artifacts/"))
+    lake.commit("Release vision 1.1.0, move seed")
     done = lakegen(lake.root, "check", "--base", "main", "--no-bench")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| modified | vision | model | versions\\[1\\.1\\.0\\]: added" in done.stdout
     assert (
-        "| renamed | seed2 | model | file: catalog/models/seed\\.yaml → catalog/models/seed2\\.yaml"
+        "| renamed | seed | model | file: catalog/models/seed\\.yaml → catalog/models/team/seed\\.yaml"
         in done.stdout
+    )
+
+
+def _rename_seed(lake: GitLake) -> None:
+    lake.git("mv", "catalog/models/seed.yaml", "catalog/models/seed2.yaml")
+    text = (lake.root / "catalog/models/seed2.yaml").read_text().replace("id: seed\n", "id: seed2\n")
+    lake.write("catalog/models/seed2.yaml", text)
+
+
+def test_renaming_a_released_id_fails(released: tuple[GitLake, str]) -> None:
+    lake, _ = released
+    _rename_seed(lake)
+    lake.commit("Rename seed")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    (finding,) = [f for f in report.errors if f.rule == "immutable-releases"]
+    assert (finding.entry, finding.field) == ("seed2", "id")
+    assert finding.message.startswith(
+        "renames released entry 'seed' (versions 1.0.0; 1.0.0 released in commit"
+    )
+    assert "ids of released entries are permanent" in finding.message
+
+
+def test_an_id_renamed_away_then_added_again_with_other_bytes_fails(released: tuple[GitLake, str]) -> None:
+    # Two pull requests: the first (merged before this defence existed) renames 'seed' away, the
+    # second adds 'seed' 1.0.0 again with other bytes. The base branch no longer has 'seed', but its
+    # history does.
+    lake, _ = released
+    lake.git("checkout", "-q", "main")
+    first = lake.git("log", "--format=%H", "--grep", "Seed the lake")
+    _rename_seed(lake)
+    lake.commit("Rename seed")
+    lake.git("checkout", "-q", "-b", "readd")
+    lake.put(model("seed", versions=[version("1.0.0", weights("other seed bytes"), "seed")]))
+    lake.commit("Add seed")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    (finding,) = [f for f in report.errors if f.rule == "immutable-releases" and f.entry == "seed"]
+    assert finding.field == "versions[0].artifact.sha256"
+    assert finding.message.startswith(f"seed@1.0.0 was released in commit {first[:12]} ('Seed the lake'")
+    assert "keeps its bytes for good, also after the entry was renamed or deleted" in finding.message
+
+
+def test_moving_a_released_version_where_it_cannot_be_verified_fails(released: tuple[GitLake, str]) -> None:
+    lake, _ = released
+    text = (lake.root / "catalog/models/vision.yaml").read_text()
+    lake.write(
+        "catalog/models/vision.yaml",
+        text.replace("../artifacts/vision-1.0.0.safetensors", "https://example.org/vision.safetensors"),
+    )
+    lake.git("rm", "-q", "catalog/artifacts/vision-1.0.0.safetensors")
+    lake.commit("Move vision's weights to a web server")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    (finding,) = [f for f in report.errors if f.rule == "immutable-releases"]
+    assert (finding.entry, finding.field) == ("vision", "versions[0].artifact.uri")
+    assert (
+        "it now points at https://example.org/vision.safetensors, a remote location lakegen does not fetch"
+        in finding.message
     )
 
 
