@@ -24,6 +24,8 @@ from lakegen.catalog import load_catalog
 from lakegen.manifest import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
+# What the installed lakegen runs with: nothing that points it back at this checkout.
+ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LAKEGEN_CACHE", "VIRTUAL_ENV")}
 
 
 def _run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -70,8 +72,8 @@ def _wheel(tmp_path: Path) -> Path:
         shutil.copy(REPO / name, src)
     shutil.copytree(REPO / "lakegen", src / "lakegen", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path / "wheel"
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-         "-w", out, src)  # fmt: skip
+    pip = (sys.executable, "-m", "pip", "-q")
+    _run(*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", out, src)
     [wheel] = out.glob("lakegen-*.whl")
     return wheel
 
@@ -88,12 +90,17 @@ def _venv(tmp_path: Path, wheel: Path) -> Path:
     return venv
 
 
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The wheel, and a fresh venv it is installed in."""
+    tmp = tmp_path_factory.mktemp("package")
+    wheel = _wheel(tmp)
+    return wheel, _venv(tmp, wheel)
+
+
 @pytest.mark.slow
-def test_a_wheel_installed_in_a_fresh_venv_builds_the_site_of_a_lake_that_holds_only_its_catalog(
-    tmp_path: Path,
-) -> None:
-    wheel = _wheel(tmp_path)
-    names = set(zipfile.ZipFile(wheel).namelist())
+def test_the_wheel_holds_every_file_of_the_package(installed: tuple[Path, Path]) -> None:
+    names = set(zipfile.ZipFile(installed[0]).namelist())
     package = {
         p.relative_to(REPO).as_posix()
         for p in (REPO / "lakegen").rglob("*")
@@ -102,15 +109,19 @@ def test_a_wheel_installed_in_a_fresh_venv_builds_the_site_of_a_lake_that_holds_
     assert {"lakegen/py.typed", "lakegen/site/templates/pages/model.html"} <= package
     assert package - names == set()
 
-    venv = _venv(tmp_path, wheel)
+
+@pytest.mark.slow
+def test_the_installed_lakegen_builds_the_site_of_a_lake_that_holds_only_its_catalog(
+    installed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    venv = installed[1]
     lake = tmp_path / "lake"
     shutil.copytree(REPO / "catalog", lake / "catalog")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LAKEGEN_CACHE", "VIRTUAL_ENV")}
-    where = _run(venv / "bin" / "python", "-c", "import lakegen; print(lakegen.__file__)", cwd=lake, env=env)
+    where = _run(venv / "bin" / "python", "-c", "import lakegen; print(lakegen.__file__)", cwd=lake, env=ENV)
     assert Path(where.strip()).is_relative_to(venv), where
 
     lakegen = str(venv / "bin" / "lakegen")
-    _run(lakegen, "build", cwd=lake, env=env)
+    _run(lakegen, "build", cwd=lake, env=ENV)
     site = lake / "site"
     models = sorted(m.id for m in load_catalog(lake, verify_artifacts=False).models())
     assert len(models) == 14
@@ -122,8 +133,31 @@ def test_a_wheel_installed_in_a_fresh_venv_builds_the_site_of_a_lake_that_holds_
     entry = json.loads((site / "pagefind" / "shard-0" / "pagefind-entry.json").read_text(encoding="utf-8"))
     assert entry["languages"]["en"]["page_count"] >= len(models)
     assert 'src="pagefind/shard-0/pagefind-ui.js"' in (site / "search.html").read_text(encoding="utf-8")
-    _run(lakegen, "validate", cwd=lake, env=env)
+    _run(lakegen, "validate", cwd=lake, env=ENV)
 
-    _run(lakegen, "new", "model", "fresh", "--owner", "@ada", cwd=lake, env=env)
+    _run(lakegen, "new", "model", "fresh", "--owner", "@ada", cwd=lake, env=ENV)
     assert _schema_target(lake / "catalog" / "models" / "fresh.yaml").is_file()
-    _run(lakegen, "schema", "--check", cwd=lake, env=env)
+    _run(lakegen, "schema", "--check", cwd=lake, env=ENV)
+
+
+@pytest.mark.slow
+def test_a_type_checker_sees_the_installed_api(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    user = tmp_path / "user.py"
+    user.write_text(
+        "import lakegen\n"
+        "index: lakegen.LakeIndex = lakegen.compile_lake('.')\n"
+        "reveal_type(lakegen.fingerprint_weights)\n"
+        "lakegen.fingerprint_weight('x')\n",
+        encoding="utf-8",
+    )
+    mypy = Path(sys.executable).with_name("mypy")
+    python = installed[1] / "bin" / "python"
+    command = [mypy, "--python-executable", python, "--cache-dir", tmp_path / "cache", user.name]
+    result = subprocess.run(
+        [str(c) for c in command], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [
+        'user.py:3: note: Revealed type is "def (path: str | pathlib.Path, *, cache_dir: str | pathlib.Path | None =) -> lakegen.fingerprint.Fingerprint"',
+        'user.py:4: error: Module has no attribute "fingerprint_weight"; maybe "fingerprint_weights"?  [attr-defined]',
+    ], result.stdout + result.stderr
