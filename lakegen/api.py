@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def fingerprint_weights(path: str | Path, *, cache_dir: str | Path | None = None) -> Fingerprint:
     """Fingerprint one model: a weight file, a LoRA adapter folder or a sharded checkpoint's folder.
 
-    One streaming pass reads the file, so the fingerprint also carries its sha256.
+    One streaming pass over its bytes also yields their sha256, which the fingerprint carries.
 
     Args:
         path: the weight file (safetensors, PyTorch, npz) or model folder.
