@@ -14,6 +14,7 @@ from lakegen.catalog import CATALOG_DIR
 from lakegen.errors import LakeError, Problem
 from lakegen.manifest import FOLDERS, SEMVER_PATTERN, SLUG_PATTERN
 from lakegen.schema import schema_file
+from lakegen.schema import write as write_schemas
 
 if TYPE_CHECKING:
     from lakegen.fingerprint import Cache
@@ -72,7 +73,8 @@ def new_manifest(
 
     With ``artifact`` (a file of the lake, an adapter folder or a sharded checkpoint's
     folder), the manifest releases it as ``version``, pinned by sha256 and size with its
-    companion files; for a model, a comment says what the lake's weights make of it.
+    companion files; for a model, a comment says what the lake's weights make of it. The
+    manifest's ``$schema`` line points at ``schemas/``, written when the lake has none yet.
     """
     if not re.match(SLUG_PATTERN, entry_id):
         raise LakeError(Problem(entry_id, 1, "id", "must be a lowercase slug: a-z, 0-9, '.', '_' and '-'"))
@@ -134,6 +136,7 @@ def new_manifest(
     folder.mkdir(parents=True, exist_ok=True)
     with open(path, "x", encoding="utf-8") as f:
         f.write(text)
+    write_schemas(root, missing_only=True)  # a new lake's first manifest: its $schema line must resolve
     return path
 
 

@@ -1,4 +1,10 @@
-"""JSON Schema of each entry kind, for editors (yaml-language-server) and other tools."""
+"""JSON Schema of each entry kind, for editors (yaml-language-server) and other tools.
+
+The schemas are generated from the installed lakegen's manifest models, never read from a copy,
+so they always match the lakegen that validates the lake. Each manifest's first line points at
+``schemas/<kind>.schema.json`` in its lake; ``lakegen new`` writes the ones a lake lacks, and
+``lakegen schema --write`` / ``--check`` keep them current.
+"""
 
 from __future__ import annotations
 
@@ -33,12 +39,15 @@ def stale(root: Path) -> list[str]:
     return [schema_file(k) for k in KINDS if _read(root / schema_file(k)) != render(k)]
 
 
-def write(root: Path) -> list[str]:
-    """Write every kind's schema under ``root``; returns the files written."""
-    (root / SCHEMA_DIR).mkdir(exist_ok=True)
-    for kind in KINDS:
+def write(root: Path, *, missing_only: bool = False) -> list[str]:
+    """Write every kind's schema under ``root`` (only those not there yet with ``missing_only``);
+    returns the files written."""
+    kinds = [k for k in KINDS if not (missing_only and (root / schema_file(k)).is_file())]
+    if kinds:
+        (root / SCHEMA_DIR).mkdir(exist_ok=True)
+    for kind in kinds:
         (root / schema_file(kind)).write_text(render(kind), encoding="utf-8")
-    return [schema_file(k) for k in KINDS]
+    return [schema_file(k) for k in kinds]
 
 
 def _read(path: Path) -> str | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakegen.errors import LakeError, Problem
 from lakegen.index import LakeIndex
 
 DEFAULT_CONFIG = """\
@@ -36,10 +37,13 @@ plugins:
 
 @dataclass
 class BuildReport:
+    """What :func:`build_site` did: where the site is, how long it took, how many pages it has."""
+
     site: Path
     seconds: float
     pages: int
     stats: dict[str, Any] = field(default_factory=dict)
+    """Counts of the run: pages ``rendered`` and ``reused``, search shards indexed, timings."""
 
 
 def _config(root: Path, site_dir: Path, config_file: Path | None) -> Any:
@@ -68,11 +72,26 @@ def build_site(
     stamp: bool | None = None,
     shard_size: int | None = None,
 ) -> BuildReport:
-    """Render the site of the lake at ``root`` (from ``index`` when given) into ``site_dir``.
+    """Render the governance site of the lake at ``root`` with mkdocs-material.
 
-    ``root/mkdocs.yml`` is used when present, else a default configuration.
-    With ``reuse``, pages unchanged since the previous build in ``site_dir``
-    are linked from it rather than rendered again.
+    The new site replaces the old one only once it is complete, search index included.
+
+    Args:
+        root: the lake (the folder holding ``catalog/``).
+        index: the compiled lake (:func:`~lakegen.index.compile_lake`); ``None`` compiles it.
+        site_dir: where the site goes; default ``root/site``.
+        config_file: an mkdocs configuration that lists the ``lakegen`` plugin; default
+            ``root/mkdocs.yml`` when there is one, else lakegen's own.
+        reuse: link pages unchanged since the previous build in ``site_dir`` instead of rendering them.
+        pagefind: build the Pagefind search index; ``None`` leaves it to the configuration (on).
+        stamp: stamp pages out of one rendered shell per folder; ``None`` leaves it to the configuration.
+        shard_size: entries per search shard; ``None`` leaves it to the configuration.
+
+    Returns:
+        Where the site is, its page count and the run's counts.
+
+    Raises:
+        LakeError: the lake has no ``catalog/``, or the configuration does not list the plugin.
     """
     from mkdocs.commands.build import build
 
@@ -88,7 +107,8 @@ def build_site(
         config = _config(root, tmp, Path(config_file) if config_file else None)
         plugin = next((p for p in config.plugins.values() if isinstance(p, LakegenPlugin)), None)
         if plugin is None:
-            raise ValueError("mkdocs.yml does not list the lakegen plugin under plugins:")
+            shown = Path(os.path.relpath(config.config_file_path, root)).as_posix()
+            raise LakeError(Problem(shown, 1, "plugins", "does not list the lakegen plugin"))
         if plugin.config.root is None:
             plugin.root_override = root
         plugin.index = index

@@ -56,6 +56,7 @@ ASSETS = ("lakegen.css", "lakegen-search.js")
 
 def default_templates() -> Path:
     """lakegen's own templates, shipped as package data (``lakegen/site/templates``)."""
+    # A wheel installs as plain files (never zipped), so the resource is a folder mkdocs and Jinja can read.
     return Path(str(resources.files("lakegen.site") / "templates"))
 
 
