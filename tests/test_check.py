@@ -294,3 +294,32 @@ def test_a_released_companion_file_is_immutable_too(tmp_path: Path) -> None:
     ]
     (immutable,) = [f for f in report.errors if f.stage == "governance"]
     assert release[:12] in immutable.message and "adapter_config.json" in immutable.message
+
+
+def test_turning_a_rule_off_in_the_same_pr_as_breaking_it_fails_and_names_the_rule(
+    released: tuple[GitLake, str],
+) -> None:
+    lake, release = released
+    lake.write("catalog/policies.yaml", "rules:\n  documentation: off\n  immutable-releases: off\n")
+    manifest = model("vision")
+    manifest["versions"] = [version("1.0.0", weights("rewritten in place"), "vision")]
+    lake.put(manifest)
+    lake.commit("Relax the rules and retrain vision in place")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    changes = {f.field: f for f in report.errors if f.rule == "policy-change"}
+    assert sorted(changes) == ["rules.documentation", "rules.immutable-releases"]
+    weakened = changes["rules.immutable-releases"]
+    assert (weakened.path, weakened.line) == ("catalog/policies.yaml", 3)
+    assert weakened.message.startswith("weakens rule 'immutable-releases' from error to off;")
+    assert "documentation' from warn to off" in changes["rules.documentation"].message
+    # the rule the pull request turned off still holds it
+    (immutable,) = [f for f in report.errors if f.rule == "immutable-releases"]
+    assert release[:12] in immutable.message
+
+
+def test_strengthening_a_rule_is_no_finding(released: tuple[GitLake, str]) -> None:
+    lake, _ = released
+    lake.write("catalog/policies.yaml", "rules:\n  documentation: error\n")
+    lake.commit("Hold documentation to error")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert not [f for f in report.findings if f.rule == "policy-change"]

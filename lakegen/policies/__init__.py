@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from lakegen.errors import format_loc
-from lakegen.policies.config import GovernanceConfig, load_config
+from lakegen.policies.config import LEVEL_ORDER, POLICIES_FILE, GovernanceConfig, levels_in, load_config
 
 if TYPE_CHECKING:
     from lakegen.catalog import Catalog
@@ -150,14 +150,58 @@ def run_policies(
         Finding(stage="governance", rule="plugins", severity="error", path="catalog", line=1, message=m)
         for m in _REFUSED
     ]
+    weakened = _weakened(changes, config, set(rules)) if changes is not None else {}
+    for name, (before, after) in sorted(weakened.items()):
+        message = (
+            f"weakens rule '{name}' from {before} to {after}; this check still holds the pull request to "
+            f"{before}, and a change to the lake's governance needs its governance owners' review"
+        )
+        findings.append(
+            Finding(
+                stage="governance",
+                rule="policy-change",
+                severity="error",
+                path=POLICIES_FILE,
+                line=_rule_line(catalog, name),
+                field=f"rules.{name}",
+                message=message,
+            )
+        )
     ctx = Context(catalog, config, changes)
     for name, policy in sorted(rules.items()):
-        level = config.level(name)
+        # A rule the pull request itself weakens is applied at the base's level.
+        level = weakened[name][0] if name in weakened else config.level(name)
         if level == "off":
             continue
         for violation in policy.check(ctx):
             findings.append(_finding(catalog, name, level, violation))
     return sorted(findings, key=lambda f: (f.path, f.line, f.rule, f.message))
+
+
+def _weakened(changes: LakeChanges, config: GovernanceConfig, rules: set[str]) -> dict[str, tuple[str, str]]:
+    """Rules whose level the pull request lowers: name -> (base level, head level)."""
+    if POLICIES_FILE not in changes.config_changed:
+        return {}
+    blob = changes.repo.tree(changes.base_commit, POLICIES_FILE).get(POLICIES_FILE)
+    text = changes.repo.blobs([blob]).get(blob, b"") if blob else None
+    base_levels = levels_in(text.decode("utf-8", "replace")) if text is not None else {}
+    if base_levels is None:
+        return {}  # the base's file did not parse; nothing to weaken against
+    base = GovernanceConfig(levels=base_levels, builtin=config.builtin)
+    out: dict[str, tuple[str, str]] = {}
+    for name in sorted(rules | set(base_levels)):
+        before, after = base.level(name), config.level(name)
+        if LEVEL_ORDER[after] < LEVEL_ORDER[before]:
+            out[name] = (before, after)
+    return out
+
+
+def _rule_line(catalog: Catalog, name: str) -> int:
+    try:
+        lines = (catalog.root / POLICIES_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 1
+    return next((i for i, line in enumerate(lines, 1) if line.strip().startswith(f"{name}:")), 1)
 
 
 def _finding(catalog: Catalog, rule: str, level: str, v: Violation) -> Finding:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from lakegen.errors import LakeError, Problem, format_loc
 from lakegen.manifest import Line, Owner
-from lakegen.safeyaml import Document, load
+from lakegen.safeyaml import Document, load, parse
 
 POLICIES_FILE = "catalog/policies.yaml"
 OWNERS_FILE = "catalog/owners.yaml"
@@ -80,6 +80,18 @@ class GovernanceConfig:
         if rule in self.levels:
             return self.levels[rule]
         return "error" if self.builtin is None or rule in self.builtin else "off"
+
+
+LEVEL_ORDER: dict[Level, int] = {"off": 0, "warn": 1, "error": 2}
+
+
+def levels_in(text: str) -> dict[str, Level] | None:
+    """The rule levels a ``policies.yaml`` text sets (None when it does not parse or validate)."""
+    try:
+        doc = parse(text)
+        return dict(PoliciesFile.model_validate(doc.data if doc.data is not None else {}).rules)
+    except (LakeError, ValidationError):
+        return None
 
 
 def load_config(
