@@ -60,6 +60,11 @@ class Team(_Strict):
 class OwnersFile(_Strict):
     people: list[Person] = []
     teams: list[Team] = []
+    governance: list[Owner] = Field(
+        default_factory=list,
+        description="Who reviews changes to how the lake is governed (policies, owners, workflows); "
+        "lakegen codeowners writes them into .github/CODEOWNERS.",
+    )
 
 
 def owner_key(owner: str) -> str:
@@ -75,6 +80,7 @@ class GovernanceConfig:
     owners: set[str] | None = None  # None: there is no owners file
     problems: list[Problem] = field(default_factory=list)
     builtin: set[str] | None = None  # lakegen's own rules; None: every rule counts as one
+    governance: list[str] = field(default_factory=list)  # owners.yaml's governance owners
 
     def level(self, rule: str) -> Level:
         if rule in self.levels:
@@ -131,6 +137,17 @@ def load_config(
                         )
                     )
         config.owners |= {owner_key(t.id) for t in people.teams}
+        config.governance = list(people.governance)
+        for i, owner in enumerate(people.governance):
+            if owner_key(owner) not in config.owners:
+                config.problems.append(
+                    Problem(
+                        OWNERS_FILE,
+                        doc.line(("governance", i)),
+                        f"governance[{i}]",
+                        f"'{owner}' is not listed under people or teams",
+                    )
+                )
     return config
 
 

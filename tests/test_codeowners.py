@@ -1,0 +1,43 @@
+"""The CODEOWNERS file lakegen makes from owners.yaml and the manifests' owners."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gitlake import OWNERS, GitLake, model
+
+from lakegen.catalog import load_catalog
+from lakegen.codeowners import CODEOWNERS, drift, render
+from lakegen.policies import load_config
+
+GOVERNED = OWNERS + "  - {id: acme/platform, members: ['@grace']}\ngovernance: ['acme/platform']\n"
+
+
+def test_codeowners_names_each_manifest_s_owners_and_the_governance_owners(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path, owners=GOVERNED)
+    lake.put(model("vision", owners=["@ada", "acme/vision"]))
+    catalog = load_catalog(tmp_path)
+    config = load_config(tmp_path)
+    assert config.governance == ["acme/platform"]
+    text = render(catalog, config.governance)
+    lines = text.splitlines()
+    assert "/catalog/models/vision.yaml @ada @acme/vision" in lines
+    assert "/catalog/policies.yaml @acme/platform" in lines and "/.github/ @acme/platform" in lines
+    # later lines win on GitHub: the governed paths come after the entries
+    assert lines.index("/catalog/policies.yaml @acme/platform") > lines.index(
+        "/catalog/models/vision.yaml @ada @acme/vision"
+    )
+    assert drift(tmp_path, text) == f"{CODEOWNERS}: missing; run 'lakegen codeowners --write'"
+    (tmp_path / ".github").mkdir()
+    (tmp_path / CODEOWNERS).write_text(text)
+    assert drift(tmp_path, text) is None
+    lake.put(model("vision", owners=["@grace"]))
+    assert drift(tmp_path, render(load_catalog(tmp_path), config.governance)) is not None
+
+
+def test_an_unknown_governance_owner_is_a_problem_with_its_line(tmp_path: Path) -> None:
+    GitLake(tmp_path, owners=OWNERS + "governance: ['@nobody']\n")
+    config = load_config(tmp_path)
+    (problem,) = [p for p in config.problems if p.field.startswith("governance")]
+    assert problem.message == "'@nobody' is not listed under people or teams"
+    assert problem.line == len(OWNERS.splitlines()) + 1
