@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 # unpinned torch pulls a multi-GB CUDA build).
 LATEST := .venv-latest
 
-.PHONY: site test test-latest lock lint install browser
+.PHONY: site test test-latest lock lint install browser sandbox
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,7 +29,13 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "chromium not installed: browser tests will be skipped"
 
-test: install browser
+# Contributed code (code entries) runs only inside Debian's bubblewrap (lakegen/sandbox.py).
+sandbox:
+	@command -v bwrap >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } || \
+	  echo "bubblewrap not installed: the sandbox tests will be skipped"
+
+test: install browser sandbox
 	$(PY) -m pytest -q
 
 $(LATEST)/.installed: pyproject.toml
@@ -40,7 +46,7 @@ $(LATEST)/.installed: pyproject.toml
 	touch $@
 
 # The suite against the newest releases (not run by CI): rebuilds $(LATEST) every time.
-test-latest: browser
+test-latest: browser sandbox
 	rm -f $(LATEST)/.installed
 	$(MAKE) $(LATEST)/.installed
 	$(LATEST)/bin/python -m pytest -q

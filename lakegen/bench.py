@@ -29,6 +29,7 @@ from lakegen.errors import format_loc
 from lakegen.executor import Executor, Job, LocalExecutor, Outcome
 from lakegen.index import Finding, LakeIndex, Result
 from lakegen.results import ResultStore
+from lakegen.sandbox import Sandbox, unavailable
 
 Device = Literal["auto", "cpu", "cuda"]
 Progress = Callable[[int, int], None]
@@ -54,6 +55,9 @@ class Options:
     read_committed: bool = True
     write_results: bool = True
     executor: Executor | None = None
+    # Code entries are contributed code: they run in a sandbox (lakegen.sandbox), or, where there
+    # is none, only when trusted. Trusting runs them as the user running lakegen, unconfined.
+    trust_code: bool = False
 
 
 @dataclass
@@ -126,7 +130,7 @@ def evaluate_catalog(
             Job(key, "lakegen.evaluator:run", {**plans[ix[0]].payload, "device": options.device})
             for key, ix in todo.items()
         ]
-        executor = options.executor or default_executor(options)
+        executor = options.executor or default_executor(options, catalog.root)
         if progress:
             progress(0, len(jobs))
 
@@ -149,19 +153,33 @@ def evaluate_catalog(
     return report
 
 
-def default_executor(options: Options) -> LocalExecutor:
-    # On CUDA the address-space cap cannot work (see lakegen.evaluator); GPU memory errors still fail alone.
+def default_executor(options: Options, root: Path | None = None) -> LocalExecutor:
+    """Workers for the evaluations: sandboxed unless ``options.trust_code``; see :class:`Options`."""
     limit = options.memory_limit_bytes
     if limit is None:
         limit = default_memory_limit(options)
-    if options.device == "cuda" or limit == 0:
-        limit = None
+    sandbox = None
+    if not options.trust_code:
+        why = unavailable()
+        if why is not None:
+            raise BenchError(
+                f"code entries are contributed code and run only in a sandbox, but {why}; "
+                "--trust-code runs them without one, as the user running lakegen"
+            )
+        # The sandbox's memory cgroup holds host memory on CUDA too, unlike an address-space cap.
+        gpus = options.device == "cuda" or (
+            options.device == "auto" and any(Path("/dev").glob("nvidia[0-9]*"))
+        )
+        sandbox = Sandbox(memory_limit_bytes=limit or None, gpus=gpus, visible=[root] if root else [])
+    # On CUDA the address-space cap cannot work (see lakegen.evaluator); GPU memory errors still fail alone.
+    rlimit = None if options.device == "cuda" or limit == 0 or sandbox is not None else limit
     return LocalExecutor(
         workers=options.workers,
         timeout_s=options.timeout_s,
-        memory_limit_bytes=limit,
+        memory_limit_bytes=rlimit,
         preload=["lakegen.evaluator"],
         env={"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "PYTHONHASHSEED": "0"},
+        sandbox=sandbox,
     )
 
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
+from lakegen.sandbox import Confined, Sandbox
+
 START_TIMEOUT_S = 300.0
 _TAIL = 4000
 
@@ -74,6 +76,7 @@ class LocalExecutor:
     memory_limit_bytes: int | None = None
     preload: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    sandbox: Sandbox | None = None  # confine each worker (see lakegen.sandbox); None: run it as is
 
     def run(self, jobs: Sequence[Job], on_done: Callable[[Outcome], None]) -> None:
         if not jobs:
@@ -127,14 +130,22 @@ class _Worker:
         package_parent = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
         options = {"memory_limit_bytes": config.memory_limit_bytes, "preload": list(config.preload)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lakegen.executor", json.dumps(options)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            env=env,
-            start_new_session=True,
-        )
+        argv = [sys.executable, "-m", "lakegen.executor", json.dumps(options)]
+        self.confined: Confined | None = None
+        if config.sandbox is not None:
+            self.confined = config.sandbox.start(
+                argv, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr
+            )
+            self.proc = self.confined.proc
+        else:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                env=env,
+                start_new_session=True,
+            )
         assert self.proc.stdout is not None
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
@@ -206,6 +217,8 @@ class _Worker:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
+        if code is not None and code > 128 and self.confined is not None:
+            code = 128 - code  # the sandbox reports its child's signal as 128 + N
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             hint = " (killed; out of memory?)" if -code == signal.SIGKILL else ""
@@ -220,7 +233,9 @@ class _Worker:
     def kill(self) -> None:
         if self.selector.get_map() is None:
             return
-        if self.proc.poll() is None:
+        if self.confined is not None:
+            self.confined.kill()  # the whole process tree, its cgroup and its scratch folder
+        elif self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
