@@ -15,9 +15,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lakegen.errors import LakeError
+from lakegen.errors import LakeError, did_you_mean
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """The command line asks for something that is not there: an unknown id, revision or facet value.
+
+    Raised by a command with one line per problem; :func:`main` prints them and exits 2,
+    as argparse does for an unknown option.
+    """
+
+    def __init__(self, *lines: str):
+        self.lines = lines
+        super().__init__("\n".join(lines))
 
 
 def find_root(start: Path) -> Path:
@@ -113,8 +125,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(_root(args), verify_artifacts=False)
     if args.id not in catalog:
-        print(f"lakegen: no entry '{args.id}'{catalog.suggest(args.id)}", file=sys.stderr)
-        return EXIT_FINDINGS
+        raise UsageError(f"no entry '{args.id}'{did_you_mean(args.id, sorted(catalog.records))}")
     record = catalog.records[args.id]
     if args.json:
         _print_json({"path": record.path, **record.entry.model_dump(mode="json")})
@@ -314,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except UsageError as e:
+        for line in e.lines:
+            print(f"lakegen {args.command}: {line}", file=sys.stderr)
+        return EXIT_USAGE
     except LakeError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)

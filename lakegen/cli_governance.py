@@ -19,8 +19,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _print_json, _root
     from lakegen.report import run_check
 
+    root = _root(args)
+    if args.base:
+        _check_base(root, args.base)
     report = run_check(
-        _root(args), args.base, run_evaluations=not args.no_bench, verify_artifacts=not args.no_verify
+        root, args.base, run_evaluations=not args.no_bench, verify_artifacts=not args.no_verify
     )
     text = report.markdown()
     if args.report:
@@ -36,14 +39,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FINDINGS
 
 
+def _check_base(root: Path, base: str) -> None:
+    """Refuse a ``--base`` that git cannot compare HEAD with, in one line, before any work is done."""
+    from lakegen.cli import UsageError
+    from lakegen.errors import LakeError
+    from lakegen.gitrepo import Repo
+
+    repo = Repo.find(root)
+    if repo is None:
+        raise UsageError(f"--base {base}: the lake is not in a git repository")
+    try:
+        commit = repo.commit_of(base)
+    except LakeError:
+        raise UsageError(
+            f"--base {base}: not a git revision here (in CI, fetch full history: fetch-depth 0)"
+        ) from None
+    try:
+        repo.merge_base(commit)
+    except LakeError:
+        raise UsageError(f"--base {base}: has no common history with HEAD (fetch-depth 0?)") from None
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from lakegen.catalog import load_catalog
-    from lakegen.cli import EXIT_OK, _print_json, _root
+    from lakegen.cli import EXIT_OK, UsageError, _print_json, _root
+    from lakegen.errors import did_you_mean
     from lakegen.history import lake_history
 
     root = _root(args)
-    changes = lake_history(root, load_catalog(root, verify_artifacts=False))
+    catalog = load_catalog(root, verify_artifacts=False)
+    changes = lake_history(root, catalog)
     if args.id:
+        known = sorted(set(catalog.records) | {c.entry for c in changes})  # deleted ones have a history
+        if args.id not in known:
+            raise UsageError(f"no entry '{args.id}' in the lake or its history{did_you_mean(args.id, known)}")
         changes = [c for c in changes if c.entry == args.id]
     if args.json:
         _print_json([c.model_dump(mode="json") for c in changes])
@@ -63,10 +92,17 @@ def _one_line(value: object) -> str:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from lakegen.catalog import load_catalog
-    from lakegen.cli import EXIT_OK, _print_json, _root
+    from lakegen.cli import EXIT_OK, UsageError, _print_json, _root
+    from lakegen.errors import did_you_mean
     from lakegen.versiondiff import diff_versions, render_text
 
     catalog = load_catalog(_root(args), verify_artifacts=False)
+    if args.id not in catalog:
+        raise UsageError(f"no entry '{args.id}'{did_you_mean(args.id, sorted(catalog.records))}")
+    have = [v.version for v in getattr(catalog.get(args.id), "versions", [])]
+    for v in (args.version_a, args.version_b):
+        if v not in have:
+            raise UsageError(f"{args.id} has no version '{v}' (has {', '.join(have) or 'none'})")
     diff = diff_versions(catalog, args.id, args.version_a, args.version_b, weights=not args.no_weights)
     if args.json:
         _print_json(diff.to_json())

@@ -196,8 +196,10 @@ def test_an_unknown_base_is_a_clear_error(tmp_path: Path) -> None:
     lake.put(model("a"))
     lake.commit("a")
     done = lakegen(tmp_path, "check", "--base", "no-such-branch")
-    assert done.returncode == 1
-    assert "cannot find 'no-such-branch'" in done.stderr and "fetch-depth 0" in done.stderr
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "lakegen check: --base no-such-branch: not a git revision here (in CI, fetch full history: fetch-depth 0)\n"
+    )
 
 
 def test_commit_subjects_quoted_in_findings_are_escaped_too(tmp_path: Path) -> None:

@@ -74,8 +74,8 @@ def test_show_human_and_unknown_id(lake: Path) -> None:
     assert shown.stdout.startswith("# catalog/models/toy-a.yaml\n")
     assert "family: toy-mlp" in shown.stdout
     missing = run_lakegen("--root", str(lake), "show", "toy-aa")
-    assert missing.returncode == 1
-    assert "no entry 'toy-aa' (did you mean 'toy-a'?)" in missing.stderr
+    assert missing.returncode == 2
+    assert missing.stderr == "lakegen show: no entry 'toy-aa' (did you mean 'toy-a'?)\n"
 
 
 def test_root_is_found_from_a_subfolder(lake: Path) -> None:
