@@ -273,3 +273,82 @@ def test_new_dataset_with_an_artifact_pins_it(tmp_path: Path) -> None:
     artifact = yaml.safe_load((root / "catalog/datasets/toy.yaml").read_text())["versions"][0]["artifact"]
     assert artifact["format"] == "npz" and artifact["uri"] == "../artifacts/toy.npz"
     assert run_lakegen("--root", str(root), "validate").returncode == 0
+
+
+# ------------------------------------------------------------------------ mistakes on the command line
+
+
+def test_a_search_filter_no_entry_has_names_the_nearest_known_value(lake: Path) -> None:
+    def search(*args: str) -> tuple[int, str]:
+        done = run_lakegen("--root", str(lake), "search", *args)
+        assert "Traceback" not in done.stderr
+        return done.returncode, done.stderr.splitlines()[-1]
+
+    assert search("--task", "tabular-clasification") == (
+        2,
+        "lakegen search: --task tabular-clasification: no entry has task 'tabular-clasification' "
+        "(did you mean 'tabular-classification'?)",
+    )
+    assert search("--lineage-status", "verfied") == (
+        2,
+        "lakegen search: --lineage-status verfied: no entry has lineage status 'verfied' "
+        "(did you mean 'verified'?)",
+    )
+    assert search("--where", "acc>=0.9") == (
+        2,
+        "lakegen search: --where 'acc>=0.9': no entry has a score named 'acc' (did you mean 'accuracy'?)",
+    )
+    assert search("--where", "toy-data/train/accuracy>0") == (
+        2,
+        "lakegen search: --where 'toy-data/train/accuracy>0': no entry has a score named "
+        "'toy-data/train/accuracy' (did you mean 'toy-data/test/accuracy'?)",
+    )
+    assert search("--license", "GPL-3.0") == (
+        2,
+        "lakegen search: --license GPL-3.0: no entry has licence 'GPL-3.0' (known: Apache-2.0, CC-BY-4.0, MIT)",
+    )
+    assert search("--where", "accuracy>>1") == (
+        2,
+        "lakegen search: --where 'accuracy>>1': cannot read it; write NAME OP NUMBER, e.g. 'accuracy>=0.9'",
+    )
+    # a status no entry has right now is a real question with an empty answer, not a typo
+    assert search("--lineage-status", "contradicted") == (1, "0 entries")
+    assert search("--where", "accuracy>=0.9", "--task", "TABULAR-classification")[0] == 0
+
+
+def test_an_unknown_id_version_or_revision_is_one_line_exiting_2(tmp_path: Path) -> None:
+    from gitlake import GitLake, model
+
+    lake = GitLake(tmp_path / "repo")
+    lake.put(model("vision"))
+    lake.put(model("vision2"))
+    lake.commit("Release vision and vision2")
+    lake.git("rm", "-q", "catalog/models/vision.yaml")
+    lake.commit("Retire vision")
+
+    def fails(*args: str) -> str:
+        done = run_lakegen("--root", str(lake.root), *args)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        return done.stderr
+
+    assert fails("history", "nope") == (
+        "lakegen history: no entry 'nope' in the lake or its history (known: vision, vision2)\n"
+    )
+    assert fails("history", "vison") == (
+        "lakegen history: no entry 'vison' in the lake or its history (did you mean 'vision'?)\n"
+    )
+    deleted = run_lakegen("--root", str(lake.root), "history", "vision")  # gone from the lake, not from git
+    assert deleted.returncode == 0 and " deleted vision: Retire vision" in deleted.stdout
+    assert fails("diff", "nope", "1.0.0", "1.1.0") == "lakegen diff: no entry 'nope' (known: vision2)\n"
+    assert (
+        fails("diff", "vision2", "1.0.0", "9.9.9")
+        == "lakegen diff: vision2 has no version '9.9.9' (has 1.0.0)\n"
+    )
+    assert fails("check", "--base", "nonexistent") == (
+        "lakegen check: --base nonexistent: not a git revision here (in CI, fetch full history: fetch-depth 0)\n"
+    )
+    outside = tmp_path / "plain"
+    (outside / "catalog").mkdir(parents=True)
+    assert run_lakegen("--root", str(outside), "check", "--base", "main").stderr == (
+        "lakegen check: --base main: the lake is not in a git repository\n"
+    )
