@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lakegen import __version__
 from lakegen.errors import LakeError, did_you_mean
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -42,6 +43,15 @@ def find_root(start: Path) -> Path:
 
 def _root(args: argparse.Namespace) -> Path:
     return Path(args.root) if args.root else find_root(Path.cwd())
+
+
+def colour(stream: Any) -> bool:
+    """Whether to colour output to ``stream``: a terminal, and neither NO_COLOR set nor TERM=dumb."""
+    import os
+
+    isatty = getattr(stream, "isatty", None)
+    interactive = bool(isatty and isatty())
+    return interactive and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 def _print_json(data: Any) -> None:
@@ -232,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lakegen", description="Compile a model lake of YAML manifests into a verified catalog."
     )
     parser.add_argument("--root", help="the lake (a folder holding catalog/); default: found from here")
+    parser.add_argument("--version", action="version", version=f"lakegen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -244,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip artifact sha256 checks")
 
     p = add("new", cmd_new, "Scaffold a manifest that validates as it stands.")
-    p.add_argument("kind", choices=["model", "dataset", "code"])
+    p.add_argument("kind", choices=["model", "dataset", "code"], help="what the entry is")
     p.add_argument("id", help="the new entry's id (a lowercase slug)")
     p.add_argument("--owner", help="owner handle or team (default: @$USER)")
     p.add_argument(
@@ -259,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("show", cmd_show, "Show one entry.")
-    p.add_argument("id")
+    p.add_argument("id", help="the entry's id")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("schema", cmd_schema, "Print, write or check the JSON Schema of manifests.")

@@ -154,8 +154,9 @@ def test_every_command_and_option_has_help() -> None:
     for name, command in sub.choices.items():
         assert command.description, f"lakegen {name} has no description"
         for action in command._actions:
-            if action.option_strings and action.dest != "help":
-                assert action.help, f"lakegen {name} {action.option_strings[0]} is undocumented"
+            if action.dest != "help":
+                what = action.option_strings[0] if action.option_strings else action.dest
+                assert action.help, f"lakegen {name} {what} is undocumented"
 
 
 # ------------------------------------------------------------------------------- new --artifact
