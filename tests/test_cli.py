@@ -353,3 +353,47 @@ def test_an_unknown_id_version_or_revision_is_one_line_exiting_2(tmp_path: Path)
     assert run_lakegen("--root", str(outside), "check", "--base", "main").stderr == (
         "lakegen check: --base main: the lake is not in a git repository\n"
     )
+
+
+def test_one_edge_shows_one_confidence_in_new_search_like_and_check(tmp_path: Path) -> None:
+    from gitlake import GitLake
+
+    rng = np.random.default_rng(9)
+    lake = GitLake(tmp_path, policies="rules:\n  documentation: warn\n")
+    art = tmp_path / "catalog" / "artifacts"
+    art.mkdir(parents=True)
+    base = trained(rng)
+    released = {
+        "base": (base, "2026-01-01", []),
+        "sibling": (finetune(rng, base), "2026-01-05", ["{id: base, relation: finetune}"]),
+    }
+    for name, (weights, date, bases) in released.items():
+        save_file(weights, str(art / f"{name}.safetensors"))
+        data = (art / f"{name}.safetensors").read_bytes()
+        text = manifest(name, f"../artifacts/{name}.safetensors", data, date, bases)
+        lake.write(f"catalog/models/{name}.yaml", text)
+    lake.commit("base and a sibling")
+    lake.git("checkout", "-q", "-b", "pr")
+    save_file(finetune(rng, base), str(art / "ft.safetensors"))
+
+    made = run_lakegen(
+        "--root", str(tmp_path), "new", "model", "ft", "--artifact", str(art / "ft.safetensors")
+    )
+    assert made.returncode == 0, made.stderr
+    said = (tmp_path / "catalog/models/ft.yaml").read_text()
+    new = float(said.split("this file is a fine-tune of base 1.0.0 (confidence ", 1)[1][:4])
+
+    like = run_lakegen("--root", str(tmp_path), "search", "--like", str(art / "ft.safetensors"), "--json")
+    ranked = {m["id"]: m for m in json.loads(like.stdout)["matches"]}
+    assert (
+        ranked["base@1.0.0"]["relation"] == "finetune" and ranked["sibling@1.0.0"]["relation"] == "finetune"
+    )
+    assert ranked["sibling@1.0.0"]["confidence"] < ranked["base@1.0.0"]["confidence"]  # the runner-up
+
+    checked = run_lakegen(
+        "--root", str(tmp_path), "check", "--base", "main", "--no-bench", "--format", "json"
+    )
+    (finding,) = [f for f in json.loads(checked.stdout)["findings"] if f["rule"] == "undeclared-derivation"]
+    assert finding["entry"] == "ft" and "ft@1.0.0 is a finetune of base@1.0.0" in finding["message"]
+    shown = float(finding["message"].split("(confidence ", 1)[1][:4])
+    assert new == round(ranked["base@1.0.0"]["confidence"], 2) == shown
