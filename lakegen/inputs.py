@@ -60,6 +60,7 @@ class Inputs:
     files: dict[str, list[Any]] = field(default_factory=dict)
     taken_ns: int = 0
     version: str = __version__
+    recorded_digest: str = ""  # the digest as read back, checked once
 
     @classmethod
     def take(cls, root: Path, folders: Iterable[str], extra: Iterable[str] = ()) -> Inputs:
@@ -105,10 +106,10 @@ class Inputs:
         if added or removed:
             return f"{added[0]} added" if added else f"{removed[0]} removed"
         digests = Digests(default_cache_dir(root))
+        top = str(root)
         for rel, record in self.files.items():
-            path = root / rel
             try:
-                st = path.stat()
+                st = os.stat(os.path.join(top, rel))  # strings: pathlib cost as much as the stat itself
             except OSError:
                 if record:
                     return f"{rel} removed"
@@ -120,7 +121,7 @@ class Inputs:
             if settled and stat_record(st) == record[:-1]:
                 continue
             try:
-                if digests.sha256(path) != record[-1]:
+                if digests.sha256(root / rel) != record[-1]:
                     return f"{rel} changed"
             except OSError:
                 return f"{rel} unreadable"
@@ -154,7 +155,8 @@ class Inputs:
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
-        return out if out.digest == data.get("digest") else None
+        out.recorded_digest = out.digest
+        return out if out.recorded_digest == data.get("digest") else None
 
 
 def write(root: Path, inputs: Inputs) -> None:
@@ -167,6 +169,6 @@ def stale(root: Path, digest: str) -> str | None:
         recorded = Inputs.from_json(json.loads((root / INPUTS_FILE).read_bytes()))
     except (OSError, ValueError):
         recorded = None
-    if recorded is None or not digest or recorded.digest != digest:
+    if recorded is None or not digest or recorded.recorded_digest != digest:
         return "no record of what it was compiled from"
     return recorded.changed(root)
