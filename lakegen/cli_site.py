@@ -105,7 +105,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             f = h.facets
             extra = " ".join(x for x in (f.task or "", f.license or "", ",".join(f.owner)) if x)
             print(f"{h.kind:7} {h.id:32} {h.score:5.1f}  {h.name}  [{extra}]")
-        print(f"{len(hits)} entries", file=sys.stderr)
+        print(f"{len(hits)} {'entry' if len(hits) == 1 else 'entries'}", file=sys.stderr)
     return EXIT_OK if hits else EXIT_FINDINGS
 
 
