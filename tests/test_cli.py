@@ -92,6 +92,13 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_version() -> None:
+    from lakegen import __version__
+
+    done = run_lakegen("--version")
+    assert (done.returncode, done.stdout) == (0, f"lakegen {__version__}\n")
+
+
 def test_not_a_lake(tmp_path: Path) -> None:
     result = run_lakegen("--root", str(tmp_path), "validate")
     assert result.returncode == 1
