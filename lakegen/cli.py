@@ -1,8 +1,10 @@
 """The ``lakegen`` command: parses arguments, calls library functions, prints results.
 
-Exit codes: 0 clean, 1 findings (or an operation refused for bad input),
-2 usage errors. Heavy libraries are imported inside the commands that need
-them, so ``lakegen --help`` stays fast.
+Exit codes: 0 clean, 1 findings (or an operation refused for bad input in the
+lake), 2 usage errors: an unknown option, or an id, version, revision or search
+filter value that is not there (:class:`UsageError`, one line each). Heavy
+libraries are imported inside the commands that need them, so ``lakegen --help``
+stays fast.
 """
 
 from __future__ import annotations
