@@ -57,7 +57,7 @@ def commit_all(repo: Path, message: str) -> None:
 def timed_check(repo: Path) -> tuple[float, int, str]:
     start = time.perf_counter()
     done = subprocess.run(
-        [str(LAKEGEN), "--root", str(repo), "check", "--base", "main"],
+        [str(LAKEGEN), "--root", str(repo), "check", "--base", "main", "--format", "markdown"],
         capture_output=True,
         text=True,
         check=False,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lakegen.fingerprint import GRID, Fingerprint, TensorPrint
@@ -637,8 +637,7 @@ def _attribute(
         if found:
             copy_parent[child] = _best_copy_parent(child, found, views)
     for child, (parent, test) in copy_parent.items():
-        confidence = 0.5 + 0.49 * min(1.0, (test.match - MATCH) / (1 - MATCH) + 0.5) if test.exact else 0.6
-        edges.append(Edge(ids[parent], ids[child], test.relation, confidence))
+        edges.append(Edge(ids[parent], ids[child], test.relation, copy_confidence(test)))
 
     # 3. merges, among the models that are not copies
     core = [i for i in models if i not in copy_parent]
@@ -962,10 +961,24 @@ def _under_nearest_earlier(
         best, parent = options[0]
         if group is not None:
             group_parent.setdefault(group, parent)
-        margin = (options[1][0] - best) / max(best, 1e-300) if len(options) > 1 else math.inf
-        confidence = 0.95 if math.isinf(margin) else max(0.5, min(0.95, 0.5 + 10 * margin))
+        confidence = placement_confidence(best, options[1][0] if len(options) > 1 else None)
         edges.append(Edge(ids[parent], ids[child], "finetune", confidence))
     return edges
+
+
+def placement_confidence(best: float, runner_up: float | None) -> float:
+    """A fine-tune edge's confidence once direction is settled: 0.5 + 10 × the relative margin by which
+    the parent is nearer the child (bulk distance) than the next candidate, within [0.5, 0.95]; 0.95
+    when there is no other candidate. :func:`closest` gives a new file the same number."""
+    if runner_up is None or math.isinf(runner_up):
+        return 0.95
+    return max(0.5, min(0.95, 0.5 + 10 * (runner_up - best) / max(best, 1e-300)))
+
+
+def copy_confidence(test: Copy) -> float:
+    """A copy's confidence: about 0.99 for an exact test (how much of the sample it reproduces
+    beyond ``MATCH``), 0.6 for closeness alone."""
+    return 0.5 + 0.49 * min(1.0, (test.match - MATCH) / (1 - MATCH) + 0.5) if test.exact else 0.6
 
 
 def _later(order: Mapping[str, Any], a: str, b: str) -> bool:
@@ -1354,6 +1367,7 @@ def closest(new: Fingerprint, known: Mapping[str, Fingerprint], top: int = 32) -
     nv = View(new)
     matches = []
     views = {i: View(known[i]) for i in chosen}
+    shared: dict[str, Any] = {}  # fine-tune candidates -> the matrices they share with the new model
     for i in chosen:
         v = views[i]
         if v.fp.kind != "model":
@@ -1370,12 +1384,19 @@ def closest(new: Fingerprint, known: Mapping[str, Fingerprint], top: int = 32) -
             test = copy_test(v, nv, p)
             back = copy_test(nv, v, p) if test is None else None
             if test is not None:
-                relation, confidence = test.relation, 0.95 if test.exact else 0.6
+                relation, confidence = test.relation, copy_confidence(test)
             elif back is not None:
-                relation, confidence = f"parent-of-{back.relation}", 0.95 if back.exact else 0.6
+                relation, confidence = f"parent-of-{back.relation}", copy_confidence(back)
             else:
-                relation, confidence = "finetune", 0.7
+                relation, confidence, shared[i] = "finetune", 0.95, p.shared
         matches.append(Match(i, p.corr, p.distance, relation, confidence))
+    if len(shared) > 1:  # the new file is the latest: each candidate's margin, as attribute() places it
+        bulk = {i: bulk_distance(views[i], nv, keys) for i, keys in shared.items()}
+        runner_up = {i: min(b for j, b in bulk.items() if j != i) for i in bulk}
+        matches = [
+            replace(m, confidence=placement_confidence(bulk[m.id], runner_up[m.id])) if m.id in bulk else m
+            for m in matches
+        ]
     related = [m for m in matches if m.relation not in ("unrelated",)]
     if len(related) >= 2 and not any(m.relation in (*EXACT, "quantized", "pruned") for m in related):
         pool_ids = [m.id for m in related if m.relation == "finetune"]

@@ -1,8 +1,10 @@
 """The ``lakegen`` command: parses arguments, calls library functions, prints results.
 
-Exit codes: 0 clean, 1 findings (or an operation refused for bad input),
-2 usage errors. Heavy libraries are imported inside the commands that need
-them, so ``lakegen --help`` stays fast.
+Exit codes: 0 clean, 1 findings (or an operation refused for bad input in the
+lake), 2 usage errors: an unknown option, or an id, version, revision or search
+filter value that is not there (:class:`UsageError`, one line each). Heavy
+libraries are imported inside the commands that need them, so ``lakegen --help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -15,9 +17,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lakegen.errors import LakeError
+from lakegen import __version__
+from lakegen.errors import LakeError, did_you_mean
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """The command line asks for something that is not there: an unknown id, revision or facet value.
+
+    Raised by a command with one line per problem; :func:`main` prints them and exits 2,
+    as argparse does for an unknown option.
+    """
+
+    def __init__(self, *lines: str):
+        self.lines = lines
+        super().__init__("\n".join(lines))
 
 
 def find_root(start: Path) -> Path:
@@ -30,6 +45,15 @@ def find_root(start: Path) -> Path:
 
 def _root(args: argparse.Namespace) -> Path:
     return Path(args.root) if args.root else find_root(Path.cwd())
+
+
+def colour(stream: Any) -> bool:
+    """Whether to colour output to ``stream``: a terminal, and neither NO_COLOR set nor TERM=dumb."""
+    import os
+
+    isatty = getattr(stream, "isatty", None)
+    interactive = bool(isatty and isatty())
+    return interactive and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 def _print_json(data: Any) -> None:
@@ -113,8 +137,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(_root(args), verify_artifacts=False)
     if args.id not in catalog:
-        print(f"lakegen: no entry '{args.id}'{catalog.suggest(args.id)}", file=sys.stderr)
-        return EXIT_FINDINGS
+        raise UsageError(f"no entry '{args.id}'{did_you_mean(args.id, sorted(catalog.records))}")
     record = catalog.records[args.id]
     if args.json:
         _print_json({"path": record.path, **record.entry.model_dump(mode="json")})
@@ -221,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lakegen", description="Compile a model lake of YAML manifests into a verified catalog."
     )
     parser.add_argument("--root", help="the lake (a folder holding catalog/); default: found from here")
+    parser.add_argument("--version", action="version", version=f"lakegen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -233,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip artifact sha256 checks")
 
     p = add("new", cmd_new, "Scaffold a manifest that validates as it stands.")
-    p.add_argument("kind", choices=["model", "dataset", "code"])
+    p.add_argument("kind", choices=["model", "dataset", "code"], help="what the entry is")
     p.add_argument("id", help="the new entry's id (a lowercase slug)")
     p.add_argument("--owner", help="owner handle or team (default: @$USER)")
     p.add_argument(
@@ -248,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("show", cmd_show, "Show one entry.")
-    p.add_argument("id")
+    p.add_argument("id", help="the entry's id")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("schema", cmd_schema, "Print, write or check the JSON Schema of manifests.")
@@ -314,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except UsageError as e:
+        for line in e.lines:
+            print(f"lakegen {args.command}: {line}", file=sys.stderr)
+        return EXIT_USAGE
     except LakeError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)

@@ -16,34 +16,61 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _print_json, _root
+    from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _root, colour
     from lakegen.report import run_check
 
+    root = _root(args)
+    if args.base:
+        _check_base(root, args.base)
     report = run_check(
-        _root(args), args.base, run_evaluations=not args.no_bench, verify_artifacts=not args.no_verify
+        root, args.base, run_evaluations=not args.no_bench, verify_artifacts=not args.no_verify
     )
-    text = report.markdown()
+    markdown = report.render("markdown")
     if args.report:
-        Path(args.report).write_text(text, encoding="utf-8")
+        Path(args.report).write_text(markdown, encoding="utf-8")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as f:
-            f.write(text + "\n")
-    if args.json:
-        _print_json(report.to_json())
-    else:
-        sys.stdout.write(text)
+            f.write(markdown + "\n")
+    fmt = "json" if args.json else args.format
+    sys.stdout.write(markdown if fmt == "markdown" else report.render(fmt, colour=colour(sys.stdout)))
     return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _check_base(root: Path, base: str) -> None:
+    """Refuse a ``--base`` that git cannot compare HEAD with, in one line, before any work is done."""
+    from lakegen.cli import UsageError
+    from lakegen.errors import LakeError
+    from lakegen.gitrepo import Repo
+
+    repo = Repo.find(root)
+    if repo is None:
+        raise UsageError(f"--base {base}: the lake is not in a git repository")
+    try:
+        commit = repo.commit_of(base)
+    except LakeError:
+        raise UsageError(
+            f"--base {base}: not a git revision here (in CI, fetch full history: fetch-depth 0)"
+        ) from None
+    try:
+        repo.merge_base(commit)
+    except LakeError:
+        raise UsageError(f"--base {base}: has no common history with HEAD (fetch-depth 0?)") from None
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     from lakegen.catalog import load_catalog
-    from lakegen.cli import EXIT_OK, _print_json, _root
+    from lakegen.cli import EXIT_OK, UsageError, _print_json, _root
+    from lakegen.errors import did_you_mean
     from lakegen.history import lake_history
 
     root = _root(args)
-    changes = lake_history(root, load_catalog(root, verify_artifacts=False))
+    catalog = load_catalog(root, verify_artifacts=False)
+    changes = lake_history(root, catalog)
     if args.id:
+        known = sorted(set(catalog.records) | {c.entry for c in changes})  # deleted ones have a history
+        if args.id not in known:
+            raise UsageError(f"no entry '{args.id}' in the lake or its history{did_you_mean(args.id, known)}")
         changes = [c for c in changes if c.entry == args.id]
     if args.json:
         _print_json([c.model_dump(mode="json") for c in changes])
@@ -63,10 +90,17 @@ def _one_line(value: object) -> str:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from lakegen.catalog import load_catalog
-    from lakegen.cli import EXIT_OK, _print_json, _root
+    from lakegen.cli import EXIT_OK, UsageError, _print_json, _root
+    from lakegen.errors import did_you_mean
     from lakegen.versiondiff import diff_versions, render_text
 
     catalog = load_catalog(_root(args), verify_artifacts=False)
+    if args.id not in catalog:
+        raise UsageError(f"no entry '{args.id}'{did_you_mean(args.id, sorted(catalog.records))}")
+    have = [v.version for v in getattr(catalog.get(args.id), "versions", [])]
+    for v in (args.version_a, args.version_b):
+        if v not in have:
+            raise UsageError(f"{args.id} has no version '{v}' (has {', '.join(have) or 'none'})")
     diff = diff_versions(catalog, args.id, args.version_a, args.version_b, weights=not args.no_weights)
     if args.json:
         _print_json(diff.to_json())
@@ -77,20 +111,34 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def add_commands(add: Add) -> None:
     """Register ``check``, ``history`` and ``diff`` through cli's ``add`` helper."""
-    p = add("check", cmd_check, "Check the lake as a pull request: validation, policies, attribution, bench.")
+    from lakegen.report import FORMATS
+
+    p = add(
+        "check",
+        cmd_check,
+        "Check the lake as a pull request: validation, policies, attribution, bench. "
+        "The Markdown report is also appended to $GITHUB_STEP_SUMMARY when that is set.",
+    )
     p.add_argument("--base", metavar="REF", help="the branch or commit the pull request targets")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="what to print: text (coloured on a terminal unless NO_COLOR is set; the default), "
+        "markdown or json",
+    )
+    p.add_argument("--json", action="store_true", help="the same as --format json")
     p.add_argument("--report", metavar="FILE", help="also write the Markdown report to FILE")
-    p.add_argument("--json", action="store_true", help="machine-readable output instead of Markdown")
     p.add_argument("--no-bench", action="store_true", help="do not re-run new or changed evaluations")
     p.add_argument("--no-verify", action="store_true", help="skip artifact sha256 checks")
 
     p = add("history", cmd_history, "The audit trail of manifests from git: field-level changes.")
-    p.add_argument("id", nargs="?", help="only this entry")
+    p.add_argument("id", nargs="?", help="only this entry (also one deleted since)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("diff", cmd_diff, "Compare two versions of an entry: manifest and weights.")
-    p.add_argument("id")
-    p.add_argument("version_a")
-    p.add_argument("version_b")
+    p.add_argument("id", help="the entry's id")
+    p.add_argument("version_a", metavar="VERSION_A", help="the older version, e.g. 1.0.0")
+    p.add_argument("version_b", metavar="VERSION_B", help="the version to compare it with, e.g. 1.1.0")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-weights", action="store_true", help="compare manifests only")

@@ -7,12 +7,26 @@ only parses arguments, calls library functions and prints.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+# search facet -> (its option, its argparse dest); "where" for --where conditions
+FILTER_OPTIONS = {
+    "kind": ("--kind", "kind"),
+    "task": ("--task", "task"),
+    "license": ("--license", "license"),
+    "framework": ("--framework", "framework"),
+    "owner": ("--owner", "owner"),
+    "relation": ("--relation", "relation"),
+    "lineage": ("--lineage-status", "lineage_status"),
+    "evaluation": ("--eval-status", "eval_status"),
+    "params": ("--params", "params"),
+    "where": ("--where", "where"),
+}
 
 
 def _compiled(args: argparse.Namespace, root: Path) -> Any:
@@ -71,23 +85,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _print_json, _root
-    from lakegen.search import search
+    from lakegen.cli import EXIT_FINDINGS, EXIT_OK, UsageError, _print_json, _root
+    from lakegen.search import QueryError, check_query, entry_facets, search
 
     root = _root(args)
     index = _compiled(args, root) if args.index or args.compile else _saved_or_compiled(root)
-    filters = {
-        "kind": args.kind,
-        "task": args.task,
-        "license": args.license,
-        "framework": args.framework,
-        "owner": args.owner,
-        "relation": args.relation,
-        "lineage": args.lineage_status,
-        "evaluation": args.eval_status,
-        "params": args.params,
-    }
-    hits = search(index, " ".join(args.text), filters=filters, where=args.where, limit=args.limit)
+    filters = {facet: getattr(args, dest) for facet, (_, dest) in FILTER_OPTIONS.items() if facet != "where"}
+    facets = entry_facets(index)
+    try:
+        where = check_query(facets, filters, args.where)
+    except QueryError as e:
+        lines = (f"{FILTER_OPTIONS[f][0]} {shlex.quote(given)}: {why}" for f, given, why in e.problems)
+        raise UsageError(*lines) from None
+    hits = search(index, " ".join(args.text), filters=filters, where=where, limit=args.limit, facets=facets)
     if args.json:
         _print_json([h.to_json() for h in hits])
     else:
@@ -95,18 +105,23 @@ def cmd_search(args: argparse.Namespace) -> int:
             f = h.facets
             extra = " ".join(x for x in (f.task or "", f.license or "", ",".join(f.owner)) if x)
             print(f"{h.kind:7} {h.id:32} {h.score:5.1f}  {h.name}  [{extra}]")
-        print(f"{len(hits)} entries", file=sys.stderr)
+        print(f"{len(hits)} {'entry' if len(hits) == 1 else 'entries'}", file=sys.stderr)
     return EXIT_OK if hits else EXIT_FINDINGS
 
 
 def _saved_or_compiled(root: Path) -> Any:
-    """The index the last build saved, when there is one; searching should not re-verify artifacts."""
-    from lakegen.index import INDEX_FILE, compile_lake, load_index
+    """The index the last build saved while it still matches the working tree; else one compiled now
+    (without re-verifying artifacts, as searching should not) and saved for the next search."""
+    from lakegen.index import INDEX_FILE, compile_lake, load_current, save
 
-    saved = root / INDEX_FILE
-    if saved.is_file():
-        return load_index(saved)
-    return compile_lake(root, verify_artifacts=False)
+    index, why = load_current(root)
+    if index is not None:
+        return index
+    if (root / INDEX_FILE).is_file():
+        print(f"lakegen: {why}; compiling the lake again", file=sys.stderr)
+    index = compile_lake(root, verify_artifacts=False)
+    save(index, root)
+    return index
 
 
 def add_commands(add: Add) -> None:

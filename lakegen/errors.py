@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,3 +52,17 @@ def format_loc(loc: tuple[str | int, ...]) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+def did_you_mean(word: str, known: list[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``known`` (a near spelling, else a word it
+    begins), or `` (known: a, b, ...)`` when none is close; '' when nothing is known."""
+    lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
+    close = close or [k for k in sorted(lower) if k.startswith(word.lower())][:1]
+    if close:
+        return f" (did you mean '{lower[close[0]]}'?)"
+    if not known:
+        return ""
+    more = f" and {len(known) - 12} more" if len(known) > 12 else ""
+    return f" (known: {', '.join(known[:12])}{more})"

@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lakegen import __version__
+from lakegen import __version__, inputs
 from lakegen.atomicfile import write_atomic
-from lakegen.catalog import Catalog, latest_version, load_catalog
+from lakegen.catalog import CATALOG_DIR, Catalog, latest_version, load_catalog
 from lakegen.errors import Problem
+from lakegen.inputs import Inputs
 
 INDEX_FILE = ".lakegen/lake.json"
 Status = Literal["verified", "contradicted", "unchecked"]
@@ -137,6 +138,14 @@ class ArtifactCheck(_Row):
     status: Status
 
 
+class CompiledFrom(_Row):
+    """What an index was compiled from (see :mod:`lakegen.inputs`), to tell when it is out of date."""
+
+    digest: str = Field("", description="sha256 of lakegen's version, git HEAD and every file read.")
+    folders: list[str] = Field(default_factory=list, description="Folders read whole, from the lake root.")
+    files: list[str] = Field(default_factory=list, description="Single files read outside those folders.")
+
+
 class LakeIndex(_Row):
     """Everything the builder knows about a lake."""
 
@@ -150,6 +159,7 @@ class LakeIndex(_Row):
     history: list[Change] = []
     artifacts: list[ArtifactCheck] = []
     stages: dict[str, str] = Field(default_factory=dict, description="Stage name -> ran / skipped (why).")
+    inputs: CompiledFrom = Field(default_factory=lambda: CompiledFrom())
 
     def entry(self, entry_id: str) -> IndexEntry | None:
         return next((e for e in self.entries if e.id == entry_id), None)
@@ -199,8 +209,12 @@ def compile_lake(
     """
     from lakegen.bench import bench_stage
 
+    root = Path(root)
+    read = Inputs.take(root, [CATALOG_DIR])  # before loading, so an edit made meanwhile shows as stale
     catalog = load_catalog(root, verify_artifacts=verify_artifacts)
+    read.add(root, *_named_inputs(catalog))
     index = base_index(catalog)
+    index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra)
     bench_stage(catalog, index, run=run_evaluations)
     from lakegen.history import history_stage
     from lakegen.lineage import attribution_stage
@@ -213,16 +227,69 @@ def compile_lake(
     return index
 
 
+def _named_inputs(catalog: Catalog) -> tuple[list[str], list[str]]:
+    """Folders and files outside ``catalog/`` that manifests name, relative to the lake: local
+    artifacts (an adapter or sharded checkpoint as its folder), their pinned companions, code folders."""
+    from lakegen import artifacts
+    from lakegen.weights import model_location
+
+    root = catalog.root.resolve()
+    folders: set[Path] = set()
+    files: set[Path] = set()
+    for record in catalog.records.values():
+        entry = record.entry
+        code_path = getattr(entry, "path", None) if entry.kind == "code" else None
+        if isinstance(code_path, str):
+            folders.add(root / code_path)
+        for version in getattr(entry, "versions", []):
+            try:
+                where = artifacts.resolve(version.artifact.uri, record.file, catalog.root).path
+            except artifacts.ArtifactPathError:
+                continue
+            if where is not None:
+                location = model_location(where)
+                (folders if location.is_dir() else files).add(location)
+            pinned = artifacts.companions(version.artifact, record.file, catalog.root)
+            files.update(p for _, _, p in pinned if isinstance(p, Path))
+
+    def outside_catalog(paths: set[Path]) -> list[str]:
+        rel = [p.resolve().relative_to(root) for p in paths if p.resolve().is_relative_to(root)]
+        return sorted(r.as_posix() for r in rel if r.parts and r.parts[0] != CATALOG_DIR)
+
+    return outside_catalog(folders), outside_catalog(files)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never half of one."""
     write_atomic(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
 
 
 def save(index: LakeIndex, root: Path) -> Path:
+    """Write ``index`` to ``.lakegen/lake.json``, and beside it the stat records of its inputs when
+    the working tree still holds what it was compiled from (else the next reader compiles again)."""
     path = root / INDEX_FILE
     write_json_atomic(path, index.model_dump(mode="json"))
+    now = Inputs.take(root, index.inputs.folders, index.inputs.files)
+    if index.inputs.digest and now.digest == index.inputs.digest:
+        inputs.write(root, now)
+    else:
+        (root / inputs.INPUTS_FILE).unlink(missing_ok=True)
     return path
 
 
 def load_index(path: Path) -> LakeIndex:
     return LakeIndex.model_validate_json(path.read_bytes())
+
+
+def load_current(root: Path) -> tuple[LakeIndex | None, str]:
+    """The saved index of the lake at ``root`` when it still matches the working tree; else None and
+    why not (none yet, unreadable, or what changed since it was compiled), as a sentence."""
+    path = root / INDEX_FILE
+    if not path.is_file():
+        return None, f"no {INDEX_FILE} yet"
+    try:
+        index = load_index(path)
+    except (OSError, ValueError):
+        return None, f"{INDEX_FILE} cannot be read"
+    why = inputs.stale(root, index.inputs.digest)
+    return (index, "") if why is None else (None, f"{INDEX_FILE} is out of date ({why})")

@@ -6,15 +6,13 @@ evaluations. A stage that cannot run here says why ("not run: ...") instead of
 passing silently. The report lists what the pull request adds and changes and
 every finding with its severity; any error-level finding fails the check.
 
-Everything in the report that comes from a manifest or from git (names, ids,
-paths, commit subjects, values) is escaped with :func:`md`, so a pull request
-cannot inject markup, links or mentions into the summary GitHub renders.
+:mod:`lakegen.render` writes the report out: as text for a terminal, as the
+Markdown GitHub renders (where everything from a manifest or git is escaped), or
+as JSON.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,24 +26,7 @@ from lakegen.index import Finding
 from lakegen.manifest import Model
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-_ICON = {"error": "❌ error", "warning": "⚠️ warning", "info": "ℹ️ info"}
-# one pass: Markdown punctuation backslash-escaped; HTML, '#' (issue links) and '@' (mentions) as entities
-_ESCAPES = str.maketrans(
-    {
-        **{c: "\\" + c for c in "\\`*_{}[]()+-.!|~^=:"},
-        **{"&": "&amp;", "<": "&lt;", ">": "&gt;", "#": "&#35;", "@": "&#64;"},
-    }
-)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
-
-
-def md(value: Any, limit: int = 300) -> str:
-    """``value`` as inert Markdown text: no markup, HTML, links, mentions or table breaks survive."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = _CONTROL.sub(" ", text)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.translate(_ESCAPES)
+FORMATS = ("text", "markdown", "json")
 
 
 @dataclass
@@ -233,6 +214,15 @@ class CheckReport:
                 out |= nx.descendants(graph, entry)
         return out
 
+    def grouped(self) -> tuple[list[Finding], list[Finding]]:
+        """The findings on what the pull request touches (all of them without a base), and the rest."""
+        affected = self.affected()
+        mine: list[Finding] = []
+        rest: list[Finding] = []
+        for f in self.findings:
+            (mine if affected is None or f.entry is None or f.entry in affected else rest).append(f)
+        return mine, rest
+
     def to_json(self) -> dict[str, Any]:
         changes = self.changes
         return {
@@ -253,7 +243,15 @@ class CheckReport:
         }
 
     def markdown(self) -> str:
+        from lakegen.render import render_markdown
+
         return render_markdown(self)
+
+    def render(self, fmt: str, *, colour: bool = False) -> str:
+        """The report as ``text`` (for a terminal; ANSI colour when ``colour``), ``markdown`` or ``json``."""
+        from lakegen.render import render
+
+        return render(self, fmt, colour=colour)
 
 
 def _dependents(catalog: Catalog) -> nx.DiGraph:
@@ -284,86 +282,3 @@ def run_check(
     ctx = CheckContext(catalog, changes, run_evaluations)
     outcomes = [stage.run(ctx) for stage in (stages if stages is not None else DEFAULT_STAGES)]
     return CheckReport(catalog, changes, outcomes)
-
-
-def _where(f: Finding) -> str:
-    where = f"{md(f.path)}:{f.line}"
-    return f"{where} {md(f.field)}" if f.field else where
-
-
-def _findings_table(findings: list[Finding]) -> list[str]:
-    lines = ["| severity | where | rule | message |", "|---|---|---|---|"]
-    for f in findings:
-        lines.append(
-            f"| {_ICON[f.severity]} | {_where(f)} | {md(f.stage)}/{md(f.rule)} | {md(f.message, 600)} |"
-        )
-    return lines
-
-
-def _change_summary(change: Any, limit: int = 6) -> str:
-    if change.status == "added":
-        return "new entry"
-    if change.status == "removed":
-        return "manifest deleted"
-    parts = []
-    for fc in change.fields[:limit]:
-        if fc.old is None:
-            parts.append(f"{md(fc.field)}: added {md(fc.new, 80)}")
-        elif fc.new is None:
-            parts.append(f"{md(fc.field)}: removed")
-        else:
-            parts.append(f"{md(fc.field)}: {md(fc.old, 80)} → {md(fc.new, 80)}")
-    if len(change.fields) > limit:
-        parts.append(f"and {len(change.fields) - limit} more fields")
-    return "; ".join(parts) or "formatting only"
-
-
-def render_markdown(report: CheckReport) -> str:
-    """The pull-request summary: verdict, what changes, stages, then every finding by severity."""
-    findings = report.findings
-    counts = {s: sum(f.severity == s for f in findings) for s in SEVERITY_ORDER}
-    verdict = "❌ failed" if counts["error"] else "✅ passed"
-    tally = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
-    out = [
-        f"## lakegen check: {verdict}",
-        "",
-        f"{len(report.catalog.records)} entries; findings: {tally}.",
-        "",
-    ]
-    changes = report.changes
-    if changes is not None:
-        out += [f"Compared with {md(changes.base_ref)} (merge base {changes.base_commit[:12]}).", ""]
-        out += ["### What this pull request changes", ""]
-        if changes.entries or changes.config_changed:
-            out += ["| change | entry | kind | what |", "|---|---|---|---|"]
-            for c in changes.entries:
-                record = report.catalog.records.get(c.entry)
-                kind = record.entry.kind if record and c.path else (c.base_entry.kind if c.base_entry else "")
-                out.append(f"| {c.status} | {md(c.entry)} | {kind} | {_change_summary(c)} |")
-            for path, status in sorted(changes.config_changed.items()):
-                out.append(f"| {status} | {md(path)} | configuration | governance settings |")
-        else:
-            out.append("No manifest changes.")
-        out.append("")
-    out += ["### Stages", "", "| stage | status |", "|---|---|"]
-    out += [f"| {md(s.name)} | {md(s.status, 400)} |" for s in report.stages]
-    out.append("")
-    affected = report.affected()
-    mine: list[Any] = []
-    rest: list[Any] = []
-    for f in findings:
-        (mine if affected is None or f.entry is None or f.entry in affected else rest).append(f)
-    title = "Findings" if affected is None else "Findings in this pull request"
-    out += [f"### {title} ({len(mine)})", ""]
-    out += _findings_table(mine) if mine else ["None."]
-    out.append("")
-    if rest:
-        out += [
-            f"<details><summary>Elsewhere in the lake ({len(rest)})</summary>",
-            "",
-            *_findings_table(rest),
-            "",
-            "</details>",
-            "",
-        ]
-    return "\n".join(out)

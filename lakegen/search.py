@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 import operator
 import re
+import typing
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lakegen.errors import LakeError, Problem
-from lakegen.index import IndexEntry, LakeIndex
+from lakegen.errors import did_you_mean
+from lakegen.index import Edge, IndexEntry, LakeIndex, Result
+from lakegen.manifest import KINDS, Relation
 
 FACETS = ("kind", "task", "license", "framework", "owner", "relation", "lineage", "evaluation")
 FACET_LABELS = {
@@ -41,6 +43,14 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
 }
 _WHERE = re.compile(r"^\s*([A-Za-z0-9._/-]+)\s*(>=|<=|!=|==|=|>|<)\s*([-+0-9.eE]+)\s*$")
+# values a facet can take whether or not an entry has one now: filtering by them is never a typo
+VOCABULARY: dict[str, list[str]] = {
+    "kind": list(KINDS),
+    "relation": [r.value for r in Relation],
+    "lineage": list(typing.get_args(Edge.model_fields["status"].annotation)),
+    "evaluation": [*typing.get_args(Result.model_fields["status"].annotation), "unchecked"],
+    "params": [label for _, label in PARAM_BUCKETS] + ["≥100M"],
+}
 _TOKEN = re.compile(r"[\w.@/-]+")
 # Field weights for ranking: a hit in the id or name counts more than one in the description.
 _WEIGHTS = (("id", 8.0), ("name", 6.0), ("tags", 4.0), ("task", 3.0), ("owners", 2.0), ("text", 1.0))
@@ -164,6 +174,15 @@ def _evaluations(entry: IndexEntry, results: list[Any]) -> tuple[list[str], list
     return sorted(statuses), scores
 
 
+class QueryError(ValueError):
+    """A search that cannot mean what was asked: a condition that does not parse, or a facet value
+    or metric no entry has (most likely a typo), with the nearest known one."""
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        self.problems = problems  # (facet, or "where"; the value given; what is wrong with it)
+        super().__init__("; ".join(f"{given}: {why}" for _, given, why in problems))
+
+
 @dataclass(frozen=True)
 class Where:
     """A numeric condition: ``params>=1e6``, ``accuracy>=0.9``, ``digits/test/accuracy>0.95``."""
@@ -176,14 +195,19 @@ class Where:
     def parse(cls, text: str) -> Where:
         match = _WHERE.match(text)
         if not match:
-            raise LakeError(
-                Problem("--where", 1, "", f"cannot read {text!r}; write NAME OP NUMBER, e.g. 'accuracy>=0.9'")
-            )
+            raise QueryError([("where", text, "cannot read it; write NAME OP NUMBER, e.g. 'accuracy>=0.9'")])
         name, op, number = match.groups()
         try:
             return cls(name, op, float(number))
         except ValueError:
-            raise LakeError(Problem("--where", 1, "", f"{number!r} is not a number")) from None
+            raise QueryError([("where", text, f"{number!r} is not a number")]) from None
+
+    def scopes(self, facets: EntryFacets) -> list[str]:
+        """The names this condition could use for ``facets``' scores: as many parts as it has."""
+        if self.name in ("params", "parameters"):
+            return [self.name] if facets.params is not None else []
+        n = len(self.name.split("/"))
+        return ["/".join([s.dataset, s.split, s.metric][-n:]) for s in facets.scores] if n <= 3 else []
 
     def matches(self, facets: EntryFacets) -> bool:
         test = _OPS[self.op]
@@ -232,7 +256,7 @@ def search(
     wanted = {k: {v.lower() for v in vs} for k, vs in (filters or {}).items() if vs}
     for name in wanted:
         if name not in (*FACETS, "params"):
-            raise LakeError(Problem("search", 1, "", f"unknown facet {name!r} (one of {', '.join(FACETS)})"))
+            raise QueryError([("facet", name, f"unknown facet (one of {', '.join(FACETS)}, params)")])
     words = [w.lower() for w in _TOKEN.findall(text)]
     hits = []
     for entry in index.entries:
@@ -250,6 +274,46 @@ def search(
         )
     hits.sort(key=lambda h: (-h.score, h.kind, h.id))
     return hits[:limit] if limit else hits
+
+
+def check_query(
+    facets: dict[str, EntryFacets], filters: dict[str, Iterable[str]], where: Iterable[Where | str] = ()
+) -> list[Where]:
+    """The ``where`` conditions parsed, once sure every filter value and condition name means something.
+
+    A value no entry has and :data:`VOCABULARY` does not know, or a condition on a
+    metric no entry has a score for, matches nothing whatever else is asked: that
+    is a typo, not an empty answer. Raises :class:`QueryError` naming the nearest
+    known value (or, failing one, the known values).
+    """
+    problems: list[tuple[str, str, str]] = []
+    conditions: list[tuple[str, Where]] = []
+    for w in where:
+        try:
+            conditions.append((str(w), w) if isinstance(w, Where) else (w, Where.parse(w)))
+        except QueryError as e:
+            problems += e.problems
+    for name, values in filters.items():
+        known = sorted({v for f in facets.values() for v in f.values(name)} | set(VOCABULARY.get(name, [])))
+        folded = {_fold(name, k) for k in known}
+        for value in values or []:
+            if _fold(name, value) not in folded:
+                label = FACET_LABELS.get(name, name)
+                problems.append((name, value, f"no entry has {label} {value!r}{did_you_mean(value, known)}"))
+    for text, c in conditions:
+        names = sorted({n for f in facets.values() for n in c.scopes(f)})
+        if c.name not in names:
+            what = "a parameter count" if c.name in ("params", "parameters") else f"a score named {c.name!r}"
+            problems.append(("where", text, f"no entry has {what}{did_you_mean(c.name, names)}"))
+    if problems:
+        raise QueryError(problems)
+    return [c for _, c in conditions]
+
+
+def _fold(facet: str, value: str) -> str:
+    """A value as filters compare it: case-insensitive, a typed hyphen in a range as its en dash."""
+    value = value.lower()
+    return value.replace("-", "–") if facet == "params" else value
 
 
 def _has(facets: EntryFacets, name: str, values: set[str]) -> bool:

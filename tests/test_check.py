@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 from gitlake import GitLake, base, model, version, weights
 
-from lakegen.report import md, run_check
+from lakegen.render import md
+from lakegen.report import run_check
 
 LAKEGEN = Path(sys.executable).with_name("lakegen")
 LENIENT = "rules:\n  documentation: warn\n"
@@ -49,7 +51,7 @@ def test_changing_a_released_sha256_fails_naming_the_releasing_commit(released: 
     lake.commit("Retrain vision in place")
     done = lakegen(lake.root, "check", "--base", "main", "--no-bench")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "immutable\\-releases" in done.stdout and release[:12] in done.stdout
+    assert "[governance/immutable-releases]" in done.stdout and release[:12] in done.stdout
     report = run_check(lake.root, "main", run_evaluations=False)
     (finding,) = [f for f in report.errors if f.rule == "immutable-releases"]
     assert finding.entry == "vision" and finding.field == "versions[0].artifact.sha256"
@@ -96,10 +98,17 @@ def test_a_new_version_and_moving_a_manifest_pass(released: tuple[GitLake, str])
     lake.commit("Release vision 1.1.0, move seed")
     done = lakegen(lake.root, "check", "--base", "main", "--no-bench")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "| modified | vision | model | versions\\[1\\.1\\.0\\]: added" in done.stdout
+    assert "  modified  vision  model  versions[1.1.0]: added" in done.stdout
+    assert any(
+        line.split()[:2] == ["renamed", "seed"]
+        and "file: catalog/models/seed.yaml → catalog/models/team/seed.yaml" in line
+        for line in done.stdout.splitlines()
+    ), done.stdout
+    markdown = lakegen(lake.root, "check", "--base", "main", "--no-bench", "--format", "markdown").stdout
+    assert "| modified | vision | model | versions\\[1\\.1\\.0\\]: added" in markdown
     assert (
         "| renamed | seed | model | file: catalog/models/seed\\.yaml → catalog/models/team/seed\\.yaml"
-        in done.stdout
+        in markdown
     )
 
 
@@ -205,12 +214,16 @@ def test_report_goes_to_file_and_step_summary(released: tuple[GitLake, str], tmp
         env={"GITHUB_STEP_SUMMARY": str(summary)},
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert report_file.read_text() == done.stdout
-    assert summary.read_text() == "earlier step\n" + done.stdout + "\n"
-    assert "## lakegen check: ✅ passed" in done.stdout
+    markdown = report_file.read_text()
+    assert summary.read_text() == "earlier step\n" + markdown + "\n"
+    assert markdown.startswith("## lakegen check: ✅ passed\n")
     for stage in ("validate", "governance", "attribution", "bench"):
-        assert f"| {stage} | " in done.stdout
-    assert "| bench | not run\\: the pull request adds or changes no evaluation |" in done.stdout
+        assert f"| {stage} | " in markdown
+    assert "| bench | not run\\: the pull request adds or changes no evaluation |" in markdown
+    assert done.stdout.startswith("lakegen check: passed\n")  # the terminal gets text, not Markdown
+    assert "  bench        not run: the pull request adds or changes no evaluation\n" in done.stdout
+    again = lakegen(lake.root, "check", "--base", "main", "--format", "markdown")
+    assert again.stdout == markdown
 
 
 HOSTILE = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) | ![x](https://evil.example/t.png) @everyone `x`"
@@ -253,8 +266,10 @@ def test_an_unknown_base_is_a_clear_error(tmp_path: Path) -> None:
     lake.put(model("a"))
     lake.commit("a")
     done = lakegen(tmp_path, "check", "--base", "no-such-branch")
-    assert done.returncode == 1
-    assert "cannot find 'no-such-branch'" in done.stderr and "fetch-depth 0" in done.stderr
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "lakegen check: --base no-such-branch: not a git revision here (in CI, fetch full history: fetch-depth 0)\n"
+    )
 
 
 def test_commit_subjects_quoted_in_findings_are_escaped_too(tmp_path: Path) -> None:
@@ -323,3 +338,62 @@ def test_strengthening_a_rule_is_no_finding(released: tuple[GitLake, str]) -> No
     lake.commit("Hold documentation to error")
     report = run_check(lake.root, "main", run_evaluations=False)
     assert not [f for f in report.findings if f.rule == "policy-change"]
+
+
+def on_a_terminal(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """stdout of ``lakegen --root ROOT ARGS`` run with a pseudo-terminal as its stdout."""
+    import pty
+
+    leader, follower = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+    proc = subprocess.Popen(
+        [str(LAKEGEN), "--root", str(root), *args],
+        stdout=follower,
+        stderr=subprocess.DEVNULL,
+        env={**environ, "TERM": "xterm", **(env or {})},
+    )
+    os.close(follower)
+    out = b""
+    while True:  # read as it runs: a full terminal buffer would block the writer
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the writer has gone
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    proc.wait(timeout=300)
+    return out.decode().replace("\r\n", "\n")
+
+
+def test_the_terminal_gets_plain_text_coloured_only_on_a_tty(released: tuple[GitLake, str]) -> None:
+    import re
+
+    lake, release = released
+    manifest = model("vision")
+    manifest["versions"] = [version("1.0.0", weights("again"), "vision")]
+    lake.put(manifest)
+    lake.commit("Retrain vision \x1b[2J\x1b]8;;https://evil.example\x07 @team")
+    piped = lakegen(lake.root, "check", "--base", "main", "--no-bench")
+    assert piped.returncode == 1 and piped.stdout.startswith("lakegen check: failed\n")
+    assert "\x1b" not in piped.stdout and "\x07" not in piped.stdout  # a subject cannot drive the terminal
+    assert "\\-" not in piped.stdout and "&#64;" not in piped.stdout and "| " not in piped.stdout
+    (line,) = [x for x in piped.stdout.splitlines() if "[governance/immutable-releases]" in x]
+    assert re.fullmatch(
+        r"  catalog/models/vision\.yaml:\d+: error: versions\[0\]\.artifact\.sha256: version 1\.0\.0 .*"
+        rf"{release[:12]}.* \[governance/immutable-releases\]",
+        line,
+    ), line
+    coloured = on_a_terminal(lake.root, "check", "--base", "main", "--no-bench")
+    assert "\x1b[1;31mfailed\x1b[0m" in coloured and "\x1b[1;31merror\x1b[0m" in coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == piped.stdout  # colour is all a terminal adds
+    assert (
+        on_a_terminal(lake.root, "check", "--base", "main", "--no-bench", env={"NO_COLOR": "1"})
+        == piped.stdout
+    )
+    as_json = lakegen(lake.root, "check", "--base", "main", "--no-bench", "--format", "json")
+    assert json.loads(as_json.stdout) == json.loads(
+        lakegen(lake.root, "check", "--base", "main", "--no-bench", "--json").stdout
+    )
+    assert json.loads(as_json.stdout)["ok"] is False

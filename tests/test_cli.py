@@ -74,8 +74,8 @@ def test_show_human_and_unknown_id(lake: Path) -> None:
     assert shown.stdout.startswith("# catalog/models/toy-a.yaml\n")
     assert "family: toy-mlp" in shown.stdout
     missing = run_lakegen("--root", str(lake), "show", "toy-aa")
-    assert missing.returncode == 1
-    assert "no entry 'toy-aa' (did you mean 'toy-a'?)" in missing.stderr
+    assert missing.returncode == 2
+    assert missing.stderr == "lakegen show: no entry 'toy-aa' (did you mean 'toy-a'?)\n"
 
 
 def test_root_is_found_from_a_subfolder(lake: Path) -> None:
@@ -90,6 +90,13 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert result.returncode == 2
     assert "usage:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    from lakegen import __version__
+
+    done = run_lakegen("--version")
+    assert (done.returncode, done.stdout) == (0, f"lakegen {__version__}\n")
 
 
 def test_not_a_lake(tmp_path: Path) -> None:
@@ -154,8 +161,9 @@ def test_every_command_and_option_has_help() -> None:
     for name, command in sub.choices.items():
         assert command.description, f"lakegen {name} has no description"
         for action in command._actions:
-            if action.option_strings and action.dest != "help":
-                assert action.help, f"lakegen {name} {action.option_strings[0]} is undocumented"
+            if action.dest != "help":
+                what = action.option_strings[0] if action.option_strings else action.dest
+                assert action.help, f"lakegen {name} {what} is undocumented"
 
 
 # ------------------------------------------------------------------------------- new --artifact
@@ -273,3 +281,126 @@ def test_new_dataset_with_an_artifact_pins_it(tmp_path: Path) -> None:
     artifact = yaml.safe_load((root / "catalog/datasets/toy.yaml").read_text())["versions"][0]["artifact"]
     assert artifact["format"] == "npz" and artifact["uri"] == "../artifacts/toy.npz"
     assert run_lakegen("--root", str(root), "validate").returncode == 0
+
+
+# ------------------------------------------------------------------------ mistakes on the command line
+
+
+def test_a_search_filter_no_entry_has_names_the_nearest_known_value(lake: Path) -> None:
+    def search(*args: str) -> tuple[int, str]:
+        done = run_lakegen("--root", str(lake), "search", *args)
+        assert "Traceback" not in done.stderr
+        return done.returncode, done.stderr.splitlines()[-1]
+
+    assert search("--task", "tabular-clasification") == (
+        2,
+        "lakegen search: --task tabular-clasification: no entry has task 'tabular-clasification' "
+        "(did you mean 'tabular-classification'?)",
+    )
+    assert search("--lineage-status", "verfied") == (
+        2,
+        "lakegen search: --lineage-status verfied: no entry has lineage status 'verfied' "
+        "(did you mean 'verified'?)",
+    )
+    assert search("--where", "acc>=0.9") == (
+        2,
+        "lakegen search: --where 'acc>=0.9': no entry has a score named 'acc' (did you mean 'accuracy'?)",
+    )
+    assert search("--where", "toy-data/train/accuracy>0") == (
+        2,
+        "lakegen search: --where 'toy-data/train/accuracy>0': no entry has a score named "
+        "'toy-data/train/accuracy' (did you mean 'toy-data/test/accuracy'?)",
+    )
+    assert search("--license", "GPL-3.0") == (
+        2,
+        "lakegen search: --license GPL-3.0: no entry has licence 'GPL-3.0' (known: Apache-2.0, CC-BY-4.0, MIT)",
+    )
+    assert search("--where", "accuracy>>1") == (
+        2,
+        "lakegen search: --where 'accuracy>>1': cannot read it; write NAME OP NUMBER, e.g. 'accuracy>=0.9'",
+    )
+    # a status no entry has right now is a real question with an empty answer, not a typo
+    assert search("--lineage-status", "contradicted") == (1, "0 entries")
+    assert search("--where", "accuracy>=0.9", "--task", "TABULAR-classification")[0] == 0
+
+
+def test_an_unknown_id_version_or_revision_is_one_line_exiting_2(tmp_path: Path) -> None:
+    from gitlake import GitLake, model
+
+    lake = GitLake(tmp_path / "repo")
+    lake.put(model("vision"))
+    lake.put(model("vision2"))
+    lake.commit("Release vision and vision2")
+    lake.git("rm", "-q", "catalog/models/vision.yaml")
+    lake.commit("Retire vision")
+
+    def fails(*args: str) -> str:
+        done = run_lakegen("--root", str(lake.root), *args)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        return done.stderr
+
+    assert fails("history", "nope") == (
+        "lakegen history: no entry 'nope' in the lake or its history (known: vision, vision2)\n"
+    )
+    assert fails("history", "vison") == (
+        "lakegen history: no entry 'vison' in the lake or its history (did you mean 'vision'?)\n"
+    )
+    deleted = run_lakegen("--root", str(lake.root), "history", "vision")  # gone from the lake, not from git
+    assert deleted.returncode == 0 and " deleted vision: Retire vision" in deleted.stdout
+    assert fails("diff", "nope", "1.0.0", "1.1.0") == "lakegen diff: no entry 'nope' (known: vision2)\n"
+    assert (
+        fails("diff", "vision2", "1.0.0", "9.9.9")
+        == "lakegen diff: vision2 has no version '9.9.9' (has 1.0.0)\n"
+    )
+    assert fails("check", "--base", "nonexistent") == (
+        "lakegen check: --base nonexistent: not a git revision here (in CI, fetch full history: fetch-depth 0)\n"
+    )
+    outside = tmp_path / "plain"
+    (outside / "catalog").mkdir(parents=True)
+    assert run_lakegen("--root", str(outside), "check", "--base", "main").stderr == (
+        "lakegen check: --base main: the lake is not in a git repository\n"
+    )
+
+
+def test_one_edge_shows_one_confidence_in_new_search_like_and_check(tmp_path: Path) -> None:
+    from gitlake import GitLake
+
+    rng = np.random.default_rng(9)
+    lake = GitLake(tmp_path, policies="rules:\n  documentation: warn\n")
+    art = tmp_path / "catalog" / "artifacts"
+    art.mkdir(parents=True)
+    base = trained(rng)
+    released = {
+        "base": (base, "2026-01-01", []),
+        "sibling": (finetune(rng, base), "2026-01-05", ["{id: base, relation: finetune}"]),
+    }
+    for name, (weights, date, bases) in released.items():
+        save_file(weights, str(art / f"{name}.safetensors"))
+        data = (art / f"{name}.safetensors").read_bytes()
+        text = manifest(name, f"../artifacts/{name}.safetensors", data, date, bases)
+        lake.write(f"catalog/models/{name}.yaml", text)
+    lake.commit("base and a sibling")
+    lake.git("checkout", "-q", "-b", "pr")
+    save_file(finetune(rng, base), str(art / "ft.safetensors"))
+
+    made = run_lakegen(
+        "--root", str(tmp_path), "new", "model", "ft", "--artifact", str(art / "ft.safetensors")
+    )
+    assert made.returncode == 0, made.stderr
+    said = (tmp_path / "catalog/models/ft.yaml").read_text()
+    new = float(said.split("this file is a fine-tune of base 1.0.0 (confidence ", 1)[1][:4])
+
+    like = run_lakegen("--root", str(tmp_path), "search", "--like", str(art / "ft.safetensors"), "--json")
+    ranked = {m["id"]: m for m in json.loads(like.stdout)["matches"]}
+    assert (
+        ranked["base@1.0.0"]["relation"] == "finetune" and ranked["sibling@1.0.0"]["relation"] == "finetune"
+    )
+    assert ranked["sibling@1.0.0"]["confidence"] < ranked["base@1.0.0"]["confidence"]  # the runner-up
+
+    checked = run_lakegen(
+        "--root", str(tmp_path), "check", "--base", "main", "--no-bench", "--format", "json"
+    )
+    (finding,) = [f for f in json.loads(checked.stdout)["findings"] if f["rule"] == "undeclared-derivation"]
+    assert finding["entry"] == "ft" and "ft@1.0.0 is a finetune of base@1.0.0" in finding["message"]
+    shown = float(finding["message"].split("(confidence ", 1)[1][:4])
+    assert new == round(ranked["base@1.0.0"]["confidence"], 2) == shown

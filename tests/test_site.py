@@ -343,12 +343,12 @@ def test_cli_build_and_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["--root", str(tmp_path), "build", "--index", str(lake), "--no-search", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["pages"] >= 20 and (tmp_path / "site" / "index.html").is_file()
-    args = ["--root", str(tmp_path), "search", "mlp", "--owner", "@dave", "--json"]
-    assert main(args) == 0
+    search = ["--root", str(tmp_path), "search", "--index", str(lake)]  # made by hand: not of the lake
+    assert main([*search, "mlp", "--owner", "@dave", "--json"]) == 0
     assert [h["id"] for h in json.loads(capsys.readouterr().out)] == ["mlp-mystery"]
-    assert main(["--root", str(tmp_path), "search", "--where", "digits/test/accuracy>=0.95", "--json"]) == 0
+    assert main([*search, "--where", "digits/test/accuracy>=0.95", "--json"]) == 0
     assert {h["id"] for h in json.loads(capsys.readouterr().out)} == {"mlp-base", "mlp-ft"}
-    assert main(["--root", str(tmp_path), "search", "--where", "accuracy>>1"]) == 1
+    assert main([*search, "--where", "accuracy>>1"]) == 2
     assert "--where" in capsys.readouterr().err
 
 
