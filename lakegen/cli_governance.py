@@ -15,6 +15,9 @@ from pathlib import Path
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
 
+TRUST_CODE = "run the pull request's code entries without the sandbox, as you (never in CI)"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _root, colour
     from lakegen.report import run_check
@@ -23,7 +26,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.base:
         _check_base(root, args.base)
     report = run_check(
-        root, args.base, run_evaluations=not args.no_bench, verify_artifacts=not args.no_verify
+        root,
+        args.base,
+        run_evaluations=not args.no_bench,
+        verify_artifacts=not args.no_verify,
+        trust_code=args.trust_code,
     )
     markdown = report.render("markdown")
     if args.report:
@@ -131,6 +138,7 @@ def add_commands(add: Add) -> None:
     p.add_argument("--report", metavar="FILE", help="also write the Markdown report to FILE")
     p.add_argument("--no-bench", action="store_true", help="do not re-run new or changed evaluations")
     p.add_argument("--no-verify", action="store_true", help="skip artifact sha256 checks")
+    p.add_argument("--trust-code", action="store_true", help=TRUST_CODE)
 
     p = add("history", cmd_history, "The audit trail of manifests from git: field-level changes.")
     p.add_argument("id", nargs="?", help="only this entry (also one deleted since)")

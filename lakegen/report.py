@@ -43,6 +43,7 @@ class CheckContext:
     catalog: Catalog
     changes: LakeChanges | None
     run_evaluations: bool = True
+    trust_code: bool = False  # run code entries without the sandbox (see lakegen.sandbox)
 
     def changed_models(self) -> list[str]:
         """Models the pull request adds, renames or modifies (present at head)."""
@@ -166,9 +167,16 @@ class BenchStage:
             return StageOutcome(self.name, "not run: the pull request adds or changes no evaluation")
         if not ctx.run_evaluations:
             return StageOutcome(self.name, "not run: evaluations disabled (--no-bench)")
-        from lakegen.bench import Options, evaluate_catalog, result_findings
+        from lakegen.bench import BenchError, Options, evaluate_catalog, result_findings
 
-        report = evaluate_catalog(ctx.catalog, models, Options(write_results=False), run=True)
+        options = Options(write_results=False, trust_code=ctx.trust_code)
+        try:
+            report = evaluate_catalog(ctx.catalog, models, options, run=True)
+        except BenchError as e:
+            problem = Finding(
+                stage="bench", rule="sandbox", severity="error", path="catalog", line=1, message=str(e)
+            )
+            return StageOutcome(self.name, f"not run: {e}", [problem])
         findings = result_findings(report)
         counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n) or "no results"
         runs = f"{len(report.results)} evaluations of {len(models)} models"
@@ -275,10 +283,11 @@ def run_check(
     stages: Iterable[CheckStage] | None = None,
     run_evaluations: bool = True,
     verify_artifacts: bool = True,
+    trust_code: bool = False,
 ) -> CheckReport:
     """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
     catalog = load_catalog(root, verify_artifacts=verify_artifacts)
     changes = lake_changes(catalog, base) if base else None
-    ctx = CheckContext(catalog, changes, run_evaluations)
+    ctx = CheckContext(catalog, changes, run_evaluations, trust_code)
     outcomes = [stage.run(ctx) for stage in (stages if stages is not None else DEFAULT_STAGES)]
     return CheckReport(catalog, changes, outcomes)
