@@ -116,9 +116,40 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_codeowners(args: argparse.Namespace) -> int:
+    from lakegen.catalog import load_catalog
+    from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _root
+    from lakegen.codeowners import CODEOWNERS, drift, render
+    from lakegen.policies import load_config
+
+    root = _root(args)
+    text = render(load_catalog(root, verify_artifacts=False), load_config(root).governance)
+    if args.check:
+        why = drift(root, text)
+        if why is not None:
+            print(why)
+        return EXIT_FINDINGS if why else EXIT_OK
+    if args.write:
+        (root / CODEOWNERS).parent.mkdir(parents=True, exist_ok=True)
+        (root / CODEOWNERS).write_text(text, encoding="utf-8")
+        print(CODEOWNERS)
+        return EXIT_OK
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
 def add_commands(add: Add) -> None:
-    """Register ``check``, ``history`` and ``diff`` through cli's ``add`` helper."""
+    """Register ``check``, ``codeowners``, ``history`` and ``diff`` through cli's ``add`` helper."""
     from lakegen.report import FORMATS
+
+    p = add(
+        "codeowners",
+        cmd_codeowners,
+        "The .github/CODEOWNERS file from owners.yaml (governance) and each manifest's owners.",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help="write .github/CODEOWNERS")
+    group.add_argument("--check", action="store_true", help="exit 1 when .github/CODEOWNERS has drifted")
 
     p = add(
         "check",

@@ -105,9 +105,25 @@ class PolicyStage:
         rules = registered()
         config = load_config(ctx.catalog.root, set(rules))
         findings = run_policies(ctx.catalog, changes=ctx.changes, config=config)
+        findings += _codeowners_drift(ctx.catalog, config.governance)
         on = [n for n in sorted(rules) if config.level(n) != "off"]
         base = "" if ctx.changes else " (immutable-releases needs --base)"
         return StageOutcome(self.name, f"ran: {len(on)} rules ({', '.join(on)}){base}", findings)
+
+
+def _codeowners_drift(catalog: Catalog, governance: list[str]) -> list[Finding]:
+    """A committed CODEOWNERS file that no longer follows the owners is an error: reviews would
+    go to the wrong people."""
+    from lakegen.codeowners import CODEOWNERS, drift, render
+
+    if not (catalog.root / CODEOWNERS).is_file():
+        return []
+    why = drift(catalog.root, render(catalog, governance))
+    if why is None:
+        return []
+    return [
+        Finding(stage="governance", rule="codeowners", severity="error", path=CODEOWNERS, line=1, message=why)
+    ]
 
 
 class AttributionStage:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+from conftest import LAKEGEN, run_lakegen
 from gitlake import OWNERS, GitLake, model
 
 from lakegen.catalog import load_catalog
@@ -41,3 +43,30 @@ def test_an_unknown_governance_owner_is_a_problem_with_its_line(tmp_path: Path) 
     (problem,) = [p for p in config.problems if p.field.startswith("governance")]
     assert problem.message == "'@nobody' is not listed under people or teams"
     assert problem.line == len(OWNERS.splitlines()) + 1
+
+
+def test_the_cli_writes_checks_and_check_reports_drift(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path, owners=GOVERNED)
+    lake.put(model("vision"))
+    lake.commit("first")
+    assert run_lakegen("--root", str(tmp_path), "codeowners", "--check").returncode == 1
+    assert run_lakegen("--root", str(tmp_path), "codeowners", "--write").stdout == f"{CODEOWNERS}\n"
+    assert run_lakegen("--root", str(tmp_path), "codeowners", "--check").returncode == 0
+    lake.commit("codeowners")
+    lake.git("checkout", "-q", "-b", "pr")
+    lake.put(model("vision", owners=["@grace"]))
+    report = subprocess.run(
+        [
+            str(Path(run_lakegen.__globals__["LAKEGEN"])),
+            "--root",
+            str(tmp_path),
+            "check",
+            "--base",
+            "main",
+            "--no-bench",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert '"rule": "codeowners"' in report.stdout and report.returncode == 1
