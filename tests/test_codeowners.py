@@ -57,7 +57,7 @@ def test_the_cli_writes_checks_and_check_reports_drift(tmp_path: Path) -> None:
     lake.put(model("vision", owners=["@grace"]))
     report = subprocess.run(
         [
-            str(Path(run_lakegen.__globals__["LAKEGEN"])),
+            str(LAKEGEN),
             "--root",
             str(tmp_path),
             "check",
