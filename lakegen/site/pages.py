@@ -21,6 +21,7 @@ import networkx as nx
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
+from lakegen.changetext import readable
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
 from lakegen.site.markup import markdown, safe_url
@@ -108,6 +109,7 @@ class Renderer:
             facet=filters.facet_text,
             count=filters.count,
             signed=filters.signed,
+            readable=readable,
         )
         self.env.globals.update(
             safe_url=safe_url,
