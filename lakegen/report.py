@@ -187,7 +187,9 @@ class BenchStage:
             return StageOutcome(self.name, "not run: evaluations disabled (--no-bench)")
         from lakegen.bench import Options, evaluate_catalog, result_findings
 
-        report = evaluate_catalog(ctx.catalog, models, Options(write_results=False), run=True)
+        # results a pull request commits are its own claims: re-run them, never read them
+        options = Options(write_results=False, read_committed=False)
+        report = evaluate_catalog(ctx.catalog, models, options, run=True)
         findings = result_findings(report)
         counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n) or "no results"
         runs = f"{len(report.results)} evaluations of {len(models)} models"
