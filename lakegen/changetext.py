@@ -91,7 +91,7 @@ def as_text(change: FieldChange, indent: str = "") -> list[str]:
         return [printable(indent + head)]
     body = [f"{mark} {line}" for mark, line in r.lines]
     body += ["".join(_wdiff(run) for run in row) for row in r.words]
-    return [printable(indent + f"{r.field}:"), *(printable(f"{indent}  {line}") for line in body)]
+    return [printable(indent + f"{r.field}:"), *(printable(f"{indent}  {line}".rstrip()) for line in body)]
 
 
 def _wdiff(run: Run) -> str:
@@ -99,7 +99,8 @@ def _wdiff(run: Run) -> str:
 
 
 def word_diff(old: str, new: str) -> tuple[tuple[Run, ...], ...]:
-    """The word diff of two texts, by line, with unchanged lines beyond ``CONTEXT`` of a change left out."""
+    """The word diff of two texts, by line; unchanged lines beyond ``CONTEXT`` of a change, and blank
+    ones, are left out."""
     a, b = _WORDS.findall(old.strip()), _WORDS.findall(new.strip())
     runs: list[Run] = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
@@ -120,7 +121,7 @@ def word_diff(old: str, new: str) -> tuple[tuple[Run, ...], ...]:
     changed = [n for n, row in enumerate(rows) if any(run.mark != " " for run in row)]
     out: list[tuple[Run, ...]] = []
     for n, row in enumerate(rows):
-        if any(abs(n - c) <= CONTEXT for c in changed):
+        if n in changed or (row and any(abs(n - c) <= CONTEXT for c in changed)):
             out.append(tuple(row))
         elif not out or out[-1] != (Run(" ", GAP),):
             out.append((Run(" ", GAP),))
@@ -158,7 +159,7 @@ def _by_item(old: list[Any], new: list[Any]) -> tuple[tuple[Mark, str], ...]:
 
 
 def _marked(mark: Mark, value: Any) -> list[tuple[Mark, str]]:
-    if value is None or value == []:
+    if value is None or value == [] or value == "":
         return []
     if isinstance(value, str):
         return [(mark, line) for line in value.strip("\n").split("\n")]
@@ -178,12 +179,24 @@ def _yaml_lines(value: Any) -> list[str]:
     return [_scalar(value) or ""]
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line text as a ``|`` block, the way manifests write it."""
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_Dumper.add_representer(str, _text)
+
+
 def as_yaml(value: Any) -> str:
     """``value`` as YAML in its own key order: leaf mappings and lists in flow style when lines stay short."""
     if not isinstance(value, dict | list):
         return _scalar(value) or ""
-    dump = {"sort_keys": False, "allow_unicode": True, "width": 1 << 16}
-    text = yaml.safe_dump(value, default_flow_style=None, **dump)
-    if max(map(len, text.splitlines()), default=0) > WIDE:
-        text = yaml.safe_dump(value, default_flow_style=False, **dump)
-    return text.rstrip("\n")
+    dump: dict[str, Any] = {"Dumper": _Dumper, "sort_keys": False, "allow_unicode": True, "width": 1 << 16}
+    flow = yaml.dump(value, default_flow_style=None, **dump)
+    # a flow collection cannot hold a | block: text with line breaks (\n in JSON) needs block style
+    if max(map(len, flow.splitlines()), default=0) <= WIDE and "\\n" not in json.dumps(value, default=str):
+        return flow.rstrip("\n")
+    return yaml.dump(value, default_flow_style=False, **dump).rstrip("\n")

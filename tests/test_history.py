@@ -215,7 +215,6 @@ def test_history_shows_yaml_items_and_a_word_diff_never_a_repr(edited: GitLake) 
         "Release vision 1.1.0 \\x1b[2J\\x1b]0;owned\\x07\n"
         "    description:\n"
         "      …\n"
-        "      \n"
         "      It reads 8x8 images and [-predicts-]{+names+} the digit shown in them.\n"
         "      Not for real handwriting.\n"
         "    versions[1.1.0]:\n"
@@ -280,3 +279,18 @@ def test_the_site_audit_trail_renders_the_same_parts_as_html(edited: GitLake) ->
     assert "<code>evaluations[digits/test/accuracy].value</code>: <del>0.9</del> → <ins>0.92</ins>" in trail
     assert "<ins>&lt;script&gt;alert(1)&lt;/script&gt;</ins>" in trail and "<script>alert" not in trail
     assert "{…}" not in trail and "None" not in trail
+
+
+def test_text_inside_a_structure_stays_a_yaml_block() -> None:
+    release = {"version": "1.1.0", "changelog": "Retrained.\n\nSame data, new seed.\n"}
+    (added,) = field_changes(
+        {"versions": [{"version": "1.0.0"}]}, {"versions": [{"version": "1.0.0"}, release]}
+    )
+    assert as_text(added) == [
+        "versions[1.1.0]:",
+        "  + version: 1.1.0",
+        "  + changelog: |",
+        "  +   Retrained.",
+        "  +",
+        "  +   Same data, new seed.",
+    ]
