@@ -99,8 +99,7 @@ def _wdiff(run: Run) -> str:
 
 
 def word_diff(old: str, new: str) -> tuple[tuple[Run, ...], ...]:
-    """The word diff of two texts, by line; unchanged lines beyond ``CONTEXT`` of a change, and blank
-    ones, are left out."""
+    """The word diff of two texts, by line, without blank lines and lines beyond ``CONTEXT`` of a change."""
     a, b = _WORDS.findall(old.strip()), _WORDS.findall(new.strip())
     runs: list[Run] = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
@@ -118,10 +117,10 @@ def word_diff(old: str, new: str) -> tuple[tuple[Run, ...], ...]:
                 rows.append([])
             if piece:
                 rows[-1].append(Run(run.mark, piece))
-    changed = [n for n, row in enumerate(rows) if any(run.mark != " " for run in row)]
+    changed = {n for n, row in enumerate(rows) if any(run.mark != " " for run in row)}
     out: list[tuple[Run, ...]] = []
     for n, row in enumerate(rows):
-        if n in changed or (row and any(abs(n - c) <= CONTEXT for c in changed)):
+        if n in changed or (row and any(n + d in changed for d in range(-CONTEXT, CONTEXT + 1))):
             out.append(tuple(row))
         elif not out or out[-1] != (Run(" ", GAP),):
             out.append((Run(" ", GAP),))
@@ -168,15 +167,13 @@ def _marked(mark: Mark, value: Any) -> list[tuple[Mark, str]]:
 
 def _yaml_lines(value: Any) -> list[str]:
     """A list as YAML items one by one (so each item can be marked), anything else through ``as_yaml``."""
-    if isinstance(value, list):
-        out = []
-        for item in value:
-            first, *rest = as_yaml(item).split("\n")
-            out += [f"- {first}", *(f"  {line}" for line in rest)]
-        return out
-    if isinstance(value, dict):
+    if not isinstance(value, list):
         return as_yaml(value).split("\n")
-    return [_scalar(value) or ""]
+    out = []
+    for item in value:
+        first, *rest = as_yaml(item).split("\n")
+        out += [f"- {first}", *(f"  {line}" for line in rest)]
+    return out
 
 
 class _Dumper(yaml.SafeDumper):
