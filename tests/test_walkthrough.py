@@ -119,7 +119,7 @@ def test_a_model_added_by_pull_request_is_published_with_reproduced_numbers(tmp_
         *publish_commands(),
     ):
         assert f"`{command}`" in steps, f"README's walkthrough no longer says `{command}`"
-    assert f"`PYTHONPATH=catalog/src {TRAIN}`" in steps
+    assert f"\n   PYTHONPATH=catalog/src {TRAIN}\n" in steps
 
     lake = GitLake(tmp_path / "lake", owners=None)
     shutil.copytree(
@@ -156,8 +156,8 @@ def test_a_model_added_by_pull_request_is_published_with_reproduced_numbers(tmp_
     assert f"<td>{claimed:g}</td><td>{claimed:g}</td>" in row and "lg-s-verified" in row
     assert "PR #1" in page.split('id="history"')[1]
     board = (first / "leaderboards/digits--test--accuracy.html").read_text(encoding="utf-8")
-    ranked = re.findall(r'<tr><td>(\d+)</td><td><a href="../models/([^"]+)\.html">', board)
-    assert "my-model" in [m for _, m in ranked]
+    ranked = re.findall(r'<tr><td>\d+</td><td><a href="../models/([^"]+)\.html">', board)
+    assert "my-model" in ranked and len(ranked) > 1
     mine = next(r for r in board.split("<tr>") if "models/my-model.html" in r)
     assert "lg-s-verified" in mine
     published = json.loads((tmp_path / "publish-1/catalog/results/my-model.json").read_text())
@@ -167,10 +167,11 @@ def test_a_model_added_by_pull_request_is_published_with_reproduced_numbers(tmp_
     lake.git("checkout", "-q", "-b", "better-claim")
     text = manifest.read_text(encoding="utf-8")
     wrong = round(claimed + 0.02, 4)
+    assert f"value: {claimed}\n" in text
     manifest.write_text(text.replace(f"value: {claimed}\n", f"value: {wrong}\n"), encoding="utf-8")
     forged = {**published, "results": [{**published["results"][0], "claimed": wrong, "reproduced": wrong}]}
     (lake.root / "catalog/results/my-model.json").write_text(json.dumps(forged, indent=2) + "\n")
-    shutil.rmtree(lake.root / ".lakegen" / "bench")  # as in CI: nothing cached but what main computed
+    shutil.rmtree(lake.root / ".lakegen" / "bench")  # a fresh checkout, as in CI: no result of its own
     report = sh("lakegen check --base main", lake.root, expect=1).replace("\\", "")
     reproduced = published["results"][0]["reproduced"]
     assert f"claimed {wrong:g}, reproduced {reproduced:.6g}" in report
