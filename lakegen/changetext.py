@@ -64,34 +64,45 @@ class Readable:
 
 
 def readable(change: FieldChange) -> Readable:
-    """The readable parts of ``change``."""
-    old, new = change.old, change.new
+    """The readable parts of ``change``, every string :func:`~lakegen.terminal.printable`.
+
+    Old blobs in git were never validated, so a value may hold an ESC or a
+    bidirectional override; shown as an escape, it can neither drive a terminal
+    nor reorder what a reader of the site sees.
+    """
+    old, new, name = change.old, change.new, printable(change.field)
     if _is_short(old) and _is_short(new):
-        return Readable(change.field, old=_scalar(old), new=_scalar(new))
+        return Readable(name, old=_printable(_scalar(old)), new=_printable(_scalar(new)))
     if isinstance(old, str) and isinstance(new, str):
         words = word_diff(old, new)
         if any(run.mark == " " and run.text.strip() for row in words for run in row):
-            return Readable(change.field, words=words)
+            return Readable(
+                name, words=tuple(tuple(Run(r.mark, printable(r.text)) for r in row) for row in words)
+            )
         # nothing in common (a new sha256, a rewrite): the two texts read better whole
     if isinstance(old, list) and isinstance(new, list):
-        return Readable(change.field, lines=_by_item(old, new))
-    return Readable(change.field, lines=(*_marked("-", old), *_marked("+", new)))
+        lines = _by_item(old, new)
+    else:
+        lines = (*_marked("-", old), *_marked("+", new))
+    return Readable(name, lines=tuple((mark, printable(line)) for mark, line in lines))
+
+
+def _printable(text: str | None) -> str | None:
+    return None if text is None else printable(text)
 
 
 def as_text(change: FieldChange, indent: str = "") -> list[str]:
-    """``change`` as printable terminal lines: ``-``/``+`` marks, ``[-deleted-]{+inserted+}`` words."""
+    """``change`` as terminal lines: ``-``/``+`` marks, ``[-deleted-]{+inserted+}`` words."""
     r = readable(change)
     if r.inline:
         if r.old is None:
-            head = f"{r.field}: + {r.new}"
-        elif r.new is None:
-            head = f"{r.field}: - {r.old}"
-        else:
-            head = f"{r.field}: {r.old} → {r.new}"
-        return [printable(indent + head)]
+            return [f"{indent}{r.field}: + {r.new}"]
+        if r.new is None:
+            return [f"{indent}{r.field}: - {r.old}"]
+        return [f"{indent}{r.field}: {r.old} → {r.new}"]
     body = [f"{mark} {line}" for mark, line in r.lines]
     body += ["".join(_wdiff(run) for run in row) for row in r.words]
-    return [printable(indent + f"{r.field}:"), *(printable(f"{indent}  {line}".rstrip()) for line in body)]
+    return [f"{indent}{r.field}:", *(f"{indent}  {line}".rstrip() for line in body)]
 
 
 def _wdiff(run: Run) -> str:

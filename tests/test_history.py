@@ -247,8 +247,22 @@ def test_lists_without_keys_are_compared_item_by_item() -> None:
         "evaluations:",
         "  + - {dataset: digits, split: test, metric: accuracy, value: 0.9}",
     ]
-    (removed,) = field_changes({"risk": "high\x1b[8m"}, {})
-    assert as_text(removed) == ["risk: - high\\x1b[8m"]
+
+
+def test_control_and_bidi_characters_are_shown_as_escapes() -> None:
+    """Old blobs were never validated: what they hold must not drive a terminal or reorder a line."""
+    old = {
+        "risk": "high\x1b[8m",
+        "name": "abc\u202edef",
+        "limitations": "Old text with an escape \x1b]0;owned\x07 in the middle of a long line.",
+    }
+    new = {"name": "x", "limitations": "Old text with no escape in the middle of a long line."}
+    assert [line for c in field_changes(old, new) for line in as_text(c)] == [
+        "risk: - high\\x1b[8m",
+        "name: abc\\u202edef → x",
+        "limitations:",
+        "  Old text with [-an-]{+no+} escape[- \\x1b]0;owned\\x07-] in the middle of a long line.",
+    ]
 
 
 def test_diff_prints_the_same_readable_fields(edited: GitLake) -> None:
@@ -279,6 +293,7 @@ def test_the_site_audit_trail_renders_the_same_parts_as_html(edited: GitLake) ->
     assert "<code>evaluations[digits/test/accuracy].value</code>: <del>0.9</del> → <ins>0.92</ins>" in trail
     assert "<ins>&lt;script&gt;alert(1)&lt;/script&gt;</ins>" in trail and "<script>alert" not in trail
     assert "{…}" not in trail and "None" not in trail
+    assert "Release vision 1.1.0 \\x1b[2J\\x1b]0;owned\\x07" in trail and "\x1b" not in trail
 
 
 def test_text_inside_a_structure_stays_a_yaml_block() -> None:

@@ -26,6 +26,7 @@ from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
 from lakegen.site.markup import markdown, safe_url
 from lakegen.site.views import SEVERITIES, Board, EvalRow, LakeView, lower_is_better, stem
+from lakegen.terminal import printable
 
 LIST_PAGE = 200  # entries per listing page
 NAV = (
@@ -110,6 +111,7 @@ class Renderer:
             count=filters.count,
             signed=filters.signed,
             readable=readable,
+            printable=printable,
         )
         self.env.globals.update(
             safe_url=safe_url,
