@@ -29,7 +29,7 @@ from lakegen.terminal import printable
 
 Mark = Literal[" ", "-", "+"]
 LONG = 60  # characters: longer text is word-diffed rather than shown twice
-WIDE = 100  # characters: YAML with a longer flow line is written in block style instead
+WIDE = 120  # characters: YAML with a longer flow line is written in block style instead
 CONTEXT = 1  # unchanged lines kept around each changed line of a word diff
 GAP = "…"  # stands for unchanged lines left out of a word diff
 _WORDS = re.compile(r"\s+|\S+")
@@ -177,12 +177,16 @@ def _marked(mark: Mark, value: Any) -> list[tuple[Mark, str]]:
 
 
 def _yaml_lines(value: Any) -> list[str]:
-    """A list as YAML items one by one (so each item can be marked), anything else through ``as_yaml``."""
+    """A list as YAML items one by one (so each item can be marked), anything else through ``as_yaml``.
+
+    The items share one style: when one of them needs block style, all take it.
+    """
     if not isinstance(value, list):
         return as_yaml(value).split("\n")
+    block = any(isinstance(i, dict | list) and not as_yaml(i).startswith(("{", "[")) for i in value)
     out = []
     for item in value:
-        first, *rest = as_yaml(item).split("\n")
+        first, *rest = as_yaml(item, block=block).split("\n")
         out += [f"- {first}", *(f"  {line}" for line in rest)]
     return out
 
@@ -198,13 +202,17 @@ def _text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _text)
 
 
-def as_yaml(value: Any) -> str:
-    """``value`` as YAML in its own key order: leaf mappings and lists in flow style when lines stay short."""
+def as_yaml(value: Any, *, block: bool = False) -> str:
+    """``value`` as YAML in its own key order: leaf mappings and lists in flow style when lines stay short
+    (``block``: never)."""
     if not isinstance(value, dict | list):
         return _scalar(value) or ""
     dump: dict[str, Any] = {"Dumper": _Dumper, "sort_keys": False, "allow_unicode": True, "width": 1 << 16}
-    flow = yaml.dump(value, default_flow_style=None, **dump)
-    # a flow collection cannot hold a | block: text with line breaks (\n in JSON) needs block style
-    if max(map(len, flow.splitlines()), default=0) <= WIDE and "\\n" not in json.dumps(value, default=str):
-        return flow.rstrip("\n")
+    if not block:
+        flow = yaml.dump(value, default_flow_style=None, **dump)
+        # a flow collection cannot hold a | block: text with line breaks (\n in JSON) needs block style
+        if max(map(len, flow.splitlines()), default=0) <= WIDE and "\\n" not in json.dumps(
+            value, default=str
+        ):
+            return flow.rstrip("\n")
     return yaml.dump(value, default_flow_style=False, **dump).rstrip("\n")

@@ -249,6 +249,17 @@ def test_lists_without_keys_are_compared_item_by_item() -> None:
     ]
 
 
+def test_claims_are_matched_by_version_and_list_items_share_one_style() -> None:
+    pinned = {**ACCURACY, "version": "1.0.0"}
+    old = {"evaluations": [pinned, {**pinned, "version": "1.1.0"}]}
+    new = {"evaluations": [pinned, {**pinned, "version": "1.1.0", "value": 0.95}]}
+    assert [line for c in field_changes(old, new) for line in as_text(c)] == [
+        "evaluations[digits/test/accuracy@1.1.0].value: 0.9 → 0.95"
+    ]
+    (added,) = field_changes({}, {"links": [{"title": "a"}, {"title": "b" * 130}]})
+    assert as_text(added) == ["links:", "  + - title: a", f"  + - title: {'b' * 130}"]
+
+
 def test_control_and_bidi_characters_are_shown_as_escapes() -> None:
     """Old blobs were never validated: what they hold must not drive a terminal or reorder a line."""
     old = {
