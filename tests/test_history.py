@@ -297,10 +297,8 @@ def test_the_site_audit_trail_renders_the_same_parts_as_html(edited: GitLake) ->
     page = (site / "models" / "vision.html").read_text(encoding="utf-8")
     trail = page.split('id="history"')[1]
     assert "It reads 8x8 images and <del>predicts</del><ins>names</ins> the digit" in trail
-    assert (
-        '<pre class="lg-yaml"><ins>+ version: 1.1.0</ins>\n<ins>+ released: &#39;2026-02-01&#39;</ins>'
-        in trail
-    )
+    yaml_lines = '<div class="lg-yaml"><ins><code>+ version: 1.1.0</code></ins><br><ins><code>+ released:'
+    assert yaml_lines in trail and "<ins><code>+ \u00a0\u00a0uri: ../artifacts/vision-1.1.0" in trail
     assert "<code>evaluations[digits/test/accuracy].value</code>: <del>0.9</del> → <ins>0.92</ins>" in trail
     assert "<ins>&lt;script&gt;alert(1)&lt;/script&gt;</ins>" in trail and "<script>alert" not in trail
     assert "{…}" not in trail and "None" not in trail
