@@ -182,7 +182,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from lakegen.bench import BenchError, Options, run_bench
 
     options = Options(
-        device=args.device, force=args.force, timeout_s=args.timeout, trust_code=args.trust_code
+        device=args.device,
+        force=args.force,
+        timeout_s=args.timeout,
+        trust_code=args.trust_code,
+        read_committed=not args.no_committed,
     )
     if args.workers:
         options.workers = args.workers
@@ -296,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", type=float, metavar="GIB", help="address-space cap per worker; 0: none")
     p.add_argument("--force", action="store_true", help="run again even when a cached result exists")
     p.add_argument("--trust-code", action="store_true", help=TRUST_CODE)
+    p.add_argument(
+        "--no-committed",
+        action="store_true",
+        help="take no result from catalog/results/ (a pull request may have changed it), only the local "
+        "cache or a fresh run: what publish.yml does",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 on a contradicted claim or a failed run")
     p.add_argument("--json", action="store_true", help="machine-readable output, no progress bar")
     from lakegen.cli_governance import add_commands

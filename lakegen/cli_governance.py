@@ -67,9 +67,11 @@ def _check_base(root: Path, base: str) -> None:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from lakegen.catalog import load_catalog
+    from lakegen.changetext import as_text
     from lakegen.cli import EXIT_OK, UsageError, _print_json, _root
     from lakegen.errors import did_you_mean
     from lakegen.history import lake_history
+    from lakegen.terminal import printable
 
     root = _root(args)
     catalog = load_catalog(root, verify_artifacts=False)
@@ -84,15 +86,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         return EXIT_OK
     for c in changes:
         pr = f" (PR #{c.pr})" if c.pr else ""
-        print(f"{c.date[:10]} {c.commit[:12]} {c.author} <{c.email}>{pr} {c.action} {c.entry}: {c.subject}")
+        head = f"{c.date[:10]} {c.commit[:12]} {c.author} <{c.email}>{pr} {c.action} {c.entry}: {c.subject}"
+        print(printable(head))
         for fc in c.changes:
-            print(f"    {fc.field}: {_one_line(fc.old)} -> {_one_line(fc.new)}")
+            print("\n".join(as_text(fc, "    ")))
     return EXIT_OK
-
-
-def _one_line(value: object) -> str:
-    text = "-" if value is None else str(value).replace("\n", " ")
-    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -47,16 +47,20 @@ def _keyed(items: list[Any]) -> dict[str, Any] | None:
     """Items by their natural key, or None when the list has no unique one."""
     if not items or not all(isinstance(i, dict) for i in items):
         return None
+    if all("metric" in i and "dataset" in i for i in items):  # evaluations, by version when they name one
+        found = {_claim_key(i): i for i in items}
+        return found if len(found) == len(items) else None
     for key in _KEYS:
         if all(isinstance(i.get(key), str) for i in items):
             found = {i[key]: i for i in items}
             if len(found) == len(items):
                 return found
-    if all("metric" in i and "dataset" in i for i in items):  # evaluations
-        found = {f"{i['dataset']}/{i.get('split')}/{i['metric']}": i for i in items}
-        if len(found) == len(items):
-            return found
     return None
+
+
+def _claim_key(claim: dict[str, Any]) -> str:
+    key = f"{claim['dataset']}/{claim.get('split')}/{claim['metric']}"
+    return f"{key}@{claim['version']}" if claim.get("version") else key
 
 
 def _plain(value: Any) -> Any:

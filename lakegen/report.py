@@ -185,7 +185,8 @@ class BenchStage:
             return StageOutcome(self.name, "not run: evaluations disabled (--no-bench)")
         from lakegen.bench import BenchError, Options, evaluate_catalog, result_findings
 
-        options = Options(write_results=False, trust_code=ctx.trust_code)
+        # results a pull request commits are its own claims: re-run them, never read them
+        options = Options(write_results=False, read_committed=False, trust_code=ctx.trust_code)
         try:
             report = evaluate_catalog(ctx.catalog, models, options, run=True)
         except BenchError as e:

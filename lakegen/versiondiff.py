@@ -16,12 +16,14 @@ from typing import Any
 
 from lakegen import artifacts
 from lakegen.catalog import Catalog
+from lakegen.changetext import as_text
 from lakegen.digests import default_cache_dir
 from lakegen.errors import LakeError, Problem
 from lakegen.gitrepo import Repo
 from lakegen.history import field_changes
 from lakegen.index import FieldChange
 from lakegen.safeyaml import parse
+from lakegen.terminal import printable
 from lakegen.weights import WeightsError, dequantized, logical_tensors, model_location, open_model
 
 
@@ -86,6 +88,8 @@ def diff_versions(catalog: Catalog, entry_id: str, a: str, b: str, *, weights: b
     out.manifest, out.manifest_source = _manifest_diff(catalog, record, va, vb)
     if weights:
         _weights_diff(catalog, record, va, vb, out)
+    else:
+        out.weights_note = "not compared (asked not to)"
     return out
 
 
@@ -187,10 +191,11 @@ def _relation(catalog: Catalog, a: Path, b: Path, va: Any, vb: Any) -> str | Non
 
 
 def render_text(diff: VersionDiff) -> str:
+    """The diff for a terminal: fields through :func:`lakegen.changetext.as_text`, every line printable."""
     lines = [f"{diff.entry}: {diff.a} → {diff.b}", "", "version record:"]
-    lines += [f"  {fc.field}: {_short(fc.old)} → {_short(fc.new)}" for fc in diff.record]
+    lines += [line for fc in diff.record for line in as_text(fc, "  ")]
     lines += ["", f"rest of the manifest ({diff.manifest_source}):"]
-    lines += [f"  {fc.field}: {_short(fc.old)} → {_short(fc.new)}" for fc in diff.manifest]
+    lines += [line for fc in diff.manifest for line in as_text(fc, "  ")]
     if not diff.manifest:
         lines.append("  no differences")
     lines += ["", f"weights: {diff.weights_note}"]
@@ -202,10 +207,4 @@ def render_text(diff: VersionDiff) -> str:
             lines.append(f"  {t.status:9} {t.name} [{t.dtype}]{rel}")
     if diff.relation:
         lines.append(f"  relation (lakegen.attribution): {diff.relation}")
-    return "\n".join(lines) + "\n"
-
-
-def _short(value: Any) -> str:
-    text = "∅" if value is None else repr(value) if not isinstance(value, str) else value
-    text = text.replace("\n", " ")
-    return text if len(text) <= 80 else text[:77] + "..."
+    return "\n".join(printable(line) for line in lines) + "\n"

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from gitlake import GitLake, model, version
+from gitlake import GitLake, model, version, weights
 
 from lakegen import gitrepo
 from lakegen.catalog import load_catalog
+from lakegen.changetext import as_text
 from lakegen.history import field_changes, lake_history
 
 LAKEGEN = Path(sys.executable).with_name("lakegen")
@@ -171,3 +173,148 @@ def test_diff_shows_manifest_and_per_tensor_changes_between_versions(tmp_path: P
     assert tensors["layer.bias"]["status"] == "changed"
     assert tensors["layer.bias"]["relative_change"] == pytest.approx(0.5, rel=1e-6)
     assert diff["weights"]["summary"] == {"same": 1, "changed": 1, "added": 0, "removed": 0, "reshaped": 0}
+
+
+DESCRIPTION = "Trained on digits.\n\nIt reads 8x8 images and predicts the digit shown in them.\nNot for real handwriting.\n"
+ACCURACY = {"dataset": "digits", "split": "test", "metric": "accuracy", "value": 0.9}
+
+
+@pytest.fixture
+def edited(tmp_path: Path) -> GitLake:
+    """vision 1.0.0, then one commit: a word of the description, one claim changed and one added, 1.1.0."""
+    lake = GitLake(tmp_path)
+    lake.put(model("vision", description=DESCRIPTION, evaluations=[ACCURACY], tags=["demo"]))
+    lake.commit("Add vision")
+    claims = [{**ACCURACY, "value": 0.92}, {**ACCURACY, "metric": "macro-f1", "value": 0.91}]
+    manifest = model(
+        "vision",
+        description=DESCRIPTION.replace("predicts", "names"),
+        evaluations=claims,
+        tags=["demo", "mlp"],
+    )
+    manifest["versions"].append(version("1.1.0", b"new weights", "vision", "2026-02-01"))
+    lake.put(manifest)
+    lake.commit("Release vision 1.1.0 \x1b[2J\x1b]0;owned\x07")
+    return lake
+
+
+def lakegen(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        [str(LAKEGEN), "--root", str(root), *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_history_shows_yaml_items_and_a_word_diff_never_a_repr(edited: GitLake) -> None:
+    sha, date = edited.git("log", "-1", "--format=%H %cI").split()
+    first = edited.git("rev-parse", "HEAD~1")
+    new_sha = hashlib.sha256(b"new weights").hexdigest()
+    assert lakegen(edited.root, "history", "vision") == (
+        f"{date[:10]} {sha[:12]} Ada Lovelace <ada@example.org> modified vision: "
+        "Release vision 1.1.0 \\x1b[2J\\x1b]0;owned\\x07\n"
+        "    description:\n"
+        "      …\n"
+        "      It reads 8x8 images and [-predicts-]{+names+} the digit shown in them.\n"
+        "      Not for real handwriting.\n"
+        "    versions[1.1.0]:\n"
+        "      + version: 1.1.0\n"
+        "      + released: '2026-02-01'\n"
+        "      + artifact:\n"
+        "      +   uri: ../artifacts/vision-1.1.0.safetensors\n"
+        f"      +   sha256: {new_sha}\n"
+        "      +   size: 11\n"
+        "      +   format: safetensors\n"
+        "    evaluations[digits/test/accuracy].value: 0.9 → 0.92\n"
+        "    evaluations[digits/test/macro-f1]:\n"
+        "      + {dataset: digits, split: test, metric: macro-f1, value: 0.91}\n"
+        "    tags:\n"
+        "      + - mlp\n"
+        f"{date[:10]} {first[:12]} Ada Lovelace <ada@example.org> added vision: Add vision\n"
+    )
+
+
+def test_lists_without_keys_are_compared_item_by_item() -> None:
+    claims = [ACCURACY, ACCURACY]  # the same key twice: no item can be matched by key
+    change = field_changes({"evaluations": claims}, {"evaluations": [ACCURACY, {**ACCURACY, "value": 0.8}]})
+    assert [line for c in change for line in as_text(c)] == [
+        "evaluations:",
+        "  - - {dataset: digits, split: test, metric: accuracy, value: 0.9}",
+        "  + - {dataset: digits, split: test, metric: accuracy, value: 0.8}",
+    ]
+    (added,) = field_changes({}, {"evaluations": claims[:1]})
+    assert as_text(added) == [
+        "evaluations:",
+        "  + - {dataset: digits, split: test, metric: accuracy, value: 0.9}",
+    ]
+
+
+def test_claims_are_matched_by_version_and_list_items_share_one_style() -> None:
+    pinned = {**ACCURACY, "version": "1.0.0"}
+    old = {"evaluations": [pinned, {**pinned, "version": "1.1.0"}]}
+    new = {"evaluations": [pinned, {**pinned, "version": "1.1.0", "value": 0.95}]}
+    assert [line for c in field_changes(old, new) for line in as_text(c)] == [
+        "evaluations[digits/test/accuracy@1.1.0].value: 0.9 → 0.95"
+    ]
+    (added,) = field_changes({}, {"links": [{"title": "a"}, {"title": "b" * 130}]})
+    assert as_text(added) == ["links:", "  + - title: a", f"  + - title: {'b' * 130}"]
+
+
+def test_control_and_bidi_characters_are_shown_as_escapes() -> None:
+    """Old blobs were never validated: what they hold must not drive a terminal or reorder a line."""
+    old = {
+        "risk": "high\x1b[8m",
+        "name": "abc\u202edef",
+        "limitations": "Old text with an escape \x1b]0;owned\x07 in the middle of a long line.",
+    }
+    new = {"name": "x", "limitations": "Old text with no escape in the middle of a long line."}
+    assert [line for c in field_changes(old, new) for line in as_text(c)] == [
+        "risk: - high\\x1b[8m",
+        "name: abc\\u202edef → x",
+        "limitations:",
+        "  Old text with [-an-]{+no+} escape[- \\x1b]0;owned\\x07-] in the middle of a long line.",
+    ]
+
+
+def test_diff_prints_the_same_readable_fields(edited: GitLake) -> None:
+    out = lakegen(edited.root, "diff", "vision", "1.0.0", "1.1.0", "--no-weights")
+    old_sha = hashlib.sha256(weights("vision")).hexdigest()
+    assert f"  artifact.sha256:\n    - {old_sha}\n" in out
+    assert "    It reads 8x8 images and [-predicts-]{+names+} the digit shown in them.\n" in out
+    assert "  evaluations[digits/test/macro-f1]:\n    + {dataset: digits" in out
+    assert "weights: not compared (asked not to)\n" in out
+
+
+def test_the_site_audit_trail_renders_the_same_parts_as_html(edited: GitLake) -> None:
+    from lakegen.index import compile_lake
+    from lakegen.site import build_site
+
+    text = DESCRIPTION.replace("predicts", "names") + "<script>alert(1)</script>\n"
+    manifest = model("vision", description=text, evaluations=[ACCURACY], tags=["demo"])
+    edited.put(manifest)
+    edited.commit("Add a script to the description")
+    site = build_site(edited.root, compile_lake(edited.root), pagefind=False).site
+    page = (site / "models" / "vision.html").read_text(encoding="utf-8")
+    trail = page.split('id="history"')[1]
+    assert "It reads 8x8 images and <del>predicts</del><ins>names</ins> the digit" in trail
+    yaml_lines = '<div class="lg-yaml"><ins><code>+ version: 1.1.0</code></ins><br><ins><code>+ released:'
+    assert yaml_lines in trail and "<ins><code>+ \u00a0\u00a0uri: ../artifacts/vision-1.1.0" in trail
+    assert "<code>evaluations[digits/test/accuracy].value</code>: <del>0.9</del> → <ins>0.92</ins>" in trail
+    assert "<ins>&lt;script&gt;alert(1)&lt;/script&gt;</ins>" in trail and "<script>alert" not in trail
+    assert "{…}" not in trail and "None" not in trail
+    assert "Release vision 1.1.0 \\x1b[2J\\x1b]0;owned\\x07" in trail and "\x1b" not in trail
+
+
+def test_text_inside_a_structure_stays_a_yaml_block() -> None:
+    release = {"version": "1.1.0", "changelog": "Retrained.\n\nSame data, new seed.\n"}
+    (added,) = field_changes(
+        {"versions": [{"version": "1.0.0"}]}, {"versions": [{"version": "1.0.0"}, release]}
+    )
+    assert as_text(added) == [
+        "versions[1.1.0]:",
+        "  + version: 1.1.0",
+        "  + changelog: |",
+        "  +   Retrained.",
+        "  +",
+        "  +   Same data, new seed.",
+    ]

@@ -90,8 +90,19 @@ def test_publish_deploys_pages_with_write_rights_only_on_the_deploy_job() -> Non
     assert build["permissions"] == {"contents": "read"}
     assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
     assert deploy["needs"] == "build"
-    assert any(s.get("run") == "lakegen build" for s in build["steps"])
+    runs = [s["run"] for s in build["steps"] if "run" in s]
+    assert runs[1:] == ["lakegen bench --no-committed", "lakegen build"]  # trusted numbers, then the site
     used = [s["uses"].split("@")[0] for s in steps(publish) if "uses" in s]
     for action in ("actions/upload-pages-artifact", "actions/configure-pages", "actions/deploy-pages"):
         assert action in used
-    assert not any(s.get("uses", "").startswith("actions/cache@") for s in steps(publish))  # no restore
+    assert "actions/cache" not in used  # restore and save stay separate steps, each with its own key
+    (restore,) = [s for s in build["steps"] if s.get("uses", "").startswith("actions/cache/restore@")]
+    assert restore["with"]["path"] == ".lakegen/bench"  # only results that runs on main saved
+    assert restore["with"]["restore-keys"].strip() == "lakegen-results-${{ runner.os }}-"
+
+
+def test_pull_requests_only_restore_the_results_main_saved() -> None:
+    job = load("check.yml")["jobs"]["check"]
+    results = [s for s in job["steps"] if ".lakegen/bench" in str(s.get("with", {}).get("path"))]
+    assert [s["uses"].split("@")[0] for s in results] == ["actions/cache/restore"]
+    assert results[0]["with"]["restore-keys"].strip() == "lakegen-results-${{ runner.os }}-"

@@ -21,10 +21,12 @@ import networkx as nx
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
+from lakegen.changetext import readable
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
 from lakegen.site.markup import markdown, safe_url
 from lakegen.site.views import SEVERITIES, Board, EvalRow, LakeView, lower_is_better, stem
+from lakegen.terminal import printable
 
 LIST_PAGE = 200  # entries per listing page
 NAV = (
@@ -108,6 +110,8 @@ class Renderer:
             facet=filters.facet_text,
             count=filters.count,
             signed=filters.signed,
+            readable=readable,
+            printable=printable,
         )
         self.env.globals.update(
             safe_url=safe_url,
