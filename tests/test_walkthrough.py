@@ -60,11 +60,13 @@ def walkthrough() -> str:
 
 
 def publish_commands() -> list[str]:
-    """The ``run`` steps of publish.yml's build job after installing lakegen (installed here already)."""
+    """The ``run`` steps of publish.yml's build job after installing the sandbox and lakegen (both
+    installed here already: the Makefile installs bubblewrap)."""
     workflow = yaml.safe_load((REPO / ".github/workflows/publish.yml").read_text(encoding="utf-8"))
     runs = [s["run"] for s in workflow["jobs"]["build"]["steps"] if "run" in s]
-    assert runs[0].startswith("python -m pip install ")
-    return runs[1:]
+    assert "apt-get install -y -qq bubblewrap" in runs[0]
+    assert runs[1].startswith("python -m pip install ")
+    return runs[2:]
 
 
 def publish(lake: GitLake, where: Path) -> Path:

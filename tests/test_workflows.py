@@ -91,7 +91,8 @@ def test_publish_deploys_pages_with_write_rights_only_on_the_deploy_job() -> Non
     assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
     assert deploy["needs"] == "build"
     runs = [s["run"] for s in build["steps"] if "run" in s]
-    assert runs[1:] == ["lakegen bench --no-committed", "lakegen build"]  # trusted numbers, then the site
+    assert "apt-get install -y -qq bubblewrap" in runs[0]  # the bench runs code entries sandboxed
+    assert runs[2:] == ["lakegen bench --no-committed", "lakegen build"]  # trusted numbers, then the site
     used = [s["uses"].split("@")[0] for s in steps(publish) if "uses" in s]
     for action in ("actions/upload-pages-artifact", "actions/configure-pages", "actions/deploy-pages"):
         assert action in used
@@ -103,6 +104,8 @@ def test_publish_deploys_pages_with_write_rights_only_on_the_deploy_job() -> Non
 
 def test_pull_requests_only_restore_the_results_main_saved() -> None:
     job = load("check.yml")["jobs"]["check"]
+    runs = [s["run"] for s in job["steps"] if "run" in s]
+    assert "apt-get install -y -qq bubblewrap" in runs[0]  # the pull request's code runs sandboxed
     results = [s for s in job["steps"] if ".lakegen/bench" in str(s.get("with", {}).get("path"))]
     assert [s["uses"].split("@")[0] for s in results] == ["actions/cache/restore"]
     assert results[0]["with"]["restore-keys"].strip() == "lakegen-results-${{ runner.os }}-"
