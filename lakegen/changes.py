@@ -18,7 +18,7 @@ from lakegen.errors import LakeError, Problem
 from lakegen.gitrepo import Commit, Repo
 from lakegen.history import MANIFEST_FOLDERS, field_changes, is_manifest_path, stem
 from lakegen.index import FieldChange
-from lakegen.manifest import KINDS, Entry
+from lakegen.manifest import KINDS, Code, Entry
 from lakegen.policies.config import OWNERS_FILE, POLICIES_FILE
 from lakegen.safeyaml import parse
 
@@ -39,6 +39,65 @@ class EntryChange:
     fields: list[FieldChange] = field(default_factory=list)
 
 
+# What a changed file is, by where it lies; the first match wins (see classify()).
+FILE_CLASSES: tuple[tuple[str, str], ...] = (
+    ("catalog/results/", "results"),
+    ("catalog/artifacts/", "artifact"),
+    (".github/workflows/", "workflow"),
+    (".github/", "repository settings"),
+    ("mkdocs.yml", "site configuration"),
+    ("site_templates/", "site templates"),
+    ("overrides/", "site templates"),
+    ("lakegen/site/templates/", "site templates"),
+    ("pyproject.toml", "packaging"),
+    ("requirements.lock", "packaging"),
+    ("setup.py", "packaging"),
+    ("setup.cfg", "packaging"),
+    ("lakegen/", "lakegen's own code"),
+    ("schemas/", "schemas"),
+)
+
+
+# lakegen's own working folders (caches, the built site): never part of a change, ignored or not.
+OWN_FOLDERS = (".lakegen/", "site/")
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """A changed file that is not a manifest: what it is decides what the check does about it."""
+
+    path: str
+    status: Status
+    what: str  # one of FILE_CLASSES' names, "code entry source", or "other"
+    code_entries: tuple[str, ...] = ()  # for code entry source: the entries whose folder holds it
+
+
+def classify(path: str, catalog: Catalog) -> tuple[str, tuple[str, ...]]:
+    """What the file at lake path ``path`` is, and which code entries' source it is part of."""
+    owners = tuple(
+        sorted(
+            r.entry.id
+            for r in catalog.records.values()
+            if isinstance(r.entry, Code) and r.entry.path and _inside(path, r.entry.path)
+        )
+    )
+    if owners:
+        return "code entry source", owners
+    for prefix, what in FILE_CLASSES:
+        if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
+            return what, ()
+    return "other", ()
+
+
+def _is_manifest(path: str | None) -> bool:
+    return is_manifest_path(path) and bool(path) and path.startswith(tuple(f"{f}/" for f in MANIFEST_FOLDERS))  # type: ignore[union-attr]
+
+
+def _inside(path: str, folder: str) -> bool:
+    folder = folder.strip("/")
+    return path.startswith(folder + "/")
+
+
 @dataclass
 class LakeChanges:
     """The difference between the lake on disk and the base of a pull request."""
@@ -48,6 +107,7 @@ class LakeChanges:
     base_commit: str
     entries: list[EntryChange] = field(default_factory=list)
     config_changed: dict[str, Status] = field(default_factory=dict)  # policies.yaml, owners.yaml
+    files: list[FileChange] = field(default_factory=list)  # every other changed file, classified
     _by_entry: dict[str, EntryChange] = field(default_factory=dict, repr=False)
     _released: dict[tuple[str, str], Commit | None] = field(default_factory=dict, repr=False)
 
@@ -99,14 +159,17 @@ def lake_changes(catalog: Catalog, base_ref: str, repo: Repo | None = None) -> L
         message = f"cannot find '{base_ref}' or its merge base with HEAD (fetch full history: fetch-depth 0)"
         raise LakeError(Problem(str(catalog.root), 1, "base", message)) from None
     changes = LakeChanges(repo, base_ref, base_commit)
-    raw = repo.changes_since(base_commit, *MANIFEST_FOLDERS, POLICIES_FILE, OWNERS_FILE)
-    base_blobs = repo.blobs([c.old_blob for c in raw if c.old_blob])
+    raw = repo.changes_since(base_commit, ".")
+    base_blobs = repo.blobs([c.old_blob for c in raw if c.old_blob and _is_manifest(c.old)])
     by_path = {r.path: r for r in catalog.records.values()}
     for ch in raw:
         if (ch.old or ch.new) in (POLICIES_FILE, OWNERS_FILE):
             changes.config_changed[ch.new or ch.old or ""] = _STATUS.get(ch.status, "modified")
             continue
-        if not (is_manifest_path(ch.old) or is_manifest_path(ch.new)):
+        if not (_is_manifest(ch.old) or _is_manifest(ch.new)):
+            for path in dict.fromkeys(p for p in (ch.old, ch.new) if p and not p.startswith(OWN_FOLDERS)):
+                what, code = classify(path, catalog)
+                changes.files.append(FileChange(path, _STATUS.get(ch.status, "modified"), what, code))
             continue
         base_data = _parse(base_blobs.get(ch.old_blob or ""))
         head = by_path.get(ch.new) if ch.new else None

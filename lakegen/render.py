@@ -66,6 +66,12 @@ def _tally(report: CheckReport) -> str:
     return f"{len(report.catalog.records)} entries; findings: {tally}."
 
 
+def _file_what(f: Any) -> str:
+    if f.code_entries:
+        return f"source of code entry {', '.join(f.code_entries)}"
+    return str(f.what)
+
+
 def _kind(report: CheckReport, change: Any) -> str:
     record = report.catalog.records.get(change.entry)
     if record and change.path:
@@ -110,12 +116,14 @@ def render_markdown(report: CheckReport) -> str:
     if changes is not None:
         out += [f"Compared with {md(changes.base_ref)} (merge base {changes.base_commit[:12]}).", ""]
         out += ["### What this pull request changes", ""]
-        if changes.entries or changes.config_changed:
+        if changes.entries or changes.config_changed or changes.files:
             out += ["| change | entry | kind | what |", "|---|---|---|---|"]
             for c in changes.entries:
                 out.append(f"| {c.status} | {md(c.entry)} | {_kind(report, c)} | {_change_summary(c, md)} |")
             for path, status in sorted(changes.config_changed.items()):
                 out.append(f"| {status} | {md(path)} | configuration | governance settings |")
+            for f in changes.files:
+                out.append(f"| {f.status} | {md(f.path)} | file | {md(_file_what(f))} |")
         else:
             out.append("No manifest changes.")
         out.append("")
@@ -171,7 +179,8 @@ def render_text(report: CheckReport, *, colour: bool = False) -> str:
             [status, plain(path), "configuration", "governance settings"]
             for path, status in sorted(changes.config_changed.items())
         ]
-        lines.extend(Text("  " + row) for row in _columns(rows) or ["No manifest changes."])
+        rows += [[f.status, plain(f.path), "file", plain(_file_what(f))] for f in changes.files]
+        lines.extend(Text("  " + row) for row in _columns(rows) or ["No changes."])
     line()
     line(("Stages", "bold"))
     lines.extend(

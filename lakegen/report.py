@@ -56,22 +56,38 @@ class CheckContext:
             if c.path and c.entry in records and isinstance(records[c.entry].entry, Model)
         )
 
+    def changed_code(self) -> set[str]:
+        """Code entries whose source files the pull request changes."""
+        if self.changes is None:
+            return set()
+        return {c for f in self.changes.files for c in f.code_entries}
+
     def changed_evaluations(self) -> list[str]:
-        """Models whose claimed evaluations are new or may read differently (new weights, new claims)."""
+        """Models whose claimed evaluations are new or may read differently (new weights, new claims,
+        or code entries they are built or evaluated with whose source changed)."""
         if self.changes is None:
             return []
+        code = self.changed_code()
         out = []
+        for model in self.catalog.models():
+            uses = {c.id for c in model.code} | (
+                {model.architecture.code} if model.architecture.code else set()
+            )
+            if model.evaluations and uses & code:
+                out.append(model.id)
         for model_id in self.changed_models():
+            if model_id in out:
+                continue
             change = self.changes.of(model_id)
-            model = self.catalog.get(model_id)
-            assert change is not None and isinstance(model, Model)
+            entry = self.catalog.get(model_id)
+            assert change is not None and isinstance(entry, Model)
             touched = change.base_data is None or any(
                 f.field.startswith(("evaluations", "versions", "architecture", "datasets"))
                 for f in change.fields
             )
-            if model.evaluations and touched:
+            if entry.evaluations and touched:
                 out.append(model_id)
-        return out
+        return sorted(out)
 
 
 class CheckStage(Protocol):
@@ -201,7 +217,29 @@ class BenchStage:
         return StageOutcome(self.name, status, findings)
 
 
-DEFAULT_STAGES: list[CheckStage] = [ValidateStage(), PolicyStage(), AttributionStage(), BenchStage()]
+class FilesStage:
+    """Every changed file that is not a manifest, classified (see :mod:`lakegen.filechanges`)."""
+
+    name = "files"
+
+    def run(self, ctx: CheckContext) -> StageOutcome:
+        if ctx.changes is None:
+            return StageOutcome(self.name, "not run: no --base")
+        from lakegen.filechanges import findings
+
+        found = findings(ctx.changes, ctx.catalog.root)
+        code = sorted(ctx.changed_code())
+        rerun = f"; source of {', '.join(code)} changed: their models' evaluations re-run" if code else ""
+        return StageOutcome(self.name, f"ran: {len(ctx.changes.files)} other files{rerun}", found)
+
+
+DEFAULT_STAGES: list[CheckStage] = [
+    ValidateStage(),
+    PolicyStage(),
+    FilesStage(),
+    AttributionStage(),
+    BenchStage(),
+]
 
 
 @dataclass

@@ -109,3 +109,11 @@ def test_pull_requests_only_restore_the_results_main_saved() -> None:
     results = [s for s in job["steps"] if ".lakegen/bench" in str(s.get("with", {}).get("path"))]
     assert [s["uses"].split("@")[0] for s in results] == ["actions/cache/restore"]
     assert results[0]["with"]["restore-keys"].strip() == "lakegen-results-${{ runner.os }}-"
+
+
+def test_the_check_that_judges_a_pull_request_is_the_base_branch_s_lakegen() -> None:
+    job = load("check.yml")["jobs"]["check"]
+    (base,) = [s for s in job["steps"] if s.get("with", {}).get("path") == ".lakegen/base"]
+    assert base["with"]["ref"] == "${{ github.event.pull_request.base.sha }}"
+    installs = [s["run"] for s in job["steps"] if "pip install" in s.get("run", "")]
+    assert installs == ["python -m pip install -c .lakegen/base/requirements.lock ./.lakegen/base"]

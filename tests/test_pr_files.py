@@ -1,0 +1,135 @@
+"""``lakegen check --base``: every changed file that is not a manifest is classified, and the ones that
+change how the lake is checked, built or published are findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gitlake import GitLake, dataset, model
+
+from lakegen.catalog import load_catalog
+from lakegen.changes import lake_changes
+from lakegen.report import CheckContext, run_check
+
+LENIENT = "rules:\n  documentation: warn\n"
+CODE = """\
+kind: code
+id: nets
+name: Networks
+description: Builds the networks.
+owners: ['@ada']
+license: MIT
+path: src
+entrypoints:
+  build: nets.build:build
+"""
+MKDOCS = "site_name: Lake\\nplugins:\\n  - lakegen\\n"
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> GitLake:
+    lake = GitLake(tmp_path, policies=LENIENT)
+    lake.write("catalog/code/nets.yaml", CODE)
+    lake.write("src/nets/__init__.py", "")
+    lake.write("src/nets/build.py", "def build():\n    return None\n")
+    lake.write("mkdocs.yml", "site_name: Lake\nplugins:\n  - lakegen\n")
+    lake.write("pyproject.toml", '[project]\nname = "lake"\n')
+    lake.put(dataset("toy"))
+    claim = [{"dataset": "toy", "split": "test", "metric": "accuracy", "value": 0.9}]
+    lake.put(
+        model(
+            "built",
+            architecture={"family": "toy", "code": "nets", "entrypoint": "nets.build:build"},
+            evaluations=claim,
+        )
+    )
+    lake.put(model("other", evaluations=claim))
+    lake.commit("Seed")
+    lake.git("checkout", "-q", "-b", "pr")
+    return lake
+
+
+def findings(lake: GitLake, rule: str) -> list:
+    report = run_check(lake.root, "main", run_evaluations=False)
+    return [f for f in report.findings if f.rule == rule]
+
+
+def test_mkdocs_hooks_plugins_and_scripts_are_errors_at_their_line(lake: GitLake) -> None:
+    lake.write(
+        "mkdocs.yml",
+        "site_name: Lake\n"
+        "hooks:\n  - hooks/inject.py\n"
+        "plugins:\n  - lakegen\n  - macros\n"
+        "markdown_extensions:\n  - toc\n  - evil.ext\n"
+        "extra_javascript:\n  - https://cdn.example/x.js\n"
+        "theme:\n  name: material\n  custom_dir: overrides\n",
+    )
+    lake.write(
+        "hooks/inject.py", "def on_page_content(html, **kw):\n    return html + '<script>x</script>'\n"
+    )
+    lake.commit("Site tweaks")
+    found = {(f.line, f.message.split(":")[0]) for f in findings(lake, "site-config")}
+    assert found == {
+        (2, "hooks"),
+        (6, "plugins"),
+        (9, "markdown_extensions"),
+        (10, "extra_javascript"),
+        (14, "theme.custom_dir"),
+    }
+    assert all(f.severity == "error" for f in findings(lake, "site-config"))
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert not report.ok
+    (hook,) = [c for c in report.changes.files if c.path == "hooks/inject.py"]  # type: ignore[union-attr]
+    assert hook.what == "other"
+
+
+def test_a_harmless_mkdocs_change_is_no_error(lake: GitLake) -> None:
+    lake.write("mkdocs.yml", "site_name: Our lake\nplugins:\n  - lakegen\n  - search\n")
+    lake.commit("Rename the site")
+    assert findings(lake, "site-config") == []
+
+
+def test_a_new_entry_point_is_an_error_other_packaging_a_warning(lake: GitLake) -> None:
+    lake.write(
+        "pyproject.toml",
+        '[project]\nname = "lake"\nversion = "2"\n\n[project.entry-points."lakegen.policies"]\nowners = "evil:Rule"\n',
+    )
+    lake.commit("Add a plugin")
+    (entry,) = findings(lake, "entry-points")
+    assert (entry.severity, entry.path, entry.line) == ("error", "pyproject.toml", 6)
+    assert 'owners = "evil:Rule"' in entry.message
+    (review,) = findings(lake, "tooling-change")
+    assert review.severity == "warning" and review.message.startswith("modified packaging:")
+
+
+def test_changing_a_code_entry_s_source_re_runs_the_models_it_builds(lake: GitLake) -> None:
+    lake.write("src/nets/build.py", "def build():\n    return 'changed'\n")
+    lake.commit("Change the network")
+    catalog = load_catalog(lake.root)
+    changes = lake_changes(catalog, "main")
+    (change,) = changes.files
+    assert (change.path, change.what, change.code_entries) == (
+        "src/nets/build.py",
+        "code entry source",
+        ("nets",),
+    )
+    ctx = CheckContext(catalog, changes)
+    assert ctx.changed_code() == {"nets"}
+    assert ctx.changed_evaluations() == ["built"]  # not 'other', which does not use it
+    report = run_check(lake.root, "main", run_evaluations=False)
+    (files,) = [s for s in report.stages if s.name == "files"]
+    assert "source of nets changed: their models' evaluations re-run" in files.status
+    assert "| modified | src/nets/build\\.py | file | source of code entry nets |" in report.render(
+        "markdown"
+    )
+
+
+def test_committed_results_are_noted_and_never_read(lake: GitLake) -> None:
+    lake.write("catalog/results/built.json", '{"results": []}\n')
+    lake.write(".github/workflows/check.yml", "name: check\n")
+    lake.commit("Results and a workflow")
+    (note,) = findings(lake, "results-change")
+    assert note.severity == "info" and "not read" in note.message
+    (workflow,) = findings(lake, "tooling-change")
+    assert workflow.path == ".github/workflows/check.yml" and workflow.severity == "warning"
