@@ -133,3 +133,18 @@ def test_committed_results_are_noted_and_never_read(lake: GitLake) -> None:
     assert note.severity == "info" and "not read" in note.message
     (workflow,) = findings(lake, "tooling-change")
     assert workflow.path == ".github/workflows/check.yml" and workflow.severity == "warning"
+
+
+def test_lakegen_build_refuses_a_site_config_that_runs_code(tmp_path: Path) -> None:
+    from conftest import run_lakegen
+
+    lake = GitLake(tmp_path)
+    lake.put(model("a"))
+    lake.write("mkdocs.yml", "site_name: Lake\nplugins:\n  - lakegen\nhooks:\n  - inject.py\n")
+    lake.write("inject.py", "import pathlib\npathlib.Path('PWNED').write_text('ran')\n")
+    result = run_lakegen("--root", str(tmp_path), "build")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert (
+        "mkdocs.yml:4: hooks: mkdocs runs these Python files at build time" in result.stdout + result.stderr
+    )
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "site" / "index.html").exists()

@@ -46,6 +46,19 @@ class BuildReport:
     """Counts of the run: pages ``rendered`` and ``reused``, search shards indexed, timings."""
 
 
+def _refuse_code(config_file: Path) -> None:
+    """A lake's ``mkdocs.yml`` may not make the build run code or load scripts (hooks, plugins and
+    Markdown extensions outside lakegen's allowlist, ``extra_javascript``, template overrides): the
+    same rules ``lakegen check`` reports on a pull request."""
+    from lakegen.errors import LakeError, Problem
+    from lakegen.filechanges import site_config
+
+    errors = [f for f in site_config(config_file) if f.severity == "error"]
+    if errors:
+        name = config_file.name
+        raise LakeError([Problem(name, f.line, "", f.message) for f in errors])
+
+
 def _config(root: Path, site_dir: Path, config_file: Path | None) -> Any:
     from mkdocs.config import load_config
 
@@ -54,6 +67,7 @@ def _config(root: Path, site_dir: Path, config_file: Path | None) -> Any:
     if config_file is None and (root / "mkdocs.yml").is_file():
         config_file = root / "mkdocs.yml"
     if config_file is not None:
+        _refuse_code(config_file)
         return load_config(str(config_file), site_dir=str(site_dir))
     docs = default_templates() / "docs"
     stream = io.StringIO(DEFAULT_CONFIG)
