@@ -41,6 +41,8 @@ class EntryChange:
 
 # What a changed file is, by where it lies; the first match wins (see classify()).
 FILE_CLASSES: tuple[tuple[str, str], ...] = (
+    (".lakegen/", "lakegen's cache"),
+    ("site/", "built site"),
     ("catalog/results/", "results"),
     ("catalog/artifacts/", "artifact"),
     (".github/workflows/", "workflow"),
@@ -160,6 +162,9 @@ def lake_changes(catalog: Catalog, base_ref: str, repo: Repo | None = None) -> L
         raise LakeError(Problem(str(catalog.root), 1, "base", message)) from None
     changes = LakeChanges(repo, base_ref, base_commit)
     raw = repo.changes_since(base_commit, ".")
+    # lakegen's working folders are never content: ignored, they are skipped; committed (to plant
+    # cached results or fingerprints), each file is a change of its own kind.
+    planted = set(repo.tracked(*OWN_FOLDERS))
     base_blobs = repo.blobs([c.old_blob for c in raw if c.old_blob and _is_manifest(c.old)])
     by_path = {r.path: r for r in catalog.records.values()}
     for ch in raw:
@@ -167,7 +172,9 @@ def lake_changes(catalog: Catalog, base_ref: str, repo: Repo | None = None) -> L
             changes.config_changed[ch.new or ch.old or ""] = _STATUS.get(ch.status, "modified")
             continue
         if not (_is_manifest(ch.old) or _is_manifest(ch.new)):
-            for path in dict.fromkeys(p for p in (ch.old, ch.new) if p and not p.startswith(OWN_FOLDERS)):
+            for path in dict.fromkeys(p for p in (ch.old, ch.new) if p):
+                if path.startswith(OWN_FOLDERS) and path not in planted:
+                    continue
                 what, code = classify(path, catalog)
                 changes.files.append(FileChange(path, _STATUS.get(ch.status, "modified"), what, code))
             continue

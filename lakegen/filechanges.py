@@ -87,6 +87,18 @@ def findings(changes: LakeChanges, root: Path) -> list[Finding]:
                     "lake, so the governance owners review it (lakegen codeowners)",
                 )
             )
+        elif change.what in ("lakegen's cache", "built site"):
+            out.append(
+                _finding(
+                    "planted-cache",
+                    "error",
+                    change.path,
+                    1,
+                    f"commits {change.what} ({change.path}): lakegen writes it, nobody commits it; a "
+                    "committed cache could carry forged results or fingerprints, so the check reads no "
+                    "cache and re-runs everything",
+                )
+            )
         elif change.what == "results":
             out.append(
                 _finding(

@@ -125,6 +125,12 @@ class Repo:
             pos += size + 1
         return found
 
+    def tracked(self, *folders: str) -> list[str]:
+        """Lake paths of the files git tracks under ``folders`` (in the index)."""
+        specs = [f"{self.prefix}{f}" for f in folders]
+        out = self.run("ls-files", "-z", "--", *specs)
+        return [self._lake_path(p.decode("utf-8", "surrogateescape")) for p in out.split(b"\0") if p]
+
     def changes_since(self, commit: str, *folders: str) -> list[PathChange]:
         """What differs under ``folders`` between ``commit`` and the working tree (untracked files too)."""
         specs = [f"{self.prefix}{f}" for f in folders]

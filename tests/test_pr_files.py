@@ -148,3 +148,20 @@ def test_lakegen_build_refuses_a_site_config_that_runs_code(tmp_path: Path) -> N
         "mkdocs.yml:4: hooks: mkdocs runs these Python files at build time" in result.stdout + result.stderr
     )
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "site" / "index.html").exists()
+
+
+def test_a_committed_cache_is_an_error_and_not_read(lake: GitLake) -> None:
+    lake.write(".lakegen/bench/ab/forged.json", '{"status": "verified"}\n')
+    lake.git("add", "-f", ".lakegen/bench/ab/forged.json")
+    lake.commit("Plant a result")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    (planted,) = [f for f in report.findings if f.rule == "planted-cache"]
+    assert planted.severity == "error" and planted.path == ".lakegen/bench/ab/forged.json"
+    assert not report.ok
+    # an ignored (untracked) cache is lakegen's own, and no change
+    lake.git("rm", "-q", "--cached", ".lakegen/bench/ab/forged.json")
+    lake.write(".gitignore", ".lakegen/\n")
+    lake.commit("Unplant")
+    assert not [
+        f for f in run_check(lake.root, "main", run_evaluations=False).findings if f.rule == "planted-cache"
+    ]
