@@ -70,7 +70,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from lakegen.changetext import as_text
     from lakegen.cli import EXIT_OK, UsageError, _print_json, _root
     from lakegen.errors import did_you_mean
-    from lakegen.history import lake_history
+    from lakegen.history import lake_history, provenance
     from lakegen.terminal import printable
 
     root = _root(args)
@@ -87,7 +87,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for c in changes:
         pr = f" (PR #{c.pr})" if c.pr else ""
         head = f"{c.date[:10]} {c.commit[:12]} {c.author} <{c.email}>{pr} {c.action} {c.entry}: {c.subject}"
-        print(printable(head))
+        notes = "".join(f" [{n}]" for n in provenance(c))
+        print(printable(head + notes))
         for fc in c.changes:
             print("\n".join(as_text(fc, "    ")))
     return EXIT_OK

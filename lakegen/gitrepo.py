@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -53,6 +53,10 @@ class PathChange:
 
 @dataclass(frozen=True)
 class Commit:
+    """A commit as git stores it: author and committer apart, as given; ``signature`` is git's
+    ``%G?`` (G good, B bad, U good but untrusted, X/Y expired, R revoked, E cannot be checked,
+    N none)."""
+
     sha: str
     parents: tuple[str, ...]
     author: str
@@ -60,6 +64,39 @@ class Commit:
     date: str
     subject: str
     changes: tuple[PathChange, ...] = ()
+    committer: str = ""
+    committer_email: str = ""
+    committer_date: str = ""
+    signature: str = "N"
+    merge_changes: tuple[PathChange, ...] = ()  # what a merge commit changed itself (vs every parent)
+
+    @property
+    def by_github(self) -> bool:
+        """Committed by GitHub's merge button (as the committer field says; only a verified signature
+        proves it)."""
+        return self.committer_email == GITHUB_EMAIL
+
+
+GITHUB_EMAIL = "noreply@github.com"
+_FORMAT = "--format=%x1e%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%cn%x1f%ce%x1f%cI%x1f%G?%x1f%s"
+
+
+def _commit(header: bytes, changes: tuple[PathChange, ...] = ()) -> Commit:
+    fields = header.decode("utf-8", "replace").split("\x1f", 9)
+    sha, parents, author, email, date, committer, committer_email, committer_date, signature, subject = fields
+    return Commit(
+        sha,
+        tuple(parents.split()),
+        author,
+        email,
+        date,
+        subject,
+        changes,
+        committer,
+        committer_email,
+        committer_date,
+        signature or "N",
+    )
 
 
 class Repo:
@@ -152,7 +189,7 @@ class Repo:
             "--raw",
             "-M",
             "--no-abbrev",
-            "--format=%x1e%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%s",
+            _FORMAT,
             rev,
             "--",
             *specs,
@@ -160,10 +197,25 @@ class Repo:
         commits = []
         for chunk in _commit_chunks(out):
             header, _, rest = chunk.partition(b"\0")
-            sha, parents, author, email, date, subject = header.decode("utf-8", "replace").split("\x1f", 5)
             changes = _raw_changes(rest.lstrip(b"\n").split(b"\0"), self._lake_path)
-            commits.append(Commit(sha, tuple(parents.split()), author, email, date, subject, tuple(changes)))
+            commit = _commit(header, tuple(changes))
+            if len(commit.parents) > 1:
+                commit = replace(commit, merge_changes=tuple(self._merge_changes(commit, specs)))
+            commits.append(commit)
         return commits
+
+    def _merge_changes(self, merge: Commit, specs: list[str]) -> list[PathChange]:
+        """What a merge commit changed itself: files that differ from every one of its parents (a
+        conflict resolution, or an edit slipped into the merge), as changes against its first parent.
+        ``git log`` shows no diff for merges, so without this they would leave no trace."""
+        per_parent = []
+        for parent in merge.parents:
+            out = self.run("diff-tree", "-r", "-z", "--raw", "--no-abbrev", parent, merge.sha, "--", *specs)
+            per_parent.append(
+                {c.new or c.old or "": c for c in _raw_changes(out.split(b"\0"), self._lake_path)}
+            )
+        everywhere = set.intersection(*(set(p) for p in per_parent))
+        return [per_parent[0][path] for path in sorted(everywhere)]
 
     def first_parent_changes(self, rev: str, *folders: str) -> list[Commit]:
         """Every state ``folders`` had on ``rev``'s first-parent line, oldest first: a merge commit's
@@ -178,7 +230,7 @@ class Repo:
             "--no-renames",
             "--no-abbrev",
             "--reverse",
-            "--format=%x1e%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%s",
+            _FORMAT,
             rev,
             "--",
             *specs,
@@ -186,9 +238,8 @@ class Repo:
         commits = []
         for chunk in _commit_chunks(out):
             header, _, rest = chunk.partition(b"\0")
-            sha, parents, author, email, date, subject = header.decode("utf-8", "replace").split("\x1f", 5)
             changes = _raw_changes(rest.lstrip(b"\n").split(b"\0"), self._lake_path)
-            commits.append(Commit(sha, tuple(parents.split()), author, email, date, subject, tuple(changes)))
+            commits.append(_commit(header, tuple(changes)))
         return commits
 
     @cached_property
@@ -197,16 +248,18 @@ class Repo:
 
         A merge commit whose subject GitHub wrote ("Merge pull request #12 from ...")
         carries the number to every commit it merged; a squash merge carries it in its
-        own subject ("Title (#12)").
+        own subject ("Title (#12)"). Only commits GitHub committed count (committer
+        ``noreply@github.com``): anyone can type such a subject.
         """
-        out = self.run("log", "-z", "--format=%H%x1f%P%x1f%s", "HEAD")
+        out = self.run("log", "-z", "--format=%H%x1f%P%x1f%ce%x1f%s", "HEAD")
         parents: dict[str, list[str]] = {}
         subjects: dict[str, str] = {}
+        committers: dict[str, str] = {}
         for item in out.split(b"\0"):
             if not item:
                 continue
-            sha, ps, subject = item.decode("utf-8", "replace").strip("\n").split("\x1f", 2)
-            parents[sha], subjects[sha] = ps.split(), subject
+            sha, ps, committer, subject = item.decode("utf-8", "replace").strip("\n").split("\x1f", 3)
+            parents[sha], subjects[sha], committers[sha] = ps.split(), subject, committer
         mainline: list[str] = []
         commit: str | None = self.commit_of("HEAD")
         while commit is not None:
@@ -215,6 +268,8 @@ class Repo:
         on_mainline = set(mainline)
         numbers: dict[str, int] = {}
         for sha in reversed(mainline):
+            if committers.get(sha) != GITHUB_EMAIL:
+                continue  # anyone can type "(#12)" or "Merge pull request #12" into a subject
             merged = _PR_MERGE.match(subjects.get(sha, ""))
             squashed = _PR_SQUASH.search(subjects.get(sha, ""))
             if squashed and len(parents.get(sha, [])) < 2:
@@ -240,7 +295,7 @@ class Repo:
             "--follow",
             "-M",
             f"-S{text}",
-            "--format=%x1e%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%s",
+            _FORMAT,
             rev,
             "--",
             f"{self.prefix}{path}",
@@ -248,8 +303,7 @@ class Repo:
         commits = []
         for chunk in _commit_chunks(out):
             header = chunk.partition(b"\0")[0]
-            sha, parents, author, email, date, subject = header.decode("utf-8", "replace").split("\x1f", 5)
-            commits.append(Commit(sha, tuple(parents.split()), author, email, date, subject))
+            commits.append(_commit(header))
         return commits[-1] if commits else None
 
 

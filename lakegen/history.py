@@ -92,7 +92,13 @@ def lake_history(root: Path | str, catalog: Catalog | None = None, repo: Repo | 
     except LakeError:
         return []  # a repository without commits yet
     blobs = repo.blobs(
-        [b for c in commits for ch in c.changes for b in (ch.old_blob, ch.new_blob) if b is not None]
+        [
+            b
+            for c in commits
+            for ch in (*c.changes, *c.merge_changes)
+            for b in (ch.old_blob, ch.new_blob)
+            if b is not None
+        ]
     )
     parsed: dict[str, Any] = {}
 
@@ -116,7 +122,8 @@ def lake_history(root: Path | str, catalog: Catalog | None = None, repo: Repo | 
     alias: dict[str, str] = {r.path: r.entry.id for r in catalog.records.values()} if catalog else {}
     history: list[Change] = []
     for commit in commits:
-        for ch in commit.changes:
+        merge_made = {id(ch) for ch in commit.merge_changes}
+        for ch in (*commit.changes, *commit.merge_changes):
             if not (is_manifest_path(ch.old) or is_manifest_path(ch.new)):
                 continue
             old, new = data(ch.old_blob), data(ch.new_blob)
@@ -152,9 +159,51 @@ def lake_history(root: Path | str, catalog: Catalog | None = None, repo: Repo | 
                     path=path,
                     action=action,
                     changes=fields,
+                    committer=commit.committer,
+                    committer_email=commit.committer_email,
+                    committer_date=commit.committer_date,
+                    signature=commit.signature,
+                    in_merge=id(ch) in merge_made,
+                    dates_disagree=_later(commit.date, commit.committer_date),
                 )
             )
     return history
+
+
+SIGNATURES = {
+    "G": "good signature",
+    "B": "bad signature",
+    "U": "good signature, untrusted key",
+    "X": "good signature, expired",
+    "Y": "good signature, expired key",
+    "R": "good signature, revoked key",
+    "E": "signed, not checkable here",
+}
+
+
+def provenance(c: Change) -> list[str]:
+    """What git says of a change beyond its author, for people: committer, signature, oddities."""
+    notes = []
+    if c.in_merge:
+        notes.append("made in the merge commit itself")
+    if c.committer and (c.committer, c.committer_email) != (c.author, c.email):
+        notes.append(f"committed by {c.committer} <{c.committer_email}> {c.committer_date[:10]}")
+    if c.signature in SIGNATURES:
+        notes.append(SIGNATURES[c.signature])
+    if c.dates_disagree:
+        notes.append(f"author date {c.date[:10]} is after the commit date {c.committer_date[:10]}")
+    return notes
+
+
+def _later(author_date: str, commit_date: str) -> bool:
+    """True when the author date is more than a minute after the commit date: a date from the future."""
+    import datetime as dt
+
+    try:
+        a, c = dt.datetime.fromisoformat(author_date), dt.datetime.fromisoformat(commit_date)
+    except ValueError:
+        return False
+    return (a - c).total_seconds() > 60
 
 
 def entry_history(history: list[Change], entry: str) -> list[Change]:

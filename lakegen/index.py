@@ -126,10 +126,16 @@ class Change(_Row):
     email: str = ""
     date: str
     subject: str = ""
-    pr: int | None = None
+    pr: int | None = Field(None, description="Only from a commit GitHub made (its merge or squash button).")
     path: str
     action: Literal["added", "modified", "renamed", "deleted"]
     changes: list[FieldChange] = []
+    committer: str = ""
+    committer_email: str = ""
+    committer_date: str = ""
+    signature: str = Field("N", description="git's %G?: G good, B bad, U untrusted, E unchecked, N none.")
+    in_merge: bool = Field(False, description="Made by the merge commit itself (against its first parent).")
+    dates_disagree: bool = Field(False, description="The author date is later than the commit date.")
 
 
 class ArtifactCheck(_Row):

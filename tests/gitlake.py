@@ -24,6 +24,9 @@ teams:
 """
 
 
+GITHUB = {"GIT_COMMITTER_NAME": "GitHub", "GIT_COMMITTER_EMAIL": "noreply@github.com"}
+
+
 class GitLake:
     """A lake in its own git repository."""
 
@@ -40,8 +43,8 @@ class GitLake:
         if policies is not None:
             self.write("catalog/policies.yaml", policies)
 
-    def git(self, *args: str) -> str:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    def git(self, *args: str, env: dict[str, str] | None = None) -> str:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, **(env or {})}
         done = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, env=env)
         assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
         return done.stdout.strip()
@@ -66,16 +69,18 @@ class GitLake:
             f"catalog/{folder}/{manifest['id']}.yaml", yaml.safe_dump(manifest, sort_keys=False)
         )
 
-    def commit(self, message: str, author: tuple[str, str] | None = None) -> str:
+    def commit(self, message: str, author: tuple[str, str] | None = None, *, by_github: bool = False) -> str:
+        """Commit everything; ``by_github``: as GitHub's squash button does (GitHub the committer)."""
         self.git("add", "-A")
         args = ["commit", "-q", "-m", message]
         if author:
             args += ["--author", f"{author[0]} <{author[1]}>"]
-        self.git(*args)
+        self.git(*args, env=GITHUB if by_github else None)
         return self.git("rev-parse", "HEAD")
 
-    def merge(self, branch: str, message: str) -> str:
-        self.git("merge", "-q", "--no-ff", branch, "-m", message)
+    def merge(self, branch: str, message: str, *, by_github: bool = True) -> str:
+        """Merge ``branch`` as GitHub's merge button does (the author clicks, GitHub commits), or by hand."""
+        self.git("merge", "-q", "--no-ff", branch, "-m", message, env=GITHUB if by_github else None)
         return self.git("rev-parse", "HEAD")
 
 

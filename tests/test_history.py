@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitlake import GitLake, model, version, weights
+from conftest import run_lakegen
+from gitlake import GITHUB, GitLake, model, version, weights
 
 from lakegen import gitrepo
 from lakegen.catalog import load_catalog
 from lakegen.changetext import as_text
-from lakegen.history import field_changes, lake_history
+from lakegen.history import field_changes, lake_history, provenance
 
 LAKEGEN = Path(sys.executable).with_name("lakegen")
 GRACE = ("Grace Hopper", "grace@example.org")
@@ -92,8 +93,60 @@ def test_history_reads_git_in_a_fixed_number_of_calls(lake: GitLake, monkeypatch
 def test_squash_merges_carry_their_pr_number(tmp_path: Path) -> None:
     lake = GitLake(tmp_path)
     lake.put(model("a"))
-    lake.commit("Add a (#7)")
-    assert [c.pr for c in lake_history(tmp_path)] == [7]
+    lake.commit("Add a (#7)", by_github=True)
+    lake.put(model("b"))
+    lake.commit("Add b (#8)")  # typed by a person, not made by GitHub's squash button
+    assert [(c.entry, c.pr) for c in lake_history(tmp_path)] == [("b", None), ("a", 7)]
+
+
+def test_pr_numbers_come_only_from_github_s_own_merge_commits(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path)
+    lake.put(model("seed"))
+    lake.commit("Seed")
+    for n, (branch, by_github) in enumerate([("real", True), ("forged", False)], start=1):
+        lake.git("checkout", "-q", "-b", branch)
+        lake.put(model(branch))
+        lake.commit(f"Add {branch}")
+        lake.git("checkout", "-q", "main")
+        lake.merge(branch, f"Merge pull request #{n} from ada/{branch}", by_github=by_github)
+    prs = {c.entry: c.pr for c in lake_history(tmp_path)}
+    assert prs == {"seed": None, "real": 1, "forged": None}
+    (real,) = [c for c in lake_history(tmp_path) if c.entry == "real"]
+    assert (real.author, real.committer) == ("Ada Lovelace", "Ada Lovelace")  # the branch commit
+
+
+def test_a_change_made_inside_a_merge_commit_leaves_a_row(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path)
+    lake.put(model("a"))
+    lake.commit("Add a")
+    lake.git("checkout", "-q", "-b", "side")
+    lake.put(model("b"))
+    lake.commit("Add b")
+    lake.git("checkout", "-q", "main")
+    lake.git("merge", "-q", "--no-ff", "--no-commit", "side", env=GITHUB)
+    lake.put(model("a", license="MIT"))  # slipped into the merge
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "Merge pull request #4 from ada/side", env=GITHUB)
+    rows = lake_history(tmp_path)
+    (evil,) = [c for c in rows if c.in_merge]
+    assert (evil.entry, evil.action, evil.pr) == ("a", "modified", 4)
+    assert [(f.field, f.old, f.new) for f in evil.changes] == [("license", "Apache-2.0", "MIT")]
+    assert provenance(evil)[:2] == [
+        "made in the merge commit itself",
+        f"committed by GitHub <noreply@github.com> {evil.committer_date[:10]}",
+    ]
+    out = run_lakegen("--root", str(tmp_path), "history", "a").stdout
+    assert "[made in the merge commit itself] [committed by GitHub <noreply@github.com>" in out
+
+
+def test_an_author_date_after_the_commit_date_is_flagged(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path)
+    lake.put(model("a"))
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "From the future", env={"GIT_AUTHOR_DATE": "2030-01-01T00:00:00+00:00"})
+    (row,) = lake_history(tmp_path)
+    assert row.dates_disagree and row.date.startswith("2030-01-01")
+    assert "author date 2030-01-01 is after the commit date" in provenance(row)[-1]
 
 
 def test_deleted_entries_stay_in_the_trail(tmp_path: Path) -> None:
