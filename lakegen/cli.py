@@ -351,6 +351,11 @@ def _reference(parser: argparse.ArgumentParser) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lakegen.terminal import PrintableStream
+
+    # Whatever a command prints, no control character from a manifest or git reaches the terminal.
+    sys.stdout = PrintableStream(sys.stdout)
+    sys.stderr = PrintableStream(sys.stderr)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

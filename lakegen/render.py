@@ -4,7 +4,7 @@ All three say the same things in the same order (verdict, what the pull request
 changes, stages, findings on what it touches, then the rest of the lake). Every
 string that comes from a manifest or from git is made inert for where it goes:
 :func:`md` escapes Markdown, HTML, links and ``@`` mentions for the summary
-GitHub renders; :func:`plain` drops control characters, so a manifest cannot send
+GitHub renders; :func:`plain` escapes control characters, so a manifest cannot send
 escape sequences to a terminal. Colour (bold verdict, red errors, yellow
 warnings) is added only when asked, which the CLI does on a terminal without
 ``NO_COLOR``.
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from lakegen.terminal import printable
 
 if TYPE_CHECKING:
     from lakegen.index import Finding
@@ -31,14 +32,14 @@ _ESCAPES = str.maketrans(
         **{"&": "&amp;", "<": "&lt;", ">": "&gt;", "#": "&#35;", "@": "&#64;"},
     }
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
 
 def plain(value: Any, limit: int = 300) -> str:
-    """``value`` as one line of text: JSON for non-strings, control and bidi characters as spaces,
-    at most ``limit`` characters."""
+    """``value`` as one line of text: JSON for non-strings, line breaks and tabs as spaces, other
+    control and bidi characters as visible escapes (:func:`lakegen.terminal.printable`), at most
+    ``limit`` characters."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = _CONTROL.sub(" ", text)
+    text = printable(re.sub(r"[\t\n\r]+", " ", text))
     return text[: limit - 1] + "…" if len(text) > limit else text
 
 

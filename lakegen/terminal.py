@@ -10,8 +10,15 @@ shows each such character as a visible escape instead.
 from __future__ import annotations
 
 import re
+from typing import TextIO
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = UNSAFE
+# What a stream of lines may carry: newlines and tabs, and the colour (SGR) sequences lakegen's
+# own renderer writes around text it has already made printable.
+_STREAM_UNSAFE = re.compile(
+    r"\x1b\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def printable(text: str) -> str:
@@ -22,3 +29,22 @@ def printable(text: str) -> str:
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class PrintableStream:
+    """A text stream that writes every control and bidirectional character as an escape (all but
+    newlines, tabs and colour codes): the CLI's last line of defence, whatever a command prints."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(_STREAM_UNSAFE.sub(_keep_colour, text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def _keep_colour(match: re.Match[str]) -> str:
+    return match.group() if match.group().startswith("\x1b[") else _escape(match)

@@ -359,3 +359,15 @@ def test_unchanged_artifacts_are_not_hashed_again(lake: Path, monkeypatch: pytes
     assert weights.name in hashed
     assert tampered.artifacts[("toy-a", "1.0.0")] == "contradicted"
     assert any("sha256 mismatch" in p.message for p in tampered.problems)
+
+
+def test_control_characters_in_any_value_never_reach_the_terminal(lake: Path) -> None:
+    text = MODEL_A.replace(
+        "uri: ../artifacts/toy-a-1.0.0.safetensors", 'uri: "../artifacts/\\e]0;owned\\a\\e[2Jx.safetensors"'
+    )
+    assert text != MODEL_A
+    write_tree(lake, {A: text})
+    result = run_lakegen("--root", str(lake), "validate")
+    assert result.returncode == 1
+    assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout + result.stderr
+    assert "\\x1b" in result.stdout  # shown, as a visible escape
