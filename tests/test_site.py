@@ -19,7 +19,7 @@ from lakegen.index import LakeIndex, save
 from lakegen.search import Where, entry_facets, search
 from lakegen.site import build_site
 from lakegen.site.markup import markdown, safe_url, sanitise
-from lakegen.site.svg import layered_layout
+from lakegen.site.svg import EDGE_DASH, layered_layout
 from lakegen.site.views import stem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,9 +110,13 @@ def test_declared_and_weight_verified_edges_look_different(site: Path) -> None:
         "mlp-mystery": "lg-e-undeclared",
     }
     undeclared = page.split('data-child="mlp-mystery"')[1].split("</g>")[0]
-    assert 'stroke-dasharray="2 4"' in undeclared
+    assert f'stroke-dasharray="{EDGE_DASH["undeclared"]}"' in undeclared  # dotted
+    assert "(weights only)" in undeclared
     verified = page.split('data-child="mlp-ft"')[1].split("</g>")[0]
     assert "stroke-dasharray" not in verified
+    contradicted = read(site, "models/mlp-q8.html").split('data-child="mlp-q8"')[1].split("</g>")[0]
+    assert f'stroke-dasharray="{EDGE_DASH["contradicted"]}"' in contradicted  # dashed
+    assert len({EDGE_DASH["undeclared"], EDGE_DASH["contradicted"], ""}) == 3
     ext = read(site, "models/ext-ft.html")
     assert 'class="lg-node lg-external" data-node="hf:org/tiny-mlp"' in ext
 
@@ -165,7 +169,8 @@ def test_search_index_has_every_entry_and_the_facets(site: Path) -> None:
     assert filters["lineage status"] == "contradicted"
     assert filters["relation"] == "quantized" and filters["accuracy range"] == "0.9–1.0"
     search_page = read(site, "search.html")
-    assert 'src="pagefind/shard-0/pagefind-ui.js"' in search_page
+    assert 'data-bundles="pagefind/shard-0/"' in search_page and 'src="assets/lakegen-search.js"' in search_page
+    assert 'type="module"' not in search_page  # module scripts do not run from file://
 
 
 def test_search_shards_are_reindexed_only_when_their_pages_change(tmp_path: Path) -> None:

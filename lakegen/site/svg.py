@@ -1,8 +1,13 @@
 """Pictures drawn at build time as inline SVG: lineage graphs and bar charts.
 
 A layered layout (networkx topological generations, then a few barycentre
-sweeps to untangle edges) is all a lineage graph of a lake needs; no browser,
-no JavaScript. Every string that reaches the SVG goes through :func:`esc`.
+sweeps to untangle edges) is all a lineage graph of a lake needs. Pictures are
+drawn at their natural size (12 px labels) inside a scrolling viewport that
+``assets/lakegen-graph.js`` can zoom and pan, rather than shrunk to the
+column: a family of 50 models stays legible. A layer wider than
+:data:`ROW_MAX` wraps into several rows. Every string that reaches the SVG goes
+through :func:`esc`; the SVGs are ``role="group"`` (they hold links, so they
+cannot be images) and each is followed by the same facts as a table.
 """
 
 from __future__ import annotations
@@ -14,22 +19,28 @@ from html import escape
 
 import networkx as nx
 
-NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 168, 34, 28, 62, 12
-# How an edge looks, by status: declared-and-verified edges are solid green; edges only the weights
-# show are dotted; contradicted ones are red and dashed.
-EDGE_STYLE = {
-    "verified": ("lg-e-verified", ""),
-    "unchecked": ("lg-e-unchecked", ""),
-    "contradicted": ("lg-e-contradicted", "7 4"),
-    "undeclared": ("lg-e-undeclared", "2 4"),
-}
+NODE_H, GAP_X, GAP_Y, ROW_GAP, PAD = 34, 24, 70, 34, 16
+# A generous width per character of the 12 px label font (DejaVu Sans, Debian's default, is wide),
+# so a name fits its box whatever sans-serif the reader has; longer names are cut and shown whole
+# on hover and in the table beside the picture.
+CHAR_W, MIN_W, MAX_W = 7.4, 96, 340
+ROW_MAX = 1150  # px: about the width of a full-width page at 1400 px, so big families wrap, not shrink
+# How an edge looks, by status: declared-and-verified solid green, declared-not-checked solid grey,
+# contradicted dashed red and thicker, weights-only dotted blue.
+EDGE_DASH = {"verified": "", "unchecked": "", "contradicted": "9 5", "undeclared": "1 6"}
 
 
 def esc(text: object) -> str:
     return escape(str(text), quote=True)
 
 
-def _short(text: str, limit: int = 22) -> str:
+def text_width(text: str, char_w: float = CHAR_W) -> float:
+    return len(text) * char_w
+
+
+def _fit(text: str, width: float) -> str:
+    """``text``, cut with an ellipsis to about ``width`` pixels of label font."""
+    limit = max(4, int(width / CHAR_W))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -65,6 +76,25 @@ def _centre(neighbours: Iterable[str], order: dict[str, int], node: str) -> floa
     return sum(positions) / len(positions) if positions else order[node]
 
 
+def _rows(pos: dict[str, tuple[int, int]], widths: dict[str, float]) -> list[tuple[int, list[str]]]:
+    """(layer, nodes) rows: each layer in order, wrapped wherever it would pass :data:`ROW_MAX`."""
+    layers: dict[int, list[str]] = {}
+    for node, (layer, _) in sorted(pos.items(), key=lambda kv: kv[1]):
+        layers.setdefault(layer, []).append(node)
+    rows: list[tuple[int, list[str]]] = []
+    for layer in sorted(layers):
+        row: list[str] = []
+        used = 0.0
+        for node in layers[layer]:
+            if row and used + GAP_X + widths[node] > ROW_MAX:
+                rows.append((layer, row))
+                row, used = [], 0.0
+            used += widths[node] + (GAP_X if row else 0)
+            row.append(node)
+        rows.append((layer, row))
+    return rows
+
+
 def lineage_svg(
     nodes: dict[str, str | None],
     edges: Sequence[GraphEdge],
@@ -82,96 +112,154 @@ def lineage_svg(
     pos = layered_layout(graph)
     if not pos:
         return ""
-    widest = max(sum(1 for p in pos.values() if p[0] == layer) for layer in {p[0] for p in pos.values()})
-    n_layers = 1 + max(p[0] for p in pos.values())
-    width = PAD * 2 + widest * NODE_W + (widest - 1) * GAP_X
-    height = PAD * 2 + n_layers * NODE_H + (n_layers - 1) * GAP_Y
-    counts = {layer: sum(1 for p in pos.values() if p[0] == layer) for layer in range(n_layers)}
-
-    def xy(node: str) -> tuple[float, float]:
-        layer, i = pos[node]
-        row = counts[layer] * NODE_W + (counts[layer] - 1) * GAP_X
-        x0 = (width - row) / 2
-        return x0 + i * (NODE_W + GAP_X), PAD + layer * (NODE_H + GAP_Y)
-
+    widths = {n: min(MAX_W, max(MIN_W, text_width(n) + 24)) for n in pos}
+    rows = _rows(pos, widths)
+    row_w = [sum(widths[n] for n in row) + GAP_X * (len(row) - 1) for _, row in rows]
+    width = PAD * 2 + max(row_w)
+    box: dict[str, tuple[float, float, float]] = {}  # node -> x, y, width
+    y = float(PAD)
+    for i, ((layer, row), w) in enumerate(zip(rows, row_w, strict=True)):
+        if i:
+            y += NODE_H + (ROW_GAP if rows[i - 1][0] == layer else GAP_Y)
+        x = (width - w) / 2
+        for node in row:
+            box[node] = (x, y, widths[node])
+            x += widths[node] + GAP_X
+    height = y + NODE_H + PAD
+    drawn = [e for e in edges if e.parent in box and e.child in box]
     out = [
-        f'<svg class="lg-graph" xmlns="http://www.w3.org/2000/svg" role="img" '
-        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
-        f"<title>{esc(title)}</title>",
-        '<defs><marker id="lg-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-        'markerHeight="7" orient="auto-start-reverse"><path d="M0 0L10 5L0 10z" class="lg-arrow"/>'
-        "</marker></defs>",
-    ]
-    for e in edges:
-        if e.parent not in pos or e.child not in pos:
-            continue
-        (x1, y1), (x2, y2) = xy(e.parent), xy(e.child)
-        sx, sy, tx, ty = x1 + NODE_W / 2, y1 + NODE_H, x2 + NODE_W / 2, y2
-        if pos[e.child][0] <= pos[e.parent][0]:  # drawn against the layering (a cycle)
-            sy, ty = y1, y2 + NODE_H
-        cls, dash = EDGE_STYLE.get(e.status, EDGE_STYLE["unchecked"])
-        mid = (sy + ty) / 2
-        label = e.relation + ("" if e.declared else " (weights)")
-        out.append(
-            f'<g class="lg-edge {cls}" data-parent="{esc(e.parent)}" data-child="{esc(e.child)}">'
-            f"<title>{esc(e.parent)} → {esc(e.child)}: {esc(label)}, {esc(e.status)}</title>"
-            f'<path d="M{sx:.0f} {sy:.0f}C{sx:.0f} {mid:.0f} {tx:.0f} {mid:.0f} {tx:.0f} {ty - 2:.0f}" '
-            f'fill="none" marker-end="url(#lg-arrow)"'
-            + (f' stroke-dasharray="{dash}"' if dash else "")
-            + "/>"
-            f'<text x="{(sx + tx) / 2:.0f}" y="{mid - 3:.0f}" text-anchor="middle" class="lg-elabel">'
-            f"{esc(_short(e.relation, 14))}</text></g>"
+        f'<svg class="lg-graph" xmlns="http://www.w3.org/2000/svg" role="group" '
+        f'aria-label="{esc(title)}: {len(box)} entries, {len(drawn)} edges (listed in the table)" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" height="{height:.0f}"'
+        + (f' data-focus="{esc(focus)}"' if focus in box else "")
+        + ">",
+        "<defs>"
+        + "".join(
+            f'<marker id="lg-arrow-{s}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+            f'markerHeight="7" orient="auto-start-reverse"><path d="M0 0L10 5L0 10z" class="lg-arrow-{s}"/>'
+            "</marker>"
+            for s in EDGE_DASH
         )
-    for node in pos:
-        x, y = xy(node)
+        + "</defs>",
+    ]
+    labels = []
+    for e in drawn:
+        (x1, y1, w1), (x2, y2, w2) = box[e.parent], box[e.child]
+        sx, sy, tx, ty = x1 + w1 / 2, y1 + NODE_H, x2 + w2 / 2, y2
+        if ty <= sy:  # drawn against the layering (a cycle, or a row above)
+            sy, ty = y1, y2 + NODE_H
+        status = e.status if e.status in EDGE_DASH else "unchecked"
+        dash = EDGE_DASH[status]
+        bend = max(24.0, abs(ty - sy) / 2)
+        c1, c2 = sy + math.copysign(bend, ty - sy), ty - math.copysign(bend, ty - sy)
+        label = e.relation + ("" if e.declared else " (weights only)")
+        out.append(
+            f'<g class="lg-edge lg-e-{status}" data-parent="{esc(e.parent)}" data-child="{esc(e.child)}">'
+            f"<title>{esc(e.parent)} → {esc(e.child)}: {esc(label)}, {esc(status)}</title>"
+            f'<path d="M{sx:.0f} {sy:.0f}C{sx:.0f} {c1:.0f} {tx:.0f} {c2:.0f} {tx:.0f} {ty:.0f}" '
+            f'fill="none" marker-end="url(#lg-arrow-{status})"'
+            + (f' stroke-dasharray="{dash}"' if dash else "")
+            + "/></g>"
+        )
+        # The label sits near the child's end, where a parent's edges have fanned apart.
+        t = 0.78
+        lx = (1 - t) ** 3 * sx + 3 * (1 - t) ** 2 * t * sx + 3 * (1 - t) * t**2 * tx + t**3 * tx
+        ly = (1 - t) ** 3 * sy + 3 * (1 - t) ** 2 * t * c1 + 3 * (1 - t) * t**2 * c2 + t**3 * ty
+        labels.append(
+            f'<text x="{lx:.0f}" y="{ly - 4:.0f}" text-anchor="middle" class="lg-elabel lg-e-{status}" '
+            f'aria-hidden="true">{esc(_fit(e.relation, 120))}</text>'
+        )
+    out.extend(labels)
+    for node, (x, y, w) in box.items():
         url = nodes.get(node)
         cls = "lg-node" + (" lg-focus" if node == focus else "") + ("" if url else " lg-external")
-        box = (
-            f'<rect x="{x:.0f}" y="{y:.0f}" width="{NODE_W}" height="{NODE_H}" rx="6"/>'
-            f'<text x="{x + NODE_W / 2:.0f}" y="{y + NODE_H / 2 + 4:.0f}" text-anchor="middle">'
-            f"{esc(_short(node))}</text>"
+        shape = (
+            f'<rect x="{x:.0f}" y="{y:.0f}" width="{w:.0f}" height="{NODE_H}" rx="6"/>'
+            f'<text x="{x + w / 2:.0f}" y="{y + NODE_H / 2 + 4:.0f}" text-anchor="middle">'
+            f"{esc(_fit(node, w - 16))}</text>"
         )
-        tip = f"<title>{esc(node)}</title>"
+        tip = f"<title>{esc(node)}{'' if url else ' (outside the lake)'}</title>"
         if url:
-            out.append(f'<a href="{esc(url)}" class="{cls}" data-node="{esc(node)}">{tip}{box}</a>')
+            out.append(f'<a href="{esc(url)}" class="{cls}" data-node="{esc(node)}">{tip}{shape}</a>')
         else:
-            out.append(f'<g class="{cls}" data-node="{esc(node)}">{tip}{box}</g>')
+            out.append(f'<g class="{cls}" data-node="{esc(node)}">{tip}{shape}</g>')
     out.append("</svg>")
     return "".join(out)
 
 
-def bar_chart(
-    rows: Sequence[tuple[str, float, str]],
-    *,
-    title: str,
-    links: dict[str, str] | None = None,
-    width: int = 640,
-) -> str:
-    """A horizontal bar chart of (label, value, status) rows, largest first as given."""
-    if not rows:
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    version: str
+    value: float
+    status: str
+    url: str | None = None
+
+
+def nice_step(span: float) -> float:
+    """A round tick step (1, 2 or 5 times a power of ten) giving about four ticks over ``span``."""
+    raw = span / 4 if span > 0 else 1.0
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def axis(values: Sequence[float]) -> tuple[float, float, float]:
+    """(low, high, step) of an axis that shows the differences between ``values``.
+
+    Bars of 0.93 and 0.976 drawn from 0 look the same; the axis starts a step
+    below the smallest value instead (never below 0 for values that are all
+    positive), and its ticks are labelled, so the cut is shown.
+    """
+    vmin, vmax = min(values), max(values)
+    step = nice_step(vmax - vmin if vmax > vmin else abs(vmax) * 0.1 or 1.0)
+    lo = math.floor(vmin / step) * step - step
+    hi = math.ceil(vmax / step) * step
+    if vmin >= 0 > lo:
+        lo = 0.0
+    return lo, max(hi, lo + step), step
+
+
+def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 760) -> str:
+    """A horizontal bar chart of ``bars`` (in the order given) over an axis fitted to their values."""
+    bars = [b for b in bars if math.isfinite(b.value)]
+    if not bars:
         return ""
-    label_w, bar_h, gap, value_w = 190, 18, 6, 70
-    lo = min(0.0, *(v for _, v, _ in rows))
-    hi = max(v for _, v, _ in rows)
-    span = (hi - lo) or 1.0
-    plot = width - label_w - value_w
-    height = len(rows) * (bar_h + gap) + gap
+    bar_h, gap, top, value_w = 20, 8, 26, 64
+    label_w = min(300.0, max(text_width(b.label) for b in bars) + 12)
+    ver_w = max(text_width(f"v{b.version}" if b.version else "") for b in bars) + 14
+    x0 = label_w + ver_w
+    plot = max(200.0, width - x0 - value_w)
+    width = int(x0 + plot + value_w)
+    lo, hi, step = axis([b.value for b in bars])
+    height = top + len(bars) * (bar_h + gap) + gap
+
+    def x(v: float) -> float:
+        return x0 + (v - lo) / (hi - lo) * plot
+
     out = [
-        f'<svg class="lg-chart" xmlns="http://www.w3.org/2000/svg" role="img" '
-        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}"><title>{esc(title)}</title>'
+        f'<svg class="lg-chart" xmlns="http://www.w3.org/2000/svg" role="group" '
+        f'aria-label="{esc(title)}: bar chart of {len(bars)} results (listed in the table)" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
     ]
-    for i, (label, value, status) in enumerate(rows):
-        y = gap + i * (bar_h + gap)
-        w = max(1.0, (value - lo) / span * plot) if math.isfinite(value) else 1.0
-        name = esc(_short(label, 26))
-        url = (links or {}).get(label)
-        text = f'<text x="{label_w - 6}" y="{y + bar_h - 5}" text-anchor="end">{name}</text>'
-        if url:
-            text = f'<a href="{esc(url)}">{text}</a>'
+    ticks = [lo + k * step for k in range(round((hi - lo) / step) + 1)]
+    for t in ticks:
         out.append(
-            f'<g class="lg-bar lg-s-{esc(status)}"><title>{esc(label)}: {value:.4g} ({esc(status)})</title>'
-            f'{text}<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3"/>'
-            f'<text x="{label_w + w + 4:.1f}" y="{y + bar_h - 5}">{value:.4g}</text></g>'
+            f'<g class="lg-tick" aria-hidden="true"><line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{top - 6}" '
+            f'y2="{height}"/><text x="{x(t):.1f}" y="{top - 10}" text-anchor="middle">{t:.4g}</text></g>'
         )
-    out.append("</svg>")
+    for i, b in enumerate(bars):
+        y = top + gap + i * (bar_h + gap)
+        w = max(2.0, x(b.value) - x0)
+        name = f'<text x="{label_w - 6:.0f}" y="{y + bar_h - 6}" text-anchor="end">{esc(_fit(b.label, label_w))}</text>'
+        if b.url:
+            name = f'<a href="{esc(b.url)}">{name}</a>'
+        version = f"v{b.version}" if b.version else ""
+        out.append(
+            f'<g class="lg-bar lg-bar-{esc(b.status)}"><title>{esc(b.label)} {esc(version)}: {b.value:.4g} '
+            f"({esc(b.status)})</title>{name}"
+            f'<text class="lg-ver" x="{label_w + 2:.0f}" y="{y + bar_h - 6}">{esc(version)}</text>'
+            f'<rect x="{x0:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3"/>'
+            f'<text x="{x0 + w + 5:.1f}" y="{y + bar_h - 6}">{b.value:.4g}</text></g>'
+        )
+    out.append(f'<line class="lg-axis" x1="{x0:.1f}" x2="{x0:.1f}" y1="{top - 6}" y2="{height}"/></svg>')
     return "".join(out)
