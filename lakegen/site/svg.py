@@ -4,8 +4,7 @@ A layered layout (networkx topological generations, then a few barycentre
 sweeps to untangle edges) is all a lineage graph of a lake needs. Pictures are
 drawn at their natural size (12 px labels) inside a scrolling viewport that
 ``assets/lakegen-graph.js`` can zoom and pan, rather than shrunk to the
-column: a family of 50 models stays legible. A layer wider than
-:data:`ROW_MAX` wraps into several rows. Every string that reaches the SVG goes
+column: a family of 50 models stays legible. Every string that reaches the SVG goes
 through :func:`esc`; the SVGs are ``role="group"`` (they hold links, so they
 cannot be images) and each is followed by the same facts as a table.
 """
@@ -13,18 +12,19 @@ cannot be images) and each is followed by the same facts as a table.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
 import networkx as nx
 
-NODE_H, GAP_X, GAP_Y, ROW_GAP, PAD = 34, 24, 70, 34, 16
+# Columns are generations (parents left of their children), so long names sit side by side and a
+# family of 50 grows downwards, the way a page scrolls; GAP_X leaves room for the edge labels.
+NODE_H, GAP_X, GAP_Y, PAD = 34, 110, 12, 16
 # A generous width per character of the 12 px label font (DejaVu Sans, Debian's default, is wide),
 # so a name fits its box whatever sans-serif the reader has; longer names are cut and shown whole
 # on hover and in the table beside the picture.
 CHAR_W, MIN_W, MAX_W = 7.4, 96, 340
-ROW_MAX = 1150  # px: about the width of a full-width page at 1400 px, so big families wrap, not shrink
 # How an edge looks, by status: declared-and-verified solid green, declared-not-checked solid grey,
 # contradicted dashed red and thicker, weights-only dotted blue.
 EDGE_DASH = {"verified": "", "unchecked": "", "contradicted": "9 5", "undeclared": "1 6"}
@@ -76,23 +76,27 @@ def _centre(neighbours: Iterable[str], order: dict[str, int], node: str) -> floa
     return sum(positions) / len(positions) if positions else order[node]
 
 
-def _rows(pos: dict[str, tuple[int, int]], widths: dict[str, float]) -> list[tuple[int, list[str]]]:
-    """(layer, nodes) rows: each layer in order, wrapped wherever it would pass :data:`ROW_MAX`."""
-    layers: dict[int, list[str]] = {}
-    for node, (layer, _) in sorted(pos.items(), key=lambda kv: kv[1]):
-        layers.setdefault(layer, []).append(node)
-    rows: list[tuple[int, list[str]]] = []
-    for layer in sorted(layers):
-        row: list[str] = []
-        used = 0.0
-        for node in layers[layer]:
-            if row and used + GAP_X + widths[node] > ROW_MAX:
-                rows.append((layer, row))
-                row, used = [], 0.0
-            used += widths[node] + (GAP_X if row else 0)
-            row.append(node)
-        rows.append((layer, row))
-    return rows
+def _place(graph: nx.DiGraph, pos: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """Node -> row (0, 1, ...) within its column, tree-like: each node first as near its parents'
+    mean row as the nodes above it allow, then each parent moved level with its children's middle."""
+    columns: dict[int, list[str]] = {}
+    for node in sorted(pos, key=pos.__getitem__):
+        columns.setdefault(pos[node][0], []).append(node)
+    rows: dict[str, float] = {}
+
+    def settle(column: list[str], near: Callable[[str], Iterable[str]]) -> None:
+        last = -1.0
+        for node in column:
+            seen = [rows[n] for n in near(node) if n in rows and n not in column]
+            want = sum(seen) / len(seen) if seen else rows.get(node, 0.0)
+            rows[node] = last = max(want, last + 1)
+
+    for c in sorted(columns):
+        settle(columns[c], graph.predecessors)
+    for c in sorted(columns, reverse=True)[1:]:
+        settle(columns[c], graph.successors)
+    top = min(rows.values())
+    return {n: r - top for n, r in rows.items()}
 
 
 def lineage_svg(
@@ -113,19 +117,13 @@ def lineage_svg(
     if not pos:
         return ""
     widths = {n: min(MAX_W, max(MIN_W, text_width(n) + 24)) for n in pos}
-    rows = _rows(pos, widths)
-    row_w = [sum(widths[n] for n in row) + GAP_X * (len(row) - 1) for _, row in rows]
-    width = PAD * 2 + max(row_w)
-    box: dict[str, tuple[float, float, float]] = {}  # node -> x, y, width
-    y = float(PAD)
-    for i, ((layer, row), w) in enumerate(zip(rows, row_w, strict=True)):
-        if i:
-            y += NODE_H + (ROW_GAP if rows[i - 1][0] == layer else GAP_Y)
-        x = (width - w) / 2
-        for node in row:
-            box[node] = (x, y, widths[node])
-            x += widths[node] + GAP_X
-    height = y + NODE_H + PAD
+    columns = 1 + max(p[0] for p in pos.values())
+    col_w = [max(widths[n] for n in pos if pos[n][0] == c) for c in range(columns)]
+    col_x = [PAD + sum(col_w[:c]) + GAP_X * c for c in range(columns)]
+    rows = _place(graph, pos)
+    box = {n: (col_x[pos[n][0]], PAD + rows[n] * (NODE_H + GAP_Y), col_w[pos[n][0]]) for n in pos}
+    width = col_x[-1] + col_w[-1] + PAD
+    height = max(y for _, y, _ in box.values()) + NODE_H + PAD
     drawn = [e for e in edges if e.parent in box and e.child in box]
     out = [
         f'<svg class="lg-graph" xmlns="http://www.w3.org/2000/svg" role="group" '
@@ -142,32 +140,39 @@ def lineage_svg(
         )
         + "</defs>",
     ]
-    labels = []
+    labels: list[str] = []
+    placed: list[tuple[float, float, float]] = []  # x, y, half width of each edge label
     for e in drawn:
         (x1, y1, w1), (x2, y2, w2) = box[e.parent], box[e.child]
-        sx, sy, tx, ty = x1 + w1 / 2, y1 + NODE_H, x2 + w2 / 2, y2
-        if ty <= sy:  # drawn against the layering (a cycle, or a row above)
-            sy, ty = y1, y2 + NODE_H
+        sx, sy, tx, ty = x1 + w1, y1 + NODE_H / 2, x2, y2 + NODE_H / 2
+        if tx <= sx:  # drawn against the layering (a cycle): from the parent's left to the child's right
+            sx, tx = x1, x2 + w2
         status = e.status if e.status in EDGE_DASH else "unchecked"
         dash = EDGE_DASH[status]
-        bend = max(24.0, abs(ty - sy) / 2)
-        c1, c2 = sy + math.copysign(bend, ty - sy), ty - math.copysign(bend, ty - sy)
+        bend = max(30.0, abs(tx - sx) / 2)
+        c1, c2 = sx + math.copysign(bend, tx - sx), tx - math.copysign(bend, tx - sx)
         label = e.relation + ("" if e.declared else " (weights only)")
         out.append(
             f'<g class="lg-edge lg-e-{status}" data-parent="{esc(e.parent)}" data-child="{esc(e.child)}">'
             f"<title>{esc(e.parent)} → {esc(e.child)}: {esc(label)}, {esc(status)}</title>"
-            f'<path d="M{sx:.0f} {sy:.0f}C{sx:.0f} {c1:.0f} {tx:.0f} {c2:.0f} {tx:.0f} {ty:.0f}" '
+            f'<path d="M{sx:.0f} {sy:.0f}C{c1:.0f} {sy:.0f} {c2:.0f} {ty:.0f} {tx:.0f} {ty:.0f}" '
             f'fill="none" marker-end="url(#lg-arrow-{status})"'
             + (f' stroke-dasharray="{dash}"' if dash else "")
             + "/></g>"
         )
-        # The label sits near the child's end, where a parent's edges have fanned apart.
-        t = 0.78
-        lx = (1 - t) ** 3 * sx + 3 * (1 - t) ** 2 * t * sx + 3 * (1 - t) * t**2 * tx + t**3 * tx
-        ly = (1 - t) ** 3 * sy + 3 * (1 - t) ** 2 * t * c1 + 3 * (1 - t) * t**2 * c2 + t**3 * ty
+        # The label sits past the middle of its edge, where a parent's edges have fanned apart, or
+        # elsewhere along it where another label (a second parent's) is already there.
+        text = _fit(e.relation, 120)
+        half = text_width(text, 6.2) / 2 + 2
+        for t in (0.6, 0.42, 0.75, 0.28):
+            lx = (1 - t) ** 3 * sx + 3 * (1 - t) ** 2 * t * c1 + 3 * (1 - t) * t**2 * c2 + t**3 * tx
+            ly = (1 - t) ** 3 * sy + 3 * (1 - t) ** 2 * t * sy + 3 * (1 - t) * t**2 * ty + t**3 * ty
+            if all(abs(lx - px) > half + ph or abs(ly - py) > 13 for px, py, ph in placed):
+                break
+        placed.append((lx, ly, half))
         labels.append(
             f'<text x="{lx:.0f}" y="{ly - 4:.0f}" text-anchor="middle" class="lg-elabel lg-e-{status}" '
-            f'aria-hidden="true">{esc(_fit(e.relation, 120))}</text>'
+            f'aria-hidden="true">{esc(text)}</text>'
         )
     out.extend(labels)
     for node, (x, y, w) in box.items():
@@ -219,7 +224,7 @@ def axis(values: Sequence[float]) -> tuple[float, float, float]:
     return lo, max(hi, lo + step), step
 
 
-def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 760) -> str:
+def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 660) -> str:
     """A horizontal bar chart of ``bars`` (in the order given) over an axis fitted to their values."""
     bars = [b for b in bars if math.isfinite(b.value)]
     if not bars:
