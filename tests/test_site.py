@@ -169,7 +169,9 @@ def test_search_index_has_every_entry_and_the_facets(site: Path) -> None:
     assert filters["lineage status"] == "contradicted"
     assert filters["relation"] == "quantized" and filters["accuracy range"] == "0.9–1.0"
     search_page = read(site, "search.html")
-    assert 'data-bundles="pagefind/shard-0/"' in search_page and 'src="assets/lakegen-search.js"' in search_page
+    assert (
+        'data-bundles="pagefind/shard-0/"' in search_page and 'src="assets/lakegen-search.js"' in search_page
+    )
     assert 'type="module"' not in search_page  # module scripts do not run from file://
 
 

@@ -255,7 +255,10 @@ def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 660) -> str:
     for i, b in enumerate(bars):
         y = top + gap + i * (bar_h + gap)
         w = max(2.0, x(b.value) - x0)
-        name = f'<text x="{label_w - 6:.0f}" y="{y + bar_h - 6}" text-anchor="end">{esc(_fit(b.label, label_w))}</text>'
+        name = (
+            f'<text x="{label_w - 6:.0f}" y="{y + bar_h - 6}" text-anchor="end">'
+            f"{esc(_fit(b.label, label_w))}</text>"
+        )
         if b.url:
             name = f'<a href="{esc(b.url)}">{name}</a>'
         version = f"v{b.version}" if b.version else ""
