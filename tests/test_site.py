@@ -19,7 +19,7 @@ from lakegen.index import LakeIndex, save
 from lakegen.search import Where, entry_facets, search
 from lakegen.site import build_site
 from lakegen.site.markup import markdown, safe_url, sanitise
-from lakegen.site.svg import EDGE_DASH, layered_layout
+from lakegen.site.svg import EDGE_DASH, Bar, GraphEdge, axis, bar_chart, layered_layout, lineage_svg
 from lakegen.site.views import stem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,6 +141,57 @@ def test_dataset_code_leaderboard_governance_and_lineage_pages(site: Path) -> No
     assert "undeclared" in lineage
 
 
+def test_leaderboard_axis_shows_the_differences_and_labels_versions() -> None:
+    lo, hi, step = axis([0.93, 0.976])
+    assert 0.5 < lo < 0.93 and hi >= 0.976 and step > 0  # not from 0, where both look the same
+    assert axis([0.05, 0.5])[0] == 0.0  # never below 0 for positive values
+    chart = bar_chart([Bar("m", "1.0.0", 0.976, "verified"), Bar("m", "1.1.0", 0.93, "verified")], title="t")
+    widths = [float(w) for w in re.findall(r'<rect x="[\d.]+" y="\d+" width="([\d.]+)"', chart)]
+    assert widths[0] > 2 * widths[1]  # 0.976 and 0.93 look different
+    assert ">v1.0.0</text>" in chart and ">v1.1.0</text>" in chart
+    assert f">{lo:.4g}</text>" in axis_labels(chart)  # the cut is labelled
+
+
+def axis_labels(chart: str) -> str:
+    return "".join(re.findall(r'<g class="lg-tick".*?</g>', chart))
+
+
+def test_lineage_pictures_are_whole_accessible_and_full_width(site: Path) -> None:
+    long_id = "a-model-with-a-rather-long-identifier-v2"
+    picture = lineage_svg(
+        {"base": "base.html", long_id: None},
+        [GraphEdge("base", long_id, "finetune", "contradicted", True)],
+        focus="base",
+    )
+    assert f">{long_id}</text>" in picture  # the whole name, not cut to a fixed box
+    assert 'role="group"' in picture and 'role="img"' not in picture  # it holds links
+    page = read(site, "models/mlp-q8.html")
+    assert '<figure class="lg-figure lg-graphbox"' in page and "lg-zoombar" in page
+    assert "Every edge in the picture" in page  # the text alternative
+    for wide in ("lineage.html", "lineage/mlp-base.html"):
+        assert 'data-md-type="navigation" hidden' in read(site, wide)
+    assert 'data-md-type="navigation" hidden' not in page
+    assert 'src="../assets/lakegen-graph.js"' in page
+
+
+def test_model_page_opens_with_a_summary(site: Path) -> None:
+    page = read(site, "models/mlp-q8.html")
+    summary = page.split('<section class="lg-summary"')[1].split("</section>")[0]
+    assert page.index("lg-summary") < page.index('id="lineage"')
+    assert "lg-s-error" in summary and "contradicted" in summary
+    assert 'href="../api/entries/mlp-q8.json"' in summary
+    assert "../artifacts/1.0.0.safetensors" in summary  # the artifact of the latest version
+
+
+def test_home_page_of_a_clean_lake_says_so(tmp_path: Path) -> None:
+    clean = demo_index().model_copy(update={"findings": []})
+    home = read(_site(tmp_path, clean), "index.html")
+    assert "Nothing needs attention" in home and "no errors or warnings" in home
+    assert "0 errors" not in home
+    assert 'id="best"' in home and "mlp-ft</a> v1.0.0" in home  # each board's best result
+    assert "edges confirmed by the weights" in home or "edge confirmed by the weights" in home
+
+
 def test_entries_stay_out_of_the_global_navigation(site: Path) -> None:
     for page in ("index.html", "models/mlp-ft.html"):
         nav = read(site, page).split('class="md-nav md-nav--primary"')[1].split("</nav>")[0]
@@ -207,7 +258,7 @@ def test_xss_payloads_render_as_text(xss_site: Path) -> None:
     assert "<title>&lt;script&gt; - Model lake</title>" in evil
     assert '<h1 data-pagefind-meta="title">&lt;script&gt;</h1>' in evil
     assert "{{ 7*7 }}{% raw %}" in evil  # template syntax in a manifest is text, never evaluated
-    # Pagefind's UI writes filter names and values into the page as HTML: none may carry markup.
+    # Filter names and values reach the search page's filter list: none may carry markup.
     filters = re.findall(r'<span data-pagefind-filter="([^"]*)">([^<]*)</span>', evil)
     assert len(filters) > 5
     for name, value in filters:
