@@ -190,6 +190,8 @@ def test_home_page_of_a_clean_lake_says_so(tmp_path: Path) -> None:
     assert "0 errors" not in home
     assert 'id="best"' in home and "mlp-ft</a> v1.0.0" in home  # each board's best result
     assert "edges: " in home and "Nothing needs attention" in home.split('id="attention"')[1]
+    gov = read(tmp_path / "site", "governance.html")
+    assert "No findings." in gov and "Checks that ran: validate (ran)" in gov and "<table" not in gov
 
 
 def test_entries_stay_out_of_the_global_navigation(site: Path) -> None:

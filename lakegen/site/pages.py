@@ -379,6 +379,7 @@ class Renderer:
             counts=Counter(f.severity for f in findings),
             owners=sorted(owners.items(), key=lambda kv: (-kv[1]["error"], -kv[1]["warning"], kv[0])),
             rules=Counter((f.stage, f.rule) for f in findings).most_common(),
+            index=self.view.index,
         )
 
     def lineage(self) -> Iterator[Job]:
