@@ -184,7 +184,7 @@ def test_search_with_a_facet_then_follow_lineage(served: str, browser: Any) -> N
     assert page.locator("svg.lg-graph").count() == 2
     page.screenshot(path=SHOTS / "lakegen-site-lineage.png", full_page=True)
     page.goto(f"{served}/lake/site/leaderboards/digits--test--accuracy.html")
-    assert page.locator("svg.lg-chart g.lg-bar").count() == 5
+    assert page.locator(".lg-chart li.lg-bar").count() == 5
     page.screenshot(path=SHOTS / "lakegen-site-board.png", full_page=True)
     page.goto(f"{served}/lake/site/governance.html")
     page.screenshot(path=SHOTS / "lakegen-site-governance.png", full_page=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ LIST_PAGE = 200  # entries per listing page
 # Lineage pictures: families drawn on the explorer page (whole, or not at all), and on a family's page.
 INLINE_FAMILIES, INLINE_MEMBERS, FAMILY_MEMBERS = 6, 60, 200
 HOME_BOARDS = 10  # leaderboards whose best result the home page shows
+CHART_ROWS = 25  # bars on a leaderboard's chart (its table lists every row)
 NAV = (
     ("Home", "index.md"),
     ("Models", "models.md"),
@@ -344,21 +346,21 @@ class Renderer:
     def board(self, board: Board) -> Page:
         self._at(board.path)
         ranked = board.ranked()
-        chart = svg.bar_chart(
-            [
-                svg.Bar(r.model, r.version or "", r.value, r.status, self.entry_href(r.model))
-                for r in ranked[:25]
-                if r.value is not None
-            ],
-            title=f"Leaderboard {board.key}",
-        )
+        shown = [(r, r.value) for r in ranked[:CHART_ROWS] if r.value is not None and math.isfinite(r.value)]
+        bars: list[tuple[EvalRow, float]] = []  # a row, and its bar's length in % of the axis
+        ticks: list[tuple[float, float]] = []  # a tick's value, and where it sits in %
+        if shown:
+            lo, hi, step = svg.axis([v for _, v in shown])
+            bars = [(r, max(0.5, (v - lo) / (hi - lo) * 100)) for r, v in shown]
+            ticks = [(lo + k * step, k * step / (hi - lo) * 100) for k in range(round((hi - lo) / step) + 1)]
         return self.render(
             "board.html",
             board.path,
             f"Leaderboard: {board.key}",
             board=board,
             ranked=ranked,
-            chart=Markup(chart),
+            bars=bars,
+            ticks=ticks,
             lower=lower_is_better(board.metric),
         )
 

@@ -1,4 +1,4 @@
-"""Pictures drawn at build time as inline SVG: lineage graphs and bar charts.
+"""Pictures drawn at build time: lineage graphs as inline SVG, and the scale of leaderboard charts.
 
 A layered layout (networkx topological generations, then a few barycentre
 sweeps to untangle edges) is all a lineage graph of a lake needs. Pictures are
@@ -6,7 +6,8 @@ drawn at their natural size (12 px labels) inside a scrolling viewport that
 ``assets/lakegen-graph.js`` can zoom and pan, rather than shrunk to the
 column: a family of 50 models stays legible. Every string that reaches the SVG goes
 through :func:`esc`; the SVGs are ``role="group"`` (they hold links, so they
-cannot be images) and each is followed by the same facts as a table.
+cannot be images) and each is followed by the same facts as a table. Leaderboard bars are
+HTML (``board.html``), so they reflow on a phone; :func:`axis` gives them a scale.
 """
 
 from __future__ import annotations
@@ -192,15 +193,6 @@ def lineage_svg(
     return "".join(out)
 
 
-@dataclass(frozen=True)
-class Bar:
-    label: str
-    version: str
-    value: float
-    status: str
-    url: str | None = None
-
-
 def nice_step(span: float) -> float:
     """A round tick step (1, 2 or 5 times a power of ten) giving about four ticks over ``span``."""
     raw = span / 4 if span > 0 else 1.0
@@ -222,52 +214,3 @@ def axis(values: Sequence[float]) -> tuple[float, float, float]:
     if vmin >= 0 > lo:
         lo = 0.0
     return lo, max(hi, lo + step), step
-
-
-def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 660) -> str:
-    """A horizontal bar chart of ``bars`` (in the order given) over an axis fitted to their values."""
-    bars = [b for b in bars if math.isfinite(b.value)]
-    if not bars:
-        return ""
-    bar_h, gap, top, value_w = 20, 8, 26, 64
-    label_w = min(300.0, max(text_width(b.label) for b in bars) + 12)
-    ver_w = max(text_width(f"v{b.version}" if b.version else "") for b in bars) + 14
-    x0 = label_w + ver_w
-    plot = max(200.0, width - x0 - value_w)
-    width = int(x0 + plot + value_w)
-    lo, hi, step = axis([b.value for b in bars])
-    height = top + len(bars) * (bar_h + gap) + gap
-
-    def x(v: float) -> float:
-        return x0 + (v - lo) / (hi - lo) * plot
-
-    out = [
-        f'<svg class="lg-chart" xmlns="http://www.w3.org/2000/svg" role="group" '
-        f'aria-label="{esc(title)}: bar chart of {len(bars)} results (listed in the table)" '
-        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
-    ]
-    ticks = [lo + k * step for k in range(round((hi - lo) / step) + 1)]
-    for t in ticks:
-        out.append(
-            f'<g class="lg-tick" aria-hidden="true"><line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{top - 6}" '
-            f'y2="{height}"/><text x="{x(t):.1f}" y="{top - 10}" text-anchor="middle">{t:.4g}</text></g>'
-        )
-    for i, b in enumerate(bars):
-        y = top + gap + i * (bar_h + gap)
-        w = max(2.0, x(b.value) - x0)
-        name = (
-            f'<text x="{label_w - 6:.0f}" y="{y + bar_h - 6}" text-anchor="end">'
-            f"{esc(_fit(b.label, label_w))}</text>"
-        )
-        if b.url:
-            name = f'<a href="{esc(b.url)}">{name}</a>'
-        version = f"v{b.version}" if b.version else ""
-        out.append(
-            f'<g class="lg-bar lg-bar-{esc(b.status)}"><title>{esc(b.label)} {esc(version)}: {b.value:.4g} '
-            f"({esc(b.status)})</title>{name}"
-            f'<text class="lg-ver" x="{label_w + 2:.0f}" y="{y + bar_h - 6}">{esc(version)}</text>'
-            f'<rect x="{x0:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3"/>'
-            f'<text x="{x0 + w + 5:.1f}" y="{y + bar_h - 6}">{b.value:.4g}</text></g>'
-        )
-    out.append(f'<line class="lg-axis" x1="{x0:.1f}" x2="{x0:.1f}" y1="{top - 6}" y2="{height}"/></svg>')
-    return "".join(out)
