@@ -146,12 +146,14 @@ def lineage_svg(
     for e in drawn:
         (x1, y1, w1), (x2, y2, w2) = box[e.parent], box[e.child]
         sx, sy, tx, ty = x1 + w1, y1 + NODE_H / 2, x2, y2 + NODE_H / 2
-        if tx <= sx:  # drawn against the layering (a cycle): from the parent's left to the child's right
-            sx, tx = x1, x2 + w2
+        if tx <= sx:  # one column (a cycle, which the catalog reports): a loop out to the right
+            tx = x2 + w2
+            c1 = c2 = max(sx, tx) + 48
+        else:
+            bend = max(30.0, (tx - sx) / 2)
+            c1, c2 = sx + bend, tx - bend
         status = e.status if e.status in EDGE_DASH else "unchecked"
         dash = EDGE_DASH[status]
-        bend = max(30.0, abs(tx - sx) / 2)
-        c1, c2 = sx + math.copysign(bend, tx - sx), tx - math.copysign(bend, tx - sx)
         label = e.relation + ("" if e.declared else " (weights only)")
         out.append(
             f'<g class="lg-edge lg-e-{status}" data-parent="{esc(e.parent)}" data-child="{esc(e.child)}">'
@@ -186,7 +188,8 @@ def lineage_svg(
         )
         tip = f"<title>{esc(node)}{'' if url else ' (outside the lake)'}</title>"
         if url:
-            out.append(f'<a href="{esc(url)}" class="{cls}" data-node="{esc(node)}">{tip}{shape}</a>')
+            here = ' aria-current="page"' if node == focus else ""
+            out.append(f'<a href="{esc(url)}" class="{cls}" data-node="{esc(node)}"{here}>{tip}{shape}</a>')
         else:
             out.append(f'<g class="{cls}" data-node="{esc(node)}">{tip}{shape}</g>')
     out.append("</svg>")
