@@ -284,6 +284,21 @@ def test_a_family_of_50_models_is_legible(served: str, browser: Any) -> None:
     page.close()
 
 
+def test_pictures_work_without_javascript(served: str, browser: Any) -> None:
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(f"{served}/family/site/lineage/family-base-model.html")
+    assert not page.locator(".lg-zoombar").is_visible()  # its buttons would do nothing
+    viewport = page.locator(".lg-viewport")
+    assert viewport.evaluate("v => v.scrollHeight > v.clientHeight")  # it still scrolls, at full size
+    size = page.evaluate(
+        "(() => { const t = document.querySelector('svg.lg-graph text');"
+        " return t.getScreenCTM().a * parseFloat(getComputedStyle(t).fontSize); })()"
+    )
+    assert size >= 11
+    context.close()
+
+
 def test_axe_finds_no_wcag_violation_on_any_page_type(served: str, browser: Any, axe_source: str) -> None:
     found = []
     for width in (1280, 390):
