@@ -12,7 +12,9 @@
   var panel = document.getElementById("lg-filters");
   var list = document.getElementById("lg-results");
   var ORDER = (form.getAttribute("data-order") || "").split("|");
-  var OPEN = 3; // filter groups open from the start (kind, task, licence)
+  // Filter groups open from the start (kind, task, licence); on a phone, where the results come
+  // after the filters, only those already in use.
+  var OPEN = window.matchMedia("(max-width: 40em)").matches ? 0 : 3;
   var SHOWN = 30; // results listed
 
   function say(text) { status.textContent = text; }
