@@ -197,7 +197,7 @@ def test_search_with_a_facet_then_follow_lineage(served: str, browser: Any) -> N
 def test_filters_show_before_typing_and_live_in_the_address(served: str, browser: Any) -> None:
     page, watch = new_page(browser)
     page.goto(f"{served}/lake/site/search.html")
-    page.wait_for_selector(".lg-filter input")
+    page.wait_for_selector("details.lg-filter summary")
     kinds = page.locator("details.lg-filter", has_text="kind")
     assert kinds.get_attribute("open") is not None and page.locator(".lg-results li").count() == 0
     kinds.locator("label", has_text="dataset").click()  # a filter alone lists its entries
@@ -307,7 +307,7 @@ def test_axe_finds_no_wcag_violation_on_any_page_type(served: str, browser: Any,
         for path in [*pages, "lake/site/search.html?q=mlp"]:
             page.goto(f"{served}/{path}")
             if "search" in path:
-                page.wait_for_selector(".lg-filter input")
+                page.wait_for_selector("details.lg-filter summary")
                 if "q=" in path:
                     search_results(page)
             page.add_script_tag(content=axe_source)
@@ -344,7 +344,7 @@ def test_xss_lake_runs_no_injected_script(served: str, browser: Any) -> None:
     assert page.locator("article h1").first.inner_text() == "<script>"
     page.screenshot(path=SHOTS / "lakegen-site-xss.png", full_page=True)
     page.goto(f"{served}/xss/site/search.html")
-    page.wait_for_selector(".lg-filter input")  # the filters, whose names and values are hostile too
+    page.wait_for_selector("details.lg-filter summary")  # the filters, whose names and values are hostile too
     page.locator("#lg-q").fill("script")
     search_results(page)
     assert page.evaluate("typeof window.__xss") == "undefined"
