@@ -24,10 +24,23 @@ install: $(VENV)/.installed
 site: install
 	$(VENV)/bin/lakegen build
 
-browser:
+# The browser tests: Debian's chromium, and axe-core (pinned; read by the accessibility test from
+# $(AXE_DIR), which is git-ignored) through npm.
+AXE_VERSION := 4.11.4
+AXE_DIR := .lakegen-node
+AXE_STAMP := $(AXE_DIR)/.axe-core-$(AXE_VERSION)
+
+browser: $(AXE_STAMP)
 	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "chromium not installed: browser tests will be skipped"
+
+$(AXE_STAMP):
+	@command -v npm >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; } || true
+	@npm install --no-save --no-audit --no-fund --prefix $(AXE_DIR) axe-core@$(AXE_VERSION) >/dev/null && \
+	  touch $@ || echo "axe-core not installed: the accessibility test will be skipped"
+
 
 # Contributed code (code entries) runs only inside Debian's bubblewrap (lakegen/sandbox.py).
 sandbox:

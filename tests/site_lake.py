@@ -292,3 +292,25 @@ def xss_index() -> LakeIndex:
         ],
         stages={p[0]: p[1]},
     )
+
+
+def family_index(size: int = 50) -> LakeIndex:
+    """One lineage family of ``size`` models: a base, its fine-tunes, and their quantized, pruned and
+    merged children, with edges of every status (long ids, as real lakes have)."""
+    statuses = ("verified", "contradicted", "undeclared", "unchecked")
+    relations = ("quantized", "pruned", "finetune", "adapter", "distilled", "merge")
+    entries = [dataset("digits"), code("lakedemo"), model("family-base-model")]
+    edges = []
+    tunes = max(1, round((size - 1) / 7))
+    for i in range(size - 1):
+        if i < tunes:
+            child, parent, relation = f"family-base-model-finetune-{i:02d}", "family-base-model", "finetune"
+        else:
+            parent = f"family-base-model-finetune-{(i - tunes) % tunes:02d}"
+            relation = relations[i % len(relations)]
+            child = f"{parent}-{relation}-{i:02d}"
+        status = statuses[i % len(statuses)]
+        declared = status != "undeclared"
+        entries.append(model(child, base_models=[base(parent, relation)] if declared else []))
+        edges.append(Edge(parent=parent, child=child, relation=relation, declared=declared, status=status))
+    return LakeIndex(generated_at="2024-06-02T00:00:00+00:00", entries=entries, edges=edges)

@@ -19,7 +19,7 @@ from lakegen.index import LakeIndex, save
 from lakegen.search import Where, entry_facets, search
 from lakegen.site import build_site
 from lakegen.site.markup import markdown, safe_url, sanitise
-from lakegen.site.svg import layered_layout
+from lakegen.site.svg import EDGE_DASH, GraphEdge, axis, layered_layout, lineage_svg
 from lakegen.site.views import stem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_a_sharded_checkpoint_lists_its_pinned_shards(site: Path) -> None:
     assert "<summary>2 pinned files</summary>" in files
     assert "<code>model-00001-of-00002.safetensors</code> 1.0 MB" in files
     assert f'<code title="{"02" * 32}">{"02" * 6}</code>' in files
-    assert "<td>2.2 MB in 3 files</td>" in page  # the index and its shards
+    assert '<td class="lg-nowrap">2.2 MB in 3 files</td>' in page  # the index and its shards
     assert "lg-files" not in read(site, "models/mlp-ft.html")  # a single file has no list
 
 
@@ -110,9 +110,13 @@ def test_declared_and_weight_verified_edges_look_different(site: Path) -> None:
         "mlp-mystery": "lg-e-undeclared",
     }
     undeclared = page.split('data-child="mlp-mystery"')[1].split("</g>")[0]
-    assert 'stroke-dasharray="2 4"' in undeclared
+    assert f'stroke-dasharray="{EDGE_DASH["undeclared"]}"' in undeclared  # dotted
+    assert "(weights only)" in undeclared
     verified = page.split('data-child="mlp-ft"')[1].split("</g>")[0]
     assert "stroke-dasharray" not in verified
+    contradicted = read(site, "models/mlp-q8.html").split('data-child="mlp-q8"')[1].split("</g>")[0]
+    assert f'stroke-dasharray="{EDGE_DASH["contradicted"]}"' in contradicted  # dashed
+    assert len({EDGE_DASH["undeclared"], EDGE_DASH["contradicted"], ""}) == 3
     ext = read(site, "models/ext-ft.html")
     assert 'class="lg-node lg-external" data-node="hf:org/tiny-mlp"' in ext
 
@@ -123,7 +127,7 @@ def test_dataset_code_leaderboard_governance_and_lineage_pages(site: Path) -> No
     assert "mlp-base</a> (train)" in trained and "digits-noisy" in digits
     assert "mlp-q8" in read(site, "code/lakedemo.html")
     board = read(site, "leaderboards/digits--test--accuracy.html")
-    assert '<svg class="lg-chart"' in board
+    assert '<figure class="lg-figure lg-chart">' in board
     ranked = re.findall(r'<td>\d+</td><td><a href="../models/([\w-]+).html"', board)
     assert ranked[:2] == ["mlp-ft", "mlp-base"]  # reproduced numbers rank, higher first
     assert ranked.index("mlp-mystery") == len(ranked) - 1
@@ -135,6 +139,64 @@ def test_dataset_code_leaderboard_governance_and_lineage_pages(site: Path) -> No
     lineage = read(site, "lineage.html")
     assert lineage.count('<svg class="lg-graph"') == 2  # the mlp family and ext-ft's
     assert "undeclared" in lineage
+
+
+def test_leaderboard_axis_shows_the_differences_and_labels_versions(site: Path) -> None:
+    lo, hi, step = axis([0.93, 0.976])
+    assert 0.5 < lo < 0.93 and hi >= 0.976 and step > 0  # not from 0, where both look the same
+    assert axis([0.05, 0.5])[0] == 0.0  # never below 0 for positive values
+    board = read(site, "leaderboards/digits--test--accuracy.html")
+    widths = {
+        model: float(w)
+        for model, w in re.findall(
+            r'models/([\w-]+)\.html">[^<]+</a> <span class="lg-ver">v1\.0\.0</span>'
+            r'</span><span class="lg-track"><span class="lg-fill" style="width: ([\d.]+)%"',
+            board,
+        )
+    }
+    first = re.search(r'<span class="lg-tick" style="left: 0.00%">([\d.]+)</span>', board)
+    assert first is not None and float(first.group(1)) > 0  # the axis does not start at 0, and says so
+    # Bars from 0 would stand 0.972 : 0.91 : 0.5; on this axis the differences show more.
+    assert widths["mlp-ft"] / widths["mlp-q8"] > 0.972 / 0.91
+    assert widths["mlp-ft"] / widths["mlp-mystery"] > 0.972 / 0.5
+
+
+def test_lineage_pictures_are_whole_accessible_and_full_width(site: Path) -> None:
+    long_id = "a-model-with-a-rather-long-identifier-v2"
+    picture = lineage_svg(
+        {"base": "base.html", long_id: None},
+        [GraphEdge("base", long_id, "finetune", "contradicted", True)],
+        focus="base",
+    )
+    assert f">{long_id}</text>" in picture  # the whole name, not cut to a fixed box
+    assert 'role="group"' in picture and 'role="img"' not in picture  # it holds links
+    page = read(site, "models/mlp-q8.html")
+    assert '<figure class="lg-figure lg-graphbox"' in page and "lg-zoombar" in page
+    assert "Every edge in the picture" in page  # the text alternative
+    for wide in ("lineage.html", "lineage/mlp-base.html"):
+        assert 'data-md-type="navigation" hidden' in read(site, wide)
+    assert 'data-md-type="navigation" hidden' not in page
+    assert 'src="../assets/lakegen-graph.js"' in page
+
+
+def test_model_page_opens_with_a_summary(site: Path) -> None:
+    page = read(site, "models/mlp-q8.html")
+    summary = page.split('<section class="lg-summary"')[1].split("</section>")[0]
+    assert page.index("lg-summary") < page.index('id="lineage"')
+    assert "lg-s-error" in summary and "contradicted" in summary
+    assert 'href="../api/entries/mlp-q8.json"' in summary
+    assert "../artifacts/1.0.0.safetensors" in summary  # the artifact of the latest version
+
+
+def test_home_page_of_a_clean_lake_says_so(tmp_path: Path) -> None:
+    clean = demo_index().model_copy(update={"findings": []})
+    home = read(_site(tmp_path, clean), "index.html")
+    assert "Nothing needs attention" in home and "no errors or warnings" in home
+    assert "0 errors" not in home
+    assert 'id="best"' in home and "mlp-ft</a> v1.0.0" in home  # each board's best result
+    assert "edges: " in home and "Nothing needs attention" in home.split('id="attention"')[1]
+    gov = read(tmp_path / "site", "governance.html")
+    assert "No findings." in gov and "Checks that ran: validate (ran)" in gov and "<table" not in gov
 
 
 def test_entries_stay_out_of_the_global_navigation(site: Path) -> None:
@@ -165,7 +227,10 @@ def test_search_index_has_every_entry_and_the_facets(site: Path) -> None:
     assert filters["lineage status"] == "contradicted"
     assert filters["relation"] == "quantized" and filters["accuracy range"] == "0.9–1.0"
     search_page = read(site, "search.html")
-    assert 'src="pagefind/shard-0/pagefind-ui.js"' in search_page
+    assert (
+        'data-bundles="pagefind/shard-0/"' in search_page and 'src="assets/lakegen-search.js"' in search_page
+    )
+    assert 'type="module"' not in search_page  # module scripts do not run from file://
 
 
 def test_search_shards_are_reindexed_only_when_their_pages_change(tmp_path: Path) -> None:
@@ -200,7 +265,7 @@ def test_xss_payloads_render_as_text(xss_site: Path) -> None:
     assert "<title>&lt;script&gt; - Model lake</title>" in evil
     assert '<h1 data-pagefind-meta="title">&lt;script&gt;</h1>' in evil
     assert "{{ 7*7 }}{% raw %}" in evil  # template syntax in a manifest is text, never evaluated
-    # Pagefind's UI writes filter names and values into the page as HTML: none may carry markup.
+    # Filter names and values reach the search page's filter list: none may carry markup.
     filters = re.findall(r'<span data-pagefind-filter="([^"]*)">([^<]*)</span>', evil)
     assert len(filters) > 5
     for name, value in filters:

@@ -47,6 +47,7 @@ def context_digest(config: Any, templates: Path, plugin_config: dict[str, Any]) 
         "nav": config.nav,
         "use_directory_urls": config.use_directory_urls,
         "extra_css": list(config.extra_css),
+        "extra_javascript": [str(script) for script in config.extra_javascript],
         "theme": config.theme.name,
         # Options that change how pages are made, not what they are, stay out.
         "plugin": {k: v for k, v in plugin_config.items() if k not in HOW},

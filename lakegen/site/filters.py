@@ -14,8 +14,9 @@ _FACET_UNSAFE = re.compile(r"[<>&\"'`\\:,\x00-\x1f]")
 
 
 def facet_text(value: object) -> str:
-    """A facet name or value as Pagefind may show it: Pagefind's UI puts filter text into the page
-    as HTML, so characters that could make markup (and the ``:``/``,`` of its syntax) are dropped."""
+    """A facet name or value as the search page lists it: the search script writes it as text, and
+    characters that could make markup (and the ``:``/``,`` of Pagefind's filter syntax) are dropped
+    besides, so no reader of the index can be tricked into markup."""
     return _FACET_UNSAFE.sub("", str(value)).strip() or "?"
 
 

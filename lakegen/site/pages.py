@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from lakegen.changetext import readable
+from lakegen.history import provenance
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
 from lakegen.site.markup import markdown, safe_url
@@ -29,6 +31,10 @@ from lakegen.site.views import SEVERITIES, Board, EvalRow, LakeView, lower_is_be
 from lakegen.terminal import printable
 
 LIST_PAGE = 200  # entries per listing page
+# Lineage pictures: families drawn on the explorer page (whole, or not at all), and on a family's page.
+INLINE_FAMILIES, INLINE_MEMBERS, FAMILY_MEMBERS = 6, 60, 200
+HOME_BOARDS = 10  # leaderboards whose best result the home page shows
+CHART_ROWS = 25  # bars on a leaderboard's chart (its table lists every row)
 NAV = (
     ("Home", "index.md"),
     ("Models", "models.md"),
@@ -53,6 +59,8 @@ class Page:
     body: str
     toc: list[tuple[str, str]] = field(default_factory=list)
     in_nav: bool = False
+    wide: bool = False
+    """Drawn without the theme's side columns, so a lineage picture gets the page's whole width."""
 
 
 @dataclass
@@ -112,6 +120,7 @@ class Renderer:
             signed=filters.signed,
             readable=readable,
             printable=printable,
+            provenance=provenance,
         )
         self.env.globals.update(
             safe_url=safe_url,
@@ -122,14 +131,20 @@ class Renderer:
         )
         self._current = self._root = ""
         self._boards: dict[str, str] = {}
+        self._family: dict[str, str] = {}
         self.env.globals["href"] = self.href
         self.env.globals["entry_href"] = self.entry_href
         self.env.globals["root"] = self.root
+        self.env.globals["json_href"] = self.json_href
         self.env.globals.update(link=self.link, badge=filters.badge, owners=filters.owners, h2=filters.h2)
 
     def href(self, target: str) -> str:
         """A link from the page being rendered to docs page ``target`` (``models/x.md``)."""
         return self._root + (url_of(target, self.directory_urls) or "./")
+
+    def json_href(self, entry_id: str) -> str:
+        """A link from the page being rendered to an entry's JSON document."""
+        return f"{self._root}api/entries/{stem(entry_id)}.json"
 
     def root(self) -> str:
         """The relative prefix from the page being rendered to the site root (``""`` or ``../``...)."""
@@ -150,11 +165,11 @@ class Renderer:
             return Markup(f'<a href="{escape(url)}">{escape(entry_id)}</a>')
         return Markup(f'<span class="lg-ext" title="outside the lake">{escape(entry_id)}</span>')
 
-    def render(self, template: str, src_uri: str, title: str, **context: Any) -> Page:
+    def render(self, template: str, src_uri: str, title: str, *, wide: bool = False, **context: Any) -> Page:
         self._at(src_uri)
         toc: list[tuple[str, str]] = []
         body = self.env.get_template(template).render(title=title, toc=toc, **context)
-        return Page(src_uri, title, body, toc, in_nav=src_uri in IN_NAV)
+        return Page(src_uri, title, body, toc, in_nav=src_uri in IN_NAV, wide=wide)
 
     def pages(self) -> Iterator[Page]:
         """Every page, rendered."""
@@ -165,6 +180,7 @@ class Renderer:
         view = self.view
         boards = view.boards()
         self._boards = {b.key: b.path for b in boards}
+        self._family = {n: _family_path(comp) for comp in view.components() for n in comp}
         yield _done(self.home(boards))
         for kind, folder in (("model", "models"), ("dataset", "datasets"), ("code", "code")):
             yield from map(_done, self.listing(kind, folder))
@@ -212,7 +228,8 @@ class Renderer:
         arch = arch if isinstance(arch, dict) else {}
         cited = [str(u.get("id")) for key in ("datasets", "code") for u in _dicts(m.get(key))]
         cited.append(str(arch.get("code")))
-        payload = [nodes, [view.digest(n) for n in nodes], [(c, view.kind(c)) for c in cited]]
+        family = self._family.get(entry_id)
+        payload = [nodes, [view.digest(n) for n in nodes], [(c, view.kind(c)) for c in cited], family]
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
     def home(self, boards: list[Board]) -> Page:
@@ -234,6 +251,8 @@ class Renderer:
             attention=attention[:20],
             attention_total=len(attention),
             boards=len(boards),
+            best=[(b, top[0]) for b in boards if (top := b.ranked())][:HOME_BOARDS],
+            artifacts=Counter(a.status for a in index.artifacts),
             index=index,
         )
 
@@ -300,6 +319,9 @@ class Renderer:
             evaluations=view.evaluations.get(entry_id, []),
             ancestors=[(a, view.entries[a].manifest.get("license")) for a in ancestors if a in view.entries],
             boards=self._boards,
+            family=self._family.get(entry_id),
+            drawn=len(nodes),
+            picture_edges=edges,
         )
 
     def dataset(self, entry_id: str, boards: list[Board]) -> Page:
@@ -330,18 +352,21 @@ class Renderer:
     def board(self, board: Board) -> Page:
         self._at(board.path)
         ranked = board.ranked()
-        chart = svg.bar_chart(
-            [(r.model, r.value, r.status) for r in ranked[:25] if r.value is not None],
-            title=f"{board.key}",
-            links={r.model: self.entry_href(r.model) or "" for r in ranked[:25]},
-        )
+        shown = [(r, r.value) for r in ranked[:CHART_ROWS] if r.value is not None and math.isfinite(r.value)]
+        bars: list[tuple[EvalRow, float]] = []  # a row, and its bar's length in % of the axis
+        ticks: list[tuple[float, float]] = []  # a tick's value, and where it sits in %
+        if shown:
+            lo, hi, step = svg.axis([v for _, v in shown])
+            bars = [(r, max(0.5, (v - lo) / (hi - lo) * 100)) for r, v in shown]
+            ticks = [(lo + k * step, k * step / (hi - lo) * 100) for k in range(round((hi - lo) / step) + 1)]
         return self.render(
             "board.html",
             board.path,
             f"Leaderboard: {board.key}",
             board=board,
             ranked=ranked,
-            chart=Markup(chart),
+            bars=bars,
+            ticks=ticks,
             lower=lower_is_better(board.metric),
         )
 
@@ -362,6 +387,7 @@ class Renderer:
             counts=Counter(f.severity for f in findings),
             owners=sorted(owners.items(), key=lambda kv: (-kv[1]["error"], -kv[1]["warning"], kv[0])),
             rules=Counter((f.stage, f.rule) for f in findings).most_common(),
+            index=self.view.index,
         )
 
     def lineage(self) -> Iterator[Job]:
@@ -369,18 +395,20 @@ class Renderer:
         comps = view.components()
         pictures = []
         for comp in comps:
-            path = f"lineage/{stem(comp[0])}.md"
-            pictures.append((comp, path))
+            pictures.append((comp, _family_path(comp)))
         inline = []
         self._at("lineage.md")
-        for comp, path in pictures[:6]:
-            inline.append((comp, path, Markup(self._component_svg(comp, 30))))
+        for comp, path in pictures[:INLINE_FAMILIES]:
+            if len(comp) <= INLINE_MEMBERS:
+                edges_of = [e for n in comp for e in view.edges_in.get(n, [])]
+                inline.append((comp, path, Markup(self._component_svg(comp, INLINE_MEMBERS)), edges_of))
         edges = view.index.edges
         yield _done(
             self.render(
                 "lineage.html",
                 "lineage.md",
                 "Lineage explorer",
+                wide=True,
                 components=pictures,
                 inline=inline,
                 statuses=Counter(e.status for e in edges),
@@ -399,8 +427,10 @@ class Renderer:
             "component.html",
             path,
             f"Lineage family of {comp[0]}",
+            wide=True,
             comp=comp,
-            picture=Markup(self._component_svg(comp, 200)),
+            drawn=min(len(comp), FAMILY_MEMBERS),
+            picture=Markup(self._component_svg(comp, FAMILY_MEMBERS)),
             edges=[e for n in comp for e in self.view.edges_in.get(n, [])],
         )
 
@@ -413,6 +443,10 @@ class Renderer:
             title=f"Lineage family of {comp[0]}",
             max_nodes=limit,
         )
+
+
+def _family_path(comp: list[str]) -> str:
+    return f"lineage/{stem(comp[0])}.md"
 
 
 def _done(page: Page) -> Job:

@@ -51,7 +51,7 @@ STUB_HTML = f"<p>{STUB}</p>"
 SHELL_TITLE = "LAKEGEN-SHELL-TITLE-5d1c"
 # Says "<h1" so that material, seeing a heading, adds none of its own: every lake page has one.
 SHELL_BODY = "<!--LAKEGEN-SHELL-BODY-5d1c <h1> -->"
-ASSETS = ("lakegen.css", "lakegen-search.js")
+ASSETS = ("lakegen.css", "lakegen-search.js", "lakegen-graph.js")
 
 
 def default_templates() -> Path:
@@ -99,13 +99,13 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._dirty = dirty
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
-        """Resolve the lake and templates, add lakegen's stylesheet, and default the navigation.
+        """Resolve the lake and templates, add lakegen's stylesheet and script, and default the navigation.
 
         Args:
             config: the mkdocs configuration.
 
         Returns:
-            The configuration, with ``extra_css`` and (when unset) ``nav`` filled in.
+            The configuration, with ``extra_css``, ``extra_javascript`` and (when unset) ``nav`` filled in.
         """
         here = Path(config.config_file_path).parent if config.config_file_path else Path.cwd()
         self.root = self.root_override or (here / self.config.root if self.config.root else here)
@@ -117,6 +117,8 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             self.templates = default_templates()
         if "assets/lakegen.css" not in config.extra_css:
             config.extra_css.append("assets/lakegen.css")
+        if "assets/lakegen-graph.js" not in config.extra_javascript:
+            config.extra_javascript.append("assets/lakegen-graph.js")
         if config.nav is None:
             config.nav = [{title: path} for title, path in NAV]
         # The sitemap would list only the pages rendered in this run; without site_url it has no use.
@@ -156,7 +158,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._record = cache.Record(context)
         self._previous = previous
         self._pages, self._reused, self._shells = {}, [], {}
-        groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Page]] = defaultdict(list)
+        groups: dict[tuple[str, tuple[tuple[str, str], ...], bool], list[Page]] = defaultdict(list)
         for job in renderer.jobs():
             dest = cache.dest_path(job.src_uri, config.use_directory_urls)
             before = _before(previous, reuse_from, job, dest)
@@ -172,14 +174,14 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             elif before is not None and before[1] == digest:
                 self._reused.append(dest)
             else:
-                groups[(posixpath.dirname(page.src_uri), tuple(page.toc))].append(page)
-        for (folder, toc), pages in groups.items():
+                groups[(posixpath.dirname(page.src_uri), tuple(page.toc), page.wide)].append(page)
+        for (folder, toc, wide), pages in groups.items():
             if not self.config.stamp or len(pages) < 2:
                 for page in pages:
                     self._add(files, config, page)
                 continue
             name = f"_lakegen-shell-{len(self._shells)}.md"
-            shell = Page(posixpath.join(folder, name), SHELL_TITLE, SHELL_BODY, list(toc))
+            shell = Page(posixpath.join(folder, name), SHELL_TITLE, SHELL_BODY, list(toc), wide=wide)
             self._shells[shell.src_uri] = pages
             self._add(files, config, shell)
         sitemap = files.get_file_from_path("sitemap.xml")
@@ -219,6 +221,8 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             return markdown
         if not page.is_homepage:  # the theme titles the home page with the site's name
             page.meta["title"] = html.escape(ours.title)
+        if ours.wide:
+            page.meta["hide"] = ["navigation", "toc"]
         return STUB
 
     def on_page_content(self, html_: str, *, page: MkPage, config: MkDocsConfig, files: Files) -> str:
