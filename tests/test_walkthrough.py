@@ -160,7 +160,7 @@ def test_a_model_added_by_pull_request_is_published_with_reproduced_numbers(tmp_
     board = (first / "leaderboards/digits--test--accuracy.html").read_text(encoding="utf-8")
     ranked = re.findall(r'<tr><td>\d+</td><td><a href="../models/([^"]+)\.html">', board)
     assert "my-model" in ranked and len(ranked) > 1
-    mine = next(r for r in board.split("<tr>") if "models/my-model.html" in r)
+    mine = next(r for r in board.split("<tr>") if "models/my-model.html" in r and r.startswith("<td>"))
     assert "lg-s-verified" in mine
     published = json.loads((tmp_path / "publish-1/catalog/results/my-model.json").read_text())
     assert [r["status"] for r in published["results"]] == ["verified"]
@@ -187,4 +187,6 @@ def test_a_model_added_by_pull_request_is_published_with_reproduced_numbers(tmp_
     )
     assert f"<td>{wrong:g}</td><td>{claimed:g}</td>" in row and "lg-s-contradicted" in row
     board = (second / "leaderboards/digits--test--accuracy.html").read_text(encoding="utf-8")
-    assert "lg-s-contradicted" in next(r for r in board.split("<tr>") if "models/my-model.html" in r)
+    assert "lg-s-contradicted" in next(
+        r for r in board.split("<tr>") if "models/my-model.html" in r and r.startswith("<td>")
+    )

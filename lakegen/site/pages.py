@@ -352,7 +352,11 @@ class Renderer:
     def board(self, board: Board) -> Page:
         self._at(board.path)
         ranked = board.ranked()
-        shown = [(r, r.value) for r in ranked[:CHART_ROWS] if r.value is not None and math.isfinite(r.value)]
+        shown = [
+            (r, r.reproduced)
+            for r in ranked[:CHART_ROWS]
+            if r.reproduced is not None and math.isfinite(r.reproduced)
+        ]
         bars: list[tuple[EvalRow, float]] = []  # a row, and its bar's length in % of the axis
         ticks: list[tuple[float, float]] = []  # a tick's value, and where it sits in %
         if shown:

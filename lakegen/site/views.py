@@ -81,8 +81,16 @@ class Board:
         return f"leaderboards/{stem(f'{self.dataset}--{self.split}--{self.metric}')}.md"
 
     def ranked(self) -> list[EvalRow]:
-        rows = [r for r in self.rows if r.value is not None]
-        return sorted(rows, key=lambda r: (r.value, r.model), reverse=not lower_is_better(self.metric))
+        """The rows lakegen reproduced, best first: a claim never re-run does not rank, whatever it
+        says (it could say anything)."""
+        rows = [r for r in self.rows if r.reproduced is not None]
+        return sorted(rows, key=lambda r: (r.reproduced, r.model), reverse=not lower_is_better(self.metric))
+
+    def unranked(self) -> list[EvalRow]:
+        """Claims lakegen did not reproduce (not run, unreproducible, failed, remote weights)."""
+        return sorted(
+            (r for r in self.rows if r.reproduced is None), key=lambda r: (r.model, r.version or "")
+        )
 
 
 class LakeView:
