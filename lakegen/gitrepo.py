@@ -181,27 +181,23 @@ class Repo:
         return changes
 
     def log(self, *folders: str, rev: str = "HEAD") -> list[Commit]:
-        """Every commit of ``rev`` that touches ``folders``, newest first, with its raw changes."""
+        """Every commit of ``rev`` that touches ``folders``, newest first, with its raw changes (and a
+        merge commit's own, see :meth:`_merge_changes`)."""
         specs = [f"{self.prefix}{f}" for f in folders]
-        out = self.run(
-            "log",
-            "-z",
-            "--raw",
-            "-M",
-            "--no-abbrev",
-            _FORMAT,
-            rev,
-            "--",
-            *specs,
-        )
+        commits = []
+        for commit in self._raw_log(["-M"], rev, specs):
+            if len(commit.parents) > 1:
+                commit = replace(commit, merge_changes=tuple(self._merge_changes(commit, specs)))
+            commits.append(commit)
+        return commits
+
+    def _raw_log(self, options: list[str], rev: str, specs: list[str]) -> list[Commit]:
+        out = self.run("log", "-z", "--raw", "--no-abbrev", *options, _FORMAT, rev, "--", *specs)
         commits = []
         for chunk in _commit_chunks(out):
             header, _, rest = chunk.partition(b"\0")
             changes = _raw_changes(rest.lstrip(b"\n").split(b"\0"), self._lake_path)
-            commit = _commit(header, tuple(changes))
-            if len(commit.parents) > 1:
-                commit = replace(commit, merge_changes=tuple(self._merge_changes(commit, specs)))
-            commits.append(commit)
+            commits.append(_commit(header, tuple(changes)))
         return commits
 
     def _merge_changes(self, merge: Commit, specs: list[str]) -> list[PathChange]:
@@ -221,26 +217,7 @@ class Repo:
         """Every state ``folders`` had on ``rev``'s first-parent line, oldest first: a merge commit's
         changes are taken against its first parent, so nothing a merge brought in is missed."""
         specs = [f"{self.prefix}{f}" for f in folders]
-        out = self.run(
-            "log",
-            "-z",
-            "--raw",
-            "--first-parent",
-            "-m",
-            "--no-renames",
-            "--no-abbrev",
-            "--reverse",
-            _FORMAT,
-            rev,
-            "--",
-            *specs,
-        )
-        commits = []
-        for chunk in _commit_chunks(out):
-            header, _, rest = chunk.partition(b"\0")
-            changes = _raw_changes(rest.lstrip(b"\n").split(b"\0"), self._lake_path)
-            commits.append(_commit(header, tuple(changes)))
-        return commits
+        return self._raw_log(["--first-parent", "-m", "--no-renames", "--reverse"], rev, specs)
 
     @cached_property
     def pull_requests(self) -> dict[str, int]:
