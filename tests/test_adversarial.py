@@ -180,3 +180,21 @@ def test_the_lower_bound_is_a_chernoff_bound() -> None:
     bounds = [audit.lower_bound(h, n, alpha) for h in range(0, n + 1, 64)]
     assert bounds == sorted(bounds)
     assert all(b <= h / n for b, h in zip(bounds, range(0, n + 1, 64), strict=True))
+
+
+def test_the_site_shows_what_verified_proves(tmp_path: Path) -> None:
+    from lakegen.index import compile_lake
+    from lakegen.site.build import build_site
+
+    lake = tmp_path / "lake"
+    shutil.copytree(REPO / "catalog", lake / "catalog")
+    index = compile_lake(lake)
+    (edge,) = [e for e in index.edges if e.child == "digits-mlp-ft-small"]
+    assert (
+        edge.status == "verified" and edge.proof is not None and "drawn from the file's sha256" in edge.proof
+    )
+    site = build_site(lake, index, site_dir=tmp_path / "site", pagefind=False).site
+    page = (site / "models/digits-mlp-ft-small.html").read_text(encoding="utf-8")
+    assert (
+        "entries drawn from the file&#39;s sha256" in page or "entries drawn from the file's sha256" in page
+    )
