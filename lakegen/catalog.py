@@ -316,8 +316,9 @@ def _versions(entry: Entry) -> list[str]:
 
 
 def latest_version(entry: Model | Dataset) -> str | None:
-    """The highest semantic version of an entry, or None when it has none."""
-    return max((v.version for v in entry.versions), key=semver_key, default=None)
+    """The highest semantic version of an entry that is not yanked, or None when it has none."""
+    live = [v.version for v in entry.versions if not getattr(v, "yanked", None)]
+    return max(live, key=semver_key, default=None)
 
 
 def _add(catalog: Catalog, record: Record, loc: Loc, message: str) -> None:
@@ -355,6 +356,9 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
             key = (entry.id, version.version)
             if where.path is None:
                 catalog.artifacts[key] = "unchecked"
+                continue
+            if version.yanked and not where.path.exists():
+                catalog.artifacts[key] = "unchecked"  # withdrawn, with a reason: its bytes may go
                 continue
             if digests is None:
                 if not where.path.is_file():

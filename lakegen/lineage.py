@@ -138,6 +138,9 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
             continue
         for version in entry.versions:
             key = node(entry.id, version.version)
+            if version.yanked:
+                skipped[key] = f"yanked: {version.yanked}"
+                continue
             if catalog.artifacts.get((entry.id, version.version)) == "contradicted":
                 skipped[key] = "the artifact does not match its manifest's sha256 and size; not read"
                 continue

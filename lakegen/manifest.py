@@ -146,6 +146,12 @@ class Version(Strict):
     released: dt.date
     changelog: Text = ""
     artifact: Artifact
+    yanked: Line | None = Field(
+        None,
+        description="Why this release was withdrawn. A yanked release stays in the manifest, so its "
+        "id@version is never reused; its artifact may then be deleted, and it is not attributed or "
+        "benchmarked.",
+    )
 
 
 class EntryBase(Strict):

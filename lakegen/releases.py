@@ -208,7 +208,7 @@ def _check_change(
                 change.entry,
                 ("versions",),
                 f"version {version} was {when}; released versions cannot be removed "
-                "(set deprecated: true to retire the entry)",
+                "(withdraw it with yanked: <why> on the version; deprecated: true retires the entry)",
             )
             continue
         i, now = head[version]
@@ -221,7 +221,7 @@ def _check_change(
                 "Released artifacts are immutable: publish the new artifact as a new version",
             )
             continue
-        moved = _unverifiable_move(r, now.artifact.uri, record.file, ctx.catalog.root)
+        moved = None if now.yanked else _unverifiable_move(r, now.artifact.uri, record.file, ctx.catalog.root)
         if moved is not None:
             when = _released(changes, change, sha)
             yield Violation(

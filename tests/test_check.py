@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from gitlake import GitLake, base, model, version, weights
 
+from lakegen.catalog import latest_version, load_catalog
+from lakegen.lineage import artifact_paths
 from lakegen.render import md
 from lakegen.report import run_check
 
@@ -400,3 +402,24 @@ def test_the_terminal_gets_plain_text_coloured_only_on_a_tty(released: tuple[Git
         lakegen(lake.root, "check", "--base", "main", "--no-bench", "--json").stdout
     )
     assert json.loads(as_json.stdout)["ok"] is False
+
+
+def test_a_release_leaves_only_by_a_yank_with_a_reason(released: tuple[GitLake, str]) -> None:
+    lake, _ = released
+    manifest = model("vision")
+    manifest["versions"].append(version("1.1.0", weights("vision 1.1"), "vision"))
+    manifest["versions"][0]["yanked"] = "trained on data we may not use; use 1.1.0"
+    lake.put(manifest)
+    lake.git("rm", "-q", "catalog/artifacts/vision-1.0.0.safetensors")  # its bytes may now go
+    lake.commit("Yank vision 1.0.0")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert report.errors == [], [str(f.message) for f in report.errors]
+    catalog = load_catalog(lake.root)
+    assert catalog.artifacts[("vision", "1.0.0")] == "unchecked"
+    assert latest_version(catalog.get("vision")) == "1.1.0"  # type: ignore[arg-type]
+    assert artifact_paths(catalog)[1]["vision@1.0.0"] == "yanked: trained on data we may not use; use 1.1.0"
+    # without the yank, the same deletion is an error
+    manifest["versions"][0].pop("yanked")
+    lake.put(manifest)
+    problems = [(p.field, p.message) for p in load_catalog(lake.root).problems]
+    assert problems == [("versions[0].artifact.uri", "file not found: ../artifacts/vision-1.0.0.safetensors")]
