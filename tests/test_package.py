@@ -132,7 +132,7 @@ def test_the_installed_lakegen_builds_the_site_of_a_lake_that_holds_only_its_cat
         assert (site / "assets" / asset).read_bytes() == shipped
     entry = json.loads((site / "pagefind" / "shard-0" / "pagefind-entry.json").read_text(encoding="utf-8"))
     assert entry["languages"]["en"]["page_count"] >= len(models)
-    assert 'src="pagefind/shard-0/pagefind-ui.js"' in (site / "search.html").read_text(encoding="utf-8")
+    assert 'src="assets/lakegen-search.js"' in (site / "search.html").read_text(encoding="utf-8")
     _run(lakegen, "validate", cwd=lake, env=ENV)
 
     _run(lakegen, "new", "model", "fresh", "--owner", "@ada", cwd=lake, env=ENV)
