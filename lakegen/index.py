@@ -56,7 +56,9 @@ class Edge(_Row):
     confidence: float | None = None
     weight: float | None = Field(None, description="Estimated mixing weight, for merges.")
     proof: str | None = Field(
-        None, description="What the audit at coordinates drawn from the child's sha256 showed."
+        None,
+        description="What the audit at coordinates drawn from the child's sha256 showed, or why the "
+        "edge could not be checked.",
     )
 
 

@@ -521,7 +521,10 @@ def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) 
         evidence = shown.get((row.parent, row.child))
         if check is not None:
             row.status = check.status
+            # what the audit proved, or why the edge could not be checked (remote weights, no audit)
             row.proof = check.audit.statement if check.audit is not None else None
+            if check.status == "unchecked":
+                row.proof = f"not checked: {check.detail}"
         if evidence is not None:
             row.weights_relation, row.confidence = evidence.relation, round(evidence.confidence, 3)
             if row.relation == "merge" and evidence.weight is not None:

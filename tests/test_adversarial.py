@@ -198,3 +198,21 @@ def test_the_site_shows_what_verified_proves(tmp_path: Path) -> None:
     assert (
         "entries drawn from the file&#39;s sha256" in page or "entries drawn from the file's sha256" in page
     )
+
+
+def test_an_edge_that_cannot_be_checked_says_why(tmp_path: Path) -> None:
+    from lakegen.index import compile_lake
+
+    lake = tmp_path / "lake"
+    shutil.copytree(REPO / "catalog", lake / "catalog")
+    manifest = lake / "catalog/models/digits-mlp-ft-small.yaml"
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace(
+            "uri: ../artifacts/models/digits-mlp-ft-small-1.0.0.safetensors",
+            "uri: https://example.org/ft-small.safetensors",
+        )
+    )
+    (edge,) = [e for e in compile_lake(lake).edges if e.child == "digits-mlp-ft-small"]
+    assert edge.status == "unchecked"
+    assert edge.proof == "not checked: no local weights for digits-mlp-ft-small"
