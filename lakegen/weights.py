@@ -557,8 +557,12 @@ def _unwrap_state_dict(obj: Any) -> dict[str, Any] | None:
         if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model", "module"):
             obj = next(iter(obj.values()))
             continue
-        if isinstance(obj, dict) and "state_dict" in obj:
-            obj = obj["state_dict"]
+        # a training checkpoint: the weights beside the epoch, the optimizer's state and the like
+        key = next(
+            (k for k in ("state_dict", "model_state_dict") if isinstance(obj, dict) and k in obj), None
+        )
+        if key is not None:
+            obj = obj[key]
             continue
         return None
     return None
