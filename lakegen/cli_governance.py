@@ -139,7 +139,7 @@ def cmd_codeowners(args: argparse.Namespace) -> int:
 
 def add_commands(add: Add) -> None:
     """Register ``check``, ``codeowners``, ``history`` and ``diff`` through cli's ``add`` helper."""
-    from lakegen.report import FORMATS
+    from lakegen.render import FORMATS  # not lakegen.report: --help stays fast
 
     p = add(
         "codeowners",

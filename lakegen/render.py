@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from lakegen.terminal import printable
 
+FORMATS = ("text", "markdown", "json")
+
 if TYPE_CHECKING:
     from lakegen.index import Finding
     from lakegen.report import CheckReport

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -404,3 +406,13 @@ def test_one_edge_shows_one_confidence_in_new_search_like_and_check(tmp_path: Pa
     assert finding["entry"] == "ft" and "ft@1.0.0 is a finetune of base@1.0.0" in finding["message"]
     shown = float(finding["message"].split("(confidence ", 1)[1][:4])
     assert new == round(ranked["base@1.0.0"]["confidence"], 2) == shown
+
+
+def test_help_imports_none_of_the_heavy_stages() -> None:
+    # `lakegen --help` (and every command's start) stays fast: the parser is built from light modules.
+    code = (
+        "import sys, lakegen.cli; lakegen.cli.build_parser(); "
+        "print(sorted(m for m in ('networkx', 'torch', 'numpy', 'pydantic', 'lakegen.report') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
