@@ -636,23 +636,18 @@ def make_smollm2(zoo: Zoo, py: random.Random, seed: int) -> None:
 
 
 def merge_with_mergekit(a: Path, b: Path, w: float, out: Path) -> None:
-    import yaml
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
     config = MergeConfiguration.model_validate(
-        yaml.safe_load(
-            json.dumps(
-                {
-                    "merge_method": "linear",
-                    "dtype": "float32",
-                    "models": [
-                        {"model": str(a), "parameters": {"weight": w}},
-                        {"model": str(b), "parameters": {"weight": 1 - w}},
-                    ],
-                }
-            )
-        )
+        {
+            "merge_method": "linear",
+            "dtype": "float32",
+            "models": [
+                {"model": str(a), "parameters": {"weight": w}},
+                {"model": str(b), "parameters": {"weight": 1 - w}},
+            ],
+        }
     )
     run_merge(config, str(out), options=MergeOptions(copy_tokenizer=False, lazy_unpickle=False, quiet=True))
 
@@ -734,12 +729,12 @@ def run_seed(seed: int, work: Path, families: list[str]) -> dict[str, Any]:
     base = work / f"seed-{seed}"
     zoo = Zoo(base / "zoo")
     zoo.root.mkdir(parents=True)
-    py = random.Random(seed)
     start = time.perf_counter()
     made: dict[str, float] = {}
     for fam in families:
         t = time.perf_counter()
-        FAMILIES[fam](zoo, py, seed)
+        # a stream per family: a family's zoo is the same whether or not the others are built
+        FAMILIES[fam](zoo, random.Random(f"{seed}-{fam}"), seed)
         made[fam] = time.perf_counter() - t
     made_s = time.perf_counter() - start
     (base / "truth.json").write_text(json.dumps(zoo.to_json(), indent=1))
@@ -874,6 +869,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         parser.error(f"unknown family {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+    missing = [m for m in ("transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        parser.error(f"{', '.join(missing)} not installed: .venv/bin/pip install -e '.[zoo]'")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from transformers.utils import logging as hf_logging
 
