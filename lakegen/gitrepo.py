@@ -70,12 +70,6 @@ class Commit:
     signature: str = "N"
     merge_changes: tuple[PathChange, ...] = ()  # what a merge commit changed itself (vs every parent)
 
-    @property
-    def by_github(self) -> bool:
-        """Committed by GitHub's merge button (as the committer field says; only a verified signature
-        proves it)."""
-        return self.committer_email == GITHUB_EMAIL
-
 
 GITHUB_EMAIL = "noreply@github.com"
 _FORMAT = "--format=%x1e%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%cn%x1f%ce%x1f%cI%x1f%G?%x1f%s"
@@ -182,12 +176,14 @@ class Repo:
 
     def log(self, *folders: str, rev: str = "HEAD") -> list[Commit]:
         """Every commit of ``rev`` that touches ``folders``, newest first, with its raw changes (and a
-        merge commit's own, see :meth:`_merge_changes`)."""
+        merge commit's own, in ``merge_changes``)."""
         specs = [f"{self.prefix}{f}" for f in folders]
         commits = []
-        for commit in self._raw_log(["-M"], rev, specs):
+        # -c lists, for a merge, only the files it changed itself (against every parent): a conflict
+        # resolution or an edit slipped into it; git log shows merges no diff otherwise.
+        for commit in self._raw_log(["-M", "-c"], rev, specs):
             if len(commit.parents) > 1:
-                commit = replace(commit, merge_changes=tuple(self._merge_changes(commit, specs)))
+                commit = replace(commit, changes=(), merge_changes=commit.changes)
             commits.append(commit)
         return commits
 
@@ -199,19 +195,6 @@ class Repo:
             changes = _raw_changes(rest.lstrip(b"\n").split(b"\0"), self._lake_path)
             commits.append(_commit(header, tuple(changes)))
         return commits
-
-    def _merge_changes(self, merge: Commit, specs: list[str]) -> list[PathChange]:
-        """What a merge commit changed itself: files that differ from every one of its parents (a
-        conflict resolution, or an edit slipped into the merge), as changes against its first parent.
-        ``git log`` shows no diff for merges, so without this they would leave no trace."""
-        per_parent = []
-        for parent in merge.parents:
-            out = self.run("diff-tree", "-r", "-z", "--raw", "--no-abbrev", parent, merge.sha, "--", *specs)
-            per_parent.append(
-                {c.new or c.old or "": c for c in _raw_changes(out.split(b"\0"), self._lake_path)}
-            )
-        everywhere = set.intersection(*(set(p) for p in per_parent))
-        return [per_parent[0][path] for path in sorted(everywhere)]
 
     def first_parent_changes(self, rev: str, *folders: str) -> list[Commit]:
         """Every state ``folders`` had on ``rev``'s first-parent line, oldest first: a merge commit's
@@ -303,7 +286,9 @@ def _commit_chunks(out: bytes) -> list[bytes]:
 
 
 def _raw_changes(tokens: list[bytes], to_lake: Callable[[str], str]) -> list[PathChange]:
-    """Parse ``--raw -z`` output: ``:mode mode sha sha STATUS`` then one or two paths."""
+    """Parse ``--raw -z`` output: ``:mode mode sha sha STATUS`` then one or two paths; a merge's
+    combined line (``-c``: ``::mode mode mode sha sha sha MM``, one path) is read against its first
+    parent."""
     changes = []
     i = 0
     while i < len(tokens):
@@ -311,8 +296,10 @@ def _raw_changes(tokens: list[bytes], to_lake: Callable[[str], str]) -> list[Pat
         i += 1
         if not token.startswith(b":"):
             continue
-        _m1, _m2, old_blob, new_blob, status = token[1:].decode().split()
-        letter = status[0]
+        colons = len(token) - len(token.lstrip(b":"))  # one per parent
+        fields = token[colons:].decode().split()
+        shas = fields[colons + 1 : 2 * colons + 2]
+        old_blob, new_blob, letter = shas[0], shas[-1], fields[-1][0]
         old = new = None
         if letter in "RC":
             old, new = (t.decode("utf-8", "surrogateescape") for t in tokens[i : i + 2])

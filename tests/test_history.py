@@ -115,7 +115,9 @@ def test_pr_numbers_come_only_from_github_s_own_merge_commits(tmp_path: Path) ->
     assert (real.author, real.committer) == ("Ada Lovelace", "Ada Lovelace")  # the branch commit
 
 
-def test_a_change_made_inside_a_merge_commit_leaves_a_row(tmp_path: Path) -> None:
+def test_a_change_made_inside_a_merge_commit_leaves_a_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lake = GitLake(tmp_path)
     lake.put(model("a"))
     lake.commit("Add a")
@@ -127,7 +129,17 @@ def test_a_change_made_inside_a_merge_commit_leaves_a_row(tmp_path: Path) -> Non
     lake.put(model("a", license="MIT"))  # slipped into the merge
     lake.git("add", "-A")
     lake.git("commit", "-q", "-m", "Merge pull request #4 from ada/side", env=GITHUB)
+    calls: list[str] = []
+    real = gitrepo.git
+
+    def counting(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
+        calls.append(args[0])
+        return real(cwd, *args, stdin=stdin)
+
+    monkeypatch.setattr(gitrepo, "git", counting)
     rows = lake_history(tmp_path)
+    assert calls.count("log") == 2 and "diff-tree" not in calls  # merges cost no git call of their own
+    monkeypatch.undo()
     (evil,) = [c for c in rows if c.in_merge]
     assert (evil.entry, evil.action, evil.pr) == ("a", "modified", 4)
     assert [(f.field, f.old, f.new) for f in evil.changes] == [("license", "Apache-2.0", "MIT")]
