@@ -16,11 +16,10 @@ from pydantic import ValidationError
 from lakegen.catalog import Catalog
 from lakegen.errors import LakeError, Problem
 from lakegen.gitrepo import Commit, Repo
-from lakegen.history import MANIFEST_FOLDERS, field_changes, is_manifest_path, stem
+from lakegen.history import MANIFEST_FOLDERS, field_changes, is_manifest_path, parse_blob, stem
 from lakegen.index import FieldChange
 from lakegen.manifest import KINDS, Code, Entry
 from lakegen.policies.config import OWNERS_FILE, POLICIES_FILE
-from lakegen.safeyaml import parse
 
 Status = Literal["added", "modified", "renamed", "removed"]
 _STATUS: dict[str, Status] = {"A": "added", "D": "removed", "R": "renamed"}
@@ -178,7 +177,7 @@ def lake_changes(catalog: Catalog, base_ref: str, repo: Repo | None = None) -> L
                 what, code = classify(path, catalog)
                 changes.files.append(FileChange(path, _STATUS.get(ch.status, "modified"), what, code))
             continue
-        base_data = _parse(base_blobs.get(ch.old_blob or ""))
+        base_data = parse_blob(base_blobs.get(ch.old_blob or ""))
         head = by_path.get(ch.new) if ch.new else None
         head_data = head.entry.model_dump(mode="json", exclude_defaults=True) if head else None
         base_entry = _validate(base_data)
@@ -195,15 +194,6 @@ def lake_changes(catalog: Catalog, base_ref: str, repo: Repo | None = None) -> L
         changes.entries.append(EntryChange(status, entry_id, ch.new, ch.old, base_data, base_entry, fields))
     changes.entries.sort(key=lambda c: (c.status, c.entry))
     return changes
-
-
-def _parse(raw: bytes | None) -> Any:
-    if raw is None:
-        return None
-    try:
-        return parse(raw.decode("utf-8-sig")).data
-    except (LakeError, UnicodeDecodeError):
-        return None
 
 
 def _validate(data: Any) -> Entry | None:

@@ -77,6 +77,16 @@ def stem(path: str) -> str:
     return path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
 
 
+def parse_blob(raw: bytes | None) -> Any:
+    """A manifest's plain data from a git blob's bytes; None when absent or not a readable manifest."""
+    if raw is None:
+        return None
+    try:
+        return parse(raw.decode("utf-8-sig")).data
+    except (LakeError, UnicodeDecodeError):
+        return None
+
+
 def is_manifest_path(path: str | None) -> bool:
     return path is not None and path.endswith((".yaml", ".yml"))
 
@@ -106,10 +116,7 @@ def lake_history(root: Path | str, catalog: Catalog | None = None, repo: Repo | 
         if blob is None:
             return None
         if blob not in parsed:
-            try:
-                parsed[blob] = parse(blobs[blob].decode("utf-8-sig")).data
-            except (LakeError, KeyError, UnicodeDecodeError):
-                parsed[blob] = None
+            parsed[blob] = parse_blob(blobs.get(blob))
         return parsed[blob]
 
     def entry_id(path: str, *blob: str | None) -> str:

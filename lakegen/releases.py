@@ -21,11 +21,9 @@ from typing import Any
 
 from lakegen import artifacts
 from lakegen.changes import EntryChange, LakeChanges
-from lakegen.errors import LakeError
 from lakegen.gitrepo import Commit
-from lakegen.history import MANIFEST_FOLDERS, is_manifest_path
+from lakegen.history import MANIFEST_FOLDERS, is_manifest_path, parse_blob
 from lakegen.policies import Context, Violation
-from lakegen.safeyaml import parse
 
 
 @dataclass(frozen=True)
@@ -75,19 +73,12 @@ def ledger(changes: LakeChanges) -> dict[tuple[str, str], LedgerRow]:
         for c in commit.changes:
             if not c.new_blob or not c.new or not is_manifest_path(c.new):
                 continue
-            data = _parse(blobs.get(c.new_blob))
+            data = parse_blob(blobs.get(c.new_blob))
             if not isinstance(data, dict) or not isinstance(data.get("id"), str):
                 continue
             for r in _released_versions(data):
                 out.setdefault((data["id"], r.version), LedgerRow(r.sha256, commit, c.new))
     return out
-
-
-def _parse(raw: bytes | None) -> Any:
-    try:
-        return parse(raw.decode("utf-8-sig")).data if raw is not None else None
-    except (LakeError, UnicodeDecodeError):
-        return None
 
 
 def _unverifiable_move(r: Released, uri: str, manifest: Any, root: Any) -> str | None:
@@ -108,9 +99,14 @@ def _released(changes: LakeChanges, change: EntryChange, sha: str) -> str:
     commit = changes.released_in(sha, change.base_path)
     if commit is None:
         return f"released on {changes.base_ref}"
+    return _released_by(changes, commit)
+
+
+def _released_by(changes: LakeChanges, commit: Commit, where: str = "") -> str:
+    """``released in commit 3f2a9c1d4e5b ('subject' by author, date, PR #n[, where])``."""
     pr = changes.repo.pull_requests.get(commit.sha)
     via = f", PR #{pr}" if pr else ""
-    who = f"'{commit.subject}' by {commit.author}, {commit.date[:10]}{via}"
+    who = f"'{commit.subject}' by {commit.author}, {commit.date[:10]}{via}{where}"
     return f"released in commit {commit.sha[:12]} ({who})"
 
 
@@ -167,13 +163,11 @@ def _reused(
         row = book.get((change.entry, v.version))
         if row is None or v.version in here or row.sha256 == v.artifact.sha256:
             continue  # new, or checked against the base manifest above, or the same bytes
-        pr = ctx.changes.repo.pull_requests.get(row.commit.sha) if ctx.changes else None
-        via = f", PR #{pr}" if pr else ""
+        assert ctx.changes is not None
         yield Violation(
             change.entry,
             ("versions", i, "artifact", "sha256"),
-            f"{change.entry}@{v.version} was released in commit {row.commit.sha[:12]} "
-            f"('{row.commit.subject}' by {row.commit.author}, {row.commit.date[:10]}{via}, in {row.path}) "
+            f"{change.entry}@{v.version} was {_released_by(ctx.changes, row.commit, f', in {row.path}')} "
             f"with sha256 {row.sha256}; "
             "an id@version once released keeps its bytes for good, also after the entry was renamed or "
             "deleted: publish these bytes as a new version",
