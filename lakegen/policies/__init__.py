@@ -162,7 +162,7 @@ def run_policies(
                 rule="policy-change",
                 severity="error",
                 path=POLICIES_FILE,
-                line=_rule_line(catalog, name),
+                line=config.lines.get(name, 1),
                 field=f"rules.{name}",
                 message=message,
             )
@@ -194,14 +194,6 @@ def _weakened(changes: LakeChanges, config: GovernanceConfig, rules: set[str]) -
         if LEVEL_ORDER[after] < LEVEL_ORDER[before]:
             out[name] = (before, after)
     return out
-
-
-def _rule_line(catalog: Catalog, name: str) -> int:
-    try:
-        lines = (catalog.root / POLICIES_FILE).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return 1
-    return next((i for i, line in enumerate(lines, 1) if line.strip().startswith(f"{name}:")), 1)
 
 
 def _finding(catalog: Catalog, rule: str, level: str, v: Violation) -> Finding:

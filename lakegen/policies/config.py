@@ -81,6 +81,7 @@ class GovernanceConfig:
     problems: list[Problem] = field(default_factory=list)
     builtin: set[str] | None = None  # lakegen's own rules; None: every rule counts as one
     governance: list[str] = field(default_factory=list)  # owners.yaml's governance owners
+    lines: dict[str, int] = field(default_factory=dict)  # rule -> its line in policies.yaml
 
     def level(self, rule: str) -> Level:
         if rule in self.levels:
@@ -114,6 +115,7 @@ def load_config(
     if policies is not None:
         doc, data = policies
         config.levels = dict(data.rules)
+        config.lines = {name: doc.line(("rules", name)) for name in data.rules}
         for name in data.rules:
             if known_rules is not None and name not in known_rules:
                 close = difflib.get_close_matches(name, sorted(known_rules), n=1)
