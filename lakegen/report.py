@@ -24,7 +24,6 @@ from lakegen.catalog import Catalog, load_catalog
 from lakegen.changes import LakeChanges, lake_changes
 from lakegen.index import Finding
 from lakegen.manifest import Model
-from lakegen.render import FORMATS  # noqa: F401 (re-exported)
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 

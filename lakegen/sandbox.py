@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 BWRAP = "bwrap"
@@ -91,7 +91,6 @@ class Sandbox:
     visible: Sequence[Path] = ()  # what the job reads (the lake), kept readable inside a hidden home
     address_space: bool = True  # also cap the address space (CPU jobs), not only resident memory
     keep_env: Sequence[str] = ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "LANG", "LC_ALL")
-    extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def start(self, argv: Sequence[str], env: Mapping[str, str], **popen: object) -> Confined:
         """Start ``argv`` confined; ``env`` is the environment it would have had, of which only
@@ -111,7 +110,6 @@ class Sandbox:
         for name in ("PYTHONPATH", *self.keep_env):
             if name in env:
                 inside[name] = env[name]
-        inside.update(self.extra_env)
         python_path = [Path(p) for p in inside.get("PYTHONPATH", "").split(os.pathsep) if p]
         visible = [Path(sys.prefix), Path(sys.base_prefix), Path(argv[0]).parent, *python_path, *self.visible]
         bwrap = [str(shutil.which(BWRAP)), *_isolation(scratch, visible), "--clearenv"]
@@ -125,8 +123,8 @@ class Sandbox:
             # capabilities are dropped) can raise: a huge allocation then fails at once instead
             # of paging the cgroup to its limit. Not with GPUs: CUDA maps address space far
             # beyond the memory it uses.
-            limit = str(int(self.memory_limit_bytes))
-            command = ["/bin/sh", "-c", f'ulimit -v {int(limit) // 1024} && exec "$@"', "sh", *command]
+            kib = int(self.memory_limit_bytes) // 1024
+            command = ["/bin/sh", "-c", f'ulimit -v {kib} && exec "$@"', "sh", *command]
         bwrap += ["--", *command]
         if cgroup is not None:
             # Join the cgroup first, then become bwrap: everything it forks stays inside.
@@ -142,10 +140,6 @@ class Confined:
     proc: subprocess.Popen[bytes]
     scratch: Path
     cgroup: MemoryCgroup | None
-
-    @property
-    def memory(self) -> str:
-        return "cgroup" if self.cgroup is not None else "rlimit"
 
     def kill(self) -> None:
         """Kill the command and every process it started; remove its scratch folder and cgroup."""
