@@ -133,11 +133,10 @@ def audit_edge(child: Path, child_sha: str, parents: Sequence[tuple[Path, float]
     """Audit ``child`` against ``parents`` (weight files, with their mixing weights; one for a copy)."""
     import numpy as np
 
+    files: list[WeightFile] = []
     try:
-        files = [open_model(child), *(open_model(p) for p, _ in parents)]
-    except WeightsError as e:
-        return Audit("inconclusive", 0.0, 0.0, "", 0, 0, f"cannot read {e.path}: {e.reason}")
-    try:
+        for path in (child, *(p for p, _ in parents)):
+            files.append(open_model(path))
         mats = _shared_matrices(files)
         if not mats:
             return Audit("inconclusive", 0.0, 0.0, "", 0, 0, "child and parent share no matrix to audit")
@@ -162,6 +161,8 @@ def audit_edge(child: Path, child_sha: str, parents: Sequence[tuple[Path, float]
                 worst = (share, hits / n, name)
         status: Status = "verified" if worst[0] >= MIN_SHARE else "contradicted"
         return Audit(status, worst[0], worst[1], worst[2], len(mats), total, parents=len(parents))
+    except WeightsError as e:
+        return Audit("inconclusive", 0.0, 0.0, "", 0, 0, f"cannot read {e.path}: {e.reason}")
     finally:
         for wf in files:
             wf.close()

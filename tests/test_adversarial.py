@@ -233,3 +233,11 @@ def test_a_fine_tune_with_permuted_hidden_units_is_still_found(tmp_path: Path) -
     fps = {"base": fingerprint(MODELS / "digits-mlp-base-1.0.0.safetensors"), "child": fingerprint(child)}
     edges = attribute(fps, order={"base": 0, "child": 1}).edges
     assert [(e.parent, e.child) for e in edges] == [("base", "child")]
+
+
+def test_an_audit_whose_parent_cannot_be_read_is_inconclusive(tmp_path: Path) -> None:
+    child = _saved(tmp_path, "child", _matrices(1))
+    broken = tmp_path / "parent.safetensors"
+    broken.write_bytes(b"not weights")
+    result = audit.audit_edge(child, fingerprint(child).sha256, [(broken, 1.0)], "finetune")
+    assert result.status == "inconclusive" and result.reason.startswith(f"cannot read {broken}")
