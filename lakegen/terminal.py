@@ -12,13 +12,12 @@ from __future__ import annotations
 import re
 from typing import TextIO
 
-UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_UNSAFE = UNSAFE
-# What a stream of lines may carry: newlines and tabs, and the colour (SGR) sequences lakegen's
-# own renderer writes around text it has already made printable.
-_STREAM_UNSAFE = re.compile(
-    r"\x1b\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
+# Control characters, then the bidirectional marks and overrides.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+# What a stream of lines may carry besides: newlines and tabs, and the colour (SGR) sequences
+# lakegen's own renderer writes around text it has already made printable.
+_STREAM_UNSAFE = re.compile(f"\x1b\\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
 
 
 def printable(text: str) -> str:

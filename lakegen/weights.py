@@ -235,11 +235,9 @@ def read_safetensors_header(
     return infos, spans
 
 
-def _refuse_count(path: Path, tensors: int, limit: int = MAX_TENSORS) -> None:
+def _refuse_count(path: Path, tensors: int, limit: int = MAX_TENSORS, per: str = "weight file") -> None:
     if tensors > limit:
-        raise WeightsError(
-            path, f"refused: {tensors:,} tensors; lakegen reads at most {limit:,} per weight file"
-        )
+        raise WeightsError(path, f"refused: {tensors:,} tensors; lakegen reads at most {limit:,} per {per}")
 
 
 def _refuse_name(path: Path, name: str, shape: object = ()) -> None:
@@ -259,11 +257,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _safetensors_entry(path: Path, name: str, entry: Any, data_size: int) -> tuple[TensorInfo, Span]:
-    _refuse_name(path, name)
+    _refuse_name(path, name, entry.get("shape") if isinstance(entry, dict) else ())
     if not isinstance(entry, dict):
         raise WeightsError(path, f"corrupt safetensors header: entry '{name}' is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    _refuse_name(path, name, shape)
     if dtype not in SAFETENSORS_DTYPES:
         raise WeightsError(path, f"tensor '{name}': unsupported dtype {dtype!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
@@ -637,7 +634,7 @@ def read_shard_index(path: Path) -> ShardIndex:
         raise WeightsError(
             path, "shard index needs a non-empty 'weight_map' object (tensor name -> shard file)"
         )
-    _refuse_count(path, len(weight_map), MAX_MODEL_TENSORS)
+    _refuse_count(path, len(weight_map), MAX_MODEL_TENSORS, "sharded model")
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or shard in ("", ".", "..") or "/" in shard or "\\" in shard:
             raise WeightsError(
