@@ -73,15 +73,19 @@ class FileChange:
     code_entries: tuple[str, ...] = ()  # for code entry source: the entries whose folder holds it
 
 
-def classify(path: str, catalog: Catalog) -> tuple[str, tuple[str, ...]]:
-    """What the file at lake path ``path`` is, and which code entries' source it is part of."""
-    owners = tuple(
-        sorted(
-            r.entry.id
-            for r in catalog.records.values()
-            if isinstance(r.entry, Code) and r.entry.path and _inside(path, r.entry.path)
-        )
-    )
+def code_folders(catalog: Catalog) -> dict[str, list[str]]:
+    """Each code entry's source folder (lake path, no trailing slash) -> the entries it serves."""
+    out: dict[str, list[str]] = {}
+    for r in catalog.records.values():
+        if isinstance(r.entry, Code) and r.entry.path:
+            out.setdefault(r.entry.path.strip("/"), []).append(r.entry.id)
+    return out
+
+
+def classify(path: str, folders: dict[str, list[str]]) -> tuple[str, tuple[str, ...]]:
+    """What the file at lake path ``path`` is, and which code entries' source it is part of
+    (``folders``: :func:`code_folders` of the lake)."""
+    owners = tuple(sorted(e for folder, ids in folders.items() if path.startswith(f"{folder}/") for e in ids))
     if owners:
         return "code entry source", owners
     for prefix, what in FILE_CLASSES:
@@ -91,12 +95,11 @@ def classify(path: str, catalog: Catalog) -> tuple[str, tuple[str, ...]]:
 
 
 def _is_manifest(path: str | None) -> bool:
-    return is_manifest_path(path) and bool(path) and path.startswith(tuple(f"{f}/" for f in MANIFEST_FOLDERS))  # type: ignore[union-attr]
+    """A manifest: a YAML file in one of the catalog's manifest folders."""
+    return path is not None and is_manifest_path(path) and path.startswith(_MANIFEST_PREFIXES)
 
 
-def _inside(path: str, folder: str) -> bool:
-    folder = folder.strip("/")
-    return path.startswith(folder + "/")
+_MANIFEST_PREFIXES = tuple(f"{folder}/" for folder in MANIFEST_FOLDERS)
 
 
 @dataclass
@@ -166,6 +169,7 @@ def lake_changes(catalog: Catalog, base_ref: str, repo: Repo | None = None) -> L
     planted = set(repo.tracked(*OWN_FOLDERS))
     base_blobs = repo.blobs([c.old_blob for c in raw if c.old_blob and _is_manifest(c.old)])
     by_path = {r.path: r for r in catalog.records.values()}
+    folders = code_folders(catalog)
     for ch in raw:
         if (ch.old or ch.new) in (POLICIES_FILE, OWNERS_FILE):
             changes.config_changed[ch.new or ch.old or ""] = _STATUS.get(ch.status, "modified")
@@ -174,7 +178,7 @@ def lake_changes(catalog: Catalog, base_ref: str, repo: Repo | None = None) -> L
             for path in dict.fromkeys(p for p in (ch.old, ch.new) if p):
                 if path.startswith(OWN_FOLDERS) and path not in planted:
                     continue
-                what, code = classify(path, catalog)
+                what, code = classify(path, folders)
                 changes.files.append(FileChange(path, _STATUS.get(ch.status, "modified"), what, code))
             continue
         base_data = parse_blob(base_blobs.get(ch.old_blob or ""))
