@@ -73,10 +73,8 @@ def test_untouched_entries_keep_their_own_history(lake: GitLake) -> None:
     assert [(c.entry, c.action) for c in history if c.entry == "other"] == [("other", "added")]
 
 
-def test_history_reads_git_in_a_fixed_number_of_calls(lake: GitLake, monkeypatch: pytest.MonkeyPatch) -> None:
-    for i in range(25):
-        lake.put(model(f"extra-{i}"))
-    lake.commit("Add 25 more")
+def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The git subcommands lakegen runs from now on, in order."""
     calls: list[str] = []
     real = gitrepo.git
 
@@ -85,6 +83,14 @@ def test_history_reads_git_in_a_fixed_number_of_calls(lake: GitLake, monkeypatch
         return real(cwd, *args, stdin=stdin)
 
     monkeypatch.setattr(gitrepo, "git", counting)
+    return calls
+
+
+def test_history_reads_git_in_a_fixed_number_of_calls(lake: GitLake, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(25):
+        lake.put(model(f"extra-{i}"))
+    lake.commit("Add 25 more")
+    calls = git_calls(monkeypatch)
     history = lake_history(lake.root)
     assert len([c for c in history if c.entry.startswith("extra-")]) == 25
     assert sorted(calls) == ["cat-file", "log", "log", "rev-parse", "rev-parse"]
@@ -129,14 +135,7 @@ def test_a_change_made_inside_a_merge_commit_leaves_a_row(
     lake.put(model("a", license="MIT"))  # slipped into the merge
     lake.git("add", "-A")
     lake.git("commit", "-q", "-m", "Merge pull request #4 from ada/side", env=GITHUB)
-    calls: list[str] = []
-    real = gitrepo.git
-
-    def counting(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
-        calls.append(args[0])
-        return real(cwd, *args, stdin=stdin)
-
-    monkeypatch.setattr(gitrepo, "git", counting)
+    calls = git_calls(monkeypatch)
     rows = lake_history(tmp_path)
     assert calls.count("log") == 2 and "diff-tree" not in calls  # merges cost no git call of their own
     monkeypatch.undo()
