@@ -13,7 +13,8 @@ scale in that matrix; for a pruned copy a zero counts too). From that count a
 Chernoff bound gives the share of *all* the matrix's entries that lie within
 tolerance, with probability at least ``1 - FAILURE`` over the whole model. The
 edge stays verified only when that share is at least ``MIN_SHARE`` in every
-matrix: the bulk of the weights must come from the parent.
+matrix, and the audited matrices hold at least ``MIN_COVERAGE`` of the child's
+parameters: the bulk of the weights must come from the parent.
 
 An informed attacker can still copy the parent into more than half of each
 matrix's entries and train the rest; the statement says exactly that much.
@@ -40,7 +41,10 @@ TOLERANCE = 0.5  # |child - parent| within this share of the parent's rms in tha
 MIN_SHARE = 0.5  # the share of every matrix's entries that must lie within tolerance
 FAILURE = 1e-9  # chance, over the whole model, that a share stated is in fact lower
 MIN_ENTRIES = 64  # smaller matrices (biases folded into matrices, tiny heads) are not audited
-VERSION = 1
+# The audited matrices must hold at least this share of the child's parameters: weights stored in
+# shapes the parent does not share (reshaped, packed) would otherwise go unexamined.
+MIN_COVERAGE = 0.9
+VERSION = 2
 AUDITED = ("finetune", "quantized", "pruned", "merge")
 
 Status = Literal["verified", "contradicted", "inconclusive"]
@@ -58,6 +62,7 @@ class Audit:
     samples: int
     reason: str = ""
     parents: int = 1
+    coverage: float = 0.0  # share of the child's parameters in the audited matrices
 
     @property
     def statement(self) -> str:
@@ -66,9 +71,9 @@ class Audit:
             return f"audit inconclusive: {self.reason}"
         of = "the parents' mix" if self.parents > 1 else "the parent"
         return (
-            f"audit: in each of {self.matrices} matrices at least {self.share:.0%} of the entries lie within "
-            f"{TOLERANCE:g}× its scale of {of} (probability ≥ 1 − {FAILURE:.0e}; {self.samples:,} entries "
-            "drawn from the file's sha256)"
+            f"audit: in each of {self.matrices} matrices ({self.coverage:.0%} of the parameters) at least "
+            f"{self.share:.0%} of the entries lie within {TOLERANCE:g}× its scale of {of} (probability "
+            f"≥ 1 − {FAILURE:.0e}; {self.samples:,} entries drawn from the file's sha256)"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -81,13 +86,14 @@ class Audit:
             "samples": self.samples,
             "reason": self.reason,
             "parents": self.parents,
+            "coverage": round(self.coverage, 4),
             "statement": self.statement,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Audit:
         fields = ("status", "share", "observed", "worst", "matrices", "samples", "reason", "parents")
-        return cls(**{k: data[k] for k in fields})
+        return cls(**{k: data[k] for k in fields}, coverage=data["coverage"])
 
 
 class AuditCache:
@@ -140,6 +146,14 @@ def audit_edge(child: Path, child_sha: str, parents: Sequence[tuple[Path, float]
         mats = _shared_matrices(files)
         if not mats:
             return Audit("inconclusive", 0.0, 0.0, "", 0, 0, "child and parent share no matrix to audit")
+        params = sum(t.numel for t in logical_tensors(files[0]))
+        coverage = sum(numel for _, _, numel in mats) / max(params, 1)
+        if coverage < MIN_COVERAGE:
+            why = (
+                f"the matrices child and parent share hold {coverage:.0%} of the child's parameters "
+                f"(at least {MIN_COVERAGE:.0%} needed); the rest is stored in shapes the parent lacks"
+            )
+            return Audit("inconclusive", 0.0, 0.0, "", len(mats), 0, why, coverage=coverage)
         # Bonferroni over the matrices: the bound holds for all of them at once.
         alpha = FAILURE / len(mats)
         worst = (2.0, 2.0, "")
@@ -160,7 +174,9 @@ def audit_edge(child: Path, child_sha: str, parents: Sequence[tuple[Path, float]
             if (share, hits / n) < worst[:2]:
                 worst = (share, hits / n, name)
         status: Status = "verified" if worst[0] >= MIN_SHARE else "contradicted"
-        return Audit(status, worst[0], worst[1], worst[2], len(mats), total, parents=len(parents))
+        return Audit(
+            status, worst[0], worst[1], worst[2], len(mats), total, parents=len(parents), coverage=coverage
+        )
     except WeightsError as e:
         return Audit("inconclusive", 0.0, 0.0, "", 0, 0, f"cannot read {e.path}: {e.reason}")
     finally:

@@ -241,3 +241,17 @@ def test_an_audit_whose_parent_cannot_be_read_is_inconclusive(tmp_path: Path) ->
     broken.write_bytes(b"not weights")
     result = audit.audit_edge(child, fingerprint(child).sha256, [(broken, 1.0)], "finetune")
     assert result.status == "inconclusive" and result.reason.startswith(f"cannot read {broken}")
+
+
+def test_weights_stored_in_shapes_the_parent_lacks_are_not_verified_on_the_rest(tmp_path: Path) -> None:
+    # The attack: copy the parent's first matrix, store the other two (unrelated) flattened, so the
+    # only matrix child and parent share is the copied one.
+    parent, other = _matrices(1), _matrices(2)
+    child = {"layers.0.weight": parent["layers.0.weight"]}
+    child |= {k: v.reshape(-1) for k, v in other.items() if k != "layers.0.weight"}
+    path = _saved(tmp_path, "reshaped", child)
+    result = audit.audit_edge(
+        path, fingerprint(path).sha256, [(_saved(tmp_path, "p", parent), 1.0)], "finetune"
+    )
+    assert result.status == "inconclusive"
+    assert result.reason.startswith("the matrices child and parent share hold 33% of the child's parameters")
