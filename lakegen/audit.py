@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lakegen.atomicfile import write_atomic
-from lakegen.weights import PRECISION, WeightFile, WeightsError, logical_tensors, open_model, to_float32
+from lakegen.weights import (
+    PRECISION,
+    Logical,
+    WeightFile,
+    WeightsError,
+    logical_tensors,
+    open_model,
+    to_float32,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -189,17 +197,19 @@ def _shared_matrices(files: Sequence[WeightFile]) -> list[tuple[str, list[str | 
     logical = [{t.name: t for t in logical_tensors(wf)} for wf in files]
     out = []
     for name, t in sorted(logical[0].items()):
-        if len(t.shape) < 2 or t.numel < MIN_ENTRIES or not _numeric(t.dtype):
+        if len(t.shape) < 2 or t.numel < MIN_ENTRIES or not _valued(t):
             continue
         others = [lt.get(name) for lt in logical[1:]]
-        if any(o is None or o.shape != t.shape or not _numeric(o.dtype) for o in others):
+        if any(o is None or o.shape != t.shape or not _valued(o) for o in others):
             continue
         out.append((name, [t.scale, *(o.scale for o in others if o is not None)], t.numel))
     return out
 
 
-def _numeric(dtype: str) -> bool:
-    return dtype in PRECISION or dtype.startswith(("int", "uint"))
+def _valued(t: Logical) -> bool:
+    """Whether lakegen knows the tensor's values: floats, or integers with their scale. Integers
+    without one (a format's own quantisation, such as bitsandbytes' ``SCB``) are codes, not values."""
+    return t.scale is not None or (t.dtype in PRECISION and t.dtype.startswith(("float", "bfloat")))
 
 
 def _values(wf: WeightFile, name: str, scale: str | None, flat: np.ndarray) -> np.ndarray:

@@ -255,3 +255,15 @@ def test_weights_stored_in_shapes_the_parent_lacks_are_not_verified_on_the_rest(
     )
     assert result.status == "inconclusive"
     assert result.reason.startswith("the matrices child and parent share hold 33% of the child's parameters")
+
+
+def test_integer_codes_without_their_scale_are_not_audited_as_values(tmp_path: Path) -> None:
+    # A format's own int8 codes (bitsandbytes keeps the scales as SCB) mean nothing without the
+    # scale: neither a verdict for them nor against them.
+    parent = _matrices(1)
+    codes = {k: np.clip(np.round(v * 40), -127, 127).astype(np.int8) for k, v in parent.items()}
+    path = _saved(tmp_path, "codes", codes)
+    result = audit.audit_edge(
+        path, fingerprint(path).sha256, [(_saved(tmp_path, "p", parent), 1.0)], "quantized"
+    )
+    assert (result.status, result.reason) == ("inconclusive", "child and parent share no matrix to audit")
