@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 # unpinned torch pulls a multi-GB CUDA build).
 LATEST := .venv-latest
 
-.PHONY: site test test-latest lock lint install browser sandbox
+.PHONY: site test test-fast test-latest lock lint install browser sandbox
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,7 +42,7 @@ $(AXE_STAMP):
 	  touch $@ || echo "axe-core not installed: the accessibility test will be skipped"
 
 
-# Contributed code (code entries) runs only inside Debian's bubblewrap (lakegen/sandbox.py).
+# Contributed code (code entries) runs only inside Debian's bubblewrap (lakegen/executor/sandbox.py).
 sandbox:
 	@command -v bwrap >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } || \
@@ -50,6 +50,10 @@ sandbox:
 
 test: install browser sandbox
 	$(PY) -m pytest -q
+
+# While working: everything but the tests marked slow (real browsers, wheels, mypy, whole pipelines).
+test-fast: install sandbox
+	$(PY) -m pytest -q -m "not slow"
 
 $(LATEST)/.installed: pyproject.toml
 	rm -rf $(LATEST)

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from lakegen import audit
 from lakegen.attribution import attribute
 from lakegen.fingerprint import compute, coordinates
+from lakegen.lineage import audit
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "catalog/artifacts/models"

@@ -722,7 +722,7 @@ def stderr_lines(stderr: str) -> tuple[list[str], list[str]]:
 
 def run_seed(seed: int, work: Path, families: list[str]) -> dict[str, Any]:
     from lakegen.attribution import attribute
-    from lakegen.cli_attribution import model_input
+    from lakegen.cli.attribution import model_input
     from lakegen.fingerprint import Cache, fingerprint
     from lakegen.weights import WeightsError
 

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lakegen.index import ArtifactCheck, Change, Edge, Finding, IndexEntry, LakeIndex, Result
+from lakegen.errors import Finding
+from lakegen.model.index import ArtifactCheck, Change, Edge, IndexEntry, LakeIndex, Result
 
 TASKS = [
     "image-classification",

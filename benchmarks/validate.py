@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from lakegen.catalog import load_catalog, manifest_files
+from lakegen.catalog.loader import load_catalog, manifest_files
 
 REPO = Path(__file__).resolve().parents[1]
 LAKEGEN = Path(sys.executable).with_name("lakegen")

@@ -10,15 +10,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from lakegen.version import __version__
 
 # name -> the module defining it. No public name may equal a submodule's name: importing
 # ``lakegen.<submodule>`` sets that attribute on the package and would replace the function.
 _EXPORTS = {
-    "Catalog": "lakegen.catalog",
-    "load_catalog": "lakegen.catalog",
-    "LakeIndex": "lakegen.index",
-    "compile_lake": "lakegen.index",
+    "Catalog": "lakegen.catalog.loader",
+    "load_catalog": "lakegen.catalog.loader",
+    "LakeIndex": "lakegen.model.index",
+    "compile_lake": "lakegen.compile",
     "BuildReport": "lakegen.site.build",
     "build_site": "lakegen.site.build",
     "Fingerprint": "lakegen.fingerprint",
@@ -26,17 +26,17 @@ _EXPORTS = {
     "Lineage": "lakegen.attribution",
     "attribute": "lakegen.api",
     "LakeError": "lakegen.errors",
-    "Problem": "lakegen.errors",
+    "Finding": "lakegen.errors",
 }
 
 __all__ = [
     "BuildReport",
     "Catalog",
+    "Finding",
     "Fingerprint",
     "LakeError",
     "LakeIndex",
     "Lineage",
-    "Problem",
     "__version__",
     "attribute",
     "build_site",
@@ -48,10 +48,11 @@ __all__ = [
 if TYPE_CHECKING:
     from lakegen.api import attribute, fingerprint_weights
     from lakegen.attribution import Lineage
-    from lakegen.catalog import Catalog, load_catalog
-    from lakegen.errors import LakeError, Problem
+    from lakegen.catalog.loader import Catalog, load_catalog
+    from lakegen.compile import compile_lake
+    from lakegen.errors import Finding, LakeError
     from lakegen.fingerprint import Fingerprint
-    from lakegen.index import LakeIndex, compile_lake
+    from lakegen.model.index import LakeIndex
     from lakegen.site.build import BuildReport, build_site
 
 

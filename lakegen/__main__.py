@@ -1,5 +1,5 @@
 import sys
 
-from lakegen.cli import main
+from lakegen.cli.main import main
 
 sys.exit(main())

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lakegen.errors import LakeError, Problem
+from lakegen.errors import Finding, LakeError
 
 if TYPE_CHECKING:
     from lakegen.attribution import Lineage
@@ -40,7 +40,7 @@ def fingerprint_weights(path: str | Path, *, cache_dir: str | Path | None = None
     try:
         return fingerprint(Path(path), _cache(cache_dir))
     except WeightsError as e:
-        raise LakeError(Problem(e.path, 1, "", e.reason)) from None
+        raise LakeError(Finding(e.path, 1, "", e.reason)) from None
 
 
 def attribute(
@@ -68,7 +68,7 @@ def attribute(
     from lakegen.fingerprint import fingerprint
     from lakegen.weights import WeightsError
 
-    problems: list[Problem] = []
+    problems: list[Finding] = []
     if isinstance(paths, Mapping):
         named = {model_id: Path(p) for model_id, p in paths.items()}
     else:
@@ -79,20 +79,20 @@ def attribute(
         try:
             fingerprints[model_id] = fingerprint(path, cache)
         except WeightsError as e:
-            problems.append(Problem(e.path, 1, "", e.reason))
+            problems.append(Finding(e.path, 1, "", e.reason))
     if problems:
         raise LakeError(problems)
     return attribute_fingerprints(fingerprints, order=order)
 
 
-def _named(paths: list[Path]) -> tuple[dict[str, Path], list[Problem]]:
+def _named(paths: list[Path]) -> tuple[dict[str, Path], list[Finding]]:
     """Each path under its model's name (a file's stem, a folder's name), and the names used twice."""
     named: dict[str, Path] = {}
     problems = []
     for path in paths:
         name = path.name if path.is_dir() else path.stem
         if name in named:
-            problems.append(Problem(str(path), 1, "", f"its name '{name}' is also the name of {named[name]}"))
+            problems.append(Finding(str(path), 1, "", f"its name '{name}' is also the name of {named[name]}"))
         else:
             named[name] = path
     return named, problems

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lakegen.artifacts.digests import Digests
 from lakegen.atomicfile import write_atomic
-from lakegen.digests import Digests
 from lakegen.weights import (
     ADAPTER_CONFIG,
     INDEX_SUFFIX,
@@ -516,7 +516,7 @@ class Cache:
 
     def known_key(self, path: Path) -> str | None:
         """The cache key of a weight file or adapter folder whose weights have not changed since
-        they were last hashed (see :mod:`lakegen.digests`)."""
+        they were last hashed (see :mod:`lakegen.artifacts.digests`)."""
         try:
             files = weight_files(path)
             digests = [self.digests.known(f) for f in files]

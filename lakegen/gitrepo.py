@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from lakegen.errors import LakeError, Problem
+from lakegen.errors import Finding, LakeError
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _PR_MERGE = re.compile(r"^Merge pull request #(\d+) ")
@@ -33,10 +33,10 @@ def git(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
             check=False,
         )
     except FileNotFoundError:
-        raise LakeError(Problem(str(cwd), 1, "git", "git is not installed")) from None
+        raise LakeError(Finding(str(cwd), 1, "git", "git is not installed")) from None
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise LakeError(Problem(str(cwd), 1, "git", f"git {args[0]}: {message[-1] if message else 'failed'}"))
+        raise LakeError(Finding(str(cwd), 1, "git", f"git {args[0]}: {message[-1] if message else 'failed'}"))
     return done.stdout
 
 

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lakegen.catalog import CATALOG_DIR
-from lakegen.errors import LakeError, Problem
-from lakegen.manifest import FOLDERS, SEMVER_PATTERN, SLUG_PATTERN
-from lakegen.schema import schema_file
-from lakegen.schema import write as write_schemas
+from lakegen.catalog.loader import CATALOG_DIR
+from lakegen.errors import Finding, LakeError
+from lakegen.model.manifest import FOLDERS, SEMVER_PATTERN, SLUG_PATTERN
+from lakegen.model.schema import schema_file
+from lakegen.model.schema import write as write_schemas
 
 if TYPE_CHECKING:
     from lakegen.fingerprint import Cache
@@ -77,12 +77,12 @@ def new_manifest(
     manifest's ``$schema`` line points at ``schemas/``, written when the lake has none yet.
     """
     if not re.match(SLUG_PATTERN, entry_id):
-        raise LakeError(Problem(entry_id, 1, "id", "must be a lowercase slug: a-z, 0-9, '.', '_' and '-'"))
+        raise LakeError(Finding(entry_id, 1, "id", "must be a lowercase slug: a-z, 0-9, '.', '_' and '-'"))
     folder = root / CATALOG_DIR / FOLDERS[kind]
     path = folder / f"{entry_id}.yaml"
     display = path.relative_to(root).as_posix()
     if path.exists():
-        raise LakeError(Problem(display, 1, "", "already exists; edit it instead"))
+        raise LakeError(Finding(display, 1, "", "already exists; edit it instead"))
     owner = owner or f"@{re.sub(r'[^A-Za-z0-9._-]', '', os.environ.get('USER', '')) or 'owner'}"
     schema = os.path.relpath(root / schema_file(kind), folder)
     today = dt.date.today().isoformat()
@@ -90,11 +90,11 @@ def new_manifest(
     if artifact is not None:
         if kind == "code":
             raise LakeError(
-                Problem("--artifact", 1, "", "a code entry has no artifact; it names a repository")
+                Finding("--artifact", 1, "", "a code entry has no artifact; it names a repository")
             )
         if not re.match(SEMVER_PATTERN, version):
-            raise LakeError(Problem("--version", 1, "", f"'{version}' is not a semantic version (1.0.0)"))
-        from lakegen.digests import default_cache_dir
+            raise LakeError(Finding("--version", 1, "", f"'{version}' is not a semantic version (1.0.0)"))
+        from lakegen.artifacts.digests import default_cache_dir
         from lakegen.fingerprint import Cache
 
         main, companions, fmt, uri = locate_artifact(root, path, artifact)
@@ -158,7 +158,7 @@ def locate_artifact(root: Path, manifest: Path, artifact: Path) -> tuple[Path, l
     sharded checkpoint's index, else the file itself), the companion files pinned beside it (the
     adapter's config, the shards), the format, and the URI relative to the manifest. Refuses what
     is not in the lake or of no known format; reads no weights."""
-    from lakegen import artifacts
+    from lakegen.artifacts import uris as artifacts
     from lakegen.fingerprint import weight_files
     from lakegen.weights import (
         ADAPTER_CONFIG,
@@ -171,7 +171,7 @@ def locate_artifact(root: Path, manifest: Path, artifact: Path) -> tuple[Path, l
     shown = str(artifact)
     path = artifact if artifact.is_absolute() else Path.cwd() / artifact
     if not path.exists():
-        raise LakeError(Problem(shown, 1, "", "no such file or folder"))
+        raise LakeError(Finding(shown, 1, "", "no such file or folder"))
     folder = path if path.is_dir() else model_location(path)
     main, files = path, [path]  # files: the weights (or data) the format is read from
     companions: list[Path] = []
@@ -181,7 +181,7 @@ def locate_artifact(root: Path, manifest: Path, artifact: Path) -> tuple[Path, l
             adapter = adapter_weights_file(folder)
             index = find_shard_index(folder)
         except WeightsError as e:
-            raise LakeError(Problem(shown, 1, "", e.reason)) from None
+            raise LakeError(Finding(shown, 1, "", e.reason)) from None
         if adapter is not None:
             main, companions = adapter, [folder / ADAPTER_CONFIG]
         else:
@@ -191,21 +191,21 @@ def locate_artifact(root: Path, manifest: Path, artifact: Path) -> tuple[Path, l
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
         raise LakeError(
-            Problem(shown, 1, "", f"unknown artifact format '{files[0].suffix or files[0].name}' ({known})")
+            Finding(shown, 1, "", f"unknown artifact format '{files[0].suffix or files[0].name}' ({known})")
         )
     uri = Path(os.path.relpath(main.resolve(), manifest.parent.resolve())).as_posix()
     try:
         artifacts.resolve(uri, manifest, root)
     except artifacts.ArtifactPathError as e:
-        raise LakeError(Problem(shown, 1, "", f"{e}: put the file under {CATALOG_DIR}/ first")) from None
+        raise LakeError(Finding(shown, 1, "", f"{e}: put the file under {CATALOG_DIR}/ first")) from None
     return main, companions, fmt, uri
 
 
 def _weights_say(root: Path, artifact: Path, cache: Cache) -> str:
     """A comment line: what the lake's weights make of a new model's artifact (nothing when they
     cannot tell: an empty lake, unreadable weights)."""
-    from lakegen.catalog import load_catalog
-    from lakegen.lineage import search_like
+    from lakegen.catalog.loader import load_catalog
+    from lakegen.lineage.search import search_like
     from lakegen.weights import WeightsError
 
     try:

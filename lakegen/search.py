@@ -2,7 +2,7 @@
 
 The site's search (Pagefind filters) and ``lakegen search`` share
 :func:`entry_facets`, so a facet means the same thing in both. Everything here
-reads the :class:`~lakegen.index.LakeIndex`; nothing is recomputed.
+reads the :class:`~lakegen.model.index.LakeIndex`; nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lakegen.errors import did_you_mean
-from lakegen.index import Edge, IndexEntry, LakeIndex, Result
-from lakegen.manifest import KINDS, Relation
+from lakegen.model.index import Edge, IndexEntry, LakeIndex, Result, evaluations
+from lakegen.model.manifest import KINDS, Relation
 
 FACETS = ("kind", "task", "license", "framework", "owner", "relation", "lineage", "evaluation")
 FACET_LABELS = {
@@ -155,23 +155,9 @@ def entry_facets(index: LakeIndex) -> dict[str, EntryFacets]:
 
 def _evaluations(entry: IndexEntry, results: list[Any]) -> tuple[list[str], list[Score]]:
     """Statuses and scores of an entry: reproduced numbers, and claims nobody has re-run yet."""
-    statuses: set[str] = set()
-    scores: list[Score] = []
-    seen: set[tuple[str, str, str]] = set()
-    for r in results:
-        statuses.add(r.status)
-        seen.add((r.dataset, r.split, r.metric))
-        value = r.reproduced if r.reproduced is not None else r.claimed
-        scores.append(Score(r.dataset, r.split, r.metric, value, r.reproduced is not None))
-    for ev in entry.manifest.get("evaluations", []) or []:
-        if not isinstance(ev, dict):
-            continue
-        key = (str(ev.get("dataset")), str(ev.get("split")), str(ev.get("metric")))
-        if key in seen or not isinstance(ev.get("value"), int | float):
-            continue
-        statuses.add("unchecked")
-        scores.append(Score(*key, float(ev["value"]), False))
-    return sorted(statuses), scores
+    rows = evaluations(entry, results)
+    scores = [Score(r.dataset, r.split, r.metric, r.value, r.reproduced is not None) for r in rows]
+    return sorted({r.status for r in rows}), scores
 
 
 class QueryError(ValueError):

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from lakegen.index import ArtifactCheck, Change, Edge, FieldChange, Finding, IndexEntry, LakeIndex, Result
+from lakegen.bench.metrics import REGISTRY
+from lakegen.errors import Finding
+from lakegen.model.index import (
+    ArtifactCheck,
+    Change,
+    Edge,
+    FieldChange,
+    IndexEntry,
+    LakeIndex,
+    MetricInfo,
+    Result,
+)
 
 SHA = "ab" * 32
 
@@ -165,15 +176,15 @@ def demo_index() -> LakeIndex:
     ]  # fmt: skip
     findings = [
         Finding(stage="governance", rule="license-compatibility", severity="error", entry="mlp-mystery",
-                owners=["@dave"], path="catalog/models/mlp-mystery.yaml", line=5, field="license",
+                owners=("@dave",), path="catalog/models/mlp-mystery.yaml", line=5, field="license",
                 message="GPL-3.0-only model derived (by weights) from an Apache-2.0 base"),
         Finding(stage="attribution", rule="undeclared-parent", severity="warning", entry="mlp-mystery",
-                owners=["@dave"], path="catalog/models/mlp-mystery.yaml", line=1,
+                owners=("@dave",), path="catalog/models/mlp-mystery.yaml", line=1,
                 message="weights show a finetune of mlp-base that the manifest does not declare"),
-        Finding(stage="bench", rule="claim-contradicted", severity="error", entry="mlp-q8", owners=["@carol"],
+        Finding(stage="bench", rule="claim-contradicted", severity="error", entry="mlp-q8", owners=("@carol",),
                 path="catalog/models/mlp-q8.yaml", line=30, field="evaluations[0].value",
                 message="claimed 0.96, reproduced 0.91"),
-        Finding(stage="governance", rule="risk-review", severity="info", entry="ext-ft", owners=["@alice"],
+        Finding(stage="governance", rule="risk-review", severity="info", entry="ext-ft", owners=("@alice",),
                 path="catalog/models/ext-ft.yaml", line=20, field="risk", message="high-risk model: review due"),
     ]  # fmt: skip
     history = [
@@ -196,6 +207,11 @@ def demo_index() -> LakeIndex:
         findings=findings,
         history=history,
         artifacts=artifacts,
+        # as a compile records them: the leaderboards' directions ('loss': a code entry's metric)
+        metrics={
+            "loss": MetricInfo(name="loss", version="code:lakedemo", higher_is_better=False),
+            **REGISTRY.describe(),
+        },
         stages={"validate": "ran", "attribution": "ran", "bench": "ran", "governance": "ran"},
     )
 
@@ -271,7 +287,7 @@ def xss_index() -> LakeIndex:
                 rule=p[0],
                 severity="error",
                 entry="evil",
-                owners=[p[1]],
+                owners=(p[1],),
                 path=p[4],
                 line=1,
                 field=p[2],

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LAKEGEN
+from helpers import LAKEGEN
 from safetensors.numpy import load_file, save_file
 
-from lakegen import audit
 from lakegen.fingerprint import coordinates, fingerprint
+from lakegen.lineage import audit
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "catalog" / "artifacts" / "models"
@@ -98,8 +98,8 @@ def test_a_parent_forged_at_the_public_coordinates_is_not_verified(
     edge = _spoof_edge(out)
     assert edge["status"] == "contradicted"
     assert edge["audit"]["status"] == "contradicted" and edge["audit"]["share"] < audit.MIN_SHARE
-    (finding,) = [f for f in out["findings"] if f["model"] == "spoof"]
-    assert finding["kind"] == "unsupported-claim"
+    (finding,) = [f for f in out["findings"] if f["entry"] == "spoof"]
+    assert finding["rule"] == "unsupported-claim"
     assert "public sample coordinates match it" in finding["message"]
     assert finding["path"] == "catalog/models/spoof.yaml"
 
@@ -183,7 +183,7 @@ def test_the_lower_bound_is_a_chernoff_bound() -> None:
 
 
 def test_the_site_shows_what_verified_proves(tmp_path: Path) -> None:
-    from lakegen.index import compile_lake
+    from lakegen.compile import compile_lake
     from lakegen.site.build import build_site
 
     lake = tmp_path / "lake"
@@ -201,7 +201,7 @@ def test_the_site_shows_what_verified_proves(tmp_path: Path) -> None:
 
 
 def test_an_edge_that_cannot_be_checked_says_why(tmp_path: Path) -> None:
-    from lakegen.index import compile_lake
+    from lakegen.compile import compile_lake
 
     lake = tmp_path / "lake"
     shutil.copytree(REPO / "catalog", lake / "catalog")

@@ -70,7 +70,7 @@ def test_public_names_survive_importing_every_submodule() -> None:
 def test_import_lakegen_imports_nothing_else_of_lakegen() -> None:
     code = "import sys, lakegen; print(sorted(m for m in sys.modules if m.split('.')[0] in ('lakegen', 'numpy', 'pydantic', 'mkdocs')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "['lakegen']"
+    assert result.stdout.strip() == "['lakegen', 'lakegen.version']"
 
 
 def test_attribute_names_models_after_their_files_and_refuses_a_name_used_twice(tmp_path: Path) -> None:

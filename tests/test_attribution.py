@@ -234,6 +234,7 @@ def lake(zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_lake_mode_checks_declared_lineage(lake: Path, zoo: Path, tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "LAKEGEN_CACHE": str(tmp_path / "cache")}
     result = run("--root", str(lake), "attribute", "--json", env=env)
@@ -247,7 +248,7 @@ def test_lake_mode_checks_declared_lineage(lake: Path, zoo: Path, tmp_path: Path
         ("other", "hf:org/base"): "unchecked",
         ("root-pruned", "root"): "verified",
     }
-    findings = {(f["model"], f["kind"], f["line"]) for f in out["findings"]}
+    findings = {(f["entry"], f["rule"], f["line"]) for f in out["findings"]}
     assert findings == {
         ("ft-b", "wrong-relation", 16),
         ("ft-c", "undeclared-derivation", 2),

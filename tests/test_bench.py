@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import artifact, line_of, run_lakegen, write_tree
+from helpers import artifact, line_of, run_lakegen, write_tree
 from safetensors.torch import save_file
 
-from lakegen import metrics
-from lakegen.bench import BenchReport, Options, run_bench
-from lakegen.benchplan import Planner
-from lakegen.catalog import load_catalog
-from lakegen.index import compile_lake
-from lakegen.results import RESULTS_DIR
+from lakegen.bench import metrics
+from lakegen.bench.plan import Planner
+from lakegen.bench.results import RESULTS_DIR
+from lakegen.bench.run import BenchReport, Options, run_bench
+from lakegen.catalog.loader import load_catalog
+from lakegen.compile import compile_lake
 
 TIMEOUT_S = 4.0
 NETS = """\

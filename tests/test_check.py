@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from gitlake import GitLake, base, model, version, weights
 
-from lakegen.catalog import latest_version, load_catalog
-from lakegen.lineage import artifact_paths
-from lakegen.render import md
-from lakegen.report import run_check
+from lakegen.catalog.loader import latest_version, load_catalog
+from lakegen.check.render import md, render_markdown
+from lakegen.check.report import run_check
+from lakegen.lineage.recover import artifact_paths
 
 LAKEGEN = Path(sys.executable).with_name("lakegen")
 LENIENT = "rules:\n  documentation: warn\n"
@@ -197,7 +197,7 @@ def test_licence_violation_in_a_pr_is_reported_under_the_pr(released: tuple[GitL
     assert [(f.rule, f.entry) for f in report.errors if f.stage == "governance"] == [
         ("licence-propagation", "derived")
     ]
-    text = report.markdown()
+    text = render_markdown(report)
     mine = text.split("### Findings in this pull request")[1]
     assert "licence\\-propagation" in mine and "❌ error" in mine
     assert "| modified | vision | model | license: Apache\\-2\\.0 → CC\\-BY\\-NC\\-4\\.0 |" in text
@@ -240,7 +240,7 @@ def test_manifest_strings_cannot_inject_markup(released: tuple[GitLake, str]) ->
     lake.commit("Innocent rename <script>alert(2)</script>")
     report = run_check(lake.root, "main", run_evaluations=False)
     assert not report.ok  # @mallory is not an owner
-    text = report.markdown()
+    text = render_markdown(report)
     for bad in ("<img", "<script", "](", "@everyone", "@mallory", "https://", "`x`"):
         assert bad not in text, bad
     row = next(line for line in text.splitlines() if line.startswith("| modified | vision"))
@@ -287,7 +287,7 @@ def test_commit_subjects_quoted_in_findings_are_escaped_too(tmp_path: Path) -> N
     lake.put(manifest)
     report = run_check(tmp_path, "main", run_evaluations=False)
     assert "<script>" in report.errors[0].message  # the finding keeps the subject as it is...
-    text = report.markdown()
+    text = render_markdown(report)
     assert "<script" not in text and "](" not in text and "@team" not in text  # ...the Markdown does not
     assert "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in text
 

@@ -12,13 +12,13 @@ import jsonschema
 import numpy as np
 import pytest
 import yaml
-from conftest import MODEL_A, run_lakegen, snapshot
+from helpers import MODEL_A, run_lakegen, snapshot
 from safetensors.numpy import save_file
 from test_attribution import finetune, manifest, trained, write_adapter
 from test_sharded import GROUPS, shard
 
-from lakegen import schema
-from lakegen.manifest import KINDS
+from lakegen.model import schema
+from lakegen.model.manifest import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,7 @@ def test_every_catalog_manifest_points_at_its_schema() -> None:
 
 
 def test_cli_reference_in_docs_is_current() -> None:
-    from lakegen.cli import reference
+    from lakegen.cli.main import reference
 
     assert (REPO / "docs/cli.md").read_text() == reference(), "regenerate docs/cli.md (see its first line)"
 
@@ -156,7 +156,7 @@ def test_cli_reference_in_docs_is_current() -> None:
 def test_every_command_and_option_has_help() -> None:
     import argparse
 
-    from lakegen.cli import build_parser
+    from lakegen.cli.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -288,6 +288,7 @@ def test_new_dataset_with_an_artifact_pins_it(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ mistakes on the command line
 
 
+@pytest.mark.slow
 def test_a_search_filter_no_entry_has_names_the_nearest_known_value(lake: Path) -> None:
     def search(*args: str) -> tuple[int, str]:
         done = run_lakegen("--root", str(lake), "search", *args)
@@ -326,6 +327,7 @@ def test_a_search_filter_no_entry_has_names_the_nearest_known_value(lake: Path) 
     assert search("--where", "accuracy>=0.9", "--task", "TABULAR-classification")[0] == 0
 
 
+@pytest.mark.slow
 def test_an_unknown_id_version_or_revision_is_one_line_exiting_2(tmp_path: Path) -> None:
     from gitlake import GitLake, model
 
@@ -364,6 +366,7 @@ def test_an_unknown_id_version_or_revision_is_one_line_exiting_2(tmp_path: Path)
     )
 
 
+@pytest.mark.slow
 def test_one_edge_shows_one_confidence_in_new_search_like_and_check(tmp_path: Path) -> None:
     from gitlake import GitLake
 
@@ -411,8 +414,8 @@ def test_one_edge_shows_one_confidence_in_new_search_like_and_check(tmp_path: Pa
 def test_help_imports_none_of_the_heavy_stages() -> None:
     # `lakegen --help` (and every command's start) stays fast: the parser is built from light modules.
     code = (
-        "import sys, lakegen.cli; lakegen.cli.build_parser(); "
-        "print(sorted(m for m in ('networkx', 'torch', 'numpy', 'pydantic', 'lakegen.report') if m in sys.modules))"
+        "import sys, lakegen.cli.main; lakegen.cli.main.build_parser(); "
+        "print(sorted(m for m in ('networkx', 'torch', 'numpy', 'pydantic', 'lakegen.check.report') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import LAKEGEN, run_lakegen
+import pytest
 from gitlake import OWNERS, GitLake, model
+from helpers import LAKEGEN, run_lakegen
 
-from lakegen.catalog import load_catalog
-from lakegen.codeowners import CODEOWNERS, drift, render
-from lakegen.policies import load_config
+from lakegen.catalog.loader import load_catalog
+from lakegen.governance.codeowners import CODEOWNERS, drift, render
+from lakegen.governance.policies import load_config
 
 GOVERNED = OWNERS + "  - {id: acme/platform, members: ['@grace']}\ngovernance: ['acme/platform']\n"
 
@@ -45,6 +46,7 @@ def test_an_unknown_governance_owner_is_a_problem_with_its_line(tmp_path: Path) 
     assert problem.line == len(OWNERS.splitlines()) + 1
 
 
+@pytest.mark.slow
 def test_the_cli_writes_checks_and_check_reports_drift(tmp_path: Path) -> None:
     lake = GitLake(tmp_path, owners=GOVERNED)
     lake.put(model("vision"))

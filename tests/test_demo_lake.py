@@ -15,8 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from lakegen.catalog import load_catalog
-from lakegen.manifest import Dataset, Model, Relation
+from lakegen.catalog.loader import load_catalog
+from lakegen.model.manifest import Dataset, Model, Relation
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT / "catalog"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import age
+from helpers import age
 from safetensors.numpy import save_file
 
 from lakegen import fingerprint as fingerprint_module

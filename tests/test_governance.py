@@ -9,15 +9,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from conftest import LAKEGEN
 from gitlake import GitLake, base, dataset, model
+from helpers import LAKEGEN
 
-from lakegen.catalog import load_catalog
-from lakegen.changes import lake_changes
-from lakegen.index import Finding, compile_lake
-from lakegen.policies import Context, Violation, register, registered, run_policies
-from lakegen.policies.builtin import documentation_score
-from lakegen.policies.licences import classify, options
+from lakegen.catalog.loader import load_catalog
+from lakegen.compile import compile_lake
+from lakegen.errors import Finding
+from lakegen.governance.changes import lake_changes
+from lakegen.governance.policies import Context, register, registered, run_policies, violation
+from lakegen.governance.policies.builtin import documentation_score
+from lakegen.governance.policies.licences import classify, options
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -179,10 +180,10 @@ class NoFridayNames:
     name = "no-friday"
     description = "Entry names do not mention Friday."
 
-    def check(self, ctx: Context) -> Iterable[Violation]:
+    def check(self, ctx: Context) -> Iterable[Finding]:
         for entry_id, record in ctx.catalog.records.items():
             if "friday" in record.entry.name.lower():
-                yield Violation(entry_id, ("name",), "no Friday releases")
+                yield violation(entry_id, ("name",), "no Friday releases")
 
 
 def test_a_custom_policy_registers_like_the_built_ins(tmp_path: Path) -> None:
@@ -203,9 +204,9 @@ def test_a_custom_policy_registers_like_the_built_ins(tmp_path: Path) -> None:
     try:
         found = findings(tmp_path, "no-friday")
     finally:
-        from lakegen import policies
+        from lakegen.governance.policies import registry
 
-        policies._REGISTRY.pop("no-friday")
+        registry._REGISTRY.pop("no-friday")
     assert [(f.entry, f.severity, f.field) for f in found] == [("a", "warning", "name")]
 
 
@@ -226,9 +227,9 @@ def _installed_plugin(site: Path, rule: str) -> None:
         f"    name = {rule!r}\n"
         "    description = 'a plugin rule'\n"
         "    def check(self, ctx):\n"
-        "        from lakegen.policies import Violation\n"
+        "        from lakegen.governance.policies import violation\n"
         "        for entry_id in ctx.catalog.records:\n"
-        "            yield Violation(entry_id, ('name',), 'plugin rule ran')\n"
+        "            yield violation(entry_id, ('name',), 'plugin rule ran')\n"
     )
     info = site / "lakeplugin-1.0.dist-info"
     info.mkdir()
@@ -275,3 +276,31 @@ def test_a_plugin_rule_runs_only_where_policies_yaml_names_it(
     result = _check_with_plugin(tmp_path, "team-rule", policies)
     assert "Traceback" not in result.stderr
     assert ("plugin rule ran" in result.stdout) is runs, result.stdout
+
+
+def test_a_parent_only_the_weights_show_passes_its_licence_on(tmp_path: Path) -> None:
+    # The attack: leave a non-commercial parent out of base_models and release the fine-tune as MIT.
+    import hashlib
+
+    import numpy as np
+    from gitlake import version
+    from safetensors.numpy import save
+
+    rng = np.random.default_rng(7)
+    parent = {f"layer{i}.weight": rng.standard_normal((64, 64)).astype(np.float32) for i in range(3)}
+    child = {k: v + 0.02 * rng.standard_normal(v.shape).astype(np.float32) for k, v in parent.items()}
+    lake = GitLake(tmp_path)
+    for entry_id, tensors, released, licence in (
+        ("nc-base", parent, "2026-01-01", "CC-BY-NC-4.0"),
+        ("quiet-ft", child, "2026-02-01", "MIT"),
+    ):
+        data = save(tensors)
+        manifest = model(entry_id, license=licence)
+        manifest["versions"] = [{**version("1.0.0", data, entry_id, released), "_bytes": data}]
+        assert manifest["versions"][0]["artifact"]["sha256"] == hashlib.sha256(data).hexdigest()
+        lake.put(manifest)
+    index = compile_lake(tmp_path)
+    assert [(e.parent, e.child, e.status) for e in index.edges] == [("nc-base", "quiet-ft", "undeclared")]
+    found = [f for f in index.findings if f.rule == "licence-propagation"]
+    assert [(f.entry, f.severity, f.field) for f in found] == [("quiet-ft", "error", "license")]
+    assert "nc-base" in found[0].message and "non-commercial" in found[0].message

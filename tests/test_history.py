@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_lakegen
 from gitlake import GITHUB, GitLake, model, version, weights
+from helpers import run_lakegen
 
 from lakegen import gitrepo
-from lakegen.catalog import load_catalog
-from lakegen.changetext import as_text
-from lakegen.history import field_changes, lake_history, provenance
+from lakegen.catalog.loader import load_catalog
+from lakegen.governance.changetext import as_text
+from lakegen.governance.history import field_changes, lake_history, provenance
 
 LAKEGEN = Path(sys.executable).with_name("lakegen")
 GRACE = ("Grace Hopper", "grace@example.org")
@@ -350,7 +350,7 @@ def test_diff_prints_the_same_readable_fields(edited: GitLake) -> None:
 
 
 def test_the_site_audit_trail_renders_the_same_parts_as_html(edited: GitLake) -> None:
-    from lakegen.index import compile_lake
+    from lakegen.compile import compile_lake
     from lakegen.site import build_site
 
     text = DESCRIPTION.replace("predicts", "names") + "<script>alert(1)</script>\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_lakegen
+from helpers import run_lakegen
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
@@ -175,6 +175,7 @@ def test_npz_with_object_array_is_refused(tmp_path: Path) -> None:
     assert "objects" in _refused(path) or "object" in _refused(path)
 
 
+@pytest.mark.slow
 def test_npz_decompression_bomb_is_refused_without_inflating(tmp_path: Path) -> None:
     """2 GiB of zeros declared and stored deflated in a few MB: refuse before inflating."""
     path = tmp_path / "bomb.npz"
@@ -295,6 +296,7 @@ def test_huge_names_and_dimensions_are_refused(tmp_path: Path) -> None:
     assert "tensor 'w' has 40 dimensions (at most 16)" in _refused(deep)
 
 
+@pytest.mark.slow
 def test_too_many_npz_members_and_torch_tensors_are_refused(tmp_path: Path) -> None:
     npz = tmp_path / "many.npz"
     with zipfile.ZipFile(npz, "w") as archive:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lakegen.index import compile_lake, load_index, save
+from lakegen.compile import compile_lake
+from lakegen.compile.store import load_index, save
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,10 +66,36 @@ def test_weights_contradicting_manifests_show_in_the_index(tmp_path: Path) -> No
     )
     lines = (models / "digits-mlp-pruned.yaml").read_text().splitlines()
     assert "digits-mlp-alt" in lines[finding.line - 1]
-    assert finding.owners == ["acme/vision", "@ada"]
+    assert finding.owners == ("acme/vision", "@ada")
 
 
 def test_index_round_trips_through_json(demo_copy: Path) -> None:
     index = compile_lake(demo_copy)
     path = save(index, demo_copy)
     assert load_index(path) == index
+
+
+def test_a_metric_ranks_in_the_direction_its_registry_or_code_entry_gives(tmp_path: Path) -> None:
+    from gitlake import GitLake, model
+
+    lake = GitLake(tmp_path)
+    lake.write("src/nets/__init__.py", "")
+    code = {
+        "kind": "code",
+        "id": "nets",
+        "name": "Nets",
+        "description": "Metrics.",
+        "owners": ["@ada"],
+        "license": "MIT",
+        "path": "src",
+        "entrypoints": {"my-loss": "nets:loss", "my-score": "nets:score"},
+        "lower_is_better": ["my-loss"],
+    }
+    lake.put(code)
+    claims = [{"dataset": "d", "split": "test", "metric": m, "value": 0.5} for m in ("my-loss", "my-score")]
+    lake.put(model("m", code=[{"id": "nets", "role": "eval"}], evaluations=claims))
+    index = compile_lake(tmp_path, verify_artifacts=False)
+    assert index.higher_is_better("my-loss") is False and index.higher_is_better("my-score") is True
+    assert index.higher_is_better("mse") is False and index.higher_is_better("accuracy") is True
+    assert index.metrics["my-loss"].version == "code:nets"
+    assert index.higher_is_better("no-such-metric") is None

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LAKEGEN
+from helpers import LAKEGEN
 
-from lakegen.catalog import load_catalog
-from lakegen.index import compile_lake
-from lakegen.lineage import attribute_catalog
+from lakegen.catalog.loader import load_catalog
+from lakegen.compile import compile_lake
+from lakegen.lineage.recover import attribute_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 INT8 = "catalog/artifacts/models/digits-mlp-int8-1.0.0.safetensors"
@@ -61,6 +61,7 @@ def _site_state(site: Path) -> tuple[set[str], str]:
     return files, description
 
 
+@pytest.mark.slow
 def test_a_build_killed_mid_way_leaves_the_previous_site(demo: Path) -> None:
     first = subprocess.run(
         [str(LAKEGEN), "--root", str(demo), "build"], capture_output=True, text=True, timeout=300

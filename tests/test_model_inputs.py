@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import run_lakegen
+from helpers import run_lakegen
 from safetensors.numpy import save_file
 
-from lakegen.cli_attribution import model_input
+from lakegen.cli.attribution import model_input
 from lakegen.weights import open_weights
 
 

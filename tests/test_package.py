@@ -17,11 +17,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import run_lakegen
+from helpers import run_lakegen
 
-from lakegen import schema
-from lakegen.catalog import load_catalog
-from lakegen.manifest import KINDS
+from lakegen.catalog.loader import load_catalog
+from lakegen.model import schema
+from lakegen.model.manifest import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 # What the installed lakegen runs with: nothing that points it back at this checkout.

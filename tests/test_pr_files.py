@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from gitlake import GitLake, dataset, model
 
-from lakegen.catalog import load_catalog
-from lakegen.changes import lake_changes
-from lakegen.report import CheckContext, run_check
+from lakegen.catalog.loader import load_catalog
+from lakegen.check.render import render
+from lakegen.check.report import run_check
+from lakegen.compile.scope import Scope
+from lakegen.governance.changes import lake_changes
 
 LENIENT = "rules:\n  documentation: warn\n"
 CODE = """\
@@ -114,14 +116,14 @@ def test_changing_a_code_entry_s_source_re_runs_the_models_it_builds(lake: GitLa
         "code entry source",
         ("nets",),
     )
-    ctx = CheckContext(catalog, changes)
+    ctx = Scope(catalog, changes, check=True)
     assert ctx.changed_code() == {"nets"}
     assert ctx.changed_evaluations() == ["built"]  # not 'other', which does not use it
     report = run_check(lake.root, "main", run_evaluations=False)
     (files,) = [s for s in report.stages if s.name == "files"]
     assert "source of nets changed: their models' evaluations re-run" in files.status
-    assert "| modified | src/nets/build\\.py | file | source of code entry nets |" in report.render(
-        "markdown"
+    assert "| modified | src/nets/build\\.py | file | source of code entry nets |" in render(
+        report, "markdown"
     )
 
 
@@ -136,7 +138,7 @@ def test_committed_results_are_noted_and_never_read(lake: GitLake) -> None:
 
 
 def test_lakegen_build_refuses_a_site_config_that_runs_code(tmp_path: Path) -> None:
-    from conftest import run_lakegen
+    from helpers import run_lakegen
 
     lake = GitLake(tmp_path)
     lake.put(model("a"))

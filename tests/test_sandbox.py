@@ -1,4 +1,4 @@
-"""Contributed code in the sandbox (lakegen.sandbox): each attack a pull request's code entry tried."""
+"""Contributed code in the sandbox (lakegen.executor.sandbox): each attack a pull request's code entry tried."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from lakegen import sandbox
-from lakegen.bench import BenchError, Options, default_executor
-from lakegen.executor import Job, LocalExecutor, Outcome
-from lakegen.sandbox import MemoryCgroup, Sandbox
+from lakegen.bench.run import BenchError, Options, default_executor
+from lakegen.executor import sandbox
+from lakegen.executor.local import Job, LocalExecutor, Outcome
+from lakegen.executor.sandbox import MemoryCgroup, Sandbox
 
 TESTS = Path(__file__).resolve().parent
 pytestmark = pytest.mark.skipif(
@@ -96,6 +96,7 @@ def test_the_address_space_cap_cannot_be_lifted() -> None:
     assert not outcome.ok and outcome.error_type == "MemoryError", outcome
 
 
+@pytest.mark.slow
 def test_a_timeout_kills_the_whole_process_tree() -> None:
     marker = f"4{time.time_ns() % 10**8}.5"  # a unique `sleep` argument to look for
     start = time.perf_counter()
@@ -107,7 +108,7 @@ def test_a_timeout_kills_the_whole_process_tree() -> None:
 
 def test_without_a_sandbox_contributed_code_runs_only_when_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "unavailable", lambda: "bubblewrap (bwrap) is not installed")
-    import lakegen.bench as bench
+    import lakegen.bench.run as bench
 
     monkeypatch.setattr(bench, "unavailable", sandbox.unavailable)
     with pytest.raises(BenchError, match=r"run only in a sandbox, but bubblewrap .* --trust-code runs them"):

@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import LAKEGEN, age, write_tree
+from helpers import LAKEGEN, age, write_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 from test_attribution import finetune, manifest, trained
 
 from lakegen import fingerprint as fingerprint_module
-from lakegen.catalog import load_catalog
+from lakegen.catalog.loader import load_catalog
 from lakegen.fingerprint import Cache, compute, fingerprint
-from lakegen.lineage import attribute_catalog
-from lakegen.versiondiff import _tensor_diffs
+from lakegen.governance.versiondiff import _tensor_diffs
+from lakegen.lineage.recover import attribute_catalog
 from lakegen.weights import WeightsError, model_location, open_model
 
 INDEX = "model.safetensors.index.json"

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from site_lake import demo_index, xss_index
 
-from lakegen.cli import main
-from lakegen.index import LakeIndex, save
+from lakegen.cli.main import main
+from lakegen.compile.store import save
+from lakegen.model.index import LakeIndex
 from lakegen.search import Where, entry_facets, search
 from lakegen.site import build_site
 from lakegen.site.markup import markdown, safe_url, sanitise

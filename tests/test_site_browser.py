@@ -23,6 +23,7 @@ from site_lake import demo_index, family_index, xss_index
 
 from lakegen.site import build_site
 
+pytestmark = pytest.mark.slow  # a real headless chromium per test
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).resolve().parents[1] / ".lakegen-node" / "node_modules" / "axe-core" / "axe.min.js"
 if not CHROMIUM.exists():

@@ -6,14 +6,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import run_lakegen
+import pytest
 from gitlake import GitLake
+from helpers import run_lakegen
 from safetensors.numpy import save
 from test_attribution import finetune, manifest, trained
 
-from lakegen.index import INDEX_FILE, compile_lake, load_current
-from lakegen.index import save as save_index
-from lakegen.inputs import INPUTS_FILE
+from lakegen.compile import compile_lake
+from lakegen.compile.inputs import INPUTS_FILE
+from lakegen.compile.store import INDEX_FILE, load_current
+from lakegen.compile.store import save as save_index
 
 STALE = "is out of date"
 
@@ -22,6 +24,7 @@ def ids(done: object) -> list[str]:
     return [hit["id"] for hit in json.loads(done.stdout)]  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_a_model_added_after_the_build_is_found_without_one(lake: Path) -> None:
     first = run_lakegen("--root", str(lake), "search", "toy", "--json")
     assert first.returncode == 0 and (lake / INDEX_FILE).is_file() and (lake / INPUTS_FILE).is_file()
@@ -70,6 +73,7 @@ def test_an_index_without_its_record_or_unreadable_is_compiled_again(lake: Path)
     assert done.stderr.startswith(f"lakegen: {INDEX_FILE} cannot be read; compiling the lake again\n")
 
 
+@pytest.mark.slow
 def test_switching_branches_answers_for_the_branch_checked_out(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     base = trained(rng)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import MODEL_A, MODEL_B, WEIGHTS_A, age, line_of, run_lakegen, snapshot, write_tree
+from helpers import MODEL_A, MODEL_B, WEIGHTS_A, age, line_of, run_lakegen, snapshot, write_tree
 
-from lakegen import safeyaml
-from lakegen.catalog import load_catalog
+from lakegen.catalog import safeyaml
+from lakegen.catalog.loader import load_catalog
 
 A = "catalog/models/toy-a.yaml"
 B = "catalog/models/toy-b.yaml"
@@ -258,6 +258,7 @@ def test_control_and_bidi_characters_are_refused(lake: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_spdx_licences(lake: Path) -> None:
     text = MODEL_A.replace("license: Apache-2.0", "license: Apache 2")
     out = _broken(lake, A, text)
@@ -295,6 +296,7 @@ def test_catalog_api(lake: Path) -> None:
     assert catalog.artifacts[("toy-a", "1.0.0")] == "verified"
 
 
+@pytest.mark.slow
 def test_companion_files_are_pinned_like_the_artifact(lake: Path) -> None:
     import hashlib
 

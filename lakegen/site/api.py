@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lakegen.index import LakeIndex, write_json_atomic
+from lakegen.compile.store import write_json_atomic
+from lakegen.model.index import LakeIndex
 from lakegen.site.cache import link
 from lakegen.site.views import LakeView, stem
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lakegen.errors import LakeError, Problem
-from lakegen.index import LakeIndex
+from lakegen.errors import Finding, LakeError
+from lakegen.model.index import LakeIndex
 
 DEFAULT_CONFIG = """\
 site_name: Model lake
@@ -50,13 +50,13 @@ def _refuse_code(config_file: Path) -> None:
     """A lake's ``mkdocs.yml`` may not make the build run code or load scripts (hooks, plugins and
     Markdown extensions outside lakegen's allowlist, ``extra_javascript``, template overrides): the
     same rules ``lakegen check`` reports on a pull request."""
-    from lakegen.errors import LakeError, Problem
-    from lakegen.filechanges import site_config
+    from lakegen.errors import Finding, LakeError
+    from lakegen.governance.filechanges import site_config
 
     errors = [f for f in site_config(config_file) if f.severity == "error"]
     if errors:
         name = config_file.name
-        raise LakeError([Problem(name, f.line, "", f.message) for f in errors])
+        raise LakeError([Finding(name, f.line, "", f.message) for f in errors])
 
 
 def _config(root: Path, site_dir: Path, config_file: Path | None) -> Any:
@@ -92,7 +92,7 @@ def build_site(
 
     Args:
         root: the lake (the folder holding ``catalog/``).
-        index: the compiled lake (:func:`~lakegen.index.compile_lake`); ``None`` compiles it.
+        index: the compiled lake (:func:`~lakegen.compile.compile_lake`); ``None`` compiles it.
         site_dir: where the site goes; default ``root/site``.
         config_file: an mkdocs configuration that lists the ``lakegen`` plugin; default
             ``root/mkdocs.yml`` when there is one, else lakegen's own.
@@ -122,7 +122,7 @@ def build_site(
         plugin = next((p for p in config.plugins.values() if isinstance(p, LakegenPlugin)), None)
         if plugin is None:
             shown = Path(os.path.relpath(config.config_file_path, root)).as_posix()
-            raise LakeError(Problem(shown, 1, "plugins", "does not list the lakegen plugin"))
+            raise LakeError(Finding(shown, 1, "plugins", "does not list the lakegen plugin"))
         if plugin.config.root is None:
             plugin.root_override = root
         plugin.index = index

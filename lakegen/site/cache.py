@@ -20,8 +20,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from lakegen import __version__
 from lakegen.site.pages import Page, url_of
+from lakegen.version import __version__
 
 RECORD = ".lakegen-pages.json"
 HOW = ("reuse", "stamp", "pagefind", "shard_size")

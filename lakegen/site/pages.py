@@ -22,12 +22,13 @@ import networkx as nx
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from lakegen.changetext import readable
-from lakegen.history import provenance
+from lakegen.governance.changetext import readable
+from lakegen.governance.history import provenance
+from lakegen.model.index import dicts
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
 from lakegen.site.markup import markdown, safe_url
-from lakegen.site.views import SEVERITIES, Board, EvalRow, LakeView, lower_is_better, stem
+from lakegen.site.views import SEVERITIES, Board, EvalRow, LakeView, stem
 from lakegen.terminal import printable
 
 LIST_PAGE = 200  # entries per listing page
@@ -211,7 +212,7 @@ class Renderer:
         cited: set[str] = {r.model for r in rows}
         if entry_id is not None:
             m = view.entries[entry_id].manifest
-            cited.update(str(d.get("id")) for key in ("derived_from",) for d in _dicts(m.get(key)))
+            cited.update(str(d.get("id")) for key in ("derived_from",) for d in dicts(m.get(key)))
         payload = [
             view.digest(entry_id) if entry_id else None,
             extra,
@@ -226,7 +227,7 @@ class Renderer:
         m = view.entries[entry_id].manifest
         arch = m.get("architecture")
         arch = arch if isinstance(arch, dict) else {}
-        cited = [str(u.get("id")) for key in ("datasets", "code") for u in _dicts(m.get(key))]
+        cited = [str(u.get("id")) for key in ("datasets", "code") for u in dicts(m.get(key))]
         cited.append(str(arch.get("code")))
         family = self._family.get(entry_id)
         payload = [nodes, [view.digest(n) for n in nodes], [(c, view.kind(c)) for c in cited], family]
@@ -371,7 +372,7 @@ class Renderer:
             ranked=ranked,
             bars=bars,
             ticks=ticks,
-            lower=lower_is_better(board.metric),
+            lower=board.higher_is_better is False,
         )
 
     def governance(self) -> Page:
@@ -455,10 +456,6 @@ def _family_path(comp: list[str]) -> str:
 
 def _done(page: Page) -> Job:
     return Job(page.src_uri, lambda: page, None, page.in_nav)
-
-
-def _dicts(value: object) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _title(manifest: dict[str, Any], entry_id: str) -> str:

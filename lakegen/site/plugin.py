@@ -40,7 +40,7 @@ from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.pages import Page as MkPage
 from mkdocs.structure.toc import get_toc
 
-from lakegen.index import LakeIndex
+from lakegen.model.index import LakeIndex
 from lakegen.site import api, cache, searchindex
 from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
 from lakegen.site.views import LakeView
@@ -78,7 +78,7 @@ class LakegenConfig(base.Config):
 
 
 class LakegenPlugin(BasePlugin[LakegenConfig]):
-    """Generates every page of the lake site from a :class:`~lakegen.index.LakeIndex`."""
+    """Generates every page of the lake site from a :class:`~lakegen.model.index.LakeIndex`."""
 
     def __init__(self) -> None:
         self.index: LakeIndex | None = None
@@ -305,11 +305,11 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
     def _load_index(self) -> LakeIndex:
         if self.index is None:
             if self.config.index:
-                from lakegen.index import load_index
+                from lakegen.compile.store import load_index
 
                 self.index = load_index(self.root / self.config.index)
             else:
-                from lakegen.index import compile_lake
+                from lakegen.compile import compile_lake
 
                 self.index = compile_lake(self.root)
         return self.index

@@ -17,13 +17,14 @@ from typing import Any
 
 import networkx as nx
 
-from lakegen.index import Edge, Finding, IndexEntry, LakeIndex, Result
+from lakegen.errors import Finding
+from lakegen.model.index import Edge, IndexEntry, LakeIndex, Result, dicts, evaluations
+from lakegen.model.index import Evaluation as EvalRow
 from lakegen.search import EntryFacets, entry_facets
 
 _SAFE_STEM = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 FOLDERS = {"model": "models", "dataset": "datasets", "code": "code"}
 SEVERITIES = ("error", "warning", "info")
-LOWER_IS_BETTER = re.compile(r"loss|error|err$|perplexity|ppl|mse|mae|rmse|wer|cer|latency", re.I)
 
 
 def stem(key: str) -> str:
@@ -33,36 +34,6 @@ def stem(key: str) -> str:
     return "x-" + hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def lower_is_better(metric: str) -> bool:
-    return bool(LOWER_IS_BETTER.search(metric))
-
-
-@dataclass
-class EvalRow:
-    """One evaluation of a model: what it claims and, when re-run, what was reproduced."""
-
-    model: str
-    version: str | None
-    dataset: str
-    split: str
-    metric: str
-    claimed: float | None
-    tolerance: float | None
-    reproduced: float | None
-    status: str
-    detail: str = ""
-
-    @property
-    def value(self) -> float | None:
-        return self.reproduced if self.reproduced is not None else self.claimed
-
-    @property
-    def delta(self) -> float | None:
-        if self.reproduced is None or self.claimed is None:
-            return None
-        return self.reproduced - self.claimed
-
-
 @dataclass
 class Board:
     """A leaderboard: every model's number on one dataset, split and metric."""
@@ -70,6 +41,7 @@ class Board:
     dataset: str
     split: str
     metric: str
+    higher_is_better: bool | None = None  # from the metric's registry entry; None: lakegen cannot compute it
     rows: list[EvalRow] = field(default_factory=list)
 
     @property
@@ -84,7 +56,7 @@ class Board:
         """The rows lakegen reproduced, best first: a claim never re-run does not rank, whatever it
         says (it could say anything)."""
         rows = [r for r in self.rows if r.reproduced is not None]
-        return sorted(rows, key=lambda r: (r.reproduced, r.model), reverse=not lower_is_better(self.metric))
+        return sorted(rows, key=lambda r: (r.reproduced, r.model), reverse=self.higher_is_better is not False)
 
     def unranked(self) -> list[EvalRow]:
         """Claims lakegen did not reproduce (not run, unreproducible, failed, remote weights)."""
@@ -125,14 +97,14 @@ class LakeView:
         self._digests: dict[str, str] = {}
         self.derived: dict[str, list[str]] = defaultdict(list)
         for entry in index.entries:
-            for source in _dicts(entry.manifest.get("derived_from")):
+            for source in dicts(entry.manifest.get("derived_from")):
                 self.derived[str(source.get("id"))].append(entry.id)
             if entry.kind == "model":
-                self.evaluations[entry.id] = _eval_rows(entry, results.get(entry.id, []))
+                self.evaluations[entry.id] = evaluations(entry, results.get(entry.id, []))
                 self._uses(entry)
         for model, rows in results.items():  # results of models the lake no longer lists
             if model not in self.entries:
-                self.evaluations[model] = [_row(r) for r in rows]
+                self.evaluations[model] = [EvalRow.of(r) for r in rows]
 
     @cached_property
     def documents(self) -> dict[str, bytes]:
@@ -155,7 +127,7 @@ class LakeView:
 
     def _uses(self, entry: IndexEntry) -> None:
         m = entry.manifest
-        for use in _dicts(m.get("datasets")):
+        for use in dicts(m.get("datasets")):
             self.by_dataset[str(use.get("id"))].append((entry.id, str(use.get("role", ""))))
         seen = set()
         for row in self.evaluations[entry.id]:
@@ -166,7 +138,7 @@ class LakeView:
         arch = arch if isinstance(arch, dict) else {}
         if arch.get("code"):
             self.by_code[str(arch["code"])].append((entry.id, "architecture"))
-        for use in _dicts(m.get("code")):
+        for use in dicts(m.get("code")):
             self.by_code[str(use.get("id"))].append((entry.id, str(use.get("role", ""))))
 
     def path(self, entry_id: str) -> str | None:
@@ -195,7 +167,7 @@ class LakeView:
         for rows in self.evaluations.values():
             for row in rows:
                 key = (row.dataset, row.split, row.metric)
-                boards.setdefault(key, Board(*key)).rows.append(row)
+                boards.setdefault(key, Board(*key, self.index.higher_is_better(row.metric))).rows.append(row)
         return [boards[k] for k in sorted(boards)]
 
 
@@ -216,47 +188,3 @@ def entry_documents(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
         mine = rows.get(entry["id"], {})
         docs[entry["id"]] = {**entry, **{n: mine.get(n, []) for n in names}}
     return docs
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _row(r: Result) -> EvalRow:
-    return EvalRow(
-        r.model,
-        r.version,
-        r.dataset,
-        r.split,
-        r.metric,
-        r.claimed,
-        r.tolerance,
-        r.reproduced,
-        r.status,
-        r.detail,
-    )
-
-
-def _eval_rows(entry: IndexEntry, results: list[Result]) -> list[EvalRow]:
-    """Results from the bench stage, plus claims in the manifest that no result covers yet."""
-    rows = [_row(r) for r in results]
-    seen = {(r.dataset, r.split, r.metric) for r in rows}
-    for ev in _dicts(entry.manifest.get("evaluations")):
-        key = (str(ev.get("dataset")), str(ev.get("split")), str(ev.get("metric")))
-        value = ev.get("value")
-        if key in seen or not isinstance(value, int | float):
-            continue
-        tolerance = ev.get("tolerance")
-        rows.append(
-            EvalRow(
-                entry.id,
-                ev.get("version") or entry.latest_version,
-                *key,
-                float(value),
-                float(tolerance) if isinstance(tolerance, int | float) else None,
-                None,
-                "unchecked",
-                "not re-run yet",
-            )
-        )
-    return rows

@@ -1,0 +1,452 @@
+"""Load the lake's manifests into a typed, cross-referenced catalog.
+
+Every problem of a run is collected (never only the first), each tied to a file
+and a line, and returned sorted. Loading writes nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import networkx as nx
+from pydantic import BaseModel, ValidationError
+
+from lakegen.artifacts import uris as artifacts
+from lakegen.artifacts.digests import Digests, default_cache_dir
+from lakegen.catalog.safeyaml import Document, Loc, load
+from lakegen.errors import Finding, LakeError, by_place, format_loc
+from lakegen.model.manifest import (
+    FOLDERS,
+    KINDS,
+    SEMVER_PATTERN,
+    SLUG_PATTERN,
+    Code,
+    CompanionFile,
+    Dataset,
+    Entry,
+    Model,
+    is_external,
+    semver_key,
+)
+from lakegen.weights import INDEX_SUFFIX, WeightsError, read_shard_index
+
+CATALOG_DIR = "catalog"
+# The lake's two governance files (read by lakegen.governance.policies.config).
+POLICIES_FILE = "catalog/policies.yaml"
+OWNERS_FILE = "catalog/owners.yaml"
+ArtifactState = Literal["verified", "contradicted", "unchecked"]
+
+_PATTERN_HELP = {
+    SLUG_PATTERN: "must be a lowercase slug: a-z, 0-9, '.', '_' and '-', at most 64 characters",
+    SEMVER_PATTERN: "must be a semantic version such as 1.2.0",
+    r"^[0-9a-f]{64}$": "must be 64 lowercase hexadecimal digits",
+}
+
+
+@dataclass
+class Record:
+    """One manifest as loaded: the entry, where it came from, and its line map."""
+
+    entry: Entry
+    path: str
+    file: Path
+    doc: Document
+
+    def line(self, *loc: str | int) -> int:
+        return self.doc.line(loc)
+
+
+@dataclass
+class Catalog:
+    """Every entry of a lake, with the problems found while loading and checking it."""
+
+    root: Path
+    records: dict[str, Record] = field(default_factory=dict)
+    problems: list[Finding] = field(default_factory=list)
+    artifacts: dict[tuple[str, str], ArtifactState] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+    """Ids of manifests that failed to load, mapped to their paths, so references say why."""
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def owned(self, finding: Finding, **changes: Any) -> Finding:
+        """``finding`` tied to the entry whose manifest is at its path (its id and owners), if any."""
+        record = next((r for r in self.records.values() if r.path == finding.path), None)
+        return _owned(finding, record, **changes)
+
+    def __contains__(self, entry_id: str) -> bool:
+        return entry_id in self.records
+
+    def get(self, entry_id: str) -> Entry:
+        return self.records[entry_id].entry
+
+    def entries(self, kind: str | None = None) -> Iterator[Entry]:
+        for record in self.records.values():
+            if kind is None or record.entry.kind == kind:
+                yield record.entry
+
+    def models(self) -> Iterator[Model]:
+        return (e for e in self.entries("model") if isinstance(e, Model))
+
+    def suggest(self, entry_id: str, kind: str | None = None) -> str:
+        """`` (did you mean 'x'?)`` for the closest id of ``kind``, or ''."""
+        pool = [r.entry.id for r in self.records.values() if kind is None or r.entry.kind == kind]
+        return _did_you_mean(entry_id, pool)
+
+    def lineage(self) -> nx.DiGraph:
+        """Declared lineage inside the lake: an edge base -> derived, with its relation."""
+        graph = nx.DiGraph()
+        for model in self.models():
+            graph.add_node(model.id)
+            for base in model.base_models:
+                if base.id in self.records:
+                    graph.add_edge(base.id, model.id, relation=base.relation)
+        return graph
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """The lake's manifests: ``catalog/{models,datasets,code}/**/*.yaml``."""
+    files: list[Path] = []
+    for folder in FOLDERS.values():
+        base = root / CATALOG_DIR / folder
+        if base.is_dir():
+            files.extend(p for p in base.rglob("*") if p.suffix in (".yaml", ".yml"))
+    return sorted(files)
+
+
+def load_catalog(root: Path | str, *, verify_artifacts: bool = True) -> Catalog:
+    """Load and check every manifest under ``root``; problems are collected, not raised."""
+    root = Path(root)
+    catalog = Catalog(root=root)
+    if not (root / CATALOG_DIR).is_dir():
+        raise LakeError(Finding(str(root), 1, "", f"no {CATALOG_DIR}/ folder here; is this a lake?"))
+    real_root = root.resolve()
+    for file in manifest_files(root):
+        display = file.relative_to(root).as_posix()
+        if file.is_symlink() and not file.resolve().is_relative_to(real_root):
+            catalog.problems.append(Finding(display, 1, "", "manifest is a symlink that leaves the lake"))
+            continue
+        record = _load_record(file, display, catalog.problems)
+        if record is None:
+            catalog.broken.setdefault(file.name.rsplit(".", 1)[0], display)
+            continue
+        first = catalog.records.get(record.entry.id)
+        if first is not None:
+            catalog.problems.append(
+                Finding(
+                    display,
+                    record.line("id"),
+                    "id",
+                    f"duplicate id '{record.entry.id}' (also in {first.path})",
+                )
+            )
+            continue
+        catalog.records[record.entry.id] = record
+    _check_references(catalog)
+    _check_cycles(catalog)
+    _check_local_paths(catalog, Digests(default_cache_dir(root)) if verify_artifacts else None)
+    by_path = {r.path: r for r in catalog.records.values()}
+    catalog.problems = [_owned(p, by_path.get(p.path)) for p in by_place(catalog.problems)]
+    return catalog
+
+
+def _owned(finding: Finding, record: Record | None, **changes: Any) -> Finding:
+    if record is not None:
+        changes = {"entry": record.entry.id, "owners": tuple(record.entry.owners), **changes}
+    return finding.replace(**changes) if changes else finding
+
+
+def _load_record(file: Path, display: str, problems: list[Finding]) -> Record | None:
+    try:
+        doc = load(file, display)
+    except LakeError as e:
+        problems.extend(e.problems)
+        return None
+    data = doc.data
+    if not isinstance(data, dict):
+        what = "a list" if isinstance(data, list) else f"a {type(data).__name__} scalar"
+        problems.append(Finding(display, 1, "", f"a manifest is a YAML mapping, not {what}"))
+        return None
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        if kind is None:
+            message = "required field is missing (model, dataset or code)"
+        else:
+            message = f"unknown kind {kind!r} (one of model, dataset, code)"
+        problems.append(Finding(display, doc.line(("kind",)), "kind", message))
+        return None
+    expected_folder = f"{CATALOG_DIR}/{FOLDERS[kind]}/"
+    if not display.startswith(expected_folder):
+        problems.append(
+            Finding(display, doc.line(("kind",)), "kind", f"a {kind} manifest belongs in {expected_folder}")
+        )
+    cls = KINDS[kind]
+    try:
+        entry = cls.model_validate(data)
+    except ValidationError as e:
+        problems.extend(_validation_problems(e, cls, doc, display))
+        return None
+    record = Record(entry, display, file, doc)
+    stem = file.name.rsplit(".", 1)[0]
+    if entry.id != stem:
+        problems.append(
+            Finding(display, record.line("id"), "id", f"id '{entry.id}' must equal the file name '{stem}'")
+        )
+    return record
+
+
+def _validation_problems(
+    err: ValidationError, cls: type[BaseModel], doc: Document, display: str
+) -> list[Finding]:
+    problems = []
+    for e in err.errors(include_url=False):
+        loc: Loc = tuple(e["loc"])
+        kind, ctx, value = e["type"], e.get("ctx") or {}, e.get("input")
+        message = e["msg"]
+        if kind == "extra_forbidden":
+            fields = _fields_at(cls, loc[:-1])
+            message = "unknown field" + _did_you_mean(str(loc[-1]), list(fields or ()))
+        elif kind == "missing":
+            message = "required field is missing"
+        elif kind == "too_short":
+            message = f"needs at least {ctx.get('min_length', 1)} item(s)"
+        elif kind in ("literal_error", "enum"):
+            options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+            message = f"{value!r} is not one of: {', '.join(options)}" + _did_you_mean(str(value), options)
+        elif kind == "string_pattern_mismatch":
+            message = (
+                _PATTERN_HELP.get(str(ctx.get("pattern")), "has the wrong form") + f" (got {_short(value)})"
+            )
+        elif kind == "value_error":
+            message = message.removeprefix("Value error, ")
+            head = re.match(r"^(\w+): ", message)
+            fields = _fields_at(cls, loc) or {}
+            if head and head.group(1) in fields:
+                loc, message = (*loc, head.group(1)), message[head.end() :]
+        else:
+            message = f"{message[0].lower()}{message[1:]} (got {_short(value)})"
+        problems.append(Finding(display, doc.line(loc), format_loc(loc), message))
+    return problems
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fields_at(cls: type[BaseModel], loc: Loc) -> dict[str, Any] | None:
+    current: type[BaseModel] | None = cls
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if current is None or part not in current.model_fields:
+            return None
+        current = _model_in(current.model_fields[part].annotation)
+    return dict(current.model_fields) if current is not None else None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is dict:
+        return None
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _did_you_mean(word: str, pool: list[str]) -> str:
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_references(catalog: Catalog) -> None:
+    def ref(record: Record, loc: Loc, target: str, kind: str, version: str | None = None) -> None:
+        if is_external(target):
+            return
+        where = Finding(record.path, record.doc.line(loc), format_loc(loc), "")
+        other = catalog.records.get(target)
+        if other is None and target in catalog.broken:
+            message = f"'{target}' does not load; fix {catalog.broken[target]} first"
+        elif other is None:
+            message = f"no {kind} '{target}' in the lake" + catalog.suggest(target, kind)
+        elif other.entry.kind != kind:
+            message = f"'{target}' is a {other.entry.kind}, not a {kind}"
+        elif version is not None and version not in _versions(other.entry):
+            message = f"{kind} '{target}' has no version {version}"
+        else:
+            return
+        catalog.problems.append(Finding(where.path, where.line, where.field, message))
+
+    for record in catalog.records.values():
+        entry = record.entry
+        if isinstance(entry, Model):
+            if entry.architecture.code:
+                ref(record, ("architecture", "code"), entry.architecture.code, "code")
+            for i, base in enumerate(entry.base_models):
+                if base.id == entry.id:
+                    _add(catalog, record, ("base_models", i, "id"), "a model cannot be its own base")
+                else:
+                    ref(record, ("base_models", i, "id"), base.id, "model", base.version)
+            for i, use in enumerate(entry.datasets):
+                ref(record, ("datasets", i, "id"), use.id, "dataset", use.version)
+            for i, code in enumerate(entry.code):
+                ref(record, ("code", i, "id"), code.id, "code")
+            _check_evaluations(catalog, record, entry, ref)
+        elif isinstance(entry, Dataset):
+            for i, source in enumerate(entry.derived_from):
+                if source.id == entry.id:
+                    _add(catalog, record, ("derived_from", i, "id"), "a dataset cannot derive from itself")
+                else:
+                    ref(record, ("derived_from", i, "id"), source.id, "dataset")
+
+
+def _check_evaluations(catalog: Catalog, record: Record, model: Model, ref: Any) -> None:
+    versions = _versions(model)
+    for i, ev in enumerate(model.evaluations):
+        ref(record, ("evaluations", i, "dataset"), ev.dataset, "dataset")
+        target = catalog.records.get(ev.dataset)
+        if target is not None and isinstance(target.entry, Dataset) and target.entry.splits:
+            splits = [s.name for s in target.entry.splits]
+            if ev.split not in splits:
+                message = f"dataset '{ev.dataset}' has no split '{ev.split}' (it has {', '.join(splits)})"
+                _add(catalog, record, ("evaluations", i, "split"), message)
+        if ev.version is not None and ev.version not in versions:
+            _add(catalog, record, ("evaluations", i, "version"), f"model has no version {ev.version}")
+        if ev.version is None and not versions:
+            _add(catalog, record, ("evaluations", i), "model has no versions to evaluate")
+
+
+def _versions(entry: Entry) -> list[str]:
+    return [v.version for v in getattr(entry, "versions", [])]
+
+
+def latest_version(entry: Model | Dataset) -> str | None:
+    """The highest semantic version of an entry that is not yanked, or None when it has none."""
+    live = [v.version for v in entry.versions if not getattr(v, "yanked", None)]
+    return max(live, key=semver_key, default=None)
+
+
+def _add(catalog: Catalog, record: Record, loc: Loc, message: str) -> None:
+    catalog.problems.append(Finding(record.path, record.doc.line(loc), format_loc(loc), message))
+
+
+def _check_cycles(catalog: Catalog) -> None:
+    graph = catalog.lineage()
+    for component in nx.strongly_connected_components(graph):
+        if len(component) < 2:
+            continue
+        cycle = nx.find_cycle(graph.subgraph(component))
+        text = " → ".join([cycle[0][0], *(v for _, v in cycle)])
+        for model_id in sorted(component):
+            record = catalog.records[model_id]
+            for i, base in enumerate(record.entry.base_models):  # type: ignore[union-attr]
+                if base.id in component:
+                    _add(catalog, record, ("base_models", i, "id"), f"lineage cycle: {text}")
+
+
+def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
+    """Resolve every local artifact; with ``digests``, check its size and sha256 too."""
+    for record in catalog.records.values():
+        entry = record.entry
+        if isinstance(entry, Code) and entry.path is not None:
+            _check_code_path(catalog, record, entry)
+        for i, version in enumerate(getattr(entry, "versions", [])):
+            loc: Loc = ("versions", i, "artifact")
+            art = version.artifact
+            try:
+                where = artifacts.resolve(art.uri, record.file, catalog.root)
+            except artifacts.ArtifactPathError as e:
+                _add(catalog, record, (*loc, "uri"), str(e))
+                continue
+            key = (entry.id, version.version)
+            if where.path is None:
+                catalog.artifacts[key] = "unchecked"
+                continue
+            if version.yanked and not where.path.exists():
+                catalog.artifacts[key] = "unchecked"  # withdrawn, with a reason: its bytes may go
+                continue
+            if digests is None:
+                if not where.path.is_file():
+                    _add(catalog, record, (*loc, "uri"), f"artifact not found: {art.uri}")
+                catalog.artifacts[key] = "unchecked"
+                continue
+            ok = _verify_file(catalog, record, loc, where.path, art.uri, art.size, art.sha256, digests)
+            for j, (extra, uri, path) in enumerate(artifacts.companions(art, record.file, catalog.root)):
+                extra_loc: Loc = (*loc, "files", j)
+                if isinstance(path, artifacts.ArtifactPathError):
+                    _add(catalog, record, (*extra_loc, "path"), str(path))
+                    ok = False
+                    continue
+                ok &= _verify_file(
+                    catalog, record, extra_loc, path, uri, extra.size, extra.sha256, digests, "path"
+                )
+            if ok and art.uri.endswith(INDEX_SUFFIX):
+                ok = _check_shards_pinned(catalog, record, loc, where.path, art.files)
+            catalog.artifacts[key] = "verified" if ok else "contradicted"
+
+
+def _check_shards_pinned(
+    catalog: Catalog, record: Record, loc: Loc, index: Path, files: list[CompanionFile]
+) -> bool:
+    """A sharded checkpoint's artifact is its index; every shard it names must be pinned in ``files``."""
+    try:
+        shards = read_shard_index(index).files
+    except WeightsError as e:
+        _add(catalog, record, (*loc, "uri"), e.reason)
+        return False
+    missing = sorted({f.name for f in shards} - {f.path for f in files})
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        _add(
+            catalog,
+            record,
+            (*loc, "files"),
+            f"the index names shards not pinned here: {', '.join(missing[:3])}{more}",
+        )
+    return not missing
+
+
+def _verify_file(
+    catalog: Catalog,
+    record: Record,
+    loc: Loc,
+    path: Path,
+    uri: str,
+    size: int,
+    sha256: str,
+    digests: Digests,
+    where: str = "uri",
+) -> bool:
+    problem = artifacts.verify(path, size, sha256, digests)
+    if problem:
+        field_name = "size" if problem.startswith("size") else "sha256"
+        if problem.startswith(("file not found", "not a regular")):
+            field_name, problem = where, f"{problem}: {uri}"
+        _add(catalog, record, (*loc, field_name), problem)
+    return problem is None
+
+
+def _check_code_path(catalog: Catalog, record: Record, code: Code) -> None:
+    assert code.path is not None
+    root = catalog.root.resolve()
+    folder = (root / code.path).resolve()
+    if code.path.startswith("/") or not folder.is_relative_to(root):
+        _add(catalog, record, ("path",), f"'{code.path}' leaves the repository")
+        return
+    if not folder.is_dir():
+        _add(catalog, record, ("path",), f"no folder '{code.path}' in the repository")
+        return
+    for name, target in code.entrypoints.items():
+        module = target.split(":", 1)[0].replace(".", "/")
+        if not ((folder / f"{module}.py").is_file() or (folder / module / "__init__.py").is_file()):
+            _add(catalog, record, ("entrypoints", name), f"no module for '{target}' under {code.path}")

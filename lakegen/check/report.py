@@ -1,0 +1,136 @@
+"""``lakegen check``: everything a pull request must pass, and the Markdown report of it.
+
+A check compiles the lake with the same stages as a build (:mod:`lakegen.compile.stages`),
+scoped to what the pull request changes: validation, the changed files, attribution of new or
+changed models, re-running new or changed evaluations, and the governance policies. A stage that
+cannot run here says why ("not run: ...") instead of passing silently. The report lists what the
+pull request adds and changes and every finding with its severity; any error-level finding fails
+the check.
+
+:mod:`lakegen.check.render` writes the report out: as text for a terminal, as the
+Markdown GitHub renders (where everything from a manifest or git is escaped), or
+as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from lakegen.catalog.loader import Catalog, load_catalog
+from lakegen.compile import compile_catalog
+from lakegen.compile.scope import Scope
+from lakegen.errors import SEVERITY_ORDER, Finding
+from lakegen.governance.changes import LakeChanges, lake_changes
+from lakegen.model.index import LakeIndex
+
+
+@dataclass
+class StageOutcome:
+    """What one stage did: ``ran ...`` or ``not run: <why>``, and what it found."""
+
+    name: str
+    status: str
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    """The outcome of ``lakegen check``."""
+
+    catalog: Catalog
+    changes: LakeChanges | None
+    index: LakeIndex
+
+    @property
+    def stages(self) -> list[StageOutcome]:
+        return [
+            StageOutcome(name, status, [f for f in self.index.findings if f.stage == name])
+            for name, status in self.index.stages.items()
+        ]
+
+    @property
+    def findings(self) -> list[Finding]:
+        return sorted(self.index.findings, key=lambda f: (SEVERITY_ORDER[f.severity], f.path, f.line, f.rule))
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def affected(self) -> set[str] | None:
+        """Entries the pull request touches, and everything derived from them; None without a base."""
+        if self.changes is None:
+            return None
+        if self.changes.config_changed:
+            return set(self.catalog.records)
+        graph = _dependents(self.catalog)
+        touched = self.changes.touched()
+        out = set(touched)
+        for entry in touched:
+            if entry in graph:
+                out |= nx.descendants(graph, entry)
+        return out
+
+    def grouped(self) -> tuple[list[Finding], list[Finding]]:
+        """The findings on what the pull request touches (all of them without a base), and the rest."""
+        affected = self.affected()
+        mine: list[Finding] = []
+        rest: list[Finding] = []
+        for f in self.findings:
+            (mine if affected is None or f.entry is None or f.entry in affected else rest).append(f)
+        return mine, rest
+
+    def to_json(self) -> dict[str, Any]:
+        changes = self.changes
+        return {
+            "ok": self.ok,
+            "base": {"ref": changes.base_ref, "commit": changes.base_commit} if changes else None,
+            "changes": [
+                {
+                    "entry": c.entry,
+                    "status": c.status,
+                    "path": c.path,
+                    "base_path": c.base_path,
+                    "fields": [f.model_dump(mode="json") for f in c.fields],
+                }
+                for c in (changes.entries if changes else [])
+            ],
+            "stages": {s.name: s.status for s in self.stages},
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def _dependents(catalog: Catalog) -> nx.DiGraph:
+    """An edge from each entry to every entry that uses it (base models, datasets, sources)."""
+    graph = nx.DiGraph()
+    for entry_id, record in catalog.records.items():
+        entry = record.entry
+        graph.add_node(entry_id)
+        refs = [b.id for b in getattr(entry, "base_models", [])]
+        refs += [d.id for d in getattr(entry, "datasets", [])]
+        refs += [d.id for d in getattr(entry, "derived_from", [])]
+        for ref in refs:
+            graph.add_edge(ref, entry_id)
+    return graph
+
+
+def run_check(
+    root: Path | str,
+    base: str | None = None,
+    *,
+    run_evaluations: bool = True,
+    verify_artifacts: bool = True,
+    trust_code: bool = False,
+) -> CheckReport:
+    """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
+    catalog = load_catalog(root, verify_artifacts=verify_artifacts)
+    changes = lake_changes(catalog, base) if base else None
+    scope = Scope(catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code)
+    return CheckReport(catalog, changes, compile_catalog(scope))

@@ -1,0 +1,123 @@
+"""Compile a lake: run the pipeline's stages in order over a loaded catalog into one :class:`LakeIndex`.
+
+Both ``lakegen build`` and ``lakegen check`` run these stages; nothing downstream of the index
+re-derives lineage, results or findings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from lakegen.bench.metrics import REGISTRY
+from lakegen.catalog.loader import CATALOG_DIR, Catalog, latest_version, load_catalog
+from lakegen.compile.inputs import Inputs
+from lakegen.compile.scope import Scope
+from lakegen.model.index import ArtifactCheck, CompiledFrom, Edge, IndexEntry, LakeIndex, MetricInfo
+from lakegen.model.manifest import Code
+
+
+def base_index(catalog: Catalog) -> LakeIndex:
+    """The index of a catalog before any evidence is gathered: entries, declared edges, validation."""
+    index = LakeIndex(generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    for record in sorted(catalog.records.values(), key=lambda r: r.entry.id):
+        entry = record.entry
+        versions = getattr(entry, "versions", None)
+        index.entries.append(
+            IndexEntry(
+                id=entry.id,
+                kind=entry.kind,
+                path=record.path,
+                latest_version=latest_version(entry) if versions is not None else None,  # type: ignore[arg-type]
+                manifest=entry.model_dump(mode="json"),
+            )
+        )
+    for model in catalog.models():
+        for base in model.base_models:
+            index.edges.append(
+                Edge(
+                    parent=base.id,
+                    child=model.id,
+                    relation=base.relation,
+                    declared=True,
+                    status="unchecked",
+                    weight=base.weight,
+                )
+            )
+    index.findings.extend(p for p in catalog.problems)
+    index.metrics = {**_code_metrics(catalog), **REGISTRY.describe()}  # a built-in name wins
+    index.artifacts = [
+        ArtifactCheck(entry=e, version=v, status=s) for (e, v), s in sorted(catalog.artifacts.items())
+    ]
+    return index
+
+
+def _code_metrics(catalog: Catalog) -> dict[str, MetricInfo]:
+    """Metrics that code entries provide (an evaluation names an entry point of one), with the
+    direction the entry declares."""
+    named = {ev.metric for model in catalog.models() for ev in model.evaluations}
+    out: dict[str, MetricInfo] = {}
+    for code in sorted(catalog.entries("code"), key=lambda c: c.id):
+        assert isinstance(code, Code)
+        for name in sorted(named & set(code.entrypoints)):
+            higher = name not in code.lower_is_better
+            out.setdefault(name, MetricInfo(name=name, version=f"code:{code.id}", higher_is_better=higher))
+    return out
+
+
+def compile_catalog(scope: Scope, index: LakeIndex | None = None) -> LakeIndex:
+    """Run every stage (:data:`lakegen.compile.stages.STAGES`, in order) over ``scope`` into one index."""
+    from lakegen.compile.stages import STAGES
+
+    index = index if index is not None else base_index(scope.catalog)
+    for stage in STAGES:
+        index = stage(scope, index)
+    return index
+
+
+def compile_lake(
+    root: Path | str, *, verify_artifacts: bool = True, run_evaluations: bool = False
+) -> LakeIndex:
+    """Load the lake at ``root`` and run every stage into one :class:`LakeIndex`.
+
+    Benchmark results are read from the results cache; evaluations run only with ``run_evaluations``.
+    """
+    root = Path(root)
+    read = Inputs.take(root, [CATALOG_DIR])  # before loading, so an edit made meanwhile shows as stale
+    catalog = load_catalog(root, verify_artifacts=verify_artifacts)
+    read.add(root, *_named_inputs(catalog))
+    index = base_index(catalog)
+    index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra)
+    return compile_catalog(Scope(catalog, run_evaluations=run_evaluations), index)
+
+
+def _named_inputs(catalog: Catalog) -> tuple[list[str], list[str]]:
+    """Folders and files outside ``catalog/`` that manifests name, relative to the lake: local
+    artifacts (an adapter or sharded checkpoint as its folder), their pinned companions, code folders."""
+    from lakegen.artifacts import uris as artifacts
+    from lakegen.weights import model_location
+
+    root = catalog.root.resolve()
+    folders: set[Path] = set()
+    files: set[Path] = set()
+    for record in catalog.records.values():
+        entry = record.entry
+        code_path = getattr(entry, "path", None) if entry.kind == "code" else None
+        if isinstance(code_path, str):
+            folders.add(root / code_path)
+        for version in getattr(entry, "versions", []):
+            try:
+                where = artifacts.resolve(version.artifact.uri, record.file, catalog.root).path
+            except artifacts.ArtifactPathError:
+                continue
+            if where is not None:
+                location = model_location(where)
+                (folders if location.is_dir() else files).add(location)
+            pinned = artifacts.companions(version.artifact, record.file, catalog.root)
+            files.update(p for _, _, p in pinned if isinstance(p, Path))
+
+    def outside_catalog(paths: set[Path]) -> list[str]:
+        rel = [p.resolve().relative_to(root) for p in paths if p.resolve().is_relative_to(root)]
+        return sorted(r.as_posix() for r in rel if r.parts and r.parts[0] != CATALOG_DIR)
+
+    return outside_catalog(folders), outside_catalog(files)

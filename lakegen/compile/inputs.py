@@ -1,0 +1,174 @@
+"""What a compiled lake was compiled from, and whether the working tree still holds it.
+
+``lakegen search`` answers from ``.lakegen/lake.json``, the last compile; it must
+not answer for another branch or an older state. The compile records a digest of
+its inputs (lakegen's version, git HEAD, and every file it reads: everything
+under ``catalog/`` — manifests, results, policies, owners, artifacts — plus the
+artifacts and code folders its manifests name elsewhere in the lake) in the
+index, and beside it, in ``.lakegen/lake.inputs.json``, each file's stat record
+and sha256. Checking is then one stat per file; only a file whose stat changed
+(a checkout rewrites files it leaves identical) is read again, and the index is
+stale only when some content, HEAD or the version differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lakegen.artifacts.digests import RACY_NS, Digests, default_cache_dir, stat_record
+from lakegen.atomicfile import write_atomic
+from lakegen.version import __version__
+
+INPUTS_FILE = ".lakegen/lake.inputs.json"
+FORMAT = 1
+_SKIP_DIRS = {"__pycache__", ".git"}  # written by running code or git, never read by a compile
+
+
+def git_head(root: Path) -> str | None:
+    """The commit HEAD names, or None outside a repository (or before its first commit)."""
+    from lakegen.errors import LakeError
+    from lakegen.gitrepo import git
+
+    try:
+        return git(root, "rev-parse", "--verify", "--quiet", "HEAD").decode().strip() or None
+    except LakeError:
+        return None
+
+
+def _walk(root: Path, folder: str) -> Iterable[str]:
+    for dirpath, dirnames, filenames in os.walk(root / folder):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        rel = Path(dirpath).relative_to(root).as_posix()
+        for name in filenames:
+            yield f"{rel}/{name}"
+
+
+@dataclass
+class Inputs:
+    """Every input of one compile: folders walked, single files, and per file [stat..., sha256]."""
+
+    head: str | None
+    folders: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    files: dict[str, list[Any]] = field(default_factory=dict)
+    taken_ns: int = 0
+    version: str = __version__
+    recorded_digest: str = ""  # the digest as read back, checked once
+
+    @classmethod
+    def take(cls, root: Path, folders: Iterable[str], extra: Iterable[str] = ()) -> Inputs:
+        """Stat and hash every file under ``folders`` (paths relative to ``root``) and ``extra``."""
+        out = cls(git_head(root), taken_ns=time.time_ns())
+        out.add(root, folders, extra)
+        return out
+
+    def add(self, root: Path, folders: Iterable[str], extra: Iterable[str] = ()) -> None:
+        digests = Digests(default_cache_dir(root))
+        new_folders = [f for f in folders if f not in self.folders and (root / f).is_dir()]
+        new_extra = [f for f in extra if f not in self.extra]
+        self.folders += new_folders
+        self.extra += new_extra
+        for rel in [*(p for f in new_folders for p in _walk(root, f)), *new_extra]:
+            if rel in self.files:
+                continue
+            path = root / rel
+            try:
+                st = path.stat()
+                self.files[rel] = [*stat_record(st), digests.sha256(path)]
+            except OSError:
+                self.files[rel] = []  # a named file that is missing: its appearing makes the index stale
+
+    @property
+    def digest(self) -> str:
+        """sha256 over lakegen's version, HEAD and every input file's path and content."""
+        rows = sorted((path, record[-1] if record else None) for path, record in self.files.items())
+        text = json.dumps([self.version, self.head, rows], separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def changed(self, root: Path) -> str | None:
+        """Why the working tree no longer holds these inputs, in a few words; None when it does."""
+        if self.version != __version__:
+            return f"compiled by lakegen {self.version}"
+        head = git_head(root)
+        if head != self.head:
+            return "git HEAD moved (another branch or commit)"
+        now = set(self.extra)
+        for folder in self.folders:
+            now.update(_walk(root, folder))
+        added, removed = sorted(now - set(self.files)), sorted(set(self.files) - now)
+        if added or removed:
+            return f"{added[0]} added" if added else f"{removed[0]} removed"
+        digests = Digests(default_cache_dir(root))
+        top = str(root)
+        for rel, record in self.files.items():
+            try:
+                st = os.stat(os.path.join(top, rel))  # strings: pathlib cost as much as the stat itself
+            except OSError:
+                if record:
+                    return f"{rel} removed"
+                continue
+            if not record:
+                return f"{rel} added"
+            # a file modified within a timestamp tick of the snapshot may have changed unseen
+            settled = self.taken_ns - record[1] >= RACY_NS
+            if settled and stat_record(st) == record[:-1]:
+                continue
+            try:
+                if digests.sha256(root / rel) != record[-1]:
+                    return f"{rel} changed"
+            except OSError:
+                return f"{rel} unreadable"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "digest": self.digest,
+            "version": self.version,
+            "head": self.head,
+            "taken_ns": self.taken_ns,
+            "folders": self.folders,
+            "extra": self.extra,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Inputs | None:
+        """The inputs recorded in ``data``; None when it is not a record of this format."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            return None
+        try:
+            out = cls(
+                head=data["head"],
+                folders=list(data["folders"]),
+                extra=list(data["extra"]),
+                files={str(k): list(v) for k, v in data["files"].items()},
+                taken_ns=int(data["taken_ns"]),
+                version=str(data["version"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        out.recorded_digest = out.digest
+        return out if out.recorded_digest == data.get("digest") else None
+
+
+def write(root: Path, inputs: Inputs) -> None:
+    write_atomic(root / INPUTS_FILE, json.dumps(inputs.to_json(), separators=(",", ":")))
+
+
+def stale(root: Path, digest: str) -> str | None:
+    """Why an index of inputs ``digest`` no longer matches the lake at ``root``; None when it does."""
+    try:
+        recorded = Inputs.from_json(json.loads((root / INPUTS_FILE).read_bytes()))
+    except (OSError, ValueError):
+        recorded = None
+    if recorded is None or not digest or recorded.recorded_digest != digest:
+        return "no record of what it was compiled from"
+    return recorded.changed(root)

@@ -1,0 +1,51 @@
+"""The compiled lake on disk: ``.lakegen/lake.json``, written atomically, and read back only while
+it still matches the working tree it was compiled from (see :mod:`lakegen.compile.inputs`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lakegen.atomicfile import write_atomic
+from lakegen.compile import inputs
+from lakegen.compile.inputs import Inputs
+from lakegen.model.index import LakeIndex
+
+INDEX_FILE = ".lakegen/lake.json"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    write_atomic(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+
+def save(index: LakeIndex, root: Path) -> Path:
+    """Write ``index`` to ``.lakegen/lake.json``, and beside it the stat records of its inputs when
+    the working tree still holds what it was compiled from (else the next reader compiles again)."""
+    path = root / INDEX_FILE
+    write_json_atomic(path, index.model_dump(mode="json"))
+    now = Inputs.take(root, index.inputs.folders, index.inputs.files)
+    if index.inputs.digest and now.digest == index.inputs.digest:
+        inputs.write(root, now)
+    else:
+        (root / inputs.INPUTS_FILE).unlink(missing_ok=True)
+    return path
+
+
+def load_index(path: Path) -> LakeIndex:
+    return LakeIndex.model_validate_json(path.read_bytes())
+
+
+def load_current(root: Path) -> tuple[LakeIndex | None, str]:
+    """The saved index of the lake at ``root`` when it still matches the working tree; else None and
+    why not (none yet, unreadable, or what changed since it was compiled), as a sentence."""
+    path = root / INDEX_FILE
+    if not path.is_file():
+        return None, f"no {INDEX_FILE} yet"
+    try:
+        index = load_index(path)
+    except (OSError, ValueError):
+        return None, f"{INDEX_FILE} cannot be read"
+    why = inputs.stale(root, index.inputs.digest)
+    return (index, "") if why is None else (None, f"{INDEX_FILE} is out of date ({why})")

@@ -1,0 +1,5 @@
+"""The catalog's lineage: every local model version fingerprinted and attributed (:mod:`.recover`),
+declared edges compared with what the weights show (:mod:`.declared`), the audit of declared edges at
+coordinates drawn from the child (:mod:`.audit`), search by weights (:mod:`.search`), and the compile
+stage that puts it all into the lake index (:mod:`.stage`).
+"""

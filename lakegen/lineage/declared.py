@@ -1,0 +1,248 @@
+"""Declared lineage against the weights' evidence: each declared edge's status, and the findings
+(``undeclared-derivation``, ``unsupported-claim``, ``wrong-relation``) tied to manifest lines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from lakegen.attribution import Edge, Lineage
+from lakegen.catalog.loader import Catalog, Record
+from lakegen.errors import Finding
+from lakegen.fingerprint import Fingerprint
+from lakegen.lineage.audit import AUDITED, MIN_SHARE, Audit, AuditCache, audit_edge
+from lakegen.model.manifest import Model, is_external
+
+FindingKind = Literal["undeclared-derivation", "unsupported-claim", "wrong-relation", "unreadable-weights"]
+Status = Literal["verified", "contradicted", "unchecked"]
+
+MERGE_WEIGHT_TOLERANCE = 0.05
+
+
+def finding_at(
+    model: str,
+    path: str,
+    line: int,
+    rule: FindingKind,
+    message: str,
+    severity: Literal["error", "warning"] = "error",
+    field: str = "base_models",
+) -> Finding:
+    """A disagreement between the weights and a manifest, at a manifest line."""
+    return Finding(path, line, field, message, severity, stage="attribution", rule=rule, entry=model)
+
+
+def node(model_id: str, version: str) -> str:
+    """The id of one model version in lineage output: ``model@version``."""
+    return f"{model_id}@{version}"
+
+
+def split(node_id: str) -> tuple[str, str]:
+    model_id, _, version = node_id.rpartition("@")
+    return model_id, version
+
+
+@dataclass(frozen=True)
+class DeclaredEdge:
+    """One ``base_models`` entry, and whether the weights bear it out."""
+
+    model: str
+    base: str
+    base_version: str | None
+    relation: str
+    status: Status
+    detail: str
+    path: str
+    line: int
+    evidence: Edge | None = None  # the recovered edge that bears it out, when verified
+    audit: Audit | None = None  # the check at coordinates drawn from the child's sha256
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "base": self.base,
+            "base_version": self.base_version,
+            "relation": self.relation,
+            "status": self.status,
+            "detail": self.detail,
+            "path": self.path,
+            "line": self.line,
+            "audit": self.audit.to_json() if self.audit else None,
+        }
+
+
+@dataclass
+class CatalogLineage:
+    """Lineage recovered from a lake's weights, compared with its manifests."""
+
+    lineage: Lineage
+    declared: list[DeclaredEdge] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # model@version -> why it was not compared
+    parameters: dict[str, int] = field(default_factory=dict)  # model@version -> parameter count
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.lineage.to_json(),
+            "declared": [d.to_json() for d in self.declared],
+            "findings": [f.to_json() for f in self.findings],
+            "skipped": dict(sorted(self.skipped.items())),
+        }
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def compare_declared(catalog: Catalog, result: CatalogLineage) -> None:
+    edges = result.lineage.edges
+    attributed = set(result.lineage.models)
+    for record in sorted(catalog.records.values(), key=lambda r: r.path):
+        model = record.entry
+        if not isinstance(model, Model):
+            continue
+        mine = {node(model.id, v.version) for v in model.versions} & attributed
+        for i in range(len(model.base_models)):
+            result.declared.append(
+                _check_declared(catalog, record, model, i, mine, edges, attributed, result)
+            )
+        declared_ids = {b.id for b in model.base_models}
+        for e in edges:
+            if e.child not in mine:
+                continue
+            parent_model = split(e.parent)[0]
+            if parent_model == model.id or parent_model in declared_ids:
+                continue
+            line = record.line("base_models") if model.base_models else record.line("id")
+            result.findings.append(
+                finding_at(
+                    model.id,
+                    record.path,
+                    line,
+                    "undeclared-derivation",
+                    f"the weights show {e.child} is a {e.relation} of {e.parent} "
+                    f"(confidence {e.confidence:.2f}); base_models does not name {parent_model}",
+                )
+            )
+
+
+def _check_declared(
+    catalog: Catalog,
+    record: Record,
+    model: Model,
+    i: int,
+    mine: set[str],
+    edges: list[Edge],
+    attributed: set[str],
+    result: CatalogLineage,
+) -> DeclaredEdge:
+    base = model.base_models[i]
+    line = record.line("base_models", i, "id")
+
+    def declared(status: Status, detail: str, evidence: Edge | None = None) -> DeclaredEdge:
+        return DeclaredEdge(
+            model.id, base.id, base.version, base.relation, status, detail, record.path, line, evidence
+        )
+
+    def finding(kind: FindingKind, message: str, severity: Literal["error", "warning"] = "error") -> None:
+        result.findings.append(finding_at(model.id, record.path, line, kind, message, severity))
+
+    if is_external(base.id) or base.id not in catalog.records:
+        return declared("unchecked", "base is outside the lake")
+    base_entry = catalog.records[base.id].entry
+    if not isinstance(base_entry, Model):
+        return declared("unchecked", f"'{base.id}' is not a model")
+    versions = [base.version] if base.version else [v.version for v in base_entry.versions]
+    theirs = {node(base.id, v) for v in versions} & attributed
+    if not theirs:
+        return declared("unchecked", f"no local weights for {base.id} {base.version or ''}".strip())
+    if not mine:
+        return declared("unchecked", f"no local weights for {model.id}")
+    found = [e for e in edges if e.parent in theirs and e.child in mine]
+    same = [e for e in found if e.relation == base.relation]
+    if same:
+        e = max(same, key=lambda e: e.confidence)
+        declared_weight = base.weight if base.relation == "merge" else None
+        off = declared_weight is not None and e.weight is not None
+        if off and abs(e.weight - declared_weight) > MERGE_WEIGHT_TOLERANCE:  # type: ignore[operator]
+            finding(
+                "wrong-relation",
+                f"merge weight of {base.id} is {base.weight}; the weights show {e.weight:.3f}",
+                "warning",
+            )
+            return declared("contradicted", f"merge weight {e.weight:.3f}, not {base.weight}")
+        return declared(
+            "verified", f"{e.parent} -> {e.child}: {e.relation} (confidence {e.confidence:.2f})", e
+        )
+    if found:
+        e = found[0]
+        finding(
+            "wrong-relation",
+            f"declared {base.relation} of {base.id}; the weights show {e.relation} "
+            f"({e.parent} -> {e.child}, confidence {e.confidence:.2f})",
+            "warning",
+        )
+        return declared("contradicted", f"the weights show {e.relation}")
+    reverse = [e for e in edges if e.parent in mine and e.child in theirs]
+    if reverse:
+        e = reverse[0]
+        message = (
+            f"declared {base.relation} of {base.id}; the weights show the reverse: "
+            f"{e.child} derives from {e.parent}"
+        )
+    else:
+        parents = sorted({e.parent for e in edges if e.child in mine and split(e.parent)[0] != model.id})
+        shown = (
+            f"the weights show {', '.join(parents)} as its parent"
+            if parents
+            else "the weights show no parent"
+        )
+        message = f"declared {base.relation} of {base.id} is not supported: {shown}"
+    finding("unsupported-claim", message)
+    return declared("contradicted", message)
+
+
+def audit_verified(
+    result: CatalogLineage,
+    paths: Mapping[str, Path],
+    fps: Mapping[str, Fingerprint],
+    cache: AuditCache | None,
+) -> None:
+    """Keep an edge verified only if the audit (see :mod:`lakegen.lineage.audit`) bears the fingerprints out.
+
+    The fingerprints compare public coordinates, which a contributor can aim at; the audit reads
+    the child and its parents again at coordinates drawn from the child's sha256.
+    """
+    for i, d in enumerate(result.declared):
+        e = d.evidence
+        if d.status != "verified" or e is None or e.relation not in AUDITED:
+            continue
+        if e.relation == "merge":
+            mix = [m for m in result.lineage.edges if m.child == e.child and m.relation == "merge"]
+            parents = [(m.parent, m.weight if m.weight is not None else 1 / len(mix)) for m in mix]
+        else:
+            parents = [(e.parent, 1.0)]
+        child_sha = fps[e.child].sha256
+        key_parents = [(fps[p].sha256, w) for p, w in parents]
+        audit = cache.get(child_sha, key_parents, e.relation) if cache is not None else None
+        if audit is None:
+            audit = audit_edge(paths[e.child], child_sha, [(paths[p], w) for p, w in parents], e.relation)
+            if cache is not None:
+                cache.put(child_sha, key_parents, e.relation, audit)
+        if audit.status == "verified":
+            result.declared[i] = replace(d, audit=audit, detail=f"{d.detail}; {audit.statement}")
+        elif audit.status == "inconclusive":
+            result.declared[i] = replace(d, status="unchecked", audit=audit, detail=audit.statement)
+        else:
+            message = (
+                f"declared {d.relation} of {d.base} is not borne out by the weights: at entries drawn from "
+                f"the file's sha256 only {audit.observed:.0%} of {audit.worst} lies near {e.parent} "
+                f"(at least {MIN_SHARE:.0%} needed), although the fingerprint's public sample coordinates "
+                "match it; they were probably made to"
+            )
+            result.findings.append(finding_at(d.model, d.path, d.line, "unsupported-claim", message))
+            result.declared[i] = replace(d, status="contradicted", audit=audit, detail=message)
+
+
+# ------------------------------------------------------------------------------- search

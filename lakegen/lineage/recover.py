@@ -1,0 +1,193 @@
+"""Weight-verified lineage of a lake: what the weights show, next to what the manifests declare.
+
+:func:`attribute_catalog` fingerprints every local model version (from the
+cache when unchanged), recovers lineage with :mod:`lakegen.attribution`, and
+compares it with each manifest's ``base_models``:
+
+- every declared edge gets a status: ``verified`` (the weights show it, with
+  that relation), ``contradicted`` (they show another relation, another
+  parent, or no relation at all) or ``unchecked`` (the base is outside the
+  lake, such as ``hf:...``, or its weights are not local);
+- every disagreement is a :class:`Finding` tied to the manifest line:
+  ``undeclared-derivation`` (the weights show a parent the manifest does not
+  name), ``unsupported-claim`` (a declared parent the weights do not support),
+  ``wrong-relation`` (the parent is right, the relation or merge weight is not).
+
+Versions of one model may derive from one another (1.1.0 continuing 1.0.0);
+that is what versions are, so it is never a finding. Release dates order the
+versions: a model is never made the fine-tuned child of one released after it.
+:func:`search_like` ranks the lake's models by closeness to a weight file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lakegen.artifacts import uris as artifacts
+from lakegen.attribution import attribute
+from lakegen.catalog.loader import Catalog, latest_version
+from lakegen.errors import Finding, format_loc
+from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint
+from lakegen.lineage.audit import AuditCache
+from lakegen.lineage.declared import CatalogLineage, audit_verified, compare_declared, finding_at, node, split
+from lakegen.model.manifest import Artifact, Model
+from lakegen.weights import WeightsError, is_adapter, model_location
+
+
+def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each model version's local weights (file, or adapter folder); and why others have none."""
+    paths: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    for record in catalog.records.values():
+        entry = record.entry
+        if not isinstance(entry, Model):
+            continue
+        for version in entry.versions:
+            key = node(entry.id, version.version)
+            if version.yanked:
+                skipped[key] = f"yanked: {version.yanked}"
+                continue
+            if catalog.artifacts.get((entry.id, version.version)) == "contradicted":
+                skipped[key] = "the artifact does not match its manifest's sha256 and size; not read"
+                continue
+            try:
+                where = artifacts.resolve(version.artifact.uri, record.file, catalog.root)
+            except artifacts.ArtifactPathError as e:
+                skipped[key] = str(e)
+                continue
+            if where.path is None:
+                skipped[key] = f"remote artifact {version.artifact.uri} (not fetched)"
+                continue
+            if not where.path.is_file():
+                skipped[key] = f"artifact not found: {version.artifact.uri}"
+                continue
+            paths[key] = model_location(where.path)
+    return paths, skipped
+
+
+def fingerprints(
+    paths: dict[str, Path], cache: Cache | None, progress: Callable[[str], None] | None = None
+) -> tuple[dict[str, Fingerprint], dict[str, str]]:
+    """Fingerprints of ``paths`` (id -> path), from the cache when a file is unchanged."""
+    out: dict[str, Fingerprint] = {}
+    failed: dict[str, str] = {}
+    for key, path in paths.items():
+        try:
+            out[key] = fingerprint(path, cache)
+        except WeightsError as e:
+            failed[key] = e.reason
+        if progress is not None:
+            progress(key)
+    return out, failed
+
+
+def lazily(
+    paths: dict[str, Path], cache: Cache | None, progress: Callable[[str], None] | None
+) -> Mapping[str, Fingerprint]:
+    """Fingerprints of ``paths``; those cached and unchanged are loaded only when needed."""
+    if cache is None:
+        return fingerprints(paths, None, progress)[0]
+    keys: dict[str, str] = {}
+    for model_id, path in paths.items():
+        key = cache.known_key(path)
+        if key is None or not cache.path_of(key).is_file():
+            try:
+                key = cache_key(path, fingerprint(path, cache).sha256)
+            except WeightsError:
+                key = None
+        if key is not None:
+            keys[model_id] = key
+        if progress is not None:
+            progress(model_id)
+    return Cached(cache, keys)
+
+
+# ------------------------------------------------------------------------------ catalog
+
+
+def _release_order(catalog: Catalog) -> dict[str, tuple[Any, ...]]:
+    order = {}
+    for model in catalog.models():
+        for v in model.versions:
+            order[node(model.id, v.version)] = (v.released.isoformat(),)
+    return order
+
+
+def _adapter_resolver(catalog: Catalog, known: set[str]) -> Callable[[str, Fingerprint], str | None]:
+    def resolve(adapter_id: str, fp: Fingerprint) -> str | None:
+        meta = fp.adapter or {}
+        base, revision = meta.get("base"), meta.get("revision")
+        if not base or base not in catalog.records:
+            return None
+        entry = catalog.records[base].entry
+        if not isinstance(entry, Model):
+            return None
+        versions = [revision] if revision else []
+        latest = latest_version(entry)
+        versions += [latest] if latest else []
+        for version in versions:
+            if node(base, version) in known:
+                return node(base, version)
+        return None
+
+    return resolve
+
+
+def attribute_catalog(
+    catalog: Catalog, cache: Cache | None = None, progress: Callable[[str], None] | None = None
+) -> CatalogLineage:
+    """Recover lineage from every local model version of ``catalog`` and check it against the manifests."""
+    paths, skipped = artifact_paths(catalog)
+    fps, failed = fingerprints(paths, cache, progress)
+    for model in catalog.models():
+        for v in model.versions:
+            key = node(model.id, v.version)
+            why = _unpinned(fps[key], paths[key], v.artifact) if key in fps else None
+            if why is not None:
+                del fps[key]
+                failed[key] = f"{why}; its weights are not used"
+    result = CatalogLineage(
+        attribute(fps, order=_release_order(catalog), adapter_base=_adapter_resolver(catalog, set(fps)))
+    )
+    result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
+    result.parameters = {k: fp.parameters for k, fp in fps.items()}
+    for key, why in failed.items():
+        model_id, version = split(key)
+        record = catalog.records[model_id]
+        index = [v.version for v in record.entry.versions].index(version)  # type: ignore[union-attr]
+        result.findings.append(
+            finding_at(
+                model_id,
+                record.path,
+                record.line("versions", index, "artifact", "uri"),
+                "unreadable-weights",
+                why,
+                field=format_loc(("versions", index, "artifact", "uri")),
+            )
+        )
+    compare_declared(catalog, result)
+    audit_verified(result, paths, fps, AuditCache(cache.folder) if cache is not None else None)
+    result.findings.sort(key=Finding.key)
+    return result
+
+
+def _unpinned(fp: Fingerprint, path: Path, art: Artifact) -> str | None:
+    """Why the weights just read are not the ones the manifest pins (None when they are).
+
+    The fingerprint pass hashes every file it reads, so weights changed after
+    validation are caught here; a sharded checkpoint's shards are pinned in the
+    artifact's ``files``, by name.
+    """
+    if is_adapter(path):
+        return None
+    if fp.shards is None:
+        return None if fp.sha256 == art.sha256 else "the file changed since its sha256 was recorded"
+    pinned = {f.path: f.sha256 for f in art.files}
+    for shard in fp.shards:
+        if shard["file"] not in pinned:
+            return f"shard {shard['file']} is not pinned in the artifact's files"
+        if pinned[shard["file"]] != shard["sha256"]:
+            return f"shard {shard['file']} changed since its sha256 was recorded"
+    return None

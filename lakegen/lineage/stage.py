@@ -1,0 +1,66 @@
+"""The compile stage of lineage: the weights' evidence on each declared edge, the undeclared edges,
+and the findings, into the lake index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lakegen.attribution import Edge
+from lakegen.catalog.loader import Catalog
+from lakegen.fingerprint import Cache
+from lakegen.lineage.declared import CatalogLineage, node, split
+from lakegen.lineage.recover import attribute_catalog
+
+
+def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) -> CatalogLineage:
+    """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings."""
+    from lakegen.artifacts.digests import default_cache_dir
+    from lakegen.model.index import Edge as IndexEdge
+
+    result = attribute_catalog(catalog, cache or Cache(default_cache_dir(catalog.root)))
+    declared = {(d.base, d.model, d.relation): d for d in result.declared}
+    shown: dict[tuple[str, str], Edge] = {}
+    for e in result.lineage.edges:
+        pair = (split(e.parent)[0], split(e.child)[0])
+        if pair[0] != pair[1] and (pair not in shown or e.confidence > shown[pair].confidence):
+            shown[pair] = e
+    for row in index.edges:
+        check = declared.get((row.parent, row.child, row.relation))
+        evidence = shown.get((row.parent, row.child))
+        if check is not None:
+            row.status = check.status
+            # what the audit proved, or why the edge could not be checked (remote weights, no audit)
+            row.proof = check.audit.statement if check.audit is not None else None
+            if check.status == "unchecked":
+                row.proof = f"not checked: {check.detail}"
+        if evidence is not None:
+            row.weights_relation, row.confidence = evidence.relation, round(evidence.confidence, 3)
+            if row.relation == "merge" and evidence.weight is not None:
+                row.weight = round(evidence.weight, 4)
+    listed = {(row.parent, row.child) for row in index.edges}
+    for (parent, child), e in sorted(shown.items()):
+        if (parent, child) not in listed:
+            index.edges.append(
+                IndexEdge(
+                    parent=parent,
+                    child=child,
+                    relation=e.relation,
+                    declared=False,
+                    status="undeclared",
+                    weights_relation=e.relation,
+                    confidence=round(e.confidence, 3),
+                    weight=e.weight,
+                )
+            )
+    index.findings.extend(catalog.owned(f) for f in result.findings)
+    for row in index.entries:
+        if row.kind == "model" and row.latest_version:
+            row.parameters = result.parameters.get(node(row.id, row.latest_version))
+    verified = sum(d.status == "verified" for d in result.declared)
+    contradicted = sum(d.status == "contradicted" for d in result.declared)
+    index.stages["attribution"] = (
+        f"ran ({len(result.lineage.models)} model versions; declared edges: {verified} verified, "
+        f"{contradicted} contradicted, {len(result.declared) - verified - contradicted} unchecked; "
+        f"{len(result.findings)} findings)"
+    )
+    return result

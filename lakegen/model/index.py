@@ -1,0 +1,223 @@
+"""The compiled lake's data model: one serialisable product that the site, CLI search and exports read.
+
+:mod:`lakegen.compile` fills a :class:`LakeIndex` by running the pipeline's stages; nothing
+downstream re-derives lineage, results or findings: it reads them from here. This module
+imports no stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lakegen.errors import Finding
+from lakegen.version import __version__
+
+Status = Literal["verified", "contradicted", "unchecked"]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IndexEntry(_Row):
+    """One manifest: where it is and what it says (the manifest as JSON)."""
+
+    id: str
+    kind: Literal["model", "dataset", "code"]
+    path: str
+    latest_version: str | None = None
+    documentation: float | None = Field(None, description="Documentation completeness, 0 to 1 (models).")
+    parameters: int | None = Field(None, description="Parameter count of the latest version (weights).")
+    manifest: dict[str, Any]
+
+
+class Edge(_Row):
+    """A lineage edge parent -> child, declared, recovered from weights, or both."""
+
+    parent: str
+    child: str
+    relation: str
+    declared: bool = Field(description="The child's manifest declares it.")
+    status: Literal["verified", "contradicted", "unchecked", "undeclared"] = Field(
+        description="verified: weights agree; contradicted: weights disagree; "
+        "unchecked: not compared (e.g. a base outside the lake); "
+        "undeclared: weights show it, manifest does not."
+    )
+    weights_relation: str | None = Field(None, description="The relation the weights show, when compared.")
+    confidence: float | None = None
+    weight: float | None = Field(None, description="Estimated mixing weight, for merges.")
+    proof: str | None = Field(
+        None,
+        description="What the audit at coordinates drawn from the child's sha256 showed, or why the "
+        "edge could not be checked.",
+    )
+
+
+class Result(_Row):
+    """A re-run of a declared evaluation, compared with the claimed number."""
+
+    model: str
+    version: str
+    dataset: str
+    split: str
+    metric: str
+    claimed: float
+    tolerance: float
+    reproduced: float | None = None
+    status: Literal["verified", "contradicted", "unreproducible", "failed"]
+    detail: str = ""
+    ran_at: str | None = None
+    device: str | None = None
+    duration_s: float | None = None
+    environment: dict[str, str] = {}
+    cache_key: str | None = None
+
+
+class FieldChange(_Row):
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class Change(_Row):
+    """One commit's change to one entry's manifest."""
+
+    entry: str
+    commit: str
+    author: str
+    email: str = ""
+    date: str
+    subject: str = ""
+    pr: int | None = Field(None, description="Only from a commit GitHub made (its merge or squash button).")
+    path: str
+    action: Literal["added", "modified", "renamed", "deleted"]
+    changes: list[FieldChange] = []
+    committer: str = ""
+    committer_email: str = ""
+    committer_date: str = ""
+    signature: str = Field("N", description="git's %G?: G good, B bad, U untrusted, E unchecked, N none.")
+    in_merge: bool = Field(False, description="Made by the merge commit itself (against its first parent).")
+    dates_disagree: bool = Field(False, description="The author date is later than the commit date.")
+
+
+class ArtifactCheck(_Row):
+    entry: str
+    version: str
+    status: Status
+
+
+class CompiledFrom(_Row):
+    """What an index was compiled from (see :mod:`lakegen.compile.inputs`), to tell when it is out of date."""
+
+    digest: str = Field("", description="sha256 of lakegen's version, git HEAD and every file read.")
+    folders: list[str] = Field(default_factory=list, description="Folders read whole, from the lake root.")
+    files: list[str] = Field(default_factory=list, description="Single files read outside those folders.")
+
+
+class MetricInfo(_Row):
+    """A metric lakegen can compute, as its registry describes it (see :mod:`lakegen.bench.metrics`)."""
+
+    name: str
+    version: str
+    description: str = ""
+    higher_is_better: bool = True
+
+
+class LakeIndex(_Row):
+    """Everything the builder knows about a lake."""
+
+    format: int = 1
+    generated_at: str
+    lakegen_version: str = __version__
+    entries: list[IndexEntry] = []
+    edges: list[Edge] = []
+    findings: list[Finding] = []
+    results: list[Result] = []
+    history: list[Change] = []
+    artifacts: list[ArtifactCheck] = []
+    metrics: dict[str, MetricInfo] = Field(default_factory=dict, description="Metrics lakegen computes.")
+    stages: dict[str, str] = Field(default_factory=dict, description="Stage name -> ran / skipped (why).")
+    inputs: CompiledFrom = Field(default_factory=lambda: CompiledFrom())
+
+    def entry(self, entry_id: str) -> IndexEntry | None:
+        return next((e for e in self.entries if e.id == entry_id), None)
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        """The direction ``metric`` ranks in; None for a metric lakegen does not compute."""
+        info = self.metrics.get(metric)
+        return info.higher_is_better if info is not None else None
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of a model: what it claims and, when re-run, what was reproduced. A claim no
+    result covers yet is ``unchecked``: nothing downstream counts it as evidence."""
+
+    model: str
+    version: str | None
+    dataset: str
+    split: str
+    metric: str
+    claimed: float
+    tolerance: float | None
+    reproduced: float | None
+    status: str
+    detail: str = ""
+
+    @classmethod
+    def of(cls, r: Result) -> Evaluation:
+        return cls(
+            r.model,
+            r.version,
+            r.dataset,
+            r.split,
+            r.metric,
+            r.claimed,
+            r.tolerance,
+            r.reproduced,
+            r.status,
+            r.detail,
+        )
+
+    @property
+    def value(self) -> float:
+        return self.reproduced if self.reproduced is not None else self.claimed
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.reproduced is None else self.reproduced - self.claimed
+
+
+def evaluations(entry: IndexEntry, results: list[Result]) -> list[Evaluation]:
+    """An entry's results from the bench stage, plus the claims of its manifest no result covers yet
+    (``unchecked``, "not re-run yet"): the one place that rule is computed."""
+    rows = [Evaluation.of(r) for r in results]
+    seen = {(r.dataset, r.split, r.metric) for r in rows}
+    for ev in dicts(entry.manifest.get("evaluations")):
+        key = (str(ev.get("dataset")), str(ev.get("split")), str(ev.get("metric")))
+        value = ev.get("value")
+        if key in seen or not isinstance(value, int | float):
+            continue
+        tolerance = ev.get("tolerance")
+        version = ev.get("version") or entry.latest_version
+        rows.append(
+            Evaluation(
+                entry.id,
+                version,
+                *key,
+                float(value),
+                float(tolerance) if isinstance(tolerance, int | float) else None,
+                None,
+                "unchecked",
+                "not re-run yet",
+            )
+        )
+    return rows
+
+
+def dicts(value: object) -> list[dict[str, Any]]:
+    """The mappings of a manifest list field as JSON (anything else in it, or a non-list, ignored)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
