@@ -169,11 +169,12 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         return _attribute_catalog(args)
     from lakegen.attribution import attribute
     from lakegen.cli import EXIT_FINDINGS, EXIT_OK, _print_json
+    from lakegen.fingerprint.align import realigner
 
     inputs, errors = _inputs(args.paths)
-    fps, _, more = _fingerprint_all(inputs, _cache(args), args.json)
+    fps, where, more = _fingerprint_all(inputs, _cache(args), args.json)
     errors += more
-    lineage = attribute(fps)
+    lineage = attribute(fps, realign=realigner(where, fps))
     if args.json:
         _print_json(lineage.to_json())
     else:

@@ -31,6 +31,7 @@ from lakegen.attribution import Edge, Lineage, Match, attribute, closest
 from lakegen.audit import AUDITED, MIN_SHARE, Audit, AuditCache, audit_edge
 from lakegen.catalog import Catalog, Record, latest_version
 from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint
+from lakegen.fingerprint.align import realigner
 from lakegen.manifest import Artifact, Model, is_external
 from lakegen.weights import WeightsError, is_adapter, model_location
 
@@ -241,7 +242,12 @@ def attribute_catalog(
                 del fps[key]
                 failed[key] = f"{why}; its weights are not used"
     result = CatalogLineage(
-        attribute(fps, order=_release_order(catalog), adapter_base=_adapter_resolver(catalog, set(fps)))
+        attribute(
+            fps,
+            order=_release_order(catalog),
+            adapter_base=_adapter_resolver(catalog, set(fps)),
+            realign=realigner(paths, fps),
+        )
     )
     result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
     result.parameters = {k: fp.parameters for k, fp in fps.items()}

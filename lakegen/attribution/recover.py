@@ -17,6 +17,7 @@ from lakegen.attribution.copies import (
 from lakegen.attribution.edges import Edge, Lineage
 from lakegen.attribution.families import PARTITION_FROM, components, families_by_signature
 from lakegen.attribution.merges import Merge, merge_test
+from lakegen.attribution.symmetry import Realign, rediscover
 from lakegen.attribution.trees import attach_to_merges, finetune_forest
 from lakegen.attribution.views import Pair, View, pairwise
 from lakegen.fingerprint import Fingerprint
@@ -27,6 +28,7 @@ def attribute(
     *,
     order: Mapping[str, Any] | None = None,
     adapter_base: Callable[[str, Fingerprint], str | None] | None = None,
+    realign: Realign | None = None,
 ) -> Lineage:
     """Recover typed, directed lineage among ``fingerprints`` (model id -> fingerprint).
 
@@ -34,13 +36,30 @@ def attribute(
     date: a model is never made the fine-tuned child of one that sorts after it.
     ``adapter_base`` maps an adapter to the id its config names (default: the
     config's ``base_model_name_or_path`` matched against the ids).
+    ``realign(child, parent)`` (optional; see
+    :func:`lakegen.fingerprint.align.realigner`) puts a child's units in a parent's
+    order; with it, roots are checked for derivations hidden by permuting,
+    rescaling or sign-flipping hidden units (:mod:`lakegen.attribution.symmetry`).
 
     Comparing every pair is quadratic; a large lake is first split into families
     of related models, and each family is attributed on its own.
     """
-    if len(fingerprints) < PARTITION_FROM:
-        return _attribute(fingerprints, order=order, adapter_base=adapter_base)
     resolve = adapter_base or default_adapter_base(sorted(fingerprints))
+    lineage = _by_family(fingerprints, order, resolve)
+    if realign is None:
+        return lineage
+    return rediscover(
+        lineage, fingerprints, realign, lambda fps: _attribute(fps, order=order, adapter_base=resolve)
+    )
+
+
+def _by_family(
+    fingerprints: Mapping[str, Fingerprint],
+    order: Mapping[str, Any] | None,
+    resolve: Callable[[str, Fingerprint], str | None],
+) -> Lineage:
+    if len(fingerprints) < PARTITION_FROM:
+        return _attribute(fingerprints, order=order, adapter_base=resolve)
     lineages = [
         _attribute({i: fingerprints[i] for i in group}, order=order, adapter_base=resolve)
         for group in families_by_signature(fingerprints, resolve)
