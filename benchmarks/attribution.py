@@ -665,7 +665,8 @@ def sampling_share(path: Path) -> dict[str, float]:
     """In process, best of three: the whole fingerprint (sha256 of every byte, with the sampling
     running beside it) against the sampling alone. The sampling (gathering each matrix's grid,
     the sketch) is the only part a GPU could take over; the sha256 stays on the CPU."""
-    from lakegen.fingerprint import _sample_model, compute
+    from lakegen.fingerprint import compute
+    from lakegen.fingerprint.sampling import sample_model
     from lakegen.weights import open_model
 
     def best(fn: Any) -> float:
@@ -679,7 +680,7 @@ def sampling_share(path: Path) -> dict[str, float]:
     def sample() -> None:
         wf = open_model(path)
         try:
-            _sample_model(wf)
+            sample_model(wf)
         finally:
             wf.close()
 
@@ -718,7 +719,8 @@ def one_vs_cached(work: Path, seed: int, count: int) -> dict[str, float]:
     from dataclasses import replace
 
     from lakegen.attribution import closest
-    from lakegen.fingerprint import Cache, Cached, _signature, compute
+    from lakegen.fingerprint import Cache, Cached, compute
+    from lakegen.fingerprint.sampling import signature_of
 
     out = work / "cached-src"
     out.mkdir()
@@ -732,7 +734,7 @@ def one_vs_cached(work: Path, seed: int, count: int) -> dict[str, float]:
         noisy = src.samples + rng.normal(0, 1e-3, src.samples.shape).astype(np.float32) * np.abs(src.samples)
         key = f"{i:064x}"
         noisy = noisy.astype(np.float32)
-        cache.put(key, replace(src, sha256=key, samples=noisy, signature=_signature(src.tensors, noisy)))
+        cache.put(key, replace(src, sha256=key, samples=noisy, signature=signature_of(src.tensors, noisy)))
         keys.append(key)
     new_path = next(p for p in truth.models.values() if p.is_file() and "int8" in p.name)
     new = compute(new_path)

@@ -218,21 +218,22 @@ def test_an_edge_that_cannot_be_checked_says_why(tmp_path: Path) -> None:
     assert edge.proof == "not checked: no local weights for digits-mlp-ft-small"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="#16 item 2: discovery through hidden-unit permutations is not built yet"
-)
 def test_a_fine_tune_with_permuted_hidden_units_is_still_found(tmp_path: Path) -> None:
     # the same function (outputs equal), so the derivation must not be hidden by it
     from lakegen.attribution import attribute
+    from lakegen.fingerprint.align import realigner
 
     ft = load_file(str(MODELS / "digits-mlp-ft-small-1.0.0.safetensors"))
     order = np.random.default_rng(1).permutation(256)
     ft["layers.0.weight"], ft["layers.0.bias"] = ft["layers.0.weight"][order], ft["layers.0.bias"][order]
     ft["layers.2.weight"] = np.ascontiguousarray(ft["layers.2.weight"][:, order])
-    child = _saved(tmp_path, "permuted", ft)
-    fps = {"base": fingerprint(MODELS / "digits-mlp-base-1.0.0.safetensors"), "child": fingerprint(child)}
-    edges = attribute(fps, order={"base": 0, "child": 1}).edges
-    assert [(e.parent, e.child) for e in edges] == [("base", "child")]
+    paths = {"base": MODELS / "digits-mlp-base-1.0.0.safetensors", "child": _saved(tmp_path, "permuted", ft)}
+    fps = {k: fingerprint(p) for k, p in paths.items()}
+    assert attribute(fps, order={"base": 0, "child": 1}).edges == []  # the samples alone miss it
+    lineage = attribute(fps, order={"base": 0, "child": 1}, realign=realigner(paths, fps))
+    assert [(e.parent, e.child, e.relation) for e in lineage.edges] == [("base", "child", "finetune")]
+    (note,) = lineage.notes
+    assert "hidden units are matched" in note and "0 sign-flipped, 0 rescaled" in note, note
 
 
 def test_an_audit_whose_parent_cannot_be_read_is_inconclusive(tmp_path: Path) -> None:

@@ -287,8 +287,8 @@ def test_large_lakes_are_split_into_families_with_the_same_result(
 
     fps = {p.stem if p.is_file() else p.name: fingerprint(p, None) for p in sorted(zoo.iterdir())}
     whole = attribution.attribute(fps)
-    monkeypatch.setattr(attribution, "PARTITION_FROM", 2)
-    families = attribution.families_by_signature(fps, attribution._default_adapter_base(sorted(fps)))
+    monkeypatch.setattr(attribution.recover, "PARTITION_FROM", 2)
+    families = attribution.families_by_signature(fps, attribution.adapters.default_adapter_base(sorted(fps)))
     assert sorted(map(tuple, families)) == sorted(
         [
             (
@@ -409,7 +409,7 @@ def test_a_soups_parents_are_siblings_even_beside_a_barely_changed_fine_tune(
     dated = {"p": 1, "c": 2, "s": 3, "m": 4}  # lake mode: release dates settle direction, not placement
     assert _edges(fps) == right
     assert _edges(fps, dated) == right
-    monkeypatch.setattr(attribution, "SIBLING_TOLERANCE", 0.0)  # the merge's evidence ignored
+    monkeypatch.setattr(attribution.trees, "SIBLING_TOLERANCE", 0.0)  # the merge's evidence ignored
     assert _edges(fps) != right
     assert _edges(fps, dated) != right
 
@@ -434,7 +434,7 @@ def test_a_merge_of_a_model_with_its_own_fine_tune_keeps_them_parent_and_child(
     }
     assert _edges(fps) == right
     assert _edges(fps, {"g": 1, "p": 2, "q": 3, "c": 4, "m": 5}) == right
-    monkeypatch.setattr(attribution, "SIBLING_TOLERANCE", 1.0)  # a tolerance that lets cost be ignored
+    monkeypatch.setattr(attribution.trees, "SIBLING_TOLERANCE", 1.0)  # a tolerance that lets cost be ignored
     assert _edges(fps) != right
 
 

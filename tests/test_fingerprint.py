@@ -14,8 +14,8 @@ import pytest
 from helpers import age
 from safetensors.numpy import save_file
 
-from lakegen import fingerprint as fingerprint_module
 from lakegen.fingerprint import GRID, Cache, Fingerprint, compute, coordinates, fingerprint
+from lakegen.fingerprint import cache as fingerprint_module
 
 LAKEGEN = Path(sys.executable).with_name("lakegen")
 

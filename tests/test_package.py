@@ -158,6 +158,6 @@ def test_a_type_checker_sees_the_installed_api(installed: tuple[Path, Path], tmp
     )
     lines = result.stdout.splitlines()
     assert lines[:2] == [
-        'user.py:3: note: Revealed type is "def (path: str | pathlib.Path, *, cache_dir: str | pathlib.Path | None =) -> lakegen.fingerprint.Fingerprint"',
+        'user.py:3: note: Revealed type is "def (path: str | pathlib.Path, *, cache_dir: str | pathlib.Path | None =) -> lakegen.fingerprint.prints.Fingerprint"',
         'user.py:4: error: Module has no attribute "fingerprint_weight"; maybe "fingerprint_weights"?  [attr-defined]',
     ], result.stdout + result.stderr

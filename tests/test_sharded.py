@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 from test_attribution import finetune, manifest, trained
 
-from lakegen import fingerprint as fingerprint_module
 from lakegen.catalog.loader import load_catalog
 from lakegen.fingerprint import Cache, compute, fingerprint
+from lakegen.fingerprint import cache as fingerprint_module
 from lakegen.governance.versiondiff import _tensor_diffs
 from lakegen.lineage.recover import attribute_catalog
 from lakegen.weights import WeightsError, model_location, open_model

@@ -156,11 +156,12 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         return _attribute_catalog(args)
     from lakegen.attribution import attribute
     from lakegen.cli.common import EXIT_FINDINGS, EXIT_OK, print_json
+    from lakegen.fingerprint.align import realigner
 
     inputs, errors = _inputs(args.paths)
-    fps, _, more = _fingerprint_all(inputs, _cache(args), args.json)
+    fps, where, more = _fingerprint_all(inputs, _cache(args), args.json)
     errors += more
-    lineage = attribute(fps)
+    lineage = attribute(fps, realign=realigner(where, fps))
     if args.json:
         print_json(lineage.to_json())
     else:

@@ -30,6 +30,7 @@ from lakegen.attribution import attribute
 from lakegen.catalog.loader import Catalog, latest_version
 from lakegen.errors import Finding, format_loc
 from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint
+from lakegen.fingerprint.align import realigner
 from lakegen.lineage.audit import AuditCache
 from lakegen.lineage.declared import CatalogLineage, audit_verified, compare_declared, finding_at, node, split
 from lakegen.model.manifest import Artifact, Model
@@ -149,7 +150,12 @@ def attribute_catalog(
                 del fps[key]
                 failed[key] = f"{why}; its weights are not used"
     result = CatalogLineage(
-        attribute(fps, order=_release_order(catalog), adapter_base=_adapter_resolver(catalog, set(fps)))
+        attribute(
+            fps,
+            order=_release_order(catalog),
+            adapter_base=_adapter_resolver(catalog, set(fps)),
+            realign=realigner(paths, fps),
+        )
     )
     result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
     result.parameters = {k: fp.parameters for k, fp in fps.items()}

@@ -1,0 +1,178 @@
+"""Structural copy tests: the same weights saved again, lossy casts and int8 quantisation, pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lakegen.attribution.views import Pair, View, compare, precision_bits
+from lakegen.fingerprint import Fingerprint
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MATCH = 0.97  # share of samples a copy must reproduce exactly
+COPY_DISTANCE = 0.02  # a lossy copy in an unknown format stays this close (relative distance)
+
+
+def _round_bf16(x: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    u = x.astype(np.float32).view(np.uint32)
+    rounded = (u + (((u >> 16) & 1) + 0x7FFF)) & 0xFFFF0000
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def _cast(x: np.ndarray, dtype: str) -> np.ndarray | None:
+    import numpy as np
+
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return x.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":
+        return _round_bf16(x)
+    if dtype == "float32":
+        return x.astype(np.float32)
+    return None
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A structural derivation test that passed: child is a ``relation`` copy of parent."""
+
+    relation: str
+    match: float
+    exact: bool  # an exact test (rounding, cast, support) rather than closeness alone
+
+
+def same_weights(a: Fingerprint, b: Fingerprint) -> bool:
+    """The same weights saved again: the same tensors (names, shapes, dtypes) and every sampled value
+    equal. A re-upload, a re-sharded checkpoint, a safetensors copy of a PyTorch file.
+
+    Such twins are one model: each later one is a lossless ``quantized`` copy of the
+    original (see :func:`original_of`), a change of file format, sharding or encoding that
+    lost nothing, as the Hugging Face model tree files format conversions. Left in, a
+    twin would explain its twin exactly: a merge would lose its parents to it.
+    """
+    import numpy as np
+
+    return (
+        np.array_equal(a.signature, b.signature, equal_nan=True)  # a sketch of the samples: cheap, first
+        and a.tensors == b.tensors
+        and np.array_equal(a.samples, b.samples, equal_nan=True)
+        and np.array_equal(a.scales, b.scales, equal_nan=True)
+    )
+
+
+def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
+    """Is ``child`` an int8/float cast (``quantized``) or a magnitude-pruned copy of ``parent``?"""
+    import numpy as np
+
+    if parent.fp.kind != "model" or child.fp.kind != "model":
+        return None
+    quant_hits = quant_total = cast_hits = cast_total = 0
+    lossy = False
+    for key in pair.shared:
+        tc = child.mats[child.index[key]]
+        tp = parent.mats[parent.index[key]]
+        c, p = child.segment(key), parent.segment(key)
+        ok = np.isfinite(c) & np.isfinite(p)
+        if tc.quantized and tc.scale_offset >= 0 and not tp.quantized:
+            lossy = True
+            scales = np.repeat(
+                child.fp.row_scales(tc).astype(np.float64), len(c) // len(child.fp.row_scales(tc))
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = np.round(c / scales)
+                predicted = np.clip(np.round((p / scales).astype(np.float32)), -127, 127)
+            quant_hits += int(np.count_nonzero((q == predicted) & ok))
+            quant_total += int(ok.sum())
+        elif precision_bits(tc) < precision_bits(tp):
+            lossy = True
+            cast = _cast(p.astype(np.float32), tc.dtype)
+            if cast is not None:
+                cast_hits += int(np.count_nonzero((cast == c.astype(np.float32)) & ok))
+                cast_total += int(ok.sum())
+        elif precision_bits(tc) == precision_bits(tp) and tc.quantized == tp.quantized:
+            same = int(np.count_nonzero((c == p) & ok))
+            cast_hits += same
+            quant_hits += same
+            cast_total += int(ok.sum())
+            quant_total += int(ok.sum())
+    if lossy:
+        total = max(quant_total, cast_total)
+        hits = quant_hits if quant_total >= cast_total else cast_hits
+        if total and hits / total >= MATCH:
+            return Copy("quantized", hits / total, True)
+        if not total and pair.distance <= COPY_DISTANCE and pair.corr >= 0.999:
+            return Copy("quantized", pair.corr, False)
+        return None
+    return _pruned_test(parent, child, pair)
+
+
+def _pruned_test(parent: View, child: View, pair: Pair) -> Copy | None:
+    import numpy as np
+
+    c = np.concatenate([child.segment(k) for k in pair.shared])
+    p = np.concatenate([parent.segment(k) for k in pair.shared])
+    ok = np.isfinite(c) & np.isfinite(p)
+    c, p = c[ok], p[ok]
+    zero_c, zero_p = c == 0, p == 0
+    if zero_c.mean() - zero_p.mean() < 0.05 or not (~zero_c).any():
+        return None
+    kept = ~zero_c
+    dtype = min((child.mats[child.index[k]] for k in pair.shared), key=precision_bits).dtype
+    expected = _cast(p[kept].astype(np.float32), dtype)
+    same = c[kept] == (expected if expected is not None else p[kept])
+    if same.mean() < MATCH:
+        return None
+    dropped = zero_c & ~zero_p
+    if dropped.any():
+        # magnitude pruning drops the small entries: few dropped entries beat the median kept one
+        big = np.abs(p[dropped]) > np.median(np.abs(p[kept]))
+        if big.mean() > 0.1:
+            return None
+    return Copy("pruned", float(same.mean()), True)
+
+
+def best_copy_parent(
+    child: int, found: list[tuple[int, Copy, Pair]], views: Sequence[View]
+) -> tuple[int, Copy]:
+    """Among the parents a child copies, the original: exact tests first, then the most precise."""
+    candidates = {parent for parent, _, _ in found}
+
+    def rank(item: tuple[int, Copy, Pair]) -> tuple[Any, ...]:
+        parent, test, p = item
+        v = views[parent]
+        return (not test.exact, -v.precision, v.zeros, -test.match, p.distance, parent)
+
+    best = sorted(found, key=rank)
+    # a candidate that is itself a copy of another candidate is not the original
+    for parent, test, _ in best:
+        others = candidates - {parent}
+        if not any(is_copy_of(views[parent], views[o]) for o in others):
+            return parent, test
+    return best[0][0], best[0][1]
+
+
+def is_copy_of(child: View, parent: View) -> bool:
+    p = compare(parent, child)
+    return p is not None and p.related and copy_test(parent, child, p) is not None
+
+
+def original_of(twins: Sequence[int], ids: Sequence[str], order: Mapping[str, Any] | None) -> int:
+    """Among models with the same weights, the original: the earliest release when every one has a
+    date, else the smallest id."""
+    if order is not None and all(order.get(ids[n]) is not None for n in twins):
+        try:
+            return min(twins, key=lambda n: (order[ids[n]], n))
+        except TypeError:
+            pass
+    return min(twins)
+
+
+def copy_confidence(test: Copy) -> float:
+    """A copy's confidence: about 0.99 for an exact test (how much of the sample it reproduces
+    beyond ``MATCH``), 0.6 for closeness alone."""
+    return 0.5 + 0.49 * min(1.0, (test.match - MATCH) / (1 - MATCH) + 0.5) if test.exact else 0.6

@@ -1,0 +1,85 @@
+"""Families: groups of related models, found without comparing every pair in a large lake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Generic, TypeVar
+
+from lakegen.attribution.views import View, compare
+from lakegen.fingerprint import Fingerprint
+
+# Past this many models, lineage is recovered family by family (see :func:`families_by_signature`).
+PARTITION_FROM = 300
+NEIGHBOURS = 16
+
+N = TypeVar("N", bound=Hashable)
+
+
+class UnionFind(Generic[N]):
+    """Disjoint sets of nodes (path halving); :meth:`groups` lists them in the nodes' order."""
+
+    def __init__(self, nodes: Iterable[N]):
+        self.parent = {n: n for n in nodes}
+
+    def find(self, n: N) -> N:
+        parent = self.parent
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    def union(self, a: N, b: N) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+    def groups(self) -> list[list[N]]:
+        out: dict[N, list[N]] = {}
+        for n in self.parent:
+            out.setdefault(self.find(n), []).append(n)
+        return list(out.values())
+
+
+def components(nodes: Sequence[N], links: Iterable[tuple[N, N]]) -> list[list[N]]:
+    """The groups of ``nodes`` that ``links`` (pairs of nodes) connect."""
+    sets = UnionFind(nodes)
+    for a, b in links:
+        sets.union(a, b)
+    return sets.groups()
+
+
+def families_by_signature(
+    fingerprints: Mapping[str, Fingerprint], adapter_base: Callable[[str, Fingerprint], str | None]
+) -> list[list[str]]:
+    """Groups of possibly related models, from each model's nearest signatures only.
+
+    Each model is compared exactly with its :data:`NEIGHBOURS` nearest models by
+    signature (one matrix product per block), never with all others; related
+    pairs are joined into families. An adapter joins the family of its base.
+    """
+    import numpy as np
+
+    ids = sorted(i for i, fp in fingerprints.items() if fp.kind == "model")
+    views = {i: View(fingerprints[i]) for i in ids}
+    sig = np.stack([fingerprints[i].signature.astype(np.float32) for i in ids]) if ids else np.zeros((0, 1))
+    sig /= np.maximum(np.linalg.norm(sig, axis=1, keepdims=True), 1e-12)
+    sets = UnionFind(range(len(ids)))
+    k = min(NEIGHBOURS, len(ids) - 1)
+    for lo in range(0, len(ids), 1024):
+        scores = sig[lo : lo + 1024] @ sig.T
+        for row, a in enumerate(range(lo, min(lo + 1024, len(ids)))):
+            scores[row, a] = -np.inf
+            for b in np.argpartition(-scores[row], k - 1)[:k] if k > 0 else []:
+                if sets.find(a) == sets.find(int(b)):
+                    continue
+                pair = compare(views[ids[a]], views[ids[int(b)]])
+                if pair is not None and pair.related:
+                    sets.union(a, int(b))
+    out = [[ids[n] for n in group] for group in sets.groups()]
+    family_of = {m: members for members in out for m in members}
+    for adapter_id, fp in sorted(fingerprints.items()):
+        if fp.kind != "model":
+            base = adapter_base(adapter_id, fp)
+            if base in family_of:
+                family_of[base].append(adapter_id)
+            else:
+                out.append([adapter_id])
+    return [sorted(g) for g in out]

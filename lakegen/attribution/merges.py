@@ -1,0 +1,91 @@
+"""Merges: a model that is a non-negative mix of two or more others."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lakegen.attribution.views import View, shared_keys
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MERGE_RESIDUAL = 0.1  # merge residual / distance to the nearest single model
+MERGE_MIN_WEIGHT = 0.03
+MERGE_POOL = 12  # candidates a merge's parents are sought among
+
+
+def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """Non-negative least squares (Lawson-Hanson): argmin |a x - b| with x >= 0."""
+    import numpy as np
+
+    m = a.shape[1]
+    x = np.zeros(m)
+    passive = np.zeros(m, dtype=bool)
+    for _ in range(min(iterations, 3 * m)):
+        w = a.T @ (b - a @ x)
+        candidates = ~passive & (w > 1e-12 * max(1.0, float(np.abs(w).max(initial=0))))
+        if not candidates.any():
+            break
+        passive[int(np.argmax(np.where(candidates, w, -np.inf)))] = True
+        while True:
+            s = np.zeros(m)
+            s[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (s[passive] > 0).all():
+                x = s
+                break
+            bad = passive & (s <= 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                alpha = np.min(np.where(bad, x / (x - s), np.inf))
+            x = x + alpha * (s - x)
+            passive &= x > 1e-12
+            x[~passive] = 0.0
+    return x
+
+
+@dataclass(frozen=True)
+class Merge:
+    parents: tuple[int, ...]
+    weights: tuple[float, ...]
+    residual: float  # relative to the distance to the nearest single model
+
+
+def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge | None:
+    """Is ``views[target]`` a non-negative mix (summing to ~1) of two or more models of ``pool``?"""
+    import numpy as np
+
+    t = views[target]
+    pool = [i for i in pool if i != target and views[i].keys and shared_keys(t, views[i]) == t.keys]
+    if len(pool) < 2 or not t.keys or not t.finite:
+        return None
+    if len(pool) > MERGE_POOL:  # a merge's parents are among its nearest relatives
+        near = [(float(np.linalg.norm(np.nan_to_num(views[i].x - t.x))), i) for i in pool]
+        pool = [i for _, i in sorted(near)[:MERGE_POOL]]
+    weights = []
+    for k in t.keys:  # each matrix counts the same, whatever its size
+        seg = t.segment(k)
+        weights.append(np.full(len(seg), 1.0 / max(float(np.sqrt(np.mean(seg * seg))), 1e-12)))
+    scale = np.concatenate(weights) / math.sqrt(len(t.keys))
+    b = t.x * scale
+    cols = []
+    for i in pool:
+        v = views[i]
+        x = v.x if v.keys == t.keys else np.concatenate([v.segment(k) for k in t.keys])
+        cols.append(np.where(np.isfinite(x), x, 0.0) * scale)
+    a = np.stack(cols, axis=1)
+    nearest = float(np.min(np.linalg.norm(a - b[:, None], axis=0)))
+    if nearest == 0:
+        return None
+    x = nnls(a, b)
+    used = x >= MERGE_MIN_WEIGHT
+    if used.sum() < 2:
+        return None
+    refit = nnls(a[:, used], b)
+    residual = float(np.linalg.norm(a[:, used] @ refit - b)) / nearest
+    total = float(refit.sum())
+    if residual > MERGE_RESIDUAL or not 0.9 <= total <= 1.1 or (refit < MERGE_MIN_WEIGHT).any():
+        return None
+    parents = tuple(pool[i] for i in np.flatnonzero(used))
+    return Merge(parents, tuple(float(w) for w in refit), residual)

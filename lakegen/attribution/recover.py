@@ -1,0 +1,161 @@
+"""Lineage among a set of fingerprints: the steps of :mod:`lakegen.attribution` in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lakegen.attribution.adapters import adapter_edge, default_adapter_base
+from lakegen.attribution.copies import (
+    Copy,
+    best_copy_parent,
+    copy_confidence,
+    copy_test,
+    original_of,
+    same_weights,
+)
+from lakegen.attribution.edges import Edge, Lineage
+from lakegen.attribution.families import PARTITION_FROM, components, families_by_signature
+from lakegen.attribution.merges import Merge, merge_test
+from lakegen.attribution.symmetry import Realign, rediscover
+from lakegen.attribution.trees import attach_to_merges, finetune_forest
+from lakegen.attribution.views import Pair, View, pairwise
+from lakegen.fingerprint import Fingerprint
+
+
+def attribute(
+    fingerprints: Mapping[str, Fingerprint],
+    *,
+    order: Mapping[str, Any] | None = None,
+    adapter_base: Callable[[str, Fingerprint], str | None] | None = None,
+    realign: Realign | None = None,
+) -> Lineage:
+    """Recover typed, directed lineage among ``fingerprints`` (model id -> fingerprint).
+
+    ``order`` (optional) maps a model to a sortable value, such as its release
+    date: a model is never made the fine-tuned child of one that sorts after it.
+    ``adapter_base`` maps an adapter to the id its config names (default: the
+    config's ``base_model_name_or_path`` matched against the ids).
+    ``realign(child, parent)`` (optional; see
+    :func:`lakegen.fingerprint.align.realigner`) puts a child's units in a parent's
+    order; with it, roots are checked for derivations hidden by permuting,
+    rescaling or sign-flipping hidden units (:mod:`lakegen.attribution.symmetry`).
+
+    Comparing every pair is quadratic; a large lake is first split into families
+    of related models, and each family is attributed on its own.
+    """
+    resolve = adapter_base or default_adapter_base(sorted(fingerprints))
+    lineage = _by_family(fingerprints, order, resolve)
+    if realign is None:
+        return lineage
+    return rediscover(
+        lineage, fingerprints, realign, lambda fps: _attribute(fps, order=order, adapter_base=resolve)
+    )
+
+
+def _by_family(
+    fingerprints: Mapping[str, Fingerprint],
+    order: Mapping[str, Any] | None,
+    resolve: Callable[[str, Fingerprint], str | None],
+) -> Lineage:
+    if len(fingerprints) < PARTITION_FROM:
+        return _attribute(fingerprints, order=order, adapter_base=resolve)
+    lineages = [
+        _attribute({i: fingerprints[i] for i in group}, order=order, adapter_base=resolve)
+        for group in families_by_signature(fingerprints, resolve)
+    ]
+    ids = sorted(fingerprints)
+    edges = sorted((e for lin in lineages for e in lin.edges), key=lambda e: (e.child, e.parent))
+    children = {e.child for e in edges}
+    notes = [n for lin in lineages for n in lin.notes]
+    return Lineage(ids, edges, [m for m in ids if m not in children], notes)
+
+
+def _attribute(
+    fingerprints: Mapping[str, Fingerprint],
+    *,
+    order: Mapping[str, Any] | None = None,
+    adapter_base: Callable[[str, Fingerprint], str | None] | None = None,
+) -> Lineage:
+    ids = sorted(fingerprints)
+    views = [View(fingerprints[i]) for i in ids]
+    models = [i for i, v in enumerate(views) if v.fp.kind == "model"]
+    model_views = [views[i] for i in models]
+    pairs_local = pairwise(model_views)
+    pairs = {(models[a], models[b]): p for (a, b), p in pairs_local.items()}
+    edges: list[Edge] = []
+    notes: list[str] = []
+
+    def pair(i: int, j: int) -> Pair | None:
+        return pairs.get((i, j)) if i < j else pairs.get((j, i))
+
+    related = {k: p for k, p in pairs.items() if p.related}
+    families = components(models, related)
+
+    # 2. copies: first the same weights saved again (twins), then lossy and sparse copies
+    copy_parent: dict[int, tuple[int, Copy]] = {}
+    twin_of: dict[int, int] = {}  # model -> the original of its twins
+    twin_links = [k for k in related if same_weights(views[k[0]].fp, views[k[1]].fp)]
+    for group in components(sorted({n for k in twin_links for n in k}), twin_links):
+        original = original_of(group, ids, order)
+        for n in group:
+            twin_of[n] = original
+            if n != original:
+                copy_parent[n] = (original, Copy("quantized", 1.0, True))
+                notes.append(
+                    f"{ids[n]} has the same weights as {ids[original]} (every tensor equal): "
+                    "a lossless copy, reported as quantized"
+                )
+    for child in models:
+        if child in copy_parent:
+            continue
+        found = []
+        for parent in models:
+            p = pair(parent, child)
+            if parent == child or p is None or not p.related or twin_of.get(parent, parent) != parent:
+                continue  # a twin's copies are the original's
+            test = copy_test(views[parent], views[child], p)
+            if test is not None:
+                found.append((parent, test, p))
+        if found:
+            copy_parent[child] = best_copy_parent(child, found, views)
+    for child, (parent, test) in copy_parent.items():
+        edges.append(Edge(ids[parent], ids[child], test.relation, copy_confidence(test)))
+
+    # 3. merges, among the models that are not copies
+    core = [i for i in models if i not in copy_parent]
+    merged: dict[int, Merge] = {}
+    for family in families:
+        pool = [i for i in family if i in core]
+        for target in pool:
+            mix = merge_test(target, views, pool)
+            if mix is not None:
+                merged[target] = mix
+    for target, m in merged.items():
+        for parent, w in zip(m.parents, m.weights, strict=True):
+            edges.append(Edge(ids[parent], ids[target], "merge", max(0.5, 0.99 - m.residual), w))
+
+    # 4. adapters
+    resolve = adapter_base or default_adapter_base(ids)
+    for i, v in enumerate(views):
+        if v.fp.kind != "adapter":
+            continue
+        edge, note = adapter_edge(ids[i], v, resolve, fingerprints)
+        if edge is not None:
+            edges.append(edge)
+        if note:
+            notes.append(note)
+
+    # 5. fine-tunes
+    tree = [i for i in core if i not in merged]
+    index = {name: i for i, name in enumerate(ids)}
+    attached: dict[int, int] = {}
+    for e in edges:
+        attached[index[e.parent]] = attached.get(index[e.parent], 0) + 1
+    ft_edges = finetune_forest(tree, families, pair, views, ids, order, merged, attached)
+    ft_edges = attach_to_merges(ft_edges, merged, pair, views, ids, edges)
+    edges.extend(ft_edges)
+
+    edges.sort(key=lambda e: (e.child, e.parent))
+    children = {e.child for e in edges}
+    return Lineage(ids, edges, [m for m in ids if m not in children], notes)

@@ -1,0 +1,291 @@
+"""Fine-tune trees per family: spanning arborescences with merge parents as siblings, or release order."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lakegen.attribution.distances import bulk_distance, exactly_low_rank, lineage_distance, spectral_distance
+from lakegen.attribution.edges import Edge
+from lakegen.attribution.families import components
+from lakegen.attribution.merges import Merge
+from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
+from lakegen.attribution.views import Pair, View
+
+TIE_PENALTY = 0.04  # breaks near-ties in distance towards the less mature parent
+
+
+def finetune_forest(
+    tree: Sequence[int],
+    families: Sequence[Sequence[int]],
+    pair: Callable[[int, int], Pair | None],
+    views: Sequence[View],
+    ids: Sequence[str],
+    order: Mapping[str, Any] | None,
+    merged: Mapping[int, Merge],
+    attached: Mapping[int, int],
+) -> list[Edge]:
+    """Fine-tune edges per family: by release order when it is complete, else a spanning tree on
+    lineage distance, rooted by tree-level evidence."""
+    members = set(tree)
+    edges: list[Edge] = []
+    for family in families:
+        nodes = sorted(n for n in family if n in members)
+        if len(nodes) < 2:
+            continue
+        edges.extend(_family_tree(nodes, pair, views, ids, order, merged, attached))
+    return edges
+
+
+def _family_tree(
+    nodes: list[int],
+    pair: Callable[[int, int], Pair | None],
+    views: Sequence[View],
+    ids: Sequence[str],
+    order: Mapping[str, Any] | None,
+    merged: Mapping[int, Merge],
+    attached: Mapping[int, int],
+) -> list[Edge]:
+    import networkx as nx
+
+    if order is not None and _strictly_ordered(nodes, ids, order):
+        return _under_nearest_earlier(nodes, views, ids, order, pair, merged)
+    best_precision = max(views[n].precision for n in nodes)
+    high = [n for n in nodes if views[n].precision == best_precision]
+    low = [n for n in nodes if views[n].precision != best_precision]
+    dist: dict[tuple[int, int], float] = {}
+
+    def d(a: int, b: int) -> float:
+        key = (a, b) if a < b else (b, a)
+        if key not in dist:
+            p = pair(a, b)
+            dist[key] = lineage_distance(views[a], views[b], p.shared) if p is not None else math.inf
+        return dist[key]
+
+    # near-ties between a parent and its barely-changed child are broken towards the less
+    # mature model (lower spectral entropy), as the directed tree below would orient them
+    maturity = {n: views[n].maturity for n in high}
+    ordered = sorted(high, key=lambda n: maturity[n])
+    rank = {n: i / max(1, len(high) - 1) for i, n in enumerate(ordered)}
+
+    def weight(a: int, b: int) -> float | None:
+        p = pair(a, b)
+        return d(a, b) * (1 + TIE_PENALTY * rank[a]) if p is not None and p.related else None
+
+    arborescence = _sibling_arborescence(high, weight, _sibling_groups(high, merged))
+    tree = nx.Graph()
+    tree.add_nodes_from(high)
+    tree.add_edges_from((a, b, {"weight": d(a, b)}) for b, a in arborescence.items())
+    # lower-precision fine-tunes (say, saved in bfloat16) carry rounding noise in every
+    # direction: they join as leaves, each next to its nearest model once that noise is removed
+    for n in low:
+        options = [(d(n, m), m) for m in nodes if m != n and (p := pair(n, m)) is not None and p.related]
+        if options:
+            tree.add_edge(min(options)[1], n, weight=min(options)[0])
+    if tree.number_of_nodes() < 2:
+        return []
+    edges = []
+    for component in nx.connected_components(tree):
+        sub = tree.subgraph(component)
+        if sub.number_of_nodes() < 2:
+            continue
+        low_rank = {frozenset(e) for e in sub.edges() if exactly_low_rank(views[e[0]], views[e[1]], pair(*e))}
+        root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
+        for a, b in nx.bfs_edges(sub, root):
+            confidence = edge_confidence(sub, a, b, scores, d)
+            edges.append(Edge(ids[a], ids[b], "finetune", confidence))
+    return edges
+
+
+SIBLING_TOLERANCE = 0.25
+
+
+def _sibling_groups(nodes: Sequence[int], merged: Mapping[int, Merge]) -> list[list[int]]:
+    """The merge parents among ``nodes``, grouped: parents of one merge, or of merges sharing a parent."""
+    members = set(nodes)
+    sets = [[q for q in m.parents if q in members] for m in merged.values()]
+    sets = [ms for ms in sets if len(ms) >= 2]
+    pooled = sorted({q for ms in sets for q in ms})
+    return [sorted(g) for g in components(pooled, [(ms[0], q) for ms in sets for q in ms[1:]])]
+
+
+def _sibling_arborescence(
+    nodes: Sequence[int], weight: Callable[[int, int], float | None], groups: Sequence[Sequence[int]]
+) -> dict[int, int]:
+    """A minimum spanning arborescence (child -> parent) in which merge parents are siblings
+    where that costs the tree little.
+
+    People merge fine-tunes of one base (model soups), so a merge's parents are
+    siblings. Where a barely changed fine-tune sits almost on its parent, its
+    siblings can hang under it at almost no cost; the merge says they do not.
+    Each group of merge parents is tried in turn as one unit whose members share
+    a parent, and kept when that adds at most ``SIBLING_TOLERANCE`` of the
+    members' own edges to the tree. A merge of a model with its own fine-tune
+    (WiSE-FT) costs far more than that, or has no common parent at all, and
+    keeps the unconstrained tree.
+    """
+    best = _arborescence(nodes, weight, [])
+    assert best is not None  # without groups, every node can be a root
+    accepted: list[Sequence[int]] = []
+    for group in groups:
+        trial = _arborescence(nodes, weight, [*accepted, group])
+        if trial is None:
+            continue
+        extra = _tree_cost(trial, weight) - _tree_cost(best, weight)
+        own = sum(weight(trial[m], m) or 0.0 for m in group)
+        if extra <= SIBLING_TOLERANCE * own:
+            accepted.append(group)
+            best = trial
+    return best
+
+
+def _tree_cost(parent: Mapping[int, int], weight: Callable[[int, int], float | None]) -> float:
+    return sum(weight(p, c) or 0.0 for c, p in parent.items())
+
+
+def _arborescence(
+    nodes: Sequence[int], weight: Callable[[int, int], float | None], groups: Sequence[Sequence[int]]
+) -> dict[int, int] | None:
+    """Minimum spanning arborescence over ``nodes`` (child -> parent; roots are absent) in which the
+    members of each group share one parent; None when a group can only be roots.
+
+    Each group is contracted into one unit: reaching it from ``x`` costs the sum of
+    ``x``'s edges to its members, and leaving it costs its best member's edge. A
+    virtual root reaches every single model at a cost above any tree, so each
+    connected part gets one root, and a group only at twice that; a fixed huge
+    cost (1e9) would swamp the weights' last digits in Edmonds' cycle arithmetic.
+    """
+    import networkx as nx
+
+    unit_of = {m: -(k + 2) for k, g in enumerate(groups) for m in g}
+    units: dict[int, list[int]] = {}
+    for n in nodes:
+        units.setdefault(unit_of.get(n, n), []).append(n)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(units)
+    source: dict[tuple[int, int], int] = {}  # (unit, unit) -> the member of the first that is the parent
+    for u, us in units.items():
+        for v, vs in units.items():
+            if u == v:
+                continue
+            options = []
+            for x in us:
+                costs = [weight(x, m) for m in vs]
+                if all(c is not None for c in costs):
+                    options.append((sum(costs), x))  # type: ignore[arg-type]
+            if options:
+                cost, x = min(options)
+                graph.add_edge(u, v, weight=cost)
+                source[(u, v)] = x
+    top = max((w for _, _, w in graph.edges(data="weight")), default=1.0)
+    virtual = (top + 1e-300) * (len(units) + 1)
+    for u, us in units.items():
+        graph.add_edge(-1, u, weight=virtual * (2 if len(us) > 1 else 1))
+    parent = {}
+    for u, v in nx.minimum_spanning_arborescence(graph).edges():
+        if u == -1:
+            if len(units[v]) > 1:
+                return None
+            continue
+        for m in units[v]:
+            parent[m] = source[(u, v)]
+    return parent
+
+
+def _strictly_ordered(nodes: Sequence[int], ids: Sequence[str], order: Mapping[str, Any]) -> bool:
+    """True when every model of the family has an order value (a release date) and no two share one."""
+    values = [order.get(ids[n]) for n in nodes]
+    if any(v is None for v in values):
+        return False
+    try:
+        ranked: list[Any] = sorted(values)
+    except TypeError:
+        return False
+    return all(a < b for a, b in itertools.pairwise(ranked))
+
+
+def _under_nearest_earlier(
+    nodes: Sequence[int],
+    views: Sequence[View],
+    ids: Sequence[str],
+    order: Mapping[str, Any],
+    pair: Callable[[int, int], Pair | None],
+    merged: Mapping[int, Merge],
+) -> list[Edge]:
+    """Fine-tune edges when release order is known: each model under its nearest earlier relative.
+
+    With the order given, direction is settled, and what is left is placement, where
+    the bulk distance is right far more often than any spanning tree (see
+    :func:`lineage_distance`). A merge's parents are siblings (see
+    :func:`_sibling_arborescence`): a later one goes under the parent of the first
+    when that is at most ``SIBLING_TOLERANCE`` further than its nearest. Confidence
+    is the placement margin over the runner-up.
+    """
+    ranked = sorted(nodes, key=lambda n: order[ids[n]])
+    group_of = {m: k for k, g in enumerate(_sibling_groups(nodes, merged)) for m in g}
+    group_parent: dict[int, int] = {}
+    edges = []
+    for i, child in enumerate(ranked):
+        options = sorted(
+            (bulk_distance(views[m], views[child], p.shared), m)
+            for m in ranked[:i]
+            if (p := pair(m, child)) is not None and p.related
+        )
+        if not options:
+            continue
+        group = group_of.get(child)
+        shared = group_parent.get(group) if group is not None else None
+        at = next((b for b, m in options if m == shared), None)
+        if shared is not None and at is not None and at - options[0][0] <= SIBLING_TOLERANCE * at:
+            options = [(at, shared), *(o for o in options if o[1] != shared)]
+        best, parent = options[0]
+        if group is not None:
+            group_parent.setdefault(group, parent)
+        confidence = placement_confidence(best, options[1][0] if len(options) > 1 else None)
+        edges.append(Edge(ids[parent], ids[child], "finetune", confidence))
+    return edges
+
+
+def attach_to_merges(
+    ft_edges: list[Edge],
+    merged: Mapping[int, Merge],
+    pair: Callable[[int, int], Pair | None],
+    views: Sequence[View],
+    ids: Sequence[str],
+    fixed: Sequence[Edge],
+) -> list[Edge]:
+    """A model fine-tuned from a merge: move it under the merge when that is clearly nearer.
+
+    Nearness is the spectral distance the fine-tune tree uses: a fine-tune of one
+    of the merge's parents differs from the merge by its own update *and* the
+    other parents' share, so it stays with its parent.
+    """
+    if not merged:
+        return ft_edges
+    import networkx as nx
+
+    index = {name: i for i, name in enumerate(ids)}
+    out = list(ft_edges)
+    for k, e in enumerate(out):
+        child, parent = index[e.child], index[e.parent]
+        current = pair(parent, child)
+        if current is None:
+            continue
+        here = spectral_distance(views[parent], views[child], current.shared)
+        best = None
+        for m in merged:
+            p = pair(m, child)
+            if p is None or not p.related:
+                continue
+            there = spectral_distance(views[m], views[child], p.shared)
+            if there < here * 0.9 and (best is None or there < best[1]):
+                best = (m, there)
+        if best is None:
+            continue
+        graph = nx.DiGraph([(x.parent, x.child) for x in [*fixed, *out] if x is not e])
+        graph.add_edge(ids[best[0]], e.child)
+        if nx.is_directed_acyclic_graph(graph):
+            out[k] = Edge(ids[best[0]], e.child, "finetune", e.confidence)
+    return out

@@ -1,0 +1,224 @@
+"""Fingerprints laid out for comparison, and how two of them compare (correlation, distance)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lakegen.fingerprint import GRID, Fingerprint, TensorPrint
+from lakegen.weights import PRECISION
+
+if TYPE_CHECKING:
+    import numpy as np
+
+RELATED = 0.3  # minimum mean correlation of related models
+RELATED_Z = 8.0  # ... and at least this many standard errors above zero
+SHARED = 0.5  # share of the smaller model's matrix parameters two models must have in common
+P_SCHATTEN = 0.1  # p of the Schatten quasi-norm: near 0 it counts independent directions of change
+
+
+class View:
+    """A fingerprint's matrices laid out for comparison (float64, finite-masked)."""
+
+    def __init__(self, fp: Fingerprint):
+        import numpy as np
+
+        self.fp = fp
+        self.mats: list[TensorPrint] = [t for t in fp.tensors if t.is_matrix and t.count >= 4]
+        self.keys = tuple(t.key for t in self.mats)
+        self.index = {t.key: i for i, t in enumerate(self.mats)}
+        parts = [fp.values(t).astype(np.float64) for t in self.mats]
+        self.x = np.concatenate(parts) if parts else np.zeros(0)
+        self.starts = np.cumsum([0] + [t.count for t in self.mats[:-1]]).astype(np.int64)
+        self.finite = bool(np.isfinite(self.x).all())
+        self.params = sum(math.prod(t.shape) for t in self.mats)
+        self.precision = min((precision_bits(t) for t in self.mats), default=99)
+        self.zeros = float(np.mean(self.x == 0)) if self.x.size else 0.0
+
+        self._grids: dict[Any, Any] = {}
+
+    def segment(self, key: tuple[str, tuple[int, ...]]) -> np.ndarray:
+        t = self.mats[self.index[key]]
+        start = int(self.starts[self.index[key]])
+        return self.x[start : start + t.count]
+
+    def grid(self, key: tuple[str, tuple[int, ...]]) -> np.ndarray | None:
+        """The sampled sub-matrix of a matrix (rows x columns)."""
+        t = self.mats[self.index[key]]
+        rows = min(t.shape[0], GRID)
+        if t.count % rows:
+            return None
+        return self.segment(key).reshape(rows, -1)
+
+    def _spectrum(self, key: tuple[str, tuple[int, ...]]) -> Any:
+        import numpy as np
+
+        if key not in self._grids:
+            g = self.grid(key)
+            try:
+                finite = g is not None and bool(np.isfinite(g).all())
+                self._grids[key] = np.linalg.svd(g, compute_uv=False) if g is not None and finite else None
+            except np.linalg.LinAlgError:
+                self._grids[key] = None
+        return self._grids[key]
+
+    def schatten(self, key: tuple[str, tuple[int, ...]]) -> float:
+        import numpy as np
+
+        s = self._spectrum(key)
+        return 0.0 if s is None else float(np.sum(s**P_SCHATTEN))
+
+    def noise_floor(self, key: tuple[str, tuple[int, ...]]) -> float:
+        """Largest singular value rounding noise of this tensor's format would put in a difference."""
+        import numpy as np
+
+        t = self.mats[self.index[key]]
+        g = self.grid(key)
+        if g is None:
+            return 0.0
+        if t.quantized and t.scale_offset >= 0:
+            sigma = float(np.sqrt(np.mean(self.fp.row_scales(t).astype(np.float64) ** 2))) / math.sqrt(12)
+        else:
+            bits = precision_bits(t)
+            if bits >= 24:
+                return 0.0
+            sigma = float(np.sqrt(np.mean(g * g))) * 2.0 ** (1 - bits) / math.sqrt(12)
+        return sigma * (math.sqrt(g.shape[0]) + math.sqrt(g.shape[1]))
+
+    @property
+    def maturity(self) -> float:
+        """Mean spectral entropy (effective rank / size) of the sampled matrices; fine-tuning raises it."""
+        import numpy as np
+
+        values = []
+        for t in self.mats:
+            s = self._spectrum(t.key)
+            if s is None or not s.any():
+                continue
+            p = s**2 / np.sum(s**2)
+            values.append(float(np.exp(-np.sum(p * np.log(p + 1e-300)))) / len(s))
+        return float(np.mean(values)) if values else 0.0
+
+
+def precision_bits(t: TensorPrint) -> int:
+    return PRECISION.get(t.dtype, 24 if t.dtype.startswith("int") else 99)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """How two models compare on the matrices they share."""
+
+    corr: float  # mean per-matrix correlation of the centred samples
+    distance: float  # relative distance: sqrt(mean |a-b|^2 / mean(|a|^2, |b|^2)); ~√2 when unrelated
+    samples: int
+    shared: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def z(self) -> float:
+        return self.corr * math.sqrt(max(self.samples, 1))
+
+    @property
+    def related(self) -> bool:
+        return self.corr >= RELATED and self.z >= RELATED_Z
+
+
+def shared_keys(a: View, b: View) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
+    """The matrices two models share, or None when they do not share enough to compare."""
+    if a.keys == b.keys:
+        return a.keys if a.keys else None
+    common = tuple(k for k in a.keys if k in b.index)
+    params = sum(math.prod(k[1]) for k in common)
+    if not common or params < SHARED * min(a.params, b.params):
+        return None
+    return common
+
+
+def compare(a: View, b: View) -> Pair | None:
+    """Correlation and relative distance of two models, or None when they do not compare."""
+    import numpy as np
+
+    keys = shared_keys(a, b)
+    if keys is None:
+        return None
+    if keys == a.keys and keys == b.keys:
+        xa, xb, starts = a.x, b.x, a.starts
+    else:
+        xa = np.concatenate([a.segment(k) for k in keys])
+        xb = np.concatenate([b.segment(k) for k in keys])
+        starts = np.cumsum([0] + [len(a.segment(k)) for k in keys[:-1]]).astype(np.int64)
+    return _pair_stats(xa, xb, starts, keys)
+
+
+def _pair_stats(xa: np.ndarray, xb: np.ndarray, starts: np.ndarray, keys: Any) -> Pair | None:
+    import numpy as np
+
+    ok = np.isfinite(xa) & np.isfinite(xb)
+    if not ok.all():
+        xa, xb = np.where(ok, xa, 0.0), np.where(ok, xb, 0.0)
+    n = np.add.reduceat(ok.astype(np.float64), starts)
+    sa, sb = np.add.reduceat(xa, starts), np.add.reduceat(xb, starts)
+    saa, sbb = np.add.reduceat(xa * xa, starts), np.add.reduceat(xb * xb, starts)
+    sab = np.add.reduceat(xa * xb, starts)
+    return _combine(n, sa, sb, saa, sbb, sab, keys)
+
+
+def _combine(n: Any, sa: Any, sb: Any, saa: Any, sbb: Any, sab: Any, keys: Any) -> Pair | None:
+    import numpy as np
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        va = saa - sa * sa / np.maximum(n, 1)
+        vb = sbb - sb * sb / np.maximum(n, 1)
+        cov = sab - sa * sb / np.maximum(n, 1)
+        corr = cov / np.sqrt(va * vb)
+        rel = (saa + sbb - 2 * sab) / ((saa + sbb) / 2)
+    good = (n >= 4) & (va > 0) & (vb > 0) & np.isfinite(corr)
+    if not good.any():
+        return None
+    w = n[good]
+    mean_corr = float((corr[good] * w).sum() / w.sum())
+    dist_ok = (n >= 4) & ((saa + sbb) > 0)
+    distance = float(np.sqrt(max((rel[dist_ok] * n[dist_ok]).sum() / n[dist_ok].sum(), 0.0)))
+    return Pair(mean_corr, distance, int(w.sum()), tuple(keys))
+
+
+def pairwise(views: Sequence[View]) -> dict[tuple[int, int], Pair]:
+    """Every comparable pair (i < j); models with one tensor layout are compared in bulk."""
+    import numpy as np
+
+    out: dict[tuple[int, int], Pair] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, v in enumerate(views):
+        if v.keys and v.finite:
+            groups.setdefault(v.keys, []).append(i)
+    bulk = set()
+    for keys, members in groups.items():
+        if len(members) < 2:
+            continue
+        x = np.stack([views[i].x for i in members])
+        starts = views[members[0]].starts
+        ends = [*starts[1:].tolist(), x.shape[1]]
+        shape = (len(members), len(members), len(starts))
+        n, sa, sb, saa, sbb, sab = (np.zeros(shape) for _ in range(6))
+        for s, (lo, hi) in enumerate(zip(starts.tolist(), ends, strict=True)):
+            seg = x[:, lo:hi]
+            sums, sq, gram = seg.sum(1), (seg * seg).sum(1), seg @ seg.T
+            n[:, :, s] = hi - lo
+            sa[:, :, s], sb[:, :, s] = sums[:, None], sums[None, :]
+            saa[:, :, s], sbb[:, :, s] = sq[:, None], sq[None, :]
+            sab[:, :, s] = gram
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                pair = _combine(n[a, b], sa[a, b], sb[a, b], saa[a, b], sbb[a, b], sab[a, b], keys)
+                if pair is not None:
+                    out[(members[a], members[b])] = pair
+                bulk.add((members[a], members[b]))
+    for i in range(len(views)):
+        for j in range(i + 1, len(views)):
+            if (i, j) in bulk:
+                continue
+            pair = compare(views[i], views[j])
+            if pair is not None:
+                out[(i, j)] = pair
+    return out
