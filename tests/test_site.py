@@ -16,11 +16,11 @@ from site_lake import demo_index, xss_index
 
 from lakegen.cli.main import main
 from lakegen.compile.store import save
-from lakegen.model.index import LakeIndex
+from lakegen.model.index import Edge, LakeIndex
 from lakegen.search import Where, entry_facets, search
 from lakegen.site import build_site
 from lakegen.site.markup import markdown, safe_url, sanitise
-from lakegen.site.svg import EDGE_DASH, GraphEdge, axis, layered_layout, lineage_svg
+from lakegen.site.svg import EDGE_DASH, axis, layered_layout, lineage_svg
 from lakegen.site.views import stem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_lineage_pictures_are_whole_accessible_and_full_width(site: Path) -> Non
     long_id = "a-model-with-a-rather-long-identifier-v2"
     picture = lineage_svg(
         {"base": "base.html", long_id: None},
-        [GraphEdge("base", long_id, "finetune", "contradicted", True)],
+        [Edge(parent="base", child=long_id, relation="finetune", status="contradicted", declared=True)],
         focus="base",
     )
     assert f">{long_id}</text>" in picture  # the whole name, not cut to a fixed box

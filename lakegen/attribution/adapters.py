@@ -51,4 +51,4 @@ def adapter_edge(
             if missing
             else f"{adapter_id}: adapter has no tensors to check"
         )
-    return Edge(base, adapter_id, "adapter", 0.8), ""
+    return Edge(parent=base, child=adapter_id, relation="adapter", confidence=0.8), ""

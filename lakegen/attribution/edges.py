@@ -1,31 +1,12 @@
-"""The product of attribution: typed, directed edges, and the lineage they form."""
+"""The product of attribution: typed, directed edges (the lake index's :class:`Edge`), and the lineage
+they form."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Edge:
-    """One recovered derivation: ``child`` was made from ``parent``."""
-
-    parent: str
-    child: str
-    relation: str
-    confidence: float
-    weight: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "parent": self.parent,
-            "child": self.child,
-            "relation": self.relation,
-            "confidence": round(self.confidence, 3),
-        }
-        if self.weight is not None:
-            out["weight"] = round(self.weight, 4)
-        return out
+from lakegen.model.index import Edge
 
 
 @dataclass
@@ -40,9 +21,21 @@ class Lineage:
     def to_json(self) -> dict[str, Any]:
         return {
             "models": self.models,
-            "edges": [e.to_json() for e in self.edges],
+            "edges": [_edge_json(e) for e in self.edges],
             "roots": self.roots,
         }
 
     def parents(self, child: str) -> list[Edge]:
         return [e for e in self.edges if e.child == child]
+
+
+def _edge_json(e: Edge) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "parent": e.parent,
+        "child": e.child,
+        "relation": e.relation,
+        "confidence": round(e.confidence or 0.0, 3),
+    }
+    if e.weight is not None:
+        out["weight"] = round(e.weight, 4)
+    return out

@@ -120,7 +120,11 @@ def _attribute(
         if found:
             copy_parent[child] = best_copy_parent(child, found, views)
     for child, (parent, test) in copy_parent.items():
-        edges.append(Edge(ids[parent], ids[child], test.relation, copy_confidence(test)))
+        edges.append(
+            Edge(
+                parent=ids[parent], child=ids[child], relation=test.relation, confidence=copy_confidence(test)
+            )
+        )
 
     # 3. merges, among the models that are not copies
     core = [i for i in models if i not in copy_parent]
@@ -133,7 +137,15 @@ def _attribute(
                 merged[target] = mix
     for target, m in merged.items():
         for parent, w in zip(m.parents, m.weights, strict=True):
-            edges.append(Edge(ids[parent], ids[target], "merge", max(0.5, 0.99 - m.residual), w))
+            edges.append(
+                Edge(
+                    parent=ids[parent],
+                    child=ids[target],
+                    relation="merge",
+                    confidence=max(0.5, 0.99 - m.residual),
+                    weight=w,
+                )
+            )
 
     # 4. adapters
     resolve = adapter_base or default_adapter_base(ids)

@@ -95,7 +95,7 @@ def _family_tree(
         root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
         for a, b in nx.bfs_edges(sub, root):
             confidence = edge_confidence(sub, a, b, scores, d)
-            edges.append(Edge(ids[a], ids[b], "finetune", confidence))
+            edges.append(Edge(parent=ids[a], child=ids[b], relation="finetune", confidence=confidence))
     return edges
 
 
@@ -244,7 +244,7 @@ def _under_nearest_earlier(
         if group is not None:
             group_parent.setdefault(group, parent)
         confidence = placement_confidence(best, options[1][0] if len(options) > 1 else None)
-        edges.append(Edge(ids[parent], ids[child], "finetune", confidence))
+        edges.append(Edge(parent=ids[parent], child=ids[child], relation="finetune", confidence=confidence))
     return edges
 
 
@@ -287,5 +287,5 @@ def attach_to_merges(
         graph = nx.DiGraph([(x.parent, x.child) for x in [*fixed, *out] if x is not e])
         graph.add_edge(ids[best[0]], e.child)
         if nx.is_directed_acyclic_graph(graph):
-            out[k] = Edge(ids[best[0]], e.child, "finetune", e.confidence)
+            out[k] = Edge(parent=ids[best[0]], child=e.child, relation="finetune", confidence=e.confidence)
     return out

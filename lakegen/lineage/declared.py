@@ -45,7 +45,7 @@ def split(node_id: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
-class DeclaredEdge:
+class DeclaredCheck:
     """One ``base_models`` entry, and whether the weights bear it out."""
 
     model: str
@@ -78,7 +78,7 @@ class CatalogLineage:
     """Lineage recovered from a lake's weights, compared with its manifests."""
 
     lineage: Lineage
-    declared: list[DeclaredEdge] = field(default_factory=list)
+    declared: list[DeclaredCheck] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # model@version -> why it was not compared
     parameters: dict[str, int] = field(default_factory=dict)  # model@version -> parameter count
@@ -122,7 +122,7 @@ def compare_declared(catalog: Catalog, result: CatalogLineage) -> None:
                     line,
                     "undeclared-derivation",
                     f"the weights show {e.child} is a {e.relation} of {e.parent} "
-                    f"(confidence {e.confidence:.2f}); base_models does not name {parent_model}",
+                    f"(confidence {e.confidence or 0.0:.2f}); base_models does not name {parent_model}",
                 )
             )
 
@@ -136,12 +136,12 @@ def _check_declared(
     edges: list[Edge],
     attributed: set[str],
     result: CatalogLineage,
-) -> DeclaredEdge:
+) -> DeclaredCheck:
     base = model.base_models[i]
     line = record.line("base_models", i, "id")
 
-    def declared(status: Status, detail: str, evidence: Edge | None = None) -> DeclaredEdge:
-        return DeclaredEdge(
+    def declared(status: Status, detail: str, evidence: Edge | None = None) -> DeclaredCheck:
+        return DeclaredCheck(
             model.id, base.id, base.version, base.relation, status, detail, record.path, line, evidence
         )
 
@@ -162,7 +162,7 @@ def _check_declared(
     found = [e for e in edges if e.parent in theirs and e.child in mine]
     same = [e for e in found if e.relation == base.relation]
     if same:
-        e = max(same, key=lambda e: e.confidence)
+        e = max(same, key=lambda e: e.confidence or 0.0)
         declared_weight = base.weight if base.relation == "merge" else None
         off = declared_weight is not None and e.weight is not None
         if off and abs(e.weight - declared_weight) > MERGE_WEIGHT_TOLERANCE:  # type: ignore[operator]
@@ -173,14 +173,14 @@ def _check_declared(
             )
             return declared("contradicted", f"merge weight {e.weight:.3f}, not {base.weight}")
         return declared(
-            "verified", f"{e.parent} -> {e.child}: {e.relation} (confidence {e.confidence:.2f})", e
+            "verified", f"{e.parent} -> {e.child}: {e.relation} (confidence {e.confidence or 0.0:.2f})", e
         )
     if found:
         e = found[0]
         finding(
             "wrong-relation",
             f"declared {base.relation} of {base.id}; the weights show {e.relation} "
-            f"({e.parent} -> {e.child}, confidence {e.confidence:.2f})",
+            f"({e.parent} -> {e.child}, confidence {e.confidence or 0.0:.2f})",
             "warning",
         )
         return declared("contradicted", f"the weights show {e.relation}")

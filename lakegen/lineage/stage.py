@@ -15,14 +15,15 @@ from lakegen.lineage.recover import attribute_catalog
 def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) -> CatalogLineage:
     """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings."""
     from lakegen.artifacts.digests import default_cache_dir
-    from lakegen.model.index import Edge as IndexEdge
 
     result = attribute_catalog(catalog, cache or Cache(default_cache_dir(catalog.root)))
     declared = {(d.base, d.model, d.relation): d for d in result.declared}
     shown: dict[tuple[str, str], Edge] = {}
     for e in result.lineage.edges:
         pair = (split(e.parent)[0], split(e.child)[0])
-        if pair[0] != pair[1] and (pair not in shown or e.confidence > shown[pair].confidence):
+        if pair[0] != pair[1] and (
+            pair not in shown or (e.confidence or 0.0) > (shown[pair].confidence or 0.0)
+        ):
             shown[pair] = e
     for row in index.edges:
         check = declared.get((row.parent, row.child, row.relation))
@@ -34,21 +35,21 @@ def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) 
             if check.status == "unchecked":
                 row.proof = f"not checked: {check.detail}"
         if evidence is not None:
-            row.weights_relation, row.confidence = evidence.relation, round(evidence.confidence, 3)
+            row.weights_relation, row.confidence = evidence.relation, round(evidence.confidence or 0.0, 3)
             if row.relation == "merge" and evidence.weight is not None:
                 row.weight = round(evidence.weight, 4)
     listed = {(row.parent, row.child) for row in index.edges}
     for (parent, child), e in sorted(shown.items()):
         if (parent, child) not in listed:
             index.edges.append(
-                IndexEdge(
+                Edge(
                     parent=parent,
                     child=child,
                     relation=e.relation,
                     declared=False,
                     status="undeclared",
                     weights_relation=e.relation,
-                    confidence=round(e.confidence, 3),
+                    confidence=round(e.confidence or 0.0, 3),
                     weight=e.weight,
                 )
             )

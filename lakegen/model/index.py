@@ -35,16 +35,19 @@ class IndexEntry(_Row):
 
 
 class Edge(_Row):
-    """A lineage edge parent -> child, declared, recovered from weights, or both."""
+    """A lineage edge parent -> child, declared, recovered from weights, or both: the one edge type of
+    every stage and output. Attribution makes them from fingerprints alone (``declared`` False,
+    ``confidence`` set); the lineage stage compares them with the manifests."""
 
     parent: str
     child: str
     relation: str
-    declared: bool = Field(description="The child's manifest declares it.")
+    declared: bool = Field(False, description="The child's manifest declares it.")
     status: Literal["verified", "contradicted", "unchecked", "undeclared"] = Field(
+        "undeclared",
         description="verified: weights agree; contradicted: weights disagree; "
         "unchecked: not compared (e.g. a base outside the lake); "
-        "undeclared: weights show it, manifest does not."
+        "undeclared: weights show it, manifest does not.",
     )
     weights_relation: str | None = Field(None, description="The relation the weights show, when compared.")
     confidence: float | None = None

@@ -305,7 +305,7 @@ class Renderer:
         ancestors = [n for n in nodes if n in above]
         picture = svg.lineage_svg(
             {n: self.entry_href(n) for n in nodes},
-            [svg.GraphEdge(e.parent, e.child, e.relation, e.status, e.declared) for e in edges],
+            list(edges),
             focus=entry_id,
             title=f"Lineage of {entry_id}",
         )
@@ -444,7 +444,7 @@ class Renderer:
         edges = [e for n in comp for e in self.view.edges_in.get(n, []) if e.parent in keep and n in keep]
         return svg.lineage_svg(
             {n: self.entry_href(n) for n in comp[:limit]},
-            [svg.GraphEdge(e.parent, e.child, e.relation, e.status, e.declared) for e in edges],
+            list(edges),
             title=f"Lineage family of {comp[0]}",
             max_nodes=limit,
         )

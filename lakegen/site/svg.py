@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from html import escape
 
 import networkx as nx
+
+from lakegen.model.index import Edge
 
 # Columns are generations (parents left of their children), so long names sit side by side and a
 # family of 50 grows downwards, the way a page scrolls; GAP_X leaves room for the edge labels.
@@ -43,15 +44,6 @@ def _fit(text: str, width: float) -> str:
     """``text``, cut with an ellipsis to about ``width`` pixels of label font."""
     limit = max(4, int(width / CHAR_W))
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-@dataclass(frozen=True)
-class GraphEdge:
-    parent: str
-    child: str
-    relation: str
-    status: str
-    declared: bool
 
 
 def layered_layout(graph: nx.DiGraph) -> dict[str, tuple[int, int]]:
@@ -102,7 +94,7 @@ def _place(graph: nx.DiGraph, pos: dict[str, tuple[int, int]]) -> dict[str, floa
 
 def lineage_svg(
     nodes: dict[str, str | None],
-    edges: Sequence[GraphEdge],
+    edges: Sequence[Edge],
     *,
     focus: str | None = None,
     title: str = "Lineage",
