@@ -289,7 +289,7 @@ def result_findings(report: BenchReport) -> list[Finding]:
 
 def bench_stage(
     catalog: Catalog, index: LakeIndex, *, run: bool = False, options: Options | None = None
-) -> None:
+) -> LakeIndex:
     """The compile stage: put every evaluation's result into ``index``, from the cache unless ``run``."""
     report = evaluate_catalog(catalog, None, options or Options(), run=run)
     index.results.extend(report.results)
@@ -301,6 +301,7 @@ def bench_stage(
     counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n) or "no results"
     pending = f"; {len(report.not_run)} not run yet" if report.not_run else ""
     index.stages["bench"] = f"ran ({'evaluated' if run else 'from cache'}: {counts}{pending})"
+    return index
 
 
 def _finding(plan: Plan, rule: str, severity: Severity, loc: tuple[str | int, ...], message: str) -> Finding:

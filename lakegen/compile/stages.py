@@ -63,8 +63,7 @@ class Attribution:
         from lakegen.lineage.stage import attribution_stage
 
         if not scope.check:
-            attribution_stage(scope.catalog, index)
-            return index
+            return attribution_stage(scope.catalog, index)
         if scope.changes is None:
             return _skip(index, self.name, "no --base, so no model counts as new or changed")
         models = scope.changed_models()
@@ -92,8 +91,7 @@ class Bench:
         from lakegen.bench.run import BenchError, Options, bench_stage, evaluate_catalog, result_findings
 
         if not scope.check:
-            bench_stage(scope.catalog, index, run=scope.run_evaluations)
-            return index
+            return bench_stage(scope.catalog, index, run=scope.run_evaluations)
         if scope.changes is None:
             return _skip(index, self.name, "no --base, so no evaluation counts as new or changed")
         models = scope.changed_evaluations()
@@ -142,8 +140,7 @@ class History:
 
         if scope.check:
             return index  # a check reports the pull request's changes instead
-        history_stage(scope.catalog, index)
-        return index
+        return history_stage(scope.catalog, index)
 
 
 STAGES: tuple[Stage, ...] = (Validate(), Files(), Attribution(), Bench(), Governance(), History())

@@ -218,11 +218,12 @@ def entry_history(history: list[Change], entry: str) -> list[Change]:
     return [c for c in history if c.entry == entry]
 
 
-def history_stage(catalog: Catalog, index: LakeIndex) -> None:
+def history_stage(catalog: Catalog, index: LakeIndex) -> LakeIndex:
     """The compile stage: the lake's audit trail into ``index.history``."""
     repo = Repo.find(catalog.root)
     if repo is None:
         index.stages["history"] = "skipped: the lake is not in a git repository"
-        return
+        return index
     index.history = lake_history(catalog.root, catalog, repo)
     index.stages["history"] = f"ran ({len(index.history)} changes)"
+    return index

@@ -3,16 +3,14 @@ and the findings, into the lake index."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from lakegen.attribution import Edge
 from lakegen.catalog.loader import Catalog
 from lakegen.fingerprint import Cache
-from lakegen.lineage.declared import CatalogLineage, node, split
+from lakegen.lineage.declared import node, split
 from lakegen.lineage.recover import attribute_catalog
+from lakegen.model.index import Edge, LakeIndex
 
 
-def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) -> CatalogLineage:
+def attribution_stage(catalog: Catalog, index: LakeIndex, cache: Cache | None = None) -> LakeIndex:
     """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings."""
     from lakegen.artifacts.digests import default_cache_dir
 
@@ -54,9 +52,9 @@ def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) 
                 )
             )
     index.findings.extend(catalog.owned(f) for f in result.findings)
-    for row in index.entries:
-        if row.kind == "model" and row.latest_version:
-            row.parameters = result.parameters.get(node(row.id, row.latest_version))
+    for entry in index.entries:
+        if entry.kind == "model" and entry.latest_version:
+            entry.parameters = result.parameters.get(node(entry.id, entry.latest_version))
     verified = sum(d.status == "verified" for d in result.declared)
     contradicted = sum(d.status == "contradicted" for d in result.declared)
     index.stages["attribution"] = (
@@ -64,4 +62,4 @@ def attribution_stage(catalog: Catalog, index: Any, cache: Cache | None = None) 
         f"{contradicted} contradicted, {len(result.declared) - verified - contradicted} unchecked; "
         f"{len(result.findings)} findings)"
     )
-    return result
+    return index
