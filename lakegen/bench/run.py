@@ -10,7 +10,8 @@ Each declared evaluation ends in one of four states:
 Results are cached by content (see :mod:`lakegen.bench.plan` for the key and
 :mod:`lakegen.bench.results` for where they live), so an unchanged evaluation never
 runs twice. Jobs go through an :class:`~lakegen.executor.local.Executor`; by default a
-:class:`~lakegen.executor.local.LocalExecutor` of worker subprocesses.
+:class:`~lakegen.executor.local.LocalExecutor` of worker subprocesses, or Ray actors running the same
+workers (``engine="ray"``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from lakegen.bench.plan import Plan, Planner
 from lakegen.bench.results import ResultStore
 from lakegen.catalog.loader import Catalog, load_catalog
 from lakegen.errors import Finding, Severity, format_loc
-from lakegen.executor.local import Executor, Job, LocalExecutor, Outcome
+from lakegen.executor import Engine, make_executor
+from lakegen.executor.local import Executor, Job, Outcome
 from lakegen.executor.sandbox import Sandbox, unavailable
 from lakegen.model.index import LakeIndex, Result
 
@@ -46,7 +48,8 @@ class BenchError(Exception):
 class Options:
     """How evaluations run; the defaults suit one machine."""
 
-    workers: int = field(default_factory=lambda: max(1, min(4, (os.cpu_count() or 2) // 2)))
+    workers: int | None = None  # None: half the CPUs here (1-4), or one per CPU of a Ray cluster
+    engine: Engine = "local"  # where evaluations run (lakegen.executor); each in the sandbox on either
     device: Device = "auto"
     timeout_s: float = DEFAULT_TIMEOUT_S
     memory_limit_bytes: int | None = None  # None: default_memory_limit; 0: no cap
@@ -153,7 +156,7 @@ def evaluate_catalog(
     return report
 
 
-def default_executor(options: Options, root: Path | None = None) -> LocalExecutor:
+def default_executor(options: Options, root: Path | None = None) -> Executor:
     """Workers for the evaluations: sandboxed unless ``options.trust_code``; see :class:`Options`."""
     limit = options.memory_limit_bytes
     if limit is None:
@@ -174,8 +177,10 @@ def default_executor(options: Options, root: Path | None = None) -> LocalExecuto
     # On CUDA the address-space cap cannot work (see lakegen.bench.evaluator); GPU memory errors
     # still fail alone.
     rlimit = None if options.device == "cuda" or limit == 0 or sandbox is not None else limit
-    return LocalExecutor(
-        workers=options.workers,
+    workers = options.workers or (local_workers() if options.engine == "local" else None)
+    return make_executor(
+        options.engine,
+        workers=workers,
         timeout_s=options.timeout_s,
         memory_limit_bytes=rlimit,
         preload=["lakegen.bench.evaluator"],
@@ -184,10 +189,16 @@ def default_executor(options: Options, root: Path | None = None) -> LocalExecuto
     )
 
 
+def local_workers() -> int:
+    """Half the CPUs of this machine, 1 to 4."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 def default_memory_limit(options: Options) -> int:
-    """Half the machine's memory, shared between the workers, and never under 2 GiB each."""
+    """Half this machine's memory, shared between the workers, and never under 2 GiB each (on Ray, the
+    same cap per worker: the nodes are taken to be like the machine that starts the run)."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return max(2 << 30, total // (2 * max(1, options.workers)))
+    return max(2 << 30, total // (2 * (options.workers or local_workers())))
 
 
 def require_cuda() -> None:

@@ -24,6 +24,7 @@ from lakegen.catalog.loader import Catalog, load_catalog
 from lakegen.compile import compile_catalog
 from lakegen.compile.scope import Scope
 from lakegen.errors import SEVERITY_ORDER, Finding
+from lakegen.executor import Engine
 from lakegen.governance.changes import LakeChanges, lake_changes
 from lakegen.model.index import LakeIndex
 
@@ -128,9 +129,12 @@ def run_check(
     run_evaluations: bool = True,
     verify_artifacts: bool = True,
     trust_code: bool = False,
+    engine: Engine = "local",
+    workers: int | None = None,
 ) -> CheckReport:
     """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
     catalog = load_catalog(root, verify_artifacts=verify_artifacts)
     changes = lake_changes(catalog, base) if base else None
     scope = Scope(catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code)
+    scope.engine, scope.workers = engine, workers
     return CheckReport(catalog, changes, compile_catalog(scope))

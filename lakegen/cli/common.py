@@ -77,3 +77,25 @@ def progress(enabled: bool, label: str, total: int | None = None) -> Iterator[Ba
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         yield Bar(bar, bar.add_task(label, total=total))
+
+
+def add_executor_option(parser: argparse.ArgumentParser, workers: str | None = None) -> None:
+    """``--executor``, and ``--workers`` helped by ``workers`` when given."""
+    if workers is not None:
+        parser.add_argument("--workers", type=int, help=workers)
+    parser.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="where fingerprints and evaluations run: worker processes here, or a Ray cluster "
+        "($RAY_ADDRESS, else one started for the run); default $LAKEGEN_EXECUTOR, else local",
+    )
+
+
+def engine(args: argparse.Namespace) -> Any:
+    """The executor engine ``--executor`` (or ``$LAKEGEN_EXECUTOR``) names."""
+    from lakegen.executor import ENGINE_ENV, EngineError, engine_named
+
+    try:
+        return engine_named(getattr(args, "executor", None))
+    except EngineError as e:
+        raise UsageError(f"${ENGINE_ENV}: {e}") from None

@@ -15,13 +15,14 @@ from pathlib import Path
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
 
+WORKERS = "artifacts fingerprinted and evaluations run in parallel (default: 1 here; on Ray, one per CPU)"
 TRUST_CODE = "run the pull request's code entries without the sandbox, as you (never in CI)"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from lakegen.check.render import render
     from lakegen.check.report import run_check
-    from lakegen.cli.common import EXIT_FINDINGS, EXIT_OK, colour, lake_root
+    from lakegen.cli.common import EXIT_FINDINGS, EXIT_OK, colour, engine, lake_root
 
     root = lake_root(args)
     if args.base:
@@ -32,6 +33,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         run_evaluations=not args.no_bench,
         verify_artifacts=not args.no_verify,
         trust_code=args.trust_code,
+        engine=engine(args),
+        workers=args.workers,
     )
     markdown = render(report, "markdown")
     if args.report:
@@ -141,6 +144,7 @@ def cmd_codeowners(args: argparse.Namespace) -> int:
 def add_commands(add: Add) -> None:
     """Register ``check``, ``codeowners``, ``history`` and ``diff`` through cli's ``add`` helper."""
     from lakegen.check.render import FORMATS  # not lakegen.check.report: --help stays fast
+    from lakegen.cli.common import add_executor_option
 
     p = add(
         "codeowners",
@@ -170,6 +174,7 @@ def add_commands(add: Add) -> None:
     p.add_argument("--no-bench", action="store_true", help="do not re-run new or changed evaluations")
     p.add_argument("--no-verify", action="store_true", help="skip artifact sha256 checks")
     p.add_argument("--trust-code", action="store_true", help=TRUST_CODE)
+    add_executor_option(p, WORKERS)
 
     p = add("history", cmd_history, "The audit trail of manifests from git: field-level changes.")
     p.add_argument("id", nargs="?", help="only this entry (also one deleted since)")

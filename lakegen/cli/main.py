@@ -20,6 +20,8 @@ from lakegen.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    add_executor_option,
+    engine,
     lake_root,
     print_json,
     progress,
@@ -154,6 +156,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         trust_code=args.trust_code,
         read_committed=not args.no_committed,
+        engine=engine(args),
     )
     if args.workers:
         options.workers = args.workers
@@ -242,7 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("bench", cmd_bench, "Re-run the evaluations manifests claim and compare the numbers.")
     p.add_argument("ids", nargs="*", metavar="ID", help="models to benchmark (default: all)")
-    p.add_argument("--workers", type=int, help="evaluations run in parallel (default: half the CPUs, 1-4)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="evaluations run in parallel (default: half the CPUs, 1-4; on Ray, one per CPU of the cluster)",
+    )
+    add_executor_option(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: GPU if present")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one evaluation may run (600)")
     p.add_argument("--memory-limit", type=float, metavar="GIB", help="address-space cap per worker; 0: none")

@@ -36,7 +36,14 @@ def _compiled(args: argparse.Namespace, root: Path) -> Any:
 
     if getattr(args, "index", None):
         return load_index(Path(args.index))
-    index = compile_lake(root, verify_artifacts=not getattr(args, "no_verify", False))
+    from lakegen.cli.common import engine
+
+    index = compile_lake(
+        root,
+        verify_artifacts=not getattr(args, "no_verify", False),
+        engine=engine(args),
+        workers=getattr(args, "workers", None),
+    )
     save(index, root)
     return index
 
@@ -127,6 +134,9 @@ def _saved_or_compiled(root: Path) -> Any:
 
 
 def add_commands(add: Add) -> None:
+    from lakegen.cli.common import add_executor_option
+    from lakegen.cli.governance import WORKERS
+
     p = add("build", cmd_build, "Compile the lake and render the governance site into site/.")
     p.add_argument("--site", help="output folder (default: site/ in the lake)")
     p.add_argument("--index", help="render this compiled lake.json instead of compiling the lake")
@@ -134,6 +144,7 @@ def add_commands(add: Add) -> None:
     p.add_argument("--no-search", action="store_true", help="skip the Pagefind search index")
     p.add_argument("--no-verify", action="store_true", help="skip artifact sha256 checks")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
+    add_executor_option(p, WORKERS)
 
     p = add("serve", cmd_serve, "Build the site and preview it on http://127.0.0.1:PORT/.")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (8000)")

@@ -13,6 +13,7 @@ from lakegen.bench.metrics import REGISTRY
 from lakegen.catalog.loader import CATALOG_DIR, Catalog, latest_version, load_catalog
 from lakegen.compile.inputs import Inputs
 from lakegen.compile.scope import Scope
+from lakegen.executor import Engine
 from lakegen.model.index import ArtifactCheck, CompiledFrom, Edge, IndexEntry, LakeIndex, MetricInfo
 from lakegen.model.manifest import Code
 
@@ -76,11 +77,18 @@ def compile_catalog(scope: Scope, index: LakeIndex | None = None) -> LakeIndex:
 
 
 def compile_lake(
-    root: Path | str, *, verify_artifacts: bool = True, run_evaluations: bool = False
+    root: Path | str,
+    *,
+    verify_artifacts: bool = True,
+    run_evaluations: bool = False,
+    engine: Engine = "local",
+    workers: int | None = None,
 ) -> LakeIndex:
     """Load the lake at ``root`` and run every stage into one :class:`LakeIndex`.
 
     Benchmark results are read from the results cache; evaluations run only with ``run_evaluations``.
+    Fingerprints and evaluations run on the executor ``engine`` (:mod:`lakegen.executor`), ``workers``
+    at a time; the index is the same whichever runs them.
     """
     root = Path(root)
     read = Inputs.take(root, [CATALOG_DIR])  # before loading, so an edit made meanwhile shows as stale
@@ -88,7 +96,8 @@ def compile_lake(
     read.add(root, *_named_inputs(catalog))
     index = base_index(catalog)
     index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra)
-    return compile_catalog(Scope(catalog, run_evaluations=run_evaluations), index)
+    scope = Scope(catalog, run_evaluations=run_evaluations, engine=engine, workers=workers)
+    return compile_catalog(scope, index)
 
 
 def _named_inputs(catalog: Catalog) -> tuple[list[str], list[str]]:

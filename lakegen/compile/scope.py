@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lakegen.catalog.loader import Catalog
+from lakegen.executor import Engine
 from lakegen.governance.changes import LakeChanges
 from lakegen.model.manifest import Model
 
@@ -17,6 +18,8 @@ class Scope:
     check: bool = False  # a PR check (``lakegen check``) rather than the lake's build
     run_evaluations: bool = False
     trust_code: bool = False  # run code entries without the sandbox (see lakegen.executor.sandbox)
+    engine: Engine = "local"  # where fingerprints and evaluations run (lakegen.executor)
+    workers: int | None = None  # how many at once; None: the engine's default
 
     def changed_models(self) -> list[str]:
         """Models the pull request adds, renames or modifies (present at head)."""

@@ -63,14 +63,14 @@ class Attribution:
         from lakegen.lineage.stage import attribution_stage
 
         if not scope.check:
-            return attribution_stage(scope.catalog, index)
+            return attribution_stage(scope.catalog, index, engine=scope.engine, workers=scope.workers)
         if scope.changes is None:
             return _skip(index, self.name, "no --base, so no model counts as new or changed")
         models = scope.changed_models()
         if not models:
             return _skip(index, self.name, "the pull request adds or changes no model")
         before = len(index.findings)
-        attribution_stage(scope.catalog, index)
+        attribution_stage(scope.catalog, index, engine=scope.engine, workers=scope.workers)
         wanted = set(models)
         index.findings[before:] = [f for f in index.findings[before:] if f.entry in wanted]
         edges = [e for e in index.edges if e.child in wanted]
@@ -91,7 +91,8 @@ class Bench:
         from lakegen.bench.run import BenchError, Options, bench_stage, evaluate_catalog, result_findings
 
         if not scope.check:
-            return bench_stage(scope.catalog, index, run=scope.run_evaluations)
+            options = Options(engine=scope.engine, workers=scope.workers)
+            return bench_stage(scope.catalog, index, run=scope.run_evaluations, options=options)
         if scope.changes is None:
             return _skip(index, self.name, "no --base, so no evaluation counts as new or changed")
         models = scope.changed_evaluations()
@@ -101,6 +102,7 @@ class Bench:
             return _skip(index, self.name, "evaluations disabled (--no-bench)")
         # results a pull request commits are its own claims: re-run them, never read them
         options = Options(write_results=False, read_committed=False, trust_code=scope.trust_code)
+        options.engine, options.workers = scope.engine, scope.workers
         # A pull request that commits lakegen's cache may have planted results in it: read none.
         options.force = any(f.what == "lakegen's cache" for f in scope.changes.files)
         try:

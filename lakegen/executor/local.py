@@ -102,22 +102,41 @@ class LocalExecutor:
                 slot.join()
 
     def _slot(self, todo: queue.Queue[Job | None], done: queue.Queue[Outcome], stop: threading.Event) -> None:
-        worker: _Worker | None = None
+        slot = Slot(self, stop)
         try:
             while not stop.is_set():
                 job = todo.get()
                 if job is None:
                     return
-                if worker is None or not worker.alive():
-                    worker = _Worker(self, stop)
-                outcome = worker.run(job, self.timeout_s)
-                if outcome.error in ("timeout", "crashed"):
-                    worker.kill()
-                    worker = None
-                done.put(outcome)
+                done.put(slot.run(job))
         finally:
-            if worker is not None:
-                worker.close()
+            slot.close()
+
+
+class Slot:
+    """One job at a time in a worker subprocess, replaced after a timeout or a crash.
+
+    The unit of parallelism of :class:`LocalExecutor`, and what a Ray actor holds
+    (:mod:`lakegen.executor.ray`), so both engines isolate, time out and report crashes alike.
+    """
+
+    def __init__(self, config: LocalExecutor, stop: threading.Event | None = None):
+        self.config, self.stop = config, stop or threading.Event()
+        self.worker: _Worker | None = None
+
+    def run(self, job: Job) -> Outcome:
+        if self.worker is None or not self.worker.alive():
+            self.worker = _Worker(self.config, self.stop)
+        outcome = self.worker.run(job, self.config.timeout_s)
+        if outcome.error in ("timeout", "crashed"):
+            self.worker.kill()
+            self.worker = None
+        return outcome
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
 
 
 class _Worker:

@@ -29,10 +29,12 @@ from lakegen.artifacts import uris as artifacts
 from lakegen.attribution import attribute
 from lakegen.catalog.loader import Catalog, latest_version
 from lakegen.errors import Finding, format_loc
+from lakegen.executor import Engine
 from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerprint
 from lakegen.fingerprint.align import realigner
 from lakegen.lineage.audit import AuditCache
 from lakegen.lineage.declared import CatalogLineage, audit_verified, compare_declared, finding_at, node, split
+from lakegen.lineage.fingerprinting import fingerprint_all
 from lakegen.model.manifest import Artifact, Model
 from lakegen.weights import WeightsError, is_adapter, model_location
 
@@ -68,28 +70,12 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
     return paths, skipped
 
 
-def fingerprints(
-    paths: dict[str, Path], cache: Cache | None, progress: Callable[[str], None] | None = None
-) -> tuple[dict[str, Fingerprint], dict[str, str]]:
-    """Fingerprints of ``paths`` (id -> path), from the cache when a file is unchanged."""
-    out: dict[str, Fingerprint] = {}
-    failed: dict[str, str] = {}
-    for key, path in paths.items():
-        try:
-            out[key] = fingerprint(path, cache)
-        except WeightsError as e:
-            failed[key] = e.reason
-        if progress is not None:
-            progress(key)
-    return out, failed
-
-
 def lazily(
     paths: dict[str, Path], cache: Cache | None, progress: Callable[[str], None] | None
 ) -> Mapping[str, Fingerprint]:
     """Fingerprints of ``paths``; those cached and unchanged are loaded only when needed."""
     if cache is None:
-        return fingerprints(paths, None, progress)[0]
+        return fingerprint_all(paths, None, progress)[0]
     keys: dict[str, str] = {}
     for model_id, path in paths.items():
         key = cache.known_key(path)
@@ -137,11 +123,16 @@ def _adapter_resolver(catalog: Catalog, known: set[str]) -> Callable[[str, Finge
 
 
 def attribute_catalog(
-    catalog: Catalog, cache: Cache | None = None, progress: Callable[[str], None] | None = None
+    catalog: Catalog,
+    cache: Cache | None = None,
+    progress: Callable[[str], None] | None = None,
+    engine: Engine = "local",
+    workers: int | None = None,
 ) -> CatalogLineage:
-    """Recover lineage from every local model version of ``catalog`` and check it against the manifests."""
+    """Recover lineage from every local model version of ``catalog`` and check it against the manifests;
+    the weights are fingerprinted on the executor of ``engine`` with ``workers``."""
     paths, skipped = artifact_paths(catalog)
-    fps, failed = fingerprints(paths, cache, progress)
+    fps, failed = fingerprint_all(paths, cache, progress, engine, workers)
     for model in catalog.models():
         for v in model.versions:
             key = node(model.id, v.version)

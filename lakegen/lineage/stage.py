@@ -4,17 +4,25 @@ and the findings, into the lake index."""
 from __future__ import annotations
 
 from lakegen.catalog.loader import Catalog
+from lakegen.executor import Engine
 from lakegen.fingerprint import Cache
 from lakegen.lineage.declared import node, split
 from lakegen.lineage.recover import attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
 
 
-def attribution_stage(catalog: Catalog, index: LakeIndex, cache: Cache | None = None) -> LakeIndex:
+def attribution_stage(
+    catalog: Catalog,
+    index: LakeIndex,
+    cache: Cache | None = None,
+    engine: Engine = "local",
+    workers: int | None = None,
+) -> LakeIndex:
     """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings."""
     from lakegen.artifacts.digests import default_cache_dir
 
-    result = attribute_catalog(catalog, cache or Cache(default_cache_dir(catalog.root)))
+    cache = cache or Cache(default_cache_dir(catalog.root))
+    result = attribute_catalog(catalog, cache, engine=engine, workers=workers)
     declared = {(d.base, d.model, d.relation): d for d in result.declared}
     shown: dict[tuple[str, str], Edge] = {}
     for e in result.lineage.edges:

@@ -1,0 +1,188 @@
+"""Run jobs on a Ray cluster, with the local executor's isolation, timeouts and crash reports.
+
+:class:`RayExecutor` starts ``workers`` Ray actors (one CPU each) and gives each one job at a time.
+An actor holds a :class:`~lakegen.executor.local.Slot`: the same worker subprocess, memory limit,
+timeout and sandbox (for contributed code) as :class:`~lakegen.executor.local.LocalExecutor`, only
+on a cluster node, so an outcome reads the same whichever engine ran it. Outcomes come back to the
+calling thread as each job finishes, which is how progress is reported.
+
+An actor lost with its job (its node gone, its process killed from outside) is replaced and the job
+run once more: jobs are keyed by content and write content-addressed results (fingerprints,
+benchmark results), so a job run twice does no harm. A second loss is reported as a crash.
+
+The cluster is ``address``, else ``$RAY_ADDRESS`` (read by ``ray.init``), else a Ray started for
+this process. Every node must see the lake and its cache at the same paths and run the same
+lakegen (docs/scale.md). Ray is imported only when a run asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lakegen.executor.local import Job, LocalExecutor, Outcome, Slot
+from lakegen.executor.sandbox import Sandbox
+
+CLOSE_TIMEOUT_S = 30.0
+STARTED = "Ray runtime started"  # what ``ray start`` prints once the head node is up
+_TOKEN = secrets.token_hex(32)  # one per process: Ray's driver keeps the first token it reads
+
+
+class RayUnavailable(Exception):
+    """Ray is not installed, or the cluster cannot be reached."""
+
+
+@dataclass
+class RayExecutor:
+    """Jobs on Ray actors, each job limited in time and memory as on the local executor."""
+
+    workers: int | None = None  # None: one per CPU of the cluster
+    timeout_s: float = 600.0
+    memory_limit_bytes: int | None = None
+    preload: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    sandbox: Sandbox | None = None
+    address: str | None = None
+
+    def run(self, jobs: Sequence[Job], on_done: Callable[[Outcome], None]) -> None:
+        if not jobs:
+            return
+        ray = connect(self.address)
+        config = LocalExecutor(
+            workers=1,
+            timeout_s=self.timeout_s,
+            memory_limit_bytes=self.memory_limit_bytes,
+            preload=self.preload,
+            env=self.env,
+            sandbox=self.sandbox,
+        )
+        # More actors than the cluster has CPUs would wait for a CPU forever, holding their jobs.
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        count = max(1, min(self.workers or cpus, cpus, len(jobs)))
+        actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(_RaySlot)
+        actors = [actor_class.remote(config) for _ in range(count)]
+        todo = list(reversed(jobs))
+        running: dict[Any, tuple[Any, Job, int]] = {}
+
+        def give(actor: Any, job: Job, attempt: int) -> None:
+            running[actor.run.remote(job)] = (actor, job, attempt)
+
+        try:
+            for actor in actors:
+                if todo:
+                    give(actor, todo.pop(), 1)
+            while running:
+                (ref,), _ = ray.wait(list(running), num_returns=1)
+                actor, job, attempt = running.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayActorError as e:
+                    actors.remove(actor)
+                    actor = actor_class.remote(config)
+                    actors.append(actor)
+                    if attempt == 1:
+                        give(actor, job, 2)
+                        continue
+                    outcome = Outcome(job, False, error="crashed", message=f"the Ray worker died: {e}")
+                on_done(outcome)
+                if todo:
+                    give(actor, todo.pop(), 1)
+        finally:
+            _close(ray, actors)
+
+
+class _RaySlot:
+    """A Ray actor's state: one worker subprocess, kept between jobs as the local executor keeps it."""
+
+    def __init__(self, config: LocalExecutor):
+        self.slot = Slot(config)
+
+    def run(self, job: Job) -> Outcome:
+        return self.slot.run(job)
+
+    def close(self) -> None:
+        self.slot.close()
+
+
+def _close(ray: Any, actors: list[Any]) -> None:
+    """Stop the actors' worker subprocesses (and their sandboxes), then the actors."""
+    # a dead actor's worker saw its stdin close and left; a sandbox dies with its parent
+    with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
+        ray.get([a.close.remote() for a in actors], timeout=CLOSE_TIMEOUT_S)
+    for actor in actors:
+        ray.kill(actor)
+
+
+def connect(address: str | None) -> Any:
+    """The ``ray`` module, connected to the cluster (once per process)."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable(
+            "the ray executor needs Ray: pip install 'lakegen[ray]' (or pip install 'ray[default]')"
+        ) from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise RayUnavailable(f"cannot reach the Ray cluster: {e}") from None
+    return ray
+
+
+@contextlib.contextmanager
+def head_node(cpus: int, port: int | None = None) -> Iterator[str]:
+    """A Ray cluster of this machine alone (``ray start --head --block``), for tests and benchmarks;
+    yields its address and stops it, its process group and nothing else, on leaving.
+
+    Ray listens on every interface, so the cluster takes a token (Ray's token authentication);
+    this process gets it in ``$RAY_AUTH_MODE`` and ``$RAY_AUTH_TOKEN`` while the cluster runs, as
+    ``ray.init`` needs to connect.
+    """
+    port = port or _free_port()
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.environ.get("RAY_AUTH_TOKEN") or _TOKEN}
+    before = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    scratch = tempfile.mkdtemp(prefix="lgray", dir="/tmp")  # Ray's socket paths must stay short
+    ray_cli = Path(sys.executable).with_name("ray")
+    argv = [str(ray_cli), "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0"]
+    argv += ["--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"]
+    argv += [f"--temp-dir={scratch}", "--block"]
+    log = open(Path(scratch) / "head.log", "wb")  # noqa: SIM115 (closed below)
+    head = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while STARTED not in (said := (Path(scratch) / "head.log").read_text(errors="replace")):
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RayUnavailable(f"ray start did not start: {said[-2000:]}")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # a SIGTERM drains for 30 s
+        head.wait()
+        log.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
