@@ -85,7 +85,9 @@ def main() -> None:
                 times[f"ray {workers}"] = timed(paths, "ray", workers, scratch)
             ray.shutdown()
         for name, took in times.items():
-            print(f"{name} worker(s): {took:6.2f} s  {len(paths) / took:7.1f} files/s  {total_mib / took:7.1f} MiB/s")
+            print(
+                f"{name} worker(s): {took:6.2f} s  {len(paths) / took:7.1f} files/s  {total_mib / took:7.1f} MiB/s"
+            )
         print(f"speedup local 2 vs 1: {times['local 1'] / times['local 2']:.2f}x")
         print(f"speedup ray 2 vs 1:   {times['ray 1'] / times['ray 2']:.2f}x")
         print(f"ray 2 vs local 1:     {times['local 1'] / times['ray 2']:.2f}x")

@@ -15,7 +15,7 @@ from pathlib import Path
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
 
-WORKERS = "artifacts fingerprinted and evaluations run in parallel (default: 1 here; on Ray, one per CPU)"
+WORKERS = "jobs at once (default: fingerprints 1, evaluations half the CPUs up to 4; on Ray, one per CPU)"
 TRUST_CODE = "run the pull request's code entries without the sandbox, as you (never in CI)"
 
 

@@ -155,6 +155,10 @@ def head_node(cpus: int, port: int | None = None) -> Iterator[str]:
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.environ.get("RAY_AUTH_TOKEN") or _TOKEN}
     before = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)
+    if "ray" in sys.modules:  # Ray reads the mode when imported; the same refresh ray.init makes
+        from ray._raylet import Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
     scratch = tempfile.mkdtemp(prefix="lgray", dir="/tmp")  # Ray's socket paths must stay short
     ray_cli = Path(sys.executable).with_name("ray")
     argv = [str(ray_cli), "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0"]

@@ -1,0 +1,30 @@
+"""Job functions for tests/test_ray.py: one that succeeds, one for each way a job fails, and one that
+says which process ran it."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def square(payload: dict[str, Any]) -> int:
+    return int(payload["n"]) ** 2
+
+
+def parent(payload: dict[str, Any]) -> str:
+    """The command line of the process that started this worker (a Ray actor's is ray::...)."""
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+
+
+def fail(payload: dict[str, Any]) -> None:
+    raise ValueError("this job fails on purpose")
+
+
+def die(payload: dict[str, Any]) -> None:
+    os._exit(7)
+
+
+def hang(payload: dict[str, Any]) -> None:
+    time.sleep(3600)
