@@ -4,6 +4,7 @@ says which process ran it."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -28,3 +29,16 @@ def die(payload: dict[str, Any]) -> None:
 
 def hang(payload: dict[str, Any]) -> None:
     time.sleep(3600)
+
+
+def kill_parent_once(payload: dict[str, Any]) -> str:
+    """Kill the process that started this worker (on Ray, the actor) unless the file ``marker`` says
+    it was done before (no marker: every time): a node lost in the middle of a job."""
+    marker = payload.get("marker")
+    if marker is None or not os.path.exists(marker):
+        if marker is not None:
+            with open(marker, "w") as f:
+                f.write("killed once")
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(60)
+    return "ran again"

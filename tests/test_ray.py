@@ -107,6 +107,22 @@ def test_failing_crashing_and_hanging_jobs_read_the_same_on_either_executor(clus
     assert on_ray["fail"].error == "raised" and on_ray["square"].value == 9
 
 
+def test_a_job_whose_actor_is_lost_runs_once_more_then_counts_as_crashed(
+    cluster: str, tmp_path: Path
+) -> None:
+    from lakegen.executor.ray import RayExecutor
+
+    executor = RayExecutor(workers=1, env={"PYTHONPATH": str(TESTS)})
+    once = Job("once", "executor_jobs:kill_parent_once", {"marker": str(tmp_path / "once")})
+    done = outcomes(executor, [once, Job("after", "executor_jobs:square", {"n": 4})])
+    assert done["once"].ok and done["once"].value == "ran again"  # on a fresh actor
+    assert done["after"].value == 16
+    # the job takes its actor down every time: the second loss is reported, the run goes on
+    always = Job("always", "executor_jobs:kill_parent_once", {})
+    (lost,) = outcomes(executor, [always]).values()
+    assert not lost.ok and lost.error == "crashed" and lost.message.startswith("the Ray worker died")
+
+
 @pytest.mark.skipif(sandbox.unavailable() is not None, reason=f"no sandbox here: {sandbox.unavailable()}")
 def test_contributed_code_runs_in_the_sandbox_on_the_ray_worker(
     cluster: str, monkeypatch: pytest.MonkeyPatch

@@ -1,14 +1,16 @@
 """Run jobs on a Ray cluster, with the local executor's isolation, timeouts and crash reports.
 
-:class:`RayExecutor` starts ``workers`` Ray actors (one CPU each) and gives each one job at a time.
+:class:`RayExecutor` starts ``workers`` Ray actors (one CPU each), each running one job at a time.
 An actor holds a :class:`~lakegen.executor.local.Slot`: the same worker subprocess, memory limit,
 timeout and sandbox (for contributed code) as :class:`~lakegen.executor.local.LocalExecutor`, only
 on a cluster node, so an outcome reads the same whichever engine ran it. Outcomes come back to the
 calling thread as each job finishes, which is how progress is reported.
 
-An actor lost with its job (its node gone, its process killed from outside) is replaced and the job
-run once more: jobs are keyed by content and write content-addressed results (fingerprints,
-benchmark results), so a job run twice does no harm. A second loss is reported as a crash.
+Jobs go to an actor a few at a time when there are many (a call costs a millisecond or two, as much
+as fingerprinting a small file). An actor lost with its jobs (its node gone, its process killed from
+outside) is replaced and the jobs run once more: jobs are keyed by content and write
+content-addressed results (fingerprints, benchmark results), so a job run twice does no harm. A
+second loss is reported as a crash.
 
 The cluster is ``address``, else ``$RAY_ADDRESS`` (read by ``ray.init``), else a Ray started for
 this process. Every node must see the lake and its cache at the same paths and run the same
@@ -37,6 +39,7 @@ from lakegen.executor.local import Job, LocalExecutor, Outcome, Slot
 from lakegen.executor.sandbox import Sandbox
 
 CLOSE_TIMEOUT_S = 30.0
+BATCH = 16  # jobs per call to an actor, at most
 STARTED = "Ray runtime started"  # what ``ray start`` prints once the head node is up
 _TOKEN = secrets.token_hex(32)  # one per process: Ray's driver keeps the first token it reads
 
@@ -74,11 +77,14 @@ class RayExecutor:
         count = max(1, min(self.workers or cpus, cpus, len(jobs)))
         actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(_RaySlot)
         actors = [actor_class.remote(config) for _ in range(count)]
-        todo = list(reversed(jobs))
-        running: dict[Any, tuple[Any, Job, int]] = {}
+        # A call to an actor costs about 1-2 ms: many small jobs (fingerprints) go a few at a time,
+        # small enough batches that the last ones still spread over every actor.
+        size = max(1, min(BATCH, len(jobs) // (4 * count)))
+        todo = [list(jobs[i : i + size]) for i in range(0, len(jobs), size)][::-1]
+        running: dict[Any, tuple[Any, list[Job], int]] = {}
 
-        def give(actor: Any, job: Job, attempt: int) -> None:
-            running[actor.run.remote(job)] = (actor, job, attempt)
+        def give(actor: Any, batch: list[Job], attempt: int) -> None:
+            running[actor.run.remote(batch)] = (actor, batch, attempt)
 
         try:
             for actor in actors:
@@ -86,18 +92,22 @@ class RayExecutor:
                     give(actor, todo.pop(), 1)
             while running:
                 (ref,), _ = ray.wait(list(running), num_returns=1)
-                actor, job, attempt = running.pop(ref)
+                actor, batch, attempt = running.pop(ref)
                 try:
-                    outcome = ray.get(ref)
+                    outcomes = ray.get(ref)
                 except ray.exceptions.RayActorError as e:
                     actors.remove(actor)
                     actor = actor_class.remote(config)
                     actors.append(actor)
                     if attempt == 1:
-                        give(actor, job, 2)
+                        give(actor, batch, 2)
                         continue
-                    outcome = Outcome(job, False, error="crashed", message=f"the Ray worker died: {e}")
-                on_done(outcome)
+                    outcomes = [
+                        Outcome(job, False, error="crashed", message=f"the Ray worker died: {e}")
+                        for job in batch
+                    ]
+                for outcome in outcomes:
+                    on_done(outcome)
                 if todo:
                     give(actor, todo.pop(), 1)
         finally:
@@ -110,8 +120,8 @@ class _RaySlot:
     def __init__(self, config: LocalExecutor):
         self.slot = Slot(config)
 
-    def run(self, job: Job) -> Outcome:
-        return self.slot.run(job)
+    def run(self, jobs: list[Job]) -> list[Outcome]:
+        return [self.slot.run(job) for job in jobs]
 
     def close(self) -> None:
         self.slot.close()
