@@ -7,8 +7,8 @@ cache and returns its key; the caller reads it from there (a cache it cannot wri
 back instead). A job run twice writes the same bytes to the same place, atomically: retried or
 duplicated jobs are harmless.
 
-A worker subprocess takes about half a second to start (numpy, safetensors), longer than a few
-small files take to read, so one local worker, or fewer than :data:`IN_PROCESS_BELOW` files, are
+A worker subprocess takes about 0.2 s to start (importing numpy and safetensors), what a few dozen
+4 MiB files take to read, so one local worker, or fewer than :data:`IN_PROCESS_BELOW` files, are
 fingerprinted in this process as before; ``--executor ray`` always goes to the cluster.
 """
 
