@@ -1,0 +1,97 @@
+"""Read model weights safely, tensor by tensor, without running code from the file.
+
+One reader per format (:mod:`.registry`): safetensors (header checked strictly,
+data memory-mapped), numpy ``.npz`` (``allow_pickle`` stays off, object arrays
+are refused), PyTorch ``.pt``/``.pth``/``.bin`` through
+``torch.load(weights_only=True, mmap=True)`` only. Over them: sharded
+checkpoints (a folder with ``*.index.json`` and its shards, in any of these
+formats), PEFT LoRA adapter folders (``adapter_model.safetensors`` +
+``adapter_config.json``), and int8 tensors with per-channel scales (``X.weight``
+int8 beside ``X.weight_scale``), read as one logical tensor and dequantised on
+request. Every failure is a :class:`WeightsError` with a one-line message.
+"""
+
+from lakegen.weights.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    PEFT_PREFIX,
+    Adapter,
+    LoraPair,
+    adapter_weights_file,
+    is_adapter,
+    lora_delta,
+    read_adapter,
+)
+from lakegen.weights.base import (
+    MAX_MODEL_TENSORS,
+    MAX_NAME,
+    MAX_NDIM,
+    MAX_TENSORS,
+    PRECISION,
+    SAFETENSORS_DTYPES,
+    TensorInfo,
+    WeightFile,
+    WeightsError,
+    to_float32,
+)
+from lakegen.weights.dense import dense_state_dict
+from lakegen.weights.model import model_location, open_model
+from lakegen.weights.npz import NpzFile
+from lakegen.weights.pytorch import TORCH_SUFFIXES, TorchFile
+from lakegen.weights.quantized import SCALE_SUFFIX, Logical, dequantized, iter_float32, logical_tensors
+from lakegen.weights.registry import READERS, Reader, register
+from lakegen.weights.registry import open_file as open_weights
+from lakegen.weights.safetensors import MAX_HEADER, SafetensorsFile, Span, read_safetensors_header
+from lakegen.weights.sharded import (
+    INDEX_SUFFIX,
+    ShardedWeights,
+    ShardIndex,
+    find_shard_index,
+    read_shard_index,
+)
+
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
+    "INDEX_SUFFIX",
+    "MAX_HEADER",
+    "MAX_MODEL_TENSORS",
+    "MAX_NAME",
+    "MAX_NDIM",
+    "MAX_TENSORS",
+    "PEFT_PREFIX",
+    "PRECISION",
+    "READERS",
+    "SAFETENSORS_DTYPES",
+    "SCALE_SUFFIX",
+    "TORCH_SUFFIXES",
+    "Adapter",
+    "Logical",
+    "LoraPair",
+    "NpzFile",
+    "Reader",
+    "SafetensorsFile",
+    "ShardIndex",
+    "ShardedWeights",
+    "Span",
+    "TensorInfo",
+    "TorchFile",
+    "WeightFile",
+    "WeightsError",
+    "adapter_weights_file",
+    "dense_state_dict",
+    "dequantized",
+    "find_shard_index",
+    "is_adapter",
+    "iter_float32",
+    "logical_tensors",
+    "lora_delta",
+    "model_location",
+    "open_model",
+    "open_weights",
+    "read_adapter",
+    "read_safetensors_header",
+    "read_shard_index",
+    "register",
+    "to_float32",
+]
