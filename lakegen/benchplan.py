@@ -22,12 +22,12 @@ from typing import Any
 from lakegen import artifacts, metrics
 from lakegen.catalog import Catalog, Record, latest_version
 from lakegen.digests import Digests, default_cache_dir
+from lakegen.layout import ADAPTER_CONFIG
 from lakegen.manifest import Artifact, Code, Dataset, Evaluation, Model, is_external
 
 # Bump when a change to the runner can change reproduced numbers: every cached result is then stale.
 RUNNER_VERSION = "1"
 WEIGHT_FORMATS = ("safetensors", "pytorch", "npz")
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass

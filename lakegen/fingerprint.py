@@ -33,21 +33,19 @@ from typing import TYPE_CHECKING, Any
 
 from lakegen.atomicfile import write_atomic
 from lakegen.digests import Digests
+from lakegen.layout import is_sharded, model_layout
 from lakegen.weights import (
     ADAPTER_CONFIG,
-    INDEX_SUFFIX,
     PRECISION,
     SafetensorsFile,
     ShardedWeights,
     WeightFile,
     WeightsError,
-    find_shard_index,
     is_adapter,
     logical_tensors,
     lora_delta,
     open_model,
     read_adapter,
-    read_shard_index,
     to_float32,
 )
 
@@ -329,26 +327,7 @@ class _Hasher(threading.Thread):
 def weight_files(path: Path) -> list[Path]:
     """The files whose bytes a fingerprint hashes: the file itself, an adapter folder's weights,
     or a sharded checkpoint's shards (sorted by name)."""
-    from lakegen.weights import adapter_weights_file
-
-    if path.is_dir():
-        found = adapter_weights_file(path)
-        if found is not None:
-            return [found]
-        index = find_shard_index(path)
-        if index is None:
-            raise WeightsError(
-                path,
-                f"a folder must be a LoRA adapter ({ADAPTER_CONFIG} + adapter_model.*) "
-                f"or a sharded checkpoint (*{INDEX_SUFFIX} + its shards)",
-            )
-        return read_shard_index(index).files
-    return [path]
-
-
-def is_sharded(path: Path) -> bool:
-    """True for a folder holding a sharded checkpoint (not an adapter)."""
-    return path.is_dir() and not is_adapter(path)
+    return model_layout(path).files
 
 
 def content_sha256(path: Path, files: Sequence[Path], digests: Sequence[str]) -> str:

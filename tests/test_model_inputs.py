@@ -10,7 +10,7 @@ import torch
 from conftest import run_lakegen
 from safetensors.numpy import save_file
 
-from lakegen.cli_attribution import model_input
+from lakegen.layout import model_input
 from lakegen.weights import open_weights
 
 

@@ -11,19 +11,20 @@ int8 beside ``X.weight_scale``), read as one logical tensor and dequantised on
 request. Every failure is a :class:`WeightsError` with a one-line message.
 """
 
-from lakegen.weights.adapters import (
+from lakegen.layout import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
-    PEFT_PREFIX,
-    Adapter,
-    LoraPair,
-    adapter_weights_file,
-    is_adapter,
-    lora_delta,
-    read_adapter,
-)
-from lakegen.weights.base import (
+    INDEX_SUFFIX,
     MAX_MODEL_TENSORS,
+    ShardIndex,
+    adapter_weights_file,
+    find_shard_index,
+    is_adapter,
+    model_location,
+    read_shard_index,
+)
+from lakegen.weights.adapters import PEFT_PREFIX, Adapter, LoraPair, lora_delta, read_adapter
+from lakegen.weights.base import (
     MAX_NAME,
     MAX_NDIM,
     MAX_TENSORS,
@@ -35,20 +36,14 @@ from lakegen.weights.base import (
     to_float32,
 )
 from lakegen.weights.dense import dense_state_dict
-from lakegen.weights.model import model_location, open_model
+from lakegen.weights.model import open_model
 from lakegen.weights.npz import NpzFile
 from lakegen.weights.pytorch import TORCH_SUFFIXES, TorchFile
 from lakegen.weights.quantized import SCALE_SUFFIX, Logical, dequantized, iter_float32, logical_tensors
 from lakegen.weights.registry import READERS, Reader, register
 from lakegen.weights.registry import open_file as open_weights
 from lakegen.weights.safetensors import MAX_HEADER, SafetensorsFile, Span, read_safetensors_header
-from lakegen.weights.sharded import (
-    INDEX_SUFFIX,
-    ShardedWeights,
-    ShardIndex,
-    find_shard_index,
-    read_shard_index,
-)
+from lakegen.weights.sharded import ShardedWeights
 
 __all__ = [
     "ADAPTER_CONFIG",

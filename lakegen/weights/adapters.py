@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lakegen.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_weights_file
 from lakegen.weights.base import WeightFile, WeightsError, to_float32
 from lakegen.weights.registry import open_file as open_weights
 
 if TYPE_CHECKING:
     import numpy as np
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_PREFIX = "base_model.model."
 
 
@@ -48,23 +47,6 @@ class Adapter:
     def revision(self) -> str | None:
         value = self.config.get("revision")
         return str(value) if value else None
-
-
-def adapter_weights_file(folder: Path) -> Path | None:
-    """The adapter weights file in ``folder``, if the folder is a PEFT adapter."""
-    if not (folder / ADAPTER_CONFIG).is_file():
-        return None
-    for name in ADAPTER_WEIGHTS:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def is_adapter(path: Path) -> bool:
-    """True for an adapter folder, or an adapter weights file next to its config."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    return (path.is_dir() or path.name in ADAPTER_WEIGHTS) and adapter_weights_file(folder) is not None
 
 
 def read_adapter(path: Path | str, wf: WeightFile | None = None) -> Adapter:

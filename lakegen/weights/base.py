@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lakegen.errors import WeightsError
+
 if TYPE_CHECKING:
     import numpy as np
+
 
 # Every reader refuses files past these before reading tensors, so a hostile header's cost stays
 # bounded (100,000 one-element tensors once cost 12 s per fingerprint). Real checkpoints hold a few
 # hundred to a few thousand tensors per file; a mixture-of-experts model split into shards, up to
 # about 100,000 in all.
 MAX_TENSORS = 32_768
-MAX_MODEL_TENSORS = 262_144
 MAX_NAME = 1024
 MAX_NDIM = 16
 GATHER_BLOCK = 1 << 16  # bytes read around each run of samples
@@ -52,15 +54,6 @@ PRECISION = {
 }
 # the numpy dtype a tensor's raw bytes are viewed as (bfloat16 and float8 need conversion)
 STORAGE = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
-
-
-class WeightsError(Exception):
-    """A weight file lakegen will not read, with a one-line reason."""
-
-    def __init__(self, path: Path | str, message: str):
-        self.path = str(path)
-        self.reason = " ".join(message.split())
-        super().__init__(f"{self.path}: {self.reason}")
 
 
 @dataclass(frozen=True)

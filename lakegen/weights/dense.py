@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lakegen.weights.adapters import is_adapter, lora_delta, read_adapter
+from lakegen.layout import is_adapter
+from lakegen.weights.adapters import lora_delta, read_adapter
 from lakegen.weights.base import WeightsError
 from lakegen.weights.quantized import iter_float32
 from lakegen.weights.registry import open_file as open_weights

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lakegen.layout import model_location
 from lakegen.weights.base import PRECISION, WeightFile, WeightsError, to_float32
-from lakegen.weights.model import model_location, open_model
+from lakegen.weights.model import open_model
 
 if TYPE_CHECKING:
     import numpy as np
