@@ -25,6 +25,7 @@ from lakegen.layout import (
 )
 from lakegen.weights.adapters import PEFT_PREFIX, Adapter, LoraPair, lora_delta, read_adapter
 from lakegen.weights.base import (
+    DEQUANTIZED,
     MAX_NAME,
     MAX_NDIM,
     MAX_TENSORS,
@@ -36,18 +37,19 @@ from lakegen.weights.base import (
     to_float32,
 )
 from lakegen.weights.dense import dense_state_dict
+from lakegen.weights.dequant import DequantizedFile, Scheme, open_weights
 from lakegen.weights.model import open_model
 from lakegen.weights.npz import NpzFile
 from lakegen.weights.pytorch import TORCH_SUFFIXES, TorchFile
 from lakegen.weights.quantized import SCALE_SUFFIX, Logical, dequantized, iter_float32, logical_tensors
 from lakegen.weights.registry import READERS, Reader, register
-from lakegen.weights.registry import open_file as open_weights
 from lakegen.weights.safetensors import MAX_HEADER, SafetensorsFile, Span, read_safetensors_header
 from lakegen.weights.sharded import ShardedWeights
 
 __all__ = [
     "ADAPTER_CONFIG",
     "ADAPTER_WEIGHTS",
+    "DEQUANTIZED",
     "INDEX_SUFFIX",
     "MAX_HEADER",
     "MAX_MODEL_TENSORS",
@@ -61,11 +63,13 @@ __all__ = [
     "SCALE_SUFFIX",
     "TORCH_SUFFIXES",
     "Adapter",
+    "DequantizedFile",
     "Logical",
     "LoraPair",
     "NpzFile",
     "Reader",
     "SafetensorsFile",
+    "Scheme",
     "ShardIndex",
     "ShardedWeights",
     "Span",

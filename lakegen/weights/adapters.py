@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from lakegen.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_weights_file
 from lakegen.weights.base import WeightFile, WeightsError, to_float32
-from lakegen.weights.registry import open_file as open_weights
+from lakegen.weights.dequant import open_weights
 
 if TYPE_CHECKING:
     import numpy as np

@@ -52,6 +52,26 @@ PRECISION = {
     "int8": 7,
     "uint8": 8,
 }
+# Labels of tensors a format stores quantised and lakegen reads back as float32 (see dequant.py and
+# gguf.py), with their significant bits counted as for int8: a 4-bit code under a scale keeps 3.
+DEQUANTIZED = {
+    "nf4": 3,
+    "fp4": 2,
+    "quanto_int4": 3,
+    "quanto_int2": 1,
+    "q8_0": 7,
+    "q8_k": 7,
+    "q6_k": 5,
+    "q5_0": 4,
+    "q5_1": 4,
+    "q5_k": 4,
+    "q4_0": 3,
+    "q4_1": 3,
+    "q4_k": 3,
+    "q3_k": 2,
+    "q2_k": 1,
+}
+PRECISION.update(DEQUANTIZED)
 # the numpy dtype a tensor's raw bytes are viewed as (bfloat16 and float8 need conversion)
 STORAGE = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
 

@@ -8,8 +8,8 @@ from typing import Any
 from lakegen.layout import is_adapter
 from lakegen.weights.adapters import lora_delta, read_adapter
 from lakegen.weights.base import WeightsError
+from lakegen.weights.dequant import open_weights
 from lakegen.weights.quantized import iter_float32
-from lakegen.weights.registry import open_file as open_weights
 
 
 def dense_state_dict(path: Path | str, base: dict[str, Any] | None = None) -> dict[str, Any]:

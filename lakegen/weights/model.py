@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lakegen.layout import model_layout
 from lakegen.weights.base import WeightFile
-from lakegen.weights.registry import open_file
+from lakegen.weights.dequant import open_weights
 from lakegen.weights.sharded import ShardedWeights
 
 
@@ -16,4 +16,4 @@ def open_model(path: Path | str) -> WeightFile:
     layout = model_layout(Path(path))
     if layout.index is not None:
         return ShardedWeights(layout.index)
-    return open_file(layout.files[0])
+    return open_weights(layout.files[0])

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from lakegen.layout import ShardIndex
 from lakegen.weights.base import WeightFile, WeightsError
-from lakegen.weights.registry import open_file
+from lakegen.weights.dequant import open_weights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,7 +17,9 @@ class ShardedWeights(WeightFile):
 
     Every shard is opened with its own reader, so the same checks apply to each;
     the index must match the shards exactly: each tensor lies in the shard the
-    index names, and in no other.
+    index names, and in no other. A library's quantised tensor is read back
+    within its shard, so its parts must share one (bitsandbytes and quanto
+    keep a module's tensors together).
     """
 
     def __init__(self, index: ShardIndex):
@@ -27,7 +29,7 @@ class ShardedWeights(WeightFile):
         self._owner: dict[str, WeightFile] = {}
         try:
             for file in index.files:
-                self.shards.append(open_file(file))
+                self.shards.append(open_weights(file))
             self._check()
         except BaseException:
             self.close()
@@ -37,10 +39,11 @@ class ShardedWeights(WeightFile):
 
     def _check(self) -> None:
         mapped = self.index.weight_map
+        holder: dict[str, WeightFile] = {}
         for shard in self.shards:
-            for name, info in shard.tensors.items():
-                if name in self._owner:
-                    other = self._owner[name].path.name
+            for name in shard.stored:
+                if name in holder:
+                    other = holder[name].path.name
                     raise WeightsError(
                         self.index.path, f"tensor '{name}' is in both '{other}' and '{shard.path.name}'"
                     )
@@ -50,10 +53,12 @@ class ShardedWeights(WeightFile):
                         self.index.path,
                         f"tensor '{name}' is in '{shard.path.name}' but the index maps it {where}",
                     )
+                holder[name] = shard
+            for name, info in shard.tensors.items():  # as read: a quantised group as one tensor
                 self._owner[name] = shard
                 self.tensors[name] = info
         for name, shard_name in mapped.items():
-            if name not in self._owner:
+            if name not in holder:
                 raise WeightsError(
                     self.index.path, f"the index maps '{name}' to '{shard_name}', which does not hold it"
                 )
