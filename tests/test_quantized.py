@@ -176,3 +176,56 @@ def test_a_truncated_quantised_file_gets_one_line(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="truncated or corrupt"):
         open_weights(path)
+
+
+def _dynamic(per_channel: bool) -> tuple[object, object]:
+    import warnings
+
+    import torch
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    config = (
+        torch.ao.quantization.per_channel_dynamic_qconfig
+        if per_channel
+        else torch.ao.quantization.default_dynamic_qconfig
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated, and still what people saved
+        return model, torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: config})
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_quantize_dynamic_checkpoint_loads_weights_only_and_reads_as_torch_dequantises(
+    tmp_path: Path, per_channel: bool
+) -> None:
+    import torch
+
+    _model, quantized = _dynamic(per_channel)
+    path = tmp_path / "dynamic.pt"
+    torch.save(quantized.state_dict(), path)
+    got = dict(iter_float32(path))
+    for i in (0, 2):
+        assert torch.equal(torch.from_numpy(got[f"{i}.weight"]), quantized[i].weight().dequantize())
+        assert torch.equal(torch.from_numpy(got[f"{i}.bias"]), quantized[i].bias().detach())
+    fp = compute(path)
+    assert [t.name for t in fp.tensors if t.quantized] == ["0.weight", "2.weight"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda t, w: t.quantize_per_tensor(w, 0.01, 3, t.qint8), "has a nonzero zero point"),
+        (lambda t, w: t.quantize_per_tensor(w, 0.01, 0, t.quint8), "is quantised as torch.quint8"),
+    ],
+)
+def test_a_quantised_weight_lakegen_cannot_represent_gets_one_line(
+    tmp_path: Path, make, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    weight = torch.randn(4, 8)
+    path = tmp_path / "odd.pt"
+    torch.save({"0._packed_params._packed_params": (make(torch, weight), torch.zeros(4))}, path)
+    with pytest.raises(WeightsError, match=message):
+        open_weights(path)

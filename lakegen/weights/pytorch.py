@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,9 @@ class TorchFile(WeightFile):
         # A checkpoint holds one member per tensor storage, plus data.pkl, version and a few others.
         refuse_count(path, len(members) - 8)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            with warnings.catch_warnings():  # torch's own, when it rebuilds a quantised tensor
+                warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsError(
@@ -52,7 +55,10 @@ class TorchFile(WeightFile):
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsError(path, f"not a readable PyTorch checkpoint: {first[:200]}") from None
-        state = _unwrap_state_dict(state)
+        try:
+            state = _unwrap_state_dict(state)
+        except ValueError as e:
+            raise WeightsError(path, str(e)) from None
         if state is None:
             raise WeightsError(path, "the checkpoint is not a state dict (a mapping of names to tensors)")
         self._tensors: dict[str, Any] = {}
@@ -75,7 +81,7 @@ class TorchFile(WeightFile):
     def raw(self, name: str) -> np.ndarray:
         import torch
 
-        tensor = self._tensors[name].contiguous()
+        tensor = self._tensors[name].detach().contiguous()  # a saved Parameter comes back requiring grad
         dtype = self.tensors[name].dtype
         if dtype == "bfloat16":
             return tensor.view(torch.int16).numpy().view("uint16")
@@ -135,6 +141,8 @@ def _unwrap_state_dict(obj: Any) -> dict[str, Any] | None:
     import torch
 
     for _ in range(3):
+        if isinstance(obj, dict) and any(str(k).endswith(PACKED) for k in obj):
+            obj = _unpack_dynamic(obj)
         if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             if all(isinstance(k, str) for k in obj):
                 return obj
@@ -151,6 +159,49 @@ def _unwrap_state_dict(obj: Any) -> dict[str, Any] | None:
             continue
         return None
     return None
+
+
+PACKED = "._packed_params._packed_params"
+
+
+def _unpack_dynamic(state: dict[Any, Any]) -> dict[Any, Any]:
+    """A ``torch.ao.quantization.quantize_dynamic`` state dict with each Linear's packed
+    ``(weight, bias)`` as ``X.weight`` int8 codes, ``X.weight_scale`` and ``X.bias``.
+
+    ``torch.load(weights_only=True)`` rebuilds these packed parameters (a tuple of a
+    quantised tensor and a float one) without unpickling anything else; a value is
+    ``(code - zero_point) * scale``, and only symmetric int8 (zero point 0), per
+    tensor or per output row, fits lakegen's int8 + row scale.
+    """
+    import torch
+
+    out: dict[Any, Any] = {}
+    for key, value in state.items():
+        name = str(key)
+        if name.endswith("._packed_params.dtype") and isinstance(value, torch.dtype):
+            continue
+        if not name.endswith(PACKED):
+            out[key] = value
+            continue
+        prefix = name.removesuffix(PACKED)
+        if not isinstance(value, tuple) or len(value) != 2 or not isinstance(value[0], torch.Tensor):
+            return state  # not packed Linear parameters: left for the checks that refuse it
+        weight, bias = value
+        if weight.dtype != torch.qint8:
+            raise ValueError(f"tensor '{prefix}.weight' is quantised as {weight.dtype}; lakegen reads qint8")
+        if weight.qscheme() == torch.per_tensor_affine:
+            scale, zero = torch.tensor([weight.q_scale()]), torch.tensor([weight.q_zero_point()])
+        elif weight.qscheme() == torch.per_channel_affine and weight.q_per_channel_axis() == 0:
+            scale, zero = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
+        else:
+            raise ValueError(f"tensor '{prefix}.weight' is quantised {weight.qscheme()}; lakegen reads rows")
+        if bool(zero.ne(0).any()):
+            raise ValueError(f"tensor '{prefix}.weight' has a nonzero zero point (read: symmetric int8)")
+        out[prefix + ".weight"] = weight.int_repr()
+        out[prefix + ".weight_scale"] = scale.float()
+        if bias is not None:
+            out[prefix + ".bias"] = bias.detach()
+    return out
 
 
 class TorchReader:
