@@ -3,12 +3,13 @@
 One reader per format (:mod:`.registry`): safetensors (header checked strictly,
 data memory-mapped), numpy ``.npz`` (``allow_pickle`` stays off, object arrays
 are refused), PyTorch ``.pt``/``.pth``/``.bin`` through
-``torch.load(weights_only=True, mmap=True)`` only. Over them: sharded
-checkpoints (a folder with ``*.index.json`` and its shards, in any of these
-formats), PEFT LoRA adapter folders (``adapter_model.safetensors`` +
-``adapter_config.json``), and int8 tensors with per-channel scales (``X.weight``
-int8 beside ``X.weight_scale``), read as one logical tensor and dequantised on
-request. Every failure is a :class:`WeightsError` with a one-line message.
+``torch.load(weights_only=True, mmap=True)`` only, and GGUF (:mod:`.gguf`, its
+block quantisations dequantised). Over them: sharded checkpoints and PEFT LoRA
+adapter folders (which files a model is made of is :mod:`lakegen.layout`'s to
+say), int8 tensors with per-channel scales (``X`` int8 beside ``X_scale``) read
+as one logical tensor, and libraries' own quantisation (bitsandbytes,
+optimum-quanto, :mod:`.dequant`) read back as values. Every failure is a
+:class:`WeightsError` with a one-line message.
 """
 
 from lakegen.layout import (
