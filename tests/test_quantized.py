@@ -229,3 +229,29 @@ def test_a_quantised_weight_lakegen_cannot_represent_gets_one_line(
     torch.save({"0._packed_params._packed_params": (make(torch, weight), torch.zeros(4))}, path)
     with pytest.raises(WeightsError, match=message):
         open_weights(path)
+
+
+@pytest.mark.parametrize("case", ["bnb-nf4-nested", "quanto-int4", "bnb-int8"])
+def test_a_quantised_copy_is_audited_on_its_values(tmp_path: Path, case: str) -> None:
+    from lakegen.audit import audit_edge
+
+    expected = load_file(str(FIXTURES / f"{case}.expected.safetensors"))
+    parent, stranger = tmp_path / "parent.safetensors", tmp_path / "stranger.safetensors"
+    rng = np.random.default_rng(4)
+    save_file(
+        {k: (v + rng.normal(size=v.shape).astype(np.float32) * 1e-3 * v.std()) for k, v in expected.items()},
+        str(parent),
+    )
+    save_file(
+        {k: rng.normal(size=v.shape).astype(np.float32) * v.std() for k, v in expected.items()}, str(stranger)
+    )
+    child = FIXTURES / f"{case}.safetensors"
+    sha = compute(child).sha256
+    honest, forged = (
+        audit_edge(child, sha, [(parent, 1.0)], "quantized"),
+        audit_edge(child, sha, [(stranger, 1.0)], "quantized"),
+    )
+    assert (honest.status, forged.status) == ("verified", "contradicted"), (
+        honest.statement(),
+        forged.statement(),
+    )
