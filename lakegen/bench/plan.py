@@ -21,6 +21,7 @@ from typing import Any
 
 from lakegen.artifacts import uris as artifacts
 from lakegen.artifacts.digests import Digests, default_cache_dir
+from lakegen.artifacts.layout import ADAPTER_CONFIG
 from lakegen.bench import metrics
 from lakegen.catalog.loader import Catalog, Record, latest_version
 from lakegen.model.manifest import Artifact, Code, Dataset, Evaluation, Model, is_external
@@ -28,7 +29,6 @@ from lakegen.model.manifest import Artifact, Code, Dataset, Evaluation, Model, i
 # Bump when a change to the runner can change reproduced numbers: every cached result is then stale.
 RUNNER_VERSION = "1"
 WEIGHT_FORMATS = ("safetensors", "pytorch", "npz")
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass

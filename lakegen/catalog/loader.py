@@ -18,8 +18,9 @@ from pydantic import BaseModel, ValidationError
 
 from lakegen.artifacts import uris as artifacts
 from lakegen.artifacts.digests import Digests, default_cache_dir
+from lakegen.artifacts.layout import INDEX_SUFFIX, model_layout, model_location
 from lakegen.catalog.safeyaml import Document, Loc, load
-from lakegen.errors import Finding, LakeError, by_place, format_loc
+from lakegen.errors import Finding, LakeError, WeightsError, by_place, format_loc
 from lakegen.model.manifest import (
     FOLDERS,
     KINDS,
@@ -33,7 +34,6 @@ from lakegen.model.manifest import (
     is_external,
     semver_key,
 )
-from lakegen.weights import INDEX_SUFFIX, WeightsError, read_shard_index
 
 CATALOG_DIR = "catalog"
 # The lake's two governance files (read by lakegen.governance.policies.config).
@@ -390,29 +390,28 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
                 ok &= _verify_file(
                     catalog, record, extra_loc, path, uri, extra.size, extra.sha256, digests, "path"
                 )
-            if ok and art.uri.endswith(INDEX_SUFFIX):
-                ok = _check_shards_pinned(catalog, record, loc, where.path, art.files)
+            if ok and art.uri.endswith((INDEX_SUFFIX, ".onnx")):
+                ok = _check_companions_pinned(catalog, record, loc, where.path, art.files)
             catalog.artifacts[key] = "verified" if ok else "contradicted"
 
 
-def _check_shards_pinned(
-    catalog: Catalog, record: Record, loc: Loc, index: Path, files: list[CompanionFile]
+def _check_companions_pinned(
+    catalog: Catalog, record: Record, loc: Loc, main: Path, files: list[CompanionFile]
 ) -> bool:
-    """A sharded checkpoint's artifact is its index; every shard it names must be pinned in ``files``."""
+    """Every file the layout says the artifact needs must be pinned in ``files``: a sharded
+    checkpoint's shards (its artifact is its index), an ONNX model's external data files."""
     try:
-        shards = read_shard_index(index).files
+        needed = model_layout(model_location(main)).companions
     except WeightsError as e:
         _add(catalog, record, (*loc, "uri"), e.reason)
         return False
-    missing = sorted({f.name for f in shards} - {f.path for f in files})
+    missing = sorted({f.relative_to(main.parent).as_posix() for f in needed} - {f.path for f in files})
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        _add(
-            catalog,
-            record,
-            (*loc, "files"),
-            f"the index names shards not pinned here: {', '.join(missing[:3])}{more}",
+        what = (
+            "the index names shards" if main.name.endswith(INDEX_SUFFIX) else "the model names external data"
         )
+        _add(catalog, record, (*loc, "files"), f"{what} not pinned here: {', '.join(missing[:3])}{more}")
     return not missing
 
 
