@@ -150,6 +150,7 @@ FORMATS = {
     ".csv": "csv",
     ".jsonl": "jsonl",
     ".onnx": "onnx",
+    ".gguf": "gguf",
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_lakegen
+from helpers import run_lakegen
 from safetensors.numpy import save_file
 
 from lakegen.fingerprint import compute
@@ -270,3 +270,16 @@ def test_every_type_matches_gguf_py(tmp_path: Path, kind: str) -> None:
     ((name, values),) = iter_float32(tmp_path / "m.gguf")
     assert name == "w" and values.shape == reference.shape
     assert np.array_equal(values, reference)
+
+
+def test_new_pins_a_gguf_artifact_in_a_manifest_that_validates(lake: Path, weights: np.ndarray) -> None:
+    q8, _ = quantize_q8_0(weights)
+    file = write_gguf(
+        lake / "catalog" / "artifacts" / "tiny.gguf", [("blk.0.ffn.weight", Q8_0, weights.shape, q8)]
+    )
+    made = run_lakegen("--root", str(lake), "new", "model", "tiny-gguf", "--artifact", str(file))
+    assert made.returncode == 0, made.stderr
+    text = (lake / "catalog" / "models" / "tiny-gguf.yaml").read_text()
+    assert "format: gguf" in text and "uri: ../artifacts/tiny.gguf" in text
+    checked = run_lakegen("--root", str(lake), "validate")
+    assert checked.returncode == 0, checked.stdout + checked.stderr

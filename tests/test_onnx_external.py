@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_lakegen, write_tree
+from helpers import run_lakegen, write_tree
 from test_attribution import manifest
 
 from lakegen.artifacts.layout import model_layout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_lakegen
+from helpers import run_lakegen
 from safetensors.numpy import load_file, save_file
 
 from lakegen.fingerprint import compute

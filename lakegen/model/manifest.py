@@ -133,7 +133,7 @@ class Artifact(Strict):
     )
     sha256: Sha256
     size: int = Field(ge=0, description="Size in bytes.")
-    format: Literal["safetensors", "pytorch", "npz", "parquet", "csv", "jsonl", "onnx"]
+    format: Literal["safetensors", "pytorch", "npz", "parquet", "csv", "jsonl", "onnx", "gguf"]
     files: list[CompanionFile] = Field(
         default_factory=list,
         description="Files that belong with the artifact (an adapter's adapter_config.json, further "
