@@ -7,6 +7,7 @@ arguments, calls library functions (:mod:`lakegen.exports`, :mod:`lakegen.import
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         risk=args.risk,
         license=args.license,
         version=args.version,
+        hub_id=args.hub_id,
+        released=args.released,
     )
     print(path.relative_to(root).as_posix())
     return EXIT_OK
@@ -104,3 +107,12 @@ def add_commands(add: Add) -> None:
     p.add_argument("--risk", choices=RISKS, help="its risk level under the EU AI Act (required)")
     p.add_argument("--license", help="SPDX expression, when the card's licence is not one")
     p.add_argument("--version", default="1.0.0", help="the version the weights are released as (1.0.0)")
+    p.add_argument(
+        "--released",
+        type=dt.date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="when that version was released (default today; attribution orders models by it)",
+    )
+    p.add_argument(
+        "--hub-id", metavar="ORG/NAME", help="the Hub repo a folder was copied from (links the entry to it)"
+    )

@@ -32,6 +32,7 @@ CARD = "README.md"
 HUB = "https://huggingface.co"
 RISKS = ("minimal", "limited", "high", "unacceptable")
 _MAX_TEXT = 20_000
+_REPO = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$"
 _PLACEHOLDER = re.compile(r"^\s*(\[?more information needed\]?|\[?needs more information\]?)\s*$", re.I)
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -102,8 +103,9 @@ def read_card(path: Path, display: str) -> Card:
 class Section:
     level: int
     title: str
-    line: int
+    line: int  # of its heading, in the card
     text: str
+    end: int  # the card line after its last
 
 
 def sections(card: Card) -> list[Section]:
@@ -120,7 +122,7 @@ def sections(card: Card) -> list[Section]:
     for k, (i, title, level) in enumerate(heads):
         stop = next((j for j, _, lv in heads[k + 1 :] if lv <= level), len(body))
         text = "\n".join(line.rstrip() for line in body[i + 1 : stop]).strip()
-        out.append(Section(level, title, card.body_line + i, text))
+        out.append(Section(level, title, card.body_line + i, text, card.body_line + stop))
     return out
 
 
@@ -160,6 +162,7 @@ class Source:
     repo: str | None = None
     revision: str | None = None
     hub_files: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (sha256, size)
+    link: str | None = None  # the Hub repo a local folder is a copy of
 
 
 def import_hf(
@@ -171,8 +174,15 @@ def import_hf(
     risk: str | None = None,
     license: str | None = None,
     version: str = "1.0.0",
+    hub_id: str | None = None,
+    released: dt.date | None = None,
 ) -> Path:
     """Write ``catalog/models/<id>.yaml`` for the model at ``source`` (a folder, or ``hf://org/name``).
+
+    ``hub_id`` names the Hub repo a folder was copied from; the manifest then links to it, and a
+    later import whose ``base_model`` names that repo refers to this entry, so the lake can verify
+    the edge from the weights. ``released`` dates the version (default today); attribution orders
+    models by it, so a base imported after its fine-tune needs its own, earlier date.
 
     Returns:
         The manifest's path.
@@ -182,12 +192,15 @@ def import_hf(
     """
     if source.startswith("hf://"):
         with tempfile.TemporaryDirectory(prefix="lakegen-hf-") as tmp:
-            return _import(root, _from_hub(source, Path(tmp)), entry_id, owners, risk, license, version)
+            hub = _from_hub(source, Path(tmp))
+            return _import(root, hub, entry_id, owners, risk, license, (version, released))
     folder = Path(source)
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "no such folder"
         raise LakeError(Problem(source, 1, "", f"{what}; give a Hugging Face model folder or hf://org/name"))
-    return _import(root, Source(folder), entry_id, owners, risk, license, version)
+    if hub_id is not None and not re.match(_REPO, hub_id):
+        raise LakeError(Problem(hub_id, 1, "", "not a Hub model id: write org/name"))
+    return _import(root, Source(folder, link=hub_id), entry_id, owners, risk, license, (version, released))
 
 
 def _import(
@@ -197,7 +210,7 @@ def _import(
     owners: list[str] | None,
     risk: str | None,
     license: str | None,
-    version: str,
+    version: tuple[str, dt.date | None],
 ) -> Path:
     card_path = src.folder / CARD
     shown = f"hf://{src.repo}/{CARD}" if src.repo else str(card_path)
@@ -235,7 +248,7 @@ def _manifest(
     owners: list[str] | None,
     risk: str | None,
     licence: str | None,
-    version: str,
+    version: tuple[str, dt.date | None],
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """The manifest as data, and the card line each top-level field came from."""
     front, at = card.front, card.line
@@ -262,8 +275,8 @@ def _manifest(
     data["owners"] = owners or []
     data["license"], data["license_url"] = _licence(front, at, licence, problem)
     lines["license"] = at("license")
-    if src.repo:
-        data["links"] = [{"title": "Hugging Face", "url": f"{HUB}/{src.repo}"}]
+    if src.repo or src.link:
+        data["links"] = [{"title": "Hugging Face", "url": f"{HUB}/{src.repo or src.link}"}]
     tags = [t for t in (slug(str(t)) for t in _list(front.get("tags"))) if re.match(SLUG_PATTERN, t)]
     data["tags"] = list(dict.fromkeys(tags))
     data["task"] = slug(str(front.get("pipeline_tag") or _model_index_task(front) or "other")) or "other"
@@ -294,7 +307,7 @@ def _manifest(
     if front.get("library_name"):
         data["library_name"] = slug(str(front["library_name"]))
         lines["library_name"] = at("library_name")
-    training = _training(found)
+    training = _training(card, found)
     if training:
         data["training"] = training
     cite = _section(found, "citation")
@@ -486,11 +499,8 @@ def _results(front: dict[str, Any], at: Any, problem: Any, has_versions: bool) -
     return out
 
 
-def _training(found: list[Section]) -> dict[str, Any]:
+def _training(card: Card, found: list[Section]) -> dict[str, Any]:
     training: dict[str, Any] = {}
-    procedure = _section(found, "procedure")
-    if procedure:
-        training["procedure"] = _capped(procedure.text)
     hyper = _section(found, "hyperparameters")
     params: dict[str, Any] = {}
     for line in (hyper.text if hyper else "").splitlines():
@@ -499,6 +509,19 @@ def _training(found: list[Section]) -> dict[str, Any]:
             params[m.group(1).strip()] = _scalar(m.group(2))
     if params:
         training["hyperparameters"] = params
+    procedure = _section(found, "procedure")
+    if procedure:
+        body = card.body.splitlines()
+        # hyper-parameters read into their own field are not kept twice in the procedure's text
+        skip = range(hyper.line, hyper.end) if hyper and params else range(0)
+        kept = [
+            body[n - card.body_line].rstrip()
+            for n in range(procedure.line + 1, procedure.end)
+            if n not in skip
+        ]
+        text = "\n".join(kept).strip()
+        if text:
+            training["procedure"] = _capped(text)
     return training
 
 
@@ -526,8 +549,10 @@ def _weights(folder: Path) -> Path | None:
     return None
 
 
-def _versions(root: Path, src: Source, version: str, problems: list[Problem]) -> list[dict[str, Any]]:
-    today = dt.date.today()
+def _versions(
+    root: Path, src: Source, release: tuple[str, dt.date | None], problems: list[Problem]
+) -> list[dict[str, Any]]:
+    version, released = release[0], release[1] or dt.date.today()
     if src.repo:
         artifact = _hub_artifact(src)
         if artifact is None:
@@ -541,7 +566,12 @@ def _versions(root: Path, src: Source, version: str, problems: list[Problem]) ->
         if artifact is None:
             return []
     return [
-        {"version": version, "released": today, "changelog": f"Imported from {origin}.", "artifact": artifact}
+        {
+            "version": version,
+            "released": released,
+            "changelog": f"Imported from {origin}.",
+            "artifact": artifact,
+        }
     ]
 
 
@@ -603,7 +633,7 @@ def _from_hub(source: str, into: Path) -> Source:
     picks the hub."""
     spec = source.removeprefix("hf://")
     repo, _, revision = spec.partition("@")
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$", repo):
+    if not re.match(_REPO, repo):
         raise LakeError(Problem(source, 1, "", "not a Hub model id: write hf://org/name[@revision]"))
     try:
         from huggingface_hub import HfApi, hf_hub_download

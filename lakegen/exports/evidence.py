@@ -131,7 +131,7 @@ class Evidence:
 
     def name(self, ref: str) -> str:
         entry = self.entries.get(ref)
-        return str(entry.manifest.get("name") or ref) if entry else ref
+        return str(entry.manifest.get("name") or ref) if entry else self.hub_id(ref) or ref
 
 
 def latest(entry: IndexEntry) -> dict[str, Any] | None:
