@@ -318,3 +318,130 @@ def test_a_folder_outside_the_lake_is_refused(empty_lake, tmp_path):
     with pytest.raises(LakeError, match="put the file under catalog/ first"):
         import_hf(empty_lake, str(outside), owners=["@a"], risk="minimal")
     assert list((empty_lake / "catalog" / "models").iterdir()) == []
+
+
+class OneRepoHub:
+    """The Hub's file API for one repo, on 127.0.0.1: model info with LFS metadata, and resolve."""
+
+    def __init__(self, repo: str, files: dict[str, bytes], lfs: set[str]):
+        import hashlib
+        import http.server
+        import threading
+
+        self.repo, self.sha, self.fetched = repo, "0123456789abcdef0123456789abcdef01234567", []
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _file(self, head: bool) -> None:
+                prefix = f"/{hub.repo}/resolve/{hub.sha}/"
+                name = self.path.split("?")[0].removeprefix(prefix)
+                if not self.path.startswith(prefix) or name not in files:
+                    self.send_error(404)
+                    return
+                if not head:
+                    hub.fetched.append(name)
+                body = files[name]
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", hub.sha)
+                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def do_HEAD(self):
+                self._file(head=True)
+
+            def do_GET(self):
+                if self.path.split("?")[0] in (
+                    f"/api/models/{hub.repo}",
+                    f"/api/models/{hub.repo}/revision/main",
+                ):
+                    siblings = []
+                    for name, body in files.items():
+                        sibling = {"rfilename": name, "size": len(body)}
+                        if name in lfs:
+                            sha = hashlib.sha256(body).hexdigest()
+                            sibling["lfs"] = {"sha256": sha, "size": len(body), "pointerSize": 134}
+                        siblings.append(sibling)
+                    data = json.dumps(
+                        {"id": hub.repo, "modelId": hub.repo, "sha": hub.sha, "siblings": siblings}
+                    ).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                elif self.path.startswith("/api/models/"):  # as the Hub answers for a repo it has not
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "RepoNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                else:
+                    self._file(head=False)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_hub_repo_imports_through_hf_endpoint_without_fetching_its_weights(empty_lake, tmp_path):
+    import hashlib
+    import subprocess
+
+    from conftest import LAKEGEN
+
+    weights = (DEMO / "digits-mlp-ft-small-1.0.0.safetensors").read_bytes()
+    card = hub_card(trainer_front(), TRAINER_BODY).encode()
+    files = {"README.md": card, "config.json": b'{"model_type": "digits-mlp"}', "model.safetensors": weights}
+    hub = OneRepoHub("acme/digits-ft", files, lfs={"model.safetensors"})
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    try:
+        args = [
+            str(LAKEGEN),
+            "--root",
+            str(empty_lake),
+            "import",
+            "hf",
+            "hf://acme/digits-ft",
+            "--owner",
+            "@ada",
+            "--risk",
+            "minimal",
+        ]
+        result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+        missing = subprocess.run(
+            [*args[:5], "hf://acme/nothing-here", *args[6:]],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        hub.close()
+    assert result.returncode == 0, result.stderr
+    assert "model.safetensors" not in hub.fetched and "README.md" in hub.fetched
+    catalog = load_catalog(empty_lake)
+    assert catalog.problems == []
+    model = catalog.records["digits-ft"].entry
+    artifact = model.versions[0].artifact
+    assert artifact.uri == f"hf://acme/digits-ft@{hub.sha}/model.safetensors"
+    assert (artifact.sha256, artifact.size) == (hashlib.sha256(weights).hexdigest(), len(weights))
+    assert catalog.artifacts == {("digits-ft", "1.0.0"): "unchecked"}  # the Hub's word, until fetched
+    assert [link.url for link in model.links] == ["https://huggingface.co/acme/digits-ft"]
+    assert model.evaluations[0].value == 0.94
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("hf://acme/nothing-here:1: not on the hub: ")
+    assert len(missing.stderr.splitlines()) == 1
