@@ -188,7 +188,14 @@ def test_ai_act_documentation_fills_what_the_lake_holds_and_lists_gaps(demo_inde
     text = export(demo_index, "ai-act", ["digits-mlp-merge"])["digits-mlp-merge.ai-act.md"]
     assert "## Annex IV" in text and "## Annex XI, section 1" in text
     assert "- `digits-mlp-ft-noisy` (merge): verified by the weights (confidence 0.99)" in text
-    assert "- accuracy on `digits`/test: claimed 0.9689, re-run gave 0.9689 — reproduced by lakegen" in text
+    assert (
+        "- 1.1.0: accuracy on `digits`/test: claimed 0.9689, re-run gave 0.9689 — reproduced by lakegen"
+        in text
+    )
+    assert (
+        "- 1.0.0: accuracy on `digits`/test: claimed 0.9689, re-run gave 0.9689 — reproduced by lakegen"
+        in text
+    )
     assert "50,826 parameters, counted from the weights" in text
     gaps = text.split("## Gaps\n\n", 1)[1]
     assert (

@@ -36,7 +36,8 @@ def _versions(ev: Evidence, e: IndexEntry) -> str:
         state = ev.artifact_status(e.id, v["version"])
         yanked = f" — yanked: {v['yanked']}" if v.get("yanked") else ""
         rows.append(
-            f"- {v['version']} ({v['released']}): {v.get('changelog') or 'no changelog'}; artifact sha256 "
+            f"- {v['version']} ({v['released']}): {(v.get('changelog') or 'no changelog').rstrip('.')}; "
+            "artifact sha256 "
             f"`{v['artifact']['sha256'][:16]}…` {state}{yanked}"
         )
     return "\n".join(rows)
@@ -102,19 +103,20 @@ def _data(ev: Evidence, e: IndexEntry) -> str:
             ", ".join(f"{s['name']} {s['rows']:,} rows" for s in m.get("splits") or []) or "splits not given"
         )
         personal = "personal data" if m.get("personal_data") else "no personal data declared"
-        rows.append(
-            f"- `{use['id']}` ({use['role']}): {m['name']}; from {m['source']['name']}; {splits}; {personal}."
-        )
+        source = m["source"]["name"]
+        rows.append(f"- `{use['id']}` ({use['role']}): {m['name']}; source: {source}; {splits}; {personal}.")
     return "\n".join(rows)
 
 
 def _testing(ev: Evidence, e: IndexEntry) -> str:
     words = {"verified": "reproduced by lakegen", "contradicted": "contradicted by lakegen's re-run"}
     rows = []
-    for c in ev.claims(e):
+    for c in ev.claims(e, every_version=True):
         got = f", re-run gave {c.reproduced:.4g}" if c.reproduced is not None else ""
         said = words.get(c.status) or status_words(c.status)
-        rows.append(f"- {c.metric} on `{c.dataset}`/{c.split}: claimed {c.value:g}{got} — {said}")
+        rows.append(
+            f"- {c.version}: {c.metric} on `{c.dataset}`/{c.split}: claimed {c.value:g}{got} — {said}"
+        )
     return "\n".join(rows)
 
 
@@ -192,7 +194,7 @@ ANNEX_IV: list[Point] = [
 ]
 ANNEX_XI: list[Point] = [
     ("1(a)", "Tasks and the AI systems it can be integrated into", _purpose, "intended_use"),
-    ("1(b)", "Acceptable use policies", _limitations, "limitations or an acceptable use policy"),
+    ("1(b)", "Acceptable use policies", _nothing, "an acceptable use policy"),
     ("1(c)", "Date of release and methods of distribution", _distribution, "a released artifact"),
     ("1(d)", "Architecture and number of parameters", _architecture, "weights the lake can read"),
     ("1(e)", "Modality and format of inputs and outputs", _nothing, "input and output modalities"),

@@ -85,14 +85,17 @@ class Evidence:
             frontier = nxt
         return out
 
-    def claims(self, entry: IndexEntry) -> list[Claim]:
-        """Each evaluation of a model's manifest, with its result when the bench stage has one."""
+    def claims(self, entry: IndexEntry, every_version: bool = False) -> list[Claim]:
+        """The evaluations of a model's latest version (of every version with ``every_version``),
+        each with its result when the bench stage has one."""
         results: dict[tuple[str, str, str, str], Result] = {
             (r.version, r.dataset, r.split, r.metric): r for r in self.index.results if r.model == entry.id
         }
         out = []
         for ev in entry.manifest.get("evaluations") or []:
             version = ev.get("version") or entry.latest_version or ""
+            if not every_version and version != (entry.latest_version or ""):
+                continue
             result = results.get((version, ev["dataset"], ev["split"], ev["metric"]))
             out.append(
                 Claim(
