@@ -286,10 +286,11 @@ def _manifest(
     arch_config = {k: v for k, v in (adapter or config).items() if not k.startswith("_")}
     data["architecture"] = {"family": family, "config": arch_config}
     data["versions"] = _versions(root, src, version, problems)
-    data["base_models"] = _bases(root, front, adapter, config, at, problem)
+    links = _hub_links(root)
+    data["base_models"] = _bases(links, front, adapter, config, at, problem)
     lines["base_models"] = at("base_model")
     data["datasets"] = [
-        {"id": _hub_ref(root, "datasets", str(d)), "role": "train"} for d in _list(front.get("datasets"))
+        {"id": _hub_ref(links, "datasets", str(d)), "role": "train"} for d in _list(front.get("datasets"))
     ]
     lines["datasets"] = at("datasets")
     data["evaluations"] = _results(front, at, problem, has_versions=bool(data["versions"]))
@@ -418,22 +419,34 @@ def _framework(src: Source) -> str:
     return "other"
 
 
-def _hub_ref(root: Path, kind: str, repo: str) -> str:
+def _hub_links(root: Path) -> dict[str, str]:
+    """Hub URL -> the id of the lake entry (model or dataset) whose links name it."""
+    out: dict[str, str] = {}
+    for kind in ("models", "datasets"):
+        for manifest in sorted((root / CATALOG_DIR / kind).glob("**/*.yaml")):
+            try:
+                data = safeyaml.load(manifest, str(manifest)).data
+            except LakeError:
+                continue  # `lakegen validate` reports it; here it only cannot be referred to
+            links = data.get("links") if isinstance(data, dict) else None
+            for link in _list(links):
+                if isinstance(link, dict) and str(link.get("url", "")).startswith(HUB + "/"):
+                    out.setdefault(str(link["url"]).rstrip("/"), str(data.get("id")))
+    return out
+
+
+def _hub_ref(links: dict[str, str], kind: str, repo: str) -> str:
     """The lake entry that links to ``repo`` on the Hub, else the external ``hf:repo``."""
-    url = f"{HUB}/{'datasets/' if kind == 'datasets' else ''}{repo}"
-    for manifest in sorted((root / CATALOG_DIR / kind).glob("**/*.yaml")):
-        try:
-            data = safeyaml.load(manifest, str(manifest)).data
-        except LakeError:
-            continue
-        links = data.get("links") if isinstance(data, dict) else None
-        if any(isinstance(k, dict) and str(k.get("url", "")).rstrip("/") == url for k in _list(links)):
-            return str(data.get("id"))
-    return f"hf:{repo}"
+    return links.get(f"{HUB}/{'datasets/' if kind == 'datasets' else ''}{repo}") or f"hf:{repo}"
 
 
 def _bases(
-    root: Path, front: dict[str, Any], adapter: dict[str, Any], config: dict[str, Any], at: Any, problem: Any
+    links: dict[str, str],
+    front: dict[str, Any],
+    adapter: dict[str, Any],
+    config: dict[str, Any],
+    at: Any,
+    problem: Any,
 ) -> list[dict[str, Any]]:
     names = [str(b) for b in _list(front.get("base_model"))]
     if not names and adapter.get("base_model_name_or_path"):
@@ -449,7 +462,7 @@ def _bases(
         return []
     out = []
     for i, name in enumerate(names):
-        ref = _hub_ref(root, "models", name)
+        ref = _hub_ref(links, "models", name)
         if ref.startswith("hf:") and not re.match(EXTERNAL_PATTERN, ref):
             problem(
                 at("base_model", i) if len(names) > 1 else at("base_model"),
