@@ -31,6 +31,7 @@ from lakegen.schema import schema_file
 CARD = "README.md"
 HUB = "https://huggingface.co"
 RISKS = ("minimal", "limited", "high", "unacceptable")
+NO_SPLIT = "unspecified"  # a model-index result need not name its split; an evaluation must
 _MAX_TEXT = 20_000
 _REPO = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$"
 _PLACEHOLDER = re.compile(r"^\s*(\[?more information needed\]?|\[?needs more information\]?)\s*$", re.I)
@@ -498,7 +499,7 @@ def _results(front: dict[str, Any], at: Any, problem: Any, has_versions: bool) -
                     continue
                 ev: dict[str, Any] = {
                     "dataset": ref,
-                    "split": slug(str(dataset.get("split") or "test")) or "test",
+                    "split": slug(str(dataset.get("split") or "")) or NO_SPLIT,
                     "metric": slug(str(metric.get("type") or metric.get("name") or "")) or "score",
                     "value": float(metric["value"]),
                 }

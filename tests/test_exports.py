@@ -320,12 +320,12 @@ def test_round_trip_of_a_hub_shaped_card_keeps_the_verified_base_and_results(tmp
         hub_id="acme/digits-base",
         released=dt.date(2026, 1, 1),
     )
-    child = model_folder(
-        tmp_path,
-        "digits-ft",
-        DEMO / "digits-mlp-ft-small-1.0.0.safetensors",
-        hub_card(trainer_front(), TRAINER_BODY),
-    )
+    shape = trainer_front()
+    no_split = json.loads(json.dumps(shape["model-index"][0]["results"][0]))
+    del no_split["dataset"]["split"]
+    shape["model-index"][0]["results"].append(no_split)
+    card_text = hub_card(shape, TRAINER_BODY)
+    child = model_folder(tmp_path, "digits-ft", DEMO / "digits-mlp-ft-small-1.0.0.safetensors", card_text)
     import_hf(tmp_path, str(child), owners=["@ada"], risk="minimal")
     first, again, card, index = round_trip(tmp_path, "digits-ft", "digits-ft-again")
     [edge] = [e for e in index.edges if e.child == "digits-ft"]
@@ -333,9 +333,12 @@ def test_round_trip_of_a_hub_shaped_card_keeps_the_verified_base_and_results(tmp
     assert front(card)["base_model"] == "acme/digits-base"
     assert kept(first)["base_models"] == [("digits-base", "finetune")]
     assert kept(again) == kept(first)
+    source = first.evaluations[0].source
     assert kept(first)["results"] == [
-        ("hf:acme/noisy-digits", "test", "accuracy", 0.94, "default", first.evaluations[0].source)
+        ("hf:acme/noisy-digits", "test", "accuracy", 0.94, "default", source),
+        ("hf:acme/noisy-digits", "unspecified", "accuracy", 0.94, "default", source),
     ]
+    assert "split" not in front(card)["model-index"][0]["results"][1]["dataset"]
     assert again.training == first.training and again.citation == first.citation
     assert again.limitations == first.limitations
 

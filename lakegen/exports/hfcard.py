@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from lakegen.exports.evidence import Evidence, status_words
+from lakegen.importhf import NO_SPLIT
 from lakegen.index import IndexEntry
 
 _RESULT_WORDS = {
@@ -63,8 +64,9 @@ def _model_index(ev: Evidence, entry: IndexEntry) -> list[dict[str, Any]]:
         dataset: dict[str, Any] = {
             "type": ev.hub_id(claim.dataset) or claim.dataset,
             "name": ev.name(claim.dataset),
-            "split": claim.split,
         }
+        if claim.split != NO_SPLIT:
+            dataset["split"] = claim.split
         if claim.subset:
             dataset["config"] = claim.subset
         # `verified` on the Hub means the Hub's own evaluation signed it; lakegen's re-run is not that
