@@ -8,7 +8,6 @@ carry that.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -167,7 +166,3 @@ def description(ev: Evidence, entry: IndexEntry) -> dict[str, Any]:
     if record_sets:
         doc["recordSet"] = record_sets
     return doc
-
-
-def render(ev: Evidence, entry: IndexEntry) -> str:
-    return json.dumps(description(ev, entry), indent=2, ensure_ascii=False) + "\n"

@@ -186,7 +186,3 @@ def bom(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
         "components": components,
         "dependencies": dependencies,
     }
-
-
-def render(ev: Evidence, models: list[IndexEntry]) -> str:
-    return json.dumps(bom(ev, models), indent=2, ensure_ascii=False) + "\n"

@@ -9,10 +9,11 @@ manifest says is a claim, and the exports say so.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from lakegen.index import Edge, IndexEntry, LakeIndex, Result
+from lakegen.index import Edge, Finding, IndexEntry, LakeIndex, Result
 
 HUB = "https://huggingface.co"
 _HUB_LINK = re.compile(
@@ -45,6 +46,18 @@ class Evidence:
     def __init__(self, index: LakeIndex):
         self.index = index
         self.entries = {e.id: e for e in index.entries}
+        # grouped once, so exporting a whole lake stays linear in its size
+        self._edges: dict[str, list[Edge]] = defaultdict(list)
+        for edge in index.edges:
+            if edge.declared:
+                self._edges[edge.child].append(edge)
+        self._results: dict[str, dict[tuple[str, str, str, str], Result]] = defaultdict(dict)
+        for r in index.results:
+            self._results[r.model][(r.version, r.dataset, r.split, r.metric)] = r
+        self._artifacts = {(a.entry, a.version): a.status for a in index.artifacts}
+        self._findings: dict[str | None, list[Finding]] = defaultdict(list)
+        for f in index.findings:
+            self._findings[f.entry].append(f)
 
     def select(self, kind: str, ids: list[str] | None) -> list[IndexEntry]:
         """The entries of ``kind`` named by ``ids`` (all of that kind when none are named)."""
@@ -62,7 +75,7 @@ class Evidence:
 
     def parents(self, model_id: str) -> list[Edge]:
         """Declared lineage edges into ``model_id``, whatever their status."""
-        return [e for e in self.index.edges if e.child == model_id and e.declared]
+        return self._edges.get(model_id, [])
 
     def verified_parents(self, model_id: str) -> list[Edge]:
         return [e for e in self.parents(model_id) if e.status == "verified"]
@@ -88,9 +101,7 @@ class Evidence:
     def claims(self, entry: IndexEntry, every_version: bool = False) -> list[Claim]:
         """The evaluations of a model's latest version (of every version with ``every_version``),
         each with its result when the bench stage has one."""
-        results: dict[tuple[str, str, str, str], Result] = {
-            (r.version, r.dataset, r.split, r.metric): r for r in self.index.results if r.model == entry.id
-        }
+        results = self._results.get(entry.id, {})
         out = []
         for ev in entry.manifest.get("evaluations") or []:
             version = ev.get("version") or entry.latest_version or ""
@@ -113,13 +124,10 @@ class Evidence:
         return out
 
     def artifact_status(self, entry_id: str, version: str) -> str:
-        return next(
-            (a.status for a in self.index.artifacts if a.entry == entry_id and a.version == version),
-            "unchecked",
-        )
+        return self._artifacts.get((entry_id, version), "unchecked")
 
-    def findings(self, entry_id: str) -> list[Any]:
-        return [f for f in self.index.findings if f.entry == entry_id]
+    def findings(self, entry_id: str) -> list[Finding]:
+        return self._findings.get(entry_id, [])
 
     def hub_id(self, ref: str) -> str | None:
         """The Hugging Face repo of ``ref``: an ``hf:`` reference, or a lake entry that links to the Hub."""

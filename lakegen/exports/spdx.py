@@ -35,10 +35,16 @@ class _Doc:
         self.base = f"https://spdx.org/spdxdocs/lakegen-{uuid.uuid5(uuid.NAMESPACE_URL, seed)}"
         self.graph: list[dict[str, Any]] = []
         self.ids: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
         self.created = ev.index.generated_at.replace("+00:00", "Z")
 
     def iri(self, what: str) -> str:
         return f"{self.base}/{what}"
+
+    def serial(self, kind: str) -> str:
+        """The next element id of ``kind``: relationship/0, relationship/1..."""
+        n = self.counts[kind] = self.counts.get(kind, -1) + 1
+        return self.iri(f"{kind}/{n}")
 
     def add(self, element: dict[str, Any]) -> str:
         element.setdefault("creationInfo", "_:creationinfo")
@@ -48,10 +54,9 @@ class _Doc:
     def relate(self, source: str, kind: str, targets: list[str], comment: str = "") -> None:
         if not targets:
             return
-        n = sum(1 for e in self.graph if e["type"] == "Relationship")
         rel: dict[str, Any] = {
             "type": "Relationship",
-            "spdxId": self.iri(f"relationship/{n}"),
+            "spdxId": self.serial("relationship"),
             "from": source,
             "relationshipType": kind,
             "to": targets,
@@ -66,7 +71,7 @@ class _Doc:
             self.ids[key] = self.add(
                 {
                     "type": "simplelicensing_LicenseExpression",
-                    "spdxId": self.iri(f"licence/{len(self.ids)}"),
+                    "spdxId": self.serial("licence"),
                     "simplelicensing_licenseExpression": "NOASSERTION"
                     if expression == "other"
                     else expression,
@@ -185,11 +190,10 @@ def document(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
                     f"{edge.relation}, verified by the weights",
                 )
         for edge in ev.unverified_parents(entry.id):
-            n = sum(1 for e in doc.graph if e["type"] == "Annotation")
             doc.add(
                 {
                     "type": "Annotation",
-                    "spdxId": doc.iri(f"annotation/{n}"),
+                    "spdxId": doc.serial("annotation"),
                     "annotationType": "review",
                     "subject": sids[entry.id],
                     "statement": f"Declares base {edge.parent} ({edge.relation}): "
@@ -223,7 +227,3 @@ def document(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
         "element": [e["spdxId"] for e in doc.graph],
     }
     return {"@context": CONTEXT, "@graph": [*head, spdx_doc, *doc.graph]}
-
-
-def render(ev: Evidence, models: list[IndexEntry]) -> str:
-    return json.dumps(document(ev, models), indent=2, ensure_ascii=False) + "\n"
