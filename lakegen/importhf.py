@@ -27,6 +27,7 @@ from lakegen.catalog import CATALOG_DIR
 from lakegen.errors import LakeError, Problem, format_loc
 from lakegen.manifest import EXTERNAL_PATTERN, SLUG_PATTERN, Model, Relation, _licensing
 from lakegen.schema import schema_file
+from lakegen.schema import write as write_schemas
 
 CARD = "README.md"
 HUB = "https://huggingface.co"
@@ -237,6 +238,7 @@ def _import(
     text = f"# yaml-language-server: $schema={schema.as_posix()}\n" + _dump(data)
     Model.model_validate(safeyaml.parse(text).data)  # what is written reads back as what was checked
     write_atomic(path, text)
+    write_schemas(root, missing_only=True)  # a new lake's first manifest: its $schema line must resolve
     return path
 
 

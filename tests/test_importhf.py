@@ -152,6 +152,7 @@ def test_the_real_card_shipped_in_a_pypi_package_imports_into_a_manifest_that_va
     assert model.architecture.family == "bert" and model.architecture.config["hidden_size"] == 384
     assert model.versions[0].artifact.size == (folder / "model.safetensors").stat().st_size
     assert model.base_models == []  # the card declares none; config.json's _name_or_path is not a claim
+    assert (empty_lake / "schemas" / "model.schema.json").is_file()  # what the manifest's first line names
 
 
 def test_a_hub_shaped_card_fills_every_field_it_has(empty_lake):

@@ -102,7 +102,11 @@ def description(ev: Evidence, entry: IndexEntry) -> dict[str, Any]:
     if source.get("citation"):
         doc["citeAs"] = source["citation"].strip()
     if m.get("owners"):
-        doc["creator"] = [{"@type": "sc:Person", "name": owner} for owner in m["owners"]]
+        # owners are @people or org/team
+        doc["creator"] = [
+            {"@type": "sc:Organization" if "/" in owner else "sc:Person", "name": owner}
+            for owner in m["owners"]
+        ]
     doc["rai:personalSensitiveInformation"] = (
         "The manifest declares personal data."
         if m.get("personal_data")
