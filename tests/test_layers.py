@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lineage", "bench"),
     ("governance",),
     ("compile",),
-    ("check", "search", "api", "scaffold"),
+    ("check", "search", "api", "scaffold", "importhf"),
     ("exports", "site"),
     ("cli", "__main__"),
 ]
