@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lakegen.artifacts.onnx import external_data_locations
 from lakegen.errors import WeightsError
@@ -108,7 +108,7 @@ def read_shard_index(path: Path) -> ShardIndex:
     try:
         if path.stat().st_size > MAX_INDEX:
             raise WeightsError(path, f"shard index over {MAX_INDEX >> 20} MiB")
-        data = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicates)
+        data = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=no_duplicates)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise WeightsError(path, f"unreadable shard index: {e}") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
@@ -136,8 +136,9 @@ def read_shard_index(path: Path) -> ShardIndex:
     return index
 
 
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
+def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A ``json.loads`` hook: a repeated key is an error, not a silent overwrite."""
+    out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
             raise ValueError(f"duplicate tensor name '{key}'")

@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lakegen.errors import WeightsError
 
@@ -200,13 +200,3 @@ def refuse_name(path: Path, name: str, shape: object = ()) -> None:
         raise WeightsError(path, f"refused: a tensor name of {len(name):,} characters (at most {MAX_NAME:,})")
     if isinstance(shape, list | tuple) and len(shape) > MAX_NDIM:
         raise WeightsError(path, f"tensor '{name[:80]}' has {len(shape)} dimensions (at most {MAX_NDIM})")
-
-
-def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A ``json.loads`` hook: a repeated key is an error, not a silent overwrite."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate tensor name '{key}'")
-        out[key] = value
-    return out

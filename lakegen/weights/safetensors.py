@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lakegen.artifacts.layout import no_duplicates
 from lakegen.weights.base import (
     SAFETENSORS_DTYPES,
     STORAGE,
     TensorInfo,
     WeightFile,
     WeightsError,
-    no_duplicates,
     refuse_count,
     refuse_name,
 )
