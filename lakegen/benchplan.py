@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lakegen import artifacts, metrics
+from lakegen import artifacts, metrics, remote
 from lakegen.catalog import Catalog, Record, latest_version
 from lakegen.digests import Digests, default_cache_dir
 from lakegen.manifest import Artifact, Code, Dataset, Evaluation, Model, is_external
@@ -181,7 +181,10 @@ class Planner:
         except artifacts.ArtifactPathError as e:
             raise Missing(f"{what}: {e}", field) from None
         if where.path is None:
-            raise Missing(f"{what} is remote ({art.uri}); lakegen bench reads files in the lake only", field)
+            local = remote.local_weights(self.catalog.root, art)
+            if isinstance(local, str):
+                raise Missing(f"{what}: {local}", field)
+            return local, [art.sha256], art.format  # the cache holds only what hashed to art.sha256
         if not where.path.is_file():
             raise Missing(f"{what}: file {art.uri} is missing", field)
         state = self.catalog.artifacts.get((entry.id, version), "unchecked")

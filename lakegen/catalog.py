@@ -24,6 +24,7 @@ from lakegen.manifest import (
     KINDS,
     SEMVER_PATTERN,
     SLUG_PATTERN,
+    Artifact,
     Code,
     CompanionFile,
     Dataset,
@@ -356,6 +357,8 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
             key = (entry.id, version.version)
             if where.path is None:
                 catalog.artifacts[key] = "unchecked"
+                if digests is not None and not version.yanked:
+                    catalog.artifacts[key] = _check_remote(catalog, record, loc, art)
                 continue
             if version.yanked and not where.path.exists():
                 catalog.artifacts[key] = "unchecked"  # withdrawn, with a reason: its bytes may go
@@ -378,6 +381,21 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
             if ok and art.uri.endswith(INDEX_SUFFIX):
                 ok = _check_shards_pinned(catalog, record, loc, where.path, art.files)
             catalog.artifacts[key] = "verified" if ok else "contradicted"
+
+
+def _check_remote(catalog: Catalog, record: Record, loc: Loc, art: Artifact) -> ArtifactState:
+    from lakegen import remote
+
+    fetcher = remote.for_lake(catalog.root)
+    state = remote.check(fetcher, art, lambda at, message: _add(catalog, record, (*loc, *at), message))
+    if state == "verified" and art.uri.endswith(INDEX_SUFFIX):
+        try:
+            index = fetcher.local_copy(art.uri, art.size, art.sha256)
+        except remote.RemoteError as e:
+            _add(catalog, record, (*loc, "uri"), str(e))
+            return "unchecked"
+        state = "verified" if _check_shards_pinned(catalog, record, loc, index, art.files) else "contradicted"
+    return state  # type: ignore[return-value]
 
 
 def _check_shards_pinned(

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from lakegen import artifacts
+from lakegen import artifacts, remote
 from lakegen.attribution import Edge, Lineage, Match, attribute, closest
 from lakegen.audit import AUDITED, MIN_SHARE, Audit, AuditCache, audit_edge
 from lakegen.catalog import Catalog, Record, latest_version
@@ -150,7 +150,11 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
                 skipped[key] = str(e)
                 continue
             if where.path is None:
-                skipped[key] = f"remote artifact {version.artifact.uri} (not fetched)"
+                local = remote.local_weights(catalog.root, version.artifact)
+                if isinstance(local, str):
+                    skipped[key] = local
+                else:
+                    paths[key] = local
                 continue
             if not where.path.is_file():
                 skipped[key] = f"artifact not found: {version.artifact.uri}"

@@ -13,6 +13,13 @@ import pytest
 LAKEGEN = Path(sys.executable).with_name("lakegen")
 
 
+@pytest.fixture(autouse=True)
+def _no_remote_fetches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests reach no network beyond 127.0.0.1: manifests naming https://example.org/... stay
+    unchecked; tests/test_remote.py lifts this for its servers on 127.0.0.1."""
+    monkeypatch.setenv("LAKEGEN_OFFLINE", "1")
+
+
 def write_tree(root: Path, files: dict[str, str | bytes]) -> None:
     """Create ``files`` (relative path -> text or bytes) under ``root``."""
     for rel, content in files.items():

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from lakegen.errors import LakeError, Problem, format_loc
 from lakegen.manifest import Line, Owner
+from lakegen.remote import StorageSettings
 from lakegen.safeyaml import Document, load, parse
 
 POLICIES_FILE = "catalog/policies.yaml"
@@ -35,6 +36,9 @@ class _Strict(BaseModel):
 
 class PoliciesFile(_Strict):
     rules: dict[RuleName, Level] = Field(default_factory=dict, description="Rule name -> error, warn or off.")
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings, description="How remote artifacts are fetched (docs/storage.md)."
+    )
 
     @field_validator("rules", mode="before")
     @classmethod
