@@ -29,6 +29,7 @@ import json
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -367,12 +368,24 @@ class S3Backend:
         return Head(int(info["size"]), stamp)
 
     def chunks(self, target: Target, head: Head, offset: int) -> Iterator[bytes]:
-        version = head.stamp.split(" ", 1)[1] if " " in head.stamp else None
-        kwargs = {"version_id": version} if version else {}
-        with self.fs.open(target.location, "rb", block_size=8 * CHUNK, cache_type="none", **kwargs) as f:
-            f.seek(offset)
-            while chunk := f.read(8 * CHUNK):
+        # One GetObject streamed (a range only to resume), pinned to the version that HEAD saw:
+        # s3fs's file object would send a range request per block.
+        from fsspec.asyn import sync
+
+        bucket, key = target.location.split("/", 1)
+        etag, _, version = head.stamp.partition(" ")
+        kwargs = {"Bucket": bucket, "Key": key, "IfMatch": etag}
+        if version:
+            kwargs["VersionId"] = version
+        if offset:
+            kwargs["Range"] = f"bytes={offset}-"
+        response = self.fs.call_s3("get_object", **kwargs)
+        body = response["Body"]
+        try:
+            while chunk := sync(self.fs.loop, body.read, CHUNK):
                 yield chunk
+        finally:
+            body.close()
 
 
 class _Transient(RemoteError):
@@ -402,7 +415,7 @@ class Remote:
         self.settings = settings if settings is not None else load_settings(root)
         self.folder = cache_dir if cache_dir is not None else default_cache_dir(root)
         self.digests = Digests(self.folder)
-        self.progress = progress
+        self.progress = progress if progress is not None else (_Bar() if sys.stderr.isatty() else None)
         self.bytes_fetched = 0
         self._backends: dict[str, Backend] = {}
 
@@ -533,6 +546,8 @@ class Remote:
             return Fetched(actual, done, blob)
         finally:
             tmp.unlink(missing_ok=True)
+            if self.progress is not None:
+                self.progress(target.uri, size, size)  # done, or given up: either way the bar goes
 
     def _remember(self, uri: str, head: Head, size: int, sha256: str) -> None:
         if head.stamp:
@@ -567,6 +582,30 @@ class Remote:
                 p.unlink()
             folder.rmdir()
             total -= bytes_
+
+
+class _Bar:
+    """Download bars on a terminal's stderr, one per object while it is fetched."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        self.bars = Progress(*columns, console=Console(stderr=True), transient=True)
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, uri: str, done: int, total: int) -> None:
+        if uri not in self.tasks:
+            if done >= total:
+                return
+            self.bars.start()
+            self.tasks[uri] = self.bars.add_task(uri, total=total)
+        self.bars.update(self.tasks[uri], completed=done)
+        if done >= total:
+            self.bars.remove_task(self.tasks.pop(uri))
+            if not self.tasks:
+                self.bars.stop()
 
 
 def _mismatch(declared: str, actual: str) -> str:
