@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from lakegen import artifacts
 from lakegen.digests import Digests, default_cache_dir
-from lakegen.errors import LakeError, Problem, format_loc
+from lakegen.errors import LakeError, Problem, Severity, format_loc
 from lakegen.manifest import (
     FOLDERS,
     KINDS,
@@ -67,6 +67,8 @@ class Catalog:
     records: dict[str, Record] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     artifacts: dict[tuple[str, str], ArtifactState] = field(default_factory=dict)
+    signatures: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """Verdicts on the model-signing bundles shipped beside artifacts (lakegen.signatures.Signature)."""
     broken: dict[str, str] = field(default_factory=dict)
     """Ids of manifests that failed to load, mapped to their paths, so references say why."""
 
@@ -381,6 +383,26 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
             if ok and art.uri.endswith(INDEX_SUFFIX):
                 ok = _check_shards_pinned(catalog, record, loc, where.path, art.files)
             catalog.artifacts[key] = "verified" if ok else "contradicted"
+            if ok:
+                _check_signature(catalog, record, loc, key, where.path, art.sha256)
+
+
+def _check_signature(
+    catalog: Catalog, record: Record, loc: Loc, key: tuple[str, str], path: Path, sha256: str
+) -> None:
+    from lakegen import signatures
+
+    bundle = signatures.bundle_of(path)
+    if bundle is None:
+        return
+    verdict = signatures.check(catalog.root, path, bundle, sha256, default_cache_dir(catalog.root))
+    catalog.signatures[key] = verdict
+    if verdict.state != "verified":
+        severity: Severity = "error" if verdict.state == "contradicted" else "warning"
+        message = f"signature {bundle.name} is {verdict.state}: {verdict.detail}"
+        catalog.problems.append(
+            Problem(record.path, record.doc.line((*loc, "uri")), format_loc((*loc, "uri")), message, severity)
+        )
 
 
 def _check_remote(catalog: Catalog, record: Record, loc: Loc, art: Artifact) -> ArtifactState:

@@ -144,6 +144,10 @@ class ArtifactCheck(_Row):
     entry: str
     version: str
     status: Status
+    signature: Literal["verified", "contradicted", "untrusted", "invalid"] | None = Field(
+        None, description="The model-signing bundle shipped beside the artifact, if any (lakegen.signatures)."
+    )
+    signer: str = Field("", description="The trusted key's holder, or the signing certificate's subject.")
 
 
 class CompiledFrom(_Row):
@@ -202,7 +206,8 @@ def base_index(catalog: Catalog) -> LakeIndex:
             )
     index.findings.extend(Finding.from_problem(p, catalog) for p in catalog.problems)
     index.artifacts = [
-        ArtifactCheck(entry=e, version=v, status=s) for (e, v), s in sorted(catalog.artifacts.items())
+        ArtifactCheck(entry=e, version=v, status=s, **_signed(catalog.signatures.get((e, v))))
+        for (e, v), s in sorted(catalog.artifacts.items())
     ]
     index.stages["validate"] = "ran"
     return index
@@ -233,6 +238,10 @@ def compile_lake(
     governance_stage(catalog, index)
     history_stage(catalog, index)
     return index
+
+
+def _signed(verdict: Any) -> dict[str, Any]:
+    return {} if verdict is None else {"signature": verdict.state, "signer": verdict.signer}
 
 
 def _named_inputs(catalog: Catalog) -> tuple[list[str], list[str]]:

@@ -22,6 +22,7 @@ from lakegen.errors import LakeError, Problem, format_loc
 from lakegen.manifest import Line, Owner
 from lakegen.remote import StorageSettings
 from lakegen.safeyaml import Document, load, parse
+from lakegen.signatures import SigningSettings
 
 POLICIES_FILE = "catalog/policies.yaml"
 OWNERS_FILE = "catalog/owners.yaml"
@@ -38,6 +39,10 @@ class PoliciesFile(_Strict):
     rules: dict[RuleName, Level] = Field(default_factory=dict, description="Rule name -> error, warn or off.")
     storage: StorageSettings = Field(
         default_factory=StorageSettings, description="How remote artifacts are fetched (docs/storage.md)."
+    )
+    signing: SigningSettings = Field(
+        default_factory=SigningSettings,
+        description="Whose model-signing bundles are trusted (docs/storage.md).",
     )
 
     @field_validator("rules", mode="before")
