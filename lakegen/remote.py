@@ -470,6 +470,8 @@ class Remote:
             if record.get("size") == size and isinstance(actual, str):
                 return None if actual == sha256 else _mismatch(sha256, actual)
         fetched = self._fetch(target, head, size, sha256)
+        if fetched.size > size:
+            return f"size is over {size:,} bytes, the manifest's (the transfer was stopped there)"
         if fetched.size != size:
             return f"size is {fetched.size:,} bytes; manifest says {size:,}"
         return None if fetched.sha256 == sha256 else _mismatch(sha256, fetched.sha256)

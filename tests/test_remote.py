@@ -28,7 +28,8 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: a cut-off body leaves whole chunks 
 
 class Files(BaseHTTPRequestHandler):
     """Serves ``server.files`` (path -> bytes) with ranges and ETags; the first path segment
-    picks a behaviour: ``files``, ``cut`` (the first GET stops halfway), ``slow`` (stalls),
+    picks a behaviour: ``files``, ``cut`` (the first GET stops halfway), ``slow`` (stalls), ``long``
+    (GET sends more than HEAD announced),
     ``same`` / ``other`` (redirect to this host / to ``localhost``), ``hf`` (a Hub endpoint)."""
 
     protocol_version = "HTTP/1.1"
@@ -59,6 +60,8 @@ class Files(BaseHTTPRequestHandler):
             prefix = f"org/model/resolve/{COMMIT}/"
             name = name.removeprefix(prefix) if name.startswith(prefix) else ""
         data = server.files.get(name)
+        if mode == "long" and body and data is not None:
+            data += b"more than HEAD said"
         if data is None:
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -298,6 +301,20 @@ def test_a_size_that_differs_from_the_manifest_costs_no_download(tmp_path: Path,
         ("versions[0].artifact.size", f"size is {len(PAYLOAD) + 4:,} bytes; manifest says {len(PAYLOAD):,}")
     ]
     assert http.gets["/files/m.safetensors"] == 0
+
+
+def test_a_body_longer_than_the_manifest_says_is_stopped_and_contradicted(tmp_path: Path, http: Any) -> None:
+    http.files["m.safetensors"] = PAYLOAD
+    root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/long/m.safetensors", PAYLOAD)
+    state, found = problems(root)
+    assert state == "contradicted"
+    assert found == [
+        (
+            "versions[0].artifact.size",
+            f"size is over {len(PAYLOAD):,} bytes, the manifest's (the transfer was stopped there)",
+        )
+    ]
+    assert remote.for_lake(root).blob(hashlib.sha256(PAYLOAD).hexdigest()) is None
 
 
 @pytest.mark.parametrize(
