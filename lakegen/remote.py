@@ -1,4 +1,4 @@
-"""Remote artifacts (``https``, ``http``, ``s3``, ``hf``): fetched safely, hashed over every byte.
+"""Remote artifacts (``https``, ``http``, ``s3``, ``gs``, ``hf``): fetched safely, hashed over every byte.
 
 A server's ETag or self-reported hash is no evidence, so an artifact's sha256 is
 computed over the bytes as they arrive, in one streaming pass that writes them
@@ -17,7 +17,8 @@ allows it in ``catalog/policies.yaml`` under ``storage.allow_hosts``; redirects
 may not leave the host (``storage.redirect_hosts`` names exceptions such as
 Hugging Face's CDN) nor drop from https to http; every object has size and time
 caps. Credentials come from the standard chains (botocore's for S3, ``HF_TOKEN``
-or the stored token for ``hf``) and are never printed or written.
+or the stored token for ``hf``, Google's default credentials for ``gs`` when
+google-auth is installed) and are never printed or written.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -109,7 +110,7 @@ def load_settings(root: Path) -> StorageSettings:
 
 @dataclass(frozen=True)
 class Target:
-    """A parsed remote URI: for s3 ``bucket/key``, else the http(s) URL to GET."""
+    """A parsed remote URI: for s3 ``bucket/key``, else the http(s) URL to GET (gs and hf too)."""
 
     uri: str
     scheme: str
@@ -136,7 +137,40 @@ def parse(uri: str) -> Target:
         return Target(uri, scheme, bucket_key)
     if scheme == "hf":
         return _hf_target(uri, rest.removeprefix("//"))
-    raise Refused(f"{uri}: lakegen does not fetch {scheme}: URIs yet (https, http, s3 and hf it does)")
+    if scheme == "gs":
+        return _gs_target(uri, rest.removeprefix("//"))
+    raise Refused(f"{uri}: lakegen does not fetch {scheme}: URIs (https, http, s3, gs and hf it does)")
+
+
+def _gs_target(uri: str, rest: str) -> Target:
+    """Cloud Storage's XML API, at ``STORAGE_EMULATOR_HOST`` when set (as Google's libraries do)."""
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key:
+        raise Refused(f"{uri}: a gs URI names a bucket and an object (gs://bucket/path/to/file)")
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    if emulator and "://" not in emulator:
+        emulator = f"http://{emulator}"
+    endpoint = (emulator or "https://storage.googleapis.com").rstrip("/")
+    token = _gcloud_token() if not emulator else None
+    auth = (urlsplit(endpoint).netloc.lower(), f"Bearer {token}") if token else None
+    return Target(uri, "gs", f"{endpoint}/{bucket}/{quote(key, safe='/')}", auth)
+
+
+def _gcloud_token() -> str | None:
+    """A token from Google's default credentials when google-auth is installed; else none (public
+    objects only)."""
+    try:
+        import google.auth
+        import google.auth.transport.requests
+    except ImportError:
+        return None
+    try:
+        scope = "https://www.googleapis.com/auth/devstorage.read_only"
+        credentials, _ = google.auth.default(scopes=[scope])
+        credentials.refresh(google.auth.transport.requests.Request())
+    except Exception:  # no credentials configured: public objects still work
+        return None
+    return str(credentials.token) if credentials.token else None
 
 
 def _hf_target(uri: str, rest: str) -> Target:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from conftest import write_tree
@@ -45,7 +46,7 @@ class Files(BaseHTTPRequestHandler):
 
     def _serve(self, body: bool) -> None:
         server: Any = self.server
-        mode, _, name = self.path.lstrip("/").partition("/")
+        mode, _, name = unquote(self.path).lstrip("/").partition("/")
         if body:
             server.gets[self.path] += 1
         if mode in ("same", "other"):
@@ -331,6 +332,17 @@ def test_metadata_services_and_private_addresses_are_refused(address: str, why: 
     with pytest.raises(remote.Refused, match=re.escape(f"is {why};")):
         remote.check_host(address, 80, remote.StorageSettings())
     assert remote.check_host(address, 80, remote.StorageSettings(allow_hosts=[address])) != []
+
+
+def test_a_gs_object_is_verified_through_STORAGE_EMULATOR_HOST(
+    tmp_path: Path, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"127.0.0.1:{http.port}")
+    http.files["models/m v1.safetensors"] = PAYLOAD
+    # the bucket "files" is the server's plain mode: GET /files/<object>
+    root = make_lake(tmp_path / "lake", "gs://files/models/m v1.safetensors", PAYLOAD)
+    assert problems(root) == ("verified", [])
+    assert http.gets["/files/models/m%20v1.safetensors"] == 1
 
 
 # ------------------------------------------------------------------------------------------ hf
