@@ -362,7 +362,9 @@ class HttpBackend:
                 raise _Restart
             if offset and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
                 raise _Restart
-            yield from response.stream(CHUNK, decode_content=False)
+            # read1: what has arrived, so a slow trickle still meets the max_seconds check
+            while chunk := response.read1(CHUNK, decode_content=False):
+                yield chunk
         finally:
             response.release_conn()
 
@@ -576,6 +578,10 @@ class Remote:
                         if attempt == self.settings.retries or time.monotonic() > deadline:
                             raise RemoteError(f"could not fetch {target.uri}: {_describe(e)}") from None
                         time.sleep(min(0.5 * 2**attempt, 8.0))
+                else:
+                    raise RemoteError(
+                        f"could not fetch {target.uri}: the server would not resume the transfer"
+                    )
             actual = hasher.hexdigest()
             self._remember(target.uri, head, done, actual)
             blob = self._keep(tmp, actual, target.name) if keep and actual == sha256 else None

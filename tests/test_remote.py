@@ -3,6 +3,7 @@ ranges, redirects, slow and cut-off bodies, and a Hugging Face endpoint through 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
@@ -29,9 +30,9 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: a cut-off body leaves whole chunks 
 
 class Files(BaseHTTPRequestHandler):
     """Serves ``server.files`` (path -> bytes) with ranges and ETags; the first path segment
-    picks a behaviour: ``files``, ``cut`` (the first GET stops halfway), ``slow`` (stalls), ``long``
-    (GET sends more than HEAD announced),
-    ``same`` / ``other`` (redirect to this host / to ``localhost``), ``hf`` (a Hub endpoint)."""
+    picks a behaviour: ``files``, ``cut`` (the first GET stops halfway), ``slow`` (stalls),
+    ``drip`` (4 KiB every 50 ms), ``long`` (GET sends more than HEAD announced), ``same`` /
+    ``other`` (redirect to this host / to ``localhost``), ``hf`` (a Hub endpoint)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -84,6 +85,13 @@ class Files(BaseHTTPRequestHandler):
             self.wfile.write(data[:1000])
             self.wfile.flush()
             time.sleep(3)
+            return
+        if mode == "drip":
+            with contextlib.suppress(ConnectionError):  # the client gives up first
+                for i in range(0, len(data), 4096):
+                    self.wfile.write(data[i : i + 4096])
+                    self.wfile.flush()
+                    time.sleep(0.05)
             return
         if mode == "cut" and server.gets[self.path] == 1:
             self.wfile.write(data[: len(data) // 2])
@@ -274,6 +282,19 @@ def test_a_stalled_body_times_out_with_a_clear_error(tmp_path: Path, http: Any) 
     assert found == [
         ("versions[0].artifact.uri", f"could not fetch {uri}: timed out waiting for data (storage.timeout_s)")
     ]
+
+
+def test_a_trickling_body_is_stopped_at_the_time_cap(tmp_path: Path, http: Any) -> None:
+    http.files["m.safetensors"] = PAYLOAD
+    uri = f"http://127.0.0.1:{http.port}/drip/m.safetensors"
+    root = make_lake(tmp_path / "lake", uri, PAYLOAD, timeout_s=1, max_seconds=0.5)
+    started = time.monotonic()
+    state, found = problems(root)
+    assert time.monotonic() - started < 3  # the whole body would take 13 s
+    assert (state, found) == (
+        "unchecked",
+        [("versions[0].artifact.uri", f"{uri}: not fetched within storage.max_seconds (0.5 s)")],
+    )
 
 
 def test_an_object_over_the_size_cap_is_refused_before_any_byte(tmp_path: Path, http: Any) -> None:
