@@ -184,7 +184,8 @@ class Planner:
             local = remote.local_weights(self.catalog.root, art)
             if isinstance(local, str):
                 raise Missing(f"{what}: {local}", field)
-            return local, [art.sha256], art.format  # the cache holds only what hashed to art.sha256
+            # the cache holds only what hashed to the pinned sha256s
+            return local, [art.sha256, *(f.sha256 for f in art.files)], art.format
         if not where.path.is_file():
             raise Missing(f"{what}: file {art.uri} is missing", field)
         state = self.catalog.artifacts.get((entry.id, version), "unchecked")

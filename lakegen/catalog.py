@@ -411,10 +411,9 @@ def _check_remote(catalog: Catalog, record: Record, loc: Loc, art: Artifact) -> 
     fetcher = remote.for_lake(catalog.root)
     state = remote.check(fetcher, art, lambda at, message: _add(catalog, record, (*loc, *at), message))
     if state == "verified" and art.uri.endswith(INDEX_SUFFIX):
-        try:
-            index = fetcher.local_copy(art.uri, art.size, art.sha256)
-        except remote.RemoteError as e:
-            _add(catalog, record, (*loc, "uri"), str(e))
+        index = remote.local_weights(catalog.root, art)  # beside its shards, as in a local folder
+        if isinstance(index, str):
+            _add(catalog, record, (*loc, "uri"), index)
             return "unchecked"
         state = "verified" if _check_shards_pinned(catalog, record, loc, index, art.files) else "contradicted"
     return state  # type: ignore[return-value]

@@ -154,7 +154,7 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
                 if isinstance(local, str):
                     skipped[key] = local
                 else:
-                    paths[key] = local
+                    paths[key] = model_location(local)
                 continue
             if not where.path.is_file():
                 skipped[key] = f"artifact not found: {version.artifact.uri}"

@@ -23,12 +23,15 @@ google-auth is installed) and are never printed or written.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import ipaddress
 import json
 import os
+import posixpath
 import re
+import shutil
 import socket
 import sys
 import time
@@ -624,6 +627,11 @@ class Remote:
                 p.unlink()
             folder.rmdir()
             total -= bytes_
+        # a release folder whose files lost their blob would hold the bytes outside the cap
+        for release in (self.folder / "releases").glob("*"):
+            files = [p for p in release.rglob("*") if p.is_file()]
+            if any(p.stat().st_nlink < 2 for p in files):
+                shutil.rmtree(release, ignore_errors=True)
 
 
 class _Bar:
@@ -726,10 +734,30 @@ def check(remote: Remote, art: Any, add: Callable[[tuple[str | int, ...], str], 
 
 
 def local_weights(root: Path, art: Any) -> Path | str:
-    """The cached local copy of a remote artifact (fetched now if need be), or why there is none."""
-    if art.files:
-        return f"remote artifact {art.uri}: remote sharded checkpoints and adapter folders are not read yet"
+    """The cached local copy of a remote artifact (fetched now if need be), or why there is none.
+
+    With pinned ``files`` (a sharded checkpoint's shards, an adapter's config), the artifact lies in
+    a release folder of the cache, ``releases/<sha256>/``, beside hard links to its companions'
+    cached copies, laid out as the manifest names them, so readers see the layout of a local folder.
+    """
+    fetcher = for_lake(root)
+    names = [parse(art.uri).name, *(posixpath.normpath(f.path) for f in art.files)]
+    outside = next((n for n in names[1:] if n == ".." or n.startswith("../")), None)
+    if outside is not None:
+        return f"remote artifact {art.uri}: pinned file '{outside}' leaves the artifact's folder"
     try:
-        return for_lake(root).local_copy(art.uri, art.size, art.sha256)
+        blobs = [fetcher.local_copy(*pin[1:]) for pin in pinned(art.uri, art.size, art.sha256, art.files)]
     except RemoteError as e:
         return f"remote artifact {art.uri}: {e}"
+    items = list(zip(names, blobs, strict=True))
+    if not art.files:
+        return items[0][1]
+    listing = "".join(f"{rel}\0{blob.parent.name}\n" for rel, blob in items)
+    folder = fetcher.folder / "releases" / hashlib.sha256(listing.encode()).hexdigest()
+    for rel, blob in items:
+        target = folder / rel
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another process linked it first
+                os.link(blob, target)
+    return folder / items[0][0]

@@ -404,9 +404,54 @@ def test_an_hf_branch_is_refused_for_a_released_version(tmp_path: Path) -> None:
 
 
 def test_a_content_is_fetched_once_across_validate_attribute_and_bench(tmp_path: Path, http: Any) -> None:
+    """A single file, an adapter folder and a sharded checkpoint, each moved to the server."""
     from lakegen.benchplan import Planner
     from lakegen.lineage import attribute_catalog
 
+    lake = tmp_path / "lake"
+    shutil.copytree(REPO / "catalog", lake / "catalog")
+    models = lake / "catalog/artifacts/models"
+    moved = ["digits-mlp-ft-small", "digits-mlp-lora", "digits-mlp-merge"]
+    for model_id in moved:
+        for file in sorted(models.rglob(f"{model_id}-*")):
+            for path in [file] if file.is_file() else sorted(file.iterdir()):
+                http.files[path.relative_to(models).as_posix()] = path.read_bytes()
+                path.unlink()
+        yaml = lake / f"catalog/models/{model_id}.yaml"
+        yaml.write_text(
+            yaml.read_text().replace("../artifacts/models/", f"http://127.0.0.1:{http.port}/files/")
+        )
+    assert len(http.files) == 7  # 1 + adapter and config + 1 + index and 2 shards
+    policies = lake / "catalog/policies.yaml"
+    policies.write_text(policies.read_text() + "storage:\n  allow_hosts: ['127.0.0.1']\n")
+
+    catalog = load_catalog(lake)
+    assert catalog.errors == []
+    remote_versions = [(m, v) for (m, v) in catalog.artifacts if m in moved]
+    assert len(remote_versions) == 4 and all(catalog.artifacts[k] == "verified" for k in remote_versions)
+    lineage = attribute_catalog(catalog)
+    edges = [(d.model, d.base, d.status) for d in lineage.declared if d.model in moved]
+    assert len(edges) == 4 and all(status == "verified" for _, _, status in edges), edges
+    plans = Planner(catalog).plans(moved)
+    assert plans and all(not p.missing for p in plans), [p.missing for p in plans]
+    cache = lake / ".lakegen/cache"
+    assert all(Path(p.payload["weights"]["path"]).is_relative_to(cache) for p in plans)
+    assert dict(http.gets) == {f"/files/{name}": 1 for name in http.files}
+
+
+@pytest.mark.slow
+def test_bench_reads_remote_weights_from_a_cache_in_the_hidden_home(
+    tmp_path: Path, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox hides $HOME; a download cache there must stay readable to the worker."""
+    from lakegen.bench import Options, run_bench
+    from lakegen.sandbox import unavailable
+
+    if unavailable() is not None:
+        pytest.skip(f"no sandbox: {unavailable()}")
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("LAKEGEN_CACHE", str(home / ".cache/lakegen"))
     lake = tmp_path / "lake"
     shutil.copytree(REPO / "catalog", lake / "catalog")
     name = "digits-mlp-ft-small-1.0.0.safetensors"
@@ -419,13 +464,8 @@ def test_a_content_is_fetched_once_across_validate_attribute_and_bench(tmp_path:
     )
     policies = lake / "catalog/policies.yaml"
     policies.write_text(policies.read_text() + "storage:\n  allow_hosts: ['127.0.0.1']\n")
-
-    catalog = load_catalog(lake)
-    assert catalog.artifacts[("digits-mlp-ft-small", "1.0.0")] == "verified"
-    lineage = attribute_catalog(catalog)
-    edge = next(d for d in lineage.declared if d.model == "digits-mlp-ft-small")
-    assert edge.status == "verified", edge
-    plans = Planner(catalog).plans(["digits-mlp-ft-small"])
-    assert plans and all(not p.missing for p in plans), [p.missing for p in plans]
-    assert all(Path(p.payload["weights"]["path"]).read_bytes() == http.files[name] for p in plans)
+    report = run_bench(
+        lake, ["digits-mlp-ft-small"], Options(workers=1, write_results=False, read_committed=False)
+    )
+    assert report.results and {r.status for r in report.results} == {"verified"}, report.results
     assert http.gets[f"/files/{name}"] == 1
