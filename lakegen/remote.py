@@ -33,6 +33,7 @@ import posixpath
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -94,18 +95,37 @@ class NotFound(RemoteError):
 def load_settings(root: Path) -> StorageSettings:
     """The lake's storage settings; the strict defaults when it sets none or the file is broken
     (the governance check reports a broken ``policies.yaml``), so a bad file never loosens them."""
-    from lakegen.errors import LakeError
-    from lakegen.safeyaml import load
-
     path = root / POLICIES_FILE
-    if not path.is_file():
+    return settings_from(path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None)
+
+
+def settings_at(root: Path, commit: str) -> StorageSettings:
+    """The storage settings committed at ``commit`` (the strict defaults where there are none)."""
+    done = subprocess.run(
+        ["git", "-C", str(root), "show", f"{commit}:./{POLICIES_FILE}"], capture_output=True, check=False
+    )
+    return settings_from(done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None)
+
+
+def settings_from(text: str | None) -> StorageSettings:
+    from lakegen.errors import LakeError
+    from lakegen.safeyaml import parse
+
+    if text is None:
         return StorageSettings()
     try:
-        data = load(path, POLICIES_FILE).data
+        data = parse(text).data
         section = data.get("storage") if isinstance(data, dict) else None
         return StorageSettings.model_validate(section or {})
     except (LakeError, ValidationError):
         return StorageSettings()
+
+
+def fetch_under(root: Path, settings: StorageSettings) -> None:
+    """Fetch for the lake at ``root`` under ``settings`` from now on in this process: a pull
+    request's check uses its base's, so the request cannot loosen the rules for its own run."""
+    key = root.resolve()
+    _REMOTES[key] = Remote(key, settings)
 
 
 # ---------------------------------------------------------------------------------------- targets

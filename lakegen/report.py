@@ -342,6 +342,10 @@ def run_check(
     trust_code: bool = False,
 ) -> CheckReport:
     """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
+    if base:
+        from lakegen import remote
+
+        remote.fetch_under(Path(root), remote.settings_at(Path(root), base))
     catalog = load_catalog(root, verify_artifacts=verify_artifacts)
     changes = lake_changes(catalog, base) if base else None
     ctx = CheckContext(catalog, changes, run_evaluations, trust_code)

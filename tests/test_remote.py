@@ -469,3 +469,27 @@ def test_bench_reads_remote_weights_from_a_cache_in_the_hidden_home(
     )
     assert report.results and {r.status for r in report.results} == {"verified"}, report.results
     assert http.gets[f"/files/{name}"] == 1
+
+
+def test_a_pull_request_cannot_loosen_the_rules_for_its_own_check(tmp_path: Path, http: Any) -> None:
+    from gitlake import GitLake
+
+    from lakegen.report import run_check
+
+    lake = GitLake(tmp_path / "lake", policies="rules: {}\n")
+    lake.commit("An empty lake")
+    lake.git("checkout", "-q", "-b", "pr")
+    http.files["m.safetensors"] = PAYLOAD
+    make_lake(lake.root, f"http://127.0.0.1:{http.port}/files/m.safetensors", PAYLOAD)  # allows 127.0.0.1
+    lake.commit("Add a model on an internal server, and allow that server")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert report.catalog.artifacts[("remote-model", "1.0.0")] == "unchecked"
+    assert [p.message for p in report.catalog.problems if p.field == "versions[0].artifact.uri"] == [
+        "refused: 127.0.0.1 is a loopback address; a lake that needs it lists '127.0.0.1' under "
+        "storage.allow_hosts in catalog/policies.yaml"
+    ]
+    assert http.gets["/files/m.safetensors"] == 0
+    lake.git("checkout", "-q", "main")
+    lake.merge("pr", "Merge pull request #1 from ada/pr")
+    fresh(lake.root)  # a new process, after the merge
+    assert load_catalog(lake.root).artifacts[("remote-model", "1.0.0")] == "verified"
