@@ -344,6 +344,12 @@ def _check_cycles(catalog: Catalog) -> None:
 
 def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
     """Resolve every local artifact; with ``digests``, check its size and sha256 too."""
+    versions = [v for r in catalog.records.values() for v in getattr(r.entry, "versions", [])]
+    remote_artifacts = [v.artifact for v in versions if not v.yanked and ":" in v.artifact.uri]
+    if digests is not None and remote_artifacts:
+        from lakegen import remote
+
+        remote.prefetch(remote.for_lake(catalog.root), remote_artifacts)
     for record in catalog.records.values():
         entry = record.entry
         if isinstance(entry, Code) and entry.path is not None:

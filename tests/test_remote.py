@@ -31,8 +31,9 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: a cut-off body leaves whole chunks 
 class Files(BaseHTTPRequestHandler):
     """Serves ``server.files`` (path -> bytes) with ranges and ETags; the first path segment
     picks a behaviour: ``files``, ``cut`` (the first GET stops halfway), ``slow`` (stalls),
-    ``drip`` (4 KiB every 50 ms), ``long`` (GET sends more than HEAD announced), ``same`` /
-    ``other`` (redirect to this host / to ``localhost``), ``hf`` (a Hub endpoint)."""
+    ``drip`` (4 KiB every 50 ms), ``long`` (GET sends more than HEAD announced), ``lag`` (HEAD
+    takes 0.2 s), ``same`` / ``other`` (redirect to this host / to ``localhost``), ``hf`` (a Hub
+    endpoint)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -40,7 +41,15 @@ class Files(BaseHTTPRequestHandler):
         pass
 
     def do_HEAD(self) -> None:
+        server: Any = self.server
+        with server.lock:
+            server.heads_now += 1
+            server.heads_peak = max(server.heads_peak, server.heads_now)
+        if self.path.startswith("/lag/"):
+            time.sleep(0.2)
         self._serve(body=False)
+        with server.lock:
+            server.heads_now -= 1
 
     def do_GET(self) -> None:
         self._serve(body=True)
@@ -101,10 +110,16 @@ class Files(BaseHTTPRequestHandler):
         self.wfile.write(data[start:])
 
 
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gives up on a stalled body resets its connection: that is the test
+
+
 @pytest.fixture
 def http() -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    server: Any = Server(("127.0.0.1", 0), Files)
     server.files, server.gets, server.auth, server.port = {}, Counter(), [], server.server_address[1]
+    server.lock, server.heads_now, server.heads_peak = threading.Lock(), 0, 0
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -144,11 +159,11 @@ def _online(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
 
 
-def manifest(uri: str, data: bytes, sha256: str | None = None) -> str:
-    digest = sha256 or hashlib.sha256(data).hexdigest()
+def manifest(uri: str, data: bytes, model_id: str = "remote-model") -> str:
+    digest = hashlib.sha256(data).hexdigest()
     return f"""\
 kind: model
-id: remote-model
+id: {model_id}
 name: A model whose weights live on a server
 description: Fixture.
 owners: ['@ada']
@@ -250,6 +265,22 @@ def test_https_resumes_a_cut_off_body_with_a_range_request(tmp_path: Path, http:
     assert problems(root) == ("verified", [])
     assert http.gets["/cut/m.safetensors"] == 2  # the cut one, then the rest from where it stopped
     assert remote.for_lake(root).bytes_fetched == len(PAYLOAD)
+
+
+def test_a_warm_run_sends_its_head_requests_side_by_side(tmp_path: Path, http: Any) -> None:
+    root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/lag/m0.safetensors", PAYLOAD)
+    for i in range(8):
+        data = PAYLOAD[i:]
+        http.files[f"m{i}.safetensors"] = data
+        uri = f"http://127.0.0.1:{http.port}/lag/m{i}.safetensors"
+        write_tree(root, {f"catalog/models/remote-{i}.yaml": manifest(uri, data, f"remote-{i}")})
+    load_catalog(root)
+    fresh(root)
+    http.heads_peak = 0
+    catalog = load_catalog(root)
+    assert [catalog.artifacts[(f"remote-{i}", "1.0.0")] for i in range(8)] == ["verified"] * 8
+    assert http.heads_peak > 1
+    assert remote.for_lake(root).bytes_fetched == 0
 
 
 def test_a_redirect_on_the_same_host_is_followed(tmp_path: Path, http: Any) -> None:
