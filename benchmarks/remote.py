@@ -1,6 +1,7 @@
 """Remote artifacts: a big safetensors file on moto's S3 server on 127.0.0.1.
 
     .venv/bin/python benchmarks/remote.py [--gib 2] [--keep DIR]
+    .venv/bin/python benchmarks/remote.py --many 500 [--lag-ms 50]
 
 Uploads an N GiB safetensors file to a local S3 server, then times, each in a
 fresh ``lakegen`` process: ``validate`` cold (one streaming pass: fetch, sha256,
@@ -9,6 +10,10 @@ file), and both again warm. Baselines: ``openssl dgst -sha256`` of the same file
 on local disk, and boto3's GET of the object piped into ``openssl dgst -sha256``
 (the transfer alone). Then counts, in this process, the bytes a warm validate
 fetches and the bytes a warm attribute reads from disk (``/proc/self/io``).
+
+``--many N`` instead serves N small artifacts from a local HTTP server whose HEAD
+answers take ``--lag-ms`` (a round trip to a far server), and times a cold and a
+warm ``lakegen validate``: one HEAD after another would take N x lag.
 """
 
 from __future__ import annotations
@@ -63,11 +68,78 @@ def rchar() -> int:
     )
 
 
+def many(count: int, lag_ms: float) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    blobs = {f"m{i}.safetensors": f"weights {i} ".encode() * 100 for i in range(count)}
+
+    class Lagging(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in two writes: no delayed-ACK stall
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            time.sleep(lag_ms / 1000)
+            self._send(body=False)
+
+        def do_GET(self) -> None:
+            self._send(body=True)
+
+        def _send(self, body: bool) -> None:
+            data = blobs[self.path.lstrip("/")]
+            self.send_response(200)
+            self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Lagging)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    with tempfile.TemporaryDirectory(prefix="lakegen-remote-") as tmp:
+        lake = Path(tmp) / "lake"
+        (lake / "catalog/models").mkdir(parents=True)
+        (lake / "catalog/policies.yaml").write_text("rules: {}\nstorage:\n  allow_hosts: ['127.0.0.1']\n")
+        for i, (name, data) in enumerate(blobs.items()):
+            (lake / f"catalog/models/m{i}.yaml").write_text(
+                f"""kind: model
+id: m{i}
+name: Model {i}
+description: Benchmark.
+owners: ['@ada']
+license: MIT
+task: classification
+framework: pytorch
+architecture: {{family: bench}}
+versions:
+  - {{version: 1.0.0, released: 2026-01-02, artifact: {{uri: "http://127.0.0.1:{port}/{name}", sha256: {hashlib.sha256(data).hexdigest()}, size: {len(data)}, format: safetensors}}}}
+risk: minimal
+"""
+            )
+        env = {k: v for k, v in os.environ.items() if k != "LAKEGEN_OFFLINE"}
+        print(
+            f"{count} remote artifacts, HEAD answered after {lag_ms:g} ms (one after another: {count * lag_ms / 1000:.1f} s)"
+        )
+        for run in ("cold", "warm"):
+            t, last = timed(str(LAKEGEN), "--root", str(lake), "validate", env=env)
+            print(f"lakegen validate, {run}: {t:6.2f} s   ({last})")
+    server.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gib", type=float, default=2.0)
     parser.add_argument("--keep", type=Path)
+    parser.add_argument("--many", type=int, default=0)
+    parser.add_argument("--lag-ms", type=float, default=50.0)
     args = parser.parse_args()
+    if args.many:
+        many(args.many, args.lag_ms)
+        return
     from moto.server import ThreadedMotoServer
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="lakegen-remote-"))

@@ -481,6 +481,7 @@ class Remote:
         self.bytes_fetched = 0
         self._backends: dict[str, Backend] = {}
         self._heads: dict[str, Head] = {}
+        self._cached_bytes: int | None = None  # the download cache's size, counted once per process
 
     def _head(self, target: Target) -> Head:
         return self.backend(target).head(target)
@@ -660,7 +661,12 @@ class Remote:
         now = time.time_ns()
         os.utime(blob, ns=(now, now - 10**10))
         self.digests.remember(blob, sha256, blob.stat())
-        self._evict(keep=folder)
+        if self._cached_bytes is None:
+            self._cached_bytes = sum(p.stat().st_size for p in (self.folder / "blobs").glob("??/*/*"))
+        else:
+            self._cached_bytes += blob.stat().st_size
+        if self._cached_bytes > self.settings.cache_bytes:
+            self._evict(keep=folder)
         return blob
 
     def _evict(self, keep: Path) -> None:
@@ -677,6 +683,7 @@ class Remote:
                 p.unlink()
             folder.rmdir()
             total -= bytes_
+        self._cached_bytes = total
         # a release folder whose files lost their blob would hold the bytes outside the cap
         for release in (self.folder / "releases").glob("*"):
             files = [p for p in release.rglob("*") if p.is_file()]

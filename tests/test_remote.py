@@ -36,6 +36,7 @@ class Files(BaseHTTPRequestHandler):
     endpoint)."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes: no delayed-ACK stall
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -281,6 +282,32 @@ def test_a_warm_run_sends_its_head_requests_side_by_side(tmp_path: Path, http: A
     assert [catalog.artifacts[(f"remote-{i}", "1.0.0")] for i in range(8)] == ["verified"] * 8
     assert http.heads_peak > 1
     assert remote.for_lake(root).bytes_fetched == 0
+
+
+def test_the_download_cache_keeps_the_most_recently_used_within_its_cap(tmp_path: Path, http: Any) -> None:
+    first, second, big = PAYLOAD, PAYLOAD[1:], PAYLOAD + PAYLOAD
+    cap = len(first) + len(second) // 2
+    root = make_lake(
+        tmp_path / "lake", f"http://127.0.0.1:{http.port}/files/a.safetensors", first, cache_bytes=cap
+    )
+    for name, data in {"a.safetensors": first, "b.safetensors": second, "big.safetensors": big}.items():
+        http.files[name] = data
+        uri = f"http://127.0.0.1:{http.port}/files/{name}"
+        write_tree(
+            root, {f"catalog/models/model-{name[:-12]}.yaml": manifest(uri, data, f"model-{name[:-12]}")}
+        )
+    catalog = load_catalog(root)
+    assert set(catalog.artifacts.values()) == {"verified"} and catalog.problems == []
+    fetcher = remote.for_lake(root)
+    kept = {name for name, data in http.files.items() if fetcher.blob(hashlib.sha256(data).hexdigest())}
+    assert kept == {"b.safetensors"}  # a was used before b; the big one was hashed, never kept
+    blobs = sum(p.stat().st_size for p in (root / ".lakegen/cache/blobs").rglob("*.safetensors"))
+    assert blobs <= cap
+    art = catalog.records["model-big"].entry.versions[0].artifact  # type: ignore[union-attr]
+    assert remote.local_weights(root, art) == (
+        f"remote artifact {art.uri}: {art.uri} ({len(big):,} bytes) is larger than the download cache "
+        f"(storage.cache_bytes, {cap:,} bytes)"
+    )
 
 
 def test_a_redirect_on_the_same_host_is_followed(tmp_path: Path, http: Any) -> None:
