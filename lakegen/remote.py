@@ -30,11 +30,13 @@ import ipaddress
 import json
 import os
 import posixpath
+import queue
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -603,40 +605,43 @@ class Remote:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / f"{os.getpid()}-{sha256[:16]}-{time.monotonic_ns()}"
         deadline = time.monotonic() + self.settings.max_seconds
-        hasher, done = hashlib.sha256(), 0
+        done = 0
         retryable: tuple[type[BaseException], ...] = (_Transient, OSError, *_transport_errors())
         try:
             with open(tmp, "wb") if keep else open(os.devnull, "wb") as out:
-                for attempt in range(self.settings.retries + 1):
-                    try:
-                        for chunk in self.backend(target).chunks(target, head, done):
-                            done += len(chunk)
-                            if done > limit:
-                                return Fetched(hasher.hexdigest(), done, None)  # longer than declared
-                            hasher.update(chunk)
-                            out.write(chunk)
-                            self.bytes_fetched += len(chunk)
-                            if self.progress is not None:
-                                self.progress(target.uri, done, size)
-                            if time.monotonic() > deadline:
-                                raise RemoteError(
-                                    f"{target.uri}: not fetched within storage.max_seconds "
-                                    f"({self.settings.max_seconds:g} s)"
-                                )
-                        break
-                    except _Restart:
-                        hasher, done = hashlib.sha256(), 0
-                        out.seek(0)
-                        out.truncate()
-                    except retryable as e:
-                        if attempt == self.settings.retries or time.monotonic() > deadline:
-                            raise RemoteError(f"could not fetch {target.uri}: {_describe(e)}") from None
-                        time.sleep(min(0.5 * 2**attempt, 8.0))
-                else:
-                    raise RemoteError(
-                        f"could not fetch {target.uri}: the server would not resume the transfer"
-                    )
-            actual = hasher.hexdigest()
+                sink = _Sink(out)
+                try:
+                    for attempt in range(self.settings.retries + 1):
+                        try:
+                            for chunk in self.backend(target).chunks(target, head, done):
+                                done += len(chunk)
+                                if done > limit:
+                                    return Fetched("", done, None)  # longer than declared: stopped
+                                sink.put(chunk)
+                                self.bytes_fetched += len(chunk)
+                                if self.progress is not None:
+                                    self.progress(target.uri, done, size)
+                                if time.monotonic() > deadline:
+                                    raise RemoteError(
+                                        f"{target.uri}: not fetched within storage.max_seconds "
+                                        f"({self.settings.max_seconds:g} s)"
+                                    )
+                            break
+                        except _Restart:
+                            sink.restart()
+                            done = 0
+                        except retryable as e:
+                            if attempt == self.settings.retries or time.monotonic() > deadline:
+                                raise RemoteError(f"could not fetch {target.uri}: {_describe(e)}") from None
+                            time.sleep(min(0.5 * 2**attempt, 8.0))
+                    else:
+                        raise RemoteError(
+                            f"could not fetch {target.uri}: the server would not resume the transfer"
+                        )
+                finally:
+                    actual = sink.close()
+            if sink.error is not None:
+                raise RemoteError(f"could not write {target.uri} into the download cache: {sink.error}")
             self._remember(target.uri, head, done, actual)
             blob = self._keep(tmp, actual, target.name) if keep and actual == sha256 else None
             return Fetched(actual, done, blob)
@@ -689,6 +694,48 @@ class Remote:
             files = [p for p in release.rglob("*") if p.is_file()]
             if any(p.stat().st_nlink < 2 for p in files):
                 shutil.rmtree(release, ignore_errors=True)
+
+
+class _Sink:
+    """Hashes and writes a transfer's chunks in a thread of its own: hashlib and file writes release
+    the GIL, so receiving the next chunk overlaps hashing and writing the last."""
+
+    def __init__(self, out: Any):
+        self.out = out
+        self.hasher = hashlib.sha256()
+        self.error: OSError | None = None
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.chunks.get()) is not None:
+            if self.error is None:
+                try:
+                    self.hasher.update(chunk)
+                    self.out.write(chunk)
+                except OSError as e:
+                    self.error = e
+            self.chunks.task_done()
+
+    def put(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.chunks.put(chunk)
+
+    def restart(self) -> None:
+        """Forget every chunk so far: the transfer starts again from byte 0."""
+        self.chunks.join()
+        self.hasher = hashlib.sha256()
+        self.out.seek(0)
+        self.out.truncate()
+
+    def close(self) -> str:
+        """Wait for the chunks put so far; their sha256 (check ``error`` first)."""
+        if self.thread.is_alive():
+            self.chunks.put(None)
+            self.thread.join()
+        return self.hasher.hexdigest()
 
 
 class _Bar:
