@@ -9,7 +9,7 @@ import re
 import shutil
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +60,7 @@ class Files(BaseHTTPRequestHandler):
         mode, _, name = unquote(self.path).lstrip("/").partition("/")
         if body:
             server.gets[self.path] += 1
+            server.auth_to[self.headers.get("Host")].append(self.headers.get("Authorization"))
         if mode in ("same", "other"):
             host = f"127.0.0.1:{server.port}" if mode == "same" else f"localhost:{server.port}"
             self.send_response(302)
@@ -121,6 +122,7 @@ def http() -> Iterator[Any]:
     server: Any = Server(("127.0.0.1", 0), Files)
     server.files, server.gets, server.auth, server.port = {}, Counter(), [], server.server_address[1]
     server.lock, server.heads_now, server.heads_peak = threading.Lock(), 0, 0
+    server.auth_to = defaultdict(list)  # Host header -> the Authorization headers of its GETs
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -442,6 +444,28 @@ def test_an_hf_uri_goes_to_HF_ENDPOINT_with_the_token_and_never_shows_it(
     assert TOKEN not in repr(found) and not any(
         TOKEN.encode() in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
     )
+
+
+def test_the_token_does_not_follow_a_redirect_to_the_hubs_cdn(
+    tmp_path: Path, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the endpoint's "other" mode redirects to localhost, standing in for the Hub's CDN
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{http.port}/other")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    http.files[f"org/model/resolve/{COMMIT}/m.safetensors"] = PAYLOAD
+    root = make_lake(
+        tmp_path / "lake",
+        f"hf://org/model@{COMMIT}/m.safetensors",
+        PAYLOAD,
+        allow=None,
+        allow_hosts="['127.0.0.1', 'localhost']",
+        redirect_hosts="['localhost']",
+    )
+    assert problems(root) == ("verified", [])
+    assert http.auth_to == {
+        f"127.0.0.1:{http.port}": [f"Bearer {TOKEN}"],
+        f"localhost:{http.port}": [None],
+    }
 
 
 def test_an_hf_branch_is_refused_for_a_released_version(tmp_path: Path) -> None:
