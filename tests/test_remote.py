@@ -575,3 +575,34 @@ def test_a_pull_request_cannot_loosen_the_rules_for_its_own_check(tmp_path: Path
     lake.merge("pr", "Merge pull request #1 from ada/pr")
     fresh(lake.root)  # a new process, after the merge
     assert load_catalog(lake.root).artifacts[("remote-model", "1.0.0")] == "verified"
+
+
+def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on any more
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}/m.safetensors"
+    root = make_lake(tmp_path / "lake", uri, PAYLOAD, retries=1)
+    assert problems(root) == (
+        "unchecked",
+        [
+            (
+                "versions[0].artifact.uri",
+                f"could not reach {uri}: cannot connect ([Errno 111] Connection refused)",
+            )
+        ],
+    )
+
+
+def test_attribution_skips_a_refused_uri_and_says_why(tmp_path: Path) -> None:
+    from lakegen.lineage import artifact_paths
+
+    uri = "hf://org/model@main/m.safetensors"
+    root = make_lake(tmp_path / "lake", uri, PAYLOAD)
+    paths, skipped = artifact_paths(load_catalog(root, verify_artifacts=False))
+    assert paths == {}
+    assert skipped["remote-model@1.0.0"].startswith(
+        f"remote artifact {uri}: {uri}: revision 'main' is a branch or tag"
+    )

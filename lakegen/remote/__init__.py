@@ -64,14 +64,14 @@ __all__ = [
 ]
 
 
+_REMOTES: dict[Path, Remote] = {}
+
+
 def fetch_under(root: Path, settings: StorageSettings) -> None:
     """Fetch for the lake at ``root`` under ``settings`` from now on in this process: a pull
     request's check uses its base's, so the request cannot loosen the rules for its own run."""
     key = root.resolve()
     _REMOTES[key] = Remote(key, settings)
-
-
-_REMOTES: dict[Path, Remote] = {}
 
 
 def for_lake(root: Path) -> Remote:
@@ -133,11 +133,11 @@ def local_weights(root: Path, art: Any) -> Path | str:
     cached copies, laid out as the manifest names them, so readers see the layout of a local folder.
     """
     fetcher = for_lake(root)
-    names = [parse(art.uri).name, *(posixpath.normpath(f.path) for f in art.files)]
-    outside = next((n for n in names[1:] if n == ".." or n.startswith("../")), None)
-    if outside is not None:
-        return f"remote artifact {art.uri}: pinned file '{outside}' leaves the artifact's folder"
     try:
+        names = [parse(art.uri).name, *(posixpath.normpath(f.path) for f in art.files)]
+        outside = next((n for n in names[1:] if n == ".." or n.startswith("../")), None)
+        if outside is not None:
+            raise Refused(f"pinned file '{outside}' leaves the artifact's folder")
         blobs = [fetcher.local_copy(*pin[1:]) for pin in pinned(art.uri, art.size, art.sha256, art.files)]
     except RemoteError as e:
         return f"remote artifact {art.uri}: {e}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,13 +150,19 @@ class S3Backend:
     """s3 through s3fs, at the endpoint botocore resolves (``AWS_ENDPOINT_URL``, the profile, AWS)."""
 
     def __init__(self, settings: StorageSettings):
-        import botocore.session
-
-        client = botocore.session.get_session().create_client("s3")
+        try:
+            import botocore.exceptions
+            import botocore.session
+            import s3fs
+        except ImportError:
+            raise RemoteError("s3:// needs s3fs: pip install 'lakegen[remote]'") from None
+        try:
+            client = botocore.session.get_session().create_client("s3")
+        except botocore.exceptions.BotoCoreError as e:
+            raise RemoteError(f"S3 is not set up here: {e}") from None
         self.endpoint = str(client.meta.endpoint_url)
         parts = urlsplit(self.endpoint)
         check_host(parts.hostname or "", parts.port, settings)
-        import s3fs
 
         self.fs = s3fs.S3FileSystem(
             skip_instance_cache=True,
@@ -226,4 +233,7 @@ def _describe(e: BaseException) -> str:
         return "timed out waiting for data (storage.timeout_s)"
     if isinstance(e, urllib3.exceptions.ProtocolError):
         return "the connection broke off before the whole object arrived"
+    if isinstance(e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError):
+        errno = re.search(r"\[Errno [^\]]+\][^'\"]*", str(e))
+        return f"cannot connect ({errno.group(0).strip()})" if errno else "cannot connect"
     return str(e).splitlines()[0][:200] if str(e) else type(e).__name__

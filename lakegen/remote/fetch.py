@@ -63,16 +63,25 @@ class Remote:
         self.progress = progress if progress is not None else (_Bar() if sys.stderr.isatty() else None)
         self.bytes_fetched = 0
         self._backends: dict[str, Backend] = {}
-        self._heads: dict[str, Head] = {}
+        self._heads: dict[str, Head | RemoteError] = {}  # HEAD answers sent ahead (prefetch_heads)
         self._cached_bytes: int | None = None  # the download cache's size, counted once per process
 
     def _head(self, target: Target) -> Head:
-        return self.backend(target).head(target)
+        """The object's HEAD answer, retried with backoff; :class:`RemoteError` when none came."""
+        retryable: tuple[type[BaseException], ...] = (_Transient, OSError, *_transport_errors())
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return self.backend(target).head(target)
+            except retryable as e:
+                if attempt == self.settings.retries:
+                    raise RemoteError(f"could not reach {target.uri}: {_describe(e)}") from None
+                time.sleep(min(0.5 * 2**attempt, 8.0))
+        raise AssertionError("unreachable")
 
     def prefetch_heads(self, uris: list[str], workers: int = POOL_SIZE) -> None:
         """Send the HEAD requests of ``uris`` side by side, for :meth:`verify` to use: a warm run
         over many remote artifacts waits for one round trip per batch, not per artifact. A URI
-        whose HEAD fails is left for :meth:`verify` to try again and report."""
+        whose HEAD fails keeps its error for :meth:`verify` to report."""
         from concurrent.futures import ThreadPoolExecutor
 
         targets = []
@@ -87,7 +96,10 @@ class Remote:
 
         def one(target: Target) -> None:
             with contextlib.suppress(RemoteError, OSError, *_transport_errors()):
-                self._heads[target.uri] = self._head(target)
+                try:
+                    self._heads[target.uri] = self._head(target)
+                except RemoteError as e:
+                    self._heads[target.uri] = e
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, targets))
@@ -132,7 +144,10 @@ class Remote:
         """
         target = parse(uri)
         try:
-            head = self._heads.pop(uri, None) or self._head(target)
+            ahead = self._heads.pop(uri, None)
+            if isinstance(ahead, RemoteError):
+                raise ahead
+            head = ahead or self._head(target)
         except NotFound as e:
             return f"file not found: {e}"
         if head.size is not None and head.size != size:
