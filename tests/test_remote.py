@@ -606,3 +606,30 @@ def test_attribution_skips_a_refused_uri_and_says_why(tmp_path: Path) -> None:
     assert skipped["remote-model@1.0.0"].startswith(
         f"remote artifact {uri}: {uri}: revision 'main' is a branch or tag"
     )
+
+
+def test_progress_is_reported_as_bytes_arrive_and_ends_at_the_size(tmp_path: Path, http: Any) -> None:
+    http.files["m.safetensors"] = PAYLOAD
+    uri = f"http://127.0.0.1:{http.port}/cut/m.safetensors"
+    root = make_lake(tmp_path / "lake", uri, PAYLOAD)
+    seen: list[tuple[str, int, int]] = []
+    fetcher = remote.Remote(root, remote.load_settings(root), progress=lambda *p: seen.append(p))
+    assert fetcher.verify(uri, len(PAYLOAD), hashlib.sha256(PAYLOAD).hexdigest()) is None
+    done = [d for _, d, _ in seen]
+    assert {u for u, _, _ in seen} == {uri} and {t for _, _, t in seen} == {len(PAYLOAD)}
+    assert done == sorted(done) and done[0] < len(PAYLOAD) and done[-1] == len(PAYLOAD)
+
+
+def test_a_cached_copy_changed_on_disk_is_fetched_again(tmp_path: Path, http: Any) -> None:
+    from lakegen.lineage import artifact_paths
+
+    http.files["m.safetensors"] = PAYLOAD
+    root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/files/m.safetensors", PAYLOAD)
+    assert problems(root)[0] == "verified"
+    blob = remote.for_lake(root).blob(hashlib.sha256(PAYLOAD).hexdigest())
+    assert blob is not None
+    blob.chmod(0o644)
+    blob.write_bytes(PAYLOAD[:-1] + b"\x00")  # the cache tampered with after the fetch
+    paths, _ = artifact_paths(load_catalog(root, verify_artifacts=False))
+    assert paths["remote-model@1.0.0"].read_bytes() == PAYLOAD
+    assert http.gets["/files/m.safetensors"] == 2

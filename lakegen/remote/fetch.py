@@ -168,8 +168,12 @@ class Remote:
         """A local file holding exactly the content ``sha256`` of ``uri``: the cached one, or fetched
         now. Raises :class:`RemoteError` when it cannot be had, or the object is not that content."""
         found = self.blob(sha256)
-        if found is not None:
+        # The stat memo answers for an untouched blob without reading it; one changed on disk
+        # since it was fetched is dropped and fetched again.
+        if found is not None and self.digests.sha256(found) == sha256:
             return found
+        if found is not None:
+            shutil.rmtree(found.parent, ignore_errors=True)
         if self.offline():
             raise RemoteError(f"{uri} is not in the cache, and {OFFLINE_ENV} is set")
         target = parse(uri)
