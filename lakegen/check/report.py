@@ -130,6 +130,10 @@ def run_check(
     trust_code: bool = False,
 ) -> CheckReport:
     """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
+    if base:  # remote artifacts are fetched under the base's storage rules, never the PR's own
+        from lakegen.artifacts import remote
+
+        remote.fetch_under(Path(root), remote.settings_at(Path(root), base))
     catalog = load_catalog(root, verify_artifacts=verify_artifacts)
     changes = lake_changes(catalog, base) if base else None
     scope = Scope(catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code)

@@ -2,7 +2,7 @@
 
 The card's YAML front matter and sections, ``config.json``, ``adapter_config.json`` and the
 weights become ``catalog/models/<id>.yaml``. The card is hostile input like any manifest: its
-front matter is read by :mod:`lakegen.catalog.safeyaml`, and every problem is one ``path:line: what is
+front matter is read by :mod:`lakegen.safeyaml`, and every problem is one ``path:line: what is
 wrong`` line. What a card cannot know (who owns the model in this lake, its risk under the EU AI
 Act) is asked for, never invented. The manifest is validated before it is written, atomically,
 so a failed import leaves nothing behind.
@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from lakegen import safeyaml
 from lakegen.atomicfile import write_atomic
-from lakegen.catalog import safeyaml
 from lakegen.catalog.loader import CATALOG_DIR
 from lakegen.errors import Finding, LakeError, format_loc
 

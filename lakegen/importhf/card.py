@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lakegen.catalog import safeyaml
+from lakegen import safeyaml
 from lakegen.errors import Finding, LakeError
 from lakegen.model.manifest import _licensing
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lakegen.catalog import safeyaml
+from lakegen import safeyaml
 from lakegen.catalog.loader import CATALOG_DIR
 from lakegen.errors import Finding, LakeError
 from lakegen.importhf.card import _REPO, CARD, HUB, _list

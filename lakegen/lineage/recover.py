@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lakegen.artifacts import remote
 from lakegen.artifacts import uris as artifacts
 from lakegen.attribution import attribute
 from lakegen.catalog.loader import Catalog, latest_version
@@ -60,7 +61,11 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
                 skipped[key] = str(e)
                 continue
             if where.path is None:
-                skipped[key] = f"remote artifact {version.artifact.uri} (not fetched)"
+                local = remote.local_weights(catalog.root, version.artifact)
+                if isinstance(local, str):
+                    skipped[key] = local
+                else:
+                    paths[key] = model_location(local)
                 continue
             if not where.path.is_file():
                 skipped[key] = f"artifact not found: {version.artifact.uri}"
