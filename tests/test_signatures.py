@@ -238,3 +238,34 @@ def test_the_site_shows_the_signature_and_signer_beside_the_sha256(tmp_path: Pat
         in page
     )
     assert "<script>alert(1)" not in page
+
+
+def test_a_pull_request_cannot_trust_its_own_signing_key(
+    tmp_path: Path, ada: ec.EllipticCurvePrivateKey
+) -> None:
+    # The attack: a PR adds a key to policies.yaml (or replaces a trusted key's file) and signs its own
+    # artifact with it; its check must judge the signature with the base branch's trust, not its own.
+    import subprocess
+
+    from lakegen.check.report import run_check
+
+    root = lake(tmp_path / "lake", WEIGHTS, "  keys: [{path: keys/ada.pub, signer: Ada}]\n")
+    (root / "keys").mkdir()
+    pem_public(ada, root / "keys/ada.pub")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("-c", "user.name=A", "-c", "user.email=a@example.org", "add", "-A")
+    git("-c", "user.name=A", "-c", "user.email=a@example.org", "commit", "-qm", "base")
+    git("checkout", "-qb", "pr")
+    mallory = ec.generate_private_key(ec.SECP256R1())
+    pem_public(mallory, root / "keys/ada.pub")  # the trusted key's file, replaced
+    sign_with_key(root, mallory, tmp_path)
+    git("-c", "user.name=M", "-c", "user.email=m@example.org", "add", "-A")
+    git("-c", "user.name=M", "-c", "user.email=m@example.org", "commit", "-qm", "sign it")
+    assert findings(root)[0].state == "verified"  # type: ignore[attr-defined]  # as the PR's tree sees it
+    report = run_check(root, "main", run_evaluations=False)
+    (check,) = [a for a in report.index.artifacts if a.entry == "signed"]
+    assert check.signature == "untrusted"

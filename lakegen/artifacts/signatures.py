@@ -84,8 +84,37 @@ def bundle_of(artifact: Path) -> Path | None:
     return bundle if bundle.is_file() else None
 
 
+# lake root -> the folder trust is read from instead of the working tree (see trust_from)
+_TRUST_ROOTS: dict[Path, Path] = {}
+
+
+def trust_from(root: Path, commit: str, into: Path) -> None:
+    """Trust in this process, for the lake at ``root``, only the signing settings and the key and
+    certificate files committed at ``commit`` (copied under ``into``): a pull request's check must
+    not verify its own signatures with a key the request itself adds or replaces."""
+    import subprocess
+
+    def committed(rel: str) -> bytes | None:
+        done = subprocess.run(["git", "-C", str(root), "show", f"{commit}:./{rel}"], capture_output=True)
+        return done.stdout if done.returncode == 0 else None
+
+    into.mkdir(parents=True, exist_ok=True)
+    text = committed(POLICIES_FILE)
+    if text is not None:
+        write_atomic(into / POLICIES_FILE, text)
+        settings = load_settings(into)
+        for rel in [k.path for k in settings.keys] + settings.certificate_chains:
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                continue  # outside the lake: never trusted (check() reads only files inside it)
+            blob = committed(rel)
+            if blob is not None:
+                write_atomic(into / rel, blob)
+    _TRUST_ROOTS[root.resolve()] = into
+
+
 def check(root: Path, artifact: Path, bundle: Path, sha256: str, cache: Path) -> Signature:
     """The verdict on ``bundle`` for ``artifact`` (whose sha256, already verified, is ``sha256``)."""
+    root = _TRUST_ROOTS.get(root.resolve(), root)  # where the trusted settings and keys are read
     settings = load_settings(root)
     files = [_inside(root, k.path) for k in settings.keys] + [
         _inside(root, c) for c in settings.certificate_chains
