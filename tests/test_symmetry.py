@@ -95,6 +95,16 @@ def test_a_permuted_copy_is_a_copy_of_its_original_and_of_nothing_else(tmp_path:
     assert [(e.parent, e.child) for e in lineage.edges] == [("alt", "alt-permuted")]
 
 
+def test_dead_units_match_nothing(tmp_path: Path) -> None:
+    # units whose weights are all but zero (1e-25: their squares underflow in float32) once
+    # normalised to unit length looked like perfect matches, and made two trainings relatives
+    alt = _mlp("digits-mlp-alt")
+    alt["layers.2.weight"][:8] *= np.float32(1e-25)
+    base = _mlp("digits-mlp-base")
+    base["layers.2.weight"][-8:] *= np.float32(1e-25)
+    assert _recover(tmp_path, {"base": base, "alt": _reparametrised(alt, 5, True, False)}).edges == []
+
+
 def test_the_demo_lake_keeps_its_lineage_with_the_symmetry_check(tmp_path: Path) -> None:
     # every root of the demo lake is aligned with its candidates; honest lineage must not move
     files = {p.name.removesuffix(".safetensors"): p for p in MODELS.iterdir()}

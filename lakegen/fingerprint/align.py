@@ -37,6 +37,7 @@ SWEEPS = 6  # coordinate-descent sweeps over the groups; chains of a few layers 
 SCALE_ROUNDS = 12  # rounds of scale estimates; each cuts a neighbour's leftover scale by about half
 SCALE_TOLERANCE = 0.1  # |log s| of a unit whose norms moved as far as fine-tuning moves them
 RESCALED = 0.1  # share of a group's units past SCALE_TOLERANCE that says the group was rescaled
+DEAD = 1e-6  # a slice this small next to its tensor's largest entry belongs to a dead unit
 MAX_UNITS = 16384  # the assignment is cubic in the units of a group; wider groups are not aligned
 
 
@@ -160,7 +161,9 @@ def align(
         if not np.isfinite(r).all():
             r = np.nan_to_num(r)
         r = r / np.maximum(np.abs(r).max(initial=0.0), 1e-30)  # no overflow in the norms below
-        return r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-30)
+        norms = np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64))[:, None]
+        # a dead unit (no weights to speak of) matches nothing: its slice is left at zero
+        return np.where(norms > DEAD, r / np.maximum(norms, DEAD), 0.0).astype(np.float32)
 
     parent_rows = {axis: rows(parent[axis[0]], axis[1]) for group in groups for axis in group.members}
     parent_norms = {axis: _log_norms(parent[axis[0]], axis[1]) for group in groups for axis in group.members}
