@@ -77,7 +77,7 @@ def attribute(
     problems += [Finding(str(named[model_id]), 1, "", why) for model_id, why in failed.items()]
     if problems:
         raise LakeError(problems)
-    return attribute_fingerprints(found, order=order, realign=realigner(named, found))
+    return attribute_fingerprints(found, order=order, realign=realigner(named, found, _cache(cache_dir)))
 
 
 def _named(paths: list[Path]) -> tuple[dict[str, Path], list[Finding]]:

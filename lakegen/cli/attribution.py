@@ -112,9 +112,10 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from lakegen.fingerprint.align import realigner
 
     inputs, errors = _inputs(args.paths)
-    fps, where, more = _fingerprint_all(inputs, _cache(args), args.json)
+    cache = _cache(args)
+    fps, where, more = _fingerprint_all(inputs, cache, args.json)
     errors += more
-    lineage = attribute(fps, realign=realigner(where, fps))
+    lineage = attribute(fps, realign=realigner(where, fps, cache))
     if args.json:
         print_json(lineage.to_json())
     else:

@@ -195,7 +195,7 @@ def attribute_catalog(
             fps,
             order=_release_order(catalog),
             adapter_base=_adapter_resolver(catalog, set(fps), paths),
-            realign=realigner(paths, fps),
+            realign=realigner(paths, fps, cache),
         )
     )
     result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
