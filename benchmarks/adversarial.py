@@ -45,8 +45,8 @@ from safetensors.numpy import load_file, save_file
 
 from lakegen.attribution import attribute
 from lakegen.fingerprint import compute, coordinates
-from lakegen.lineage import audit
 from lakegen.fingerprint.align import realigner
+from lakegen.lineage import audit
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "catalog/artifacts/models"
