@@ -49,7 +49,7 @@ def attribute(
     if realign is None:
         return lineage
     return rediscover(
-        lineage, fingerprints, realign, lambda fps: _attribute(fps, order=order, adapter_base=resolve)
+        lineage, fingerprints, realign, lambda fps: _attribute(fps, order=order, adapter_base=resolve), order
     )
 
 

@@ -122,6 +122,12 @@ def _dependents(catalog: Catalog) -> nx.DiGraph:
     return graph
 
 
+def _commit(root: Path | str, ref: str) -> str:
+    from lakegen.gitrepo import git
+
+    return git(Path(root), "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
+
+
 def run_check(
     root: Path | str,
     base: str | None = None,
@@ -133,6 +139,12 @@ def run_check(
     workers: int | None = None,
 ) -> CheckReport:
     """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
+    if base:  # remote artifacts are fetched, and signatures trusted, under the base's rules
+        from lakegen.artifacts import remote, signatures
+        from lakegen.artifacts.digests import default_cache_dir
+
+        remote.fetch_under(Path(root), remote.settings_at(Path(root), base))
+        signatures.trust_from(Path(root), base, default_cache_dir(Path(root)) / "trust" / _commit(root, base))
     catalog = load_catalog(root, verify_artifacts=verify_artifacts)
     changes = lake_changes(catalog, base) if base else None
     scope = Scope(catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code)

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from lakegen.catalog.loader import CATALOG_DIR, Catalog
-from lakegen.catalog.safeyaml import parse
 from lakegen.errors import LakeError
 from lakegen.gitrepo import Repo
 from lakegen.model.index import Change, FieldChange, LakeIndex
 from lakegen.model.manifest import FOLDERS
+from lakegen.safeyaml import parse
 
 MANIFEST_FOLDERS = tuple(f"{CATALOG_DIR}/{folder}" for folder in FOLDERS.values())
 _KEYS = ("version", "id", "name")
