@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from lakegen.artifacts import uris as artifacts
 from lakegen.artifacts.digests import Digests, default_cache_dir
+from lakegen.catalog.parsecache import ParseCache
 from lakegen.catalog.safeyaml import Document, Loc, load
 from lakegen.errors import Finding, LakeError, by_place, format_loc
 from lakegen.model.manifest import (
@@ -121,19 +122,26 @@ def manifest_files(root: Path) -> list[Path]:
     return sorted(files)
 
 
-def load_catalog(root: Path | str, *, verify_artifacts: bool = True) -> Catalog:
-    """Load and check every manifest under ``root``; problems are collected, not raised."""
+def load_catalog(
+    root: Path | str, *, verify_artifacts: bool = True, parse_cache: Path | None = None
+) -> Catalog:
+    """Load and check every manifest under ``root``; problems are collected, not raised.
+
+    With ``parse_cache`` (a cache folder), manifests parsed before are read from
+    :mod:`lakegen.catalog.parsecache` there, and what this load parsed is kept for the next.
+    """
     root = Path(root)
     catalog = Catalog(root=root)
     if not (root / CATALOG_DIR).is_dir():
         raise LakeError(Finding(str(root), 1, "", f"no {CATALOG_DIR}/ folder here; is this a lake?"))
     real_root = root.resolve()
+    parsed = ParseCache(parse_cache)
     for file in manifest_files(root):
         display = file.relative_to(root).as_posix()
         if file.is_symlink() and not file.resolve().is_relative_to(real_root):
             catalog.problems.append(Finding(display, 1, "", "manifest is a symlink that leaves the lake"))
             continue
-        record = _load_record(file, display, catalog.problems)
+        record = _load_record(file, display, catalog.problems, parsed)
         if record is None:
             catalog.broken.setdefault(file.name.rsplit(".", 1)[0], display)
             continue
@@ -149,6 +157,7 @@ def load_catalog(root: Path | str, *, verify_artifacts: bool = True) -> Catalog:
             )
             continue
         catalog.records[record.entry.id] = record
+    parsed.save()
     _check_references(catalog)
     _check_cycles(catalog)
     _check_local_paths(catalog, Digests(default_cache_dir(root)) if verify_artifacts else None)
@@ -163,9 +172,11 @@ def _owned(finding: Finding, record: Record | None, **changes: Any) -> Finding:
     return finding.replace(**changes) if changes else finding
 
 
-def _load_record(file: Path, display: str, problems: list[Finding]) -> Record | None:
+def _load_record(
+    file: Path, display: str, problems: list[Finding], parsed: ParseCache | None = None
+) -> Record | None:
     try:
-        doc = load(file, display)
+        doc = load(file, display, parser=parsed.parse if parsed is not None else None)
     except LakeError as e:
         problems.extend(e.problems)
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from lakegen.artifacts.digests import default_cache_dir
 from lakegen.bench.metrics import REGISTRY
 from lakegen.catalog.loader import CATALOG_DIR, Catalog, latest_version, load_catalog
 from lakegen.compile.inputs import Inputs
@@ -76,19 +77,38 @@ def compile_catalog(scope: Scope, index: LakeIndex | None = None) -> LakeIndex:
 
 
 def compile_lake(
-    root: Path | str, *, verify_artifacts: bool = True, run_evaluations: bool = False
+    root: Path | str, *, verify_artifacts: bool = True, run_evaluations: bool = False, reuse: bool = True
 ) -> LakeIndex:
     """Load the lake at ``root`` and run every stage into one :class:`LakeIndex`.
 
     Benchmark results are read from the results cache; evaluations run only with ``run_evaluations``.
+    The compiled lake is a function of its inputs (:mod:`lakegen.compile.inputs`): with ``reuse``, the
+    index the last compile saved (:func:`lakegen.compile.store.save`) is returned as it is while
+    nothing it was compiled from changed and it was compiled the same way.
     """
+    return compile_or_reuse(
+        root, verify_artifacts=verify_artifacts, run_evaluations=run_evaluations, reuse=reuse
+    )[0]
+
+
+def compile_or_reuse(
+    root: Path | str, *, verify_artifacts: bool = True, run_evaluations: bool = False, reuse: bool = True
+) -> tuple[LakeIndex, bool]:
+    """:func:`compile_lake`, and whether the saved index was reused (so there is nothing to save)."""
     root = Path(root)
+    options = {"verify_artifacts": verify_artifacts}
+    if reuse and not run_evaluations:
+        from lakegen.compile.store import load_current
+
+        saved, _ = load_current(root)
+        if saved is not None and saved.inputs.options == options:
+            return saved, True
     read = Inputs.take(root, [CATALOG_DIR])  # before loading, so an edit made meanwhile shows as stale
-    catalog = load_catalog(root, verify_artifacts=verify_artifacts)
+    catalog = load_catalog(root, verify_artifacts=verify_artifacts, parse_cache=default_cache_dir(root))
     read.add(root, *_named_inputs(catalog))
     index = base_index(catalog)
-    index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra)
-    return compile_catalog(Scope(catalog, run_evaluations=run_evaluations), index)
+    index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra, options=options)
+    return compile_catalog(Scope(catalog, run_evaluations=run_evaluations), index), False
 
 
 def _named_inputs(catalog: Catalog) -> tuple[list[str], list[str]]:

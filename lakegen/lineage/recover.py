@@ -33,6 +33,7 @@ from lakegen.fingerprint import Cache, Cached, Fingerprint, cache_key, fingerpri
 from lakegen.fingerprint.align import realigner
 from lakegen.lineage.audit import AuditCache
 from lakegen.lineage.declared import CatalogLineage, audit_verified, compare_declared, finding_at, node, split
+from lakegen.lineage.memo import DiskMemo
 from lakegen.model.manifest import Artifact, Model
 from lakegen.weights import WeightsError, is_adapter, model_location
 
@@ -149,14 +150,18 @@ def attribute_catalog(
             if why is not None:
                 del fps[key]
                 failed[key] = f"{why}; its weights are not used"
+    memo = DiskMemo(cache.folder) if cache is not None else None
     result = CatalogLineage(
         attribute(
             fps,
             order=_release_order(catalog),
             adapter_base=_adapter_resolver(catalog, set(fps)),
             realign=realigner(paths, fps),
+            memo=memo,
         )
     )
+    if memo is not None:
+        memo.save()
     result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
     result.parameters = {k: fp.parameters for k, fp in fps.items()}
     for key, why in failed.items():
