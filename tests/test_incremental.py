@@ -4,6 +4,7 @@ same tree, after each kind of change; and a no-op compile reuses the saved index
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,36 @@ def test_reuse_needs_the_same_options(tmp_path: Path) -> None:
     assert not reused  # an index compiled without checking artifacts is another index
     assert {a["status"] for a in unverified["artifacts"]} != {a["status"] for a in verified["artifacts"]}
     assert dumped(lake.root, verify_artifacts=False)[1]
+
+
+def test_a_check_reads_nothing_from_a_cache_the_pull_request_commits(tmp_path: Path) -> None:
+    from lakegen.catalog.parsecache import FILE, FORMAT, _encode
+    from lakegen.catalog.safeyaml import parse
+    from lakegen.check.report import run_check
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "Demo lake")
+    lake.git("checkout", "-q", "-b", "pr")
+    path = lake.root / "catalog/models/digits-mlp-ft-small.yaml"
+    before = path.read_text()
+    after = before.replace("\nname: ", "\nname: Renamed ", 1)
+    path.write_text(after)
+    # the planted cache says the new text parses as the old one
+    old = parse(before)
+    forged = [_encode(old.data), [[list(loc), line] for loc, line in old.lines.items()]]
+    planted = lake.root / ".lakegen/cache" / FILE
+    planted.parent.mkdir(parents=True)
+    planted.write_text(
+        json.dumps({"format": FORMAT, "docs": {hashlib.sha256(after.encode()).hexdigest(): forged}})
+    )
+    lake.git("add", "-f", "-A")
+    lake.git("commit", "-q", "-m", "Rename, and plant a cache")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert report.changes is not None
+    change = report.changes.of("digits-mlp-ft-small")
+    assert change is not None and "name" in {f.field for f in change.fields}
+    assert report.catalog.get("digits-mlp-ft-small").name.startswith("Renamed ")  # type: ignore[union-attr]

@@ -20,10 +20,12 @@ from typing import Any
 
 import networkx as nx
 
+from lakegen.artifacts.digests import default_cache_dir
 from lakegen.catalog.loader import Catalog, load_catalog
 from lakegen.compile import compile_catalog
 from lakegen.compile.scope import Scope
 from lakegen.errors import SEVERITY_ORDER, Finding
+from lakegen.gitrepo import Repo
 from lakegen.governance.changes import LakeChanges, lake_changes
 from lakegen.model.index import LakeIndex
 
@@ -130,7 +132,16 @@ def run_check(
     trust_code: bool = False,
 ) -> CheckReport:
     """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
-    catalog = load_catalog(root, verify_artifacts=verify_artifacts)
-    changes = lake_changes(catalog, base) if base else None
-    scope = Scope(catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code)
+    root = Path(root)
+    repo = Repo.find(root)
+    # What earlier compiles kept (parsed manifests, attribution's memo) makes a check cost what the
+    # pull request changes; but a pull request that commits lakegen's cache could plant results in
+    # it, so then nothing kept is read.
+    kept = repo is None or not repo.tracked(".lakegen/")
+    parse_cache = default_cache_dir(root) if kept else None
+    catalog = load_catalog(root, verify_artifacts=verify_artifacts, parse_cache=parse_cache)
+    changes = lake_changes(catalog, base, repo) if base else None
+    scope = Scope(
+        catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code, memo=kept
+    )
     return CheckReport(catalog, changes, compile_catalog(scope))

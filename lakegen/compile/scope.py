@@ -17,6 +17,7 @@ class Scope:
     check: bool = False  # a PR check (``lakegen check``) rather than the lake's build
     run_evaluations: bool = False
     trust_code: bool = False  # run code entries without the sandbox (see lakegen.executor.sandbox)
+    memo: bool = True  # reuse what earlier compiles kept (lakegen.attribution.memo)
 
     def changed_models(self) -> list[str]:
         """Models the pull request adds, renames or modifies (present at head)."""

@@ -138,9 +138,16 @@ def _adapter_resolver(catalog: Catalog, known: set[str]) -> Callable[[str, Finge
 
 
 def attribute_catalog(
-    catalog: Catalog, cache: Cache | None = None, progress: Callable[[str], None] | None = None
+    catalog: Catalog,
+    cache: Cache | None = None,
+    progress: Callable[[str], None] | None = None,
+    *,
+    memo: bool = True,
 ) -> CatalogLineage:
-    """Recover lineage from every local model version of ``catalog`` and check it against the manifests."""
+    """Recover lineage from every local model version of ``catalog`` and check it against the manifests.
+
+    With ``cache`` and ``memo``, attribution's results of earlier runs on the same fingerprints are
+    reused (:mod:`lakegen.attribution.memo`), kept in the cache folder."""
     paths, skipped = artifact_paths(catalog)
     fps, failed = fingerprints(paths, cache, progress)
     for model in catalog.models():
@@ -150,18 +157,18 @@ def attribute_catalog(
             if why is not None:
                 del fps[key]
                 failed[key] = f"{why}; its weights are not used"
-    memo = DiskMemo(cache.folder) if cache is not None else None
+    kept = DiskMemo(cache.folder) if cache is not None and memo else None
     result = CatalogLineage(
         attribute(
             fps,
             order=_release_order(catalog),
             adapter_base=_adapter_resolver(catalog, set(fps)),
             realign=realigner(paths, fps),
-            memo=memo,
+            memo=kept,
         )
     )
-    if memo is not None:
-        memo.save()
+    if kept is not None:
+        kept.save()
     result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
     result.parameters = {k: fp.parameters for k, fp in fps.items()}
     for key, why in failed.items():

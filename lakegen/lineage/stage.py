@@ -10,11 +10,15 @@ from lakegen.lineage.recover import attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
 
 
-def attribution_stage(catalog: Catalog, index: LakeIndex, cache: Cache | None = None) -> LakeIndex:
-    """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings."""
+def attribution_stage(
+    catalog: Catalog, index: LakeIndex, cache: Cache | None = None, *, memo: bool = True
+) -> LakeIndex:
+    """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings.
+
+    ``memo``: reuse attribution's results of earlier compiles (:mod:`lakegen.lineage.memo`)."""
     from lakegen.artifacts.digests import default_cache_dir
 
-    result = attribute_catalog(catalog, cache or Cache(default_cache_dir(catalog.root)))
+    result = attribute_catalog(catalog, cache or Cache(default_cache_dir(catalog.root)), memo=memo)
     declared = {(d.base, d.model, d.relation): d for d in result.declared}
     shown: dict[tuple[str, str], Edge] = {}
     for e in result.lineage.edges:
