@@ -72,6 +72,9 @@ class Catalog:
     artifacts: dict[tuple[str, str], ArtifactState] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
     """Ids of manifests that failed to load, mapped to their paths, so references say why."""
+    parsed: ParseCache | None = None
+    """Manifests parsed by earlier compiles (the stages parse old versions from git through it too);
+    whoever loaded the catalog saves it once the compile is done."""
 
     @property
     def errors(self) -> list[Finding]:
@@ -128,14 +131,15 @@ def load_catalog(
     """Load and check every manifest under ``root``; problems are collected, not raised.
 
     With ``parse_cache`` (a cache folder), manifests parsed before are read from
-    :mod:`lakegen.catalog.parsecache` there, and what this load parsed is kept for the next.
+    :mod:`lakegen.catalog.parsecache` there (``catalog.parsed``; save it when done).
     """
     root = Path(root)
     catalog = Catalog(root=root)
     if not (root / CATALOG_DIR).is_dir():
         raise LakeError(Finding(str(root), 1, "", f"no {CATALOG_DIR}/ folder here; is this a lake?"))
     real_root = root.resolve()
-    parsed = ParseCache(parse_cache)
+    parsed = ParseCache(parse_cache) if parse_cache is not None else None
+    catalog.parsed = parsed
     for file in manifest_files(root):
         display = file.relative_to(root).as_posix()
         if file.is_symlink() and not file.resolve().is_relative_to(real_root):
@@ -157,7 +161,6 @@ def load_catalog(
             )
             continue
         catalog.records[record.entry.id] = record
-    parsed.save()
     _check_references(catalog)
     _check_cycles(catalog)
     _check_local_paths(catalog, Digests(default_cache_dir(root)) if verify_artifacts else None)

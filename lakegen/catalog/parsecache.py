@@ -26,12 +26,10 @@ _DATE, _TIME = "\0d", "\0t"
 
 
 class ParseCache:
-    def __init__(self, folder: Path | None):
-        self.path = folder / FILE if folder is not None else None
+    def __init__(self, folder: Path):
+        self.path = folder / FILE
         self.old: dict[str, Any] = {}
         self.used: dict[str, Any] = {}
-        if self.path is None:
-            return
         try:
             data = json.loads(self.path.read_bytes())
             if isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("docs"), dict):
@@ -53,10 +51,14 @@ class ParseCache:
         return doc
 
     def save(self) -> None:
-        if self.path is None or self.used.keys() == self.old.keys():
+        """Write back what this compile used, and what earlier ones kept while that is not more than
+        this one used (a build and a check read different versions; neither should evict the other's,
+        and the file should not grow without end)."""
+        kept = {**self.old, **self.used} if len(self.old) <= len(self.used) + 1000 else self.used
+        if kept.keys() == self.old.keys():
             return
         with contextlib.suppress(OSError):  # a read-only cache only costs speed
-            write_atomic(self.path, json.dumps({"format": FORMAT, "docs": self.used}, separators=(",", ":")))
+            write_atomic(self.path, json.dumps({"format": FORMAT, "docs": kept}, separators=(",", ":")))
 
 
 def _encode(value: Any) -> Any:

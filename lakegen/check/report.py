@@ -144,4 +144,7 @@ def run_check(
     scope = Scope(
         catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code, memo=kept
     )
-    return CheckReport(catalog, changes, compile_catalog(scope))
+    index = compile_catalog(scope)
+    if catalog.parsed is not None:
+        catalog.parsed.save()
+    return CheckReport(catalog, changes, index)

@@ -108,7 +108,10 @@ def compile_or_reuse(
     read.add(root, *_named_inputs(catalog))
     index = base_index(catalog)
     index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra, options=options)
-    return compile_catalog(Scope(catalog, run_evaluations=run_evaluations), index), False
+    index = compile_catalog(Scope(catalog, run_evaluations=run_evaluations), index)
+    if catalog.parsed is not None:
+        catalog.parsed.save()
+    return index, False
 
 
 def _named_inputs(catalog: Catalog) -> tuple[list[str], list[str]]:

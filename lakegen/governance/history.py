@@ -242,7 +242,6 @@ def history_stage(catalog: Catalog, index: LakeIndex) -> LakeIndex:
     tree edit, a no-op) reads it back instead of walking git again.
     """
     from lakegen.artifacts.digests import default_cache_dir
-    from lakegen.catalog.parsecache import ParseCache
 
     repo = Repo.find(catalog.root)
     if repo is None:
@@ -252,9 +251,8 @@ def history_stage(catalog: Catalog, index: LakeIndex) -> LakeIndex:
     key = _history_key(repo, catalog)
     found = _kept(folder / HISTORY_FILE, key) if key else None
     if found is None:
-        parsed = ParseCache(folder)
-        found = lake_history(catalog.root, catalog, repo, parsed.parse)
-        parsed.save()
+        parser = catalog.parsed.parse if catalog.parsed is not None else None
+        found = lake_history(catalog.root, catalog, repo, parser)
         if key:
             rows = [c.model_dump(mode="json") for c in found]
             with contextlib.suppress(OSError):  # a read-only cache only costs speed
