@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -111,9 +112,11 @@ def manifest(i: int, parent: int | None, dataset: int, blob: bytes) -> dict[str,
     }
 
 
-def write_model(repo: Path, i: int, parent: int | None, tensors: dict[str, np.ndarray]) -> None:
+def write_model(
+    repo: Path, i: int, parent: int | None, tensors: dict[str, np.ndarray], family: int | None = None
+) -> None:
     blob = save(tensors)
-    dataset = i // FAMILY % max(1, n_datasets(repo))
+    dataset = (i // FAMILY if family is None else family) % max(1, n_datasets(repo))
     (repo / f"catalog/artifacts/generated/g{i:06d}.safetensors").write_bytes(blob)
     text = yaml.safe_dump(manifest(i, parent, dataset, blob), sort_keys=False)
     (repo / f"catalog/models/g{i:06d}.yaml").write_text(text)
@@ -198,7 +201,7 @@ def add_one_model(repo: Path, n: int) -> None:
 
     git(repo, "checkout", "-q", "-b", "pr")
     parent = load_file(repo / "catalog/artifacts/generated/g000001.safetensors")
-    write_model(repo, n, 1, weights(n, parent))
+    write_model(repo, n, 1, weights(n, parent), family=0)  # trained on its parent's data
     commit_all(repo, "Add one model")
 
 
@@ -252,9 +255,10 @@ def query_bytes(site: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     try:
-        return module.measure_query_bytes(
-            site, [("generated", {}), ("family", {"task": ["image-classification"]})]
-        )
+        with contextlib.redirect_stderr(io.StringIO()):  # the local server logs every request
+            return module.measure_query_bytes(
+                site, [("generated", {}), ("family", {"task": ["image-classification"]})]
+            )
     except Exception as e:  # a measurement that could not run is reported, not hidden
         return f"failed: {e}"
 

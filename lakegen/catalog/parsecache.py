@@ -5,7 +5,7 @@ manifest's parse is a function of its bytes; so a compile parses only the manife
 history, the git blobs) it has not seen before. The file is JSON, never pickle: a pull request may
 commit a planted cache, and reading it must not run anything. Dates are kept as ``{"\\0d": iso}``
 (``\\0`` cannot occur in YAML, so no manifest key reads as one). One compile reads the file once
-and writes back what it used, so the file stays the size of the lake.
+and writes it back once, kept to about the lake's size (:func:`to_keep`).
 """
 
 from __future__ import annotations
@@ -51,14 +51,23 @@ class ParseCache:
         return doc
 
     def save(self) -> None:
-        """Write back what this compile used, and what earlier ones kept while that is not more than
-        this one used (a build and a check read different versions; neither should evict the other's,
-        and the file should not grow without end)."""
-        kept = {**self.old, **self.used} if len(self.old) <= len(self.used) + 1000 else self.used
-        if kept.keys() == self.old.keys():
-            return
-        with contextlib.suppress(OSError):  # a read-only cache only costs speed
-            write_atomic(self.path, json.dumps({"format": FORMAT, "docs": kept}, separators=(",", ":")))
+        kept = to_keep(self.old, self.used)
+        if kept is not None:
+            with contextlib.suppress(OSError):  # a read-only cache only costs speed
+                write_atomic(self.path, json.dumps({"format": FORMAT, "docs": kept}, separators=(",", ":")))
+
+
+def to_keep(old: dict[str, Any], used: dict[str, Any]) -> dict[str, Any] | None:
+    """What a content-keyed cache file should hold after a run that read ``old`` and used ``used``;
+    None when it holds that already.
+
+    Nothing new: the file stays (a run that reused a whole result used few of its parts, and the
+    next run may need them all). Otherwise old and new together, until the entries no run used
+    outnumber the used ones: then the used ones only, so the file stays about the lake's size.
+    """
+    if used.keys() <= old.keys():
+        return None
+    return {**old, **used} if len(old) <= 2 * len(used) + 1000 else used
 
 
 def _encode(value: Any) -> Any:

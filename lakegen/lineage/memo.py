@@ -1,8 +1,8 @@
 """Attribution's memo (:mod:`lakegen.attribution.memo`) on disk: ``.lakegen/cache/lineage.json``.
 
-One file, read once and written once per compile, atomically. It keeps what the last compile
-used or made, no more, so it stays the size of the lake; values are functions of their keys, so an
-entry a branch switch drops is only computed again.
+One file, read once and written once per compile, atomically, kept to about the lake's size as
+:func:`lakegen.catalog.parsecache.to_keep` says; values are functions of their keys, so an entry
+that is dropped is only computed again.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lakegen.atomicfile import write_atomic
+from lakegen.catalog.parsecache import to_keep
 
 FILE = "lineage.json"
 FORMAT = 1
@@ -42,7 +43,7 @@ class DiskMemo:
         self.used[key] = value
 
     def save(self) -> None:
-        if self.used == self.old:
-            return
-        with contextlib.suppress(OSError):  # a read-only cache only costs speed
-            write_atomic(self.path, json.dumps({"format": FORMAT, "memo": self.used}, separators=(",", ":")))
+        kept = to_keep(self.old, self.used)
+        if kept is not None:
+            with contextlib.suppress(OSError):  # a read-only cache only costs speed
+                write_atomic(self.path, json.dumps({"format": FORMAT, "memo": kept}, separators=(",", ":")))
