@@ -159,3 +159,28 @@ def test_a_check_reads_nothing_from_a_cache_the_pull_request_commits(tmp_path: P
     change = report.changes.of("digits-mlp-ft-small")
     assert change is not None and "name" in {f.field for f in change.fields}
     assert report.catalog.get("digits-mlp-ft-small").name.startswith("Renamed ")  # type: ignore[union-attr]
+
+
+def test_a_site_built_from_the_same_index_is_not_built_again(tmp_path: Path) -> None:
+    from lakegen.site import build_site
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    index, _ = compile_or_reuse(lake.root)
+    first = build_site(lake.root, index, pagefind=False)
+    assert first.stats["rendered"] > 0
+    home = first.site / "index.html"
+    inode = home.stat().st_ino
+    again = build_site(lake.root, index, pagefind=False)
+    assert again.stats == {"rendered": 0, "reused": first.pages, "unchanged": True}
+    assert again.pages == first.pages and home.stat().st_ino == inode  # the very same files
+    # built another way, it is built again
+    other = build_site(lake.root, index, pagefind=False, stamp=False)
+    assert "unchanged" not in other.stats
+    # and from another compile of the same lake (another generated_at) too
+    index.generated_at = "2000-01-01T00:00:00+00:00"
+    newer = build_site(lake.root, index, pagefind=False)
+    assert "unchanged" not in newer.stats
+    assert "2000-01-01" in (newer.site / "index.html").read_text()
