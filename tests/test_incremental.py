@@ -129,7 +129,7 @@ def test_reuse_needs_the_same_options(tmp_path: Path) -> None:
 
 
 def test_a_check_reads_nothing_from_a_cache_the_pull_request_commits(tmp_path: Path) -> None:
-    from lakegen.catalog.parsecache import FILE, FORMAT, _encode
+    from lakegen.catalog.parsecache import FILE, FORMAT, _encoded
     from lakegen.catalog.safeyaml import parse
     from lakegen.check.report import run_check
 
@@ -146,7 +146,7 @@ def test_a_check_reads_nothing_from_a_cache_the_pull_request_commits(tmp_path: P
     path.write_text(after)
     # the planted cache says the new text parses as the old one
     old = parse(before)
-    forged = [_encode(old.data), [[list(loc), line] for loc, line in old.lines.items()]]
+    forged = _encoded(old)
     planted = lake.root / ".lakegen/cache" / FILE
     planted.parent.mkdir(parents=True)
     planted.write_text(
@@ -184,3 +184,20 @@ def test_a_site_built_from_the_same_index_is_not_built_again(tmp_path: Path) -> 
     newer = build_site(lake.root, index, pagefind=False)
     assert "unchanged" not in newer.stats
     assert "2000-01-01" in (newer.site / "index.html").read_text()
+
+
+def test_a_cached_parse_is_the_parse(tmp_path: Path) -> None:
+    from lakegen.catalog.parsecache import ParseCache
+    from lakegen.catalog.safeyaml import parse
+
+    text = (
+        "id: x\nreleased: 2026-01-02\nat: 2026-01-02T03:04:05+00:00\n"
+        "versions:\n  - {version: 1.0.0, released: 2025-12-31, n: 3, f: .inf, ok: true, none: null}\n"
+        "text: '2026-01-02'\n"
+    )
+    fresh = parse(text)
+    first = ParseCache(tmp_path)
+    assert first.parse(text) == fresh
+    first.save()
+    again = ParseCache(tmp_path).parse(text)  # from the file now
+    assert again == fresh and again.data["text"] == "2026-01-02"  # a quoted date stays text

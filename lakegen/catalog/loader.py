@@ -73,6 +73,7 @@ class Catalog:
     broken: dict[str, str] = field(default_factory=dict)
     """Ids of manifests that failed to load, mapped to their paths, so references say why."""
     parsed: ParseCache | None = None
+    _by_path: dict[str, Record] = field(default_factory=dict, repr=False, compare=False)
     """Manifests parsed by earlier compiles (the stages parse old versions from git through it too);
     whoever loaded the catalog saves it once the compile is done."""
 
@@ -82,8 +83,10 @@ class Catalog:
 
     def owned(self, finding: Finding, **changes: Any) -> Finding:
         """``finding`` tied to the entry whose manifest is at its path (its id and owners), if any."""
-        record = next((r for r in self.records.values() if r.path == finding.path), None)
-        return _owned(finding, record, **changes)
+        # records by path, made once: stages tie thousands of findings this way
+        if len(self._by_path) != len(self.records):
+            self._by_path = {r.path: r for r in self.records.values()}
+        return _owned(finding, self._by_path.get(finding.path), **changes)
 
     def __contains__(self, entry_id: str) -> bool:
         return entry_id in self.records

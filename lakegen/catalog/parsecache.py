@@ -3,8 +3,8 @@
 Parsing YAML with the line of every value is most of what loading a manifest costs, and a
 manifest's parse is a function of its bytes; so a compile parses only the manifests (and, for the
 history, the git blobs) it has not seen before. The file is JSON, never pickle: a pull request may
-commit a planted cache, and reading it must not run anything. Dates are kept as ``{"\\0d": iso}``
-(``\\0`` cannot occur in YAML, so no manifest key reads as one). One compile reads the file once
+commit a planted cache, and reading it must not run anything. Each manifest is one JSON text, its
+dates as ISO text with their paths beside. One compile reads the file once
 and writes it back once, kept to about the lake's size (:func:`to_keep`).
 """
 
@@ -21,8 +21,7 @@ from lakegen.atomicfile import write_atomic
 from lakegen.catalog.safeyaml import Document, parse
 
 FILE = "manifests.json"
-FORMAT = 1
-_DATE, _TIME = "\0d", "\0t"
+FORMAT = 2
 
 
 class ParseCache:
@@ -41,13 +40,13 @@ class ParseCache:
         """:func:`lakegen.catalog.safeyaml.parse`, from the cache when this text was parsed before."""
         key = hashlib.sha256(text.encode()).hexdigest()
         found = self.used.get(key) or self.old.get(key)
-        if found is not None:
+        if isinstance(found, str):
             doc = _decoded(found)
             if doc is not None:
                 self.used[key] = found
                 return doc
         doc = parse(text)  # raises on a bad manifest: those are not kept, and cost little
-        self.used[key] = [_encode(doc.data), [[list(loc), line] for loc, line in doc.lines.items()]]
+        self.used[key] = _encoded(doc)
         return doc
 
     def save(self) -> None:
@@ -70,34 +69,37 @@ def to_keep(old: dict[str, Any], used: dict[str, Any]) -> dict[str, Any] | None:
     return {**old, **used} if len(old) <= 2 * len(used) + 1000 else used
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_encode(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return {_TIME: value.isoformat()}
-    if isinstance(value, dt.date):
-        return {_DATE: value.isoformat()}
-    return value
+def _encoded(doc: Document) -> str:
+    """One JSON text per manifest, decoded in one call: its data with each date as its ISO text, the
+    paths of those dates, and the line of every path."""
+    dates: list[list[Any]] = []
+
+    def plain(value: Any, loc: list[Any]) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v, [*loc, k]) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v, [*loc, i]) for i, v in enumerate(value)]
+        if isinstance(value, dt.date):  # datetime included
+            dates.append([loc, isinstance(value, dt.datetime)])
+            return value.isoformat()
+        return value
+
+    data = plain(doc.data, [])
+    locs, lines = [list(loc) for loc in doc.lines], list(doc.lines.values())
+    return json.dumps([data, dates, locs, lines], separators=(",", ":"))
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1:
-            if _DATE in value:
-                return dt.date.fromisoformat(value[_DATE])
-            if _TIME in value:
-                return dt.datetime.fromisoformat(value[_TIME])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
-def _decoded(found: Any) -> Document | None:
+def _decoded(text: str) -> Document | None:
     try:
-        data, lines = found
-        return Document(_decode(data), {tuple(loc): int(line) for loc, line in lines})
-    except (TypeError, ValueError):
+        data, dates, locs, lines = json.loads(text)
+        for loc, is_time in dates:
+            if not loc:
+                return None  # a manifest is a mapping, never a bare date
+            holder = data
+            for part in loc[:-1]:
+                holder = holder[part]
+            iso = holder[loc[-1]]
+            holder[loc[-1]] = dt.datetime.fromisoformat(iso) if is_time else dt.date.fromisoformat(iso)
+        return Document(data, dict(zip(map(tuple, locs), lines, strict=True)))
+    except (TypeError, ValueError, KeyError, IndexError):
         return None  # a damaged entry is a miss
