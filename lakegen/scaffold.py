@@ -150,6 +150,7 @@ FORMATS = {
     ".csv": "csv",
     ".jsonl": "jsonl",
     ".onnx": "onnx",
+    ".gguf": "gguf",
 }
 
 
@@ -159,34 +160,18 @@ def locate_artifact(root: Path, manifest: Path, artifact: Path) -> tuple[Path, l
     adapter's config, the shards), the format, and the URI relative to the manifest. Refuses what
     is not in the lake or of no known format; reads no weights."""
     from lakegen.artifacts import uris as artifacts
-    from lakegen.fingerprint import weight_files
-    from lakegen.weights import (
-        ADAPTER_CONFIG,
-        WeightsError,
-        adapter_weights_file,
-        find_shard_index,
-        model_location,
-    )
+    from lakegen.artifacts.layout import model_layout, model_location
+    from lakegen.weights import WeightsError
 
     shown = str(artifact)
     path = artifact if artifact.is_absolute() else Path.cwd() / artifact
     if not path.exists():
         raise LakeError(Finding(shown, 1, "", "no such file or folder"))
-    folder = path if path.is_dir() else model_location(path)
-    main, files = path, [path]  # files: the weights (or data) the format is read from
-    companions: list[Path] = []
-    if folder.is_dir():  # an adapter or a sharded checkpoint, named by its folder or its artifact file
-        try:
-            files = weight_files(folder)  # refuses a folder that is neither
-            adapter = adapter_weights_file(folder)
-            index = find_shard_index(folder)
-        except WeightsError as e:
-            raise LakeError(Finding(shown, 1, "", e.reason)) from None
-        if adapter is not None:
-            main, companions = adapter, [folder / ADAPTER_CONFIG]
-        else:
-            assert index is not None  # weight_files found it
-            main, companions = index, files
+    try:  # an adapter or a sharded checkpoint is named by its folder or its artifact file
+        layout = model_layout(path if path.is_dir() else model_location(path))
+    except WeightsError as e:
+        raise LakeError(Finding(shown, 1, "", e.reason)) from None
+    main, files, companions = layout.main, layout.files, layout.companions  # files: what the format reads
     fmt = FORMATS.get(files[0].suffix.lower())
     if fmt is None:
         known = ", ".join(sorted(FORMATS))

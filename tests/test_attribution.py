@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -473,3 +474,45 @@ def test_the_same_weights_saved_again_are_a_lossless_copy_and_leave_a_merge_alon
         ("m-again", "m-third"),
     }
     assert {("m-again", "m", "quantized"), ("m-again", "m-third", "quantized")} <= dated
+
+
+@pytest.mark.parametrize(
+    "named",
+    ["acme/Mini-Base", "someone/mini-base", "LOCAL"],
+    ids=["hub-id-through-links", "hub-id-by-name", "local-path"],
+)
+def test_an_adapter_base_named_by_hub_id_or_local_path_is_found(tmp_path: Path, named: str) -> None:
+    # Real adapter_config.json files name their base by Hub id or by the folder it was trained on,
+    # not by lake id; a declared adapter edge must still verify (#15, class 8).
+    from helpers import run_lakegen
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "lake"
+    art = root / "catalog" / "artifacts"
+    (root / "catalog" / "models").mkdir(parents=True)
+    art.mkdir()
+    save_file(trained(rng), str(art / "base.safetensors"))
+    data = (art / "base.safetensors").read_bytes()
+    text = manifest("mini-base", "../artifacts/base.safetensors", data, "2026-01-01", [])
+    text += "links: [{title: Hub, url: 'https://huggingface.co/acme/Mini-Base'}]\n"
+    (root / "catalog" / "models" / "mini-base.yaml").write_text(text)
+    write_adapter(art / "lora", str(art) if named == "LOCAL" else named, rng)
+    if named == "LOCAL":  # the folder it was trained on: the base's weights file, by path
+        config = json.loads((art / "lora" / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = str(art / "base.safetensors")
+        (art / "lora" / "adapter_config.json").write_text(json.dumps(config))
+    made = run_lakegen("--root", str(root), "new", "model", "lora", "--artifact", str(art / "lora"))
+    assert made.returncode == 0, made.stderr
+    path = root / "catalog" / "models" / "lora.yaml"
+    text = re.sub(
+        r"^base_models: \[\].*$",
+        "base_models: [{id: mini-base, relation: adapter}]",
+        path.read_text(),
+        flags=re.M,
+    )
+    path.write_text(text)
+    out = json.loads(run_lakegen("--root", str(root), "attribute", "--json").stdout)
+    assert [(d["model"], d["base"], d["status"]) for d in out["declared"]] == [
+        ("lora", "mini-base", "verified")
+    ]
+    assert out["findings"] == []

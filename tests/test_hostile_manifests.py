@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakegen.catalog.loader import load_catalog
-from lakegen.catalog.safeyaml import parse
 from lakegen.errors import LakeError
+from lakegen.safeyaml import parse
 
 EXAMPLES = int(os.environ.get("LAKEGEN_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
@@ -161,7 +161,7 @@ def test_symlinked_manifest_leaving_the_lake(lake: Path, tmp_path: Path) -> None
 
 
 def test_parse_errors_are_lake_errors(tmp_path: Path) -> None:
-    from lakegen.catalog.safeyaml import load
+    from lakegen.safeyaml import load
 
     path = tmp_path / "x.yaml"
     path.write_text("a: [1, 2\n")

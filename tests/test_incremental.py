@@ -130,8 +130,8 @@ def test_reuse_needs_the_same_options(tmp_path: Path) -> None:
 
 def test_a_check_reads_nothing_from_a_cache_the_pull_request_commits(tmp_path: Path) -> None:
     from lakegen.catalog.parsecache import FILE, FORMAT, _encoded
-    from lakegen.catalog.safeyaml import parse
     from lakegen.check.report import run_check
+    from lakegen.safeyaml import parse
 
     lake = GitLake(tmp_path / "lake", owners=None)
     shutil.copytree(
@@ -188,7 +188,7 @@ def test_a_site_built_from_the_same_index_is_not_built_again(tmp_path: Path) -> 
 
 def test_a_cached_parse_is_the_parse(tmp_path: Path) -> None:
     from lakegen.catalog.parsecache import ParseCache
-    from lakegen.catalog.safeyaml import parse
+    from lakegen.safeyaml import parse
 
     text = (
         "id: x\nreleased: 2026-01-02\nat: 2026-01-02T03:04:05+00:00\n"

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lakegen"
 
 # Lowest first. A module may import from its own part and from parts of a lower rank only.
 LAYERS: list[tuple[str, ...]] = [
-    ("version", "errors", "atomicfile", "terminal", "gitrepo"),
+    ("version", "errors", "atomicfile", "terminal", "gitrepo", "safeyaml"),
     ("model",),
     ("artifacts", "executor"),
     ("weights",),
@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lineage", "bench"),
     ("governance",),
     ("compile",),
-    ("check", "search", "api", "scaffold"),
+    ("check", "search", "api", "scaffold", "importhf"),
     ("exports", "site"),
     ("cli", "__main__"),
 ]

@@ -10,7 +10,7 @@ import torch
 from helpers import run_lakegen
 from safetensors.numpy import save_file
 
-from lakegen.cli.attribution import model_input
+from lakegen.artifacts.layout import model_input
 from lakegen.weights import open_weights
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from helpers import MODEL_A, MODEL_B, WEIGHTS_A, age, line_of, run_lakegen, snapshot, write_tree
 
-from lakegen.catalog import safeyaml
+from lakegen import safeyaml
 from lakegen.catalog.loader import load_catalog
 
 A = "catalog/models/toy-a.yaml"

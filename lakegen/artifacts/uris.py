@@ -2,7 +2,8 @@
 
 A local artifact URI is a path relative to the manifest that names it; it must
 stay inside the lake even after symlinks are followed. Remote URIs (https, http,
-s3, gs, hf) are accepted and reported as unchecked until they are fetched.
+s3, gs, hf) resolve to a :class:`Location` without a path; :mod:`lakegen.artifacts.remote`
+fetches and verifies them.
 Hashing streams the file, so an artifact of any size costs a fixed amount of
 memory, and a file unchanged since it was last hashed is not read again
 (:mod:`lakegen.artifacts.digests`).

@@ -60,6 +60,7 @@ def attribute(
             fingerprints,
             realign,
             lambda fps: _attribute(fps, order=order, adapter_base=resolve),
+            order,
             memo,
         )
     if memo is not None:

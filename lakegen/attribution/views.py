@@ -13,7 +13,7 @@ from lakegen.weights import PRECISION
 if TYPE_CHECKING:
     import numpy as np
 
-RELATED = 0.3  # minimum mean correlation of related models
+RELATED = 0.2  # minimum mean correlation of related models (unrelated: <= 0.081; see docs)
 RELATED_Z = 8.0  # ... and at least this many standard errors above zero
 SHARED = 0.5  # share of the smaller model's matrix parameters two models must have in common
 P_SCHATTEN = 0.1  # p of the Schatten quasi-norm: near 0 it counts independent directions of change

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakegen.artifacts import remote
 from lakegen.artifacts import uris as artifacts
 from lakegen.artifacts.digests import Digests, default_cache_dir
+from lakegen.artifacts.layout import ADAPTER_CONFIG
 from lakegen.bench import metrics
 from lakegen.catalog.loader import Catalog, Record, latest_version
 from lakegen.model.manifest import Artifact, Code, Dataset, Evaluation, Model, is_external
@@ -28,7 +30,6 @@ from lakegen.model.manifest import Artifact, Code, Dataset, Evaluation, Model, i
 # Bump when a change to the runner can change reproduced numbers: every cached result is then stale.
 RUNNER_VERSION = "1"
 WEIGHT_FORMATS = ("safetensors", "pytorch", "npz")
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass
@@ -182,7 +183,11 @@ class Planner:
         except artifacts.ArtifactPathError as e:
             raise Missing(f"{what}: {e}", field) from None
         if where.path is None:
-            raise Missing(f"{what} is remote ({art.uri}); lakegen bench reads files in the lake only", field)
+            local = remote.local_weights(self.catalog.root, art)
+            if isinstance(local, str):
+                raise Missing(f"{what}: {local}", field)
+            # the cache holds only what hashed to the pinned sha256s
+            return local, [art.sha256, *(f.sha256 for f in art.files)], art.format
         if not where.path.is_file():
             raise Missing(f"{what}: file {art.uri} is missing", field)
         state = self.catalog.artifacts.get((entry.id, version), "unchecked")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from lakegen.artifacts.digests import default_cache_dir
 from lakegen.bench.plan import Plan, Planner
 from lakegen.bench.results import ResultStore
 from lakegen.catalog.loader import Catalog, load_catalog
@@ -170,7 +171,9 @@ def default_executor(options: Options, root: Path | None = None) -> LocalExecuto
         gpus = options.device == "cuda" or (
             options.device == "auto" and any(Path("/dev").glob("nvidia[0-9]*"))
         )
-        sandbox = Sandbox(memory_limit_bytes=limit or None, gpus=gpus, visible=[root] if root else [])
+        # the download cache too: remote weights are read from there
+        visible = [root, default_cache_dir(root)] if root else []
+        sandbox = Sandbox(memory_limit_bytes=limit or None, gpus=gpus, visible=visible)
     # On CUDA the address-space cap cannot work (see lakegen.bench.evaluator); GPU memory errors
     # still fail alone.
     rlimit = None if options.device == "cuda" or limit == 0 or sandbox is not None else limit

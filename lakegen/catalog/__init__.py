@@ -1,3 +1,3 @@
-"""Reading a lake's manifests: safe YAML with line numbers (:mod:`.safeyaml`), the loader that checks
-schema, references and artifact digests (:mod:`.loader`).
+"""Reading a lake's manifests: the loader (:mod:`.loader`) reads each with the safe YAML reader
+(:mod:`lakegen.safeyaml`, line numbers kept) and checks schema, references and artifact digests.
 """

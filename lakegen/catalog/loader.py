@@ -18,14 +18,15 @@ from pydantic import BaseModel, ValidationError
 
 from lakegen.artifacts import uris as artifacts
 from lakegen.artifacts.digests import Digests, default_cache_dir
+from lakegen.artifacts.layout import INDEX_SUFFIX, model_layout, model_location
 from lakegen.catalog.parsecache import ParseCache
-from lakegen.catalog.safeyaml import Document, Loc, load
-from lakegen.errors import Finding, LakeError, by_place, format_loc
+from lakegen.errors import Finding, LakeError, Severity, WeightsError, by_place, format_loc
 from lakegen.model.manifest import (
     FOLDERS,
     KINDS,
     SEMVER_PATTERN,
     SLUG_PATTERN,
+    Artifact,
     Code,
     CompanionFile,
     Dataset,
@@ -34,7 +35,7 @@ from lakegen.model.manifest import (
     is_external,
     semver_key,
 )
-from lakegen.weights import INDEX_SUFFIX, WeightsError, read_shard_index
+from lakegen.safeyaml import Document, Loc, load
 
 CATALOG_DIR = "catalog"
 # The lake's two governance files (read by lakegen.governance.policies.config).
@@ -70,6 +71,8 @@ class Catalog:
     records: dict[str, Record] = field(default_factory=dict)
     problems: list[Finding] = field(default_factory=list)
     artifacts: dict[tuple[str, str], ArtifactState] = field(default_factory=dict)
+    signatures: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """Verdicts on the model-signing bundles beside artifacts (lakegen.artifacts.signatures.Signature)."""
     broken: dict[str, str] = field(default_factory=dict)
     """Ids of manifests that failed to load, mapped to their paths, so references say why."""
     parsed: ParseCache | None = None
@@ -373,6 +376,12 @@ def _check_cycles(catalog: Catalog) -> None:
 
 def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
     """Resolve every local artifact; with ``digests``, check its size and sha256 too."""
+    versions = [v for r in catalog.records.values() for v in getattr(r.entry, "versions", [])]
+    remote_artifacts = [v.artifact for v in versions if not v.yanked and ":" in v.artifact.uri]
+    if digests is not None and remote_artifacts:
+        from lakegen.artifacts import remote
+
+        remote.prefetch(remote.for_lake(catalog.root), remote_artifacts)
     for record in catalog.records.values():
         entry = record.entry
         if isinstance(entry, Code) and entry.path is not None:
@@ -388,6 +397,8 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
             key = (entry.id, version.version)
             if where.path is None:
                 catalog.artifacts[key] = "unchecked"
+                if digests is not None and not version.yanked:
+                    catalog.artifacts[key] = _check_remote(catalog, record, loc, art)
                 continue
             if version.yanked and not where.path.exists():
                 catalog.artifacts[key] = "unchecked"  # withdrawn, with a reason: its bytes may go
@@ -407,29 +418,64 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
                 ok &= _verify_file(
                     catalog, record, extra_loc, path, uri, extra.size, extra.sha256, digests, "path"
                 )
-            if ok and art.uri.endswith(INDEX_SUFFIX):
-                ok = _check_shards_pinned(catalog, record, loc, where.path, art.files)
+            if ok and art.uri.endswith((INDEX_SUFFIX, ".onnx")):
+                ok = _check_companions_pinned(catalog, record, loc, where.path, art.files)
             catalog.artifacts[key] = "verified" if ok else "contradicted"
+            if ok:
+                _check_signature(catalog, record, loc, key, where.path, art.sha256)
 
 
-def _check_shards_pinned(
-    catalog: Catalog, record: Record, loc: Loc, index: Path, files: list[CompanionFile]
+def _check_signature(
+    catalog: Catalog, record: Record, loc: Loc, key: tuple[str, str], path: Path, sha256: str
+) -> None:
+    from lakegen.artifacts import signatures
+
+    bundle = signatures.bundle_of(path)
+    if bundle is None:
+        return
+    verdict = signatures.check(catalog.root, path, bundle, sha256, default_cache_dir(catalog.root))
+    catalog.signatures[key] = verdict
+    if verdict.state != "verified":
+        severity: Severity = "error" if verdict.state == "contradicted" else "warning"
+        message = f"signature {bundle.name} is {verdict.state}: {verdict.detail}"
+        catalog.problems.append(
+            Finding(record.path, record.doc.line((*loc, "uri")), format_loc((*loc, "uri")), message, severity)
+        )
+
+
+def _check_remote(catalog: Catalog, record: Record, loc: Loc, art: Artifact) -> ArtifactState:
+    from lakegen.artifacts import remote
+
+    fetcher = remote.for_lake(catalog.root)
+    state = remote.check(fetcher, art, lambda at, message: _add(catalog, record, (*loc, *at), message))
+    if state == "verified" and art.uri.endswith(INDEX_SUFFIX):
+        index = remote.local_weights(catalog.root, art)  # beside its shards, as in a local folder
+        if isinstance(index, str):
+            _add(catalog, record, (*loc, "uri"), index)
+            return "unchecked"
+        state = (
+            "verified" if _check_companions_pinned(catalog, record, loc, index, art.files) else "contradicted"
+        )
+    return state  # type: ignore[return-value]
+
+
+def _check_companions_pinned(
+    catalog: Catalog, record: Record, loc: Loc, main: Path, files: list[CompanionFile]
 ) -> bool:
-    """A sharded checkpoint's artifact is its index; every shard it names must be pinned in ``files``."""
+    """Every file the layout says the artifact needs must be pinned in ``files``: a sharded
+    checkpoint's shards (its artifact is its index), an ONNX model's external data files."""
     try:
-        shards = read_shard_index(index).files
+        needed = model_layout(model_location(main)).companions
     except WeightsError as e:
         _add(catalog, record, (*loc, "uri"), e.reason)
         return False
-    missing = sorted({f.name for f in shards} - {f.path for f in files})
+    missing = sorted({f.relative_to(main.parent).as_posix() for f in needed} - {f.path for f in files})
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        _add(
-            catalog,
-            record,
-            (*loc, "files"),
-            f"the index names shards not pinned here: {', '.join(missing[:3])}{more}",
+        what = (
+            "the index names shards" if main.name.endswith(INDEX_SUFFIX) else "the model names external data"
         )
+        _add(catalog, record, (*loc, "files"), f"{what} not pinned here: {', '.join(missing[:3])}{more}")
     return not missing
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lakegen.atomicfile import write_atomic
-from lakegen.catalog.safeyaml import Document, parse
+from lakegen.safeyaml import Document, parse
 
 FILE = "manifests.json"
 FORMAT = 2
@@ -37,7 +37,7 @@ class ParseCache:
             pass  # none yet, or unreadable: every manifest is parsed again
 
     def parse(self, text: str) -> Document:
-        """:func:`lakegen.catalog.safeyaml.parse`, from the cache when this text was parsed before."""
+        """:func:`lakegen.safeyaml.parse`, from the cache when this text was parsed before."""
         key = hashlib.sha256(text.encode()).hexdigest()
         found = self.used.get(key) or self.old.get(key)
         if isinstance(found, str):

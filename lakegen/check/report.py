@@ -123,6 +123,12 @@ def _dependents(catalog: Catalog) -> nx.DiGraph:
     return graph
 
 
+def _commit(root: Path | str, ref: str) -> str:
+    from lakegen.gitrepo import git
+
+    return git(Path(root), "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
+
+
 def run_check(
     root: Path | str,
     base: str | None = None,
@@ -133,6 +139,11 @@ def run_check(
 ) -> CheckReport:
     """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
     root = Path(root)
+    if base:  # remote artifacts are fetched, and signatures trusted, under the base's rules
+        from lakegen.artifacts import remote, signatures
+
+        remote.fetch_under(root, remote.settings_at(root, base))
+        signatures.trust_from(root, base, default_cache_dir(root) / "trust" / _commit(root, base))
     repo = Repo.find(root)
     # What earlier compiles kept (parsed manifests, attribution's memo) makes a check cost what the
     # pull request changes; but a pull request that commits lakegen's cache could plant results in

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lakegen.artifacts.layout import model_input
 from lakegen.cli.common import progress
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz")
 
 
 def _lake_root(args: argparse.Namespace) -> Path | None:
@@ -34,53 +34,6 @@ def _cache(args: argparse.Namespace) -> Any:
     if getattr(args, "no_cache", False):
         return None
     return Cache(default_cache_dir(_lake_root(args)))
-
-
-# File names the libraries give every model (transformers, PEFT, diffusers): they name no model.
-GENERIC_STEMS = {
-    "model",
-    "pytorch_model",
-    "adapter_model",
-    "diffusion_pytorch_model",
-    "consolidated",
-    "weights",
-}
-
-
-def model_name(path: Path) -> str:
-    """The id a model at ``path`` is shown under: its file's stem, or, where the libraries name every
-    file alike (``model.safetensors``), its folder's; a Hugging Face cache snapshot
-    (``models--org--name/snapshots/<commit>/``) is ``org/name``."""
-    folder = path if path.is_dir() else path.parent
-    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
-        return "/".join(folder.parent.parent.name.split("--")[1:])
-    if path.is_dir() or path.stem.lower() in GENERIC_STEMS:
-        return folder.name
-    return path.stem
-
-
-def model_input(path: Path) -> tuple[str, Path]:
-    """A PATH argument as (model id, what to fingerprint): a weight file, or a folder of one model
-    (an adapter, a sharded checkpoint, or a folder with one weight file; where a library saved the
-    same model twice, as ``model.safetensors`` and ``pytorch_model.bin``, the safetensors file)."""
-    from lakegen.weights import ADAPTER_CONFIG, INDEX_SUFFIX, WeightsError, find_shard_index
-
-    if path.is_dir():
-        if (path / ADAPTER_CONFIG).is_file() or find_shard_index(path) is not None:
-            return model_name(path), path
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
-        generic = [p for p in files if p.stem.lower() in GENERIC_STEMS]
-        safetensors = [p for p in generic if p.suffix.lower() == ".safetensors"]
-        if len(files) > 1 and len(generic) == len(files) and len(safetensors) == 1:
-            files = safetensors
-        if len(files) != 1:
-            raise WeightsError(
-                path,
-                f"a folder must hold one model: found {len(files)} weight files"
-                f" (a sharded checkpoint needs its *{INDEX_SUFFIX})",
-            )
-        return model_name(path), files[0]
-    return model_name(path), path
 
 
 def _inputs(paths: list[str]) -> tuple[list[tuple[str, Path]], list[str]]:
@@ -159,9 +112,10 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from lakegen.fingerprint.align import realigner
 
     inputs, errors = _inputs(args.paths)
-    fps, where, more = _fingerprint_all(inputs, _cache(args), args.json)
+    cache = _cache(args)
+    fps, where, more = _fingerprint_all(inputs, cache, args.json)
     errors += more
-    lineage = attribute(fps, realign=realigner(where, fps))
+    lineage = attribute(fps, realign=realigner(where, fps, cache))
     if args.json:
         print_json(lineage.to_json())
     else:

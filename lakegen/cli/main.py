@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_weight_commands(add)
     add_search(add, sub)  # search --like FILE
+    from lakegen.cli.exports import add_commands as add_export_commands  # export, import
+
+    add_export_commands(add)
     return parser
 
 

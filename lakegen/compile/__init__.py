@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from lakegen.artifacts.digests import default_cache_dir
 from lakegen.bench.metrics import REGISTRY
@@ -48,9 +49,14 @@ def base_index(catalog: Catalog) -> LakeIndex:
     index.findings.extend(p for p in catalog.problems)
     index.metrics = {**_code_metrics(catalog), **REGISTRY.describe()}  # a built-in name wins
     index.artifacts = [
-        ArtifactCheck(entry=e, version=v, status=s) for (e, v), s in sorted(catalog.artifacts.items())
+        ArtifactCheck(entry=e, version=v, status=s, **_signed(catalog.signatures.get((e, v))))
+        for (e, v), s in sorted(catalog.artifacts.items())
     ]
     return index
+
+
+def _signed(verdict: Any) -> dict[str, Any]:
+    return {} if verdict is None else {"signature": verdict.state, "signer": verdict.signer}
 
 
 def _code_metrics(catalog: Catalog) -> dict[str, MetricInfo]:

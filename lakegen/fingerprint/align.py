@@ -19,13 +19,19 @@ check behind the cheap candidate search in :mod:`lakegen.attribution.symmetry`.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
+import json
 import re
+import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lakegen.atomicfile import write_atomic
+from lakegen.fingerprint.cache import Cache
 from lakegen.fingerprint.prints import Fingerprint, TensorPrint
 from lakegen.fingerprint.sampling import coordinates, gather, signature_of
 from lakegen.weights import WeightsError, iter_float32
@@ -34,7 +40,10 @@ if TYPE_CHECKING:
     import numpy as np
 
 SWEEPS = 6  # coordinate-descent sweeps over the groups; chains of a few layers settle in two or three
-SCALE_TOLERANCE = 0.1  # a unit whose norms moved less than this (as fine-tuning moves them) is left as it is
+SCALE_ROUNDS = 12  # rounds of scale estimates; each cuts a neighbour's leftover scale by about half
+SCALE_TOLERANCE = 0.1  # |log s| of a unit whose norms moved as far as fine-tuning moves them
+RESCALED = 0.1  # share of a group's units past SCALE_TOLERANCE that says the group was rescaled
+DEAD = 1e-6  # a slice this small next to its tensor's largest entry belongs to a dead unit
 MAX_UNITS = 16384  # the assignment is cubic in the units of a group; wider groups are not aligned
 
 
@@ -132,51 +141,88 @@ def align(
     from scipy.optimize import linear_sum_assignment
 
     axis_group = {axis: g for g, group in enumerate(groups) for axis in group.axes}
+    # (tensor, axis) -> how a unit's scale s enters it: -1 for its inputs, +1 for its outputs
+    power: dict[tuple[str, int], float] = {}
+    for group in groups:
+        power |= {axis: -1.0 for axis in (*group.into, *((b, 0) for b in group.into_bias))}
+        power |= {axis: 1.0 for axis in (*group.out_of, *((b, 0) for b in group.out_bias))}
     order = [np.arange(parent[g.into[0][0]].shape[g.into[0][1]]) for g in groups]
     signs = [np.ones(len(o)) for o in order]
+    scales = [np.ones(len(o)) for o in order]
     stats: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(groups)
 
-    def placed(name: str, skip: int) -> np.ndarray:
-        """The child's tensor with every group but ``skip`` already applied to its axes."""
+    def placed(name: str, skip: int, scales: Sequence[np.ndarray] = scales) -> np.ndarray:
+        """The child's tensor with every group but ``skip`` applied to its axes (order, sign, scale)."""
         x = child[name]
         for axis in range(x.ndim):
             g = axis_group.get((name, axis))
             if g is not None and g != skip:
-                shape = [1] * x.ndim
-                shape[axis] = -1
-                x = np.take(x, order[g], axis=axis) * signs[g].reshape(shape)
+                factor = signs[g] * scales[g] ** power[(name, axis)]
+                x = _scaled(np.take(x, order[g], axis=axis), axis, factor)
         return x
 
     def rows(x: np.ndarray, axis: int) -> np.ndarray:
-        r = np.nan_to_num(np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64))
+        """The slices along ``axis``, each of unit norm (float32: the matching needs no more)."""
+        r = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float32)
+        if not np.isfinite(r).all():
+            r = np.nan_to_num(r)
         r = r / np.maximum(np.abs(r).max(initial=0.0), 1e-30)  # no overflow in the norms below
-        return r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-30)
+        norms = np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64))[:, None]
+        # a dead unit (no weights to speak of) matches nothing: its slice is left at zero
+        return np.where(norms > DEAD, r / np.maximum(norms, DEAD), 0.0).astype(np.float32)
 
-    for _ in range(SWEEPS):
-        changed = False
-        for g, group in enumerate(groups):
-            sim = sum(rows(parent[n], a) @ rows(placed(n, g), a).T for n, a in group.members)
-            sim = np.asarray(sim) / len(group.members)
-            _, cols = linear_sum_assignment(-np.abs(sim))
-            matched = sim[np.arange(len(cols)), cols]
-            if not np.array_equal(cols, order[g]):
-                changed = True
-            order[g], signs[g] = cols, np.where(matched < 0, -1.0, 1.0)
-            runner_up = np.sort(np.abs(sim), axis=1)[:, -2] if sim.shape[1] > 1 else np.zeros(len(cols))
-            stats[g] = (np.abs(matched), np.abs(matched) - np.minimum(runner_up, np.abs(matched)))
-        if not changed:
-            break
-    out = {name: placed(name, -1) for name in child}
-    rescaled = 0
-    for group in groups:
-        s = _unit_scale(parent, out, group)
-        moved = np.abs(s - 1) > SCALE_TOLERANCE
-        s = np.where(moved, s, 1.0)
-        rescaled += int(moved.sum())
-        for n, a in (*group.into, *((b, 0) for b in group.into_bias)):
-            out[n] = _scaled(out[n], a, 1 / s)
-        for n, a in (*group.out_of, *((b, 0) for b in group.out_bias)):
-            out[n] = _scaled(out[n], a, s)
+    parent_rows = {axis: rows(parent[axis[0]], axis[1]) for group in groups for axis in group.members}
+    parent_norms = {axis: _log_norms(parent[axis[0]], axis[1]) for group in groups for axis in group.members}
+    # an MLP's layers share units (a matrix is indexed by two groups); a transformer's groups touch
+    # only the residual stream, which no group permutes, and need one pass each
+    coupled = any(sum((n, a) in axis_group for a in range(x.ndim)) > 1 for n, x in child.items())
+
+    def known(name: str, axis: int, done: set[int]) -> bool:
+        """True when the tensor's other axes are in no group, or in one already matched."""
+        others = (axis_group.get((name, other)) for other in range(child[name].ndim) if other != axis)
+        return all(g is None or g in done for g in others)
+
+    def match(done: set[int]) -> None:
+        for _ in range(SWEEPS if coupled else 1):
+            changed = False
+            for g, group in enumerate(groups):
+                # the first sweep matches on what is already in place (an MLP's inputs, then each
+                # layer's matched predecessor): slices indexed by unmatched units only add noise
+                members = [(n, a) for n, a in group.members if known(n, a, done)] or list(group.members)
+                sim = sum(parent_rows[(n, a)] @ rows(placed(n, g), a).T for n, a in members)
+                sim = np.asarray(sim) / len(members)
+                done.add(g)
+                _, cols = linear_sum_assignment(-np.abs(sim))
+                matched = sim[np.arange(len(cols)), cols]
+                if not np.array_equal(cols, order[g]):
+                    changed = True
+                order[g], signs[g] = cols, np.where(matched < 0, -1.0, 1.0)
+                runner_up = np.sort(np.abs(sim), axis=1)[:, -2] if sim.shape[1] > 1 else np.zeros(len(cols))
+                stats[g] = (np.abs(matched), np.abs(matched) - np.minimum(runner_up, np.abs(matched)))
+            if not changed:
+                return
+
+    def rescale() -> None:
+        """A unit's norms carry its neighbours' scales too (a column of the next layer is scaled by
+        that layer's units): estimate every group's scales in turn, several rounds."""
+        for g in range(len(groups)):
+            scales[g] = np.ones(len(order[g]))
+        for _ in range(SCALE_ROUNDS if coupled else 1):
+            for g, group in enumerate(groups):
+                # log of s: how much larger the unit's inputs are, and how much smaller its outputs
+                into = [_log_norms(placed(n, g), a)[order[g]] - parent_norms[(n, a)] for n, a in group.into]
+                out = [parent_norms[(n, a)] - _log_norms(placed(n, g), a)[order[g]] for n, a in group.out_of]
+                scales[g] = np.exp(np.mean([*into, *out], axis=0))
+
+    match(set())
+    rescale()
+    if coupled:  # again, now that the neighbours' scales no longer blur the slices
+        match(set(range(len(groups))))
+        rescale()
+    # fine-tuning moves units' norms a little; a group counts as rescaled when many units moved more
+    kept = [s if np.mean(np.abs(np.log(s)) > SCALE_TOLERANCE) > RESCALED else np.ones(len(s)) for s in scales]
+    out = {name: placed(name, -1, kept) for name in child}
+    rescaled = sum(int(np.count_nonzero(np.abs(np.log(s)) > SCALE_TOLERANCE)) for s in kept)
     units = sum(len(o) for o in order)
     sims = np.concatenate([s for s, _ in stats]) if stats else np.zeros(0)
     margins = np.concatenate([m for _, m in stats]) if stats else np.zeros(0)
@@ -190,19 +236,13 @@ def align(
     )
 
 
-def _unit_scale(
-    parent: Mapping[str, np.ndarray], child: Mapping[str, np.ndarray], group: Group
-) -> np.ndarray:
-    """Per unit, the factor ``s`` the child's inputs were scaled by (and its outputs divided by)."""
+def _log_norms(x: np.ndarray, axis: int) -> np.ndarray:
     import numpy as np
 
-    def log_norms(x: np.ndarray, axis: int) -> np.ndarray:
-        r = np.nan_to_num(np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64))
-        return np.log(np.linalg.norm(r, axis=1) + 1e-30)
-
-    logs = [log_norms(child[n], a) - log_norms(parent[n], a) for n, a in group.into]
-    logs += [log_norms(parent[n], a) - log_norms(child[n], a) for n, a in group.out_of]
-    return np.exp(np.mean(logs, axis=0))
+    r = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+    if not np.isfinite(r).all():
+        r = np.nan_to_num(r.astype(np.float64))
+    return np.log(np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64)) + 1e-30)
 
 
 def _scaled(x: np.ndarray, axis: int, factor: np.ndarray) -> np.ndarray:
@@ -259,11 +299,15 @@ def aligned_fingerprint(
     return Aligned(resampled(child, tensors), alignment)
 
 
+ALIGN_VERSION = 1  # bump when a change to alignment can change what it finds: cached ones are then stale
+
+
 def realigner(
-    paths: Mapping[str, Path], fingerprints: Mapping[str, Fingerprint]
+    paths: Mapping[str, Path], fingerprints: Mapping[str, Fingerprint], cache: Cache | None = None
 ) -> Callable[[str, str], Aligned | None]:
     """``realign(child, parent)`` for models known by path: each file is read once however many
-    candidates it is aligned with in a row (the two models used last stay loaded)."""
+    candidates it is aligned with in a row (the two models used last stay loaded), and with a
+    ``cache`` each pair's answer is kept by the two files' sha256s, so a warm run reads no file."""
     loaded: dict[str, dict[str, np.ndarray]] = {}
 
     def weights(model_id: str) -> dict[str, np.ndarray]:
@@ -275,14 +319,36 @@ def realigner(
         loaded[model_id] = found
         return found
 
-    def realign(child: str, parent: str) -> Aligned | None:
-        if child not in paths or parent not in paths:
-            return None
+    def compute(child: str, parent: str) -> Aligned | None:
         try:
             c = weights(child)
             p = weights(parent)
         except (OSError, WeightsError):
             return None
         return aligned_fingerprint(fingerprints[child], c, p)
+
+    def realign(child: str, parent: str) -> Aligned | None:
+        if child not in paths or parent not in paths:
+            return None
+        if cache is None:
+            return compute(child, parent)
+        key = hashlib.sha256(
+            f"{ALIGN_VERSION}\0{fingerprints[child].sha256}\0{fingerprints[parent].sha256}".encode()
+        ).hexdigest()
+        where = cache.folder / "alignments" / key[:2] / key
+        try:
+            found = json.loads(where.with_suffix(".json").read_text())
+            if found is None:
+                return None
+            fp = Fingerprint.from_bytes(where.with_suffix(".lgfp").read_bytes())
+            return Aligned(fp, Alignment(**found))
+        except (OSError, ValueError, TypeError, KeyError, struct.error):
+            pass
+        answer = compute(child, parent)
+        with contextlib.suppress(OSError):  # a read-only cache only costs time
+            if answer is not None:
+                write_atomic(where.with_suffix(".lgfp"), answer.fingerprint.to_bytes())
+            write_atomic(where.with_suffix(".json"), json.dumps(answer and asdict(answer.alignment)))
+        return answer
 
     return realign

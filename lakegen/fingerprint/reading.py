@@ -6,46 +6,24 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from lakegen.artifacts.layout import is_sharded, model_layout
 from lakegen.fingerprint.hashing import Hasher
 from lakegen.fingerprint.prints import Fingerprint
 from lakegen.fingerprint.sampling import sample_adapter, sample_model, signature_of
 from lakegen.weights import (
-    ADAPTER_CONFIG,
-    INDEX_SUFFIX,
     SafetensorsFile,
     ShardedWeights,
     WeightsError,
-    find_shard_index,
     is_adapter,
     logical_tensors,
     open_model,
-    read_shard_index,
 )
 
 
 def weight_files(path: Path) -> list[Path]:
     """The files whose bytes a fingerprint hashes: the file itself, an adapter folder's weights,
     or a sharded checkpoint's shards (sorted by name)."""
-    from lakegen.weights import adapter_weights_file
-
-    if path.is_dir():
-        found = adapter_weights_file(path)
-        if found is not None:
-            return [found]
-        index = find_shard_index(path)
-        if index is None:
-            raise WeightsError(
-                path,
-                f"a folder must be a LoRA adapter ({ADAPTER_CONFIG} + adapter_model.*) "
-                f"or a sharded checkpoint (*{INDEX_SUFFIX} + its shards)",
-            )
-        return read_shard_index(index).files
-    return [path]
-
-
-def is_sharded(path: Path) -> bool:
-    """True for a folder holding a sharded checkpoint (not an adapter)."""
-    return path.is_dir() and not is_adapter(path)
+    return model_layout(path).files
 
 
 def content_sha256(path: Path, files: Sequence[Path], digests: Sequence[str]) -> str:

@@ -21,12 +21,12 @@ from typing import Any
 from lakegen import gitrepo
 from lakegen.atomicfile import write_atomic
 from lakegen.catalog.loader import CATALOG_DIR, Catalog
-from lakegen.catalog.safeyaml import Document, parse
-from lakegen.catalog.safeyaml import _Refused as Refused
 from lakegen.errors import LakeError
 from lakegen.gitrepo import Repo
 from lakegen.model.index import Change, FieldChange, LakeIndex
 from lakegen.model.manifest import FOLDERS
+from lakegen.safeyaml import Document, parse
+from lakegen.safeyaml import _Refused as Refused
 from lakegen.version import __version__
 
 MANIFEST_FOLDERS = tuple(f"{CATALOG_DIR}/{folder}" for folder in FOLDERS.values())
@@ -108,7 +108,7 @@ def lake_history(
 ) -> list[Change]:
     """Every change to every manifest under ``root``, newest first; [] outside a git repository.
 
-    ``parser`` parses a blob's text (default :func:`lakegen.catalog.safeyaml.parse`)."""
+    ``parser`` parses a blob's text (default :func:`lakegen.safeyaml.parse`)."""
     root = Path(root)
     repo = repo or Repo.find(root)
     if repo is None:

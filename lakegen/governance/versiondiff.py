@@ -17,12 +17,12 @@ from typing import Any
 from lakegen.artifacts import uris as artifacts
 from lakegen.artifacts.digests import default_cache_dir
 from lakegen.catalog.loader import Catalog
-from lakegen.catalog.safeyaml import parse
 from lakegen.errors import Finding, LakeError
 from lakegen.gitrepo import Repo
 from lakegen.governance.changetext import as_text
 from lakegen.governance.history import field_changes
 from lakegen.model.index import FieldChange
+from lakegen.safeyaml import parse
 from lakegen.terminal import printable
 from lakegen.weights import WeightsError, dequantized, logical_tensors, model_location, open_model
 

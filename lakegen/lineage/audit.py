@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lakegen.atomicfile import write_atomic
 from lakegen.weights import (
+    DEQUANTIZED,
     PRECISION,
     Logical,
     WeightFile,
@@ -209,6 +210,8 @@ def _shared_matrices(files: Sequence[WeightFile]) -> list[tuple[str, list[str | 
 def _valued(t: Logical) -> bool:
     """Whether lakegen knows the tensor's values: floats, or integers with their scale. Integers
     without one (a format's own quantisation, such as bitsandbytes' ``SCB``) are codes, not values."""
+    if t.dtype in DEQUANTIZED:  # a format's codes that lakegen reads back as values (nf4, q4_0, ...)
+        return True
     return t.scale is not None or (t.dtype in PRECISION and t.dtype.startswith(("float", "bfloat")))
 
 

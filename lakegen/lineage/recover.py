@@ -21,10 +21,12 @@ versions: a model is never made the fine-tuned child of one released after it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lakegen.artifacts import remote
 from lakegen.artifacts import uris as artifacts
 from lakegen.attribution import attribute
 from lakegen.catalog.loader import Catalog, latest_version
@@ -60,7 +62,11 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
                 skipped[key] = str(e)
                 continue
             if where.path is None:
-                skipped[key] = f"remote artifact {version.artifact.uri} (not fetched)"
+                local = remote.local_weights(catalog.root, version.artifact)
+                if isinstance(local, str):
+                    skipped[key] = local
+                else:
+                    paths[key] = model_location(local)
                 continue
             if not where.path.is_file():
                 skipped[key] = f"artifact not found: {version.artifact.uri}"
@@ -117,22 +123,57 @@ def _release_order(catalog: Catalog) -> dict[str, tuple[Any, ...]]:
     return order
 
 
-def _adapter_resolver(catalog: Catalog, known: set[str]) -> Callable[[str, Fingerprint], str | None]:
-    def resolve(adapter_id: str, fp: Fingerprint) -> str | None:
-        meta = fp.adapter or {}
-        base, revision = meta.get("base"), meta.get("revision")
-        if not base or base not in catalog.records:
-            return None
+HUB = "https://huggingface.co/"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")
+
+
+def _adapter_resolver(
+    catalog: Catalog, known: set[str], paths: Mapping[str, Path]
+) -> Callable[[str, Fingerprint], str | None]:
+    """Which lake model version an adapter's ``base_model_name_or_path`` names. Real values are lake
+    ids, Hub ids (``sentence-transformers/all-MiniLM-L6-v2``) or the local folder it was trained on:
+    a Hub id is matched through a model's ``links`` to the Hub, then by its name as a lake id; a path
+    by the lake version whose weights lie there, then by its folder's name. The adapter edge is still
+    tested against the weights (the adapter must fit the base) before it is reported."""
+    hub: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for model in catalog.models():
+        names.setdefault(_slug(model.id), model.id)
+        for link in model.links:
+            url = str(link.url).rstrip("/")
+            if url.startswith(HUB):
+                hub.setdefault(url[len(HUB) :].lower(), model.id)
+    located = {p.resolve(): key for key, p in paths.items()}
+
+    def version_of(base: str, revision: str | None) -> str | None:
         entry = catalog.records[base].entry
         if not isinstance(entry, Model):
             return None
-        versions = [revision] if revision else []
         latest = latest_version(entry)
-        versions += [latest] if latest else []
-        for version in versions:
+        for version in [v for v in (revision, latest) if v]:
             if node(base, version) in known:
                 return node(base, version)
         return None
+
+    def resolve(adapter_id: str, fp: Fingerprint) -> str | None:
+        meta = fp.adapter or {}
+        base, revision = str(meta.get("base") or ""), meta.get("revision")
+        if not base:
+            return None
+        if base in catalog.records:
+            return version_of(base, revision)
+        if base.startswith(("/", ".", "~")) or "\\" in base:
+            here = paths.get(adapter_id)
+            for where in (Path(base).expanduser(), *([here / base] if here is not None else [])):
+                key = located.get(where.resolve()) if where.exists() else None
+                if key is not None and key in known:
+                    return key
+            base = Path(base).name
+        lake_id = hub.get(base.lower().removeprefix("hf:")) or names.get(_slug(base.rsplit("/", 1)[-1]))
+        return version_of(lake_id, revision) if lake_id is not None else None
 
     return resolve
 
@@ -162,8 +203,8 @@ def attribute_catalog(
         attribute(
             fps,
             order=_release_order(catalog),
-            adapter_base=_adapter_resolver(catalog, set(fps)),
-            realign=realigner(paths, fps),
+            adapter_base=_adapter_resolver(catalog, set(fps), paths),
+            realign=realigner(paths, fps, cache),
             memo=kept,
         )
     )

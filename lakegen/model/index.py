@@ -110,6 +110,11 @@ class ArtifactCheck(_Row):
     entry: str
     version: str
     status: Status
+    signature: Literal["verified", "contradicted", "untrusted", "invalid"] | None = Field(
+        None,
+        description="The model-signing bundle beside the artifact, if any (lakegen.artifacts.signatures).",
+    )
+    signer: str = Field("", description="The trusted key's holder, or the signing certificate's subject.")
 
 
 class CompiledFrom(_Row):

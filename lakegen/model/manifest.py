@@ -133,7 +133,7 @@ class Artifact(Strict):
     )
     sha256: Sha256
     size: int = Field(ge=0, description="Size in bytes.")
-    format: Literal["safetensors", "pytorch", "npz", "parquet", "csv", "jsonl", "onnx"]
+    format: Literal["safetensors", "pytorch", "npz", "parquet", "csv", "jsonl", "onnx", "gguf"]
     files: list[CompanionFile] = Field(
         default_factory=list,
         description="Files that belong with the artifact (an adapter's adapter_config.json, further "
@@ -239,15 +239,33 @@ class CodeUse(Strict):
 
 
 class Evaluation(Strict):
-    """A claimed result, which lakegen re-runs."""
+    """A claimed result, which lakegen re-runs when ``dataset`` is in the lake.
 
-    dataset: Slug
+    A result on a benchmark outside the lake (``hf:glue``, as a model card's ``model-index``
+    reports it) stays a claim until a lake dataset reproduces it.
+    """
+
+    dataset: Ref = Field(description="A dataset of the lake, or a benchmark outside it (hf:org/name).")
     split: Slug
     metric: Slug
     value: float = Field(description="The claimed number.")
     tolerance: float = Field(0.005, ge=0, description="Allowed absolute difference when re-run.")
     version: SemVer | None = Field(None, description="Model version measured; default the latest.")
     config: dict[str, Any] = Field(default_factory=dict, description="Metric options such as k.")
+    subset: Line | None = Field(None, description="The benchmark's configuration (a Hub dataset's config).")
+    source: Link | None = Field(None, description="Where the claim was reported, for outside benchmarks.")
+
+
+Scalar = str | int | float | bool
+
+
+class Training(Strict):
+    """How the model was trained, as its authors tell it (a model card's training section)."""
+
+    procedure: Text = ""
+    hyperparameters: dict[Annotated[str, StringConstraints(min_length=1, max_length=100)], Scalar] = Field(
+        default_factory=dict, description="Name -> value, e.g. learning_rate: 2.0e-05."
+    )
 
 
 class Model(EntryBase):
@@ -268,6 +286,12 @@ class Model(EntryBase):
     risk_justification: Text = Field(
         "", description="Why the risk level is lower than a base model's; required when it is."
     )
+    language: list[Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]] = Field(
+        default_factory=list, description="Natural languages it handles, as ISO 639 codes (en, fr, pt-BR)."
+    )
+    library_name: Slug | None = Field(None, description="The library that loads it (transformers, peft...).")
+    training: Training | None = None
+    citation: Text = Field("", description="How to cite the model (BibTeX or prose).")
 
     @model_validator(mode="after")
     def _checks(self) -> Model:

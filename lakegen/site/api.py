@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lakegen.compile.store import write_json_atomic
+from lakegen.exports import write_site
 from lakegen.model.index import LakeIndex
 from lakegen.site.cache import link
 from lakegen.site.views import LakeView, stem
@@ -17,7 +18,7 @@ def write(
     previous: Path | None = None,
     known: dict[str, str] | None = None,
 ) -> tuple[dict[str, str], int]:
-    """Write ``api/lake.json`` and ``api/entries/<id>.json``.
+    """Write ``api/lake.json``, ``api/entries/<id>.json`` and ``api/exports/`` (docs/exports.md).
 
     An entry file whose digest is in ``known`` (the previous build's) and exists in
     ``previous`` is linked from there rather than written again.
@@ -40,4 +41,5 @@ def write(
             linked += 1
             continue
         (site / name).write_bytes(data)
+    write_site(index, site / "api" / "exports")
     return digests, linked

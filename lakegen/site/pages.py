@@ -282,7 +282,9 @@ class Renderer:
         versions = []
         for v in m.get("versions") or []:
             if isinstance(v, dict):
-                versions.append({**v, "status": view.artifacts.get((entry.id, str(v.get("version"))))})
+                key = (entry.id, str(v.get("version")))
+                signature = view.signatures.get(key)
+                versions.append({**v, "status": view.artifacts.get(key), "signature": signature})
         return {
             "e": entry,
             "m": m,

@@ -87,6 +87,9 @@ class LakeView:
         for changes in self.history.values():
             changes.sort(key=lambda c: c.date, reverse=True)
         self.artifacts = {(a.entry, a.version): a.status for a in index.artifacts}
+        self.signatures = {
+            (a.entry, a.version): (a.signature, a.signer) for a in index.artifacts if a.signature
+        }
         self.facets: dict[str, EntryFacets] = entry_facets(index)
         self.evaluations: dict[str, list[EvalRow]] = {}
         self.by_dataset: dict[str, list[tuple[str, str]]] = defaultdict(list)

@@ -18,10 +18,12 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from lakegen.artifacts.remote import StorageSettings
+from lakegen.artifacts.signatures import SigningSettings
 from lakegen.catalog.loader import OWNERS_FILE, POLICIES_FILE
-from lakegen.catalog.safeyaml import Document, load, parse
 from lakegen.errors import Finding, LakeError, format_loc
 from lakegen.model.manifest import Line, Owner
+from lakegen.safeyaml import Document, load, parse
 
 Level = Literal["error", "warn", "off"]
 _M = TypeVar("_M", bound=BaseModel)
@@ -34,6 +36,13 @@ class _Strict(BaseModel):
 
 class PoliciesFile(_Strict):
     rules: dict[RuleName, Level] = Field(default_factory=dict, description="Rule name -> error, warn or off.")
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings, description="How remote artifacts are fetched (docs/storage.md)."
+    )
+    signing: SigningSettings = Field(
+        default_factory=SigningSettings,
+        description="Whose model-signing bundles are trusted (docs/storage.md).",
+    )
 
     @field_validator("rules", mode="before")
     @classmethod

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lakegen.artifacts import uris as artifacts
-from lakegen.catalog.safeyaml import Document
 from lakegen.errors import Finding
 from lakegen.gitrepo import Commit
 from lakegen.governance.changes import EntryChange, LakeChanges
 from lakegen.governance.history import MANIFEST_FOLDERS, is_manifest_path, parse_blob
 from lakegen.governance.policies.registry import Context, violation
+from lakegen.safeyaml import Document
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def ledger(
 ) -> dict[tuple[str, str], LedgerRow]:
     """``(id, version)`` -> the first release of it on the base branch, over its whole history.
 
-    ``parser`` parses a blob's text (default :func:`lakegen.catalog.safeyaml.parse`)."""
+    ``parser`` parses a blob's text (default :func:`lakegen.safeyaml.parse`)."""
     commits = changes.repo.first_parent_changes(changes.base_commit, *MANIFEST_FOLDERS)
     wanted = [c.new_blob for k in commits for c in k.changes if c.new_blob and is_manifest_path(c.new)]
     blobs = changes.repo.blobs(wanted)

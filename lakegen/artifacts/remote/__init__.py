@@ -1,0 +1,155 @@
+"""Remote artifacts (``https``, ``http``, ``s3``, ``gs``, ``hf``): fetched safely, hashed over every byte.
+
+A server's ETag or self-reported hash is no evidence, so an artifact's sha256 is
+computed over the bytes as they arrive, in one streaming pass that writes them
+into a content-addressed cache (``<cache>/blobs/``, capped in size, least
+recently used first out). Attribution and bench then read the cached file, so a
+content is fetched once across validate, attribute and bench. What a warm run
+trusts: the record of that pass (``<cache>/remote/``), kept per URI with the
+object's version stamp (S3 ETag and version id; HTTP ETag or Last-Modified), is
+reused while a HEAD request returns the same stamp and size; a changed stamp
+fetches again. A server that serves new bytes under an old stamp defeats this;
+delete ``<cache>/remote/`` to fetch everything again.
+
+Safe by default: a host that resolves to a private, loopback, link-local
+(metadata service) or otherwise non-global address is refused unless the lake
+allows it in ``catalog/policies.yaml`` under ``storage.allow_hosts``; redirects
+may not leave the host (``storage.redirect_hosts`` names exceptions such as
+Hugging Face's CDN) nor drop from https to http; every object has size and time
+caps. Credentials come from the standard chains (botocore's for S3, ``HF_TOKEN``
+or the stored token for ``hf``, Google's default credentials for ``gs`` when
+google-auth is installed) and are never printed or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lakegen.artifacts.remote.fetch import Remote
+from lakegen.artifacts.remote.safety import check_host
+from lakegen.artifacts.remote.settings import (
+    OFFLINE_ENV,
+    SCHEMES,
+    NotFound,
+    Refused,
+    RemoteError,
+    StorageSettings,
+    load_settings,
+    settings_at,
+)
+from lakegen.artifacts.remote.targets import parse
+
+__all__ = [
+    "OFFLINE_ENV",
+    "NotFound",
+    "Refused",
+    "Remote",
+    "RemoteError",
+    "StorageSettings",
+    "check",
+    "check_host",
+    "fetch_under",
+    "for_lake",
+    "load_settings",
+    "local_weights",
+    "parse",
+    "prefetch",
+    "settings_at",
+]
+
+
+_REMOTES: dict[Path, Remote] = {}
+
+
+def fetch_under(root: Path, settings: StorageSettings) -> None:
+    """Fetch for the lake at ``root`` under ``settings`` from now on in this process: a pull
+    request's check uses its base's, so the request cannot loosen the rules for its own run."""
+    key = root.resolve()
+    _REMOTES[key] = Remote(key, settings)
+
+
+def for_lake(root: Path) -> Remote:
+    """The lake's :class:`Remote`, made once per process (its settings read once)."""
+    key = root.resolve()
+    if key not in _REMOTES:
+        _REMOTES[key] = Remote(key)
+    return _REMOTES[key]
+
+
+def pinned(
+    uri: str, size: int, sha256: str, files: list[Any]
+) -> list[tuple[tuple[str | int, ...], str, int, str]]:
+    """The artifact and the files pinned beside it (``files``), each as (field under the artifact,
+    URI, size, sha256); a companion's URI is relative to the artifact's."""
+    folder = uri.rsplit("/", 1)[0]
+    return [((), uri, size, sha256)] + [
+        (("files", j), f"{folder}/{f.path}", f.size, f.sha256) for j, f in enumerate(files)
+    ]
+
+
+def prefetch(remote: Remote, arts: list[Any]) -> None:
+    """:meth:`Remote.prefetch_heads` for every remote URI of ``arts`` (companions included)."""
+    if remote.offline():
+        return
+    uris = [pin[1] for art in arts for pin in pinned(art.uri, art.size, art.sha256, art.files)]
+    remote.prefetch_heads([u for u in uris if u.split(":", 1)[0].lower() in SCHEMES])
+
+
+def check(remote: Remote, art: Any, add: Callable[[tuple[str | int, ...], str], None]) -> str:
+    """Verify a remote artifact and its companions; each problem goes to ``add(field, message)``.
+
+    Returns the artifact's state: ``verified``; ``contradicted`` when an object differs from its pin
+    or is missing; ``unchecked`` when one could not be checked (refused, unreachable, offline).
+    """
+    if remote.offline():
+        return "unchecked"
+    state = "verified"
+    for loc, uri, size, sha256 in pinned(art.uri, art.size, art.sha256, art.files):
+        where = "path" if loc else "uri"
+        try:
+            problem = remote.verify(uri, size, sha256)
+        except RemoteError as e:
+            add((*loc, where), str(e))
+            state = "unchecked" if state == "verified" else state
+            continue
+        if problem is not None:
+            field = "size" if problem.startswith("size") else "sha256" if problem.startswith("sha") else where
+            add((*loc, field), problem)
+            state = "contradicted"
+    return state
+
+
+def local_weights(root: Path, art: Any) -> Path | str:
+    """The cached local copy of a remote artifact (fetched now if need be), or why there is none.
+
+    With pinned ``files`` (a sharded checkpoint's shards, an adapter's config), the artifact lies in
+    a release folder of the cache, ``releases/<sha256>/``, beside hard links to its companions'
+    cached copies, laid out as the manifest names them, so readers see the layout of a local folder.
+    """
+    fetcher = for_lake(root)
+    try:
+        names = [parse(art.uri).name, *(posixpath.normpath(f.path) for f in art.files)]
+        outside = next((n for n in names[1:] if n == ".." or n.startswith("../")), None)
+        if outside is not None:
+            raise Refused(f"pinned file '{outside}' leaves the artifact's folder")
+        blobs = [fetcher.local_copy(*pin[1:]) for pin in pinned(art.uri, art.size, art.sha256, art.files)]
+    except RemoteError as e:
+        return f"remote artifact {art.uri}: {e}"
+    items = list(zip(names, blobs, strict=True))
+    if not art.files:
+        return items[0][1]
+    listing = "".join(f"{rel}\0{blob.parent.name}\n" for rel, blob in items)
+    folder = fetcher.folder / "releases" / hashlib.sha256(listing.encode()).hexdigest()
+    for rel, blob in items:
+        target = folder / rel
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another process linked it first
+                os.link(blob, target)
+    return folder / items[0][0]
