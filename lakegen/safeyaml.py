@@ -12,6 +12,7 @@ beyond plain data is ever built.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,11 @@ class _Refused(Exception):
         self.line, self.message = line, message
 
 
-def load(path: Path, display: str, max_bytes: int = MAX_BYTES) -> Document:
-    """Parse ``path``; any problem raises :class:`LakeError` naming ``display`` and a line."""
+def load(
+    path: Path, display: str, max_bytes: int = MAX_BYTES, parser: Callable[[str], Document] | None = None
+) -> Document:
+    """Parse ``path`` (with ``parser``, default :func:`parse`); any problem raises :class:`LakeError`
+    naming ``display`` and a line."""
     try:
         size = os.stat(path).st_size
         if size > max_bytes:
@@ -63,7 +67,7 @@ def load(path: Path, display: str, max_bytes: int = MAX_BYTES) -> Document:
             raw = f.read(max_bytes + 1)
         if len(raw) > max_bytes:
             raise _Refused(1, f"file grew past {max_bytes:,} bytes while being read")
-        return parse(_decode(raw))
+        return (parser or parse)(_decode(raw))
     except _Refused as e:
         raise LakeError(Finding(display, e.line, "", e.message)) from None
     except OSError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
+from lakegen.attribution.memo import Memo, key
 from lakegen.attribution.views import View, compare
 from lakegen.fingerprint import Fingerprint
 
@@ -47,13 +48,16 @@ def components(nodes: Sequence[N], links: Iterable[tuple[N, N]]) -> list[list[N]
 
 
 def families_by_signature(
-    fingerprints: Mapping[str, Fingerprint], adapter_base: Callable[[str, Fingerprint], str | None]
+    fingerprints: Mapping[str, Fingerprint],
+    adapter_base: Callable[[str, Fingerprint], str | None],
+    memo: Memo | None = None,
 ) -> list[list[str]]:
     """Groups of possibly related models, from each model's nearest signatures only.
 
     Each model is compared exactly with its :data:`NEIGHBOURS` nearest models by
     signature (one matrix product per block), never with all others; related
     pairs are joined into families. An adapter joins the family of its base.
+    ``memo`` keeps each comparison's verdict by the two fingerprints' content.
     """
     import numpy as np
 
@@ -70,8 +74,7 @@ def families_by_signature(
             for b in np.argpartition(-scores[row], k - 1)[:k] if k > 0 else []:
                 if sets.find(a) == sets.find(int(b)):
                     continue
-                pair = compare(views[ids[a]], views[ids[int(b)]])
-                if pair is not None and pair.related:
+                if related(views[ids[a]], views[ids[int(b)]], memo):
                     sets.union(a, int(b))
     out = [[ids[n] for n in group] for group in sets.groups()]
     family_of = {m: members for members in out for m in members}
@@ -83,3 +86,17 @@ def families_by_signature(
             else:
                 out.append([adapter_id])
     return [sorted(g) for g in out]
+
+
+def related(a: View, b: View, memo: Memo | None) -> bool:
+    if memo is None:
+        pair = compare(a, b)
+        return pair is not None and pair.related
+    ends = sorted((a.fp.sha256, b.fp.sha256))
+    k = key("related", ends)
+    found = memo.get(k)
+    if found is None:
+        pair = compare(a, b) if ends == [a.fp.sha256, b.fp.sha256] else compare(b, a)
+        found = pair is not None and pair.related
+        memo.put(k, found)
+    return bool(found)

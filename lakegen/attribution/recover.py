@@ -16,6 +16,7 @@ from lakegen.attribution.copies import (
 )
 from lakegen.attribution.edges import Edge, Lineage
 from lakegen.attribution.families import PARTITION_FROM, components, families_by_signature
+from lakegen.attribution.memo import Memo, identity, key, lineage_from_json, lineage_json
 from lakegen.attribution.merges import Merge, merge_test
 from lakegen.attribution.symmetry import Realign, rediscover
 from lakegen.attribution.trees import attach_to_merges, finetune_forest
@@ -29,6 +30,7 @@ def attribute(
     order: Mapping[str, Any] | None = None,
     adapter_base: Callable[[str, Fingerprint], str | None] | None = None,
     realign: Realign | None = None,
+    memo: Memo | None = None,
 ) -> Lineage:
     """Recover typed, directed lineage among ``fingerprints`` (model id -> fingerprint).
 
@@ -43,27 +45,70 @@ def attribute(
 
     Comparing every pair is quadratic; a large lake is first split into families
     of related models, and each family is attributed on its own.
+
+    With ``memo`` (see :mod:`lakegen.attribution.memo`), results of earlier runs on the same
+    fingerprints and hints are reused: the whole lineage, each family's, each root found alone.
     """
     resolve = adapter_base or default_adapter_base(sorted(fingerprints))
-    lineage = _by_family(fingerprints, order, resolve)
-    if realign is None:
-        return lineage
-    return rediscover(
-        lineage, fingerprints, realign, lambda fps: _attribute(fps, order=order, adapter_base=resolve), order
-    )
+    whole = _key("lineage", fingerprints, order, resolve, realign is not None) if memo else ""
+    if memo is not None and (found := lineage_from_json(memo.get(whole))) is not None:
+        return found
+    lineage = _by_family(fingerprints, order, resolve, memo)
+    if realign is not None:
+        lineage = rediscover(
+            lineage,
+            fingerprints,
+            realign,
+            lambda fps: _attribute(fps, order=order, adapter_base=resolve),
+            order,
+            memo,
+        )
+    if memo is not None:
+        memo.put(whole, lineage_json(lineage))
+    return lineage
+
+
+def _key(
+    step: str,
+    fingerprints: Mapping[str, Fingerprint],
+    order: Mapping[str, Any] | None,
+    resolve: Callable[[str, Fingerprint], str | None],
+    *extra: Any,
+) -> str:
+    """The memo key of ``step`` on ``fingerprints``: their identities and every hint about them."""
+    rows = [
+        [
+            i,
+            identity(fp),
+            (order or {}).get(i),
+            resolve(i, fp) if fp.kind == "adapter" else None,
+        ]
+        for i, fp in sorted(fingerprints.items())
+    ]
+    return key(step, rows, *extra)
 
 
 def _by_family(
     fingerprints: Mapping[str, Fingerprint],
     order: Mapping[str, Any] | None,
     resolve: Callable[[str, Fingerprint], str | None],
+    memo: Memo | None = None,
 ) -> Lineage:
     if len(fingerprints) < PARTITION_FROM:
         return _attribute(fingerprints, order=order, adapter_base=resolve)
-    lineages = [
-        _attribute({i: fingerprints[i] for i in group}, order=order, adapter_base=resolve)
-        for group in families_by_signature(fingerprints, resolve)
-    ]
+
+    def family(group: list[str]) -> Lineage:
+        fps = {i: fingerprints[i] for i in group}
+        if memo is None:
+            return _attribute(fps, order=order, adapter_base=resolve)
+        k = _key("family", fps, order, resolve)
+        found = lineage_from_json(memo.get(k))
+        if found is None:
+            found = _attribute(fps, order=order, adapter_base=resolve)
+            memo.put(k, lineage_json(found))
+        return found
+
+    lineages = [family(group) for group in families_by_signature(fingerprints, resolve, memo)]
     ids = sorted(fingerprints)
     edges = sorted((e for lin in lineages for e in lin.edges), key=lambda e: (e.child, e.parent))
     children = {e.child for e in edges}

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from lakegen.attribution.edges import Edge, Lineage
 from lakegen.attribution.families import components
+from lakegen.attribution.memo import Memo, identity, key
 from lakegen.attribution.views import View, compare
 from lakegen.fingerprint import Fingerprint
 from lakegen.fingerprint.align import unit_groups
@@ -99,10 +100,13 @@ def rediscover(
     realign: Realign,
     recover: Callable[[Mapping[str, Fingerprint]], Lineage],
     order: Mapping[str, Any] | None = None,
+    memo: Memo | None = None,
 ) -> Lineage:
     """``lineage`` with each root that an alignment of its units places in another family moved there.
 
     ``recover`` re-runs attribution on one family (with the caller's order and adapter hints).
+    ``memo`` keeps the roots whose candidates showed no hidden derivation: the same root among the
+    same candidates is not aligned again.
     """
     import numpy as np
 
@@ -113,23 +117,38 @@ def rediscover(
     by_arch: dict[str, list[str]] = {}
     for m in models:
         by_arch.setdefault(fingerprints[m].architecture, []).append(m)
-    signatures: dict[str, Any] = {}
+    position = {m: i for group in by_arch.values() for i, m in enumerate(group)}
+    # per architecture: its models' signatures as one matrix, and which family each model is in,
+    # so each root ranks all of them in one vector operation
+    matrices: dict[str, Any] = {}
+    family_ids: dict[str, Any] = {}
     edges, notes = list(lineage.edges), list(lineage.notes)
-    for root in [m for m in lineage.roots if m in set(models)]:
-        pool = [
-            m
-            for m in by_arch[fingerprints[root].architecture]
-            if connected[m] is not connected[root] and frames[m] is fingerprints[m]  # in its file's order
-        ]
-        if not pool:
+    model_set = set(models)
+    for root in [m for m in lineage.roots if m in model_set]:
+        arch = fingerprints[root].architecture
+        same_arch = by_arch[arch]
+        if arch not in matrices:
+            matrices[arch] = np.stack([_signature(fingerprints[m], memo) for m in same_arch])
+        if arch not in family_ids:  # numbered again after families join or frames change
+            numbers: dict[int, int] = {}
+            ids = [numbers.setdefault(id(connected[m]), len(numbers)) for m in same_arch]
+            in_order = [frames[m] is fingerprints[m] for m in same_arch]  # in its file's order
+            family_ids[arch] = (np.array(ids), np.array(in_order, dtype=bool))
+        ids, in_order = family_ids[arch]
+        pool = np.flatnonzero((ids != ids[position[root]]) & in_order)
+        if not len(pool):
             continue
-        for m in (root, *pool):
-            if m not in signatures:
-                signatures[m] = invariant_signature(fingerprints[m])
-        ranked = rank_invariant(signatures[root], np.stack([signatures[m] for m in pool]), CANDIDATES)
-        hit = _best_alignment(root, [pool[i] for i in ranked], fingerprints, realign)
+        ranked = rank_invariant(matrices[arch][position[root]], matrices[arch][pool], CANDIDATES)
+        candidates = [same_arch[pool[i]] for i in ranked]
+        k = key("alone", [identity(fingerprints[m]) for m in (root, *candidates)]) if memo else ""
+        if memo is not None and memo.get(k) is not None:
+            continue
+        hit = _best_alignment(root, candidates, fingerprints, realign)
         if hit is None:
+            if memo is not None:
+                memo.put(k, True)
             continue
+        family_ids.clear()  # what follows joins families or moves a frame
         parent, aligned, distance = hit
         if len(group_of[parent]) < len(group_of[root]) and not any(e.child == parent for e in edges):
             # the match is a root with fewer relatives: it moves into the root's unit order instead
@@ -176,6 +195,19 @@ def rediscover(
     edges.sort(key=lambda e: (e.child, e.parent))
     children = {e.child for e in edges}
     return Lineage(lineage.models, edges, [m for m in lineage.models if m not in children], notes)
+
+
+def _signature(fp: Fingerprint, memo: Memo | None) -> np.ndarray:
+    import numpy as np
+
+    if memo is None:
+        return invariant_signature(fp)
+    k = key("signature", identity(fp))
+    found = memo.get(k)
+    if found is None:
+        found = [float(x) for x in invariant_signature(fp)]
+        memo.put(k, found)
+    return np.asarray(found, dtype=np.float64)
 
 
 def _families(lineage: Lineage) -> dict[str, set[str]]:

@@ -6,25 +6,23 @@ and a line, and returned sorted. Loading writes nothing.
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import networkx as nx
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from lakegen.artifacts import uris as artifacts
 from lakegen.artifacts.digests import Digests, default_cache_dir
 from lakegen.artifacts.layout import INDEX_SUFFIX, model_layout, model_location
+from lakegen.catalog.parsecache import ParseCache
+from lakegen.catalog.schemaerrors import did_you_mean, validation_problems
 from lakegen.errors import Finding, LakeError, Severity, WeightsError, by_place, format_loc
 from lakegen.model.manifest import (
     FOLDERS,
     KINDS,
-    SEMVER_PATTERN,
-    SLUG_PATTERN,
     Artifact,
     Code,
     CompanionFile,
@@ -41,12 +39,6 @@ CATALOG_DIR = "catalog"
 POLICIES_FILE = "catalog/policies.yaml"
 OWNERS_FILE = "catalog/owners.yaml"
 ArtifactState = Literal["verified", "contradicted", "unchecked"]
-
-_PATTERN_HELP = {
-    SLUG_PATTERN: "must be a lowercase slug: a-z, 0-9, '.', '_' and '-', at most 64 characters",
-    SEMVER_PATTERN: "must be a semantic version such as 1.2.0",
-    r"^[0-9a-f]{64}$": "must be 64 lowercase hexadecimal digits",
-}
 
 
 @dataclass
@@ -74,6 +66,10 @@ class Catalog:
     """Verdicts on the model-signing bundles beside artifacts (lakegen.artifacts.signatures.Signature)."""
     broken: dict[str, str] = field(default_factory=dict)
     """Ids of manifests that failed to load, mapped to their paths, so references say why."""
+    parsed: ParseCache | None = None
+    """Manifests parsed by earlier compiles (the stages parse old versions from git through it too);
+    whoever loaded the catalog saves it once the compile is done."""
+    _by_path: dict[str, Record] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def errors(self) -> list[Finding]:
@@ -81,8 +77,10 @@ class Catalog:
 
     def owned(self, finding: Finding, **changes: Any) -> Finding:
         """``finding`` tied to the entry whose manifest is at its path (its id and owners), if any."""
-        record = next((r for r in self.records.values() if r.path == finding.path), None)
-        return _owned(finding, record, **changes)
+        # records by path, made once: stages tie thousands of findings this way
+        if len(self._by_path) != len(self.records):
+            self._by_path = {r.path: r for r in self.records.values()}
+        return _owned(finding, self._by_path.get(finding.path), **changes)
 
     def __contains__(self, entry_id: str) -> bool:
         return entry_id in self.records
@@ -101,7 +99,7 @@ class Catalog:
     def suggest(self, entry_id: str, kind: str | None = None) -> str:
         """`` (did you mean 'x'?)`` for the closest id of ``kind``, or ''."""
         pool = [r.entry.id for r in self.records.values() if kind is None or r.entry.kind == kind]
-        return _did_you_mean(entry_id, pool)
+        return did_you_mean(entry_id, pool)
 
     def lineage(self) -> nx.DiGraph:
         """Declared lineage inside the lake: an edge base -> derived, with its relation."""
@@ -124,19 +122,27 @@ def manifest_files(root: Path) -> list[Path]:
     return sorted(files)
 
 
-def load_catalog(root: Path | str, *, verify_artifacts: bool = True) -> Catalog:
-    """Load and check every manifest under ``root``; problems are collected, not raised."""
+def load_catalog(
+    root: Path | str, *, verify_artifacts: bool = True, parse_cache: Path | None = None
+) -> Catalog:
+    """Load and check every manifest under ``root``; problems are collected, not raised.
+
+    With ``parse_cache`` (a cache folder), manifests parsed before are read from
+    :mod:`lakegen.catalog.parsecache` there (``catalog.parsed``; save it when done).
+    """
     root = Path(root)
     catalog = Catalog(root=root)
     if not (root / CATALOG_DIR).is_dir():
         raise LakeError(Finding(str(root), 1, "", f"no {CATALOG_DIR}/ folder here; is this a lake?"))
     real_root = root.resolve()
+    parsed = ParseCache(parse_cache) if parse_cache is not None else None
+    catalog.parsed = parsed
     for file in manifest_files(root):
         display = file.relative_to(root).as_posix()
         if file.is_symlink() and not file.resolve().is_relative_to(real_root):
             catalog.problems.append(Finding(display, 1, "", "manifest is a symlink that leaves the lake"))
             continue
-        record = _load_record(file, display, catalog.problems)
+        record = _load_record(file, display, catalog.problems, parsed)
         if record is None:
             catalog.broken.setdefault(file.name.rsplit(".", 1)[0], display)
             continue
@@ -166,9 +172,11 @@ def _owned(finding: Finding, record: Record | None, **changes: Any) -> Finding:
     return finding.replace(**changes) if changes else finding
 
 
-def _load_record(file: Path, display: str, problems: list[Finding]) -> Record | None:
+def _load_record(
+    file: Path, display: str, problems: list[Finding], parsed: ParseCache | None = None
+) -> Record | None:
     try:
-        doc = load(file, display)
+        doc = load(file, display, parser=parsed.parse if parsed is not None else None)
     except LakeError as e:
         problems.extend(e.problems)
         return None
@@ -194,7 +202,7 @@ def _load_record(file: Path, display: str, problems: list[Finding]) -> Record | 
     try:
         entry = cls.model_validate(data)
     except ValidationError as e:
-        problems.extend(_validation_problems(e, cls, doc, display))
+        problems.extend(validation_problems(e, cls, doc, display))
         return None
     record = Record(entry, display, file, doc)
     stem = file.name.rsplit(".", 1)[0]
@@ -203,73 +211,6 @@ def _load_record(file: Path, display: str, problems: list[Finding]) -> Record | 
             Finding(display, record.line("id"), "id", f"id '{entry.id}' must equal the file name '{stem}'")
         )
     return record
-
-
-def _validation_problems(
-    err: ValidationError, cls: type[BaseModel], doc: Document, display: str
-) -> list[Finding]:
-    problems = []
-    for e in err.errors(include_url=False):
-        loc: Loc = tuple(e["loc"])
-        kind, ctx, value = e["type"], e.get("ctx") or {}, e.get("input")
-        message = e["msg"]
-        if kind == "extra_forbidden":
-            fields = _fields_at(cls, loc[:-1])
-            message = "unknown field" + _did_you_mean(str(loc[-1]), list(fields or ()))
-        elif kind == "missing":
-            message = "required field is missing"
-        elif kind == "too_short":
-            message = f"needs at least {ctx.get('min_length', 1)} item(s)"
-        elif kind in ("literal_error", "enum"):
-            options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-            message = f"{value!r} is not one of: {', '.join(options)}" + _did_you_mean(str(value), options)
-        elif kind == "string_pattern_mismatch":
-            message = (
-                _PATTERN_HELP.get(str(ctx.get("pattern")), "has the wrong form") + f" (got {_short(value)})"
-            )
-        elif kind == "value_error":
-            message = message.removeprefix("Value error, ")
-            head = re.match(r"^(\w+): ", message)
-            fields = _fields_at(cls, loc) or {}
-            if head and head.group(1) in fields:
-                loc, message = (*loc, head.group(1)), message[head.end() :]
-        else:
-            message = f"{message[0].lower()}{message[1:]} (got {_short(value)})"
-        problems.append(Finding(display, doc.line(loc), format_loc(loc), message))
-    return problems
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _fields_at(cls: type[BaseModel], loc: Loc) -> dict[str, Any] | None:
-    current: type[BaseModel] | None = cls
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if current is None or part not in current.model_fields:
-            return None
-        current = _model_in(current.model_fields[part].annotation)
-    return dict(current.model_fields) if current is not None else None
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if get_origin(annotation) is dict:
-        return None
-    for arg in get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _did_you_mean(word: str, pool: list[str]) -> str:
-    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _check_references(catalog: Catalog) -> None:

@@ -20,11 +20,13 @@ from typing import Any
 
 import networkx as nx
 
+from lakegen.artifacts.digests import default_cache_dir
 from lakegen.catalog.loader import Catalog, load_catalog
 from lakegen.compile import compile_catalog
 from lakegen.compile.scope import Scope
 from lakegen.errors import SEVERITY_ORDER, Finding
 from lakegen.executor import Engine
+from lakegen.gitrepo import Repo
 from lakegen.governance.changes import LakeChanges, lake_changes
 from lakegen.model.index import LakeIndex
 
@@ -139,14 +141,25 @@ def run_check(
     workers: int | None = None,
 ) -> CheckReport:
     """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
+    root = Path(root)
     if base:  # remote artifacts are fetched, and signatures trusted, under the base's rules
         from lakegen.artifacts import remote, signatures
-        from lakegen.artifacts.digests import default_cache_dir
 
-        remote.fetch_under(Path(root), remote.settings_at(Path(root), base))
-        signatures.trust_from(Path(root), base, default_cache_dir(Path(root)) / "trust" / _commit(root, base))
-    catalog = load_catalog(root, verify_artifacts=verify_artifacts)
-    changes = lake_changes(catalog, base) if base else None
-    scope = Scope(catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code)
+        remote.fetch_under(root, remote.settings_at(root, base))
+        signatures.trust_from(root, base, default_cache_dir(root) / "trust" / _commit(root, base))
+    repo = Repo.find(root)
+    # What earlier compiles kept (parsed manifests, attribution's memo) makes a check cost what the
+    # pull request changes; but a pull request that commits lakegen's cache could plant results in
+    # it, so then nothing kept is read.
+    kept = repo is None or not repo.tracked(".lakegen/")
+    parse_cache = default_cache_dir(root) if kept else None
+    catalog = load_catalog(root, verify_artifacts=verify_artifacts, parse_cache=parse_cache)
+    changes = lake_changes(catalog, base, repo) if base else None
+    scope = Scope(
+        catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code, memo=kept
+    )
     scope.engine, scope.workers = engine, workers
-    return CheckReport(catalog, changes, compile_catalog(scope))
+    index = compile_catalog(scope)
+    if catalog.parsed is not None:
+        catalog.parsed.save()
+    return CheckReport(catalog, changes, index)

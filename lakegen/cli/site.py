@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,20 +32,21 @@ FILTER_OPTIONS = {
 
 def _compiled(args: argparse.Namespace, root: Path) -> Any:
     """The lake index: read from ``--index`` when given, else compiled now and saved."""
-    from lakegen.compile import compile_lake
+    from lakegen.compile import compile_or_reuse
     from lakegen.compile.store import load_index, save
 
     if getattr(args, "index", None):
         return load_index(Path(args.index))
     from lakegen.cli.common import engine
 
-    index = compile_lake(
+    index, reused = compile_or_reuse(
         root,
         verify_artifacts=not getattr(args, "no_verify", False),
         engine=engine(args),
         workers=getattr(args, "workers", None),
     )
-    save(index, root)
+    if not reused:
+        save(index, root)
     return index
 
 
@@ -53,7 +55,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from lakegen.site import build_site
 
     root = lake_root(args)
+    start = time.perf_counter()
     index = _compiled(args, root)
+    compile_s = time.perf_counter() - start
     report = build_site(
         root,
         index,
@@ -64,7 +68,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     stats = report.stats
     if args.json:
         print_json(
-            {"site": str(report.site), "seconds": round(report.seconds, 3), "pages": report.pages, **stats}
+            {
+                "site": str(report.site),
+                "compile_s": round(compile_s, 3),
+                "seconds": round(report.seconds, 3),
+                "pages": report.pages,
+                **stats,
+            }
         )
         return EXIT_OK
     print(

@@ -10,6 +10,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from lakegen.artifacts.digests import default_cache_dir
 from lakegen.bench.metrics import REGISTRY
 from lakegen.catalog.loader import CATALOG_DIR, Catalog, latest_version, load_catalog
 from lakegen.compile.inputs import Inputs
@@ -89,21 +90,56 @@ def compile_lake(
     run_evaluations: bool = False,
     engine: Engine = "local",
     workers: int | None = None,
+    reuse: bool = True,
 ) -> LakeIndex:
     """Load the lake at ``root`` and run every stage into one :class:`LakeIndex`.
 
     Benchmark results are read from the results cache; evaluations run only with ``run_evaluations``.
     Fingerprints and evaluations run on the executor ``engine`` (:mod:`lakegen.executor`), ``workers``
     at a time; the index is the same whichever runs them.
+
+    The compiled lake is a function of its inputs (:mod:`lakegen.compile.inputs`): with ``reuse``, the
+    index the last compile saved (:func:`lakegen.compile.store.save`) is returned as it is while
+    nothing it was compiled from changed and it was compiled the same way.
     """
+    return compile_or_reuse(
+        root,
+        verify_artifacts=verify_artifacts,
+        run_evaluations=run_evaluations,
+        engine=engine,
+        workers=workers,
+        reuse=reuse,
+    )[0]
+
+
+def compile_or_reuse(
+    root: Path | str,
+    *,
+    verify_artifacts: bool = True,
+    run_evaluations: bool = False,
+    engine: Engine = "local",
+    workers: int | None = None,
+    reuse: bool = True,
+) -> tuple[LakeIndex, bool]:
+    """:func:`compile_lake`, and whether the saved index was reused (so there is nothing to save)."""
     root = Path(root)
+    options = {"verify_artifacts": verify_artifacts}
+    if reuse and not run_evaluations:
+        from lakegen.compile.store import load_current
+
+        saved, _ = load_current(root)
+        if saved is not None and saved.inputs.options == options:
+            return saved, True
     read = Inputs.take(root, [CATALOG_DIR])  # before loading, so an edit made meanwhile shows as stale
-    catalog = load_catalog(root, verify_artifacts=verify_artifacts)
+    catalog = load_catalog(root, verify_artifacts=verify_artifacts, parse_cache=default_cache_dir(root))
     read.add(root, *_named_inputs(catalog))
     index = base_index(catalog)
-    index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra)
+    index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra, options=options)
     scope = Scope(catalog, run_evaluations=run_evaluations, engine=engine, workers=workers)
-    return compile_catalog(scope, index)
+    index = compile_catalog(scope, index)
+    if catalog.parsed is not None:
+        catalog.parsed.save()
+    return index, False
 
 
 def _named_inputs(catalog: Catalog) -> tuple[list[str], list[str]]:

@@ -163,6 +163,16 @@ def write(root: Path, inputs: Inputs) -> None:
     write_atomic(root / INPUTS_FILE, json.dumps(inputs.to_json(), separators=(",", ":")))
 
 
+def recorded_digest(root: Path) -> str:
+    """The digest the inputs record beside the saved index holds; "" when there is none."""
+    try:
+        data = json.loads((root / INPUTS_FILE).read_bytes())
+    except (OSError, ValueError):
+        return ""
+    digest = data.get("digest") if isinstance(data, dict) else None
+    return digest if isinstance(digest, str) else ""
+
+
 def stale(root: Path, digest: str) -> str | None:
     """Why an index of inputs ``digest`` no longer matches the lake at ``root``; None when it does."""
     try:

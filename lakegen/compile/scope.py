@@ -20,6 +20,7 @@ class Scope:
     trust_code: bool = False  # run code entries without the sandbox (see lakegen.executor.sandbox)
     engine: Engine = "local"  # where fingerprints and evaluations run (lakegen.executor)
     workers: int | None = None  # how many at once; None: the engine's default
+    memo: bool = True  # reuse what earlier compiles kept (lakegen.attribution.memo)
 
     def changed_models(self) -> list[str]:
         """Models the pull request adds, renames or modifies (present at head)."""

@@ -63,14 +63,16 @@ class Attribution:
         from lakegen.lineage.stage import attribution_stage
 
         if not scope.check:
-            return attribution_stage(scope.catalog, index, engine=scope.engine, workers=scope.workers)
+            return attribution_stage(
+                scope.catalog, index, engine=scope.engine, workers=scope.workers, memo=scope.memo
+            )
         if scope.changes is None:
             return _skip(index, self.name, "no --base, so no model counts as new or changed")
         models = scope.changed_models()
         if not models:
             return _skip(index, self.name, "the pull request adds or changes no model")
         before = len(index.findings)
-        attribution_stage(scope.catalog, index, engine=scope.engine, workers=scope.workers)
+        attribution_stage(scope.catalog, index, engine=scope.engine, workers=scope.workers, memo=scope.memo)
         wanted = set(models)
         index.findings[before:] = [f for f in index.findings[before:] if f.entry in wanted]
         edges = [e for e in index.edges if e.child in wanted]

@@ -43,9 +43,15 @@ def load_current(root: Path) -> tuple[LakeIndex | None, str]:
     path = root / INDEX_FILE
     if not path.is_file():
         return None, f"no {INDEX_FILE} yet"
+    # the inputs first: reading a large index only to find it stale would cost as much as the check
+    digest = inputs.recorded_digest(root)
+    why = inputs.stale(root, digest) if digest else None
+    if why is not None:
+        return None, f"{INDEX_FILE} is out of date ({why})"
     try:
         index = load_index(path)
     except (OSError, ValueError):
         return None, f"{INDEX_FILE} cannot be read"
-    why = inputs.stale(root, index.inputs.digest)
-    return (index, "") if why is None else (None, f"{INDEX_FILE} is out of date ({why})")
+    if not digest or index.inputs.digest != digest:
+        return None, f"{INDEX_FILE} is out of date (no record of what it was compiled from)"
+    return index, ""

@@ -9,16 +9,25 @@ new version reads as ``versions[1.1.0]`` added rather than a whole list replaced
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
+import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lakegen import gitrepo
+from lakegen.atomicfile import write_atomic
 from lakegen.catalog.loader import CATALOG_DIR, Catalog
 from lakegen.errors import LakeError
 from lakegen.gitrepo import Repo
 from lakegen.model.index import Change, FieldChange, LakeIndex
 from lakegen.model.manifest import FOLDERS
-from lakegen.safeyaml import parse
+from lakegen.safeyaml import Document, parse
+from lakegen.safeyaml import _Refused as Refused
+from lakegen.version import __version__
 
 MANIFEST_FOLDERS = tuple(f"{CATALOG_DIR}/{folder}" for folder in FOLDERS.values())
 _KEYS = ("version", "id", "name")
@@ -77,13 +86,13 @@ def stem(path: str) -> str:
     return path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
 
 
-def parse_blob(raw: bytes | None) -> Any:
+def parse_blob(raw: bytes | None, parser: Callable[[str], Document] | None = None) -> Any:
     """A manifest's plain data from a git blob's bytes; None when absent or not a readable manifest."""
     if raw is None:
         return None
     try:
-        return parse(raw.decode("utf-8-sig")).data
-    except (LakeError, UnicodeDecodeError):
+        return (parser or parse)(raw.decode("utf-8-sig")).data
+    except (LakeError, UnicodeDecodeError, Refused):  # a committed manifest that was never valid
         return None
 
 
@@ -91,8 +100,15 @@ def is_manifest_path(path: str | None) -> bool:
     return path is not None and path.endswith((".yaml", ".yml"))
 
 
-def lake_history(root: Path | str, catalog: Catalog | None = None, repo: Repo | None = None) -> list[Change]:
-    """Every change to every manifest under ``root``, newest first; [] outside a git repository."""
+def lake_history(
+    root: Path | str,
+    catalog: Catalog | None = None,
+    repo: Repo | None = None,
+    parser: Callable[[str], Document] | None = None,
+) -> list[Change]:
+    """Every change to every manifest under ``root``, newest first; [] outside a git repository.
+
+    ``parser`` parses a blob's text (default :func:`lakegen.safeyaml.parse`)."""
     root = Path(root)
     repo = repo or Repo.find(root)
     if repo is None:
@@ -116,7 +132,7 @@ def lake_history(root: Path | str, catalog: Catalog | None = None, repo: Repo | 
         if blob is None:
             return None
         if blob not in parsed:
-            parsed[blob] = parse_blob(blobs.get(blob))
+            parsed[blob] = parse_blob(blobs.get(blob), parser)
         return parsed[blob]
 
     def entry_id(path: str, *blob: str | None) -> str:
@@ -219,11 +235,52 @@ def entry_history(history: list[Change], entry: str) -> list[Change]:
 
 
 def history_stage(catalog: Catalog, index: LakeIndex) -> LakeIndex:
-    """The compile stage: the lake's audit trail into ``index.history``."""
+    """The compile stage: the lake's audit trail into ``index.history``.
+
+    The trail is a function of the commit HEAD names and of which file holds which entry; it is
+    kept in ``.lakegen/cache/history.json`` under those, so a compile of the same commit (a working
+    tree edit, a no-op) reads it back instead of walking git again.
+    """
+    from lakegen.artifacts.digests import default_cache_dir
+
     repo = Repo.find(catalog.root)
     if repo is None:
         index.stages["history"] = "skipped: the lake is not in a git repository"
         return index
-    index.history = lake_history(catalog.root, catalog, repo)
+    folder = default_cache_dir(catalog.root)
+    key = _history_key(repo, catalog)
+    found = _kept(folder / HISTORY_FILE, key) if key else None
+    if found is None:
+        parser = catalog.parsed.parse if catalog.parsed is not None else None
+        found = lake_history(catalog.root, catalog, repo, parser)
+        if key:
+            rows = [c.model_dump(mode="json") for c in found]
+            with contextlib.suppress(OSError):  # a read-only cache only costs speed
+                write_atomic(folder / HISTORY_FILE, json.dumps({"key": key, "changes": rows}))
+    index.history = found
     index.stages["history"] = f"ran ({len(index.history)} changes)"
     return index
+
+
+HISTORY_FILE = "history.json"
+
+
+def _history_key(repo: Repo, catalog: Catalog) -> str | None:
+    try:
+        head = repo.commit_of("HEAD")
+    except LakeError:
+        return None  # no commit yet
+    code = b"".join(Path(m.__file__ or "").read_bytes() for m in (sys.modules[__name__], gitrepo))
+    files = sorted((r.path, r.entry.id) for r in catalog.records.values())
+    text = json.dumps([__version__, hashlib.sha256(code).hexdigest(), head, files])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _kept(path: Path, key: str) -> list[Change] | None:
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("key") != key:
+            return None
+        return [Change.model_validate(row) for row in data["changes"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

@@ -96,7 +96,7 @@ class CatalogLineage:
 
 
 def compare_declared(catalog: Catalog, result: CatalogLineage) -> None:
-    edges = result.lineage.edges
+    edges = _ByChild(result.lineage.edges)
     attributed = set(result.lineage.models)
     for record in sorted(catalog.records.values(), key=lambda r: r.path):
         model = record.entry
@@ -108,9 +108,7 @@ def compare_declared(catalog: Catalog, result: CatalogLineage) -> None:
                 _check_declared(catalog, record, model, i, mine, edges, attributed, result)
             )
         declared_ids = {b.id for b in model.base_models}
-        for e in edges:
-            if e.child not in mine:
-                continue
+        for e in edges.of(mine):
             parent_model = split(e.parent)[0]
             if parent_model == model.id or parent_model in declared_ids:
                 continue
@@ -127,13 +125,26 @@ def compare_declared(catalog: Catalog, result: CatalogLineage) -> None:
             )
 
 
+class _ByChild:
+    """A lineage's edges by child, so each model's are found without a scan of all of them."""
+
+    def __init__(self, edges: list[Edge]):
+        self.at: dict[str, list[tuple[int, Edge]]] = {}
+        for i, e in enumerate(edges):
+            self.at.setdefault(e.child, []).append((i, e))
+
+    def of(self, children: set[str]) -> list[Edge]:
+        """The edges into ``children``, in the lineage's order."""
+        return [e for _, e in sorted((x for c in children for x in self.at.get(c, [])), key=lambda x: x[0])]
+
+
 def _check_declared(
     catalog: Catalog,
     record: Record,
     model: Model,
     i: int,
     mine: set[str],
-    edges: list[Edge],
+    edges: _ByChild,
     attributed: set[str],
     result: CatalogLineage,
 ) -> DeclaredCheck:
@@ -159,7 +170,7 @@ def _check_declared(
         return declared("unchecked", f"no local weights for {base.id} {base.version or ''}".strip())
     if not mine:
         return declared("unchecked", f"no local weights for {model.id}")
-    found = [e for e in edges if e.parent in theirs and e.child in mine]
+    found = [e for e in edges.of(mine) if e.parent in theirs]
     same = [e for e in found if e.relation == base.relation]
     if same:
         e = max(same, key=lambda e: e.confidence or 0.0)
@@ -184,7 +195,7 @@ def _check_declared(
             "warning",
         )
         return declared("contradicted", f"the weights show {e.relation}")
-    reverse = [e for e in edges if e.parent in mine and e.child in theirs]
+    reverse = [e for e in edges.of(theirs) if e.parent in mine]
     if reverse:
         e = reverse[0]
         message = (
@@ -192,7 +203,7 @@ def _check_declared(
             f"{e.child} derives from {e.parent}"
         )
     else:
-        parents = sorted({e.parent for e in edges if e.child in mine and split(e.parent)[0] != model.id})
+        parents = sorted({e.parent for e in edges.of(mine) if split(e.parent)[0] != model.id})
         shown = (
             f"the weights show {', '.join(parents)} as its parent"
             if parents

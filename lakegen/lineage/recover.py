@@ -37,6 +37,7 @@ from lakegen.fingerprint.align import realigner
 from lakegen.lineage.audit import AuditCache
 from lakegen.lineage.declared import CatalogLineage, audit_verified, compare_declared, finding_at, node, split
 from lakegen.lineage.fingerprinting import fingerprint_all
+from lakegen.lineage.memo import DiskMemo
 from lakegen.model.manifest import Artifact, Model
 from lakegen.weights import WeightsError, is_adapter, model_location
 
@@ -169,9 +170,14 @@ def attribute_catalog(
     progress: Callable[[str], None] | None = None,
     engine: Engine = "local",
     workers: int | None = None,
+    *,
+    memo: bool = True,
 ) -> CatalogLineage:
-    """Recover lineage from every local model version of ``catalog`` and check it against the manifests;
-    the weights are fingerprinted on the executor of ``engine`` with ``workers``."""
+    """Recover lineage from every local model version of ``catalog`` and check it against the manifests.
+
+    The weights are fingerprinted on the executor of ``engine`` with ``workers``. With ``cache`` and
+    ``memo``, attribution's results of earlier runs on the same fingerprints are reused
+    (:mod:`lakegen.attribution.memo`), kept in the cache folder."""
     paths, skipped = artifact_paths(catalog)
     fps, failed = fingerprint_all(paths, cache, progress, engine, workers)
     for model in catalog.models():
@@ -181,14 +187,18 @@ def attribute_catalog(
             if why is not None:
                 del fps[key]
                 failed[key] = f"{why}; its weights are not used"
+    kept = DiskMemo(cache.folder) if cache is not None and memo else None
     result = CatalogLineage(
         attribute(
             fps,
             order=_release_order(catalog),
             adapter_base=_adapter_resolver(catalog, set(fps), paths),
             realign=realigner(paths, fps, cache),
+            memo=kept,
         )
     )
+    if kept is not None:
+        kept.save()
     result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
     result.parameters = {k: fp.parameters for k, fp in fps.items()}
     for key, why in failed.items():

@@ -17,12 +17,16 @@ def attribution_stage(
     cache: Cache | None = None,
     engine: Engine = "local",
     workers: int | None = None,
+    *,
+    memo: bool = True,
 ) -> LakeIndex:
-    """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings."""
+    """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings.
+    Weights are fingerprinted on the executor of ``engine`` with ``workers``; ``memo``: reuse
+    attribution's results of earlier compiles (:mod:`lakegen.lineage.memo`)."""
     from lakegen.artifacts.digests import default_cache_dir
 
     cache = cache or Cache(default_cache_dir(catalog.root))
-    result = attribute_catalog(catalog, cache, engine=engine, workers=workers)
+    result = attribute_catalog(catalog, cache, engine=engine, workers=workers, memo=memo)
     declared = {(d.base, d.model, d.relation): d for d in result.declared}
     shown: dict[tuple[str, str], Edge] = {}
     for e in result.lineage.edges:

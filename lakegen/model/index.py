@@ -123,6 +123,9 @@ class CompiledFrom(_Row):
     digest: str = Field("", description="sha256 of lakegen's version, git HEAD and every file read.")
     folders: list[str] = Field(default_factory=list, description="Folders read whole, from the lake root.")
     files: list[str] = Field(default_factory=list, description="Single files read outside those folders.")
+    options: dict[str, bool] = Field(
+        default_factory=dict, description="How it was compiled (whether artifacts were verified)."
+    )
 
 
 class MetricInfo(_Row):

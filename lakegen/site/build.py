@@ -109,6 +109,7 @@ def build_site(
     """
     from mkdocs.commands.build import build
 
+    from lakegen.site import cache
     from lakegen.site.plugin import LakegenPlugin
 
     root = Path(root).resolve()
@@ -133,6 +134,13 @@ def build_site(
             plugin.config.stamp = stamp
         if shard_size is not None:
             plugin.config.shard_size = shard_size
+        if plugin.reuse_from is not None and index is not None and plugin.config.reuse:
+            plugin.on_config(config)  # as the build would (it does the same again, to the same effect)
+            pages = cache.unchanged(final, plugin.site_key(config, index))
+            if pages is not None:  # built from this very index, the same way: nothing to do
+                shutil.rmtree(tmp, ignore_errors=True)
+                stats = {"rendered": 0, "reused": pages, "unchanged": True}
+                return BuildReport(final, time.perf_counter() - start, pages, stats)
         with _quiet_mkdocs():
             build(config)
         _swap(tmp, final)

@@ -6,7 +6,9 @@ mkdocs.yml, the templates) and, per page, a digest of its body and, for entry
 pages, of the index rows it reads ("deps"). The next build does not even
 render an entry page whose deps are unchanged; other pages are rendered (cheap)
 and handed to mkdocs only when their body changed. Unchanged pages and API
-files are hard-linked from the previous site.
+files are hard-linked from the previous site. The record also keeps the whole
+site's key (the compiled lake's inputs digest and the context): while it is
+unchanged there is no build at all.
 """
 
 from __future__ import annotations
@@ -82,6 +84,16 @@ class Record:
     pages: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     api: dict[str, str] = field(default_factory=dict)
     search: dict[str, str] = field(default_factory=dict)
+    site: str | None = None  # the whole site's key (LakegenPlugin.site_key): equal, nothing to build
+
+
+def unchanged(site: Path, key: str | None) -> int | None:
+    """The page count of the site in ``site`` when it was built with ``key``; else None."""
+    try:
+        data = json.loads((site / RECORD).read_text(encoding="utf-8"))
+        return len(data["pages"]) if key is not None and data.get("site") == key else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def load(site: Path | None, context: str) -> Record | None:
@@ -93,13 +105,19 @@ def load(site: Path | None, context: str) -> Record | None:
         if data.get("context") != context:
             return None
         pages = {k: (v[0], v[1]) for k, v in data["pages"].items()}
-        return Record(context, pages, dict(data["api"]), dict(data["search"]))
+        return Record(context, pages, dict(data["api"]), dict(data["search"]), data.get("site"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
 
 
 def save(site: Path, record: Record) -> None:
-    data = {"context": record.context, "pages": record.pages, "api": record.api, "search": record.search}
+    data = {
+        "context": record.context,
+        "pages": record.pages,
+        "api": record.api,
+        "search": record.search,
+        "site": record.site,
+    }
     (site / RECORD).write_text(json.dumps(data), encoding="utf-8")
 
 

@@ -23,7 +23,9 @@ Per-page work is kept small because a lake has thousands of entries:
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import logging
 import posixpath
 import time
@@ -124,6 +126,15 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         # The sitemap would list only the pages rendered in this run; without site_url it has no use.
         config.theme.static_templates.discard("sitemap.xml")
         return config
+
+    def site_key(self, config: MkDocsConfig, index: LakeIndex) -> str | None:
+        """What the whole site is a function of: the compiled lake and how it is rendered; None
+        when the index does not say what it was compiled from."""
+        if not index.inputs.digest:
+            return None
+        context = cache.context_digest(config, self.templates, dict(self.config))
+        made = [context, index.inputs.digest, index.inputs.options, index.generated_at, dict(self.config)]
+        return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()
 
     def on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
         """Render every lake page and add it to mkdocs' files (or mark it for reuse or stamping).
@@ -263,6 +274,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             self._load_index(), self._view, site, self._reuse_dir, previous.api
         )
         self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
+        self._record.site = self.site_key(config, self._load_index())
         if self.config.pagefind and searchindex.available():
             start = time.perf_counter()
             use = config.use_directory_urls

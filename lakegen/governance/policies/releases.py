@@ -15,7 +15,7 @@ deleting it. A released version may move only where its sha256 can be verified.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from lakegen.gitrepo import Commit
 from lakegen.governance.changes import EntryChange, LakeChanges
 from lakegen.governance.history import MANIFEST_FOLDERS, is_manifest_path, parse_blob
 from lakegen.governance.policies.registry import Context, violation
+from lakegen.safeyaml import Document
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,12 @@ class LedgerRow:
     path: str
 
 
-def ledger(changes: LakeChanges) -> dict[tuple[str, str], LedgerRow]:
-    """``(id, version)`` -> the first release of it on the base branch, over its whole history."""
+def ledger(
+    changes: LakeChanges, parser: Callable[[str], Document] | None = None
+) -> dict[tuple[str, str], LedgerRow]:
+    """``(id, version)`` -> the first release of it on the base branch, over its whole history.
+
+    ``parser`` parses a blob's text (default :func:`lakegen.safeyaml.parse`)."""
     commits = changes.repo.first_parent_changes(changes.base_commit, *MANIFEST_FOLDERS)
     wanted = [c.new_blob for k in commits for c in k.changes if c.new_blob and is_manifest_path(c.new)]
     blobs = changes.repo.blobs(wanted)
@@ -74,7 +79,7 @@ def ledger(changes: LakeChanges) -> dict[tuple[str, str], LedgerRow]:
         for c in commit.changes:
             if not c.new_blob or not c.new or not is_manifest_path(c.new):
                 continue
-            data = parse_blob(blobs.get(c.new_blob))
+            data = parse_blob(blobs.get(c.new_blob), parser)
             if not isinstance(data, dict) or not isinstance(data.get("id"), str):
                 continue
             for r in _released_versions(data):
@@ -128,7 +133,8 @@ class ImmutableReleases:
                 yield from _check_change(ctx, ctx.changes, change, released)
                 yield from _renamed_away(ctx.changes, change, released)
             if change.path is not None:
-                book = ledger(ctx.changes) if book is None else book
+                parser = ctx.catalog.parsed.parse if ctx.catalog.parsed is not None else None
+                book = ledger(ctx.changes, parser) if book is None else book
                 yield from _reused(ctx, change, released, book)
 
 

@@ -1,0 +1,203 @@
+"""An incremental compile (caches of earlier compiles in ``.lakegen/``) equals a cold compile of the
+same tree, after each kind of change; and a no-op compile reuses the saved index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from gitlake import GitLake
+from safetensors.numpy import load_file, save
+
+from lakegen.attribution import recover
+from lakegen.compile import compile_or_reuse
+from lakegen.compile.store import save as save_index
+
+DEMO = Path(__file__).resolve().parents[1] / "catalog"
+
+
+def dumped(root: Path, **options: Any) -> tuple[dict[str, Any], bool]:
+    index, reused = compile_or_reuse(root, **options)
+    save_index(index, root)
+    data = index.model_dump(mode="json")
+    del data["generated_at"]
+    return data, reused
+
+
+def cold(root: Path, work: Path) -> dict[str, Any]:
+    """A compile of a copy of ``root``'s tree (git history included) with no cache at all."""
+    copy = work / f"cold-{len(list(work.iterdir()))}"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".lakegen"))
+    return dumped(copy)[0]
+
+
+def nudged(src: Path, dst: Path, seed: int) -> bytes:
+    tensors = load_file(src)
+    rng = np.random.default_rng(seed)
+    out = {k: (v + 1e-4 * v.std() * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in tensors.items()}
+    blob = save(out)
+    dst.write_bytes(blob)
+    return blob
+
+
+@pytest.fixture
+def partitioned(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo lake is small; attribute it family by family, as a large lake is, so the families'
+    # memo is exercised too.
+    monkeypatch.setattr(recover, "PARTITION_FROM", 2)
+
+
+def test_incremental_compile_equals_cold_compile(tmp_path: Path, partitioned: None) -> None:
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "Demo lake")
+    root, work = lake.root, tmp_path / "work"
+    work.mkdir()
+    first, reused = dumped(root)
+    assert not reused
+    again, reused = dumped(root)
+    assert reused and again == first  # nothing changed: the saved index, as it was
+    cache = root / ".lakegen/cache"
+    assert {"lineage.json", "manifests.json", "history.json"} <= {p.name for p in cache.iterdir()}
+    models = root / "catalog/models"
+
+    # a manifest edit that moves every line below it
+    path = models / "digits-mlp-ft-small.yaml"
+    text = path.read_text()
+    path.write_text("# edited\n" + text.replace("\nname: ", "\nname: Edited ", 1))
+    edited, reused = dumped(root)
+    assert not reused and edited != first
+    assert edited == cold(root, work)
+
+    # an added model: a fine-tune of ft-small, its weights nudged, committed (HEAD moves)
+    data = yaml.safe_load(path.read_text())
+    data["id"], data["name"] = "digits-mlp-ft-added", "Added"
+    data["base_models"] = [{"id": "digits-mlp-ft-small", "version": "1.0.0", "relation": "finetune"}]
+    artifact = data["versions"][0]["artifact"]
+    blob = nudged(
+        models / artifact["uri"], root / "catalog/artifacts/models/digits-mlp-ft-added.safetensors", 1
+    )
+    artifact["uri"] = "../artifacts/models/digits-mlp-ft-added.safetensors"
+    artifact["sha256"], artifact["size"] = hashlib.sha256(blob).hexdigest(), len(blob)
+    (models / "digits-mlp-ft-added.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "Add a model")
+    added, _ = dumped(root)
+    assert "digits-mlp-ft-added" in {e["id"] for e in added["entries"]}
+    assert added == cold(root, work)
+
+    # a removed model
+    (models / "digits-mlp-pruned.yaml").unlink()
+    removed, _ = dumped(root)
+    assert "digits-mlp-pruned" not in {e["id"] for e in removed["entries"]}
+    assert removed == cold(root, work)
+
+    # a changed artifact: other bytes under the same manifest
+    weights = root / "catalog/artifacts/models/digits-mlp-alt-ft-1.0.0.safetensors"
+    nudged(weights, weights, 2)
+    changed, _ = dumped(root)
+    assert changed != removed
+    assert changed == cold(root, work)
+
+    # a changed policies.yaml
+    policies = root / "catalog/policies.yaml"
+    policies.write_text(policies.read_text().replace("documentation: error", "documentation: warn"))
+    relaxed, _ = dumped(root)
+    assert relaxed != changed
+    assert relaxed == cold(root, work)
+
+
+def test_reuse_needs_the_same_options(tmp_path: Path) -> None:
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    verified, _ = dumped(lake.root)
+    unverified, reused = dumped(lake.root, verify_artifacts=False)
+    assert not reused  # an index compiled without checking artifacts is another index
+    assert {a["status"] for a in unverified["artifacts"]} != {a["status"] for a in verified["artifacts"]}
+    assert dumped(lake.root, verify_artifacts=False)[1]
+
+
+def test_a_check_reads_nothing_from_a_cache_the_pull_request_commits(tmp_path: Path) -> None:
+    from lakegen.catalog.parsecache import FILE, FORMAT, _encoded
+    from lakegen.check.report import run_check
+    from lakegen.safeyaml import parse
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "Demo lake")
+    lake.git("checkout", "-q", "-b", "pr")
+    path = lake.root / "catalog/models/digits-mlp-ft-small.yaml"
+    before = path.read_text()
+    after = before.replace("\nname: ", "\nname: Renamed ", 1)
+    path.write_text(after)
+    # the planted cache says the new text parses as the old one
+    old = parse(before)
+    forged = _encoded(old)
+    planted = lake.root / ".lakegen/cache" / FILE
+    planted.parent.mkdir(parents=True)
+    planted.write_text(
+        json.dumps({"format": FORMAT, "docs": {hashlib.sha256(after.encode()).hexdigest(): forged}})
+    )
+    lake.git("add", "-f", "-A")
+    lake.git("commit", "-q", "-m", "Rename, and plant a cache")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert report.changes is not None
+    change = report.changes.of("digits-mlp-ft-small")
+    assert change is not None and "name" in {f.field for f in change.fields}
+    assert report.catalog.get("digits-mlp-ft-small").name.startswith("Renamed ")  # type: ignore[union-attr]
+
+
+def test_a_site_built_from_the_same_index_is_not_built_again(tmp_path: Path) -> None:
+    from lakegen.site import build_site
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    index, _ = compile_or_reuse(lake.root)
+    first = build_site(lake.root, index, pagefind=False)
+    assert first.stats["rendered"] > 0
+    home = first.site / "index.html"
+    inode = home.stat().st_ino
+    again = build_site(lake.root, index, pagefind=False)
+    assert again.stats == {"rendered": 0, "reused": first.pages, "unchanged": True}
+    assert again.pages == first.pages and home.stat().st_ino == inode  # the very same files
+    # built another way, it is built again
+    other = build_site(lake.root, index, pagefind=False, stamp=False)
+    assert "unchanged" not in other.stats
+    # and from another compile of the same lake (another generated_at) too
+    index.generated_at = "2000-01-01T00:00:00+00:00"
+    newer = build_site(lake.root, index, pagefind=False)
+    assert "unchanged" not in newer.stats
+    assert "2000-01-01" in (newer.site / "index.html").read_text()
+
+
+def test_a_cached_parse_is_the_parse(tmp_path: Path) -> None:
+    from lakegen.catalog.parsecache import ParseCache
+    from lakegen.safeyaml import parse
+
+    text = (
+        "id: x\nreleased: 2026-01-02\nat: 2026-01-02T03:04:05+00:00\n"
+        "versions:\n  - {version: 1.0.0, released: 2025-12-31, n: 3, f: .inf, ok: true, none: null}\n"
+        "text: '2026-01-02'\n"
+    )
+    fresh = parse(text)
+    first = ParseCache(tmp_path)
+    assert first.parse(text) == fresh
+    first.save()
+    again = ParseCache(tmp_path).parse(text)  # from the file now
+    assert again == fresh and again.data["text"] == "2026-01-02"  # a quoted date stays text
