@@ -720,24 +720,41 @@ def stderr_lines(stderr: str) -> tuple[list[str], list[str]]:
     return [line for line in said if not line.startswith("note: ")], notes
 
 
-def run_seed(seed: int, work: Path, families: list[str]) -> dict[str, Any]:
+def kept_zoo(base: Path, families: list[str]) -> Zoo:
+    """A zoo kept by an earlier ``--keep`` run, read back from its ``truth.json``."""
+    truth = json.loads((base / "truth.json").read_text())
+    zoo = Zoo(base / "zoo", skipped=truth["skipped"])
+    for m in truth["models"]:
+        if m["family"] in families:
+            zoo.order.append(m["id"])
+            zoo.family[m["id"]] = m["family"]
+            zoo.notes[m["id"]] = m["how"]
+    zoo.edges = [e for e in truth["edges"] if e["child"] in zoo.family]
+    return zoo
+
+
+def run_seed(seed: int, work: Path, families: list[str], rescore: bool = False) -> dict[str, Any]:
     from lakegen.attribution import attribute
     from lakegen.cli.attribution import model_input
     from lakegen.fingerprint import Cache, fingerprint
     from lakegen.weights import WeightsError
 
     base = work / f"seed-{seed}"
-    zoo = Zoo(base / "zoo")
-    zoo.root.mkdir(parents=True)
-    start = time.perf_counter()
     made: dict[str, float] = {}
-    for fam in families:
-        t = time.perf_counter()
-        # a stream per family: a family's zoo is the same whether or not the others are built
-        FAMILIES[fam](zoo, random.Random(f"{seed}-{fam}"), seed)
-        made[fam] = time.perf_counter() - t
+    start = time.perf_counter()
+    if rescore:
+        zoo = kept_zoo(base, families)
+        shutil.rmtree(base / "cache", ignore_errors=True)  # fingerprints of the code now
+    else:
+        zoo = Zoo(base / "zoo")
+        zoo.root.mkdir(parents=True)
+        for fam in families:
+            t = time.perf_counter()
+            # a stream per family: a family's zoo is the same whether or not the others are built
+            FAMILIES[fam](zoo, random.Random(f"{seed}-{fam}"), seed)
+            made[fam] = time.perf_counter() - t
+        (base / "truth.json").write_text(json.dumps(zoo.to_json(), indent=1))
     made_s = time.perf_counter() - start
-    (base / "truth.json").write_text(json.dumps(zoo.to_json(), indent=1))
 
     cache_dir = base / "cache"
     env = {**os.environ, "LAKEGEN_CACHE": str(cache_dir)}
@@ -862,8 +879,13 @@ def main(argv: list[str] | None = None) -> int:
         "--families", default=",".join(FAMILIES), help="comma-separated: " + ", ".join(FAMILIES)
     )
     parser.add_argument("--keep", help="keep the zoos, truth.json and lakegen's output in this folder")
+    parser.add_argument(
+        "--rescore", action="store_true", help="score the zoos kept in --keep again instead of making them"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.rescore and not args.keep:
+        parser.error("--rescore needs --keep DIR, the folder of an earlier --keep run")
     seeds = [int(s) for s in args.seeds.split(",")]
     families = [f.strip() for f in args.families.split(",")]
     unknown = [f for f in families if f not in FAMILIES]
@@ -881,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, dict[str, Any]] = {}
     try:
         for seed in seeds:
-            runs[seed] = run_seed(seed, work, families)
+            runs[seed] = run_seed(seed, work, families, args.rescore)
             if args.keep:
                 (work / f"seed-{seed}" / "scores.json").write_text(json.dumps(runs[seed], indent=1))
             if not args.json:

@@ -7,6 +7,7 @@ from typing import Any
 
 from lakegen.attribution.adapters import adapter_edge, default_adapter_base
 from lakegen.attribution.copies import (
+    UNDIRECTED,
     Copy,
     best_copy_parent,
     copy_confidence,
@@ -97,14 +98,16 @@ def _attribute(
     twin_of: dict[int, int] = {}  # model -> the original of its twins
     twin_links = [k for k in related if same_weights(views[k[0]].fp, views[k[1]].fp)]
     for group in components(sorted({n for k in twin_links for n in k}), twin_links):
-        original = original_of(group, ids, order)
+        original, dated = original_of(group, ids, order)
         for n in group:
             twin_of[n] = original
             if n != original:
-                copy_parent[n] = (original, Copy("quantized", 1.0, True))
+                # undated twins: which is the copy is a guess, and the confidence says so
+                copy_parent[n] = (original, Copy("quantized", 1.0, True) if dated else UNDIRECTED)
                 notes.append(
                     f"{ids[n]} has the same weights as {ids[original]} (every tensor equal): "
                     "a lossless copy, reported as quantized"
+                    + ("" if dated else "; nothing says which came first")
                 )
     for child in models:
         if child in copy_parent:

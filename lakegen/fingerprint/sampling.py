@@ -14,16 +14,19 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def seed(name: str, shape: tuple[int, ...]) -> int:
-    digest = hashlib.sha256(f"{name}|{list(shape)}".encode()).digest()
+def seed(shape: tuple[int, ...]) -> int:
+    """The sampling seed of a tensor: its shape alone, not its name, so the same tensor saved under a
+    wrapper's prefix (``bert.``, PEFT's ``base_model.model.``) is sampled at the same coordinates."""
+    digest = hashlib.sha256(f"shape|{list(shape)}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
 
 def coordinates(name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The sampled coordinates of a tensor: (rows, columns) of a matrix, or (flat indices, None)."""
+    """The sampled coordinates of tensor ``name``: (rows, columns) of a matrix, or (flat indices, None).
+    They depend on the shape alone (see :func:`seed`)."""
     import numpy as np
 
-    rng = np.random.default_rng(seed(name, shape))
+    rng = np.random.default_rng(seed(shape))
     n = math.prod(shape)
     if len(shape) >= 2 and shape[0] >= 2 and n // shape[0] >= 2:
         inner = n // shape[0]
@@ -56,7 +59,7 @@ def signature_of(tensors: list[TensorPrint], samples: np.ndarray) -> np.ndarray:
         norm = float(np.sqrt(x @ x))
         if norm == 0:
             continue
-        rng = np.random.default_rng(seed(t.name, t.shape) ^ 0x5EED)
+        rng = np.random.default_rng(seed(t.shape) ^ 0x5EED)
         buckets = rng.integers(0, SIGNATURE, t.count)
         signs = rng.integers(0, 2, t.count) * 2.0 - 1.0
         sig += np.bincount(buckets, weights=signs * x * (math.sqrt(t.count) / norm), minlength=SIGNATURE)
