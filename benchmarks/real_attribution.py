@@ -733,7 +733,9 @@ def kept_zoo(base: Path, families: list[str]) -> Zoo:
     return zoo
 
 
-def run_seed(seed: int, work: Path, families: list[str], rescore: bool = False) -> dict[str, Any]:
+def run_seed(
+    seed: int, work: Path, families: list[str], rescore: bool = False, make_only: bool = False
+) -> dict[str, Any]:
     from lakegen.attribution import attribute
     from lakegen.cli.attribution import model_input
     from lakegen.fingerprint import Cache, fingerprint
@@ -755,6 +757,8 @@ def run_seed(seed: int, work: Path, families: list[str], rescore: bool = False) 
             made[fam] = time.perf_counter() - t
         (base / "truth.json").write_text(json.dumps(zoo.to_json(), indent=1))
     made_s = time.perf_counter() - start
+    if make_only:
+        return {"models": len(zoo.order), "made_s": made_s}
 
     cache_dir = base / "cache"
     env = {**os.environ, "LAKEGEN_CACHE": str(cache_dir)}
@@ -882,10 +886,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rescore", action="store_true", help="score the zoos kept in --keep again instead of making them"
     )
+    parser.add_argument(
+        "--make-only",
+        action="store_true",
+        help="make the zoos into --keep and score nothing (a held-out batch, to be scored once later)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    if args.rescore and not args.keep:
-        parser.error("--rescore needs --keep DIR, the folder of an earlier --keep run")
+    if (args.rescore or args.make_only) and not args.keep:
+        parser.error("--rescore and --make-only need --keep DIR")
     seeds = [int(s) for s in args.seeds.split(",")]
     families = [f.strip() for f in args.families.split(",")]
     unknown = [f for f in families if f not in FAMILIES]
@@ -903,11 +912,16 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, dict[str, Any]] = {}
     try:
         for seed in seeds:
-            runs[seed] = run_seed(seed, work, families, args.rescore)
+            runs[seed] = run_seed(seed, work, families, args.rescore, args.make_only)
+            if args.make_only:
+                print(f"seed {seed}: {runs[seed]['models']} models made in {runs[seed]['made_s']:.0f} s")
+                continue
             if args.keep:
                 (work / f"seed-{seed}" / "scores.json").write_text(json.dumps(runs[seed], indent=1))
             if not args.json:
                 report(seed, runs[seed])
+        if args.make_only:
+            return 0
         everything = list(runs.values())
         summary = {mode: pooled(everything, mode) for mode in ("file", "lake")}
         pairs: dict[str, int] = {}

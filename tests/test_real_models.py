@@ -254,3 +254,31 @@ def test_a_slice_of_the_real_minilm_zoo(tmp_path: Path) -> None:
         ("minilm", "minilm-lora-seq-cls", "adapter"),
     }
     assert found[("minilm", "minilm-resave")][1] == 0.5  # no dates: which file is the original is a guess
+
+
+def test_a_child_of_a_bf16_release_goes_under_the_release_and_a_child_of_the_master_under_it(
+    tmp_path: Path,
+) -> None:
+    """The bf16 release is a copy of the float32 master; one child was trained from the release,
+    another from the master. Each differs from its own parent by its update alone, and from the
+    other by the release's rounding as well."""
+    rng = np.random.default_rng(5)
+    master = bert_like(rng)
+    release = {
+        k: torch.from_numpy(v).to(torch.bfloat16) if v.dtype == np.float32 else torch.from_numpy(v)
+        for k, v in master.items()
+    }
+    save_torch(release, str(tmp_path / "release.safetensors"))
+    from_release = tuned(
+        rng, {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in release.items()}, 0.02
+    )
+    fps = fingerprints(
+        tmp_path, {"master": master, "from-release": from_release, "from-master": tuned(rng, master, 0.02)}
+    )
+    fps["release"] = compute(tmp_path / "release.safetensors")
+    found = edges(fps)
+    assert {(p, c, r) for (p, c), (r, _) in found.items()} == {
+        ("master", "release", "quantized"),
+        ("release", "from-release", "finetune"),
+        ("master", "from-master", "finetune"),
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lakegen.attribution.adapters import adapter_edge, default_adapter_base
@@ -169,8 +169,44 @@ def _attribute(
         attached[index[e.parent]] = attached.get(index[e.parent], 0) + 1
     ft_edges = finetune_forest(tree, families, pair, views, ids, order, merged, attached)
     ft_edges = attach_to_merges(ft_edges, merged, pair, views, ids, edges)
-    edges.extend(ft_edges)
+    edges.extend(under_copies(ft_edges, copy_parent, pair, ids))
 
     edges.sort(key=lambda e: (e.child, e.parent))
     children = {e.child for e in edges}
     return Lineage(ids, edges, [m for m in ids if m not in children], notes)
+
+
+def under_copies(
+    ft_edges: list[Edge],
+    copy_parent: Mapping[int, tuple[int, Copy]],
+    pair: Callable[[int, int], Pair | None],
+    ids: Sequence[str],
+) -> list[Edge]:
+    """A fine-tune made from a copy (a bfloat16 release of a float32 master, say) goes under that copy.
+
+    Copies stay out of the fine-tune tree, which puts such a child under the
+    copy's original. Trained from the copy, the child differs from the original by
+    its own update *and* the copy's rounding, and from the copy by its update
+    alone; trained from the original, the reverse. Rounding is independent of the
+    update, so the plain relative distance (squared, the two add) says which.
+    """
+    index = {name: i for i, name in enumerate(ids)}
+    copies: dict[int, list[int]] = {}
+    for child, (parent, _) in copy_parent.items():
+        copies.setdefault(parent, []).append(child)
+    out = []
+    for e in ft_edges:
+        parent, child = index[e.parent], index[e.child]
+        here = pair(parent, child)
+        options = [
+            (p.distance, q)
+            for q in copies.get(parent, [])
+            if (p := pair(q, child)) is not None
+            and p.related
+            and here is not None
+            and p.distance < here.distance
+        ]
+        if options:
+            e = Edge(parent=ids[min(options)[1]], child=e.child, relation=e.relation, confidence=e.confidence)
+        out.append(e)
+    return out
