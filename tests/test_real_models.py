@@ -282,3 +282,56 @@ def test_a_child_of_a_bf16_release_goes_under_the_release_and_a_child_of_the_mas
         ("release", "from-release", "finetune"),
         ("master", "from-master", "finetune"),
     }
+
+
+@pytest.mark.parametrize(
+    "order", [None, {"base": "2026-12-01", "ft": "2026-12-01"}], ids=["undated", "same-day"]
+)
+def test_a_lone_parent_and_fine_tune_are_joined_with_the_direction_marked_unsure(
+    tmp_path: Path, order: dict | None
+) -> None:
+    """Two models and one edge: only the spectral entropy speaks to its direction, which on real
+    weights is right about half the time; ``lakegen new`` stamps every entry with today's date, so
+    equal dates are the normal case. Whichever way it points, the edge must not claim to know."""
+    rng = np.random.default_rng(6)
+    base = bert_like(rng)
+    fps = fingerprints(tmp_path, {"base": base, "ft": tuned(rng, base)})
+    [(ends, (relation, confidence))] = edges(fps, order).items()
+    assert set(ends) == {"base", "ft"} and relation == "finetune" and confidence < 0.6
+
+
+def test_a_batchnorm_recalibration_is_joined_to_its_parent_without_a_confident_direction(
+    tmp_path: Path,
+) -> None:
+    """Every weight matrix equal, only the running statistics changed: the matrices cannot say which
+    model came first, so whichever name sorts first, the edge between them is at confidence 0.5."""
+    rng = np.random.default_rng(8)
+    cnn: dict[str, np.ndarray] = {}
+    for i, (cin, cout) in enumerate([(3, 32), (32, 64), (64, 64)]):
+        cnn[f"features.{i}.conv.weight"] = (rng.normal(size=(cout, cin, 3, 3)) / np.sqrt(9 * cin)).astype(
+            np.float32
+        )
+        cnn[f"features.{i}.bn.weight"] = (1 + 0.1 * rng.normal(size=cout)).astype(np.float32)
+        cnn[f"features.{i}.bn.running_mean"] = (0.1 * rng.normal(size=cout)).astype(np.float32)
+        cnn[f"features.{i}.bn.running_var"] = (1 + 0.1 * rng.random(cout)).astype(np.float32)
+        cnn[f"features.{i}.bn.num_batches_tracked"] = np.array(1000, np.int64)
+    cnn["fc.weight"] = (rng.normal(size=(10, 64)) / 8).astype(np.float32)
+    recalibrated = {
+        k: (v * (1 + 0.2 * rng.random(v.shape))).astype(np.float32) if "running" in k else v
+        for k, v in cnn.items()
+    }
+    tunes = {
+        f"ft-{i}": {
+            k: v + 0.02 * rng.normal(size=v.shape).astype(np.float32) if v.dtype == np.float32 else v
+            for k, v in cnn.items()
+        }
+        for i in (1, 2)
+    }
+    for names in (("a-net", "b-recalibrated"), ("b-net", "a-recalibrated")):
+        folder = tmp_path / names[0]
+        folder.mkdir()
+        fps = fingerprints(folder, {names[0]: cnn, names[1]: recalibrated, **tunes})
+        found = edges(fps)
+        [twin] = [(ends, rc) for ends, rc in found.items() if set(ends) == set(names)]
+        assert twin[1] == ("finetune", 0.5)
+        assert {p for p, c in found if c.startswith("ft-")} <= set(names)

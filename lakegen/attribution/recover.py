@@ -78,6 +78,8 @@ def _attribute(
     order: Mapping[str, Any] | None = None,
     adapter_base: Callable[[str, Fingerprint], str | None] | None = None,
 ) -> Lineage:
+    import numpy as np
+
     ids = sorted(fingerprints)
     views = [View(fingerprints[i]) for i in ids]
     models = [i for i, v in enumerate(views) if v.fp.kind == "model"]
@@ -107,6 +109,24 @@ def _attribute(
                 notes.append(
                     f"{ids[n]} has the same weights as {ids[original]} (every tensor equal): "
                     "a lossless copy, reported as quantized"
+                    + ("" if dated else "; nothing says which came first")
+                )
+    # the same weight matrices, other vectors: biases, normalisation statistics (a BatchNorm
+    # recalibration), buffers. The matrices, all the tree reads, cannot orient such a pair.
+    flat = [
+        k
+        for k in related
+        if not {*k} & set(copy_parent)
+        and views[k[0]].keys == views[k[1]].keys
+        and np.array_equal(views[k[0]].x, views[k[1]].x, equal_nan=True)
+    ]
+    for group in components(sorted({n for k in flat for n in k}), flat):
+        original, dated = original_of(group, ids, order)
+        for n in group:
+            if n != original:
+                copy_parent[n] = (original, Copy("finetune", 1.0, True, directed=dated))
+                notes.append(
+                    f"{ids[n]} has the weight matrices of {ids[original]}; only its other tensors differ"
                     + ("" if dated else "; nothing says which came first")
                 )
     for child in models:
