@@ -68,7 +68,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-LAKEGEN = Path(sys.executable).with_name("lakegen")
+LAKEGEN = [sys.executable, "-m", "lakegen"]  # the lakegen on the path (PYTHONPATH too)
 DEV_SEEDS = "1,2"
 HIGH = 0.6  # a reversed pair at or above this confidence is a confident mistake
 
@@ -764,7 +764,7 @@ def run_seed(
     env = {**os.environ, "LAKEGEN_CACHE": str(cache_dir)}
     t = time.perf_counter()
     cli = subprocess.run(
-        [str(LAKEGEN), "attribute", *[str(zoo.folder(m)) for m in zoo.order], "--json"],
+        [*LAKEGEN, "attribute", *[str(zoo.folder(m)) for m in zoo.order], "--json"],
         capture_output=True,
         text=True,
         env=env,

@@ -335,3 +335,25 @@ def test_a_batchnorm_recalibration_is_joined_to_its_parent_without_a_confident_d
         [twin] = [(ends, rc) for ends, rc in found.items() if set(ends) == set(names)]
         assert twin[1] == ("finetune", 0.5)
         assert {p for p, c in found if c.startswith("ft-")} <= set(names)
+
+
+def test_a_merge_of_the_fp32_masters_of_bf16_releases_is_found_from_the_releases(tmp_path: Path) -> None:
+    """Two fine-tunes published in bf16, merged from their float32 masters: the releases' rounding
+    is in the merge's residual, and for small fine-tunes it is most of it."""
+    rng = np.random.default_rng(9)
+    base = bert_like(rng)
+    a, b = tuned(rng, base, 0.005), tuned(rng, base, 0.005)
+    merge = {k: (0.5 * a[k] + 0.5 * b[k]).astype(a[k].dtype) for k in base}
+    fps = fingerprints(tmp_path, {"base": base, "merge": merge})
+    for name, sd in (("a-bf16", a), ("b-bf16", b)):
+        release = {
+            k: torch.from_numpy(v).to(torch.bfloat16) if v.dtype == np.float32 else torch.from_numpy(v)
+            for k, v in sd.items()
+        }
+        save_torch(release, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    found = edges(fps)
+    assert {(p, c) for (p, c), (r, _) in found.items() if r == "merge"} == {
+        ("a-bf16", "merge"),
+        ("b-bf16", "merge"),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -218,14 +219,20 @@ def under_copies(
     for e in ft_edges:
         parent, child = index[e.parent], index[e.child]
         here = pair(parent, child)
-        options = [
-            (p.distance, q)
-            for q in copies.get(parent, [])
-            if (p := pair(q, child)) is not None
-            and p.related
-            and here is not None
-            and p.distance < here.distance
-        ]
+        options = []
+        for q in copies.get(parent, []) if here is not None else []:
+            p, rounding = pair(q, child), pair(parent, q)
+            if p is None or rounding is None or not p.related or rounding.distance == 0:
+                continue
+            # from the copy, the original is further by the copy's rounding: d(p,c)² ≈ d(q,c)² + d(p,q)²;
+            # from the original, the reverse. The gap must sit near the first, past the noise of the
+            # cross term (rounding × update, over the samples) three times over; a gap the rounding
+            # cannot explain is no evidence either way.
+            gap = here.distance**2 - p.distance**2  # type: ignore[union-attr]
+            r2 = rounding.distance**2
+            noise = 3 * 2 * rounding.distance * p.distance / math.sqrt(max(p.samples, 1))
+            if r2 / 2 + noise < gap < 1.5 * r2 + noise:
+                options.append((p.distance, q))
         if options:
             e = Edge(parent=ids[min(options)[1]], child=e.child, relation=e.relation, confidence=e.confidence)
         out.append(e)

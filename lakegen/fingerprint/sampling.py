@@ -14,19 +14,31 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def seed(shape: tuple[int, ...]) -> int:
-    """The sampling seed of a tensor: its shape alone, not its name, so the same tensor saved under a
-    wrapper's prefix (``bert.``, PEFT's ``base_model.model.``) is sampled at the same coordinates."""
-    digest = hashlib.sha256(f"shape|{list(shape)}".encode()).digest()
+def seed(name: str, shape: tuple[int, ...]) -> int:
+    digest = hashlib.sha256(f"{sampling_name(name)}|{list(shape)}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
 
+def sampling_name(name: str) -> str:
+    """The part of a tensor's name its sampling coordinates depend on: from the container of its
+    first numbered block on (``layer.0.attention.self.query.weight``), or its last two parts.
+
+    Wrappers put the same network under a prefix: a task model under ``bert.`` or
+    ``model.`` beside its head, a PEFT model under ``base_model.model.``. Without
+    the prefix, the same tensor is sampled at the same coordinates, so a task
+    model compares with its base.
+    """
+    parts = name.split(".")
+    first = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+    keep = max(first - 1, 0) if first is not None else max(len(parts) - 2, 0)
+    return ".".join(parts[keep:])
+
+
 def coordinates(name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The sampled coordinates of tensor ``name``: (rows, columns) of a matrix, or (flat indices, None).
-    They depend on the shape alone (see :func:`seed`)."""
+    """The sampled coordinates of a tensor: (rows, columns) of a matrix, or (flat indices, None)."""
     import numpy as np
 
-    rng = np.random.default_rng(seed(shape))
+    rng = np.random.default_rng(seed(name, shape))
     n = math.prod(shape)
     if len(shape) >= 2 and shape[0] >= 2 and n // shape[0] >= 2:
         inner = n // shape[0]
@@ -59,7 +71,7 @@ def signature_of(tensors: list[TensorPrint], samples: np.ndarray) -> np.ndarray:
         norm = float(np.sqrt(x @ x))
         if norm == 0:
             continue
-        rng = np.random.default_rng(seed(t.shape) ^ 0x5EED)
+        rng = np.random.default_rng(seed(t.name, t.shape) ^ 0x5EED)
         buckets = rng.integers(0, SIGNATURE, t.count)
         signs = rng.integers(0, 2, t.count) * 2.0 - 1.0
         sig += np.bincount(buckets, weights=signs * x * (math.sqrt(t.count) / norm), minlength=SIGNATURE)
