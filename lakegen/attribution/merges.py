@@ -111,10 +111,10 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
     # a model fitted to that rounding stands in for part of a parent: fewer parents that fit as well win
     while used.sum() > 2:
         trials = []
-        for i in np.flatnonzero(used):
+        for k in np.flatnonzero(used).tolist():
             fewer = used.copy()
-            fewer[i] = False
-            trials.append((fit(fewer)[1], int(i)))
+            fewer[k] = False
+            trials.append((fit(fewer)[1], k))
         best, drop = min(trials)
         if best > residual:
             break
