@@ -111,10 +111,10 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
     # a model fitted to that rounding stands in for part of a parent: fewer parents that fit as well win
     while used.sum() > 2:
         trials = []
-        for k in np.flatnonzero(used).tolist():
+        for col in np.flatnonzero(used).tolist():
             fewer = used.copy()
-            fewer[k] = False
-            trials.append((fit(fewer)[1], k))
+            fewer[col] = False
+            trials.append((fit(fewer)[1], col))
         best, drop = min(trials)
         if best > residual:
             break
