@@ -357,3 +357,21 @@ def test_a_merge_of_the_fp32_masters_of_bf16_releases_is_found_from_the_releases
         ("a-bf16", "merge"),
         ("b-bf16", "merge"),
     }
+
+
+def test_a_float32_child_of_a_bf16_release_alone_with_it_is_its_child(tmp_path: Path) -> None:
+    """A lower-precision model is taken for a leaf (a fine-tune saved in bf16), unless the float32
+    model beside it keeps many values on the bf16 grid: the weights its training left alone, here
+    the embeddings, so it was trained from the release."""
+    rng = np.random.default_rng(10)
+    release = {
+        k: torch.from_numpy(v).to(torch.bfloat16) if v.dtype == np.float32 else torch.from_numpy(v)
+        for k, v in bert_like(rng).items()
+    }
+    save_torch(release, str(tmp_path / "release.safetensors"))
+    master = {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in release.items()}
+    child = {k: v if k.startswith("embeddings.") else tuned(rng, {k: v})[k] for k, v in master.items()}
+    fps = fingerprints(tmp_path, {"child": child})
+    fps["release"] = compute(tmp_path / "release.safetensors")
+    [(ends, (relation, confidence))] = edges(fps).items()
+    assert relation == "finetune" and (ends == ("release", "child") or confidence < 0.6)

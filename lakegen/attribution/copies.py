@@ -37,6 +37,17 @@ def _cast(x: np.ndarray, dtype: str) -> np.ndarray | None:
     return None
 
 
+def on_grid(v: View, dtype: str) -> float:
+    """The share of ``v``'s non-zero samples a cast to ``dtype`` leaves unchanged: 2^-16 by chance
+    for bfloat16, far more for a float32 model trained from a bfloat16 one (the weights its
+    training left alone, such as the embeddings of tokens it never saw)."""
+    import numpy as np
+
+    x = v.x[np.isfinite(v.x) & (v.x != 0)].astype(np.float32)
+    cast = _cast(x, dtype)
+    return float(np.mean(cast == x)) if cast is not None and x.size else 0.0
+
+
 @dataclass(frozen=True)
 class Copy:
     """A structural derivation test that passed: child is a ``relation`` copy of parent."""
