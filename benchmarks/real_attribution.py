@@ -722,16 +722,15 @@ def stderr_lines(stderr: str) -> tuple[list[str], list[str]]:
     return [line for line in said if not line.startswith("note: ")], notes
 
 
-def kept_zoo(base: Path, families: list[str]) -> Zoo:
-    """A zoo kept by an earlier ``--keep`` run, read back from its ``truth.json``."""
+def kept_zoo(base: Path) -> Zoo:
+    """A zoo kept by an earlier ``--keep`` run, read back from its ``truth.json``: every model it
+    holds (the unrelated ones have families of their own)."""
     truth = json.loads((base / "truth.json").read_text())
-    zoo = Zoo(base / "zoo", skipped=truth["skipped"])
+    zoo = Zoo(base / "zoo", skipped=truth["skipped"], edges=truth["edges"])
     for m in truth["models"]:
-        if m["family"] in families:
-            zoo.order.append(m["id"])
-            zoo.family[m["id"]] = m["family"]
-            zoo.notes[m["id"]] = m["how"]
-    zoo.edges = [e for e in truth["edges"] if e["child"] in zoo.family]
+        zoo.order.append(m["id"])
+        zoo.family[m["id"]] = m["family"]
+        zoo.notes[m["id"]] = m["how"]
     return zoo
 
 
@@ -747,7 +746,7 @@ def run_seed(
     made: dict[str, float] = {}
     start = time.perf_counter()
     if rescore:
-        zoo = kept_zoo(base, families)
+        zoo = kept_zoo(base)
         shutil.rmtree(base / "cache", ignore_errors=True)  # fingerprints of the code now
     else:
         zoo = Zoo(base / "zoo")
