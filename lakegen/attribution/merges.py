@@ -45,6 +45,19 @@ def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 200) -> np.ndarray:
     return x
 
 
+def _rounding(v: View, x: np.ndarray, scale: np.ndarray) -> float:
+    """The expected squared rounding error in ``x * scale`` (``x``: ``v``'s samples), when ``v`` was
+    saved in a float format less precise than float32: each value's ulp² / 12, the ulp read off the
+    value."""
+    import numpy as np
+
+    if v.precision >= 24 or not all(t.dtype.startswith(("float", "bfloat")) for t in v.mats):
+        return 0.0
+    with np.errstate(divide="ignore"):
+        ulp = np.exp2(np.floor(np.log2(np.abs(x))) + 1 - v.precision) * scale
+    return float(np.sum(ulp * ulp)) / 12
+
+
 @dataclass(frozen=True)
 class Merge:
     parents: tuple[int, ...]
@@ -69,21 +82,44 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
         weights.append(np.full(len(seg), 1.0 / max(float(np.sqrt(np.mean(seg * seg))), 1e-12)))
     scale = np.concatenate(weights) / math.sqrt(len(t.keys))
     b = t.x * scale
-    cols = []
+    cols, noise = [], []
     for i in pool:
         v = views[i]
         x = v.x if v.keys == t.keys else np.concatenate([v.segment(k) for k in t.keys])
-        cols.append(np.where(np.isfinite(x), x, 0.0) * scale)
+        x = np.where(np.isfinite(x), x, 0.0)
+        cols.append(x * scale)
+        noise.append(_rounding(v, x, scale))
     a = np.stack(cols, axis=1)
     nearest = float(np.min(np.linalg.norm(a - b[:, None], axis=0)))
     if nearest == 0:
         return None
-    x = nnls(a, b)
-    used = x >= MERGE_MIN_WEIGHT
+    own = _rounding(t, t.x, scale)
+
+    def fit(used: np.ndarray) -> tuple[np.ndarray, float]:
+        """The weights on ``used`` and the residual past the rounding the models were saved with:
+        parents published at a lower precision than the masters they were merged from (or a merge
+        saved so) leave their rounding in the residual, uniform, independent, of known energy."""
+        w = nnls(a[:, used], b)
+        rounding = own + sum(wi * wi * noise[i] for wi, i in zip(w, np.flatnonzero(used), strict=True))
+        misfit = float(np.linalg.norm(a[:, used] @ w - b)) ** 2
+        return w, math.sqrt(max(misfit - rounding, 0.0)) / nearest
+
+    used = nnls(a, b) >= MERGE_MIN_WEIGHT
     if used.sum() < 2:
         return None
-    refit = nnls(a[:, used], b)
-    residual = float(np.linalg.norm(a[:, used] @ refit - b)) / nearest
+    refit, residual = fit(used)
+    # a model fitted to that rounding stands in for part of a parent: fewer parents that fit as well win
+    while used.sum() > 2:
+        trials = []
+        for col in np.flatnonzero(used).tolist():
+            fewer = used.copy()
+            fewer[col] = False
+            trials.append((fit(fewer)[1], col))
+        best, drop = min(trials)
+        if best > residual:
+            break
+        used[drop] = False
+        refit, residual = fit(used)
     total = float(refit.sum())
     if residual > MERGE_RESIDUAL or not 0.9 <= total <= 1.1 or (refit < MERGE_MIN_WEIGHT).any():
         return None

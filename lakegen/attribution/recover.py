@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lakegen.attribution.adapters import adapter_edge, default_adapter_base
 from lakegen.attribution.copies import (
+    UNDIRECTED,
     Copy,
     best_copy_parent,
     copy_confidence,
@@ -122,6 +124,8 @@ def _attribute(
     order: Mapping[str, Any] | None = None,
     adapter_base: Callable[[str, Fingerprint], str | None] | None = None,
 ) -> Lineage:
+    import numpy as np
+
     ids = sorted(fingerprints)
     views = [View(fingerprints[i]) for i in ids]
     models = [i for i, v in enumerate(views) if v.fp.kind == "model"]
@@ -142,14 +146,34 @@ def _attribute(
     twin_of: dict[int, int] = {}  # model -> the original of its twins
     twin_links = [k for k in related if same_weights(views[k[0]].fp, views[k[1]].fp)]
     for group in components(sorted({n for k in twin_links for n in k}), twin_links):
-        original = original_of(group, ids, order)
+        original, dated = original_of(group, ids, order)
         for n in group:
             twin_of[n] = original
             if n != original:
-                copy_parent[n] = (original, Copy("quantized", 1.0, True))
+                # undated twins: which is the copy is a guess, and the confidence says so
+                copy_parent[n] = (original, Copy("quantized", 1.0, True) if dated else UNDIRECTED)
                 notes.append(
                     f"{ids[n]} has the same weights as {ids[original]} (every tensor equal): "
                     "a lossless copy, reported as quantized"
+                    + ("" if dated else "; nothing says which came first")
+                )
+    # the same weight matrices, other vectors: biases, normalisation statistics (a BatchNorm
+    # recalibration), buffers. The matrices, all the tree reads, cannot orient such a pair.
+    flat = [
+        k
+        for k in related
+        if not {*k} & set(copy_parent)
+        and views[k[0]].keys == views[k[1]].keys
+        and np.array_equal(views[k[0]].x, views[k[1]].x, equal_nan=True)
+    ]
+    for group in components(sorted({n for k in flat for n in k}), flat):
+        original, dated = original_of(group, ids, order)
+        for n in group:
+            if n != original:
+                copy_parent[n] = (original, Copy("finetune", 1.0, True, directed=dated))
+                notes.append(
+                    f"{ids[n]} has the weight matrices of {ids[original]}; only its other tensors differ"
+                    + ("" if dated else "; nothing says which came first")
                 )
     for child in models:
         if child in copy_parent:
@@ -211,8 +235,50 @@ def _attribute(
         attached[index[e.parent]] = attached.get(index[e.parent], 0) + 1
     ft_edges = finetune_forest(tree, families, pair, views, ids, order, merged, attached)
     ft_edges = attach_to_merges(ft_edges, merged, pair, views, ids, edges)
-    edges.extend(ft_edges)
+    edges.extend(under_copies(ft_edges, copy_parent, pair, ids))
 
     edges.sort(key=lambda e: (e.child, e.parent))
     children = {e.child for e in edges}
     return Lineage(ids, edges, [m for m in ids if m not in children], notes)
+
+
+def under_copies(
+    ft_edges: list[Edge],
+    copy_parent: Mapping[int, tuple[int, Copy]],
+    pair: Callable[[int, int], Pair | None],
+    ids: Sequence[str],
+) -> list[Edge]:
+    """A fine-tune made from a copy (a bfloat16 release of a float32 master, say) goes under that copy.
+
+    Copies stay out of the fine-tune tree, which puts such a child under the
+    copy's original. Trained from the copy, the child differs from the original by
+    its own update *and* the copy's rounding, and from the copy by its update
+    alone; trained from the original, the reverse. Rounding is independent of the
+    update, so the plain relative distance (squared, the two add) says which.
+    """
+    index = {name: i for i, name in enumerate(ids)}
+    copies: dict[int, list[int]] = {}
+    for child, (parent, _) in copy_parent.items():
+        copies.setdefault(parent, []).append(child)
+    out = []
+    for e in ft_edges:
+        parent, child = index[e.parent], index[e.child]
+        here = pair(parent, child)
+        options = []
+        for q in copies.get(parent, []) if here is not None else []:
+            p, rounding = pair(q, child), pair(parent, q)
+            if p is None or rounding is None or not p.related or rounding.distance == 0:
+                continue
+            # from the copy, the original is further by the copy's rounding: d(p,c)² ≈ d(q,c)² + d(p,q)²;
+            # from the original, the reverse. The gap must sit near the first, past the noise of the
+            # cross term (rounding × update, over the samples) three times over; a gap the rounding
+            # cannot explain is no evidence either way.
+            gap = here.distance**2 - p.distance**2  # type: ignore[union-attr]
+            r2 = rounding.distance**2
+            noise = 3 * 2 * rounding.distance * p.distance / math.sqrt(max(p.samples, 1))
+            if r2 / 2 + noise < gap < 1.5 * r2 + noise:
+                options.append((p.distance, q))
+        if options:
+            e = Edge(parent=ids[min(options)[1]], child=e.child, relation=e.relation, confidence=e.confidence)
+        out.append(e)
+    return out

@@ -7,12 +7,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from lakegen.attribution.copies import on_grid
 from lakegen.attribution.distances import bulk_distance, exactly_low_rank, lineage_distance, spectral_distance
 from lakegen.attribution.edges import Edge
 from lakegen.attribution.families import components
 from lakegen.attribution.merges import Merge
 from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
-from lakegen.attribution.views import Pair, View
+from lakegen.attribution.views import Pair, View, precision_bits
 
 TIE_PENALTY = 0.04  # breaks near-ties in distance towards the less mature parent
 
@@ -54,7 +55,10 @@ def _family_tree(
         return _under_nearest_earlier(nodes, views, ids, order, pair, merged)
     best_precision = max(views[n].precision for n in nodes)
     high = [n for n in nodes if views[n].precision == best_precision]
-    low = [n for n in nodes if views[n].precision != best_precision]
+    # a lower-precision model is a leaf, unless a precise relative has many of its values on its
+    # grid: trained from it (a child of a bfloat16 release keeps the weights training left alone)
+    low = [n for n in nodes if views[n].precision != best_precision and not _a_parent(n, high, views, pair)]
+    high += [n for n in nodes if views[n].precision != best_precision and n not in low]
     dist: dict[tuple[int, int], float] = {}
 
     def d(a: int, b: int) -> float:
@@ -100,6 +104,16 @@ def _family_tree(
 
 
 SIBLING_TOLERANCE = 0.25
+ON_GRID = 0.01  # share of a float32 model's values on a bfloat16/float16 grid that chance does not give
+
+
+def _a_parent(
+    n: int, high: Sequence[int], views: Sequence[View], pair: Callable[[int, int], Pair | None]
+) -> bool:
+    dtype = min(views[n].mats, key=precision_bits).dtype
+    return any(
+        (p := pair(n, h)) is not None and p.related and on_grid(views[h], dtype) >= ON_GRID for h in high
+    )
 
 
 def _sibling_groups(nodes: Sequence[int], merged: Mapping[int, Merge]) -> list[list[int]]:

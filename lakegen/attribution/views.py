@@ -17,6 +17,36 @@ RELATED = 0.2  # minimum mean correlation of related models (unrelated: <= 0.081
 RELATED_Z = 8.0  # ... and at least this many standard errors above zero
 SHARED = 0.5  # share of the smaller model's matrix parameters two models must have in common
 P_SCHATTEN = 0.1  # p of the Schatten quasi-norm: near 0 it counts independent directions of change
+WRAPPER_DEPTH = 3  # leading name parts a wrapper may add: PEFT's base_model.model. and a task model's bert.
+
+Key = tuple[str, tuple[int, ...]]
+
+
+def aliased(keys: Sequence[Key]) -> dict[Key, int]:
+    """Each tensor (name, shape) -> its position, also under its name without up to
+    ``WRAPPER_DEPTH`` leading parts.
+
+    The same network is saved under several prefixes: a task model puts the base
+    model under ``bert.`` or ``model.`` next to its head, a PEFT adapter under
+    ``base_model.model.``. A name shortened so is an alias only where it names one
+    tensor and is not already a real name; at least two parts are kept.
+    """
+    index = {k: i for i, k in enumerate(keys)}
+    extra: dict[Key, int] = {}
+    ambiguous = set()
+    for i, key in enumerate(keys):
+        for alias in shortened(key):
+            if alias in index:
+                continue
+            if extra.setdefault(alias, i) != i:
+                ambiguous.add(alias)
+    return {**{k: i for k, i in extra.items() if k not in ambiguous}, **index}
+
+
+def shortened(key: Key) -> list[Key]:
+    """``key`` without 1 .. ``WRAPPER_DEPTH`` leading parts of its name, keeping two parts at least."""
+    parts = key[0].split(".")
+    return [(".".join(parts[cut:]), key[1]) for cut in range(1, min(WRAPPER_DEPTH, len(parts) - 2) + 1)]
 
 
 class View:
@@ -28,7 +58,7 @@ class View:
         self.fp = fp
         self.mats: list[TensorPrint] = [t for t in fp.tensors if t.is_matrix and t.count >= 4]
         self.keys = tuple(t.key for t in self.mats)
-        self.index = {t.key: i for i, t in enumerate(self.mats)}
+        self.index = aliased(self.keys)
         parts = [fp.values(t).astype(np.float64) for t in self.mats]
         self.x = np.concatenate(parts) if parts else np.zeros(0)
         self.starts = np.cumsum([0] + [t.count for t in self.mats[:-1]]).astype(np.int64)
@@ -124,15 +154,29 @@ class Pair:
         return self.corr >= RELATED and self.z >= RELATED_Z
 
 
-def shared_keys(a: View, b: View) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
-    """The matrices two models share, or None when they do not share enough to compare."""
+def shared_keys(a: View, b: View) -> tuple[Key, ...] | None:
+    """The matrices two models share, or None when they do not share enough to compare. A key names
+    its tensor in both views, directly or through an alias (see :func:`aliased`): in ``a``'s names
+    where they reach ``b``, else in ``b``'s."""
     if a.keys == b.keys:
         return a.keys if a.keys else None
-    common = tuple(k for k in a.keys if k in b.index)
+    common = max(_common(a, b), _common(b, a), key=lambda keys: sum(math.prod(k[1]) for k in keys))
     params = sum(math.prod(k[1]) for k in common)
     if not common or params < SHARED * min(a.params, b.params):
         return None
     return common
+
+
+def _common(a: View, b: View) -> tuple[Key, ...]:
+    """``a``'s matrices that ``b`` holds, each matched to a different tensor of ``b``."""
+    taken: set[int] = set()
+    out = []
+    for k in a.keys:
+        j = b.index.get(k)
+        if j is not None and j not in taken:
+            taken.add(j)
+            out.append(k)
+    return tuple(out)
 
 
 def compare(a: View, b: View) -> Pair | None:

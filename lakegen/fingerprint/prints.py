@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 GRID = 64  # rows and columns sampled from every matrix
 VECTOR = 1024  # entries sampled from every other tensor
 SIGNATURE = 512  # length of the CountSketch used to rank candidates quickly
-VERSION = 2
-MAGIC = b"LGFPv2\n\0"  # 8 bytes, so the signature after the length is aligned
+VERSION = 3  # 3: coordinates seeded by the name without a wrapper's prefix (sampling_name)
+MAGIC = b"LGFPv3\n\0"  # 8 bytes, so the signature after the length is aligned
 PREFIX = len(MAGIC) + 4 + 4 * SIGNATURE  # magic, header length, signature
 
 

@@ -15,8 +15,23 @@ if TYPE_CHECKING:
 
 
 def seed(name: str, shape: tuple[int, ...]) -> int:
-    digest = hashlib.sha256(f"{name}|{list(shape)}".encode()).digest()
+    digest = hashlib.sha256(f"{sampling_name(name)}|{list(shape)}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
+
+
+def sampling_name(name: str) -> str:
+    """The part of a tensor's name its sampling coordinates depend on: from the container of its
+    first numbered block on (``layer.0.attention.self.query.weight``), or its last two parts.
+
+    Wrappers put the same network under a prefix: a task model under ``bert.`` or
+    ``model.`` beside its head, a PEFT model under ``base_model.model.``. Without
+    the prefix, the same tensor is sampled at the same coordinates, so a task
+    model compares with its base.
+    """
+    parts = name.split(".")
+    first = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+    keep = max(first - 1, 0) if first is not None else max(len(parts) - 2, 0)
+    return ".".join(parts[keep:])
 
 
 def coordinates(name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:

