@@ -51,8 +51,9 @@ sandbox:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } || \
 	  echo "bubblewrap not installed: the sandbox tests will be skipped"
 
+# Two workers, each taking whole test files (module fixtures such as the Ray cluster stay in one).
 test: install browser sandbox
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # While working: everything but the tests marked slow (real browsers, wheels, mypy, whole pipelines).
 test-fast: install sandbox
@@ -69,7 +70,7 @@ $(LATEST)/.installed: pyproject.toml
 test-latest: browser sandbox
 	rm -f $(LATEST)/.installed
 	$(MAKE) $(LATEST)/.installed
-	$(LATEST)/bin/python -m pytest -q
+	$(LATEST)/bin/python -m pytest -q -n 2 --dist loadfile
 
 # Rewrite requirements.lock from the newest releases; run `make test-latest` before committing it.
 lock:
