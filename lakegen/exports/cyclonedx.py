@@ -13,8 +13,9 @@ import json
 import uuid
 from typing import Any
 
-from lakegen.exports.evidence import HUB, Evidence, latest, status_words
+from lakegen.exports.evidence import Evidence, latest, status_words
 from lakegen.model.index import IndexEntry
+from lakegen.model.manifest import HUB
 
 SPEC = "1.6"
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from lakegen.model.index import Edge, Finding, IndexEntry, LakeIndex, Result
 
-HUB = "https://huggingface.co"
 _HUB_LINK = re.compile(
     r"^https://huggingface\.co/(datasets/)?([A-Za-z0-9][\w.-]*/[\w.-]+|[A-Za-z0-9][\w.-]*)/?$"
 )

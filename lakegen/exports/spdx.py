@@ -12,8 +12,9 @@ import json
 import uuid
 from typing import Any
 
-from lakegen.exports.evidence import HUB, Evidence, latest, status_words
+from lakegen.exports.evidence import Evidence, latest, status_words
 from lakegen.model.index import IndexEntry
+from lakegen.model.manifest import HUB
 
 CONTEXT = "https://spdx.org/rdf/3.0.1/spdx-context.jsonld"
 # The EU AI Act's risk levels, on SPDX's safety-risk scale (ai_SafetyRiskAssessmentType).

@@ -30,7 +30,6 @@ __all__ = ["NO_SPLIT", "RISKS", "import_hf", "normalise_licence", "read_card"]
 from lakegen.importhf.card import (
     _REPO,
     CARD,
-    HUB,
     NO_SPLIT,
     RISKS,
     Card,
@@ -40,7 +39,6 @@ from lakegen.importhf.card import (
     normalise_licence,
     read_card,
     sections,
-    slug,
 )
 from lakegen.importhf.fields import (
     _bases,
@@ -54,7 +52,7 @@ from lakegen.importhf.fields import (
     _unfence,
 )
 from lakegen.importhf.hub import Source, _from_hub, _hub_artifact, _hub_links, _hub_ref
-from lakegen.model.manifest import SLUG_PATTERN, Model
+from lakegen.model.manifest import HUB, SLUG_PATTERN, Model, slug
 from lakegen.model.schema import schema_file
 from lakegen.model.schema import write as write_schemas
 

@@ -12,7 +12,6 @@ from lakegen.errors import Finding, LakeError
 from lakegen.model.manifest import _licensing
 
 CARD = "README.md"
-HUB = "https://huggingface.co"
 RISKS = ("minimal", "limited", "high", "unacceptable")
 NO_SPLIT = "unspecified"  # a model-index result need not name its split; an evaluation must
 _MAX_TEXT = 20_000
@@ -131,11 +130,6 @@ def normalise_licence(value: str) -> str | None:
     """The SPDX form of a Hub licence id or expression (``apache-2.0`` -> ``Apache-2.0``), or None."""
     info = _licensing().validate(value)
     return None if info.errors else str(info.normalized_expression)
-
-
-def slug(text: str) -> str:
-    """A lowercase slug of ``text`` (may be empty)."""
-    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9._-]+", "-", text.lower())).strip("-._")[:64].strip("-._")
 
 
 def _list(value: Any) -> list[Any]:

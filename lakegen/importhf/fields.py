@@ -14,10 +14,9 @@ from lakegen.importhf.card import (
     _list,
     _section,
     normalise_licence,
-    slug,
 )
 from lakegen.importhf.hub import Source, _hub_ref
-from lakegen.model.manifest import EXTERNAL_PATTERN, Relation
+from lakegen.model.manifest import EXTERNAL_PATTERN, Relation, slug
 
 
 def _intro(card: Card, found: list[Section]) -> str:

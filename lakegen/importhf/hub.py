@@ -12,7 +12,8 @@ from typing import Any
 from lakegen import safeyaml
 from lakegen.catalog.loader import CATALOG_DIR
 from lakegen.errors import Finding, LakeError
-from lakegen.importhf.card import _REPO, CARD, HUB, _list
+from lakegen.importhf.card import _REPO, CARD, _list
+from lakegen.model.manifest import HUB
 
 
 @dataclass

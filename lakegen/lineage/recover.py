@@ -21,7 +21,6 @@ versions: a model is never made the fine-tuned child of one released after it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from lakegen.lineage.audit import AuditCache
 from lakegen.lineage.declared import CatalogLineage, audit_verified, compare_declared, finding_at, node, split
 from lakegen.lineage.fingerprinting import fingerprint_all
 from lakegen.lineage.memo import DiskMemo
-from lakegen.model.manifest import Artifact, Model
+from lakegen.model.manifest import HUB, Artifact, Model, slug
 from lakegen.weights import WeightsError, is_adapter, model_location
 
 
@@ -109,13 +108,6 @@ def _release_order(catalog: Catalog) -> dict[str, tuple[Any, ...]]:
     return order
 
 
-HUB = "https://huggingface.co/"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")
-
-
 def _adapter_resolver(
     catalog: Catalog, known: set[str], paths: Mapping[str, Path]
 ) -> Callable[[str, Fingerprint], str | None]:
@@ -127,11 +119,11 @@ def _adapter_resolver(
     hub: dict[str, str] = {}
     names: dict[str, str] = {}
     for model in catalog.models():
-        names.setdefault(_slug(model.id), model.id)
+        names.setdefault(slug(model.id), model.id)
         for link in model.links:
             url = str(link.url).rstrip("/")
-            if url.startswith(HUB):
-                hub.setdefault(url[len(HUB) :].lower(), model.id)
+            if url.startswith(HUB + "/"):
+                hub.setdefault(url[len(HUB) + 1 :].lower(), model.id)
     located = {p.resolve(): key for key, p in paths.items()}
 
     def version_of(base: str, revision: str | None) -> str | None:
@@ -158,7 +150,7 @@ def _adapter_resolver(
                 if key is not None and key in known:
                     return key
             base = Path(base).name
-        lake_id = hub.get(base.lower().removeprefix("hf:")) or names.get(_slug(base.rsplit("/", 1)[-1]))
+        lake_id = hub.get(base.lower().removeprefix("hf:")) or names.get(slug(base.rsplit("/", 1)[-1]))
         return version_of(lake_id, revision) if lake_id is not None else None
 
     return resolve

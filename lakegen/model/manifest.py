@@ -24,6 +24,15 @@ from pydantic import (
 )
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
+# The Hugging Face Hub: a model's or dataset's ``links`` naming a repo here tie it to that Hub repo.
+HUB = "https://huggingface.co"
+
+
+def slug(text: str) -> str:
+    """A lowercase slug of ``text`` (may be empty): how a Hub name becomes a lake id."""
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9._-]+", "-", text.lower())).strip("-._")[:64].strip("-._")
+
+
 SEMVER_PATTERN = (
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
