@@ -34,6 +34,27 @@ from safetensors.numpy import save_file
 LAKEGEN = Path(sys.executable).with_name("lakegen")
 
 
+def remote_lake(lake: Path, model_id: str, uri: str, sha256: str, size: int) -> None:
+    """Add to ``lake`` a model whose artifact is at ``uri``, in a lake allowed to fetch from 127.0.0.1."""
+    (lake / "catalog/models").mkdir(parents=True, exist_ok=True)
+    (lake / "catalog/policies.yaml").write_text("rules: {}\nstorage:\n  allow_hosts: ['127.0.0.1']\n")
+    (lake / f"catalog/models/{model_id}.yaml").write_text(
+        f"""kind: model
+id: {model_id}
+name: Model {model_id}
+description: Benchmark.
+owners: ['@ada']
+license: MIT
+task: classification
+framework: pytorch
+architecture: {{family: bench}}
+versions:
+  - {{version: 1.0.0, released: 2026-01-02, artifact: {{uri: "{uri}", sha256: {sha256}, size: {size}, format: safetensors}}}}
+risk: minimal
+"""
+    )
+
+
 def big_file(path: Path, gib: float) -> None:
     rng = np.random.default_rng(0)
     rows = 4096
@@ -102,24 +123,9 @@ def many(count: int, lag_ms: float) -> None:
     port = server.server_address[1]
     with tempfile.TemporaryDirectory(prefix="lakegen-remote-") as tmp:
         lake = Path(tmp) / "lake"
-        (lake / "catalog/models").mkdir(parents=True)
-        (lake / "catalog/policies.yaml").write_text("rules: {}\nstorage:\n  allow_hosts: ['127.0.0.1']\n")
         for i, (name, data) in enumerate(blobs.items()):
-            (lake / f"catalog/models/m{i}.yaml").write_text(
-                f"""kind: model
-id: m{i}
-name: Model {i}
-description: Benchmark.
-owners: ['@ada']
-license: MIT
-task: classification
-framework: pytorch
-architecture: {{family: bench}}
-versions:
-  - {{version: 1.0.0, released: 2026-01-02, artifact: {{uri: "http://127.0.0.1:{port}/{name}", sha256: {hashlib.sha256(data).hexdigest()}, size: {len(data)}, format: safetensors}}}}
-risk: minimal
-"""
-            )
+            uri = f"http://127.0.0.1:{port}/{name}"
+            remote_lake(lake, f"m{i}", uri, hashlib.sha256(data).hexdigest(), len(data))
         env = {k: v for k, v in os.environ.items() if k != "LAKEGEN_OFFLINE"}
         print(
             f"{count} remote artifacts, HEAD answered after {lag_ms:g} ms (one after another: {count * lag_ms / 1000:.1f} s)"
@@ -171,23 +177,7 @@ def main() -> None:
         s3.upload_file(str(data), "bench", "big.safetensors")
         lake = work / "lake"
         shutil.rmtree(lake, ignore_errors=True)
-        (lake / "catalog/models").mkdir(parents=True)
-        (lake / "catalog/policies.yaml").write_text("rules: {}\nstorage:\n  allow_hosts: ['127.0.0.1']\n")
-        (lake / "catalog/models/big.yaml").write_text(
-            f"""kind: model
-id: big
-name: A big model on S3
-description: Benchmark.
-owners: ['@ada']
-license: MIT
-task: classification
-framework: pytorch
-architecture: {{family: bench}}
-versions:
-  - {{version: 1.0.0, released: 2026-01-02, artifact: {{uri: "s3://bench/big.safetensors", sha256: {digest}, size: {size}, format: safetensors}}}}
-risk: minimal
-"""
-        )
+        remote_lake(lake, "big", "s3://bench/big.safetensors", digest, size)
         print(f"{size / (1 << 30):.2f} GiB safetensors on moto S3 at {host}:{port}")
         t, _ = timed(f"openssl dgst -sha256 {data}", env=env, shell=True)
         print(f"openssl dgst -sha256 (local file):          {t:6.2f} s")
