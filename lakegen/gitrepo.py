@@ -120,6 +120,13 @@ class Repo:
         out = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
         return out.decode().strip()
 
+    def file_at(self, commit: str, path: str) -> bytes | None:
+        """The content of the lake file ``path`` as committed at ``commit``; None when it has none."""
+        try:
+            return self.run("show", f"{commit}:{self.prefix}{path}")
+        except LakeError:
+            return None
+
     def merge_base(self, a: str, b: str = "HEAD") -> str:
         return self.run("merge-base", a, b).decode().strip()
 

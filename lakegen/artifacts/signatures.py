@@ -92,21 +92,18 @@ def trust_from(root: Path, commit: str, into: Path) -> None:
     """Trust in this process, for the lake at ``root``, only the signing settings and the key and
     certificate files committed at ``commit`` (copied under ``into``): a pull request's check must
     not verify its own signatures with a key the request itself adds or replaces."""
-    import subprocess
+    from lakegen.gitrepo import Repo
 
-    def committed(rel: str) -> bytes | None:
-        done = subprocess.run(["git", "-C", str(root), "show", f"{commit}:./{rel}"], capture_output=True)
-        return done.stdout if done.returncode == 0 else None
-
+    repo = Repo.find(root)
     into.mkdir(parents=True, exist_ok=True)
-    text = committed(POLICIES_FILE)
+    text = repo.file_at(commit, POLICIES_FILE) if repo is not None else None
     if text is not None:
         write_atomic(into / POLICIES_FILE, text)
         settings = load_settings(into)
         for rel in [k.path for k in settings.keys] + settings.certificate_chains:
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 continue  # outside the lake: never trusted (check() reads only files inside it)
-            blob = committed(rel)
+            blob = repo.file_at(commit, rel) if repo is not None else None
             if blob is not None:
                 write_atomic(into / rel, blob)
     _TRUST_ROOTS[root.resolve()] = into

@@ -124,12 +124,6 @@ def _dependents(catalog: Catalog) -> nx.DiGraph:
     return graph
 
 
-def _commit(root: Path | str, ref: str) -> str:
-    from lakegen.gitrepo import git
-
-    return git(Path(root), "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
-
-
 def run_check(
     root: Path | str,
     base: str | None = None,
@@ -146,7 +140,7 @@ def run_check(
         from lakegen.artifacts import remote, signatures
 
         remote.fetch_under(root, remote.settings_at(root, base))
-        signatures.trust_from(root, base, default_cache_dir(root) / "trust" / _commit(root, base))
+        signatures.trust_from(root, base, default_cache_dir(root) / "trust" / Repo(root).commit_of(base))
     repo = Repo.find(root)
     # What earlier compiles kept (parsed manifests, attribution's memo) makes a check cost what the
     # pull request changes; but a pull request that commits lakegen's cache could plant results in

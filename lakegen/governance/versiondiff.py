@@ -113,9 +113,9 @@ def _manifest_diff(catalog: Catalog, record: Any, va: Any, vb: Any) -> tuple[lis
 
 
 def _at(repo: Repo, commit: str, path: str) -> Any:
+    raw = repo.file_at(commit, path)
     try:
-        raw = repo.run("show", f"{commit}:{repo.prefix}{path}")
-        return parse(raw.decode("utf-8-sig")).data
+        return parse(raw.decode("utf-8-sig")).data if raw is not None else None
     except (LakeError, UnicodeDecodeError):
         return None
 

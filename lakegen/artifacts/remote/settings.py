@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -57,10 +56,11 @@ def load_settings(root: Path) -> StorageSettings:
 
 def settings_at(root: Path, commit: str) -> StorageSettings:
     """The storage settings committed at ``commit`` (the strict defaults where there are none)."""
-    done = subprocess.run(
-        ["git", "-C", str(root), "show", f"{commit}:./{POLICIES_FILE}"], capture_output=True, check=False
-    )
-    return settings_from(done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None)
+    from lakegen.gitrepo import Repo
+
+    repo = Repo.find(root)
+    text = repo.file_at(commit, POLICIES_FILE) if repo is not None else None
+    return settings_from(text.decode("utf-8", "replace") if text is not None else None)
 
 
 def settings_from(text: str | None) -> StorageSettings:
