@@ -271,6 +271,45 @@ def test_lake_mode_checks_declared_lineage(lake: Path, zoo: Path, tmp_path: Path
     assert (out["matches"][0]["id"], out["matches"][0]["relation"]) == ("root@1.0.0", "same-weights")
 
 
+@pytest.mark.parametrize(
+    ("declares", "expected"),
+    [
+        ({}, {("a", "undeclared-derivation", 2), ("b", "undeclared-derivation", 2)}),
+        ({"b": "a"}, set()),
+        ({"a": "b"}, set()),
+    ],
+)
+def test_an_undated_twin_is_judged_the_same_whichever_way_it_is_declared(
+    declares: dict[str, str], expected: set[tuple[str, str, int]], tmp_path: Path
+) -> None:
+    """Two files with the same weights and the same release date: the weights cannot tell which came
+    first, so neither declaration direction is refused, and with none the finding goes to both
+    manifests (a pull request adding either one must see it, whichever the name order called child)."""
+    root = tmp_path / "lake"
+    (root / "catalog" / "models").mkdir(parents=True)
+    art = root / "catalog" / "artifacts"
+    art.mkdir()
+    weights = trained(np.random.default_rng(5))
+    for model_id in ("a", "b"):
+        save_file(weights, str(art / f"{model_id}.safetensors"), metadata={"saved_by": model_id})
+        data = (art / f"{model_id}.safetensors").read_bytes()
+        bases = [f"{{id: {declares[model_id]}, relation: quantized}}"] if model_id in declares else []
+        text = manifest(model_id, f"../artifacts/{model_id}.safetensors", data, "2026-02-01", bases)
+        (root / "catalog" / "models" / f"{model_id}.yaml").write_text(text)
+    env = {"PATH": "/usr/bin:/bin", "LAKEGEN_CACHE": str(tmp_path / "cache")}
+    result = run("--root", str(root), "attribute", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert {(f["entry"], f["rule"], f["line"]) for f in out["findings"]} == expected
+    assert [d["status"] for d in out["declared"]] == ["verified"] * len(declares)
+    assert all("cannot tell" in d["detail"] for d in out["declared"])
+    # the compiled lake shows one edge between them: the declared one, verified, or one undeclared
+    from lakegen.compile import compile_lake
+
+    edges = [(e.declared, e.status) for e in compile_lake(root, reuse=False).edges]
+    assert edges == ([(True, "verified")] if declares else [(False, "undeclared")])
+
+
 @pytest.mark.skipif(not any((REPO / "catalog" / "models").glob("*.yaml")), reason="no demo lake yet")
 def test_demo_lake_attributes_with_zero_findings(tmp_path: Path) -> None:
     result = run("--root", str(REPO), "attribute", "--json", "--strict", env={"LAKEGEN_CACHE": str(tmp_path)})

@@ -37,7 +37,7 @@ edge confidence), :mod:`~lakegen.attribution.adapters`, and
 
 from lakegen.attribution.copies import Copy, copy_confidence, copy_test, same_weights
 from lakegen.attribution.distances import bulk_distance, lineage_distance, spectral_distance
-from lakegen.attribution.edges import Edge, Lineage
+from lakegen.attribution.edges import UNDECIDED, Edge, Lineage, undirected
 from lakegen.attribution.families import families_by_signature
 from lakegen.attribution.merges import Merge, merge_test
 from lakegen.attribution.nearest import Match, closest, rank_signatures
@@ -46,6 +46,7 @@ from lakegen.attribution.roots import placement_confidence
 from lakegen.attribution.views import Pair, View, compare, pairwise
 
 __all__ = [
+    "UNDECIDED",
     "Copy",
     "Edge",
     "Lineage",
@@ -67,4 +68,5 @@ __all__ = [
     "rank_signatures",
     "same_weights",
     "spectral_distance",
+    "undirected",
 ]

@@ -8,6 +8,15 @@ from typing import Any
 
 from lakegen.model.index import Edge
 
+# The confidence of an edge whose direction the weights cannot tell (undated twins, a fine-tune
+# pair nothing orders): which end is called the parent is a guess, and nothing may rest on it.
+UNDECIDED = 0.5
+
+
+def undirected(e: Edge) -> bool:
+    """Whether ``e``'s direction is a guess (see ``UNDECIDED``)."""
+    return e.confidence is not None and e.confidence <= UNDECIDED
+
 
 @dataclass
 class Lineage:

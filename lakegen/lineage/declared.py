@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from lakegen.attribution import Edge, Lineage
+from lakegen.attribution import Edge, Lineage, undirected
 from lakegen.catalog.loader import Catalog, Record
 from lakegen.errors import Finding
 from lakegen.fingerprint import Fingerprint
@@ -112,6 +112,9 @@ def compare_declared(catalog: Catalog, result: CatalogLineage) -> None:
             parent_model = split(e.parent)[0]
             if parent_model == model.id or parent_model in declared_ids:
                 continue
+            if undirected(e):
+                _undecided(catalog, record, model, e, parent_model, result)
+                continue
             line = record.line("base_models") if model.base_models else record.line("id")
             result.findings.append(
                 finding_at(
@@ -123,6 +126,34 @@ def compare_declared(catalog: Catalog, result: CatalogLineage) -> None:
                     f"(confidence {e.confidence or 0.0:.2f}); base_models does not name {parent_model}",
                 )
             )
+
+
+def _undecided(
+    catalog: Catalog, record: Record, model: Model, e: Edge, other: str, result: CatalogLineage
+) -> None:
+    """An undeclared edge whose direction the weights cannot tell. Which end attribution called the
+    child is a guess, so the finding goes to both manifests (a pull request adding either one sees
+    it), and none when the other one declares this one: its declared check takes the edge."""
+    theirs = catalog.records.get(other)
+    if theirs is None or not isinstance(theirs.entry, Model):
+        return
+    if any(b.id == model.id for b in theirs.entry.base_models):
+        return
+    for rec, me, them in ((record, e.child, e.parent), (theirs, e.parent, e.child)):
+        entry = rec.entry
+        assert isinstance(entry, Model)
+        line = rec.line("base_models") if entry.base_models else rec.line("id")
+        result.findings.append(
+            finding_at(
+                entry.id,
+                rec.path,
+                line,
+                "undeclared-derivation",
+                f"the weights show {me} and {them} are related ({e.relation}) but cannot tell which "
+                f"came first (confidence {e.confidence or 0.0:.2f}); neither manifest's base_models "
+                "names the other: the one made from the other should declare it",
+            )
+        )
 
 
 class _ByChild:
@@ -171,6 +202,12 @@ def _check_declared(
     if not mine:
         return declared("unchecked", f"no local weights for {model.id}")
     found = [e for e in edges.of(mine) if e.parent in theirs]
+    # an edge whose direction is a guess bears out the declaration either way round
+    found += [
+        e.model_copy(update={"parent": e.child, "child": e.parent})
+        for e in edges.of(theirs)
+        if e.parent in mine and undirected(e)
+    ]
     same = [e for e in found if e.relation == base.relation]
     if same:
         e = max(same, key=lambda e: e.confidence or 0.0)
@@ -183,8 +220,11 @@ def _check_declared(
                 "warning",
             )
             return declared("contradicted", f"merge weight {e.weight:.3f}, not {base.weight}")
+        guess = "; which came first the weights cannot tell: taken as declared" if undirected(e) else ""
         return declared(
-            "verified", f"{e.parent} -> {e.child}: {e.relation} (confidence {e.confidence or 0.0:.2f})", e
+            "verified",
+            f"{e.parent} -> {e.child}: {e.relation} (confidence {e.confidence or 0.0:.2f}{guess})",
+            e,
         )
     if found:
         e = found[0]

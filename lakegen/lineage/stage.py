@@ -3,6 +3,7 @@ and the findings, into the lake index."""
 
 from __future__ import annotations
 
+from lakegen.attribution import undirected
 from lakegen.catalog.loader import Catalog
 from lakegen.executor import Engine
 from lakegen.fingerprint import Cache
@@ -29,8 +30,11 @@ def attribution_stage(
     result = attribute_catalog(catalog, cache, engine=engine, workers=workers, memo=memo)
     declared = {(d.base, d.model, d.relation): d for d in result.declared}
     shown: dict[tuple[str, str], Edge] = {}
+    listed = {(row.parent, row.child) for row in index.edges}
     for e in result.lineage.edges:
         pair = (split(e.parent)[0], split(e.child)[0])
+        if undirected(e) and pair not in listed and pair[::-1] in listed:
+            pair = pair[::-1]  # a guessed direction is evidence for the declared edge either way round
         if pair[0] != pair[1] and (
             pair not in shown or (e.confidence or 0.0) > (shown[pair].confidence or 0.0)
         ):
@@ -48,7 +52,6 @@ def attribution_stage(
             row.weights_relation, row.confidence = evidence.relation, round(evidence.confidence or 0.0, 3)
             if row.relation == "merge" and evidence.weight is not None:
                 row.weight = round(evidence.weight, 4)
-    listed = {(row.parent, row.child) for row in index.edges}
     for (parent, child), e in sorted(shown.items()):
         if (parent, child) not in listed:
             index.edges.append(
