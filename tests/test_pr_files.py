@@ -167,3 +167,45 @@ def test_a_committed_cache_is_an_error_and_not_read(lake: GitLake) -> None:
     assert not [
         f for f in run_check(lake.root, "main", run_evaluations=False).findings if f.rule == "planted-cache"
     ]
+
+
+def test_a_committed_fingerprint_and_audit_cannot_verify_a_false_parent(tmp_path: Path) -> None:
+    """The attack: a pull request adds an unrelated model declared as a fine-tune of ``a`` and commits
+    lakegen's cache with a fingerprint (of a real fine-tune of ``a``) under the new file's sha256 and a
+    verified audit for the edge. The check must compute both itself."""
+    import dataclasses
+    import hashlib
+
+    import numpy as np
+    from gitlake import base, version
+    from helpers import age
+    from safetensors.numpy import save, save_file
+
+    from lakegen.fingerprint import Cache, compute
+    from lakegen.lineage.audit import Audit, AuditCache
+
+    rng = np.random.default_rng(3)
+    parent = {f"layer{i}.weight": rng.standard_normal((512, 256)).astype(np.float32) for i in range(3)}
+    unrelated = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in parent.items()}
+    tuned = {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32) for k, v in parent.items()}
+    lake = GitLake(tmp_path / "lake", policies=LENIENT)
+    lake.write(".gitignore", "")
+    a, b = save(parent), save(unrelated)
+    lake.put(model("a", versions=[version("1.0.0", a, "a")]))
+    lake.commit("Seed")
+    lake.git("checkout", "-q", "-b", "pr")
+    b_version = version("1.0.0", b, "b", released="2026-02-01")
+    lake.put(model("b", versions=[b_version], base_models=[base("a")]))
+    save_file(tuned, str(tmp_path / "tuned.safetensors"))
+    sha_a, sha_b = hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
+    planted = Cache(lake.root / ".lakegen" / "cache")
+    planted.put(sha_b, dataclasses.replace(compute(tmp_path / "tuned.safetensors"), sha256=sha_b))
+    verified = Audit("verified", 0.99, 1.0, "layer0.weight", 3, 3072, coverage=1.0)
+    AuditCache(planted.folder).put(sha_b, [(sha_a, 1.0)], "finetune", verified)
+    lake.git("add", "-f", ".lakegen")
+    lake.commit("Add b")
+    for name in ("a", "b"):  # old enough that the check's own hashing is remembered in a cache
+        age(lake.root / "catalog" / "artifacts" / f"{name}-1.0.0.safetensors")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    assert [(e.parent, e.status) for e in report.index.edges if e.child == "b"] == [("a", "contradicted")]
+    assert {f.rule for f in report.errors} >= {"planted-cache", "unsupported-claim"}

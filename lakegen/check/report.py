@@ -14,13 +14,17 @@ as JSON.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from lakegen.artifacts.digests import default_cache_dir
+from lakegen.artifacts.digests import CACHE_ENV, default_cache_dir
 from lakegen.catalog.loader import Catalog, load_catalog
 from lakegen.compile import compile_catalog
 from lakegen.compile.scope import Scope
@@ -136,16 +140,51 @@ def run_check(
 ) -> CheckReport:
     """Check the lake at ``root`` as a pull request against ``base`` (or on its own without one)."""
     root = Path(root)
+    repo = Repo.find(root)
+    # What earlier compiles kept (parsed manifests, attribution's memo) makes a check cost what the
+    # pull request changes; but a pull request that commits lakegen's cache could plant results in
+    # it (fingerprints, audits, alignments), so then nothing kept is read and the check runs on a
+    # cache of its own.
+    kept = repo is None or not repo.tracked(".lakegen/")
+    with contextlib.nullcontext() if kept else _private_cache(root):
+        return _check(root, base, repo, kept, run_evaluations, verify_artifacts, trust_code, engine, workers)
+
+
+@contextlib.contextmanager
+def _private_cache(root: Path) -> Iterator[None]:
+    """``$LAKEGEN_CACHE`` pointed at an empty folder for the check, unless it already points outside
+    the lake (a cache the pull request cannot commit to)."""
+    current = os.environ.get(CACHE_ENV)
+    if current and not Path(current).resolve().is_relative_to(root.resolve()):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="lakegen-check-") as folder:
+        os.environ[CACHE_ENV] = folder
+        try:
+            yield
+        finally:
+            if current is None:
+                del os.environ[CACHE_ENV]
+            else:
+                os.environ[CACHE_ENV] = current
+
+
+def _check(
+    root: Path,
+    base: str | None,
+    repo: Repo | None,
+    kept: bool,
+    run_evaluations: bool,
+    verify_artifacts: bool,
+    trust_code: bool,
+    engine: Engine,
+    workers: int | None,
+) -> CheckReport:
     if base:  # remote artifacts are fetched, and signatures trusted, under the base's rules
         from lakegen.artifacts import remote, signatures
 
         remote.fetch_under(root, remote.settings_at(root, base))
         signatures.trust_from(root, base, default_cache_dir(root) / "trust" / Repo(root).commit_of(base))
-    repo = Repo.find(root)
-    # What earlier compiles kept (parsed manifests, attribution's memo) makes a check cost what the
-    # pull request changes; but a pull request that commits lakegen's cache could plant results in
-    # it, so then nothing kept is read.
-    kept = repo is None or not repo.tracked(".lakegen/")
     parse_cache = default_cache_dir(root) if kept else None
     catalog = load_catalog(root, verify_artifacts=verify_artifacts, parse_cache=parse_cache)
     changes = lake_changes(catalog, base, repo) if base else None
