@@ -33,7 +33,13 @@ class Reader(Protocol):
         ...
 
 
-READERS: list[Reader] = [safetensors.READER, npz.READER, pytorch.READER, gguf.READER]
+READERS: list[Reader] = [
+    safetensors.READER,
+    safetensors.REMOTE_READER,
+    npz.READER,
+    pytorch.READER,
+    gguf.READER,
+]
 
 
 def register(reader: Reader) -> None:

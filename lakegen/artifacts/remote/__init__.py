@@ -1,10 +1,15 @@
 """Remote artifacts (``https``, ``http``, ``s3``, ``gs``, ``hf``): fetched safely, hashed over every byte.
 
 A server's ETag or self-reported hash is no evidence, so an artifact's sha256 is
-computed over the bytes as they arrive, in one streaming pass that writes them
-into a content-addressed cache (``<cache>/blobs/``, capped in size, least
-recently used first out). Attribution and bench then read the cached file, so a
-content is fetched once across validate, attribute and bench. What a warm run
+computed over the bytes as they arrive, in one streaming pass. A single
+safetensors file is not kept: attribution reads its header and sampled rows by
+range requests pinned to the version that was hashed (:func:`readable_weights`,
+:mod:`.ranges`), through a small view file that the weight readers open like a
+weight file. Everything else (other formats, sharded checkpoints, adapters, and
+what a lake benchmarks, which bench needs whole) is written by that pass into a
+content-addressed cache (``<cache>/blobs/``, capped in size, least recently
+used first out), which attribution and bench read, so a content is fetched once
+across validate, attribute and bench. What a warm run
 trusts: the record of that pass (``<cache>/remote/``), kept per URI with the
 object's version stamp (S3 ETag and version id; HTTP ETag or Last-Modified), is
 reused while a HEAD request returns the same stamp and size; a changed stamp
@@ -25,13 +30,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import posixpath
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lakegen.artifacts.remote.fetch import Remote
+from lakegen.artifacts.remote.fetch import Remote, Unpinned
+from lakegen.artifacts.remote.ranges import RangeSource
 from lakegen.artifacts.remote.safety import check_host
 from lakegen.artifacts.remote.settings import (
     OFFLINE_ENV,
@@ -44,10 +52,13 @@ from lakegen.artifacts.remote.settings import (
     settings_at,
 )
 from lakegen.artifacts.remote.targets import parse
+from lakegen.atomicfile import write_atomic
 
 __all__ = [
     "OFFLINE_ENV",
+    "VIEW_SUFFIX",
     "NotFound",
+    "RangeSource",
     "Refused",
     "Remote",
     "RemoteError",
@@ -58,10 +69,15 @@ __all__ = [
     "for_lake",
     "load_settings",
     "local_weights",
+    "open_view",
     "parse",
     "prefetch",
+    "readable_weights",
     "settings_at",
+    "streamable",
 ]
+
+VIEW_SUFFIX = ".remote"  # a view of a remote safetensors file: <name>.safetensors.remote
 
 
 _REMOTES: dict[Path, Remote] = {}
@@ -101,8 +117,18 @@ def prefetch(remote: Remote, arts: list[Any]) -> None:
     remote.prefetch_heads([u for u in uris if u.split(":", 1)[0].lower() in SCHEMES])
 
 
-def check(remote: Remote, art: Any, add: Callable[[tuple[str | int, ...], str], None]) -> str:
+def streamable(art: Any) -> bool:
+    """Whether ``art`` is read by range requests, without a copy: a single safetensors file."""
+    return not art.files and parse(art.uri).name.lower().endswith(".safetensors")
+
+
+def check(
+    remote: Remote, art: Any, add: Callable[[tuple[str | int, ...], str], None], keep: bool = True
+) -> str:
     """Verify a remote artifact and its companions; each problem goes to ``add(field, message)``.
+
+    A :func:`streamable` artifact is kept in the download cache only with ``keep`` (the lake
+    benchmarks it, and bench needs the whole file); the others always are, if they fit.
 
     Returns the artifact's state: ``verified``; ``contradicted`` when an object differs from its pin
     or is missing; ``unchecked`` when one could not be checked (refused, unreachable, offline).
@@ -113,7 +139,7 @@ def check(remote: Remote, art: Any, add: Callable[[tuple[str | int, ...], str], 
     for loc, uri, size, sha256 in pinned(art.uri, art.size, art.sha256, art.files):
         where = "path" if loc else "uri"
         try:
-            problem = remote.verify(uri, size, sha256)
+            problem = remote.verify(uri, size, sha256, keep=keep or bool(loc) or not streamable(art))
         except RemoteError as e:
             add((*loc, where), str(e))
             state = "unchecked" if state == "verified" else state
@@ -153,3 +179,48 @@ def local_weights(root: Path, art: Any) -> Path | str:
             with contextlib.suppress(FileExistsError):  # another process linked it first
                 os.link(blob, target)
     return folder / items[0][0]
+
+
+def readable_weights(root: Path, art: Any) -> Path | str:
+    """What attribution reads for a remote artifact, or why there is none: for a :func:`streamable`
+    one, its cached copy if there is one, else a view file (``<cache>/views/<sha256>/<name>.remote``)
+    that the weight readers open as the remote file read by range requests; else
+    :func:`local_weights`. The view's digest is remembered as the artifact's, so a fingerprint
+    cached by content answers for it and a warm run reads no byte."""
+    fetcher = for_lake(root)
+    try:
+        if not streamable(art):
+            return local_weights(root, art)
+        found = fetcher.blob(art.sha256)
+        if found is not None and fetcher.digests.sha256(found) == art.sha256:
+            return found
+        fetcher.ranged(art.uri, art.size, art.sha256)
+    except Unpinned:
+        return local_weights(root, art)
+    except RemoteError as e:
+        return f"remote artifact {art.uri}: {e}"
+    view = fetcher.folder / "views" / art.sha256 / f"{parse(art.uri).name}{VIEW_SUFFIX}"
+    text = json.dumps({"root": str(root.resolve()), "uri": art.uri, "size": art.size, "sha256": art.sha256})
+    if not view.is_file() or view.read_text() != text:
+        write_atomic(view, text.encode())
+        now = time.time_ns()
+        os.utime(view, ns=(now, now - 10**10))  # past the digest memo's racy window, as blobs are
+    if fetcher.digests.known(view) != art.sha256:
+        fetcher.digests.remember(view, art.sha256, view.stat())
+    return view
+
+
+def open_view(path: Path) -> RangeSource:
+    """The remote object a view file made by :func:`readable_weights` stands for, to read in parts.
+
+    The view only names the object: its bytes are read under the lake's own settings, and only
+    while a pass over every byte of the version the server holds found the pinned sha256."""
+    try:
+        data = json.loads(path.read_text())
+        root, uri, size, sha256 = Path(data["root"]), data["uri"], data["size"], data["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RemoteError(f"{path}: not a view of a remote artifact") from None
+    fetcher = for_lake(root)
+    if not path.resolve().is_relative_to((fetcher.folder / "views").resolve()):
+        raise Refused(f"refused: {path} is not a view in the lake's cache ({fetcher.folder / 'views'})")
+    return fetcher.ranged(uri, size, sha256)

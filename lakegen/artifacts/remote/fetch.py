@@ -28,6 +28,7 @@ from lakegen.artifacts.remote.backends import (
     _Transient,
     _transport_errors,
 )
+from lakegen.artifacts.remote.ranges import RangeSource
 from lakegen.artifacts.remote.settings import (
     OFFLINE_ENV,
     NotFound,
@@ -45,6 +46,10 @@ class Fetched:
     sha256: str
     size: int
     blob: Path | None  # where the bytes were kept, if they fit the cache
+
+
+class Unpinned(RemoteError):
+    """The server names no version of an object, so it cannot be read in parts (only whole)."""
 
 
 class Remote:
@@ -65,6 +70,7 @@ class Remote:
         self._backends: dict[str, Backend] = {}
         self._heads: dict[str, Head | RemoteError] = {}  # HEAD answers sent ahead (prefetch_heads)
         self._cached_bytes: int | None = None  # the download cache's size, counted once per process
+        self._hashed: dict[str, Head] = {}  # URIs whose bytes this process saw hash to their record
 
     def _head(self, target: Target) -> Head:
         """The object's HEAD answer, retried with backoff; :class:`RemoteError` when none came."""
@@ -137,10 +143,12 @@ class Remote:
 
     # -- the two questions callers ask
 
-    def verify(self, uri: str, size: int, sha256: str) -> str | None:
+    def verify(self, uri: str, size: int, sha256: str, keep: bool = True) -> str | None:
         """Why the object at ``uri`` does not match ``size`` and ``sha256``, or None when it does.
 
-        Raises :class:`RemoteError` when the object cannot be checked (refused, unreachable).
+        The bytes are kept in the download cache if they fit and ``keep`` (an object read later by
+        range requests, see :meth:`ranged`, is hashed and not kept). Raises :class:`RemoteError`
+        when the object cannot be checked (refused, unreachable).
         """
         target = parse(uri)
         try:
@@ -156,8 +164,11 @@ class Remote:
         if record is not None and head.stamp and record.get("stamp") == head.stamp:
             actual = record.get("sha256")
             if record.get("size") == size and isinstance(actual, str):
+                self._hashed[uri] = head
                 return None if actual == sha256 else _mismatch(sha256, actual)
-        fetched = self._fetch(target, head, size, sha256)
+        fetched = self._fetch(target, head, size, sha256, keep)
+        if head.stamp:
+            self._hashed[uri] = head
         if fetched.size > size:
             return f"size is over {size:,} bytes, the manifest's (the transfer was stopped there)"
         if fetched.size != size:
@@ -186,21 +197,45 @@ class Remote:
                 f"{uri} ({size:,} bytes) is larger than the download cache "
                 f"(storage.cache_bytes, {self.settings.cache_bytes:,} bytes)"
             )
-        fetched = self._fetch(target, head, size, sha256)
+        fetched = self._fetch(target, head, size, sha256, keep=True)
         if fetched.sha256 != sha256 or fetched.blob is None:
             raise RemoteError(f"{uri}: {_mismatch(sha256, fetched.sha256)}")
         return fetched.blob
 
+    def ranged(self, uri: str, size: int, sha256: str) -> RangeSource:
+        """The object at ``uri`` to read in parts, once a pass over every byte of the version the
+        server holds now found ``size`` and ``sha256`` (this process's, or its record's). Raises
+        :class:`RemoteError` when it is not that content, or the server names no version (no ETag
+        or Last-Modified), so parts could not be tied to the bytes that were hashed."""
+        if self.offline():
+            raise RemoteError(f"{uri} is read by range requests, and {OFFLINE_ENV} is set")
+        head = self._hashed.get(uri)
+        if head is None:
+            problem = self.verify(uri, size, sha256, keep=False)
+            if problem is not None:
+                raise RemoteError(f"{uri}: {problem}")
+            head = self._hashed.get(uri)
+        if head is None:
+            raise Unpinned(f"{uri}: the server names no version of the object (no ETag or Last-Modified)")
+        record = self._record(uri) or {}
+        if record.get("stamp") != head.stamp or record.get("sha256") != sha256 or record.get("size") != size:
+            raise RemoteError(f"{uri}: not the content the manifest pins")
+
+        def count(n: int) -> None:
+            self.bytes_fetched += n
+
+        return RangeSource(parse(uri), head, size, sha256, self.backend(parse(uri)), self.settings, count)
+
     # -- one streaming pass
 
-    def _fetch(self, target: Target, head: Head, size: int, sha256: str) -> Fetched:
+    def _fetch(self, target: Target, head: Head, size: int, sha256: str, keep: bool) -> Fetched:
         limit = min(size, self.settings.max_bytes)
         if size > self.settings.max_bytes:
             raise Refused(
                 f"refused: {target.uri} is {size:,} bytes, over storage.max_bytes "
                 f"({self.settings.max_bytes:,})"
             )
-        keep = size <= self.settings.cache_bytes
+        keep = keep and size <= self.settings.cache_bytes
         tmp_dir = self.folder / "blobs" / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / f"{os.getpid()}-{sha256[:16]}-{time.monotonic_ns()}"

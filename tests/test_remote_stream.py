@@ -1,0 +1,166 @@
+"""Remote safetensors files fingerprinted and audited by range requests, without a copy on disk,
+against moto's S3 server and an HTTP server on 127.0.0.1 (the servers of ``test_remote``)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import write_tree
+from test_remote import _online as _online  # the servers' fixtures, shared
+from test_remote import fresh, make_lake, manifest
+from test_remote import http as http
+from test_remote import s3 as s3
+
+from lakegen.artifacts import remote
+from lakegen.catalog.loader import load_catalog
+from lakegen.fingerprint import Cache, compute
+from lakegen.lineage.recover import attribute_catalog
+
+KEY = "remote-model@1.0.0"
+
+
+def write_weights(path: Path, seed: int = 0, parent: Path | None = None) -> Path:
+    """A real checkpoint written by torch through the safetensors library: float32, bfloat16 and
+    float16 matrices, int8 with a per-row scale, a vector and an empty tensor; with ``parent``, its
+    tensors plus a little noise (a fine-tune)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    g = torch.Generator().manual_seed(seed)
+    if parent is not None:
+        tensors = {
+            k: v + 0.01 * torch.randn(v.shape, generator=g).to(v.dtype) for k, v in load_file(parent).items()
+        }
+        tensors = {k: v for k, v in tensors.items() if v.dtype != torch.int8}
+        tensors.update({k: v for k, v in load_file(parent).items() if v.dtype == torch.int8})
+    else:
+        tensors = {
+            "layers.0.mlp.weight": torch.randn(2048, 2048, generator=g),  # 16 MiB, 8 KiB rows
+            "layers.0.attention.weight": torch.randn(512, 768, generator=g).to(torch.bfloat16),
+            "layers.1.mlp.weight": torch.randn(256, 1024, generator=g).to(torch.float16),
+            "layers.1.bias": torch.randn(1024, generator=g),
+            "head.weight": torch.randint(-127, 127, (128, 256), generator=g, dtype=torch.int8),
+            "head.weight_scale": torch.rand(128, generator=g),
+            "empty": torch.zeros(0),
+        }
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_weights(tmp_path_factory.mktemp("weights") / "m.safetensors")
+
+
+def cache_files(root: Path) -> list[tuple[str, int]]:
+    return sorted((p.relative_to(root).as_posix(), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+
+
+def fingerprint_bytes(root: Path, sha256: str) -> bytes:
+    fp = Cache(root / ".lakegen/cache").get(sha256)
+    assert fp is not None, "no fingerprint cached under the artifact's sha256"
+    return fp.to_bytes()
+
+
+def test_an_s3_safetensors_is_fingerprinted_as_its_local_copy_and_never_lands_on_disk(
+    tmp_path: Path, s3: Any, weights: Path
+) -> None:
+    data = weights.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    s3.put_object(Bucket="lake", Key="models/m.safetensors", Body=data)
+    root = make_lake(tmp_path / "lake", "s3://lake/models/m.safetensors", data)
+    catalog = load_catalog(root)
+    assert catalog.artifacts[("remote-model", "1.0.0")] == "verified" and catalog.problems == []
+    lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
+    assert KEY not in lineage.skipped and lineage.parameters[KEY] > 0
+    assert fingerprint_bytes(root, sha) == compute(weights).to_bytes()
+    fetched = remote.for_lake(root).bytes_fetched
+    assert len(data) < fetched < len(data) * 1.2, fetched  # one pass, then the header and sampled rows
+    big = [(name, size) for name, size in cache_files(root) if size > len(data) // 10]
+    assert big == []  # nothing near the artifact's size: fingerprints, memos, records and a view
+
+    warm = fresh(root)
+    lineage = attribute_catalog(load_catalog(root), Cache(root / ".lakegen/cache"))
+    assert KEY not in lineage.skipped and warm.bytes_fetched == 0
+
+
+def test_an_https_safetensors_fingerprint_comes_from_ranges_of_the_hashed_version(
+    tmp_path: Path, http: Any, weights: Path
+) -> None:
+    data = weights.read_bytes()
+    http.files["m.safetensors"] = data
+    root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/files/m.safetensors", data)
+    lineage = attribute_catalog(load_catalog(root), Cache(root / ".lakegen/cache"))
+    assert KEY not in lineage.skipped
+    assert fingerprint_bytes(root, hashlib.sha256(data).hexdigest()) == compute(weights).to_bytes()
+    assert http.gets["/files/m.safetensors"] - http.ranges["/files/m.safetensors"] == 1  # one whole pass
+    assert 1 <= http.ranges["/files/m.safetensors"] <= 200
+    assert all(size < len(data) // 10 for _, size in cache_files(root))
+
+
+def test_a_tampered_object_is_contradicted_and_never_read_in_parts(
+    tmp_path: Path, s3: Any, weights: Path
+) -> None:
+    data = weights.read_bytes()
+    s3.put_object(Bucket="lake", Key="m.safetensors", Body=data)
+    root = make_lake(tmp_path / "lake", "s3://lake/m.safetensors", data)
+    catalog = load_catalog(root)
+    assert catalog.artifacts[("remote-model", "1.0.0")] == "verified"
+    tampered = bytearray(data)
+    tampered[-1] ^= 1
+    s3.put_object(Bucket="lake", Key="m.safetensors", Body=bytes(tampered))
+    # after validation, in the same run: the range requests are pinned to the ETag that was hashed
+    lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
+    found = [f for f in lineage.findings if f.entry == "remote-model"]
+    assert [f.rule for f in found] == ["unreadable-weights"], found
+    assert "s3://lake/m.safetensors" in found[0].message
+    assert Cache(root / ".lakegen/cache").keys() == []
+    # the next run: the new ETag fetches the object again, and its sha256 is not the pinned one
+    fresh(root)
+    state, problems = load_catalog(root).artifacts[("remote-model", "1.0.0")], load_catalog(root).problems
+    assert state == "contradicted" and [p.field for p in problems] == ["versions[0].artifact.sha256"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        ("norange", "answered a range request with HTTP 200, not the bytes asked for"),
+        ("short", "could not read bytes 0-"),
+    ],
+)
+def test_a_server_that_ignores_ranges_or_cuts_them_short_is_one_clear_finding(
+    tmp_path: Path, http: Any, weights: Path, mode: str, why: str
+) -> None:
+    data = weights.read_bytes()
+    http.files["m.safetensors"] = data
+    uri = f"http://127.0.0.1:{http.port}/{mode}/m.safetensors"
+    root = make_lake(tmp_path / "lake", uri, data, retries=0)
+    catalog = load_catalog(root)
+    assert catalog.artifacts[("remote-model", "1.0.0")] == "verified"  # the whole pass needs no range
+    lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
+    found = [f for f in lineage.findings if f.entry == "remote-model"]
+    assert len(found) == 1 and found[0].rule == "unreadable-weights", found
+    assert why in found[0].message and uri in found[0].message and "\n" not in found[0].message
+
+
+def test_a_declared_fine_tune_is_audited_by_range_requests(tmp_path: Path, http: Any, weights: Path) -> None:
+    child = write_weights(tmp_path / "child.safetensors", seed=1, parent=weights)
+    files = {"parent.safetensors": weights.read_bytes(), "child.safetensors": child.read_bytes()}
+    http.files.update(files)
+    base = f"http://127.0.0.1:{http.port}/files"
+    root = make_lake(tmp_path / "lake", f"{base}/parent.safetensors", files["parent.safetensors"])
+    child_yaml = manifest(f"{base}/child.safetensors", files["child.safetensors"], "child-model")
+    child_yaml = child_yaml.replace(
+        "versions:", "base_models: [{id: remote-model, version: 1.0.0, relation: finetune}]\nversions:"
+    )
+    write_tree(root, {"catalog/models/child-model.yaml": child_yaml})
+    catalog = load_catalog(root)
+    assert catalog.errors == [] and set(catalog.artifacts.values()) == {"verified"}
+    lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
+    declared = [(d.model, d.status, d.audit.status if d.audit else None) for d in lineage.declared]
+    assert declared == [("child-model", "verified", "verified")], [d.detail for d in lineage.declared]
+    assert all(size < len(files["parent.safetensors"]) // 10 for _, size in cache_files(root))
+    assert all(http.gets[f"/files/{name}"] - http.ranges[f"/files/{name}"] == 1 for name in files)
