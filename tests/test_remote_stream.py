@@ -1,9 +1,11 @@
-"""Remote safetensors files fingerprinted and audited by range requests, without a copy on disk,
-against moto's S3 server and an HTTP server on 127.0.0.1 (the servers of ``test_remote``)."""
+"""Remote safetensors files fingerprinted from the pass that hashes them, and audited by range
+requests, without a copy on disk, against moto's S3 server and an HTTP server on 127.0.0.1 (the
+servers of ``test_remote``)."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +79,7 @@ def test_an_s3_safetensors_is_fingerprinted_as_its_local_copy_and_never_lands_on
     lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
     assert KEY not in lineage.skipped and lineage.parameters[KEY] > 0
     assert fingerprint_bytes(root, sha) == compute(weights).to_bytes()
-    fetched = remote.for_lake(root).bytes_fetched
-    assert len(data) < fetched < len(data) * 1.2, fetched  # one pass, then the header and sampled rows
+    assert remote.for_lake(root).bytes_fetched == len(data)  # one pass, and no range request after it
     big = [(name, size) for name, size in cache_files(root) if size > len(data) // 10]
     assert big == []  # nothing near the artifact's size: fingerprints, memos, records and a view
 
@@ -87,17 +88,35 @@ def test_an_s3_safetensors_is_fingerprinted_as_its_local_copy_and_never_lands_on
     assert KEY not in lineage.skipped and warm.bytes_fetched == 0
 
 
-def test_an_https_safetensors_fingerprint_comes_from_ranges_of_the_hashed_version(
+def test_an_https_safetensors_is_fingerprinted_from_the_pass_that_hashed_it(
+    tmp_path: Path, http: Any, weights: Path
+) -> None:
+    """The server's chunks arrive in whatever sizes the network gives; the capture does not care."""
+    data = weights.read_bytes()
+    http.files["m.safetensors"] = data
+    root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/cut/m.safetensors", data)
+    lineage = attribute_catalog(load_catalog(root), Cache(root / ".lakegen/cache"))
+    assert KEY not in lineage.skipped
+    assert fingerprint_bytes(root, hashlib.sha256(data).hexdigest()) == compute(weights).to_bytes()
+    # cut off halfway, resumed by one range request; nothing read again after
+    assert (http.gets["/cut/m.safetensors"], http.ranges["/cut/m.safetensors"]) == (2, 1)
+    assert all(size < len(data) // 10 for _, size in cache_files(root))
+
+
+def test_without_a_capture_the_fingerprint_comes_from_range_requests(
     tmp_path: Path, http: Any, weights: Path
 ) -> None:
     data = weights.read_bytes()
     http.files["m.safetensors"] = data
     root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/files/m.safetensors", data)
-    lineage = attribute_catalog(load_catalog(root), Cache(root / ".lakegen/cache"))
+    catalog = load_catalog(root)
+    shutil.rmtree(root / ".lakegen/cache/caught")  # as a cache that could not keep it
+    lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
     assert KEY not in lineage.skipped
     assert fingerprint_bytes(root, hashlib.sha256(data).hexdigest()) == compute(weights).to_bytes()
-    assert http.gets["/files/m.safetensors"] - http.ranges["/files/m.safetensors"] == 1  # one whole pass
-    assert 1 <= http.ranges["/files/m.safetensors"] <= 200
+    whole = http.gets["/files/m.safetensors"] - http.ranges["/files/m.safetensors"]
+    assert whole == 1 and 1 <= http.ranges["/files/m.safetensors"] <= 200
+    assert len(data) < remote.for_lake(root).bytes_fetched < len(data) * 1.2  # the header and sampled rows
     assert all(size < len(data) // 10 for _, size in cache_files(root))
 
 
@@ -112,7 +131,8 @@ def test_a_tampered_object_is_contradicted_and_never_read_in_parts(
     tampered = bytearray(data)
     tampered[-1] ^= 1
     s3.put_object(Bucket="lake", Key="m.safetensors", Body=bytes(tampered))
-    # after validation, in the same run: the range requests are pinned to the ETag that was hashed
+    # after validation, in the same run: range requests are pinned to the ETag that was hashed
+    shutil.rmtree(root / ".lakegen/cache/caught")
     lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
     found = [f for f in lineage.findings if f.entry == "remote-model"]
     assert [f.rule for f in found] == ["unreadable-weights"], found
@@ -140,6 +160,7 @@ def test_a_server_that_ignores_ranges_or_cuts_them_short_is_one_clear_finding(
     root = make_lake(tmp_path / "lake", uri, data, retries=0)
     catalog = load_catalog(root)
     assert catalog.artifacts[("remote-model", "1.0.0")] == "verified"  # the whole pass needs no range
+    shutil.rmtree(root / ".lakegen/cache/caught")  # so the fingerprint needs ranges
     lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
     found = [f for f in lineage.findings if f.entry == "remote-model"]
     assert len(found) == 1 and found[0].rule == "unreadable-weights", found
@@ -164,3 +185,67 @@ def test_a_declared_fine_tune_is_audited_by_range_requests(tmp_path: Path, http:
     assert declared == [("child-model", "verified", "verified")], [d.detail for d in lineage.declared]
     assert all(size < len(files["parent.safetensors"]) // 10 for _, size in cache_files(root))
     assert all(http.gets[f"/files/{name}"] - http.ranges[f"/files/{name}"] == 1 for name in files)
+    assert all(http.ranges[f"/files/{name}"] >= 1 for name in files)  # the audit's entries, by ranges
+
+
+class FileRanges:
+    """A local file read by parts, counting the reads: what a server would be asked for."""
+
+    def __init__(self, path: Path):
+        self.path, self.data = path, path.read_bytes()
+        self.size, self.sha256 = len(self.data), hashlib.sha256(self.data).hexdigest()
+        self.asked: list[tuple[int, int]] = []
+
+    def read(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        self.asked += ranges
+        return [self.data[s:e] for s, e in ranges]
+
+
+@pytest.mark.parametrize(("chunk", "small"), [(5, True), (7, True), (4096, False), (1 << 20, False)])
+def test_a_capture_holds_every_read_of_a_fingerprint_whatever_the_chunk_sizes(
+    tmp_path: Path, weights: Path, chunk: int, small: bool
+) -> None:
+    """Entries straddle chunk boundaries when chunks are smaller than an entry or oddly sized."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lakegen.fingerprint.sampling import sample_model
+    from lakegen.weights import RangedSafetensors, open_weights
+    from lakegen.weights.capture import Capture, CaughtSource
+    from lakegen.weights.dequant import dequantize
+
+    if small:
+        weights = tmp_path / "small.safetensors"
+        g = torch.Generator().manual_seed(2)
+        tensors = {"layers.0.w": torch.randn(600, 200, generator=g), "b": torch.randn(3, generator=g)}
+        save_file(
+            {**tensors, "layers.0.h": torch.randn(300, 300, generator=g).to(torch.float16)}, str(weights)
+        )
+    data = weights.read_bytes()
+    capture = Capture(len(data))
+    for i in range(0, len(data), chunk):
+        capture.feed(data[i : i + chunk])
+    capture.save(tmp_path / "caught.npz")
+    source = FileRanges(weights)
+    with open_weights(weights) as local:
+        expected = sample_model(local)
+    wf = dequantize(
+        RangedSafetensors(tmp_path / "m.safetensors", CaughtSource(source, tmp_path / "caught.npz"))
+    )
+    got = sample_model(wf)
+    assert got[0] == expected[0] and got[1].tobytes() == expected[1].tobytes()
+    assert got[2].tobytes() == expected[2].tobytes() and got[4] == expected[4]
+    assert source.asked == []  # every read answered by the capture
+    if not small:  # the small file's tensors are kept whole
+        assert (tmp_path / "caught.npz").stat().st_size < len(data) // 10
+
+
+def test_a_capture_of_an_unsound_header_keeps_nothing_and_hashing_goes_on(tmp_path: Path) -> None:
+    from lakegen.weights.capture import Capture
+
+    data = (10**12).to_bytes(8, "little") + b"{}" * 100
+    capture = Capture(len(data))
+    capture.feed(data)
+    capture.save(tmp_path / "caught.npz")
+    assert capture.error is not None and "implausible" in capture.error
+    assert not (tmp_path / "caught.npz").exists()

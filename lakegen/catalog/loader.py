@@ -379,9 +379,12 @@ def _benchmarked(entry: Any, version: str) -> bool:
 
 def _check_remote(catalog: Catalog, record: Record, loc: Loc, art: Artifact, keep: bool) -> ArtifactState:
     from lakegen.artifacts import remote
+    from lakegen.weights.capture import Capture
 
     fetcher = remote.for_lake(catalog.root)
-    state = remote.check(fetcher, art, lambda at, message: _add(catalog, record, (*loc, *at), message), keep)
+    state = remote.check(
+        fetcher, art, lambda at, message: _add(catalog, record, (*loc, *at), message), keep, Capture
+    )
     if state == "verified" and art.uri.endswith(INDEX_SUFFIX):
         index = remote.local_weights(catalog.root, art)  # beside its shards, as in a local folder
         if isinstance(index, str):

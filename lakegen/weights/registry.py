@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from lakegen.weights import gguf, npz, pytorch, safetensors
+from lakegen.weights import capture, gguf, npz, pytorch, safetensors
 from lakegen.weights.base import WeightFile, WeightsError
 
 HEAD_BYTES = 16  # what detect() sees of a file: enough for any magic number
@@ -35,7 +35,7 @@ class Reader(Protocol):
 
 READERS: list[Reader] = [
     safetensors.READER,
-    safetensors.REMOTE_READER,
+    capture.REMOTE_READER,
     npz.READER,
     pytorch.READER,
     gguf.READER,

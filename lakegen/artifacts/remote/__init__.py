@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lakegen.artifacts.remote.fetch import Remote, Unpinned
+from lakegen.artifacts.remote.fetch import Remote, Tap, TapFactory, Unpinned
 from lakegen.artifacts.remote.ranges import RangeSource
 from lakegen.artifacts.remote.safety import check_host
 from lakegen.artifacts.remote.settings import (
@@ -63,6 +63,8 @@ __all__ = [
     "Remote",
     "RemoteError",
     "StorageSettings",
+    "Tap",
+    "TapFactory",
     "check",
     "check_host",
     "fetch_under",
@@ -123,12 +125,18 @@ def streamable(art: Any) -> bool:
 
 
 def check(
-    remote: Remote, art: Any, add: Callable[[tuple[str | int, ...], str], None], keep: bool = True
+    remote: Remote,
+    art: Any,
+    add: Callable[[tuple[str | int, ...], str], None],
+    keep: bool = True,
+    tap: TapFactory | None = None,
 ) -> str:
     """Verify a remote artifact and its companions; each problem goes to ``add(field, message)``.
 
     A :func:`streamable` artifact is kept in the download cache only with ``keep`` (the lake
-    benchmarks it, and bench needs the whole file); the others always are, if they fit.
+    benchmarks it, and bench needs the whole file); the others always are, if they fit. When it is
+    not kept, ``tap`` (:class:`lakegen.weights.capture.Capture`) keeps what its fingerprint reads
+    from the same pass, so attribution sends no range request for it.
 
     Returns the artifact's state: ``verified``; ``contradicted`` when an object differs from its pin
     or is missing; ``unchecked`` when one could not be checked (refused, unreachable, offline).
@@ -139,7 +147,8 @@ def check(
     for loc, uri, size, sha256 in pinned(art.uri, art.size, art.sha256, art.files):
         where = "path" if loc else "uri"
         try:
-            problem = remote.verify(uri, size, sha256, keep=keep or bool(loc) or not streamable(art))
+            whole = keep or bool(loc) or not streamable(art)
+            problem = remote.verify(uri, size, sha256, keep=whole, tap=None if whole else tap)
         except RemoteError as e:
             add((*loc, where), str(e))
             state = "unchecked" if state == "verified" else state

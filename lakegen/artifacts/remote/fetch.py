@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lakegen.artifacts.digests import Digests, default_cache_dir
 from lakegen.artifacts.remote.backends import (
@@ -48,6 +48,21 @@ class Fetched:
     blob: Path | None  # where the bytes were kept, if they fit the cache
 
 
+class Tap(Protocol):
+    """Sees an object's bytes as they stream by, to keep what a reader will ask for (a weight
+    file's sampled entries): ``feed`` each chunk in order, ``restart`` from byte 0, ``save`` once
+    the object hashed to its pin. Fed in the hashing thread; it must not raise."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+TapFactory = Callable[[int], Tap]  # the object's size -> a tap
+
+
 class Unpinned(RemoteError):
     """The server names no version of an object, so it cannot be read in parts (only whole)."""
 
@@ -67,6 +82,7 @@ class Remote:
         self.digests = Digests(self.folder)
         self.progress = progress if progress is not None else (_Bar() if sys.stderr.isatty() else None)
         self.bytes_fetched = 0
+        self.range_requests = 0  # of them, by range requests (see :meth:`ranged`)
         self._backends: dict[str, Backend] = {}
         self._heads: dict[str, Head | RemoteError] = {}  # HEAD answers sent ahead (prefetch_heads)
         self._cached_bytes: int | None = None  # the download cache's size, counted once per process
@@ -143,12 +159,15 @@ class Remote:
 
     # -- the two questions callers ask
 
-    def verify(self, uri: str, size: int, sha256: str, keep: bool = True) -> str | None:
+    def verify(
+        self, uri: str, size: int, sha256: str, keep: bool = True, tap: TapFactory | None = None
+    ) -> str | None:
         """Why the object at ``uri`` does not match ``size`` and ``sha256``, or None when it does.
 
         The bytes are kept in the download cache if they fit and ``keep`` (an object read later by
-        range requests, see :meth:`ranged`, is hashed and not kept). Raises :class:`RemoteError`
-        when the object cannot be checked (refused, unreachable).
+        range requests, see :meth:`ranged`, is hashed and not kept), and a ``tap`` made for the pass
+        keeps what it wants under :meth:`caught` once the bytes hash to ``sha256``. Raises
+        :class:`RemoteError` when the object cannot be checked (refused, unreachable).
         """
         target = parse(uri)
         try:
@@ -166,7 +185,7 @@ class Remote:
             if record.get("size") == size and isinstance(actual, str):
                 self._hashed[uri] = head
                 return None if actual == sha256 else _mismatch(sha256, actual)
-        fetched = self._fetch(target, head, size, sha256, keep)
+        fetched = self._fetch(target, head, size, sha256, keep, tap(size) if tap is not None else None)
         if head.stamp:
             self._hashed[uri] = head
         if fetched.size > size:
@@ -223,12 +242,21 @@ class Remote:
 
         def count(n: int) -> None:
             self.bytes_fetched += n
+            self.range_requests += 1
 
-        return RangeSource(parse(uri), head, size, sha256, self.backend(parse(uri)), self.settings, count)
+        source = RangeSource(parse(uri), head, size, sha256, self.backend(parse(uri)), self.settings, count)
+        source.caught = self.caught(sha256)
+        return source
 
     # -- one streaming pass
 
-    def _fetch(self, target: Target, head: Head, size: int, sha256: str, keep: bool) -> Fetched:
+    def caught(self, sha256: str) -> Path:
+        """Where a :class:`Tap` keeps what it caught of the content ``sha256``."""
+        return self.folder / "caught" / f"{sha256}.npz"
+
+    def _fetch(
+        self, target: Target, head: Head, size: int, sha256: str, keep: bool, tap: Tap | None = None
+    ) -> Fetched:
         limit = min(size, self.settings.max_bytes)
         if size > self.settings.max_bytes:
             raise Refused(
@@ -244,7 +272,7 @@ class Remote:
         retryable: tuple[type[BaseException], ...] = (_Transient, OSError, *_transport_errors())
         try:
             with open(tmp, "wb") if keep else open(os.devnull, "wb") as out:
-                sink = _Sink(out)
+                sink = _Sink(out, tap)
                 try:
                     for attempt in range(self.settings.retries + 1):
                         try:
@@ -278,6 +306,9 @@ class Remote:
             if sink.error is not None:
                 raise RemoteError(f"could not write {target.uri} into the download cache: {sink.error}")
             self._remember(target.uri, head, done, actual)
+            if tap is not None and actual == sha256 and done == size:
+                with contextlib.suppress(OSError):  # a cache it cannot write: reads go by range requests
+                    tap.save(self.caught(sha256))
             blob = self._keep(tmp, actual, target.name) if keep and actual == sha256 else None
             return Fetched(actual, done, blob)
         finally:
@@ -335,8 +366,8 @@ class _Sink:
     """Hashes and writes a transfer's chunks in a thread of its own: hashlib and file writes release
     the GIL, so receiving the next chunk overlaps hashing and writing the last."""
 
-    def __init__(self, out: Any):
-        self.out = out
+    def __init__(self, out: Any, tap: Tap | None = None):
+        self.out, self.tap = out, tap
         self.hasher = hashlib.sha256()
         self.error: OSError | None = None
         self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
@@ -349,9 +380,17 @@ class _Sink:
                 try:
                     self.hasher.update(chunk)
                     self.out.write(chunk)
+                    if self.tap is not None:
+                        self._feed(chunk)
                 except OSError as e:
                     self.error = e
             self.chunks.task_done()
+
+    def _feed(self, chunk: bytes) -> None:
+        try:
+            self.tap.feed(chunk)  # type: ignore[union-attr]
+        except Exception:  # a tap that fails loses its catch (reads go by range requests), never the hash
+            self.tap = None
 
     def put(self, chunk: bytes) -> None:
         if self.error is not None:
@@ -364,6 +403,8 @@ class _Sink:
         self.hasher = hashlib.sha256()
         self.out.seek(0)
         self.out.truncate()
+        if self.tap is not None:
+            self.tap.restart()
 
     def close(self) -> str:
         """Wait for the chunks put so far; their sha256 (check ``error`` first)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from lakegen.artifacts.remote.backends import (
     POOL_SIZE,
@@ -43,6 +44,7 @@ class RangeSource:
         self.size, self.sha256 = size, sha256
         self._count = count
         self.requests = 0
+        self.caught: Path | None = None  # what a tap kept of the pass that hashed it, if it did
 
     def read(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """The bytes of each ``[start, end)`` of ``ranges``, the requests sent side by side."""
