@@ -241,7 +241,7 @@ def main() -> None:
         start = time.perf_counter()
         attribute_catalog(catalog, Cache(cache))
         print(
-            f"attribute with no fingerprint cached, in process: {time.perf_counter() - start:.2f} s, "
+            f"attribute with no fingerprint cached (from the capture), in process: {time.perf_counter() - start:.2f} s, "
             f"{fetcher.bytes_fetched:,} bytes in {fetcher.range_requests} range requests "
             f"({fetcher.bytes_fetched / size:.2%} of the file)"
         )
