@@ -249,3 +249,45 @@ def test_a_capture_of_an_unsound_header_keeps_nothing_and_hashing_goes_on(tmp_pa
     capture.save(tmp_path / "caught.npz")
     assert capture.error is not None and "implausible" in capture.error
     assert not (tmp_path / "caught.npz").exists()
+
+
+def test_a_sharded_checkpoint_on_s3_is_fingerprinted_as_its_local_folder_without_a_copy(
+    tmp_path: Path, s3: Any, weights: Path
+) -> None:
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from lakegen.fingerprint import fingerprint
+
+    tensors = load_file(weights)
+    names = sorted(tensors)
+    local = tmp_path / "local"
+    local.mkdir()
+    shards = {"model-00001-of-00002.safetensors": names[:4], "model-00002-of-00002.safetensors": names[4:]}
+    for shard, held in shards.items():
+        save_file({n: tensors[n] for n in held}, str(local / shard))
+    weight_map = {n: shard for shard, held in shards.items() for n in held}
+    index = "model.safetensors.index.json"
+    (local / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    files = {p.name: p.read_bytes() for p in local.iterdir()}
+    for name, data in files.items():
+        s3.put_object(Bucket="lake", Key=f"sharded/{name}", Body=data)
+    root = make_lake(tmp_path / "lake", f"s3://lake/sharded/{index}", files[index])
+    pins = ", ".join(
+        f"{{path: {n}, sha256: {hashlib.sha256(files[n]).hexdigest()}, size: {len(files[n])}}}"
+        for n in shards
+    )
+    yaml = root / "catalog/models/remote-model.yaml"
+    yaml.write_text(
+        yaml.read_text().replace("format: safetensors}", f"format: safetensors, files: [{pins}]}}")
+    )
+    catalog = load_catalog(root)
+    assert catalog.problems == [] and catalog.artifacts[("remote-model", "1.0.0")] == "verified"
+    lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
+    assert KEY not in lineage.skipped, lineage.skipped
+    expected = fingerprint(local)
+    assert fingerprint_bytes(root, expected.sha256) == expected.to_bytes()
+    assert remote.for_lake(root).bytes_fetched == sum(len(d) for d in files.values())  # one pass each
+    smallest = min(len(files[n]) for n in shards)  # 0.8 MiB, beside 17 MiB
+    assert all(size < smallest // 2 for _, size in cache_files(root))

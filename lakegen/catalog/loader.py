@@ -386,7 +386,7 @@ def _check_remote(catalog: Catalog, record: Record, loc: Loc, art: Artifact, kee
         fetcher, art, lambda at, message: _add(catalog, record, (*loc, *at), message), keep, Capture
     )
     if state == "verified" and art.uri.endswith(INDEX_SUFFIX):
-        index = remote.local_weights(catalog.root, art)  # beside its shards, as in a local folder
+        index = remote.readable_weights(catalog.root, art)  # beside its shards, as in a local folder
         if isinstance(index, str):
             _add(catalog, record, (*loc, "uri"), index)
             return "unchecked"

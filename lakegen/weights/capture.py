@@ -195,14 +195,18 @@ class CaughtSource:
 
 
 class RemoteViewReader:
-    """A view of a remote safetensors file (``*.safetensors.remote``, made in the lake's cache by
-    :func:`lakegen.artifacts.remote.readable_weights`), read by range requests."""
+    """A view of a remote safetensors file (made in the lake's cache by
+    :func:`lakegen.artifacts.remote.readable_weights`, named as the file), read by range requests
+    and from what the pass that hashed it caught. Known by its first bytes, which no safetensors
+    file can start with (they would give its header an implausible length)."""
 
     name = "remote safetensors"
-    suffixes: tuple[str, ...] = (".safetensors.remote",)
+    suffixes: tuple[str, ...] = ()
 
     def detect(self, path: Path, head: bytes) -> bool:
-        return path.name.lower().endswith(self.suffixes)
+        from lakegen.artifacts.remote import VIEW_MAGIC
+
+        return head.startswith(VIEW_MAGIC)
 
     def open(self, path: Path) -> WeightFile:
         from lakegen.artifacts import remote

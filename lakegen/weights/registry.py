@@ -34,8 +34,8 @@ class Reader(Protocol):
 
 
 READERS: list[Reader] = [
-    safetensors.READER,
     capture.REMOTE_READER,
+    safetensors.READER,
     npz.READER,
     pytorch.READER,
     gguf.READER,

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lakegen.artifacts.layout import INDEX_SUFFIX
 from lakegen.artifacts.remote.fetch import Remote, Tap, TapFactory, Unpinned
 from lakegen.artifacts.remote.ranges import RangeSource
 from lakegen.artifacts.remote.safety import check_host
@@ -56,7 +57,7 @@ from lakegen.atomicfile import write_atomic
 
 __all__ = [
     "OFFLINE_ENV",
-    "VIEW_SUFFIX",
+    "VIEW_MAGIC",
     "NotFound",
     "RangeSource",
     "Refused",
@@ -79,7 +80,7 @@ __all__ = [
     "streamable",
 ]
 
-VIEW_SUFFIX = ".remote"  # a view of a remote safetensors file: <name>.safetensors.remote
+VIEW_MAGIC = b'{"lakegen_view":'  # how a view file starts (a safetensors file cannot: see open_view)
 
 
 _REMOTES: dict[Path, Remote] = {}
@@ -119,11 +120,6 @@ def prefetch(remote: Remote, arts: list[Any]) -> None:
     remote.prefetch_heads([u for u in uris if u.split(":", 1)[0].lower() in SCHEMES])
 
 
-def streamable(art: Any) -> bool:
-    """Whether ``art`` is read by range requests, without a copy: a single safetensors file."""
-    return not art.files and parse(art.uri).name.lower().endswith(".safetensors")
-
-
 def check(
     remote: Remote,
     art: Any,
@@ -147,8 +143,8 @@ def check(
     for loc, uri, size, sha256 in pinned(art.uri, art.size, art.sha256, art.files):
         where = "path" if loc else "uri"
         try:
-            whole = keep or bool(loc) or not streamable(art)
-            problem = remote.verify(uri, size, sha256, keep=whole, tap=None if whole else tap)
+            ranged = streamable(art) and _ranged(uri)
+            problem = remote.verify(uri, size, sha256, keep=keep or not ranged, tap=tap if ranged else None)
         except RemoteError as e:
             add((*loc, where), str(e))
             state = "unchecked" if state == "verified" else state
@@ -191,39 +187,84 @@ def local_weights(root: Path, art: Any) -> Path | str:
 
 
 def readable_weights(root: Path, art: Any) -> Path | str:
-    """What attribution reads for a remote artifact, or why there is none: for a :func:`streamable`
-    one, its cached copy if there is one, else a view file (``<cache>/views/<sha256>/<name>.remote``)
-    that the weight readers open as the remote file read by range requests; else
-    :func:`local_weights`. The view's digest is remembered as the artifact's, so a fingerprint
-    cached by content answers for it and a warm run reads no byte."""
+    """What attribution reads for a remote artifact, or why there is none.
+
+    A :func:`streamable` one is read without a copy: a view file the weight readers open as the
+    remote file read by range requests (:func:`open_view`), ``<cache>/views/<sha256>/<name>``, or
+    for a sharded checkpoint a folder there holding its index (cached: it is small and read whole)
+    beside a view per shard. A view's digest is remembered as its object's, so a fingerprint cached
+    by content answers for it and a warm run reads no byte. What is all in the cache already, and
+    anything else, is :func:`local_weights`.
+    """
     fetcher = for_lake(root)
+    pins = pinned(art.uri, art.size, art.sha256, art.files)
     try:
-        if not streamable(art):
+        if not streamable(art) or all(fetcher.blob(sha) is not None for *_, sha in pins):
             return local_weights(root, art)
-        found = fetcher.blob(art.sha256)
-        if found is not None and fetcher.digests.sha256(found) == art.sha256:
-            return found
-        fetcher.ranged(art.uri, art.size, art.sha256)
+        ranged = [pin for pin in pins if _ranged(pin[1])]
+        for _, uri, size, sha256 in ranged:
+            fetcher.ranged(uri, size, sha256)
+        index = None if not art.files else fetcher.local_copy(art.uri, art.size, art.sha256)
     except Unpinned:
         return local_weights(root, art)
     except RemoteError as e:
         return f"remote artifact {art.uri}: {e}"
-    view = fetcher.folder / "views" / art.sha256 / f"{parse(art.uri).name}{VIEW_SUFFIX}"
-    text = json.dumps({"root": str(root.resolve()), "uri": art.uri, "size": art.size, "sha256": art.sha256})
+    if index is None:
+        return _view(
+            fetcher,
+            fetcher.folder / "views" / art.sha256 / parse(art.uri).name,
+            root,
+            art.uri,
+            art.size,
+            art.sha256,
+        )
+    names = [parse(art.uri).name, *(posixpath.normpath(f.path) for f in art.files)]
+    if any(n == ".." or n.startswith(("../", "/")) for n in names[1:]):
+        return f"remote artifact {art.uri}: a pinned file leaves the artifact's folder"
+    listing = "".join(f"{name}\0{sha}\n" for name, (*_, sha) in zip(names, pins, strict=True))
+    folder = fetcher.folder / "views" / hashlib.sha256(listing.encode()).hexdigest()
+    target = folder / names[0]
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process linked it first
+            os.link(index, target)
+    for name, (_, uri, size, sha256) in zip(names[1:], pins[1:], strict=True):
+        _view(fetcher, folder / name, root, uri, size, sha256)
+    return target
+
+
+def streamable(art: Any) -> bool:
+    """Whether ``art`` is read by range requests, without a copy: a single safetensors file, or a
+    sharded checkpoint of safetensors shards (its index the artifact, its shards the ``files``)."""
+    if not art.files:
+        return _ranged(art.uri)
+    name = parse(art.uri).name.lower()
+    return name.endswith(".safetensors" + INDEX_SUFFIX) and all(_ranged(f.path) for f in art.files)
+
+
+def _ranged(uri: str) -> bool:
+    return uri.lower().endswith(".safetensors")
+
+
+def _view(fetcher: Remote, view: Path, root: Path, uri: str, size: int, sha256: str) -> Path:
+    text = json.dumps(
+        {"lakegen_view": 1, "root": str(root.resolve()), "uri": uri, "size": size, "sha256": sha256}
+    )
     if not view.is_file() or view.read_text() != text:
         write_atomic(view, text.encode())
         now = time.time_ns()
         os.utime(view, ns=(now, now - 10**10))  # past the digest memo's racy window, as blobs are
-    if fetcher.digests.known(view) != art.sha256:
-        fetcher.digests.remember(view, art.sha256, view.stat())
+    if fetcher.digests.known(view) != sha256:
+        fetcher.digests.remember(view, sha256, view.stat())
     return view
 
 
 def open_view(path: Path) -> RangeSource:
     """The remote object a view file made by :func:`readable_weights` stands for, to read in parts.
 
-    The view only names the object: its bytes are read under the lake's own settings, and only
-    while a pass over every byte of the version the server holds found the pinned sha256."""
+    The view only names the object: its bytes are read under the lake's own settings, only from
+    a view inside the lake's cache, and only while a pass over every byte of the version the
+    server holds found the pinned sha256."""
     try:
         data = json.loads(path.read_text())
         root, uri, size, sha256 = Path(data["root"]), data["uri"], data["size"], data["sha256"]
@@ -231,5 +272,5 @@ def open_view(path: Path) -> RangeSource:
         raise RemoteError(f"{path}: not a view of a remote artifact") from None
     fetcher = for_lake(root)
     if not path.resolve().is_relative_to((fetcher.folder / "views").resolve()):
-        raise Refused(f"refused: {path} is not a view in the lake's cache ({fetcher.folder / 'views'})")
+        raise Refused(f"refused: {path} is a view of {uri}, but not in the lake's cache")
     return fetcher.ranged(uri, size, sha256)

@@ -264,6 +264,7 @@ class Remote:
                 f"({self.settings.max_bytes:,})"
             )
         keep = keep and size <= self.settings.cache_bytes
+        tap = None if keep else tap  # what is kept whole is read from the cache
         tmp_dir = self.folder / "blobs" / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / f"{os.getpid()}-{sha256[:16]}-{time.monotonic_ns()}"
