@@ -1,15 +1,16 @@
 """Remote artifacts (``https``, ``http``, ``s3``, ``gs``, ``hf``): fetched safely, hashed over every byte.
 
 A server's ETag or self-reported hash is no evidence, so an artifact's sha256 is
-computed over the bytes as they arrive, in one streaming pass. A single
-safetensors file is not kept: attribution reads its header and sampled rows by
-range requests pinned to the version that was hashed (:func:`readable_weights`,
-:mod:`.ranges`), through a small view file that the weight readers open like a
-weight file. Everything else (other formats, sharded checkpoints, adapters, and
-what a lake benchmarks, which bench needs whole) is written by that pass into a
-content-addressed cache (``<cache>/blobs/``, capped in size, least recently
-used first out), which attribution and bench read, so a content is fetched once
-across validate, attribute and bench. What a warm run
+computed over the bytes as they arrive, in one streaming pass. A safetensors
+file (or a sharded checkpoint of them) is not kept: a :class:`Tap` fed the same
+chunks (:class:`lakegen.weights.capture.Capture`) keeps what its fingerprint
+reads, and attribution opens a small view file in its place
+(:func:`readable_weights`) that reads from that catch and sends range requests,
+pinned to the version that was hashed (:mod:`.ranges`), for the rest. Other
+formats, adapters, and what the lake benchmarks (bench needs the whole file)
+are written by that pass into a content-addressed cache (``<cache>/blobs/``,
+capped in size, least recently used first out), which attribution and bench
+read, so a content is fetched once across validate, attribute and bench. What a warm run
 trusts: the record of that pass (``<cache>/remote/``), kept per URI with the
 object's version stamp (S3 ETag and version id; HTTP ETag or Last-Modified), is
 reused while a HEAD request returns the same stamp and size; a changed stamp
