@@ -112,13 +112,19 @@ class Capture:
         import numpy as np
 
         end = start + len(chunk)
-        data = self._tail + chunk
-        base = start - len(self._tail)
         last = int(np.searchsorted(self._ends, end, side="right"))
         if last > self._next:
-            local = (self._offsets[self._next : last] - base)[:, None] + np.arange(self._width)
-            np.minimum(local, len(data) - 1, out=local)  # past a narrow entry: bytes never returned
-            self._values[self._next : last] = np.frombuffer(data, np.uint8)[local]
+            offsets = self._offsets[self._next : last]
+            before = int(np.searchsorted(offsets, start))  # entries that began in the last chunk
+            for i, (data, base) in enumerate(
+                [(self._tail + chunk[: self._width], start - len(self._tail)), (chunk, start)]
+            ):
+                part = offsets[:before] if i == 0 else offsets[before:]
+                if part.size:
+                    local = (part - base)[:, None] + np.arange(self._width)
+                    np.minimum(local, len(data) - 1, out=local)  # past a narrow entry: never returned
+                    at = self._next + (0 if i == 0 else before)
+                    self._values[at : at + part.size] = np.frombuffer(data, np.uint8)[local]
             self._next = last
         while self._region < len(self._regions):
             at, buf = self._regions[self._region]
@@ -128,7 +134,9 @@ class Capture:
             if at + len(buf) > end:
                 break
             self._region += 1
-        self._tail = data[-self._width :]
+        self._tail = (
+            (self._tail + chunk)[-self._width :] if len(chunk) < self._width else chunk[-self._width :]
+        )
 
     def save(self, path: Path) -> None:
         """Write what was caught to ``path`` (nothing unless the whole file went by, soundly)."""
