@@ -68,7 +68,7 @@ def fingerprint_bytes(root: Path, sha256: str) -> bytes:
 
 
 def test_an_s3_safetensors_is_fingerprinted_as_its_local_copy_and_never_lands_on_disk(
-    tmp_path: Path, s3: Any, weights: Path
+    tmp_path: Path, s3: Any, weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = weights.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
@@ -86,6 +86,10 @@ def test_an_s3_safetensors_is_fingerprinted_as_its_local_copy_and_never_lands_on
     warm = fresh(root)
     lineage = attribute_catalog(load_catalog(root), Cache(root / ".lakegen/cache"))
     assert KEY not in lineage.skipped and warm.bytes_fetched == 0
+    monkeypatch.setenv(remote.OFFLINE_ENV, "1")  # the cached fingerprint answers without the server
+    offline = fresh(root)
+    lineage = attribute_catalog(load_catalog(root), Cache(root / ".lakegen/cache"))
+    assert KEY not in lineage.skipped and lineage.parameters[KEY] > 0 and offline.bytes_fetched == 0
 
 
 def test_an_https_safetensors_is_fingerprinted_from_the_pass_that_hashed_it(

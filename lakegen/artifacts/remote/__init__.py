@@ -191,46 +191,40 @@ def readable_weights(root: Path, art: Any) -> Path | str:
     """What attribution reads for a remote artifact, or why there is none.
 
     A :func:`streamable` one is read without a copy: a view file the weight readers open as the
-    remote file read by range requests (:func:`open_view`), ``<cache>/views/<sha256>/<name>``, or
-    for a sharded checkpoint a folder there holding its index (cached: it is small and read whole)
-    beside a view per shard. A view's digest is remembered as its object's, so a fingerprint cached
-    by content answers for it and a warm run reads no byte. What is all in the cache already, and
-    anything else, is :func:`local_weights`.
+    remote file read by range requests (:func:`open_view`), named as the file in a folder of
+    ``<cache>/views/``; for a sharded checkpoint, beside its index (cached: it is small and read
+    whole) and the views of its other shards. A view's digest is remembered as its object's, so a
+    fingerprint cached by content answers for it and a warm run reads no byte (offline too). What
+    is all in the cache already, and anything else, is :func:`local_weights`.
     """
     fetcher = for_lake(root)
     pins = pinned(art.uri, art.size, art.sha256, art.files)
     try:
         if not streamable(art) or all(fetcher.blob(sha) is not None for *_, sha in pins):
             return local_weights(root, art)
-        ranged = [pin for pin in pins if _ranged(pin[1])]
-        for _, uri, size, sha256 in ranged:
-            fetcher.ranged(uri, size, sha256)
-        index = None if not art.files else fetcher.local_copy(art.uri, art.size, art.sha256)
+        names = [parse(art.uri).name, *(posixpath.normpath(f.path) for f in art.files)]
+        if any(n == ".." or n.startswith(("../", "/")) for n in names[1:]):
+            raise Refused(f"a pinned file leaves the artifact's folder ({art.uri})")
+        listing = "".join(f"{name}\0{sha}\n" for name, (*_, sha) in zip(names, pins, strict=True))
+        folder = fetcher.folder / "views" / hashlib.sha256(listing.encode()).hexdigest()
+        if fetcher.offline() and all((folder / name).is_file() for name in names):
+            return folder / names[0]  # made by an earlier run: a cached fingerprint answers for it
+        for _, uri, size, sha256 in pins:
+            if _ranged(uri):
+                fetcher.ranged(uri, size, sha256)
+        index = fetcher.local_copy(art.uri, art.size, art.sha256) if art.files else None
     except Unpinned:
         return local_weights(root, art)
     except RemoteError as e:
         return f"remote artifact {art.uri}: {e}"
-    if index is None:
-        return _view(
-            fetcher,
-            fetcher.folder / "views" / art.sha256 / parse(art.uri).name,
-            root,
-            art.uri,
-            art.size,
-            art.sha256,
-        )
-    names = [parse(art.uri).name, *(posixpath.normpath(f.path) for f in art.files)]
-    if any(n == ".." or n.startswith(("../", "/")) for n in names[1:]):
-        return f"remote artifact {art.uri}: a pinned file leaves the artifact's folder"
-    listing = "".join(f"{name}\0{sha}\n" for name, (*_, sha) in zip(names, pins, strict=True))
-    folder = fetcher.folder / "views" / hashlib.sha256(listing.encode()).hexdigest()
     target = folder / names[0]
-    if not target.is_file():
+    if index is not None and not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):  # another process linked it first
             os.link(index, target)
-    for name, (_, uri, size, sha256) in zip(names[1:], pins[1:], strict=True):
-        _view(fetcher, folder / name, root, uri, size, sha256)
+    for name, (_, uri, size, sha256) in zip(names, pins, strict=True):
+        if _ranged(uri):
+            _view(fetcher, folder / name, root, uri, size, sha256)
     return target
 
 
