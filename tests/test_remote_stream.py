@@ -107,14 +107,16 @@ def test_an_https_safetensors_is_fingerprinted_from_the_pass_that_hashed_it(
     assert all(size < len(data) // 10 for _, size in cache_files(root))
 
 
-def test_without_a_capture_the_fingerprint_comes_from_range_requests(
+def test_without_a_sound_capture_the_fingerprint_comes_from_range_requests(
     tmp_path: Path, http: Any, weights: Path
 ) -> None:
     data = weights.read_bytes()
     http.files["m.safetensors"] = data
     root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/files/m.safetensors", data)
     catalog = load_catalog(root)
-    shutil.rmtree(root / ".lakegen/cache/caught")  # as a cache that could not keep it
+    (caught,) = (root / ".lakegen/cache/caught").iterdir()
+    caught.chmod(0o644)
+    caught.write_bytes(b"PK\x03\x04 not a capture")  # as a cache that could not keep it whole
     lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
     assert KEY not in lineage.skipped
     assert fingerprint_bytes(root, hashlib.sha256(data).hexdigest()) == compute(weights).to_bytes()

@@ -16,6 +16,7 @@ import contextlib
 import io
 import math
 import struct
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,6 +171,17 @@ class CaughtSource:
         self._starts, self._lengths = arrays["starts"], arrays["lengths"]
         self._at = np.concatenate([[0], np.cumsum(self._lengths)])
         self._data = arrays["data"].tobytes()
+        sound = (
+            self._offsets.ndim == 1
+            and self._values.ndim == 2
+            and len(self._values) == len(self._offsets)
+            and self._starts.shape == self._lengths.shape
+            and int(self._at[-1]) == len(self._data)
+            and bool(np.all(np.diff(self._offsets) > 0))
+            and bool(np.all(np.diff(self._starts) > 0))
+        )
+        if not sound:  # not one Capture.save wrote
+            raise ValueError(f"{path}: not a capture")
 
     def _held(self, start: int, end: int) -> bytes | None:
         import numpy as np
@@ -225,7 +237,8 @@ class RemoteViewReader:
             raise WeightsError(path, str(e)) from None
         caught = getattr(source, "caught", None)
         if caught is not None and caught.is_file():
-            with contextlib.suppress(OSError, ValueError, KeyError):  # unreadable: read by ranges instead
+            with contextlib.suppress(OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                # not a capture Capture.save wrote: everything is read by range requests instead
                 source = CaughtSource(source, caught)
         return RangedSafetensors(path, source)
 
