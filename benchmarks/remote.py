@@ -1,6 +1,6 @@
 """Remote artifacts: a big safetensors file on moto's S3 server on 127.0.0.1.
 
-    .venv/bin/python benchmarks/remote.py [--gib 2] [--keep DIR]
+    .venv/bin/python benchmarks/remote.py [--gib 2] [--keep DIR] [--ranges]
     .venv/bin/python benchmarks/remote.py --many 500 [--lag-ms 50]
 
 Uploads an N GiB safetensors file to a local S3 server, then times, each in a
@@ -12,7 +12,8 @@ lake's cache folder and its largest file. Baselines: ``openssl dgst -sha256`` of
 the same file on local disk, and boto3's GET of the object piped into ``openssl
 dgst -sha256`` (the transfer alone). Then counts, in this process, the bytes a
 warm validate and attribute fetch, and the bytes a warm attribute reads from
-disk (``/proc/self/io``).
+disk (``/proc/self/io``); with ``--ranges``, the bytes and range requests of a
+fingerprint made without the capture.
 
 ``--many N`` instead serves N small artifacts from a local HTTP server whose HEAD
 answers take ``--lag-ms`` (a round trip to a far server), and times a cold and a
@@ -163,6 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gib", type=float, default=2.0)
     parser.add_argument("--keep", type=Path)
+    parser.add_argument("--ranges", action="store_true", help="also fingerprint without the capture")
     parser.add_argument("--many", type=int, default=0)
     parser.add_argument("--lag-ms", type=float, default=50.0)
     args = parser.parse_args()
@@ -245,6 +247,17 @@ def main() -> None:
             f"{fetcher.bytes_fetched:,} bytes in {fetcher.range_requests} range requests "
             f"({fetcher.bytes_fetched / size:.2%} of the file)"
         )
+        if args.ranges:  # moto copies the whole object for every range it serves: keep it small
+            for derived in ("fingerprints", "lineage.json", "caught"):
+                shutil.rmtree(cache / derived, ignore_errors=True)
+                (cache / derived).unlink(missing_ok=True)
+            start = time.perf_counter()
+            attribute_catalog(catalog, Cache(cache))
+            print(
+                f"attribute with no capture (by range requests), in process: {time.perf_counter() - start:.2f} s, "
+                f"{fetcher.bytes_fetched:,} bytes in {fetcher.range_requests} range requests "
+                f"({fetcher.bytes_fetched / size:.2%} of the file)"
+            )
     finally:
         server.stop()
         if args.keep is None:
