@@ -126,6 +126,25 @@ def test_without_a_sound_capture_the_fingerprint_comes_from_range_requests(
     assert all(size < len(data) // 10 for _, size in cache_files(root))
 
 
+def test_an_hf_safetensors_through_HF_ENDPOINT_is_read_by_ranges_with_the_token(
+    tmp_path: Path, http: Any, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_remote import COMMIT, TOKEN
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{http.port}/hf")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    data = weights.read_bytes()
+    http.files["weights/m.safetensors"] = data
+    root = make_lake(tmp_path / "lake", f"hf://org/model@{COMMIT}/weights/m.safetensors", data)
+    catalog = load_catalog(root)
+    shutil.rmtree(root / ".lakegen/cache/caught")  # so the fingerprint needs ranges
+    lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
+    assert KEY not in lineage.skipped
+    assert fingerprint_bytes(root, hashlib.sha256(data).hexdigest()) == compute(weights).to_bytes()
+    path = f"/hf/org/model/resolve/{COMMIT}/weights/m.safetensors"
+    assert http.ranges[path] >= 1 and set(http.auth) == {f"Bearer {TOKEN}"}
+
+
 def test_a_tampered_object_is_contradicted_and_never_read_in_parts(
     tmp_path: Path, s3: Any, weights: Path
 ) -> None:

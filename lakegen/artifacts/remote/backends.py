@@ -152,7 +152,9 @@ class HttpBackend:
 
     def range(self, target: Target, head: Head, start: int, end: int) -> bytes:
         headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}"}
-        if head.stamp:
+        # An hf URI pins a commit, so its bytes cannot change; and the CDN its redirect leads to
+        # names them by another ETag than the Hub's X-Linked-Etag, which it would not match.
+        if head.stamp and target.scheme != "hf":
             headers["If-Range"] = head.stamp
         response = self._request("GET", target, headers)
         try:
