@@ -126,6 +126,21 @@ def test_without_a_sound_capture_the_fingerprint_comes_from_range_requests(
     assert all(size < len(data) // 10 for _, size in cache_files(root))
 
 
+def test_an_s3_safetensors_without_a_capture_is_read_by_ranges_pinned_to_its_etag(
+    tmp_path: Path, s3: Any, weights: Path
+) -> None:
+    data = weights.read_bytes()
+    s3.put_object(Bucket="lake", Key="m.safetensors", Body=data)
+    root = make_lake(tmp_path / "lake", "s3://lake/m.safetensors", data)
+    catalog = load_catalog(root)
+    shutil.rmtree(root / ".lakegen/cache/caught")
+    lineage = attribute_catalog(catalog, Cache(root / ".lakegen/cache"))
+    assert KEY not in lineage.skipped
+    assert fingerprint_bytes(root, hashlib.sha256(data).hexdigest()) == compute(weights).to_bytes()
+    fetcher = remote.for_lake(root)
+    assert 1 <= fetcher.range_requests <= 200 and fetcher.bytes_fetched < len(data) * 1.2
+
+
 def test_an_hf_safetensors_through_HF_ENDPOINT_is_read_by_ranges_with_the_token(
     tmp_path: Path, http: Any, weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
