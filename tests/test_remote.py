@@ -223,6 +223,7 @@ def fresh(root: Path) -> remote.Remote:
 
 
 def test_an_s3_artifact_is_verified_once_and_a_warm_run_reads_no_byte(tmp_path: Path, s3: Any) -> None:
+    # a .bin is kept in the download cache; a safetensors file is not (see test_remote_stream.py)
     s3.put_object(Bucket="lake", Key="models/m.bin", Body=PAYLOAD)
     root = make_lake(tmp_path / "lake", "s3://lake/models/m.bin", PAYLOAD)
     assert problems(root) == ("verified", [])
