@@ -1,15 +1,19 @@
 """Remote artifacts: a big safetensors file on moto's S3 server on 127.0.0.1.
 
-    .venv/bin/python benchmarks/remote.py [--gib 2] [--keep DIR]
+    .venv/bin/python benchmarks/remote.py [--gib 2] [--keep DIR] [--ranges]
     .venv/bin/python benchmarks/remote.py --many 500 [--lag-ms 50]
 
 Uploads an N GiB safetensors file to a local S3 server, then times, each in a
-fresh ``lakegen`` process: ``validate`` cold (one streaming pass: fetch, sha256,
-write into the download cache), ``attribute`` cold (fingerprints the cached
-file), and both again warm. Baselines: ``openssl dgst -sha256`` of the same file
-on local disk, and boto3's GET of the object piped into ``openssl dgst -sha256``
-(the transfer alone). Then counts, in this process, the bytes a warm validate
-fetches and the bytes a warm attribute reads from disk (``/proc/self/io``).
+fresh ``lakegen`` process under ``/usr/bin/time`` (peak RSS, blocks written):
+``validate`` cold (one streaming pass: fetch and sha256, nothing written),
+``attribute`` cold (the fingerprint from the header and the sampled rows, by
+range requests), and both again warm; after each step, the bytes under the
+lake's cache folder and its largest file. Baselines: ``openssl dgst -sha256`` of
+the same file on local disk, and boto3's GET of the object piped into ``openssl
+dgst -sha256`` (the transfer alone). Then counts, in this process, the bytes a
+warm validate and attribute fetch, and the bytes a warm attribute reads from
+disk (``/proc/self/io``); with ``--ranges``, the bytes and range requests of a
+fingerprint made without the capture.
 
 ``--many N`` instead serves N small artifacts from a local HTTP server whose HEAD
 answers take ``--lag-ms`` (a round trip to a far server), and times a cold and a
@@ -81,6 +85,26 @@ def timed(*cmd: str, env: dict[str, str], cwd: Path | None = None, shell: bool =
     ).strip() else ""
 
 
+def measured(*cmd: str, env: dict[str, str]) -> str:
+    """``cmd`` run under ``/usr/bin/time``: seconds, peak RSS and blocks written, and its last line."""
+    out = subprocess.run(
+        ["/usr/bin/time", "-f", "TIME %e %M %O", *cmd], env=env, capture_output=True, text=True, check=False
+    )
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    stamp = next(line for line in reversed(lines) if line.startswith("TIME "))
+    seconds, rss_kib, blocks = stamp.split()[1:]
+    last = next((line for line in reversed(lines) if not line.startswith("TIME ")), "")
+    return (
+        f"{float(seconds):6.2f} s, peak RSS {int(rss_kib) / 1024:5.0f} MiB, "
+        f"{int(blocks) * 512 / (1 << 20):7.1f} MiB written   ({last})"
+    )
+
+
+def on_disk(folder: Path) -> str:
+    files = [p.stat().st_size for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    return f"cache folder: {sum(files) / (1 << 20):.1f} MiB in {len(files)} files, largest {max(files, default=0):,} bytes"
+
+
 def rchar() -> int:
     return int(
         next(
@@ -140,14 +164,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gib", type=float, default=2.0)
     parser.add_argument("--keep", type=Path)
+    parser.add_argument("--ranges", action="store_true", help="also fingerprint without the capture")
     parser.add_argument("--many", type=int, default=0)
     parser.add_argument("--lag-ms", type=float, default=50.0)
     args = parser.parse_args()
     if args.many:
         many(args.many, args.lag_ms)
         return
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     work = args.keep or Path(tempfile.mkdtemp(prefix="lakegen-remote-"))
     work.mkdir(parents=True, exist_ok=True)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -188,25 +216,48 @@ def main() -> None:
         )
         t, _ = timed(get, env=env, shell=True)
         print(f"boto3 GET | openssl dgst -sha256:           {t:6.2f} s")
+        cache = lake / ".lakegen" / "cache"
         for run in ("cold", "warm"):
-            t, last = timed(str(LAKEGEN), "--root", str(lake), "validate", env=env)
-            print(f"lakegen validate, {run}:                     {t:6.2f} s   ({last})")
-            t, last = timed(str(LAKEGEN), "--root", str(lake), "attribute", env=env)
-            print(f"lakegen attribute (fingerprint), {run}:      {t:6.2f} s   ({last})")
+            for step in ("validate", "attribute"):
+                print(f"lakegen {step}, {run}: {measured(str(LAKEGEN), '--root', str(lake), step, env=env)}")
+                print(f"    {on_disk(cache)}")
         from lakegen.artifacts import remote
         from lakegen.catalog.loader import load_catalog
         from lakegen.fingerprint import Cache
         from lakegen.lineage.recover import attribute_catalog
 
-        before = rchar()
         catalog = load_catalog(lake)
-        fetched = remote.for_lake(lake).bytes_fetched
-        print(f"warm validate, in process: {catalog.artifacts[('big', '1.0.0')]}, {fetched} bytes fetched")
-        before = rchar()
-        attribute_catalog(catalog, Cache(lake / ".lakegen" / "cache"))
+        fetcher = remote.for_lake(lake)
         print(
-            f"warm attribute, in process: {rchar() - before:,} bytes read from disk in all (records included)"
+            f"warm validate, in process: {catalog.artifacts[('big', '1.0.0')]}, {fetcher.bytes_fetched} bytes fetched"
         )
+        before = rchar()
+        attribute_catalog(catalog, Cache(cache))
+        print(
+            f"warm attribute, in process: {fetcher.bytes_fetched} bytes fetched, {rchar() - before:,} bytes "
+            "read from disk in all (records and the cached fingerprint)"
+        )
+        for derived in ("fingerprints", "lineage.json"):
+            shutil.rmtree(cache / derived, ignore_errors=True)
+            (cache / derived).unlink(missing_ok=True)
+        start = time.perf_counter()
+        attribute_catalog(catalog, Cache(cache))
+        print(
+            f"attribute with no fingerprint cached (from the capture), in process: {time.perf_counter() - start:.2f} s, "
+            f"{fetcher.bytes_fetched:,} bytes in {fetcher.range_requests} range requests "
+            f"({fetcher.bytes_fetched / size:.2%} of the file)"
+        )
+        if args.ranges:  # moto copies the whole object for every range it serves: keep it small
+            for derived in ("fingerprints", "lineage.json", "caught"):
+                shutil.rmtree(cache / derived, ignore_errors=True)
+                (cache / derived).unlink(missing_ok=True)
+            start = time.perf_counter()
+            attribute_catalog(catalog, Cache(cache))
+            print(
+                f"attribute with no capture (by range requests), in process: {time.perf_counter() - start:.2f} s, "
+                f"{fetcher.bytes_fetched:,} bytes in {fetcher.range_requests} range requests "
+                f"({fetcher.bytes_fetched / size:.2%} of the file)"
+            )
     finally:
         server.stop()
         if args.keep is None:

@@ -30,7 +30,8 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: a cut-off body leaves whole chunks 
 
 class Files(BaseHTTPRequestHandler):
     """Serves ``server.files`` (path -> bytes) with ranges and ETags; the first path segment
-    picks a behaviour: ``files``, ``cut`` (the first GET stops halfway), ``slow`` (stalls),
+    picks a behaviour: ``files``, ``cut`` (the first GET stops halfway), ``norange`` (ranges
+    ignored), ``short`` (a range's body stops halfway), ``slow`` (stalls),
     ``drip`` (4 KiB every 50 ms), ``long`` (GET sends more than HEAD announced), ``lag`` (HEAD
     takes 0.2 s), ``same`` / ``other`` (redirect to this host / to ``localhost``), ``hf`` (a Hub
     endpoint)."""
@@ -80,17 +81,28 @@ class Files(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        start = 0
-        ranged = self.headers.get("Range", "")
+        start, end = 0, len(data)
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
+        ranged = self.headers.get("Range", "") if mode != "norange" else ""
+        if self.headers.get("If-Range") not in (None, etag):
+            ranged = ""  # the object changed: the whole of it, as RFC 9110 says
         if ranged.startswith("bytes="):
-            start = int(ranged[6:].split("-")[0])
-        self.send_response(206 if start else 200)
-        self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data) - start))
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            first, _, last = ranged[6:].partition("-")
+            start, end = int(first), min(int(last) + 1, len(data)) if last else len(data)
+            if body:
+                server.ranges[self.path] += 1
+        self.send_response(206 if ranged else 200)
+        self.send_header("ETag", etag)
+        self.send_header("Content-Length", str(end - start))
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         self.end_headers()
         if not body:
+            return
+        if mode == "short" and ranged:
+            self.wfile.write(data[start : start + (end - start) // 2])
+            self.wfile.flush()
+            self.close_connection = True
             return
         if mode == "slow":
             self.wfile.write(data[:1000])
@@ -109,7 +121,7 @@ class Files(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        self.wfile.write(data[start:])
+        self.wfile.write(data[start:end])
 
 
 class Server(ThreadingHTTPServer):
@@ -121,6 +133,7 @@ class Server(ThreadingHTTPServer):
 def http() -> Iterator[Any]:
     server: Any = Server(("127.0.0.1", 0), Files)
     server.files, server.gets, server.auth, server.port = {}, Counter(), [], server.server_address[1]
+    server.ranges = Counter()  # path -> the range requests among its GETs
     server.lock, server.heads_now, server.heads_peak = threading.Lock(), 0, 0
     server.auth_to = defaultdict(list)  # Host header -> the Authorization headers of its GETs
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -210,12 +223,13 @@ def fresh(root: Path) -> remote.Remote:
 
 
 def test_an_s3_artifact_is_verified_once_and_a_warm_run_reads_no_byte(tmp_path: Path, s3: Any) -> None:
-    s3.put_object(Bucket="lake", Key="models/m.safetensors", Body=PAYLOAD)
-    root = make_lake(tmp_path / "lake", "s3://lake/models/m.safetensors", PAYLOAD)
+    # a .bin is kept in the download cache; a safetensors file is not (see test_remote_stream.py)
+    s3.put_object(Bucket="lake", Key="models/m.bin", Body=PAYLOAD)
+    root = make_lake(tmp_path / "lake", "s3://lake/models/m.bin", PAYLOAD)
     assert problems(root) == ("verified", [])
     assert remote.for_lake(root).bytes_fetched == len(PAYLOAD)
     blob = remote.for_lake(root).blob(hashlib.sha256(PAYLOAD).hexdigest())
-    assert blob is not None and blob.read_bytes() == PAYLOAD and blob.name == "m.safetensors"
+    assert blob is not None and blob.read_bytes() == PAYLOAD and blob.name == "m.bin"
     warm = fresh(root)
     assert problems(root) == ("verified", [])
     assert warm.bytes_fetched == 0
@@ -289,21 +303,19 @@ def test_a_warm_run_sends_its_head_requests_side_by_side(tmp_path: Path, http: A
 def test_the_download_cache_keeps_the_most_recently_used_within_its_cap(tmp_path: Path, http: Any) -> None:
     first, second, big = PAYLOAD, PAYLOAD[1:], PAYLOAD + PAYLOAD
     cap = len(first) + len(second) // 2
-    root = make_lake(
-        tmp_path / "lake", f"http://127.0.0.1:{http.port}/files/a.safetensors", first, cache_bytes=cap
-    )
-    for name, data in {"a.safetensors": first, "b.safetensors": second, "big.safetensors": big}.items():
+    root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/files/a.bin", first, cache_bytes=cap)
+    for name, data in {"a.bin": first, "b.bin": second, "big.bin": big}.items():
         http.files[name] = data
         uri = f"http://127.0.0.1:{http.port}/files/{name}"
         write_tree(
-            root, {f"catalog/models/model-{name[:-12]}.yaml": manifest(uri, data, f"model-{name[:-12]}")}
+            root, {f"catalog/models/model-{name[:-4]}.yaml": manifest(uri, data, f"model-{name[:-4]}")}
         )
     catalog = load_catalog(root)
     assert set(catalog.artifacts.values()) == {"verified"} and catalog.problems == []
     fetcher = remote.for_lake(root)
     kept = {name for name, data in http.files.items() if fetcher.blob(hashlib.sha256(data).hexdigest())}
-    assert kept == {"b.safetensors"}  # a was used before b; the big one was hashed, never kept
-    blobs = sum(p.stat().st_size for p in (root / ".lakegen/cache/blobs").rglob("*.safetensors"))
+    assert kept == {"b.bin"}  # a was used before b; the big one was hashed, never kept
+    blobs = sum(p.stat().st_size for p in (root / ".lakegen/cache/blobs").rglob("*.bin"))
     assert blobs <= cap
     art = catalog.records["model-big"].entry.versions[0].artifact  # type: ignore[union-attr]
     assert remote.local_weights(root, art) == (
@@ -623,8 +635,8 @@ def test_progress_is_reported_as_bytes_arrive_and_ends_at_the_size(tmp_path: Pat
 def test_a_cached_copy_changed_on_disk_is_fetched_again(tmp_path: Path, http: Any) -> None:
     from lakegen.lineage.recover import artifact_paths
 
-    http.files["m.safetensors"] = PAYLOAD
-    root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/files/m.safetensors", PAYLOAD)
+    http.files["m.bin"] = PAYLOAD
+    root = make_lake(tmp_path / "lake", f"http://127.0.0.1:{http.port}/files/m.bin", PAYLOAD)
     assert problems(root)[0] == "verified"
     blob = remote.for_lake(root).blob(hashlib.sha256(PAYLOAD).hexdigest())
     assert blob is not None
@@ -632,4 +644,4 @@ def test_a_cached_copy_changed_on_disk_is_fetched_again(tmp_path: Path, http: An
     blob.write_bytes(PAYLOAD[:-1] + b"\x00")  # the cache tampered with after the fetch
     paths, _ = artifact_paths(load_catalog(root, verify_artifacts=False))
     assert paths["remote-model@1.0.0"].read_bytes() == PAYLOAD
-    assert http.gets["/files/m.safetensors"] == 2
+    assert http.gets["/files/m.bin"] == 2

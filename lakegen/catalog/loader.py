@@ -322,7 +322,9 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
             if where.path is None:
                 catalog.artifacts[key] = "unchecked"
                 if digests is not None and not version.yanked:
-                    catalog.artifacts[key] = _check_remote(catalog, record, loc, art)
+                    catalog.artifacts[key] = _check_remote(
+                        catalog, record, loc, art, _benchmarked(entry, version.version)
+                    )
                 continue
             if version.yanked and not where.path.exists():
                 catalog.artifacts[key] = "unchecked"  # withdrawn, with a reason: its bytes may go
@@ -367,13 +369,24 @@ def _check_signature(
         )
 
 
-def _check_remote(catalog: Catalog, record: Record, loc: Loc, art: Artifact) -> ArtifactState:
+def _benchmarked(entry: Any, version: str) -> bool:
+    """Whether ``lakegen bench`` re-runs an evaluation of ``version``: it needs the whole file, so
+    validation keeps the remote bytes it streams for it."""
+    latest = latest_version(entry)
+    evaluations = getattr(entry, "evaluations", [])
+    return any(not is_external(ev.dataset) and (ev.version or latest) == version for ev in evaluations)
+
+
+def _check_remote(catalog: Catalog, record: Record, loc: Loc, art: Artifact, keep: bool) -> ArtifactState:
     from lakegen.artifacts import remote
+    from lakegen.weights.capture import Capture
 
     fetcher = remote.for_lake(catalog.root)
-    state = remote.check(fetcher, art, lambda at, message: _add(catalog, record, (*loc, *at), message))
+    state = remote.check(
+        fetcher, art, lambda at, message: _add(catalog, record, (*loc, *at), message), keep, Capture
+    )
     if state == "verified" and art.uri.endswith(INDEX_SUFFIX):
-        index = remote.local_weights(catalog.root, art)  # beside its shards, as in a local folder
+        index = remote.readable_weights(catalog.root, art)  # beside its shards, as in a local folder
         if isinstance(index, str):
             _add(catalog, record, (*loc, "uri"), index)
             return "unchecked"

@@ -6,7 +6,7 @@ import hashlib
 import threading
 from pathlib import Path
 
-from lakegen.weights import SafetensorsFile
+from lakegen.weights import RangedSafetensors, SafetensorsFile
 
 WINDOW = 8 << 20  # bytes hashed between page releases
 
@@ -14,7 +14,7 @@ WINDOW = 8 << 20  # bytes hashed between page releases
 class Hasher(threading.Thread):
     """Hash files (or memory maps of them) one after another in a thread; hashlib releases the GIL."""
 
-    def __init__(self, sources: list[tuple[Path, SafetensorsFile | None]]):
+    def __init__(self, sources: list[tuple[Path, SafetensorsFile | RangedSafetensors | None]]):
         super().__init__(daemon=True)
         self.sources = sources
         self.digests: list[str] = []
@@ -31,9 +31,11 @@ class Hasher(threading.Thread):
             self.error = e
 
     @staticmethod
-    def _hash(path: Path, source: SafetensorsFile | None) -> tuple[str, int]:
+    def _hash(path: Path, source: SafetensorsFile | RangedSafetensors | None) -> tuple[str, int]:
+        if isinstance(source, RangedSafetensors):  # a remote file, hashed whole as it was verified
+            return source.sha256, source.size
         h = hashlib.sha256()
-        if source is not None and source.map is not None:
+        if isinstance(source, SafetensorsFile) and source.map is not None:
             view = memoryview(source.map)
             try:
                 for start in range(0, len(view), WINDOW):

@@ -10,11 +10,13 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lakegen.weights.coordinates import GRID, VECTOR
+
 if TYPE_CHECKING:
     import numpy as np
 
-GRID = 64  # rows and columns sampled from every matrix
-VECTOR = 1024  # entries sampled from every other tensor
+__all__ = ["GRID", "MAGIC", "PREFIX", "SIGNATURE", "VECTOR", "VERSION", "Fingerprint", "TensorPrint"]
+
 SIGNATURE = 512  # length of the CountSketch used to rank candidates quickly
 VERSION = 3  # 3: coordinates seeded by the name without a wrapper's prefix (sampling_name)
 MAGIC = b"LGFPv3\n\0"  # 8 bytes, so the signature after the length is aligned

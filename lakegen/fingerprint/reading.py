@@ -11,8 +11,11 @@ from lakegen.fingerprint.hashing import Hasher
 from lakegen.fingerprint.prints import Fingerprint
 from lakegen.fingerprint.sampling import sample_adapter, sample_model, signature_of
 from lakegen.weights import (
+    DequantizedFile,
+    RangedSafetensors,
     SafetensorsFile,
     ShardedWeights,
+    WeightFile,
     WeightsError,
     is_adapter,
     logical_tensors,
@@ -35,6 +38,13 @@ def content_sha256(path: Path, files: Sequence[Path], digests: Sequence[str]) ->
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
+def _hashable(part: WeightFile) -> SafetensorsFile | RangedSafetensors | None:
+    """The safetensors file under ``part`` (a library's quantisation read back wraps one), which
+    the hasher reads through its map, or knows the sha256 of (a remote one)."""
+    inner = part.inner if isinstance(part, DequantizedFile) else part
+    return inner if isinstance(inner, SafetensorsFile | RangedSafetensors) else None
+
+
 def compute(path: Path | str) -> Fingerprint:
     """Read one weight file (or adapter folder) once: its sha256 and its fingerprint."""
     path = Path(path)
@@ -42,7 +52,7 @@ def compute(path: Path | str) -> Fingerprint:
     wf = open_model(path)
     parts = wf.shards if isinstance(wf, ShardedWeights) else [wf]
     files = [part.path for part in parts]  # as weight_files(path) names them, without reading the index again
-    hasher = Hasher([(part.path, part if isinstance(part, SafetensorsFile) else None) for part in parts])
+    hasher = Hasher([(part.path, _hashable(part)) for part in parts])
     hasher.start()
     try:
         if adapter:

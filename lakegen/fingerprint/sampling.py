@@ -2,50 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lakegen.fingerprint.prints import GRID, SIGNATURE, VECTOR, TensorPrint
+from lakegen.fingerprint.prints import SIGNATURE, TensorPrint
 from lakegen.weights import PRECISION, WeightFile, logical_tensors, lora_delta, read_adapter, to_float32
+from lakegen.weights.coordinates import coordinates, sampling_name, seed
+
+__all__ = ["coordinates", "gather", "sample_adapter", "sample_model", "sampling_name", "seed", "signature_of"]
 
 if TYPE_CHECKING:
     import numpy as np
-
-
-def seed(name: str, shape: tuple[int, ...]) -> int:
-    digest = hashlib.sha256(f"{sampling_name(name)}|{list(shape)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
-def sampling_name(name: str) -> str:
-    """The part of a tensor's name its sampling coordinates depend on: from the container of its
-    first numbered block on (``layer.0.attention.self.query.weight``), or its last two parts.
-
-    Wrappers put the same network under a prefix: a task model under ``bert.`` or
-    ``model.`` beside its head, a PEFT model under ``base_model.model.``. Without
-    the prefix, the same tensor is sampled at the same coordinates, so a task
-    model compares with its base.
-    """
-    parts = name.split(".")
-    first = next((i for i, p in enumerate(parts) if p.isdigit()), None)
-    keep = max(first - 1, 0) if first is not None else max(len(parts) - 2, 0)
-    return ".".join(parts[keep:])
-
-
-def coordinates(name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The sampled coordinates of a tensor: (rows, columns) of a matrix, or (flat indices, None)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed(name, shape))
-    n = math.prod(shape)
-    if len(shape) >= 2 and shape[0] >= 2 and n // shape[0] >= 2:
-        inner = n // shape[0]
-        rows = np.sort(rng.choice(shape[0], size=min(shape[0], GRID), replace=False))
-        cols = np.sort(rng.choice(inner, size=min(inner, GRID), replace=False))
-        return rows, cols
-    return np.sort(rng.choice(n, size=min(n, VECTOR), replace=False)), None
 
 
 def gather(raw: np.ndarray, rows: np.ndarray, cols: np.ndarray | None) -> np.ndarray:

@@ -63,7 +63,7 @@ def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
                 skipped[key] = str(e)
                 continue
             if where.path is None:
-                local = remote.local_weights(catalog.root, version.artifact)
+                local = remote.readable_weights(catalog.root, version.artifact)
                 if isinstance(local, str):
                     skipped[key] = local
                 else:

@@ -44,7 +44,14 @@ from lakegen.weights.npz import NpzFile
 from lakegen.weights.pytorch import TORCH_SUFFIXES, TorchFile
 from lakegen.weights.quantized import SCALE_SUFFIX, Logical, dequantized, iter_float32, logical_tensors
 from lakegen.weights.registry import READERS, Reader, register
-from lakegen.weights.safetensors import MAX_HEADER, SafetensorsFile, Span, read_safetensors_header
+from lakegen.weights.safetensors import (
+    MAX_HEADER,
+    RangedSafetensors,
+    RangeSource,
+    SafetensorsFile,
+    Span,
+    read_safetensors_header,
+)
 from lakegen.weights.sharded import ShardedWeights
 
 __all__ = [
@@ -68,6 +75,8 @@ __all__ = [
     "Logical",
     "LoraPair",
     "NpzFile",
+    "RangeSource",
+    "RangedSafetensors",
     "Reader",
     "SafetensorsFile",
     "Scheme",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from lakegen.weights import gguf, npz, pytorch, safetensors
+from lakegen.weights import capture, gguf, npz, pytorch, safetensors
 from lakegen.weights.base import WeightFile, WeightsError
 
 HEAD_BYTES = 16  # what detect() sees of a file: enough for any magic number
@@ -33,7 +33,13 @@ class Reader(Protocol):
         ...
 
 
-READERS: list[Reader] = [safetensors.READER, npz.READER, pytorch.READER, gguf.READER]
+READERS: list[Reader] = [
+    capture.REMOTE_READER,
+    safetensors.READER,
+    npz.READER,
+    pytorch.READER,
+    gguf.READER,
+]
 
 
 def register(reader: Reader) -> None:

@@ -1,4 +1,5 @@
-"""safetensors: the header checked strictly (sizes, offsets, overlaps), the data memory-mapped."""
+"""safetensors: the header checked strictly (sizes, offsets, overlaps), the data memory-mapped, or
+read by range requests from a remote object (:class:`RangedSafetensors`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import math
 import mmap
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lakegen.artifacts.layout import no_duplicates
 from lakegen.weights.base import (
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+# Requests cost a round trip each, bytes little: sampled entries closer than this are read together.
+RANGE_GAP = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,82 @@ class SafetensorsFile(WeightFile):
             with contextlib.suppress(BufferError):  # a view is still alive; it goes with the last view
                 self.map.close()
         self._file.close()
+
+
+class RangeSource(Protocol):
+    """A file's bytes read in parts (:class:`lakegen.artifacts.remote.RangeSource`); every byte of it
+    hashed to ``sha256``."""
+
+    size: int
+    sha256: str
+
+    def read(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]: ...
+
+
+class RangedSafetensors(WeightFile):
+    """A safetensors file read in parts: the header, then only what is asked for, by range requests.
+
+    Values are the bytes a local copy holds at the same offsets, so a fingerprint or an audit of
+    it equals one of the local copy. ``sha256`` is known without reading the file again.
+    """
+
+    format = "safetensors"
+    map = None
+
+    def __init__(self, path: Path, source: RangeSource):
+        super().__init__(path)
+        self.source, self.size, self.sha256 = source, source.size, source.sha256
+        head = self._read([(0, min(self.size, 8))])[0]
+        if len(head) == 8:
+            (length,) = struct.unpack("<Q", head)
+            if 8 + length <= self.size and length <= MAX_HEADER:
+                head += self._read([(8, 8 + length)])[0]
+        self.tensors, self.spans = read_safetensors_header(path, head, self.size)
+
+    def raw(self, name: str) -> np.ndarray:
+        import numpy as np
+
+        info, span = self.tensors[name], self.spans[name]
+        storage = np.dtype(STORAGE.get(info.dtype, info.dtype)).newbyteorder("<")
+        if info.numel == 0:
+            return np.zeros(info.shape, dtype=storage)
+        data = self._read([(span.start, span.end)])[0]
+        return np.frombuffer(data, dtype=storage, count=info.numel).reshape(info.shape)
+
+    def offset(self, name: str) -> int | None:
+        return self.spans[name].start
+
+    def gather(self, name: str, flat: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        info = self.tensors[name]
+        storage = np.dtype(STORAGE.get(info.dtype, info.dtype)).newbyteorder("<")
+        size = storage.itemsize
+        offsets = self.spans[name].start + np.asarray(flat, dtype=np.int64) * size
+        if offsets.size == 0:
+            return np.zeros(0, dtype=storage)
+        caught = getattr(self.source, "elements", None)  # a capture of the stream that hashed the file
+        held = caught(offsets, size) if caught is not None else None
+        if held is not None:
+            return held.view(storage)
+        cuts = np.flatnonzero(np.diff(offsets) > RANGE_GAP) + 1
+        firsts, lasts = np.split(offsets, cuts), [run[-1] + size for run in np.split(offsets, cuts)]
+        runs = [(int(run[0]), int(last)) for run, last in zip(firsts, lasts, strict=True)]
+        out = np.empty(len(offsets) * size, dtype=np.uint8)
+        at = 0
+        for run, (lo, _), data in zip(firsts, runs, self._read(runs), strict=True):
+            local = (run - lo)[:, None] + np.arange(size)
+            out[at : at + run.size * size] = np.frombuffer(data, dtype=np.uint8)[local].reshape(-1)
+            at += run.size * size
+        return out.view(storage)
+
+    def _read(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        from lakegen.artifacts.remote import RemoteError
+
+        try:
+            return self.source.read(ranges)
+        except RemoteError as e:
+            raise WeightsError(self.path, str(e)) from None
 
 
 class SafetensorsReader:

@@ -34,6 +34,11 @@ class Backend(Protocol):
         again from byte 0)."""
         ...
 
+    def range(self, target: Target, head: Head, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the version ``head`` saw; :class:`RemoteError` when the server
+        will not serve exactly those (it ignores ranges, or the object changed)."""
+        ...
+
 
 class _Restart(Exception):
     """The server ignored a range request: the transfer starts again from byte 0."""
@@ -145,6 +150,26 @@ class HttpBackend:
         finally:
             response.release_conn()
 
+    def range(self, target: Target, head: Head, start: int, end: int) -> bytes:
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}"}
+        # An hf URI pins a commit, so its bytes cannot change; and the CDN its redirect leads to
+        # names them by another ETag than the Hub's X-Linked-Etag, which it would not match.
+        if head.stamp and target.scheme != "hf":
+            headers["If-Range"] = head.stamp
+        response = self._request("GET", target, headers)
+        try:
+            self._raise_for(target, response)
+            expected = f"bytes {start}-{end - 1}/"
+            if response.status != 206 or not response.headers.get("Content-Range", "").startswith(expected):
+                response.close()  # what follows may be the whole object: not read, the connection goes
+                raise RemoteError(
+                    f"{target.uri}: the server answered a range request with HTTP {response.status}, not "
+                    "the bytes asked for (it ignores ranges, or the object changed since it was hashed)"
+                )
+            return bytes(response.read(end - start, decode_content=False))
+        finally:
+            response.release_conn()
+
 
 class S3Backend:
     """s3 through s3fs, at the endpoint botocore resolves (``AWS_ENDPOINT_URL``, the profile, AWS)."""
@@ -203,6 +228,23 @@ class S3Backend:
         try:
             while chunk := sync(self.fs.loop, body.read, CHUNK):
                 yield chunk
+        finally:
+            body.close()
+
+    def range(self, target: Target, head: Head, start: int, end: int) -> bytes:
+        from fsspec.asyn import sync
+
+        bucket, key = target.location.split("/", 1)
+        etag, _, version = head.stamp.partition(" ")
+        kwargs = {"Bucket": bucket, "Key": key, "IfMatch": etag, "Range": f"bytes={start}-{end - 1}"}
+        if version:
+            kwargs["VersionId"] = version
+        response = self.fs.call_s3("get_object", **kwargs)
+        body = response["Body"]
+        try:
+            if not str(response.get("ContentRange", "")).startswith(f"bytes {start}-{end - 1}/"):
+                raise RemoteError(f"{target.uri}: the server answered a range request with other bytes")
+            return bytes(sync(self.fs.loop, body.read))
         finally:
             body.close()
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lakegen.artifacts.digests import Digests, default_cache_dir
 from lakegen.artifacts.remote.backends import (
@@ -28,6 +28,7 @@ from lakegen.artifacts.remote.backends import (
     _Transient,
     _transport_errors,
 )
+from lakegen.artifacts.remote.ranges import RangeSource
 from lakegen.artifacts.remote.settings import (
     OFFLINE_ENV,
     NotFound,
@@ -47,6 +48,25 @@ class Fetched:
     blob: Path | None  # where the bytes were kept, if they fit the cache
 
 
+class Tap(Protocol):
+    """Sees an object's bytes as they stream by, to keep what a reader will ask for (a weight
+    file's sampled entries): ``feed`` each chunk in order, ``restart`` from byte 0, ``save`` once
+    the object hashed to its pin. Fed in the hashing thread; it must not raise."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+TapFactory = Callable[[int], Tap]  # the object's size -> a tap
+
+
+class Unpinned(RemoteError):
+    """The server names no version of an object, so it cannot be read in parts (only whole)."""
+
+
 class Remote:
     """Checks and fetches remote artifacts for one lake; counts the bytes it downloads."""
 
@@ -62,9 +82,11 @@ class Remote:
         self.digests = Digests(self.folder)
         self.progress = progress if progress is not None else (_Bar() if sys.stderr.isatty() else None)
         self.bytes_fetched = 0
+        self.range_requests = 0  # of them, by range requests (see :meth:`ranged`)
         self._backends: dict[str, Backend] = {}
         self._heads: dict[str, Head | RemoteError] = {}  # HEAD answers sent ahead (prefetch_heads)
         self._cached_bytes: int | None = None  # the download cache's size, counted once per process
+        self._hashed: dict[str, Head] = {}  # URIs whose bytes this process saw hash to their record
 
     def _head(self, target: Target) -> Head:
         """The object's HEAD answer, retried with backoff; :class:`RemoteError` when none came."""
@@ -137,10 +159,15 @@ class Remote:
 
     # -- the two questions callers ask
 
-    def verify(self, uri: str, size: int, sha256: str) -> str | None:
+    def verify(
+        self, uri: str, size: int, sha256: str, keep: bool = True, tap: TapFactory | None = None
+    ) -> str | None:
         """Why the object at ``uri`` does not match ``size`` and ``sha256``, or None when it does.
 
-        Raises :class:`RemoteError` when the object cannot be checked (refused, unreachable).
+        The bytes are kept in the download cache if they fit and ``keep`` (an object read later by
+        range requests, see :meth:`ranged`, is hashed and not kept), and a ``tap`` made for the pass
+        keeps what it wants under :meth:`caught` once the bytes hash to ``sha256``. Raises
+        :class:`RemoteError` when the object cannot be checked (refused, unreachable).
         """
         target = parse(uri)
         try:
@@ -156,8 +183,11 @@ class Remote:
         if record is not None and head.stamp and record.get("stamp") == head.stamp:
             actual = record.get("sha256")
             if record.get("size") == size and isinstance(actual, str):
+                self._hashed[uri] = head
                 return None if actual == sha256 else _mismatch(sha256, actual)
-        fetched = self._fetch(target, head, size, sha256)
+        fetched = self._fetch(target, head, size, sha256, keep, tap(size) if tap is not None else None)
+        if head.stamp:
+            self._hashed[uri] = head
         if fetched.size > size:
             return f"size is over {size:,} bytes, the manifest's (the transfer was stopped there)"
         if fetched.size != size:
@@ -186,21 +216,55 @@ class Remote:
                 f"{uri} ({size:,} bytes) is larger than the download cache "
                 f"(storage.cache_bytes, {self.settings.cache_bytes:,} bytes)"
             )
-        fetched = self._fetch(target, head, size, sha256)
+        fetched = self._fetch(target, head, size, sha256, keep=True)
         if fetched.sha256 != sha256 or fetched.blob is None:
             raise RemoteError(f"{uri}: {_mismatch(sha256, fetched.sha256)}")
         return fetched.blob
 
+    def ranged(self, uri: str, size: int, sha256: str) -> RangeSource:
+        """The object at ``uri`` to read in parts, once a pass over every byte of the version the
+        server holds now found ``size`` and ``sha256`` (this process's, or its record's). Raises
+        :class:`RemoteError` when it is not that content, or the server names no version (no ETag
+        or Last-Modified), so parts could not be tied to the bytes that were hashed."""
+        if self.offline():
+            raise RemoteError(f"{uri} is read by range requests, and {OFFLINE_ENV} is set")
+        head = self._hashed.get(uri)
+        if head is None:
+            problem = self.verify(uri, size, sha256, keep=False)
+            if problem is not None:
+                raise RemoteError(f"{uri}: {problem}")
+            head = self._hashed.get(uri)
+        if head is None:
+            raise Unpinned(f"{uri}: the server names no version of the object (no ETag or Last-Modified)")
+        record = self._record(uri) or {}
+        if record.get("stamp") != head.stamp or record.get("sha256") != sha256 or record.get("size") != size:
+            raise RemoteError(f"{uri}: not the content the manifest pins")
+
+        def count(n: int) -> None:
+            self.bytes_fetched += n
+            self.range_requests += 1
+
+        source = RangeSource(parse(uri), head, size, sha256, self.backend(parse(uri)), self.settings, count)
+        source.caught = self.caught(sha256)
+        return source
+
     # -- one streaming pass
 
-    def _fetch(self, target: Target, head: Head, size: int, sha256: str) -> Fetched:
+    def caught(self, sha256: str) -> Path:
+        """Where a :class:`Tap` keeps what it caught of the content ``sha256``."""
+        return self.folder / "caught" / f"{sha256}.npz"
+
+    def _fetch(
+        self, target: Target, head: Head, size: int, sha256: str, keep: bool, tap: Tap | None = None
+    ) -> Fetched:
         limit = min(size, self.settings.max_bytes)
         if size > self.settings.max_bytes:
             raise Refused(
                 f"refused: {target.uri} is {size:,} bytes, over storage.max_bytes "
                 f"({self.settings.max_bytes:,})"
             )
-        keep = size <= self.settings.cache_bytes
+        keep = keep and size <= self.settings.cache_bytes
+        tap = None if keep else tap  # what is kept whole is read from the cache
         tmp_dir = self.folder / "blobs" / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / f"{os.getpid()}-{sha256[:16]}-{time.monotonic_ns()}"
@@ -209,7 +273,7 @@ class Remote:
         retryable: tuple[type[BaseException], ...] = (_Transient, OSError, *_transport_errors())
         try:
             with open(tmp, "wb") if keep else open(os.devnull, "wb") as out:
-                sink = _Sink(out)
+                sink = _Sink(out, tap)
                 try:
                     for attempt in range(self.settings.retries + 1):
                         try:
@@ -243,6 +307,9 @@ class Remote:
             if sink.error is not None:
                 raise RemoteError(f"could not write {target.uri} into the download cache: {sink.error}")
             self._remember(target.uri, head, done, actual)
+            if tap is not None and actual == sha256 and done == size:
+                with contextlib.suppress(OSError):  # a cache it cannot write: reads go by range requests
+                    tap.save(self.caught(sha256))
             blob = self._keep(tmp, actual, target.name) if keep and actual == sha256 else None
             return Fetched(actual, done, blob)
         finally:
@@ -300,8 +367,8 @@ class _Sink:
     """Hashes and writes a transfer's chunks in a thread of its own: hashlib and file writes release
     the GIL, so receiving the next chunk overlaps hashing and writing the last."""
 
-    def __init__(self, out: Any):
-        self.out = out
+    def __init__(self, out: Any, tap: Tap | None = None):
+        self.out, self.tap = out, tap
         self.hasher = hashlib.sha256()
         self.error: OSError | None = None
         self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
@@ -314,9 +381,17 @@ class _Sink:
                 try:
                     self.hasher.update(chunk)
                     self.out.write(chunk)
+                    if self.tap is not None:
+                        self._feed(chunk)
                 except OSError as e:
                     self.error = e
             self.chunks.task_done()
+
+    def _feed(self, chunk: bytes) -> None:
+        try:
+            self.tap.feed(chunk)  # type: ignore[union-attr]
+        except Exception:  # a tap that fails loses its catch (reads go by range requests), never the hash
+            self.tap = None
 
     def put(self, chunk: bytes) -> None:
         if self.error is not None:
@@ -329,6 +404,8 @@ class _Sink:
         self.hasher = hashlib.sha256()
         self.out.seek(0)
         self.out.truncate()
+        if self.tap is not None:
+            self.tap.restart()
 
     def close(self) -> str:
         """Wait for the chunks put so far; their sha256 (check ``error`` first)."""
