@@ -645,3 +645,68 @@ def test_a_cached_copy_changed_on_disk_is_fetched_again(tmp_path: Path, http: An
     paths, _ = artifact_paths(load_catalog(root, verify_artifacts=False))
     assert paths["remote-model@1.0.0"].read_bytes() == PAYLOAD
     assert http.gets["/files/m.bin"] == 2
+
+
+# ------------------------------------------------------------------------- on the executor
+
+
+def jobs_lake(root: Path, port: int) -> Path:
+    """Three models on one server: two sound objects (one named by two versions' manifests) and a
+    tampered one."""
+    url = f"http://127.0.0.1:{port}/files"
+    files = {
+        f"catalog/models/{name}.yaml": manifest(f"{url}/{name}.bin", PAYLOAD, name)
+        for name in ("a", "b", "c")
+    }
+    files["catalog/models/twin.yaml"] = manifest(f"{url}/a.bin", PAYLOAD, "twin")
+    files["catalog/policies.yaml"] = "rules: {}\nstorage:\n  allow_hosts: ['127.0.0.1']\n"
+    write_tree(root, files)
+    return root
+
+
+def test_remote_artifacts_verified_by_two_workers_read_as_verified_one_by_one(
+    tmp_path: Path, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http.files.update({"a.bin": PAYLOAD, "b.bin": PAYLOAD, "c.bin": PAYLOAD[:-1] + b"\x00"})
+    results = {}
+    for workers in (1, 2):
+        root = jobs_lake(tmp_path / f"lake{workers}", http.port)
+        monkeypatch.setenv("LAKEGEN_CACHE", str(tmp_path / f"cache{workers}"))
+        http.gets.clear()
+        fresh(root)
+        catalog = load_catalog(root, workers=workers)
+        results[workers] = (dict(catalog.artifacts), [(p.path, p.line, p.message) for p in catalog.problems])
+        # each object is fetched once, whichever worker's pass (the twin names a.bin again) ...
+        assert dict(http.gets) == {"/files/a.bin": 1, "/files/b.bin": 1, "/files/c.bin": 1}
+        # ... by this process with one worker, by the worker processes with two
+        assert remote.for_lake(root).bytes_fetched == (3 * len(PAYLOAD) if workers == 1 else 0)
+    assert results[1] == results[2]
+    states = results[1][0]
+    assert states[("c", "1.0.0")] == "contradicted" and states[("twin", "1.0.0")] == "verified"
+    # the workers' passes are this process's records too: a warm run fetches nothing
+    http.gets.clear()
+    fresh(tmp_path / "lake2")
+    assert load_catalog(tmp_path / "lake2").artifacts == results[2][0]
+    assert sum(http.gets.values()) == 0
+
+
+def test_jobs_verify_under_the_base_rules_in_a_pull_request_check(tmp_path: Path, http: Any) -> None:
+    """The workers read no settings of their own: a pull request that allows its own loopback
+    server is refused on the executor as in-process."""
+    from gitlake import GitLake
+
+    from lakegen.check.report import run_check
+
+    lake = GitLake(tmp_path / "lake", policies="rules: {}\n")
+    lake.commit("An empty lake")
+    lake.git("checkout", "-q", "-b", "pr")
+    http.files.update({"a.bin": PAYLOAD, "b.bin": PAYLOAD, "c.bin": PAYLOAD})
+    jobs_lake(lake.root, http.port)
+    lake.commit("Add models on an internal server, and allow that server")
+    report = run_check(lake.root, "main", run_evaluations=False, workers=2)
+    assert set(report.catalog.artifacts.values()) == {"unchecked"}
+    refused = [p.message for p in report.catalog.problems if p.field == "versions[0].artifact.uri"]
+    assert len(refused) == 4 and all(
+        m.startswith("refused: 127.0.0.1 is a loopback address") for m in refused
+    )
+    assert sum(http.gets.values()) == 0

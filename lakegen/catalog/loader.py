@@ -18,8 +18,10 @@ from lakegen.artifacts import uris as artifacts
 from lakegen.artifacts.digests import Digests, default_cache_dir
 from lakegen.artifacts.layout import INDEX_SUFFIX, model_layout, model_location
 from lakegen.catalog.parsecache import ParseCache
+from lakegen.catalog.remotejobs import Verified, fans_out, verify_all
 from lakegen.catalog.schemaerrors import did_you_mean, validation_problems
 from lakegen.errors import Finding, LakeError, Severity, WeightsError, by_place, format_loc
+from lakegen.executor import Engine
 from lakegen.model.manifest import (
     FOLDERS,
     KINDS,
@@ -123,12 +125,19 @@ def manifest_files(root: Path) -> list[Path]:
 
 
 def load_catalog(
-    root: Path | str, *, verify_artifacts: bool = True, parse_cache: Path | None = None
+    root: Path | str,
+    *,
+    verify_artifacts: bool = True,
+    parse_cache: Path | None = None,
+    engine: Engine = "local",
+    workers: int | None = None,
 ) -> Catalog:
     """Load and check every manifest under ``root``; problems are collected, not raised.
 
     With ``parse_cache`` (a cache folder), manifests parsed before are read from
-    :mod:`lakegen.catalog.parsecache` there (``catalog.parsed``; save it when done).
+    :mod:`lakegen.catalog.parsecache` there (``catalog.parsed``; save it when done). Remote
+    artifacts are verified on the executor of ``engine`` with ``workers``
+    (:mod:`lakegen.catalog.remotejobs`); one worker checks them here, one after another.
     """
     root = Path(root)
     catalog = Catalog(root=root)
@@ -160,7 +169,9 @@ def load_catalog(
         catalog.records[record.entry.id] = record
     _check_references(catalog)
     _check_cycles(catalog)
-    _check_local_paths(catalog, Digests(default_cache_dir(root)) if verify_artifacts else None)
+    _check_local_paths(
+        catalog, Digests(default_cache_dir(root)) if verify_artifacts else None, engine, workers
+    )
     by_path = {r.path: r for r in catalog.records.values()}
     catalog.problems = [_owned(p, by_path.get(p.path)) for p in by_place(catalog.problems)]
     return catalog
@@ -298,14 +309,12 @@ def _check_cycles(catalog: Catalog) -> None:
                     _add(catalog, record, ("base_models", i, "id"), f"lineage cycle: {text}")
 
 
-def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
-    """Resolve every local artifact; with ``digests``, check its size and sha256 too."""
-    versions = [v for r in catalog.records.values() for v in getattr(r.entry, "versions", [])]
-    remote_artifacts = [v.artifact for v in versions if not v.yanked and ":" in v.artifact.uri]
-    if digests is not None and remote_artifacts:
-        from lakegen.artifacts import remote
-
-        remote.prefetch(remote.for_lake(catalog.root), remote_artifacts)
+def _check_local_paths(
+    catalog: Catalog, digests: Digests | None, engine: Engine = "local", workers: int | None = None
+) -> None:
+    """Resolve every local artifact; with ``digests``, check its size and sha256 too (and verify
+    the remote ones, on the executor when there are workers for them)."""
+    fanned = _verify_remote(catalog, engine, workers) if digests is not None else {}
     for record in catalog.records.values():
         entry = record.entry
         if isinstance(entry, Code) and entry.path is not None:
@@ -323,7 +332,7 @@ def _check_local_paths(catalog: Catalog, digests: Digests | None) -> None:
                 catalog.artifacts[key] = "unchecked"
                 if digests is not None and not version.yanked:
                     catalog.artifacts[key] = _check_remote(
-                        catalog, record, loc, art, _benchmarked(entry, version.version)
+                        catalog, record, loc, art, _benchmarked(entry, version.version), fanned.get(key)
                     )
                 continue
             if version.yanked and not where.path.exists():
@@ -377,14 +386,40 @@ def _benchmarked(entry: Any, version: str) -> bool:
     return any(not is_external(ev.dataset) and (ev.version or latest) == version for ev in evaluations)
 
 
-def _check_remote(catalog: Catalog, record: Record, loc: Loc, art: Artifact, keep: bool) -> ArtifactState:
+def _verify_remote(catalog: Catalog, engine: Engine, workers: int | None) -> dict[tuple[str, str], Verified]:
+    """The remote artifacts verified side by side by executor jobs, when there are workers for them
+    (else none here: :func:`_check_remote` checks each in turn, with its HEAD requests sent ahead)."""
+    from lakegen.artifacts import remote
+
+    items = {
+        (record.entry.id, v.version): (v.artifact, _benchmarked(record.entry, v.version))
+        for record in catalog.records.values()
+        for v in getattr(record.entry, "versions", [])
+        if not v.yanked and ":" in v.artifact.uri
+    }
+    if not items or remote.Remote.offline():
+        return {}
+    if fans_out(engine, workers, len(items)):
+        return verify_all(catalog.root, items, engine, workers)
+    remote.prefetch(remote.for_lake(catalog.root), [art for art, _ in items.values()])
+    return {}
+
+
+def _check_remote(
+    catalog: Catalog, record: Record, loc: Loc, art: Artifact, keep: bool, fanned: Verified | None = None
+) -> ArtifactState:
     from lakegen.artifacts import remote
     from lakegen.weights.capture import Capture
 
-    fetcher = remote.for_lake(catalog.root)
-    state = remote.check(
-        fetcher, art, lambda at, message: _add(catalog, record, (*loc, *at), message), keep, Capture
-    )
+    def add(at: tuple[str | int, ...], message: str) -> None:
+        _add(catalog, record, (*loc, *at), message)
+
+    if fanned is not None:  # verified by a job (lakegen.catalog.remotejobs)
+        state = fanned.state
+        for at, message in fanned.problems:
+            add(at, message)
+    else:
+        state = remote.check(remote.for_lake(catalog.root), art, add, keep, Capture)
     if state == "verified" and art.uri.endswith(INDEX_SUFFIX):
         index = remote.readable_weights(catalog.root, art)  # beside its shards, as in a local folder
         if isinstance(index, str):

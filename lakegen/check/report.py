@@ -186,7 +186,9 @@ def _check(
         remote.fetch_under(root, remote.settings_at(root, base))
         signatures.trust_from(root, base, default_cache_dir(root) / "trust" / Repo(root).commit_of(base))
     parse_cache = default_cache_dir(root) if kept else None
-    catalog = load_catalog(root, verify_artifacts=verify_artifacts, parse_cache=parse_cache)
+    catalog = load_catalog(
+        root, verify_artifacts=verify_artifacts, parse_cache=parse_cache, engine=engine, workers=workers
+    )
     changes = lake_changes(catalog, base, repo) if base else None
     scope = Scope(
         catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code, memo=kept

@@ -86,8 +86,9 @@ def add_executor_option(parser: argparse.ArgumentParser, workers: str | None = N
     parser.add_argument(
         "--executor",
         choices=["local", "ray"],
-        help="where fingerprints and evaluations run: worker processes here, or a Ray cluster "
-        "($RAY_ADDRESS, else one started for the run); default $LAKEGEN_EXECUTOR, else local",
+        help="where fingerprints, evaluations and remote artifact checks run: worker processes here, "
+        "or a Ray cluster ($RAY_ADDRESS, else one started for the run); "
+        "default $LAKEGEN_EXECUTOR, else local",
     )
 
 

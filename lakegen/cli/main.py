@@ -33,7 +33,9 @@ from lakegen.version import __version__
 def cmd_validate(args: argparse.Namespace) -> int:
     from lakegen.catalog.loader import load_catalog
 
-    catalog = load_catalog(lake_root(args), verify_artifacts=not args.no_verify)
+    catalog = load_catalog(
+        lake_root(args), verify_artifacts=not args.no_verify, engine=engine(args), workers=args.workers
+    )
     states = list(catalog.artifacts.values())
     counts = {s: states.count(s) for s in ("verified", "contradicted", "unchecked")}
     errors = catalog.errors
@@ -215,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("validate", cmd_validate, "Check every manifest: schema, references, lineage, artifacts.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-verify", action="store_true", help="skip artifact sha256 checks")
+    add_executor_option(p, workers="remote artifacts verified side by side (default 1: one after another)")
 
     p = add("new", cmd_new, "Scaffold a manifest that validates as it stands.")
     p.add_argument("kind", choices=["model", "dataset", "code"], help="what the entry is")

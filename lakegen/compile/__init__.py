@@ -131,7 +131,13 @@ def compile_or_reuse(
         if saved is not None and saved.inputs.options == options:
             return saved, True
     read = Inputs.take(root, [CATALOG_DIR])  # before loading, so an edit made meanwhile shows as stale
-    catalog = load_catalog(root, verify_artifacts=verify_artifacts, parse_cache=default_cache_dir(root))
+    catalog = load_catalog(
+        root,
+        verify_artifacts=verify_artifacts,
+        parse_cache=default_cache_dir(root),
+        engine=engine,
+        workers=workers,
+    )
     read.add(root, *_named_inputs(catalog))
     index = base_index(catalog)
     index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra, options=options)
