@@ -215,7 +215,7 @@ def problems(root: Path) -> tuple[str, list[tuple[str, str]]]:
 
 def fresh(root: Path) -> remote.Remote:
     """A new process's view of the lake: settings read again, nothing counted yet."""
-    remote._REMOTES.pop(root.resolve(), None)
+    remote.forget(root)
     return remote.for_lake(root)
 
 

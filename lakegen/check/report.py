@@ -158,11 +158,14 @@ def _private_cache(root: Path) -> Iterator[None]:
     if current and not Path(current).resolve().is_relative_to(root.resolve()):
         yield
         return
+    from lakegen.artifacts import remote
+
     with tempfile.TemporaryDirectory(prefix="lakegen-check-") as folder:
         os.environ[CACHE_ENV] = folder
         try:
             yield
         finally:
+            remote.forget(root)  # it fetched into the folder about to go
             if current is None:
                 del os.environ[CACHE_ENV]
             else:

@@ -71,6 +71,7 @@ __all__ = [
     "check_host",
     "fetch_under",
     "for_lake",
+    "forget",
     "load_settings",
     "local_weights",
     "open_view",
@@ -92,6 +93,12 @@ def fetch_under(root: Path, settings: StorageSettings) -> None:
     request's check uses its base's, so the request cannot loosen the rules for its own run."""
     key = root.resolve()
     _REMOTES[key] = Remote(key, settings)
+
+
+def forget(root: Path) -> None:
+    """Drop the lake's :class:`Remote` (its settings, its cache folder): the next :func:`for_lake`
+    makes a new one, as a new process would."""
+    _REMOTES.pop(root.resolve(), None)
 
 
 def for_lake(root: Path) -> Remote:
