@@ -206,3 +206,19 @@ def test_a_fine_tune_of_minilm_with_its_heads_and_ffn_units_permuted_is_found(tm
     assert [(e.parent, e.child, e.relation) for e in lineage.edges] == [("minilm", "hidden", "finetune")]
     (note,) = lineage.notes
     assert "sign-flipped" in note and " 0 sign-flipped" not in note and " 0 rescaled" not in note, note
+
+
+def test_a_declared_minilm_derivative_is_audited_in_its_parent_unit_order(tmp_path: Path) -> None:
+    # the declared-edge audit reads coordinates drawn from the child's sha256: in the file's own
+    # order they hold other units, once matched to the parent's they are the fine-tune's again
+    from lakegen.lineage import audit
+
+    source = _minilm()
+    hidden = tmp_path / "hidden.safetensors"
+    save_file(_transformer_symmetries(_fine_tuned(load_file(str(source)), 5), 6), str(hidden))
+    result = audit.audit_edge(hidden, fingerprint(hidden).sha256, [(source, 1.0)], "finetune")
+    assert result.status == "verified" and result.share > 0.9, result
+    assert (
+        "hidden units permuted" in result.alignment
+        and "once the child's units are matched" in result.statement
+    )
