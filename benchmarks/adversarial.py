@@ -203,7 +203,9 @@ class Lab:
     def save(self, w: Weights) -> Path:
         self.n += 1
         path = self.folder / f"m{self.n}.safetensors"
-        save_file(w, str(path))
+        # safetensors.numpy writes an array's memory as it lies: a column-indexed (Fortran-ordered)
+        # matrix would be stored transposed-scrambled
+        save_file({k: np.ascontiguousarray(v) for k, v in w.items()}, str(path))
         return path
 
     def edge(self, parent: Path, child: Path) -> str | None:

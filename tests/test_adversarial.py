@@ -47,7 +47,7 @@ def _lake_with(tmp_path: Path, weights: dict[str, np.ndarray], relation: str = "
     lake = tmp_path / "lake"
     shutil.copytree(REPO / "catalog", lake / "catalog")
     path = lake / "catalog/artifacts/models/spoof-1.0.0.safetensors"
-    save_file(weights, str(path))
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(path))
     data = path.read_bytes()
     text = (lake / "catalog/models/digits-mlp-ft-small.yaml").read_text()
     text = text.replace("id: digits-mlp-ft-small", "id: spoof")
@@ -173,7 +173,7 @@ def test_an_unrelated_model_stays_contradicted_after_alignment(
 
 def _saved(tmp_path: Path, name: str, weights: dict[str, np.ndarray]) -> Path:
     path = tmp_path / f"{name}.safetensors"
-    save_file(weights, str(path))
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(path))
     return path
 
 

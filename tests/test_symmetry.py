@@ -55,7 +55,7 @@ def _recover(tmp_path: Path, models: dict[str, Weights | Path], order: dict[str,
             paths[name] = w
         else:
             paths[name] = tmp_path / f"{name}.safetensors"
-            save_file(w, str(paths[name]))
+            save_file({k: np.ascontiguousarray(v) for k, v in w.items()}, str(paths[name]))
     fps = {name: fingerprint(p) for name, p in paths.items()}
     return attribute(fps, order=order, realign=realigner(paths, fps))
 
@@ -215,7 +215,8 @@ def test_a_declared_minilm_derivative_is_audited_in_its_parent_unit_order(tmp_pa
 
     source = _minilm()
     hidden = tmp_path / "hidden.safetensors"
-    save_file(_transformer_symmetries(_fine_tuned(load_file(str(source)), 5), 6), str(hidden))
+    w = _transformer_symmetries(_fine_tuned(load_file(str(source)), 5), 6)
+    save_file({k: np.ascontiguousarray(v) for k, v in w.items()}, str(hidden))
     result = audit.audit_edge(hidden, fingerprint(hidden).sha256, [(source, 1.0)], "finetune")
     assert result.status == "verified" and result.share > 0.9, result
     assert (
