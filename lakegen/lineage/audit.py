@@ -257,7 +257,7 @@ def _aligned_audit(
     import numpy as np
 
     from lakegen.attribution.symmetry import ALIGN_MARGIN
-    from lakegen.fingerprint.align import align, load_float32, unit_groups
+    from lakegen.fingerprint.align import load_float32, match, unit_groups
 
     try:
         c = load_float32(child)
@@ -271,7 +271,7 @@ def _aligned_audit(
     ]
     if not groups:
         return None
-    tensors, alignment = align(p, c, groups)
+    tensors, alignment = match(p, c, groups)
     if alignment.margin < ALIGN_MARGIN:
         return None
     files = (tensors, p)
