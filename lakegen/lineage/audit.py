@@ -16,16 +16,17 @@ edge stays verified only when that share is at least ``MIN_SHARE`` in every
 matrix, and the audited matrices hold at least ``MIN_COVERAGE`` of the child's
 parameters: the bulk of the weights must come from the parent.
 
-A child whose hidden units were permuted, sign-flipped or rescaled (the same
-function, other coordinates) fails that test as it stands; so when it fails, the
-child's units are matched to the parent's (:func:`lakegen.fingerprint.align.align`,
-the alignment discovery uses, on the full weights: each file read once) and the
-aligned child is audited at the same coordinates. The matching must stand out
-(:data:`~lakegen.attribution.symmetry.ALIGN_MARGIN`), and the verdict says it was
-applied. It cannot buy a verdict: the coordinates still follow the child's
-sha256, which the attacker cannot aim at, and the matching only moves whole
-units, which brings an unrelated model's entries no nearer than its units' best
-partners are (docs/security.md gives the figures).
+A child whose hidden units were permuted, sign-flipped or rescaled, or whose
+attention heads were rotated (the same function, other coordinates), fails that
+test as it stands; so when it fails, the child is aligned to the parent
+(:func:`lakegen.fingerprint.align.match`, the alignment discovery uses, on the
+full weights: each file read once) and audited again at the same coordinates.
+The matching must stand out (:data:`~lakegen.attribution.symmetry.ALIGN_MARGIN`),
+and the verdict says it was applied. It cannot buy a verdict: the coordinates
+still follow the child's sha256, which the attacker cannot aim at, and the
+matching only moves whole units (or turns a head's few dimensions), which brings
+an unrelated model's entries no nearer than its units' best partners are
+(docs/security.md gives the figures).
 
 An informed attacker can still copy the parent into more than half of each
 matrix's entries and train the rest; the statement says exactly that much.
