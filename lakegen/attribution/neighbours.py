@@ -15,10 +15,12 @@ the lake. :class:`Neighbours` keeps that cost near the number of candidates:
   are small, so the models most likely related (those of one architecture) are
   never left to chance while the lake's other models are reached by hashing.
 
-Measured on synthetic families (``benchmarks/fingerprint.py --search``): every
-member whose signature correlates with its family's at 0.6 or more is found, and
-most at 0.4; weaker relatives in a pool beyond :data:`EXACT_UP_TO` of one
-architecture can be missed, as any sub-quadratic search must.
+Measured (``benchmarks/fingerprint.py --search 1000,10000,30000 --architectures 1``,
+synthetic families of eight in one architecture, so hashing alone decides): a
+member correlating with its root at 0.8 or more has a relative among its 16
+nearest always, at 0.7 in 98 % (10,000 models) and 94 % (30,000), at 0.5 in 69 %
+and 50 %. The cold lake's search grew 1.7 s → 5.9 s from 10,000 to 30,000
+models, ranking every pair 3.4 s → 24 s.
 """
 
 from __future__ import annotations
