@@ -47,7 +47,7 @@ def _lake_with(tmp_path: Path, weights: dict[str, np.ndarray], relation: str = "
     lake = tmp_path / "lake"
     shutil.copytree(REPO / "catalog", lake / "catalog")
     path = lake / "catalog/artifacts/models/spoof-1.0.0.safetensors"
-    save_file(weights, str(path))
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(path))
     data = path.read_bytes()
     text = (lake / "catalog/models/digits-mlp-ft-small.yaml").read_text()
     text = text.replace("id: digits-mlp-ft-small", "id: spoof")
@@ -104,9 +104,8 @@ def test_a_parent_forged_at_the_public_coordinates_is_not_verified(
     assert finding["path"] == "catalog/models/spoof.yaml"
 
 
-def test_an_honest_fine_tune_stays_verified_and_says_what_it_proves(tmp_path: Path) -> None:
-    # The control: the same manifest for a fine-tune of digits-mlp-base (a low-rank task update and
-    # a small change of every weight).
+def _honest_fine_tune() -> dict[str, np.ndarray]:
+    """A fine-tune of digits-mlp-base: a low-rank task update and a small change of every weight."""
     rng = np.random.default_rng(5)
     honest = {}
     for name, w in load_file(str(MODELS / "digits-mlp-base-1.0.0.safetensors")).items():
@@ -115,15 +114,66 @@ def test_an_honest_fine_tune_stays_verified_and_says_what_it_proves(tmp_path: Pa
             w = w + 0.2 * np.linalg.norm(w) * task / np.linalg.norm(task)
             w = w + 0.05 * np.std(w) * rng.normal(size=w.shape)
         honest[name] = w.astype(np.float32)
-    edge = _spoof_edge(_attribute(_lake_with(tmp_path, honest), tmp_path))
+    return honest
+
+
+def _reparametrised(w: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """The digits MLP with its hidden units permuted and rescaled (``relu(s x) = s relu(x)``, s > 0)."""
+    rng = np.random.default_rng(seed)
+    out = dict(w)
+    for i, nxt in ((0, 2), (2, 4)):
+        n = out[f"layers.{i}.weight"].shape[0]
+        order, s = rng.permutation(n), rng.uniform(0.25, 4.0, n).astype(np.float32)
+        out[f"layers.{i}.weight"] = out[f"layers.{i}.weight"][order] * s[:, None]
+        out[f"layers.{i}.bias"] = out[f"layers.{i}.bias"][order] * s
+        out[f"layers.{nxt}.weight"] = np.ascontiguousarray(out[f"layers.{nxt}.weight"][:, order] / s)
+    return out
+
+
+def test_an_honest_fine_tune_stays_verified_and_says_what_it_proves(tmp_path: Path) -> None:
+    # The control: the same manifest for a fine-tune of digits-mlp-base.
+    edge = _spoof_edge(_attribute(_lake_with(tmp_path, _honest_fine_tune()), tmp_path))
     assert edge["status"] == "verified", edge
     assert edge["audit"]["status"] == "verified" and edge["audit"]["share"] >= 0.9
+    assert edge["audit"]["alignment"] == ""
     assert "entries drawn from the file's sha256" in edge["detail"]
+
+
+def test_a_declared_fine_tune_with_reparametrised_units_is_verified_once_aligned(tmp_path: Path) -> None:
+    # The same fine-tune with its hidden units permuted and rescaled (the same function): at raw
+    # coordinates it is another model; matched to its parent's units it is the fine-tune again.
+    edge = _spoof_edge(_attribute(_lake_with(tmp_path, _reparametrised(_honest_fine_tune(), 3)), tmp_path))
+    assert edge["status"] == "verified", edge
+    assert edge["audit"]["status"] == "verified" and edge["audit"]["share"] >= 0.9
+    assert edge["audit"]["alignment"].startswith("381 of 384 hidden units permuted"), edge["audit"]
+    assert "once the child's units are matched to the parent's (381 of 384" in edge["detail"]
+
+
+@pytest.mark.parametrize("margin", ["kept", "waived"])
+def test_an_unrelated_model_stays_contradicted_after_alignment(
+    tmp_path: Path, margin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # digits-mlp-alt-ft, reparametrised, declared a fine-tune of digits-mlp-base: matching its units
+    # to base's pairs each with its best partner, yet the entries stay as far as unrelated ones are.
+    # Even with the margin the matching must show waived, no matrix comes near half its entries.
+    from lakegen.attribution import symmetry
+
+    if margin == "waived":
+        monkeypatch.setattr(symmetry, "ALIGN_MARGIN", -1.0)
+    path = _saved(
+        tmp_path,
+        "unrelated",
+        _reparametrised(load_file(str(MODELS / "digits-mlp-alt-ft-1.0.0.safetensors")), 4),
+    )
+    parent = MODELS / "digits-mlp-base-1.0.0.safetensors"
+    result = audit.audit_edge(path, fingerprint(path).sha256, [(parent, 1.0)], "finetune")
+    assert result.status == "contradicted" and result.share < 0.35 and result.observed < 0.45, result
+    assert (result.alignment != "") is (margin == "waived")
 
 
 def _saved(tmp_path: Path, name: str, weights: dict[str, np.ndarray]) -> Path:
     path = tmp_path / f"{name}.safetensors"
-    save_file(weights, str(path))
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(path))
     return path
 
 

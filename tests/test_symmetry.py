@@ -55,7 +55,7 @@ def _recover(tmp_path: Path, models: dict[str, Weights | Path], order: dict[str,
             paths[name] = w
         else:
             paths[name] = tmp_path / f"{name}.safetensors"
-            save_file(w, str(paths[name]))
+            save_file({k: np.ascontiguousarray(v) for k, v in w.items()}, str(paths[name]))
     fps = {name: fingerprint(p) for name, p in paths.items()}
     return attribute(fps, order=order, realign=realigner(paths, fps))
 
@@ -206,3 +206,80 @@ def test_a_fine_tune_of_minilm_with_its_heads_and_ffn_units_permuted_is_found(tm
     assert [(e.parent, e.child, e.relation) for e in lineage.edges] == [("minilm", "hidden", "finetune")]
     (note,) = lineage.notes
     assert "sign-flipped" in note and " 0 sign-flipped" not in note and " 0 rescaled" not in note, note
+
+
+def test_a_declared_minilm_derivative_is_audited_in_its_parent_unit_order(tmp_path: Path) -> None:
+    # the declared-edge audit reads coordinates drawn from the child's sha256: in the file's own
+    # order they hold other units, once matched to the parent's they are the fine-tune's again
+    from lakegen.lineage import audit
+
+    source = _minilm()
+    hidden = tmp_path / "hidden.safetensors"
+    w = _transformer_symmetries(_fine_tuned(load_file(str(source)), 5), 6)
+    save_file({k: np.ascontiguousarray(v) for k, v in w.items()}, str(hidden))
+    result = audit.audit_edge(hidden, fingerprint(hidden).sha256, [(source, 1.0)], "finetune")
+    assert result.status == "verified" and result.share > 0.9, result
+    assert (
+        "hidden units permuted" in result.alignment
+        and "once the child's units are matched" in result.statement
+    )
+
+
+def _rotated_heads(w: Weights, seed: int) -> Weights:
+    """Each attention head's query/key dimensions turned by one random rotation, its value dimensions
+    (and the output projection's columns) by another: the same attention, the same function."""
+    rng = np.random.default_rng(seed)
+    out = dict(w)
+    dim = 384 // HEADS
+
+    def turn(x: np.ndarray, rotations: list[np.ndarray], axis: int) -> np.ndarray:
+        y = np.moveaxis(x, axis, 0).astype(np.float64)
+        turned = np.stack([r @ b for r, b in zip(rotations, y.reshape(HEADS, dim, -1), strict=True)])
+        return np.ascontiguousarray(np.moveaxis(turned.reshape(y.shape), 0, axis))
+
+    for i in range(LAYERS):
+        p = f"encoder.layer.{i}."
+        qk, vo = ([np.linalg.qr(rng.standard_normal((dim, dim)))[0] for _ in range(HEADS)] for _ in range(2))
+        for name, rotations in (("query", qk), ("key", qk), ("value", vo)):
+            for part in ("weight", "bias"):
+                key = f"{p}attention.self.{name}.{part}"
+                out[key] = turn(out[key], rotations, 0).astype(np.float32)
+        key = p + "attention.output.dense.weight"
+        out[key] = turn(out[key], vo, 1).astype(np.float32)
+    return out
+
+
+@pytest.mark.slow
+def test_a_minilm_fine_tune_with_rotated_heads_is_found_and_its_declared_edge_verified(
+    tmp_path: Path,
+) -> None:
+    # rotations within each head (on top of every permutation, flip and scaling above): no unit
+    # matching undoes them; each head's rotation is found by orthogonal Procrustes
+    from lakegen.lineage import audit
+
+    source = _minilm()
+    parent = tmp_path / "minilm.safetensors"
+    shutil.copyfile(source, parent)
+    ft = _fine_tuned(load_file(str(source)), 5)
+    hidden = _rotated_heads(_transformer_symmetries(ft, 6), 8)
+    h = np.random.default_rng(7).normal(size=(9, 384))
+    for i in (0, LAYERS - 1):
+        assert np.allclose(_layer(hidden, i, h), _layer(ft, i, h), atol=1e-4)
+    lineage = _recover(tmp_path, {"minilm": parent, "hidden": hidden}, order={"minilm": 0, "hidden": 1})
+    assert [(e.parent, e.child, e.relation) for e in lineage.edges] == [("minilm", "hidden", "finetune")]
+    (note,) = lineage.notes
+    assert "72 attention heads rotated" in note, note
+    child = tmp_path / "hidden.safetensors"
+    result = audit.audit_edge(child, fingerprint(child).sha256, [(parent, 1.0)], "finetune")
+    assert result.status == "verified" and result.alignment.startswith("72 attention heads rotated"), result
+    # a random model of MiniLM's shapes, given the same symmetries, stays unrelated and contradicted
+    rng = np.random.default_rng(0)
+    noise = {
+        k: (rng.normal(size=v.shape) * v.std() + v.mean()).astype(v.dtype) if v.dtype == np.float32 else v
+        for k, v in ft.items()
+    }
+    other = _rotated_heads(_transformer_symmetries(noise, 2), 3)
+    assert _recover(tmp_path, {"minilm": parent, "other": other}).edges == []
+    other_path = tmp_path / "other.safetensors"
+    result = audit.audit_edge(other_path, fingerprint(other_path).sha256, [(parent, 1.0)], "finetune")
+    assert result.status == "contradicted" and result.share < 0.3, result

@@ -6,6 +6,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from lakegen.attribution.memo import Memo, key
+from lakegen.attribution.neighbours import Neighbours
 from lakegen.attribution.views import View, compare
 from lakegen.fingerprint import Fingerprint
 
@@ -55,27 +56,22 @@ def families_by_signature(
     """Groups of possibly related models, from each model's nearest signatures only.
 
     Each model is compared exactly with its :data:`NEIGHBOURS` nearest models by
-    signature (one matrix product per block), never with all others; related
-    pairs are joined into families. An adapter joins the family of its base.
+    signature, never with all others, and those are found without ranking every
+    pair (:class:`~lakegen.attribution.neighbours.Neighbours`: exact within an
+    architecture of a few thousand models, hashed beyond); related pairs are
+    joined into families. An adapter joins the family of its base.
     ``memo`` keeps each comparison's verdict by the two fingerprints' content.
     """
     import numpy as np
 
     ids = sorted(i for i, fp in fingerprints.items() if fp.kind == "model")
     views = {i: View(fingerprints[i]) for i in ids}
-    sig = np.stack([fingerprints[i].signature.astype(np.float32) for i in ids]) if ids else np.zeros((0, 1))
-    sig /= np.maximum(np.linalg.norm(sig, axis=1, keepdims=True), 1e-12)
+    sig = np.stack([fingerprints[i].signature for i in ids]) if ids else np.zeros((0, 1), np.float32)
     sets = UnionFind(range(len(ids)))
-    k = min(NEIGHBOURS, len(ids) - 1)
-    for lo in range(0, len(ids), 1024):
-        scores = sig[lo : lo + 1024] @ sig.T
-        for row, a in enumerate(range(lo, min(lo + 1024, len(ids)))):
-            scores[row, a] = -np.inf
-            for b in np.argpartition(-scores[row], k - 1)[:k] if k > 0 else []:
-                if sets.find(a) == sets.find(int(b)):
-                    continue
-                if related(views[ids[a]], views[ids[int(b)]], memo):
-                    sets.union(a, int(b))
+    for a, near in Neighbours(sig, [fingerprints[i].architecture for i in ids]).each(NEIGHBOURS):
+        for b in near.tolist():
+            if sets.find(a) != sets.find(b) and related(views[ids[a]], views[ids[b]], memo):
+                sets.union(a, b)
     out = [[ids[n] for n in group] for group in sets.groups()]
     family_of = {m: members for members in out for m in members}
     for adapter_id, fp in sorted(fingerprints.items()):

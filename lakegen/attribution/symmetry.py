@@ -16,8 +16,9 @@ architecture:
    trees (benchmarks/attribution.py, seed 9001) a permuted and rescaled model's
    nearest signature is a member of its own family in 57 of 57 cases (the
    distribution of sampled magnitudes, tried first, put one in the first three
-   in 35). One vector product per model of the architecture ranks them; the
-   best :data:`CANDIDATES` go on.
+   in 35). The best :data:`CANDIDATES` go on, found by
+   :class:`~lakegen.attribution.neighbours.Neighbours` (exact among a few
+   thousand models of one architecture, hashed beyond), not by ranking them all.
 2. **Exact check**: ``realign(root, candidate)`` (see
    :func:`lakegen.fingerprint.align.realigner`) reads both files once, matches
    the root's units to the candidate's and returns the root's fingerprint in the
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from lakegen.attribution.edges import Edge, Lineage
 from lakegen.attribution.families import components
 from lakegen.attribution.memo import Memo, identity, key
+from lakegen.attribution.neighbours import Neighbours
 from lakegen.attribution.views import View, compare
 from lakegen.fingerprint import Fingerprint
 from lakegen.fingerprint.align import unit_groups
@@ -84,16 +86,6 @@ def invariant_signature(fp: Fingerprint) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def rank_invariant(target: np.ndarray, pool: np.ndarray, top: int) -> list[int]:
-    """The ``top`` rows of ``pool`` most similar to ``target`` (cosine)."""
-    import numpy as np
-
-    if not len(pool):
-        return []
-    scores = pool @ target / np.maximum(np.linalg.norm(pool, axis=1) * np.linalg.norm(target), 1e-30)
-    return [int(i) for i in np.argsort(-scores, kind="stable")[:top]]
-
-
 def rediscover(
     lineage: Lineage,
     fingerprints: Mapping[str, Fingerprint],
@@ -118,9 +110,8 @@ def rediscover(
     for m in models:
         by_arch.setdefault(fingerprints[m].architecture, []).append(m)
     position = {m: i for group in by_arch.values() for i, m in enumerate(group)}
-    # per architecture: its models' signatures as one matrix, and which family each model is in,
-    # so each root ranks all of them in one vector operation
-    matrices: dict[str, Any] = {}
+    # per architecture: its models' signatures, indexed, and which family each model is in
+    matrices: dict[str, Neighbours] = {}
     family_ids: dict[str, Any] = {}
     edges, notes = list(lineage.edges), list(lineage.notes)
     model_set = set(models)
@@ -128,18 +119,18 @@ def rediscover(
         arch = fingerprints[root].architecture
         same_arch = by_arch[arch]
         if arch not in matrices:
-            matrices[arch] = np.stack([_signature(fingerprints[m], memo) for m in same_arch])
+            matrices[arch] = Neighbours(np.stack([_signature(fingerprints[m], memo) for m in same_arch]))
         if arch not in family_ids:  # numbered again after families join or frames change
             numbers: dict[int, int] = {}
             ids = [numbers.setdefault(id(connected[m]), len(numbers)) for m in same_arch]
             in_order = [frames[m] is fingerprints[m] for m in same_arch]  # in its file's order
             family_ids[arch] = (np.array(ids), np.array(in_order, dtype=bool))
         ids, in_order = family_ids[arch]
-        pool = np.flatnonzero((ids != ids[position[root]]) & in_order)
-        if not len(pool):
+        pool = (ids != ids[position[root]]) & in_order
+        index = matrices[arch]
+        candidates = [same_arch[i] for i in index.nearest(index.x[position[root]], CANDIDATES, allowed=pool)]
+        if not candidates:
             continue
-        ranked = rank_invariant(matrices[arch][position[root]], matrices[arch][pool], CANDIDATES)
-        candidates = [same_arch[pool[i]] for i in ranked]
         k = key("alone", [identity(fingerprints[m]) for m in (root, *candidates)]) if memo else ""
         if memo is not None and memo.get(k) is not None:
             continue

@@ -16,6 +16,18 @@ edge stays verified only when that share is at least ``MIN_SHARE`` in every
 matrix, and the audited matrices hold at least ``MIN_COVERAGE`` of the child's
 parameters: the bulk of the weights must come from the parent.
 
+A child whose hidden units were permuted, sign-flipped or rescaled, or whose
+attention heads were rotated (the same function, other coordinates), fails that
+test as it stands; so when it fails, the child is aligned to the parent
+(:func:`lakegen.fingerprint.align.match`, the alignment discovery uses, on the
+full weights: each file read once) and audited again at the same coordinates.
+The matching must stand out (:data:`~lakegen.attribution.symmetry.ALIGN_MARGIN`),
+and the verdict says it was applied. It cannot buy a verdict: the coordinates
+still follow the child's sha256, which the attacker cannot aim at, and the
+matching only moves whole units (or turns a head's few dimensions), which brings
+an unrelated model's entries no nearer than its units' best partners are
+(docs/security.md gives the figures).
+
 An informed attacker can still copy the parent into more than half of each
 matrix's entries and train the rest; the statement says exactly that much.
 """
@@ -25,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,7 +65,7 @@ MIN_ENTRIES = 64  # smaller matrices (biases folded into matrices, tiny heads) a
 # The audited matrices must hold at least this share of the child's parameters: weights stored in
 # shapes the parent does not share (reshaped, packed) would otherwise go unexamined.
 MIN_COVERAGE = 0.9
-VERSION = 2
+VERSION = 3  # 3: a child that fails is audited again with its units matched to the parent's
 AUDITED = ("finetune", "quantized", "pruned", "merge")
 
 Status = Literal["verified", "contradicted", "inconclusive"]
@@ -72,6 +84,7 @@ class Audit:
     reason: str = ""
     parents: int = 1
     coverage: float = 0.0  # share of the child's parameters in the audited matrices
+    alignment: str = ""  # how the child's units were matched to the parent's first, when they were
 
     @property
     def statement(self) -> str:
@@ -79,10 +92,12 @@ class Audit:
         if self.status == "inconclusive":
             return f"audit inconclusive: {self.reason}"
         of = "the parents' mix" if self.parents > 1 else "the parent"
+        matched = f"once the child's units are matched to the parent's ({self.alignment})"
+        aligned = f", {matched}," if self.alignment else ""
         return (
-            f"audit: in each of {self.matrices} matrices ({self.coverage:.0%} of the parameters) at least "
-            f"{self.share:.0%} of the entries lie within {TOLERANCE:g}× its scale of {of} (probability "
-            f"≥ 1 − {FAILURE:.0e}; {self.samples:,} entries drawn from the file's sha256)"
+            f"audit{aligned}: in each of {self.matrices} matrices ({self.coverage:.0%} of the parameters) "
+            f"at least {self.share:.0%} of the entries lie within {TOLERANCE:g}× its scale of {of} "
+            f"(probability ≥ 1 − {FAILURE:.0e}; {self.samples:,} entries drawn from the file's sha256)"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -96,13 +111,14 @@ class Audit:
             "reason": self.reason,
             "parents": self.parents,
             "coverage": round(self.coverage, 4),
+            "alignment": self.alignment,
             "statement": self.statement,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Audit:
         fields = ("status", "share", "observed", "worst", "matrices", "samples", "reason", "parents")
-        return cls(**{k: data[k] for k in fields}, coverage=data["coverage"])
+        return cls(**{k: data[k] for k in fields}, coverage=data["coverage"], alignment=data["alignment"])
 
 
 class AuditCache:
@@ -145,9 +161,11 @@ def coordinates(child_sha: str, name: str, numel: int) -> np.ndarray:
 
 
 def audit_edge(child: Path, child_sha: str, parents: Sequence[tuple[Path, float]], relation: str) -> Audit:
-    """Audit ``child`` against ``parents`` (weight files, with their mixing weights; one for a copy)."""
-    import numpy as np
+    """Audit ``child`` against ``parents`` (weight files, with their mixing weights; one for a copy).
 
+    A child that fails against one parent is audited again with its hidden units matched to the
+    parent's; the better of the two verdicts stands, and says whether the matching was applied.
+    """
     files: list[WeightFile] = []
     try:
         for path in (child, *(p for p, _ in parents)):
@@ -163,34 +181,110 @@ def audit_edge(child: Path, child_sha: str, parents: Sequence[tuple[Path, float]
                 f"(at least {MIN_COVERAGE:.0%} needed); the rest is stored in shapes the parent lacks"
             )
             return Audit("inconclusive", 0.0, 0.0, "", len(mats), 0, why, coverage=coverage)
-        # Bonferroni over the matrices: the bound holds for all of them at once.
-        alpha = FAILURE / len(mats)
-        worst = (2.0, 2.0, "")
-        total = 0
-        for name, scale_names, numel in mats:
-            flat = coordinates(child_sha, name, numel)
-            values = [_values(wf, name, scale, flat) for wf, scale in zip(files, scale_names, strict=True)]
-            c = values[0]
-            ref = sum((w * v for (_, w), v in zip(parents, values[1:], strict=True)), np.zeros_like(c))
-            ok = np.isfinite(c) & np.isfinite(ref)
-            rms = float(np.sqrt(np.mean(ref[ok] ** 2))) if ok.any() else 0.0
-            close = ok & (np.abs(c - ref) <= TOLERANCE * rms)
-            if relation == "pruned":
-                close |= ok & (c == 0)
-            hits, n = int(close.sum()), len(flat)
-            total += n
-            share = hits / n if n == numel else lower_bound(hits, n, alpha)
-            if (share, hits / n) < worst[:2]:
-                worst = (share, hits / n, name)
-        status: Status = "verified" if worst[0] >= MIN_SHARE else "contradicted"
-        return Audit(
-            status, worst[0], worst[1], worst[2], len(mats), total, parents=len(parents), coverage=coverage
+        scales = {name: names for name, names, _ in mats}
+        found = _judge(
+            mats,
+            child_sha,
+            [w for _, w in parents],
+            relation,
+            lambda i, name, flat: _values(files[i], name, scales[name][i], flat),
+            coverage,
         )
     except WeightsError as e:
         return Audit("inconclusive", 0.0, 0.0, "", 0, 0, f"cannot read {e.path}: {e.reason}")
     finally:
         for wf in files:
             wf.close()
+    if found.status != "contradicted" or len(parents) != 1:
+        return found
+    again = _aligned_audit(child, parents[0][0], child_sha, mats, relation, coverage)
+    return again if again is not None and again.share >= found.share else found
+
+
+def _judge(
+    mats: Sequence[tuple[str, list[str | None], int]],
+    child_sha: str,
+    weights: Sequence[float],
+    relation: str,
+    read: Callable[[int, str, np.ndarray], np.ndarray],
+    coverage: float,
+    alignment: str = "",
+) -> Audit:
+    """The verdict from the entries ``read(file, matrix, flat indices)`` gives (file 0: the child)."""
+    import numpy as np
+
+    # Bonferroni over the matrices: the bound holds for all of them at once.
+    alpha = FAILURE / len(mats)
+    worst = (2.0, 2.0, "")
+    total = 0
+    for name, _, numel in mats:
+        flat = coordinates(child_sha, name, numel)
+        c = read(0, name, flat)
+        ref = sum((w * read(i + 1, name, flat) for i, w in enumerate(weights)), np.zeros_like(c))
+        ok = np.isfinite(c) & np.isfinite(ref)
+        rms = float(np.sqrt(np.mean(ref[ok] ** 2))) if ok.any() else 0.0
+        close = ok & (np.abs(c - ref) <= TOLERANCE * rms)
+        if relation == "pruned":
+            close |= ok & (c == 0)
+        hits, n = int(close.sum()), len(flat)
+        total += n
+        share = hits / n if n == numel else lower_bound(hits, n, alpha)
+        if (share, hits / n) < worst[:2]:
+            worst = (share, hits / n, name)
+    status: Status = "verified" if worst[0] >= MIN_SHARE else "contradicted"
+    return Audit(
+        status,
+        worst[0],
+        worst[1],
+        worst[2],
+        len(mats),
+        total,
+        parents=len(weights),
+        coverage=coverage,
+        alignment=alignment,
+    )
+
+
+def _aligned_audit(
+    child: Path,
+    parent: Path,
+    child_sha: str,
+    mats: Sequence[tuple[str, list[str | None], int]],
+    relation: str,
+    coverage: float,
+) -> Audit | None:
+    """The audit of ``child`` with its hidden units matched to ``parent``'s (both files read whole,
+    once); None when the model shows no unit groups or the matching does not stand out."""
+    import numpy as np
+
+    from lakegen.attribution.symmetry import ALIGN_MARGIN
+    from lakegen.fingerprint.align import load_float32, match, unit_groups
+
+    try:
+        c = load_float32(child)
+        p = load_float32(parent)
+    except (OSError, WeightsError):
+        return None
+    groups = [
+        g
+        for g in unit_groups({name: x.shape for name, x in c.items()})
+        if all(name in p and p[name].shape == c[name].shape for name, _ in g.axes)
+    ]
+    if not groups:
+        return None
+    tensors, alignment = match(p, c, groups)
+    if alignment.margin < ALIGN_MARGIN:
+        return None
+    files = (tensors, p)
+    return _judge(
+        mats,
+        child_sha,
+        [1.0],
+        relation,
+        lambda i, name, flat: files[i][name].reshape(-1)[flat].astype(np.float64),
+        coverage,
+        alignment.describe(),
+    )
 
 
 def _shared_matrices(files: Sequence[WeightFile]) -> list[tuple[str, list[str | None], int]]:

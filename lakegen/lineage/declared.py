@@ -286,9 +286,10 @@ def audit_verified(
         elif audit.status == "inconclusive":
             result.declared[i] = replace(d, status="unchecked", audit=audit, detail=audit.statement)
         else:
+            matched = f" (its units matched to {e.parent}'s: {audit.alignment})" if audit.alignment else ""
             message = (
                 f"declared {d.relation} of {d.base} is not borne out by the weights: at entries drawn from "
-                f"the file's sha256 only {audit.observed:.0%} of {audit.worst} lies near {e.parent} "
+                f"the file's sha256 only {audit.observed:.0%} of {audit.worst}{matched} lies near {e.parent} "
                 f"(at least {MIN_SHARE:.0%} needed), although the fingerprint's public sample coordinates "
                 "match it; they were probably made to"
             )
