@@ -14,6 +14,8 @@ import io
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -143,7 +145,7 @@ def build_site(
                 return BuildReport(final, time.perf_counter() - start, pages, stats)
         with _quiet_mkdocs():
             build(config)
-        _swap(tmp, final)
+        _swap(tmp, final, root / ".lakegen" / "trash")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -162,8 +164,9 @@ def _recover(final: Path) -> None:
             olds[-1].rename(final)
 
 
-def _swap(new: Path, final: Path) -> None:
-    """Put ``new`` at ``final``; the old folder is removed only after the rename succeeded."""
+def _swap(new: Path, final: Path, trash: Path) -> None:
+    """Put ``new`` at ``final``; the old folder is removed (into ``trash``) only after the rename
+    succeeded."""
     os.chmod(new, 0o755)
     if not final.exists():
         new.rename(final)
@@ -171,7 +174,35 @@ def _swap(new: Path, final: Path) -> None:
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     final.rename(old)
     new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    _discard(old, trash)
+
+
+def _discard(folder: Path, trash: Path) -> None:
+    """Remove ``folder`` without waiting for it.
+
+    A rebuild links its unchanged files from the previous site, so removing that one costs an
+    unlink per file of the site (tens of thousands for a lake of 10,000 models, seconds to a minute
+    of waiting on the disk) and nothing depends on it: it is renamed into ``trash`` (in lakegen's
+    own ``.lakegen/``, which git ignores), and removed by a detached low-priority process.
+    """
+    try:
+        trash.mkdir(parents=True, exist_ok=True)
+        gone = trash / f"{folder.name}-{time.time_ns()}"
+        folder.rename(gone)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    code = "import os, shutil, sys; os.nice(10); shutil.rmtree(sys.argv[1], ignore_errors=True)"
+    try:
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(trash)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives this build, and a Ctrl-C of it
+        )
+    except OSError:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextlib.contextmanager
