@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save
 from lakegen.attribution import recover
 from lakegen.compile import compile_or_reuse
 from lakegen.compile.store import save as save_index
+from lakegen.lineage import stage
 
 DEMO = Path(__file__).resolve().parents[1] / "catalog"
 
@@ -44,6 +45,10 @@ def nudged(src: Path, dst: Path, seed: int) -> bytes:
     blob = save(out)
     dst.write_bytes(blob)
     return blob
+
+
+def _not_called(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("attribution ran again though nothing it reads changed")
 
 
 @pytest.fixture
@@ -77,6 +82,15 @@ def test_incremental_compile_equals_cold_compile(tmp_path: Path, partitioned: No
     edited, reused = dumped(root)
     assert not reused and edited != first
     assert edited == cold(root, work)
+
+    # a description edit that moves no line: attribution's additions are read back, not recomputed
+    described = models / "digits-mlp-base.yaml"
+    described.write_text(described.read_text().replace("The root of the digits family", "The described root of the digits family", 1))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stage, "attribute_catalog", _not_called)
+        described_index, _ = dumped(root)
+    assert described_index != edited
+    assert described_index == cold(root, work)
 
     # an added model: a fine-tune of ft-small, its weights nudged, committed (HEAD moves)
     data = yaml.safe_load(path.read_text())
