@@ -85,7 +85,11 @@ def test_incremental_compile_equals_cold_compile(tmp_path: Path, partitioned: No
 
     # a description edit that moves no line: attribution's additions are read back, not recomputed
     described = models / "digits-mlp-base.yaml"
-    described.write_text(described.read_text().replace("The root of the digits family", "The described root of the digits family", 1))
+    described.write_text(
+        described.read_text().replace(
+            "The root of the digits family", "The described root of the digits family", 1
+        )
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(stage, "attribute_catalog", _not_called)
         described_index, _ = dumped(root)
