@@ -219,3 +219,30 @@ def test_a_cached_parse_is_the_parse(tmp_path: Path) -> None:
     first.save()
     again = ParseCache(tmp_path).parse(text)  # from the file now
     assert again == fresh and again.data["text"] == "2026-01-02"  # a quoted date stays text
+
+
+def test_a_no_op_build_reads_no_index(tmp_path: Path) -> None:
+    from lakegen.compile.store import INDEX_FILE, saved
+    from lakegen.site import build_site
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    root = lake.root
+    index, _ = compile_or_reuse(root)
+    save_index(index, root)
+    built = build_site(root, index, pagefind=False)
+    kept = saved(root)
+    assert kept is not None and (kept.digest, kept.generated_at) == (index.inputs.digest, index.generated_at)
+    text = (root / INDEX_FILE).read_bytes()
+    (root / INDEX_FILE).write_text("not read")  # what identifies it comes from its inputs record
+    again = build_site(root, kept, pagefind=False)
+    assert again.stats == {"rendered": 0, "reused": built.pages, "unchanged": True}
+    assert kept.load() is None  # no longer the index the record describes
+    (root / INDEX_FILE).write_bytes(text)
+    loaded = kept.load()
+    assert loaded is not None and loaded.model_dump() == index.model_dump()
+    manifest = root / "catalog/models/digits-mlp-base.yaml"
+    manifest.write_text(manifest.read_text().replace("The root of", "The first of", 1))
+    assert saved(root) is None  # the working tree moved on

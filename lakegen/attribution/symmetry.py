@@ -143,7 +143,8 @@ def rediscover(
         pool = np.flatnonzero((ids != ids[position[root]]) & in_order)
         if not len(pool):
             continue
-        ranked = rank_invariant(position[root], *matrices[arch], pool, CANDIDATES)
+        matrix, norms = matrices[arch]
+        ranked = rank_invariant(position[root], matrix, norms, pool, CANDIDATES)
         candidates = [same_arch[i] for i in ranked]
         k = key("alone", [identity(fingerprints[m]) for m in (root, *candidates)]) if memo else ""
         if memo is not None and memo.get(k) is not None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakegen.compile.store import Saved
 from lakegen.errors import Finding, LakeError
 from lakegen.model.index import LakeIndex
 
@@ -79,7 +80,7 @@ def _config(root: Path, site_dir: Path, config_file: Path | None) -> Any:
 
 def build_site(
     root: Path | str,
-    index: LakeIndex | None = None,
+    index: LakeIndex | Saved | None = None,
     *,
     site_dir: Path | str | None = None,
     config_file: Path | str | None = None,
@@ -94,7 +95,9 @@ def build_site(
 
     Args:
         root: the lake (the folder holding ``catalog/``).
-        index: the compiled lake (:func:`~lakegen.compile.compile_lake`); ``None`` compiles it.
+        index: the compiled lake (:func:`~lakegen.compile.compile_lake`), or the saved one unread
+            (:func:`lakegen.compile.store.saved`: read only when the site needs building);
+            ``None`` compiles it.
         site_dir: where the site goes; default ``root/site``.
         config_file: an mkdocs configuration that lists the ``lakegen`` plugin; default
             ``root/mkdocs.yml`` when there is one, else lakegen's own.
@@ -128,7 +131,6 @@ def build_site(
             raise LakeError(Finding(shown, 1, "plugins", "does not list the lakegen plugin"))
         if plugin.config.root is None:
             plugin.root_override = root
-        plugin.index = index
         plugin.reuse_from = final if reuse and final.is_dir() else None
         if pagefind is not None:
             plugin.config.pagefind = pagefind
@@ -138,11 +140,16 @@ def build_site(
             plugin.config.shard_size = shard_size
         if plugin.reuse_from is not None and index is not None and plugin.config.reuse:
             plugin.on_config(config)  # as the build would (it does the same again, to the same effect)
-            pages = cache.unchanged(final, plugin.site_key(config, index))
+            if isinstance(index, Saved):
+                key = plugin.key_of(config, index.digest, index.options, index.generated_at)
+            else:
+                key = plugin.site_key(config, index)
+            pages = cache.unchanged(final, key)
             if pages is not None:  # built from this very index, the same way: nothing to do
                 shutil.rmtree(tmp, ignore_errors=True)
                 stats = {"rendered": 0, "reused": pages, "unchanged": True}
                 return BuildReport(final, time.perf_counter() - start, pages, stats)
+        plugin.index = index.load() if isinstance(index, Saved) else index  # None: the plugin compiles
         with _quiet_mkdocs():
             build(config)
         _swap(tmp, final, root / ".lakegen" / "trash")
