@@ -3,9 +3,10 @@ and the findings, into the lake index.
 
 What the stage adds is a function of the parts of the model manifests it reads (ids, versions and
 their artifacts, declared bases, links, owners, and the lines of all of those), the artifacts'
-verified contents and lakegen's code; the last compile's additions are kept under a digest of those
-(``.lakegen/cache/attribution-stage.json``), so a compile after an edit elsewhere (a description, a
-dataset, a policy) reads them back instead of walking every model's fingerprint again.
+verified contents and lakegen's code. The additions of the last few compiles are kept under a
+digest of those (``.lakegen/cache/attribution-stage/<digest>.json``), so a compile after an edit
+elsewhere (a description, a dataset, a policy) reads them back instead of walking every model's
+fingerprint again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from lakegen.lineage.recover import attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
 from lakegen.version import __version__
 
-STAGE_FILE = "attribution-stage.json"
+STAGE_FOLDER = "attribution-stage"
+KEEP = 4
 READ = ("id", "kind", "versions", "base_models", "links", "architecture", "framework", "owners")
 """The manifest fields of a model that attribution reads (with their lines)."""
 
@@ -48,7 +50,7 @@ def attribution_stage(
 
     cache = cache or Cache(default_cache_dir(catalog.root))
     key = _stage_key(catalog, index) if memo else None
-    kept = cache.folder / STAGE_FILE
+    kept = cache.folder / STAGE_FOLDER / f"{key}.json"
     if key is not None and _apply(index, _read(kept, key)):
         return index
     before = len(index.findings)
@@ -62,7 +64,15 @@ def attribution_stage(
         }
         with contextlib.suppress(OSError):  # a read-only cache only costs speed
             write_atomic(kept, json.dumps({"key": key, "added": added}, separators=(",", ":")))
+            _prune(kept.parent)
     return index
+
+
+def _prune(folder: Path) -> None:
+    """Keep the stage's results of the last few compiles (a branch, its base, a pull request)."""
+    by_age = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in by_age[KEEP:]:
+        old.unlink(missing_ok=True)
 
 
 def _attribute(
