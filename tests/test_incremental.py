@@ -236,6 +236,8 @@ def test_a_no_op_build_reads_no_index(tmp_path: Path) -> None:
     kept = saved(root)
     assert kept is not None and (kept.digest, kept.generated_at) == (index.inputs.digest, index.generated_at)
     text = (root / INDEX_FILE).read_bytes()
+    published = built.site / "api" / "lake.json"  # the saved index, linked rather than dumped again
+    assert published.read_bytes() == text and json.loads(text) == index.model_dump(mode="json")
     (root / INDEX_FILE).write_text("not read")  # what identifies it comes from its inputs record
     again = build_site(root, kept, pagefind=False)
     assert again.stats == {"rendered": 0, "reused": built.pages, "unchanged": True}

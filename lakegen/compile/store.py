@@ -89,3 +89,14 @@ def saved(root: Path) -> Saved | None:
     if not isinstance(options, dict) or not isinstance(generated_at, str):
         return None
     return Saved(root, found.recorded_digest, options, generated_at)
+
+
+def saved_as(root: Path, index: LakeIndex) -> Path | None:
+    """``.lakegen/lake.json`` when it holds ``index`` (as its inputs record says: the same inputs,
+    compiled at the same time); else None. A copy of it costs a link, not a dump of the index."""
+    found = inputs.recorded(root)
+    path = root / INDEX_FILE
+    if found is None or not index.inputs.digest or found.recorded_digest != index.inputs.digest:
+        return None
+    same = found.index == {"options": index.inputs.options, "generated_at": index.generated_at}
+    return path if same and path.is_file() else None

@@ -275,8 +275,11 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
                 cache.link(self._reuse_dir / dest, site / dest)
         previous = self._previous or cache.Record("")
         assert self._view is not None
+        from lakegen.compile.store import saved_as
+
+        index = self._load_index()
         self._record.api, linked = api.write(
-            self._load_index(), self._view, site, self._reuse_dir, previous.api
+            index, self._view, site, self._reuse_dir, previous.api, saved_as(self.root, index)
         )
         self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
         self._record.site = self.site_key(config, self._load_index())
