@@ -188,6 +188,7 @@ def timed(repo: Path, *args: str) -> dict[str, Any]:
     rss = round(usage.ru_maxrss / 1024, 1)
     return {
         "s": round(seconds, 2),
+        "load": round(os.getloadavg()[0], 1),  # the machine is shared: how busy it was meanwhile
         "rc": proc.returncode,
         "rss_mb": rss,
         "json": data,
@@ -299,14 +300,14 @@ def show(r: dict[str, Any]) -> None:
         run = r[name]
         j = run["json"] or {}
         print(
-            f"  {name:20} {run['s']:7.2f} s  peak {run['rss_mb']} MB  "
+            f"  {name:20} {run['s']:7.2f} s  load {run['load']}  peak {run['rss_mb']} MB  "
             f"pages {j.get('pages')} ({j.get('rendered')} rendered, {j.get('reused')} reused)  "
             f"compile {j.get('compile_s')} s  site {j.get('seconds')} s"
         )
     for name in ("pr_check", "pr_check_again"):
         run = r[name]
         stages = (run["json"] or {}).get("stages", {})
-        print(f"  {name:20} {run['s']:7.2f} s  peak {run['rss_mb']} MB  exit {run['rc']}")
+        print(f"  {name:20} {run['s']:7.2f} s  load {run['load']}  peak {run['rss_mb']} MB  exit {run['rc']}")
         for stage, status in stages.items():
             print(f"      {stage}: {status}")
     print(f"  site: {r['site_files']} files, {r['site_mb']} MB")

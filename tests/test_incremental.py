@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save
 from lakegen.attribution import recover
 from lakegen.compile import compile_or_reuse
 from lakegen.compile.store import save as save_index
+from lakegen.lineage import stage
 
 DEMO = Path(__file__).resolve().parents[1] / "catalog"
 
@@ -44,6 +45,10 @@ def nudged(src: Path, dst: Path, seed: int) -> bytes:
     blob = save(out)
     dst.write_bytes(blob)
     return blob
+
+
+def _not_called(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("attribution ran again though nothing it reads changed")
 
 
 @pytest.fixture
@@ -77,6 +82,19 @@ def test_incremental_compile_equals_cold_compile(tmp_path: Path, partitioned: No
     edited, reused = dumped(root)
     assert not reused and edited != first
     assert edited == cold(root, work)
+
+    # a description edit that moves no line: attribution's additions are read back, not recomputed
+    described = models / "digits-mlp-base.yaml"
+    described.write_text(
+        described.read_text().replace(
+            "The root of the digits family", "The described root of the digits family", 1
+        )
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stage, "attribute_catalog", _not_called)
+        described_index, _ = dumped(root)
+    assert described_index != edited
+    assert described_index == cold(root, work)
 
     # an added model: a fine-tune of ft-small, its weights nudged, committed (HEAD moves)
     data = yaml.safe_load(path.read_text())
@@ -201,3 +219,32 @@ def test_a_cached_parse_is_the_parse(tmp_path: Path) -> None:
     first.save()
     again = ParseCache(tmp_path).parse(text)  # from the file now
     assert again == fresh and again.data["text"] == "2026-01-02"  # a quoted date stays text
+
+
+def test_a_no_op_build_reads_no_index(tmp_path: Path) -> None:
+    from lakegen.compile.store import INDEX_FILE, saved
+    from lakegen.site import build_site
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    root = lake.root
+    index, _ = compile_or_reuse(root)
+    save_index(index, root)
+    built = build_site(root, index, pagefind=False)
+    kept = saved(root)
+    assert kept is not None and (kept.digest, kept.generated_at) == (index.inputs.digest, index.generated_at)
+    text = (root / INDEX_FILE).read_bytes()
+    published = built.site / "api" / "lake.json"  # the saved index, linked rather than dumped again
+    assert published.read_bytes() == text and json.loads(text) == index.model_dump(mode="json")
+    (root / INDEX_FILE).write_text("not read")  # what identifies it comes from its inputs record
+    again = build_site(root, kept, pagefind=False)
+    assert again.stats == {"rendered": 0, "reused": built.pages, "unchanged": True}
+    assert kept.load() is None  # no longer the index the record describes
+    (root / INDEX_FILE).write_bytes(text)
+    loaded = kept.load()
+    assert loaded is not None and loaded.model_dump() == index.model_dump()
+    manifest = root / "catalog/models/digits-mlp-base.yaml"
+    manifest.write_text(manifest.read_text().replace("The root of", "The first of", 1))
+    assert saved(root) is None  # the working tree moved on

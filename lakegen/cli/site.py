@@ -30,13 +30,17 @@ FILTER_OPTIONS = {
 }
 
 
-def _compiled(args: argparse.Namespace, root: Path) -> Any:
-    """The lake index: read from ``--index`` when given, else compiled now and saved."""
+def _compiled(args: argparse.Namespace, root: Path, *, unread: bool = False) -> Any:
+    """The lake index: read from ``--index`` when given, else compiled now and saved. With
+    ``unread``, a saved index that is still current is returned unread (:func:`store.saved`)."""
     from lakegen.compile import compile_or_reuse
-    from lakegen.compile.store import load_index, save
+    from lakegen.compile.store import load_index, save, saved
 
     if getattr(args, "index", None):
         return load_index(Path(args.index))
+    kept = saved(root) if unread else None
+    if kept is not None and kept.options == {"verify_artifacts": not getattr(args, "no_verify", False)}:
+        return kept
     from lakegen.cli.common import engine
 
     index, reused = compile_or_reuse(
@@ -56,7 +60,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     root = lake_root(args)
     start = time.perf_counter()
-    index = _compiled(args, root)
+    index = _compiled(args, root, unread=True)
     compile_s = time.perf_counter() - start
     report = build_site(
         root,

@@ -7,6 +7,7 @@ re-derives lineage, results or findings.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,15 @@ def _named_inputs(catalog: Catalog) -> tuple[list[str], list[str]]:
             files.update(p for _, _, p in pinned if isinstance(p, Path))
 
     def outside_catalog(paths: set[Path]) -> list[str]:
-        rel = [p.resolve().relative_to(root) for p in paths if p.resolve().is_relative_to(root)]
-        return sorted(r.as_posix() for r in rel if r.parts and r.parts[0] != CATALOG_DIR)
+        # os.path on strings, each path resolved once: this runs for every artifact of the lake
+        top = str(root)
+        out = []
+        for p in paths:
+            real = os.path.realpath(p)
+            if real.startswith(top + os.sep):
+                rel = Path(os.path.relpath(real, top)).as_posix()
+                if rel.split("/", 1)[0] != CATALOG_DIR:
+                    out.append(rel)
+        return sorted(out)
 
     return outside_catalog(folders), outside_catalog(files)

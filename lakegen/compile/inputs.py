@@ -61,6 +61,7 @@ class Inputs:
     taken_ns: int = 0
     version: str = __version__
     recorded_digest: str = ""  # the digest as read back, checked once
+    index: dict[str, Any] = field(default_factory=dict)  # the saved index's options and generated_at
 
     @classmethod
     def take(cls, root: Path, folders: Iterable[str], extra: Iterable[str] = ()) -> Inputs:
@@ -137,6 +138,7 @@ class Inputs:
             "folders": self.folders,
             "extra": self.extra,
             "files": self.files,
+            "index": self.index,
         }
 
     @classmethod
@@ -152,6 +154,7 @@ class Inputs:
                 files={str(k): list(v) for k, v in data["files"].items()},
                 taken_ns=int(data["taken_ns"]),
                 version=str(data["version"]),
+                index=dict(data.get("index") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -173,12 +176,17 @@ def recorded_digest(root: Path) -> str:
     return digest if isinstance(digest, str) else ""
 
 
+def recorded(root: Path) -> Inputs | None:
+    """The inputs recorded beside the saved index; None when there is no readable record."""
+    try:
+        return Inputs.from_json(json.loads((root / INPUTS_FILE).read_bytes()))
+    except (OSError, ValueError):
+        return None
+
+
 def stale(root: Path, digest: str) -> str | None:
     """Why an index of inputs ``digest`` no longer matches the lake at ``root``; None when it does."""
-    try:
-        recorded = Inputs.from_json(json.loads((root / INPUTS_FILE).read_bytes()))
-    except (OSError, ValueError):
-        recorded = None
-    if recorded is None or not digest or recorded.recorded_digest != digest:
+    found = recorded(root)
+    if found is None or not digest or found.recorded_digest != digest:
         return "no record of what it was compiled from"
-    return recorded.changed(root)
+    return found.changed(root)

@@ -4,6 +4,7 @@ it still matches the working tree it was compiled from (see :mod:`lakegen.compil
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ def save(index: LakeIndex, root: Path) -> Path:
     path = root / INDEX_FILE
     write_json_atomic(path, index.model_dump(mode="json"))
     now = Inputs.take(root, index.inputs.folders, index.inputs.files)
+    now.index = {"options": index.inputs.options, "generated_at": index.generated_at}
     if index.inputs.digest and now.digest == index.inputs.digest:
         inputs.write(root, now)
     else:
@@ -55,3 +57,46 @@ def load_current(root: Path) -> tuple[LakeIndex | None, str]:
     if not digest or index.inputs.digest != digest:
         return None, f"{INDEX_FILE} is out of date (no record of what it was compiled from)"
     return index, ""
+
+
+@dataclass
+class Saved:
+    """The saved index of a lake whose working tree still holds what it was compiled from, known by
+    what identifies it (read from its inputs record); the index itself is read only by :meth:`load`
+    (for 10,000 models, validating ``lake.json`` takes seconds, most of a no-op build)."""
+
+    root: Path
+    digest: str
+    options: dict[str, Any]
+    generated_at: str
+
+    def load(self) -> LakeIndex | None:
+        """The index; None when ``lake.json`` is no longer the one the record describes."""
+        try:
+            index = load_index(self.root / INDEX_FILE)
+        except (OSError, ValueError):
+            return None
+        same = (index.inputs.digest, index.inputs.options, index.generated_at)
+        return index if same == (self.digest, self.options, self.generated_at) else None
+
+
+def saved(root: Path) -> Saved | None:
+    """The saved index of the lake at ``root`` while it matches the working tree, unread; else None."""
+    found = inputs.recorded(root)
+    if found is None or not (root / INDEX_FILE).is_file() or found.changed(root) is not None:
+        return None
+    options, generated_at = found.index.get("options"), found.index.get("generated_at")
+    if not isinstance(options, dict) or not isinstance(generated_at, str):
+        return None
+    return Saved(root, found.recorded_digest, options, generated_at)
+
+
+def saved_as(root: Path, index: LakeIndex) -> Path | None:
+    """``.lakegen/lake.json`` when it holds ``index`` (as its inputs record says: the same inputs,
+    compiled at the same time); else None. A copy of it costs a link, not a dump of the index."""
+    found = inputs.recorded(root)
+    path = root / INDEX_FILE
+    if found is None or not index.inputs.digest or found.recorded_digest != index.inputs.digest:
+        return None
+    same = found.index == {"options": index.inputs.options, "generated_at": index.generated_at}
+    return path if same and path.is_file() else None

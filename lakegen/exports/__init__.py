@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lakegen.atomicfile import write_atomic
 from lakegen.exports import aiact, croissant, cyclonedx, hfcard, spdx
 from lakegen.exports.evidence import Evidence, ExportError
 from lakegen.model.index import IndexEntry, LakeIndex
@@ -93,5 +92,12 @@ def write_site(index: LakeIndex, folder: Path) -> None:
         f"{name}/{file}": text for name in FORMATS for file, text in export(index, name, indent=None).items()
     }
     shutil.rmtree(folder, ignore_errors=True)
+    # The folder is new (the site is built aside and swapped in whole): a temporary file and a
+    # rename per document would only double the cost of 20,000 files.
+    made: set[Path] = set()
     for name, text in documents.items():
-        write_atomic(folder / name, text)
+        path = folder / name
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        path.write_bytes(text.encode("utf-8"))

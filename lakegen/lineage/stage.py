@@ -1,15 +1,38 @@
 """The compile stage of lineage: the weights' evidence on each declared edge, the undeclared edges,
-and the findings, into the lake index."""
+and the findings, into the lake index.
+
+What the stage adds is a function of the parts of the model manifests it reads (ids, versions and
+their artifacts, declared bases, links, owners, and the lines of all of those), the artifacts'
+verified contents and lakegen's code. The additions of the last few compiles are kept under a
+digest of those (``.lakegen/cache/attribution-stage/<digest>.json``), so a compile after an edit
+elsewhere (a description, a dataset, a policy) reads them back instead of walking every model's
+fingerprint again.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from lakegen.atomicfile import write_atomic
 from lakegen.attribution import undirected
 from lakegen.catalog.loader import Catalog
+from lakegen.errors import Finding
 from lakegen.executor import Engine
 from lakegen.fingerprint import Cache
 from lakegen.lineage.declared import node, split
 from lakegen.lineage.recover import attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
+from lakegen.version import __version__
+
+STAGE_FOLDER = "attribution-stage"
+KEEP = 4
+READ = ("id", "kind", "versions", "base_models", "links", "architecture", "framework", "owners")
+"""The manifest fields of a model that attribution reads (with their lines)."""
 
 
 def attribution_stage(
@@ -27,6 +50,35 @@ def attribution_stage(
     from lakegen.artifacts.digests import default_cache_dir
 
     cache = cache or Cache(default_cache_dir(catalog.root))
+    key = _stage_key(catalog, index) if memo else None
+    kept = cache.folder / STAGE_FOLDER / f"{key}.json"
+    if key is not None and _apply(index, _read(kept, key)):
+        return index
+    before = len(index.findings)
+    _attribute(catalog, index, cache, engine, workers, memo)
+    if key is not None:
+        added = {
+            "edges": [e.model_dump(mode="json") for e in index.edges],
+            "findings": [f.to_json() for f in index.findings[before:]],
+            "parameters": {e.id: e.parameters for e in index.entries if e.parameters is not None},
+            "stage": index.stages["attribution"],
+        }
+        with contextlib.suppress(OSError):  # a read-only cache only costs speed
+            write_atomic(kept, json.dumps({"key": key, "added": added}, separators=(",", ":")))
+            _prune(kept.parent)
+    return index
+
+
+def _prune(folder: Path) -> None:
+    """Keep the stage's results of the last few compiles (a branch, its base, a pull request)."""
+    by_age = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in by_age[KEEP:]:
+        old.unlink(missing_ok=True)
+
+
+def _attribute(
+    catalog: Catalog, index: LakeIndex, cache: Cache, engine: Engine, workers: int | None, memo: bool
+) -> None:
     result = attribute_catalog(catalog, cache, engine=engine, workers=workers, memo=memo)
     declared = {(d.base, d.model, d.relation): d for d in result.declared}
     shown: dict[tuple[str, str], Edge] = {}
@@ -77,4 +129,68 @@ def attribution_stage(
         f"{contradicted} contradicted, {len(result.declared) - verified - contradicted} unchecked; "
         f"{len(result.findings)} findings)"
     )
-    return index
+
+
+@functools.cache
+def _code_digest() -> str:
+    """The code whose results the stage's memo keeps: lineage, attribution, fingerprints, weights,
+    artifacts."""
+    h = hashlib.sha256(__version__.encode())
+    top = Path(__file__).resolve().parents[1]
+    for folder in ("lineage", "attribution", "fingerprint", "weights", "artifacts"):
+        for file in sorted((top / folder).rglob("*.py")):
+            h.update(file.relative_to(top).as_posix().encode() + b"\0" + file.read_bytes())
+    return h.hexdigest()
+
+
+def _stage_key(catalog: Catalog, index: LakeIndex) -> str | None:
+    """The digest of everything the stage reads; None when that is not known from the lake alone:
+    an artifact whose bytes were not verified against its manifest, or a remote one (what is
+    fetched of it lives outside the lake)."""
+    statuses = {f"{e}@{v}": s for (e, v), s in catalog.artifacts.items()}
+    models = []
+    manifests = {e.id: e.manifest for e in index.entries}
+    for entry_id, record in sorted(catalog.records.items()):
+        if record.entry.kind != "model":
+            continue
+        for v in getattr(record.entry, "versions", []):
+            if not v.yanked and (
+                ":" in v.artifact.uri or statuses.get(f"{entry_id}@{v.version}") != "verified"
+            ):
+                return None
+        manifest = manifests[entry_id]
+        lines = sorted((list(loc), n) for loc, n in record.doc.lines.items() if loc and loc[0] in READ)
+        models.append([record.path, {k: manifest.get(k) for k in READ}, lines])
+    kinds = sorted((r.entry.id, r.entry.kind) for r in catalog.records.values())
+    declared = [e.model_dump(mode="json") for e in index.edges]
+    made = [_code_digest(), str(catalog.root.resolve()), statuses, kinds, models, declared]
+    return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read(path: Path, key: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data.get("added") if isinstance(data, dict) and data.get("key") == key else None
+
+
+def _apply(index: LakeIndex, added: dict[str, Any] | None) -> bool:
+    """Put what an earlier run of the stage on the same inputs added into ``index``; False when
+    ``added`` is missing or damaged (then the stage runs)."""
+    if not isinstance(added, dict):
+        return False
+    try:
+        edges = [Edge.model_validate(e) for e in added["edges"]]
+        findings = [Finding(**{**f, "owners": tuple(f["owners"])}) for f in added["findings"]]
+        parameters = dict(added["parameters"])
+        stage = str(added["stage"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    index.edges = edges
+    index.findings.extend(findings)
+    for entry in index.entries:
+        if entry.kind == "model" and entry.latest_version:
+            entry.parameters = parameters.get(entry.id)
+    index.stages["attribution"] = stage
+    return True

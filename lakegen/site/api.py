@@ -17,8 +17,12 @@ def write(
     site: Path,
     previous: Path | None = None,
     known: dict[str, str] | None = None,
+    saved: Path | None = None,
 ) -> tuple[dict[str, str], int]:
     """Write ``api/lake.json``, ``api/entries/<id>.json`` and ``api/exports/`` (docs/exports.md).
+
+    ``api/lake.json`` is linked from ``saved`` when given (a file holding ``index`` as
+    :func:`lakegen.compile.store.save` wrote it: the same bytes).
 
     An entry file whose digest is in ``known`` (the previous build's) and exists in
     ``previous`` is linked from there rather than written again.
@@ -28,7 +32,10 @@ def write(
     """
     folder = site / "api" / "entries"
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(site / "api" / "lake.json", index.model_dump(mode="json"))
+    if saved is not None:
+        link(saved, site / "api" / "lake.json")
+    else:
+        write_json_atomic(site / "api" / "lake.json", index.model_dump(mode="json"))
     same_dir = previous is not None and previous.resolve() == site.resolve()
     digests, linked = {}, 0
     for entry_id, data in view.documents.items():

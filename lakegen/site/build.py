@@ -14,12 +14,15 @@ import io
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakegen.compile.store import Saved
 from lakegen.errors import Finding, LakeError
 from lakegen.model.index import LakeIndex
 
@@ -77,7 +80,7 @@ def _config(root: Path, site_dir: Path, config_file: Path | None) -> Any:
 
 def build_site(
     root: Path | str,
-    index: LakeIndex | None = None,
+    index: LakeIndex | Saved | None = None,
     *,
     site_dir: Path | str | None = None,
     config_file: Path | str | None = None,
@@ -92,7 +95,9 @@ def build_site(
 
     Args:
         root: the lake (the folder holding ``catalog/``).
-        index: the compiled lake (:func:`~lakegen.compile.compile_lake`); ``None`` compiles it.
+        index: the compiled lake (:func:`~lakegen.compile.compile_lake`), or the saved one unread
+            (:func:`lakegen.compile.store.saved`: read only when the site needs building);
+            ``None`` compiles it.
         site_dir: where the site goes; default ``root/site``.
         config_file: an mkdocs configuration that lists the ``lakegen`` plugin; default
             ``root/mkdocs.yml`` when there is one, else lakegen's own.
@@ -126,7 +131,6 @@ def build_site(
             raise LakeError(Finding(shown, 1, "plugins", "does not list the lakegen plugin"))
         if plugin.config.root is None:
             plugin.root_override = root
-        plugin.index = index
         plugin.reuse_from = final if reuse and final.is_dir() else None
         if pagefind is not None:
             plugin.config.pagefind = pagefind
@@ -136,14 +140,19 @@ def build_site(
             plugin.config.shard_size = shard_size
         if plugin.reuse_from is not None and index is not None and plugin.config.reuse:
             plugin.on_config(config)  # as the build would (it does the same again, to the same effect)
-            pages = cache.unchanged(final, plugin.site_key(config, index))
+            if isinstance(index, Saved):
+                key = plugin.key_of(config, index.digest, index.options, index.generated_at)
+            else:
+                key = plugin.site_key(config, index)
+            pages = cache.unchanged(final, key)
             if pages is not None:  # built from this very index, the same way: nothing to do
                 shutil.rmtree(tmp, ignore_errors=True)
                 stats = {"rendered": 0, "reused": pages, "unchanged": True}
                 return BuildReport(final, time.perf_counter() - start, pages, stats)
+        plugin.index = index.load() if isinstance(index, Saved) else index  # None: the plugin compiles
         with _quiet_mkdocs():
             build(config)
-        _swap(tmp, final)
+        _swap(tmp, final, root / ".lakegen" / "trash")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -162,8 +171,9 @@ def _recover(final: Path) -> None:
             olds[-1].rename(final)
 
 
-def _swap(new: Path, final: Path) -> None:
-    """Put ``new`` at ``final``; the old folder is removed only after the rename succeeded."""
+def _swap(new: Path, final: Path, trash: Path) -> None:
+    """Put ``new`` at ``final``; the old folder is removed (into ``trash``) only after the rename
+    succeeded."""
     os.chmod(new, 0o755)
     if not final.exists():
         new.rename(final)
@@ -171,7 +181,35 @@ def _swap(new: Path, final: Path) -> None:
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     final.rename(old)
     new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    _discard(old, trash)
+
+
+def _discard(folder: Path, trash: Path) -> None:
+    """Remove ``folder`` without waiting for it.
+
+    A rebuild links its unchanged files from the previous site, so removing that one costs an
+    unlink per file of the site (tens of thousands for a lake of 10,000 models, seconds to a minute
+    of waiting on the disk) and nothing depends on it: it is renamed into ``trash`` (in lakegen's
+    own ``.lakegen/``, which git ignores), and removed by a detached low-priority process.
+    """
+    try:
+        trash.mkdir(parents=True, exist_ok=True)
+        gone = trash / f"{folder.name}-{time.time_ns()}"
+        folder.rename(gone)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    code = "import os, shutil, sys; os.nice(10); shutil.rmtree(sys.argv[1], ignore_errors=True)"
+    try:
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(trash)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives this build, and a Ctrl-C of it
+        )
+    except OSError:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextlib.contextmanager

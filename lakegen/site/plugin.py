@@ -130,10 +130,15 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
     def site_key(self, config: MkDocsConfig, index: LakeIndex) -> str | None:
         """What the whole site is a function of: the compiled lake and how it is rendered; None
         when the index does not say what it was compiled from."""
-        if not index.inputs.digest:
+        return self.key_of(config, index.inputs.digest, index.inputs.options, index.generated_at)
+
+    def key_of(self, config: MkDocsConfig, digest: str, options: Any, generated_at: str) -> str | None:
+        """:meth:`site_key` of the index of inputs ``digest``, compiled with ``options`` at
+        ``generated_at``."""
+        if not digest:
             return None
         context = cache.context_digest(config, self.templates, dict(self.config))
-        made = [context, index.inputs.digest, index.inputs.options, index.generated_at, dict(self.config)]
+        made = [context, digest, options, generated_at, dict(self.config)]
         return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()
 
     def on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
@@ -270,8 +275,11 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
                 cache.link(self._reuse_dir / dest, site / dest)
         previous = self._previous or cache.Record("")
         assert self._view is not None
+        from lakegen.compile.store import saved_as
+
+        index = self._load_index()
         self._record.api, linked = api.write(
-            self._load_index(), self._view, site, self._reuse_dir, previous.api
+            index, self._view, site, self._reuse_dir, previous.api, saved_as(self.root, index)
         )
         self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
         self._record.site = self.site_key(config, self._load_index())
