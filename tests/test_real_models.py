@@ -179,22 +179,25 @@ def minilm_weights() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
 
 
-def adam_steps(sd: dict[str, torch.Tensor], seed: int, steps: int = 2) -> dict[str, torch.Tensor]:
-    """A couple of AdamW steps on every weight matrix, each towards a low-rank change of what it
-    computes on random inputs: dense, small updates, as a fine-tune's first steps make."""
+def adam_steps(
+    sd: dict[str, torch.Tensor], seed: int, steps: int = 2, lr: float = 1e-4, frozen: str = "\0"
+) -> dict[str, torch.Tensor]:
+    """A couple of AdamW steps on every weight matrix (but those whose name starts with ``frozen``),
+    each towards a low-rank change of what it computes on random inputs: dense, small updates, as a
+    fine-tune's first steps make."""
     g = torch.Generator().manual_seed(seed)
     out = {k: v.clone() for k, v in sd.items()}
     params = {
         k: v.requires_grad_()
         for k, v in out.items()
-        if v.ndim == 2 and v.is_floating_point() and v.shape[0] > 2
+        if v.ndim == 2 and v.is_floating_point() and v.shape[0] > 2 and not k.startswith(frozen)
     }
     targets = {}
     for k, w in params.items():
         x = torch.randn(16, w.shape[1], generator=g)
         u, v = torch.randn(w.shape[0], 4, generator=g), torch.randn(4, w.shape[1], generator=g)
         targets[k] = (x, (x @ (w.detach() + 0.01 * w.detach().norm() * (u @ v) / (u @ v).norm()).T))
-    opt = torch.optim.AdamW(params.values(), lr=1e-4, weight_decay=0.01)
+    opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.01)
     for _ in range(steps):
         opt.zero_grad()
         loss = sum(((x @ params[k].T - y) ** 2).mean() for k, (x, y) in targets.items())
@@ -254,6 +257,61 @@ def test_a_slice_of_the_real_minilm_zoo(tmp_path: Path) -> None:
         ("minilm", "minilm-lora-seq-cls", "adapter"),
     }
     assert found[("minilm", "minilm-resave")][1] == 0.5  # no dates: which file is the original is a guess
+
+
+def bf16(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def bnb_int8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """bitsandbytes' ``load_in_8bit`` layout for the encoder's linear weights: int8 codes, ``SCB``."""
+    out = {}
+    for k, w in sd.items():
+        if k.startswith("encoder.") and k.endswith(".weight") and w.ndim == 2:
+            scb = w.abs().amax(dim=1)
+            out[k] = torch.round(w * 127 / scb[:, None]).to(torch.int8)
+            out[k[: -len("weight")] + "SCB"] = scb
+        else:
+            out[k] = w
+    return out
+
+
+@pytest.mark.slow
+def test_a_real_fine_tune_saved_in_bf16_is_a_fine_tune_and_a_child_of_the_bf16_release_its_child(
+    tmp_path: Path,
+) -> None:
+    """all-MiniLM-L6-v2 and: its bf16 release; a short fine-tune of the master saved in bf16, which
+    equals the release wherever its update was under half a bf16 step (most values), yet is no
+    cast of the master; a float32 child of the release (embeddings left alone, so on the bf16
+    grid); a fine-tune of the master and its bitsandbytes int8 copy (float embeddings a bf16 cast
+    reproduces). Each under its own parent, in file mode and in release order."""
+    src = minilm_weights()
+    base = load_torch(str(src))
+    release = bf16(base)
+    ft = adam_steps(base, 3)
+    models = {
+        "minilm-bf16": release,
+        "minilm-ft-bf16-save": bf16(adam_steps(base, 4, lr=2e-6)),
+        "minilm-from-release": adam_steps(
+            {k: v.float() if v.is_floating_point() else v for k, v in release.items()}, 5, frozen="embeddings."
+        ),
+        "minilm-ft": ft,
+        "minilm-ft-int8": bnb_int8(ft),
+    }
+    fps = {"minilm": compute(src)}
+    for name, sd in models.items():
+        save_torch({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    truth = {
+        ("minilm", "minilm-bf16", "quantized"),
+        ("minilm", "minilm-ft-bf16-save", "finetune"),
+        ("minilm-bf16", "minilm-from-release", "finetune"),
+        ("minilm", "minilm-ft", "finetune"),
+        ("minilm-ft", "minilm-ft-int8", "quantized"),
+    }
+    made = {name: i for i, name in enumerate(["minilm", *models])}
+    for order in (None, made):
+        assert {(p, c, r) for (p, c), (r, _) in edges(fps, order).items()} == truth
 
 
 def test_a_child_of_a_bf16_release_goes_under_the_release_and_a_child_of_the_master_under_it(

@@ -12,7 +12,8 @@ from lakegen.fingerprint import Fingerprint, TensorPrint
 if TYPE_CHECKING:
     import numpy as np
 
-MATCH = 0.97  # share of samples a copy must reproduce exactly
+MATCH = 0.97  # share of samples an int8 copy must reproduce exactly (scales are recomputed in float32)
+CAST_MATCH = 0.999  # ... and a float cast, which is exact: a fine-tune saved in bfloat16 reproduces less
 COPY_DISTANCE = 0.02  # a lossy copy in an unknown format stays this close (relative distance)
 
 
@@ -129,7 +130,9 @@ def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
             if cast is not None:
                 cast_hits += int(np.count_nonzero((cast == c.astype(np.float32)) & ok))
                 cast_total += int(ok.sum())
-        elif precision_bits(tc) == precision_bits(tp) and tc.quantized == tp.quantized:
+        else:
+            # as precise as the parent, or more: a copy holds the parent's values themselves (a
+            # float child of an int8 parent that is not its dequantized copy was trained)
             same = int(np.count_nonzero((c == p) & ok))
             cast_hits += same
             quant_hits += same
@@ -138,7 +141,7 @@ def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
     if lossy:
         total = max(quant_total, cast_total)
         hits = quant_hits if quant_total >= cast_total else cast_hits
-        if total and hits / total >= MATCH:
+        if total and hits / total >= (MATCH if quant_total >= cast_total else CAST_MATCH):
             return Copy("quantized", hits / total, True)
         if not total and pair.distance <= COPY_DISTANCE and pair.corr >= 0.999:
             return Copy("quantized", pair.corr, False)

@@ -21,7 +21,7 @@ from lakegen.attribution.families import PARTITION_FROM, components, families_by
 from lakegen.attribution.memo import Memo, identity, key, lineage_from_json, lineage_json
 from lakegen.attribution.merges import Merge, merge_test
 from lakegen.attribution.symmetry import Realign, rediscover
-from lakegen.attribution.trees import attach_to_merges, finetune_forest
+from lakegen.attribution.trees import later, attach_to_merges, finetune_forest
 from lakegen.attribution.views import Pair, View, pairwise
 from lakegen.fingerprint import Fingerprint
 
@@ -234,8 +234,8 @@ def _attribute(
     for e in edges:
         attached[index[e.parent]] = attached.get(index[e.parent], 0) + 1
     ft_edges = finetune_forest(tree, families, pair, views, ids, order, merged, attached)
-    ft_edges = attach_to_merges(ft_edges, merged, pair, views, ids, edges)
-    edges.extend(under_copies(ft_edges, copy_parent, pair, ids))
+    ft_edges = attach_to_merges(ft_edges, merged, pair, views, ids, edges, order)
+    edges.extend(under_copies(ft_edges, copy_parent, pair, views, ids, order))
 
     edges.sort(key=lambda e: (e.child, e.parent))
     children = {e.child for e in edges}
@@ -246,7 +246,9 @@ def under_copies(
     ft_edges: list[Edge],
     copy_parent: Mapping[int, tuple[int, Copy]],
     pair: Callable[[int, int], Pair | None],
+    views: Sequence[View],
     ids: Sequence[str],
+    order: Mapping[str, Any] | None = None,
 ) -> list[Edge]:
     """A fine-tune made from a copy (a bfloat16 release of a float32 master, say) goes under that copy.
 
@@ -255,6 +257,9 @@ def under_copies(
     its own update *and* the copy's rounding, and from the copy by its update
     alone; trained from the original, the reverse. Rounding is independent of the
     update, so the plain relative distance (squared, the two add) says which.
+    A child as coarse as the copy (a fine-tune saved in bfloat16) carries a
+    rounding of its own, which the distances cannot tell from the copy's, and a
+    copy released after the child is not its parent: both stay where they are.
     """
     index = {name: i for i, name in enumerate(ids)}
     copies: dict[int, list[int]] = {}
@@ -266,6 +271,8 @@ def under_copies(
         here = pair(parent, child)
         options = []
         for q in copies.get(parent, []) if here is not None else []:
+            if views[child].precision <= views[q].precision or later(ids[q], e.child, order):
+                continue
             p, rounding = pair(q, child), pair(parent, q)
             if p is None or rounding is None or not p.related or rounding.distance == 0:
                 continue
