@@ -16,6 +16,7 @@ from lakegen.attribution.roots import choose_root, edge_confidence, placement_co
 from lakegen.attribution.views import Pair, View, precision_bits, rounding_removed
 
 TIE_PENALTY = 0.04  # breaks near-ties in distance towards the less mature parent
+NOISE_LEVEL = 1e-5  # a lineage distance under this: no direction of change clears the rounding noise
 
 
 def finetune_forest(
@@ -88,15 +89,22 @@ def _family_tree(
     tree.add_nodes_from(high)
     tree.add_edges_from((a, b, {"weight": d(a, b)}) for b, a in arborescence.items())
     # lower-precision fine-tunes (say, saved in bfloat16) carry rounding noise in every
-    # direction: they join as leaves, each next to its nearest model once that rounding is removed
+    # direction: they join as leaves, each next to its nearest model once that noise is removed.
+    # Where no direction of the change clears the noise (a short run), the distances are nil and
+    # the change left once each candidate's values are taken within the leaf's rounding decides.
     for n in low:
         options = [
-            (lineage_distance(views[m], rounding_removed(views[n], views[m]), p.shared), m)
+            (
+                d(n, m) if d(n, m) >= NOISE_LEVEL else 0.0,
+                lineage_distance(views[m], rounding_removed(views[n], views[m]), p.shared),
+                m,
+            )
             for m in nodes
-            if m != n and (p := pair(n, m)) is not None and p.related
+            if m != n and m not in low and (p := pair(n, m)) is not None and p.related
         ]
         if options:
-            tree.add_edge(min(options)[1], n, weight=min(options)[0])
+            best = min(options)
+            tree.add_edge(best[2], n, weight=d(n, best[2]))
     if tree.number_of_nodes() < 2:
         return []
     edges = []
