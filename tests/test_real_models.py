@@ -293,7 +293,9 @@ def test_a_real_fine_tune_saved_in_bf16_is_a_fine_tune_and_a_child_of_the_bf16_r
         "minilm-bf16": release,
         "minilm-ft-bf16-save": bf16(adam_steps(base, 4, lr=2e-6)),
         "minilm-from-release": adam_steps(
-            {k: v.float() if v.is_floating_point() else v for k, v in release.items()}, 5, frozen="embeddings."
+            {k: v.float() if v.is_floating_point() else v for k, v in release.items()},
+            5,
+            frozen="embeddings.",
         ),
         "minilm-ft": ft,
         "minilm-ft-int8": bnb_int8(ft),
@@ -433,3 +435,148 @@ def test_a_float32_child_of_a_bf16_release_alone_with_it_is_its_child(tmp_path: 
     fps["release"] = compute(tmp_path / "release.safetensors")
     [(ends, (relation, confidence))] = edges(fps).items()
     assert relation == "finetune" and (ends == ("release", "child") or confidence < 0.6)
+
+
+# ------------------------------------------------------------ GGUF files as llama.cpp's converter writes them
+
+
+def llama_cpp_gguf(
+    path: Path, arch: str, sd: dict[str, np.ndarray], names: dict[str, str], heads: tuple[int, int] = (0, 0)
+) -> Path:
+    """``sd`` as ``convert_hf_to_gguf.py`` writes it: llama.cpp's names (``names``: Hugging Face name
+    -> GGUF name; the rest left out), a llama's query and key rows permuted for its rotary kernels,
+    vectors float32, matrices float16, or Q4_0 where ``names`` says ``name:q4_0``."""
+    from test_gguf import F16, F32, Q4_0, _kv_string, quantize_q4_0, write_gguf
+
+    kv = _kv_string("general.architecture", arch)
+    for key, n in zip(("head_count", "head_count_kv"), heads, strict=True):
+        kv += _kv_u32(f"{arch}.attention.{key}", n) if n else b""
+    tensors = []
+    for hf, target in names.items():
+        w = sd[hf].astype(np.float32)
+        target, _, kind = target.partition(":")
+        if arch == "llama" and hf.endswith(("q_proj.weight", "k_proj.weight")):
+            n = heads[0] if hf.endswith("q_proj.weight") else heads[1]
+            w = w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        if kind == "q4_0":
+            tensors.append((target, Q4_0, w.shape, quantize_q4_0(w)[0]))
+        elif w.ndim == 2:
+            tensors.append((target, F16, w.shape, w.astype(np.float16).tobytes()))
+        else:
+            tensors.append((target, F32, w.shape, w.tobytes()))
+    count = 1 + sum(1 for n in heads if n)
+    return write_gguf(path, tensors, kv=kv, n_kv=count)
+
+
+def _kv_u32(key: str, value: int) -> bytes:
+    """A u32 metadata entry."""
+    import struct
+
+    return struct.pack("<Q", len(key)) + key.encode() + struct.pack("<II", 4, value)
+
+
+LLAMA_BLOCK = {
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def test_a_llama_cpp_gguf_of_a_llama_reads_as_its_hugging_face_original(tmp_path: Path) -> None:
+    """A llama saved by transformers and converted by llama.cpp: other names, permuted query and key
+    rows (4 query heads, 2 key-value heads), float16 matrices. Read back, the GGUF has the original's
+    tensors, row for row, and is its float16 copy; its Q4_0 conversion is a quantized copy too."""
+    rng = np.random.default_rng(11)
+    dim, kv = 64, 32
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (256, dim),
+        "model.norm.weight": (dim,),
+    }
+    for i in range(2):
+        p = f"model.layers.{i}."
+        for m, shape in (
+            ("self_attn.q_proj", (dim, dim)),
+            ("self_attn.k_proj", (kv, dim)),
+            ("self_attn.v_proj", (kv, dim)),
+            ("self_attn.o_proj", (dim, dim)),
+            ("mlp.gate_proj", (128, dim)),
+            ("mlp.up_proj", (128, dim)),
+            ("mlp.down_proj", (dim, 128)),
+            ("input_layernorm", (dim,)),
+            ("post_attention_layernorm", (dim,)),
+        ):
+            shapes[f"{p}{m}.weight"] = shape
+    hf = {k: (rng.normal(size=s) / np.sqrt(s[-1])).astype(np.float32) for k, s in shapes.items()}
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    for k in hf:
+        if k.startswith("model.layers."):
+            _, _, i, rest = k.split(".", 3)
+            names[k] = f"blk.{i}.{LLAMA_BLOCK[rest.removesuffix('.weight')]}.weight"
+    save_file(hf, str(tmp_path / "llama.safetensors"))
+    gguf = llama_cpp_gguf(tmp_path / "llama-f16.gguf", "llama", hf, names, heads=(4, 2))
+    q4 = {k: f"{v}:q4_0" if hf[k].ndim == 2 else v for k, v in names.items()}
+    gguf_q4 = llama_cpp_gguf(tmp_path / "llama-q4_0.gguf", "llama", hf, q4, heads=(4, 2))
+    fp, fp16, fp4 = compute(tmp_path / "llama.safetensors"), compute(gguf), compute(gguf_q4)
+    assert [t.name for t in fp16.tensors] == [t.name for t in fp.tensors]
+    rounded = np.float16(fp.samples).astype(np.float32)  # matrices: float16; vectors as they were
+    matrix = np.concatenate([np.full(t.count, t.is_matrix) for t in fp.tensors])
+    assert np.array_equal(fp16.samples, np.where(matrix, rounded, fp.samples))
+    found = edges({"llama": fp, "llama-f16": fp16, "llama-q4_0": fp4})
+    assert found == {
+        ("llama", "llama-f16"): ("quantized", pytest.approx(0.99, abs=0.01)),
+        ("llama", "llama-q4_0"): ("quantized", 0.6),
+    }
+
+
+@pytest.mark.slow
+def test_real_minilm_converted_by_llama_cpp_is_a_copy_of_the_model_it_came_from(tmp_path: Path) -> None:
+    """all-MiniLM-L6-v2 and a fine-tune, converted to GGUF as llama.cpp converts a BERT (its names,
+    the pooler left out): a float16 file of the release, a Q4_0 file of the fine-tune. Each is a
+    quantized copy of its own source."""
+    src = minilm_weights()
+    base = {k: v.numpy() for k, v in load_torch(str(src)).items()}
+    ft = {k: v.numpy() for k, v in adam_steps(load_torch(str(src)), 12).items()}
+    save_file(ft, str(tmp_path / "minilm-ft.safetensors"))
+    whole = {
+        "embeddings.word_embeddings": "token_embd",
+        "embeddings.position_embeddings": "position_embd",
+        "embeddings.token_type_embeddings": "token_types",
+        "embeddings.LayerNorm": "token_embd_norm",
+    }
+    block = {
+        "attention.self.query": "attn_q",
+        "attention.self.key": "attn_k",
+        "attention.self.value": "attn_v",
+        "attention.output.dense": "attn_output",
+        "attention.output.LayerNorm": "attn_output_norm",
+        "intermediate.dense": "ffn_up",
+        "output.dense": "ffn_down",
+        "output.LayerNorm": "layer_output_norm",
+    }
+    names = {}
+    for k in base:
+        stem, _, suffix = k.rpartition(".")
+        if stem in whole:
+            names[k] = f"{whole[stem]}.{suffix}"
+        elif stem.startswith("encoder.layer."):
+            _, _, i, rest = stem.split(".", 3)
+            names[k] = f"blk.{i}.{block[rest]}.{suffix}"
+    assert not any(k.startswith("pooler.") for k in names)
+    q4 = {k: f"{v}:q4_0" if base[k].ndim == 2 and base[k].shape[1] % 32 == 0 else v for k, v in names.items()}
+    fps = {
+        "minilm": compute(src),
+        "minilm-ft": compute(tmp_path / "minilm-ft.safetensors"),
+        "minilm-f16": compute(llama_cpp_gguf(tmp_path / "minilm-f16.gguf", "bert", base, names)),
+        "minilm-ft-q4_0": compute(llama_cpp_gguf(tmp_path / "minilm-ft-q4_0.gguf", "bert", ft, q4)),
+    }
+    assert {(p, c, r) for (p, c), (r, _) in edges(fps).items()} == {
+        ("minilm", "minilm-ft", "finetune"),
+        ("minilm", "minilm-f16", "quantized"),
+        ("minilm-ft", "minilm-ft-q4_0", "quantized"),
+    }

@@ -21,7 +21,7 @@ from lakegen.attribution.families import PARTITION_FROM, components, families_by
 from lakegen.attribution.memo import Memo, identity, key, lineage_from_json, lineage_json
 from lakegen.attribution.merges import Merge, merge_test
 from lakegen.attribution.symmetry import Realign, rediscover
-from lakegen.attribution.trees import later, attach_to_merges, finetune_forest
+from lakegen.attribution.trees import attach_to_merges, finetune_forest, later
 from lakegen.attribution.views import Pair, View, pairwise
 from lakegen.fingerprint import Fingerprint
 

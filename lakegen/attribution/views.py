@@ -142,7 +142,7 @@ def spacing(x: np.ndarray, dtype: str) -> np.ndarray | None:
         return None
     _, exponent = np.frexp(x)
     step = np.ldexp(1.0, exponent - PRECISION[dtype])
-    return np.where(x == 0, 0.0, step)  # type: ignore[no-any-return]
+    return np.where(x == 0, 0.0, step)
 
 
 def rounding_removed(low: View, toward: View) -> View:
