@@ -150,7 +150,7 @@ class GgufFile(WeightFile):
             key = h.string("a metadata key", 65_535)
             kind = h.scalar("I")
             if key == "general.architecture" and kind == STRING:
-                arch = h.string(key, 256)
+                arch = h.string(key)
                 continue
             value = h.value(kind, key)
             if key.endswith((".attention.head_count", ".attention.head_count_kv")) and kind in (4, 10):
