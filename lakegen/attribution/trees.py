@@ -268,9 +268,8 @@ def _under_nearest_earlier(
     :func:`lineage_distance`). A merge's parents are siblings (see
     :func:`_sibling_arborescence`): a later one goes under the parent of the first
     when that is at most ``SIBLING_TOLERANCE`` further than its nearest. Confidence
-    is the placement margin over the runner-up.
-    Lower-precision
-    models that nothing was trained from (see :func:`_a_parent`) are parents of none.
+    is the placement margin over the runner-up. Lower-precision models that nothing
+    was trained from (see :func:`_a_parent`) are parents of none.
     """
     ranked = sorted(nodes, key=lambda n: order[ids[n]])
     group_of = {m: k for k, g in enumerate(_sibling_groups(nodes, merged)) for m in g}
