@@ -113,7 +113,9 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
             d = np.maximum(np.abs(d) - half * scale, 0.0)
         return float(np.sum(d * d))
 
-    nearest = math.sqrt(max(0.0, min(misfit(a[:, i] - b) - own - noise[i] for i in range(len(pool)))))
+    # the target's own rounding only: a bf16 candidate within its rounding of the target is not
+    # the target (a bf16-saved sibling of a merge's parents sits that close to the merge)
+    nearest = math.sqrt(max(0.0, min(misfit(a[:, i] - b) for i in range(len(pool))) - own))
     if nearest == 0:
         return None
 
