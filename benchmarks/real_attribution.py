@@ -91,6 +91,7 @@ DERIVATIONS = {
     "quanto-int8": "quantized",
     "gguf-f16": "quantized",
     "gguf-q8_0": "quantized",
+    "gguf-q4_0": "quantized",
     "cast-fp16": "quantized",
     "cast-bf16": "quantized",
     "resave-bin": "quantized",
@@ -354,20 +355,46 @@ def quanto_int8(model: torch.nn.Module, folder: Path) -> None:
 
 
 def write_gguf(model: torch.nn.Module, path: Path, arch: str, kind: str) -> None:
-    """A GGUF file through the gguf library: float16, or Q8_0 for matrices whose rows fit its blocks."""
+    """A GGUF file through the gguf library, laid out as llama.cpp's ``convert_hf_to_gguf.py`` lays
+    it out: its tensor names (``blk.0.attn_q.weight``), the query and key rows of a llama permuted
+    for its rotary kernels, the tied output matrix and the tensors llama.cpp has no name for (a
+    BERT pooler) left out; float16, or Q8_0/Q4_0/Q5_1 for matrices whose rows fit their blocks."""
     import gguf
 
+    config = model.config  # type: ignore[union-attr]
+    blocks = config.num_hidden_layers
+    names = gguf.get_tensor_name_map(
+        gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.BERT, blocks
+    )
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", heads) or heads
+    quant = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q5_1": "Q5_1"}.get(kind)
     path.parent.mkdir()
     writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(blocks)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
     for name, t in model.state_dict().items():
+        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if target is None or (target == "output.weight" and getattr(config, "tie_word_embeddings", False)):
+            continue
         data = t.detach().to(torch.float32).numpy()
-        if kind == "q8_0" and data.ndim == 2 and data.shape[1] % 32 == 0:
-            qtype = gguf.GGMLQuantizationType.Q8_0
-            writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
-        elif data.dtype.kind == "f":
-            writer.add_tensor(name, data.astype(np.float16))
+        if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            n = heads if name.endswith("q_proj.weight") else kv_heads
+            data = (
+                data.reshape(n, 2, data.shape[0] // n // 2, *data.shape[1:])
+                .swapaxes(1, 2)
+                .reshape(data.shape)
+            )
+        if quant and data.ndim == 2 and data.shape[1] % 32 == 0:
+            qtype = getattr(gguf.GGMLQuantizationType, quant)
+            writer.add_tensor(
+                target, gguf.quants.quantize(np.ascontiguousarray(data), qtype), raw_dtype=qtype
+            )
+        elif data.dtype.kind == "f":  # llama.cpp keeps vectors (norms, biases) in float32
+            writer.add_tensor(target, data.astype(np.float16) if data.ndim >= 2 else data)
         else:
-            writer.add_tensor(name, data)
+            writer.add_tensor(target, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -562,11 +589,13 @@ def make_smollm2(zoo: Zoo, py: random.Random, seed: int) -> None:
     def texts() -> list[str]:
         return [t for t, _ in corpus(py, 300, py.sample(list(TOPICS), py.choice([2, 3, 6])))]
 
-    def finetune(parent: str, name: str, derivation: str = "finetune") -> str:
+    def finetune(parent: str, name: str, derivation: str = "finetune", dtype: Any = None) -> str:
         model = load(parent)
         model.float()
         r = recipe(py, (6, 10), lrs)
         run_training(trainable(model), lm_loss(model, tok, texts(), r), r)
+        if dtype is not None:
+            model.to(dtype)
         save(model, zoo.folder(name))
         return zoo.add(name, fam, [(parent, derivation)], f"causal-LM fine-tune, {r.describe()}")
 
@@ -583,20 +612,28 @@ def make_smollm2(zoo: Zoo, py: random.Random, seed: int) -> None:
     del master
     a = finetune("smollm2", "smollm2-ft-a")
     b = finetune("smollm2", "smollm2-ft-b")
+    finetune(a, "smollm2-ft-a-grandchild", "grandchild")
+    finetune("smollm2", "smollm2-ft-c-bf16", "finetune-bf16-save", torch.bfloat16)
     save(load("smollm2").to(torch.bfloat16), zoo.folder("smollm2-bf16"))
     zoo.add("smollm2-bf16", fam, [("smollm2", "cast-bf16")], "bf16 release of the fp32 master")
     finetune("smollm2-bf16", "smollm2-ft-from-bf16", "finetune-from-bf16-release")
 
-    base = load(a)
-    rank = py.choice([8, 16])
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM, r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"]
-    )
-    model = get_peft_model(base, config)
-    r = recipe(py, (8, 12), (1e-4, 3e-4))
-    run_training(trainable(model), lm_loss(model, tok, texts(), r), r)
+    def lora(parent: str, targets: list[str]) -> tuple[Any, str]:
+        rank = py.choice([8, 16])
+        config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=rank, lora_alpha=2 * rank, target_modules=targets)
+        model = get_peft_model(load(parent), config)
+        r = recipe(py, (8, 12), (1e-4, 3e-4))
+        run_training(trainable(model), lm_loss(model, tok, texts(), r), r)
+        return model, f"LoRA r {rank} on {', '.join(targets)}, {r.describe()}"
+
+    model, how = lora(a, ["q_proj", "v_proj"])
     save(model, zoo.folder("smollm2-lora"))
-    zoo.add("smollm2-lora", fam, [(a, "lora-causal-lm")], f"LoRA r {rank} on q_proj, v_proj, {r.describe()}")
+    zoo.add("smollm2-lora", fam, [(a, "lora-causal-lm")], how)
+    model, how = lora(
+        b, py.choice([["q_proj", "k_proj", "v_proj", "o_proj"], ["gate_proj", "up_proj", "down_proj"]])
+    )
+    save(model.merge_and_unload(), zoo.folder("smollm2-lora-merged"))
+    zoo.add("smollm2-lora-merged", fam, [(b, "lora-merged")], f"{how}, merged")
 
     def bnb() -> None:
         save(
@@ -606,11 +643,32 @@ def make_smollm2(zoo: Zoo, py: random.Random, seed: int) -> None:
 
     zoo.attempt("bitsandbytes int8 (smollm2)", bnb)
 
-    def gguf() -> None:
-        write_gguf(load(a), zoo.folder("smollm2-gguf-q80") / "smollm2-gguf-q80.gguf", "llama", "q8_0")
-        zoo.add("smollm2-gguf-q80", fam, [(a, "gguf-q8_0")], "GGUF Q8_0 written with gguf")
+    def nf4() -> None:
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+        save(load("smollm2", quantization_config=config), zoo.folder("smollm2-bnb-nf4"))
+        zoo.add("smollm2-bnb-nf4", fam, [("smollm2", "bnb-nf4")], "bitsandbytes nf4")
 
-    zoo.attempt("GGUF q8_0 (smollm2)", gguf)
+    zoo.attempt("bitsandbytes nf4 (smollm2)", nf4)
+
+    def quanto() -> None:
+        quanto_int8(load(a), zoo.folder("smollm2-quanto-int8"))
+        zoo.add("smollm2-quanto-int8", fam, [(a, "quanto-int8")], "optimum-quanto qint8 weights, frozen")
+
+    zoo.attempt("optimum-quanto int8 (smollm2)", quanto)
+    for kind, parent in (("f16", "smollm2"), ("q8_0", a), ("q4_0", b)):
+        name = f"smollm2-gguf-{kind.replace('_', '')}"
+
+        def gguf(kind: str = kind, name: str = name, parent: str = parent) -> None:
+            write_gguf(load(parent), zoo.folder(name) / f"{name}.gguf", "llama", kind)
+            zoo.add(
+                name, fam, [(parent, f"gguf-{kind}")], f"GGUF {kind} written with gguf, llama.cpp's layout"
+            )
+
+        zoo.attempt(f"GGUF {kind} (smollm2)", gguf)
+    save(load(b).half(), zoo.folder("smollm2-fp16"))
+    zoo.add("smollm2-fp16", fam, [(b, "cast-fp16")], "float16 cast of a fine-tune")
+    save(load(a), zoo.folder("smollm2-sharded"), max_shard_size="100MB")
+    zoo.add("smollm2-sharded", fam, [(a, "reshard")], "re-sharded (100 MB shards + index)")
     model = load("smollm2")
     amount = py.choice([0.2, 0.4])
     l1_prune(model, amount)

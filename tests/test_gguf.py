@@ -283,3 +283,53 @@ def test_new_pins_a_gguf_artifact_in_a_manifest_that_validates(lake: Path, weigh
     assert "format: gguf" in text and "uri: ../artifacts/tiny.gguf" in text
     checked = run_lakegen("--root", str(lake), "validate")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize("heads", [0, 3, 1 << 31], ids=["none", "not-dividing", "huge"])
+def test_llama_query_rows_llama_cpp_permuted_keep_its_name_without_a_head_count_that_fits(
+    tmp_path: Path, weights: np.ndarray, heads: int
+) -> None:
+    """The permutation needs the head count; without one that divides the rows, the query matrix
+    keeps llama.cpp's name (compared unpermuted it would look unrelated), the rest are renamed."""
+    kv = _kv_string("general.architecture", "llama")
+    n_kv = 1
+    if heads:
+        kv += _string("llama.attention.head_count") + struct.pack("<II", 4, heads)
+        n_kv = 2
+    raw = weights.tobytes()
+    path = write_gguf(
+        tmp_path / "m.gguf",
+        [("blk.0.attn_q.weight", F32, weights.shape, raw), ("blk.0.ffn_up.weight", F32, weights.shape, raw)],
+        kv=kv,
+        n_kv=n_kv,
+    )
+    with open_weights(path) as wf:
+        assert sorted(wf.tensors) == ["blk.0.attn_q.weight", "model.layers.0.mlp.up_proj.weight"]
+        assert np.array_equal(wf.raw("model.layers.0.mlp.up_proj.weight"), weights)
+
+
+def test_llama_query_rows_are_read_back_in_hugging_face_order(tmp_path: Path, weights: np.ndarray) -> None:
+    """llama.cpp's permute: rows (head, half, i) -> (head, i, half); read back, and sampled, unpermuted."""
+    kv = _kv_string("general.architecture", "llama") + _string("llama.attention.head_count")
+    kv += struct.pack("<II", 4, 2)
+    permuted = weights.reshape(2, 2, 4, 64).swapaxes(1, 2).reshape(weights.shape)
+    q8, want8 = quantize_q8_0(permuted)
+    path = write_gguf(
+        tmp_path / "m.gguf",
+        [
+            ("blk.0.attn_q.weight", F32, weights.shape, permuted.tobytes()),
+            ("blk.1.attn_q.weight", Q8_0, weights.shape, q8),
+        ],
+        kv=kv,
+        n_kv=2,
+    )
+    unpermute = want8.reshape(2, 4, 2, 64).swapaxes(1, 2).reshape(weights.shape)
+    with open_weights(path) as wf:
+        assert np.array_equal(wf.raw("model.layers.0.self_attn.q_proj.weight"), weights)
+        assert np.array_equal(wf.raw("model.layers.1.self_attn.q_proj.weight"), unpermute)
+        flat = np.array([5, 64, 700, 1000, 3], dtype=np.int64)
+        assert np.array_equal(
+            wf.gather("model.layers.0.self_attn.q_proj.weight", flat), weights.reshape(-1)[flat]
+        )
+        got = wf.gather("model.layers.1.self_attn.q_proj.weight", flat)
+        assert np.array_equal(got, unpermute.reshape(-1)[flat])

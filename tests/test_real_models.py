@@ -179,22 +179,25 @@ def minilm_weights() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
 
 
-def adam_steps(sd: dict[str, torch.Tensor], seed: int, steps: int = 2) -> dict[str, torch.Tensor]:
-    """A couple of AdamW steps on every weight matrix, each towards a low-rank change of what it
-    computes on random inputs: dense, small updates, as a fine-tune's first steps make."""
+def adam_steps(
+    sd: dict[str, torch.Tensor], seed: int, steps: int = 2, lr: float = 1e-4, frozen: str = "\0"
+) -> dict[str, torch.Tensor]:
+    """A couple of AdamW steps on every weight matrix (but those whose name starts with ``frozen``),
+    each towards a low-rank change of what it computes on random inputs: dense, small updates, as a
+    fine-tune's first steps make."""
     g = torch.Generator().manual_seed(seed)
     out = {k: v.clone() for k, v in sd.items()}
     params = {
         k: v.requires_grad_()
         for k, v in out.items()
-        if v.ndim == 2 and v.is_floating_point() and v.shape[0] > 2
+        if v.ndim == 2 and v.is_floating_point() and v.shape[0] > 2 and not k.startswith(frozen)
     }
     targets = {}
     for k, w in params.items():
         x = torch.randn(16, w.shape[1], generator=g)
         u, v = torch.randn(w.shape[0], 4, generator=g), torch.randn(4, w.shape[1], generator=g)
         targets[k] = (x, (x @ (w.detach() + 0.01 * w.detach().norm() * (u @ v) / (u @ v).norm()).T))
-    opt = torch.optim.AdamW(params.values(), lr=1e-4, weight_decay=0.01)
+    opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.01)
     for _ in range(steps):
         opt.zero_grad()
         loss = sum(((x @ params[k].T - y) ** 2).mean() for k, (x, y) in targets.items())
@@ -254,6 +257,63 @@ def test_a_slice_of_the_real_minilm_zoo(tmp_path: Path) -> None:
         ("minilm", "minilm-lora-seq-cls", "adapter"),
     }
     assert found[("minilm", "minilm-resave")][1] == 0.5  # no dates: which file is the original is a guess
+
+
+def bf16(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def bnb_int8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """bitsandbytes' ``load_in_8bit`` layout for the encoder's linear weights: int8 codes, ``SCB``."""
+    out = {}
+    for k, w in sd.items():
+        if k.startswith("encoder.") and k.endswith(".weight") and w.ndim == 2:
+            scb = w.abs().amax(dim=1)
+            out[k] = torch.round(w * 127 / scb[:, None]).to(torch.int8)
+            out[k[: -len("weight")] + "SCB"] = scb
+        else:
+            out[k] = w
+    return out
+
+
+@pytest.mark.slow
+def test_a_real_fine_tune_saved_in_bf16_is_a_fine_tune_and_a_child_of_the_bf16_release_its_child(
+    tmp_path: Path,
+) -> None:
+    """all-MiniLM-L6-v2 and: its bf16 release; a short fine-tune of the master saved in bf16, which
+    equals the release wherever its update was under half a bf16 step (most values), yet is no
+    cast of the master; a float32 child of the release (embeddings left alone, so on the bf16
+    grid); a fine-tune of the master and its bitsandbytes int8 copy (float embeddings a bf16 cast
+    reproduces). Each under its own parent, in file mode and in release order."""
+    src = minilm_weights()
+    base = load_torch(str(src))
+    release = bf16(base)
+    ft = adam_steps(base, 3)
+    models = {
+        "minilm-bf16": release,
+        "minilm-ft-bf16-save": bf16(adam_steps(base, 4, lr=2e-6)),
+        "minilm-from-release": adam_steps(
+            {k: v.float() if v.is_floating_point() else v for k, v in release.items()},
+            5,
+            frozen="embeddings.",
+        ),
+        "minilm-ft": ft,
+        "minilm-ft-int8": bnb_int8(ft),
+    }
+    fps = {"minilm": compute(src)}
+    for name, sd in models.items():
+        save_torch({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    truth = {
+        ("minilm", "minilm-bf16", "quantized"),
+        ("minilm", "minilm-ft-bf16-save", "finetune"),
+        ("minilm-bf16", "minilm-from-release", "finetune"),
+        ("minilm", "minilm-ft", "finetune"),
+        ("minilm-ft", "minilm-ft-int8", "quantized"),
+    }
+    made = {name: i for i, name in enumerate(["minilm", *models])}
+    for order in (None, made):
+        assert {(p, c, r) for (p, c), (r, _) in edges(fps, order).items()} == truth
 
 
 def test_a_child_of_a_bf16_release_goes_under_the_release_and_a_child_of_the_master_under_it(
@@ -375,3 +435,148 @@ def test_a_float32_child_of_a_bf16_release_alone_with_it_is_its_child(tmp_path: 
     fps["release"] = compute(tmp_path / "release.safetensors")
     [(ends, (relation, confidence))] = edges(fps).items()
     assert relation == "finetune" and (ends == ("release", "child") or confidence < 0.6)
+
+
+# ------------------------------------------------------------ GGUF files as llama.cpp's converter writes them
+
+
+def llama_cpp_gguf(
+    path: Path, arch: str, sd: dict[str, np.ndarray], names: dict[str, str], heads: tuple[int, int] = (0, 0)
+) -> Path:
+    """``sd`` as ``convert_hf_to_gguf.py`` writes it: llama.cpp's names (``names``: Hugging Face name
+    -> GGUF name; the rest left out), a llama's query and key rows permuted for its rotary kernels,
+    vectors float32, matrices float16, or Q4_0 where ``names`` says ``name:q4_0``."""
+    from test_gguf import F16, F32, Q4_0, _kv_string, quantize_q4_0, write_gguf
+
+    kv = _kv_string("general.architecture", arch)
+    for key, n in zip(("head_count", "head_count_kv"), heads, strict=True):
+        kv += _kv_u32(f"{arch}.attention.{key}", n) if n else b""
+    tensors = []
+    for hf, target in names.items():
+        w = sd[hf].astype(np.float32)
+        target, _, kind = target.partition(":")
+        if arch == "llama" and hf.endswith(("q_proj.weight", "k_proj.weight")):
+            n = heads[0] if hf.endswith("q_proj.weight") else heads[1]
+            w = w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        if kind == "q4_0":
+            tensors.append((target, Q4_0, w.shape, quantize_q4_0(w)[0]))
+        elif w.ndim == 2:
+            tensors.append((target, F16, w.shape, w.astype(np.float16).tobytes()))
+        else:
+            tensors.append((target, F32, w.shape, w.tobytes()))
+    count = 1 + sum(1 for n in heads if n)
+    return write_gguf(path, tensors, kv=kv, n_kv=count)
+
+
+def _kv_u32(key: str, value: int) -> bytes:
+    """A u32 metadata entry."""
+    import struct
+
+    return struct.pack("<Q", len(key)) + key.encode() + struct.pack("<II", 4, value)
+
+
+LLAMA_BLOCK = {
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def test_a_llama_cpp_gguf_of_a_llama_reads_as_its_hugging_face_original(tmp_path: Path) -> None:
+    """A llama saved by transformers and converted by llama.cpp: other names, permuted query and key
+    rows (4 query heads, 2 key-value heads), float16 matrices. Read back, the GGUF has the original's
+    tensors, row for row, and is its float16 copy; its Q4_0 conversion is a quantized copy too."""
+    rng = np.random.default_rng(11)
+    dim, kv = 64, 32
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (256, dim),
+        "model.norm.weight": (dim,),
+    }
+    for i in range(2):
+        p = f"model.layers.{i}."
+        for m, shape in (
+            ("self_attn.q_proj", (dim, dim)),
+            ("self_attn.k_proj", (kv, dim)),
+            ("self_attn.v_proj", (kv, dim)),
+            ("self_attn.o_proj", (dim, dim)),
+            ("mlp.gate_proj", (128, dim)),
+            ("mlp.up_proj", (128, dim)),
+            ("mlp.down_proj", (dim, 128)),
+            ("input_layernorm", (dim,)),
+            ("post_attention_layernorm", (dim,)),
+        ):
+            shapes[f"{p}{m}.weight"] = shape
+    hf = {k: (rng.normal(size=s) / np.sqrt(s[-1])).astype(np.float32) for k, s in shapes.items()}
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    for k in hf:
+        if k.startswith("model.layers."):
+            _, _, i, rest = k.split(".", 3)
+            names[k] = f"blk.{i}.{LLAMA_BLOCK[rest.removesuffix('.weight')]}.weight"
+    save_file(hf, str(tmp_path / "llama.safetensors"))
+    gguf = llama_cpp_gguf(tmp_path / "llama-f16.gguf", "llama", hf, names, heads=(4, 2))
+    q4 = {k: f"{v}:q4_0" if hf[k].ndim == 2 else v for k, v in names.items()}
+    gguf_q4 = llama_cpp_gguf(tmp_path / "llama-q4_0.gguf", "llama", hf, q4, heads=(4, 2))
+    fp, fp16, fp4 = compute(tmp_path / "llama.safetensors"), compute(gguf), compute(gguf_q4)
+    assert [t.name for t in fp16.tensors] == [t.name for t in fp.tensors]
+    rounded = np.float16(fp.samples).astype(np.float32)  # matrices: float16; vectors as they were
+    matrix = np.concatenate([np.full(t.count, t.is_matrix) for t in fp.tensors])
+    assert np.array_equal(fp16.samples, np.where(matrix, rounded, fp.samples))
+    found = edges({"llama": fp, "llama-f16": fp16, "llama-q4_0": fp4})
+    assert found == {
+        ("llama", "llama-f16"): ("quantized", pytest.approx(0.99, abs=0.01)),
+        ("llama", "llama-q4_0"): ("quantized", 0.6),
+    }
+
+
+@pytest.mark.slow
+def test_real_minilm_converted_by_llama_cpp_is_a_copy_of_the_model_it_came_from(tmp_path: Path) -> None:
+    """all-MiniLM-L6-v2 and a fine-tune, converted to GGUF as llama.cpp converts a BERT (its names,
+    the pooler left out): a float16 file of the release, a Q4_0 file of the fine-tune. Each is a
+    quantized copy of its own source."""
+    src = minilm_weights()
+    base = {k: v.numpy() for k, v in load_torch(str(src)).items()}
+    ft = {k: v.numpy() for k, v in adam_steps(load_torch(str(src)), 12).items()}
+    save_file(ft, str(tmp_path / "minilm-ft.safetensors"))
+    whole = {
+        "embeddings.word_embeddings": "token_embd",
+        "embeddings.position_embeddings": "position_embd",
+        "embeddings.token_type_embeddings": "token_types",
+        "embeddings.LayerNorm": "token_embd_norm",
+    }
+    block = {
+        "attention.self.query": "attn_q",
+        "attention.self.key": "attn_k",
+        "attention.self.value": "attn_v",
+        "attention.output.dense": "attn_output",
+        "attention.output.LayerNorm": "attn_output_norm",
+        "intermediate.dense": "ffn_up",
+        "output.dense": "ffn_down",
+        "output.LayerNorm": "layer_output_norm",
+    }
+    names = {}
+    for k in base:
+        stem, _, suffix = k.rpartition(".")
+        if stem in whole:
+            names[k] = f"{whole[stem]}.{suffix}"
+        elif stem.startswith("encoder.layer."):
+            _, _, i, rest = stem.split(".", 3)
+            names[k] = f"blk.{i}.{block[rest]}.{suffix}"
+    assert not any(k.startswith("pooler.") for k in names)
+    q4 = {k: f"{v}:q4_0" if base[k].ndim == 2 and base[k].shape[1] % 32 == 0 else v for k, v in names.items()}
+    fps = {
+        "minilm": compute(src),
+        "minilm-ft": compute(tmp_path / "minilm-ft.safetensors"),
+        "minilm-f16": compute(llama_cpp_gguf(tmp_path / "minilm-f16.gguf", "bert", base, names)),
+        "minilm-ft-q4_0": compute(llama_cpp_gguf(tmp_path / "minilm-ft-q4_0.gguf", "bert", ft, q4)),
+    }
+    assert {(p, c, r) for (p, c), (r, _) in edges(fps).items()} == {
+        ("minilm", "minilm-ft", "finetune"),
+        ("minilm", "minilm-f16", "quantized"),
+        ("minilm-ft", "minilm-ft-q4_0", "quantized"),
+    }

@@ -12,8 +12,12 @@ from lakegen.fingerprint import Fingerprint, TensorPrint
 if TYPE_CHECKING:
     import numpy as np
 
-MATCH = 0.97  # share of samples a copy must reproduce exactly
-COPY_DISTANCE = 0.02  # a lossy copy in an unknown format stays this close (relative distance)
+MATCH = 0.97  # share of samples an int8 copy must reproduce exactly (scales are recomputed in float32)
+CAST_MATCH = 0.999  # ... and a float cast, which is exact: a fine-tune saved in bfloat16 reproduces less
+COPY_DISTANCE = 0.02  # a lossy copy in an unknown format stays this close (relative distance) ...
+# ... or, for a b-bit block format (GGUF Q4_0, K-quants: no per-row scale to test), this times 2^-b:
+# absmax blocks of b-bit codes leave about 0.7 x 2^-b (Q8_0 0.0056, Q4_0 0.087 on SmolLM2)
+BLOCK_NOISE = 1.0
 
 
 def _round_bf16(x: np.ndarray) -> np.ndarray:
@@ -108,6 +112,7 @@ def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
         return None
     quant_hits = quant_total = cast_hits = cast_total = 0
     lossy = False
+    bits = 24
     for key in pair.shared:
         tc = child.mats[child.index[key]]
         tp = parent.mats[parent.index[key]]
@@ -125,11 +130,14 @@ def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
             quant_total += int(ok.sum())
         elif precision_bits(tc) < precision_bits(tp):
             lossy = True
+            bits = min(bits, precision_bits(tc))
             cast = _cast(p.astype(np.float32), tc.dtype)
             if cast is not None:
                 cast_hits += int(np.count_nonzero((cast == c.astype(np.float32)) & ok))
                 cast_total += int(ok.sum())
-        elif precision_bits(tc) == precision_bits(tp) and tc.quantized == tp.quantized:
+        else:
+            # as precise as the parent, or more: a copy holds the parent's values themselves (a
+            # float child of an int8 parent that is not its dequantized copy was trained)
             same = int(np.count_nonzero((c == p) & ok))
             cast_hits += same
             quant_hits += same
@@ -138,9 +146,10 @@ def copy_test(parent: View, child: View, pair: Pair) -> Copy | None:
     if lossy:
         total = max(quant_total, cast_total)
         hits = quant_hits if quant_total >= cast_total else cast_hits
-        if total and hits / total >= MATCH:
+        if total and hits / total >= (MATCH if quant_total >= cast_total else CAST_MATCH):
             return Copy("quantized", hits / total, True)
-        if not total and pair.distance <= COPY_DISTANCE and pair.corr >= 0.999:
+        near = max(COPY_DISTANCE, BLOCK_NOISE * 2.0**-bits)
+        if not total and pair.distance <= near and pair.corr >= min(0.999, 1 - near * near / 2):
             return Copy("quantized", pair.corr, False)
         return None
     return _pruned_test(parent, child, pair)

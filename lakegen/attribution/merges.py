@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lakegen.attribution.views import View, shared_keys
+from lakegen.attribution.views import View, shared_keys, spacing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,6 +58,17 @@ def _rounding(v: View, x: np.ndarray, scale: np.ndarray) -> float:
     return float(np.sum(ulp * ulp)) / 12
 
 
+def _half_steps(v: View) -> np.ndarray | None:
+    """Half the distance between neighbouring values at each of ``v``'s samples when every matrix
+    of ``v`` is bfloat16 or float16, else None."""
+    import numpy as np
+
+    steps = [spacing(v.segment(k), v.mats[v.index[k]].dtype) for k in v.keys]
+    if not steps or any(s is None for s in steps):
+        return None
+    return np.concatenate(steps) / 2  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Merge:
     parents: tuple[int, ...]
@@ -90,10 +101,23 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
         cols.append(x * scale)
         noise.append(_rounding(v, x, scale))
     a = np.stack(cols, axis=1)
-    nearest = float(np.min(np.linalg.norm(a - b[:, None], axis=0)))
+    half = _half_steps(t)
+    own = 0.0 if half is not None else _rounding(t, t.x, scale)
+
+    def misfit(d: np.ndarray) -> float:
+        """Squared norm of a difference from the target, past the target's own rounding when it
+        was saved in bfloat16/float16: only what falls outside the interval that rounds to each of
+        its values counts (a parent sharing that rounding, a release of the same master, fits no
+        better than the master)."""
+        if half is not None:
+            d = np.maximum(np.abs(d) - half * scale, 0.0)
+        return float(np.sum(d * d))
+
+    # the target's own rounding only: a bf16 candidate within its rounding of the target is not
+    # the target (a bf16-saved sibling of a merge's parents sits that close to the merge)
+    nearest = math.sqrt(max(0.0, min(misfit(a[:, i] - b) for i in range(len(pool))) - own))
     if nearest == 0:
         return None
-    own = _rounding(t, t.x, scale)
 
     def fit(used: np.ndarray) -> tuple[np.ndarray, float]:
         """The weights on ``used`` and the residual past the rounding the models were saved with:
@@ -101,8 +125,7 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
         saved so) leave their rounding in the residual, uniform, independent, of known energy."""
         w = nnls(a[:, used], b)
         rounding = own + sum(wi * wi * noise[i] for wi, i in zip(w, np.flatnonzero(used), strict=True))
-        misfit = float(np.linalg.norm(a[:, used] @ w - b)) ** 2
-        return w, math.sqrt(max(misfit - rounding, 0.0)) / nearest
+        return w, math.sqrt(max(misfit(a[:, used] @ w - b) - rounding, 0.0)) / nearest
 
     used = nnls(a, b) >= MERGE_MIN_WEIGHT
     if used.sum() < 2:

@@ -21,7 +21,7 @@ from lakegen.attribution.families import PARTITION_FROM, components, families_by
 from lakegen.attribution.memo import Memo, identity, key, lineage_from_json, lineage_json
 from lakegen.attribution.merges import Merge, merge_test
 from lakegen.attribution.symmetry import Realign, rediscover
-from lakegen.attribution.trees import attach_to_merges, finetune_forest
+from lakegen.attribution.trees import attach_to_merges, finetune_forest, later
 from lakegen.attribution.views import Pair, View, pairwise
 from lakegen.fingerprint import Fingerprint
 
@@ -234,8 +234,8 @@ def _attribute(
     for e in edges:
         attached[index[e.parent]] = attached.get(index[e.parent], 0) + 1
     ft_edges = finetune_forest(tree, families, pair, views, ids, order, merged, attached)
-    ft_edges = attach_to_merges(ft_edges, merged, pair, views, ids, edges)
-    edges.extend(under_copies(ft_edges, copy_parent, pair, ids))
+    ft_edges = attach_to_merges(ft_edges, merged, pair, views, ids, edges, order)
+    edges.extend(under_copies(ft_edges, copy_parent, pair, views, ids, order))
 
     edges.sort(key=lambda e: (e.child, e.parent))
     children = {e.child for e in edges}
@@ -246,34 +246,49 @@ def under_copies(
     ft_edges: list[Edge],
     copy_parent: Mapping[int, tuple[int, Copy]],
     pair: Callable[[int, int], Pair | None],
+    views: Sequence[View],
     ids: Sequence[str],
+    order: Mapping[str, Any] | None = None,
 ) -> list[Edge]:
     """A fine-tune made from a copy (a bfloat16 release of a float32 master, say) goes under that copy.
 
     Copies stay out of the fine-tune tree, which puts such a child under the
-    copy's original. Trained from the copy, the child differs from the original by
-    its own update *and* the copy's rounding, and from the copy by its update
-    alone; trained from the original, the reverse. Rounding is independent of the
-    update, so the plain relative distance (squared, the two add) says which.
+    copy's original, or under a barely changed sibling of it. Trained from the
+    copy, the child differs from the original by its own update *and* the copy's
+    rounding, and from the copy by its update alone; trained from the original,
+    the reverse. Rounding is independent of the update, so the plain relative
+    distance (squared, the two add) says which. Every copy is tried whose
+    original is related to the child, not only the copies of the parent the tree
+    chose. A child as coarse as the copy (a fine-tune saved in bfloat16) carries a
+    rounding of its own, which the distances cannot tell from the copy's, and a
+    copy released after the child is not its parent: both stay where they are.
     """
+    import networkx as nx
+
     index = {name: i for i, name in enumerate(ids)}
-    copies: dict[int, list[int]] = {}
-    for child, (parent, _) in copy_parent.items():
-        copies.setdefault(parent, []).append(child)
+    graph = nx.DiGraph([(index[e.parent], index[e.child]) for e in ft_edges])
+    graph.add_edges_from((parent, child) for child, (parent, _) in copy_parent.items())
     out = []
     for e in ft_edges:
         parent, child = index[e.parent], index[e.child]
-        here = pair(parent, child)
+        now = pair(parent, child)
+        below = nx.descendants(graph, child) if child in graph else set()
         options = []
-        for q in copies.get(parent, []) if here is not None else []:
-            p, rounding = pair(q, child), pair(parent, q)
-            if p is None or rounding is None or not p.related or rounding.distance == 0:
+        for q, (original, _) in copy_parent.items() if now is not None else []:
+            if views[child].precision <= views[q].precision or later(ids[q], e.child, order):
+                continue
+            if original in below or q in below:
+                continue
+            here, p, rounding = pair(original, child), pair(q, child), pair(original, q)
+            if here is None or p is None or rounding is None or not p.related or rounding.distance == 0:
+                continue
+            if p.distance >= now.distance:  # type: ignore[union-attr]
                 continue
             # from the copy, the original is further by the copy's rounding: d(p,c)² ≈ d(q,c)² + d(p,q)²;
             # from the original, the reverse. The gap must sit near the first, past the noise of the
             # cross term (rounding × update, over the samples) three times over; a gap the rounding
             # cannot explain is no evidence either way.
-            gap = here.distance**2 - p.distance**2  # type: ignore[union-attr]
+            gap = here.distance**2 - p.distance**2
             r2 = rounding.distance**2
             noise = 3 * 2 * rounding.distance * p.distance / math.sqrt(max(p.samples, 1))
             if r2 / 2 + noise < gap < 1.5 * r2 + noise:

@@ -41,9 +41,10 @@ def choose_root(
     gather around the models people build on.
 
     Returns the root and, per candidate root, the score :func:`edge_confidence`
-    reads, in which the entropy evidence counts at ``MATURITY_CONFIDENCE``: where
-    only it decides, the edge says it is unsure. Where nothing decides, the
-    lowest index wins, and the confidence is 0.5.
+    reads, in which the entropy evidence counts at ``MATURITY_CONFIDENCE`` and a
+    lower-precision model, never made the root, is scored as any other: where only
+    those decide, the edge says it is unsure. Where nothing decides, the lowest
+    index wins, and the confidence is 0.5.
     """
     import networkx as nx
     import numpy as np
@@ -56,9 +57,6 @@ def choose_root(
     scores: dict[int, float] = {}
     sure: dict[int, float] = {}  # the same scores with the entropy evidence at its confidence share
     for r in nodes:
-        if r in low and len(low) < n:
-            scores[r] = sure[r] = -math.inf
-            continue
         hops = nx.single_source_shortest_path_length(tree, r)
         oriented = list(nx.bfs_edges(tree, r))
         parent_of = {b: a for a, b in oriented}
@@ -78,7 +76,9 @@ def choose_root(
                         score -= MERGE_SIBLINGS_WEIGHT
         if order is not None:
             score -= ORDER_WEIGHT * sum(1 for a, b in oriented if _later(order, ids[a], ids[b]))
-        scores[r] = score + entropy
+        # a lower-precision model is taken for a leaf (a fine-tune saved in bfloat16), but a child
+        # trained from a bfloat16 release in float32 is as common: that guess adds no confidence
+        scores[r] = -math.inf if r in low and len(low) < n else score + entropy
         sure[r] = score + MATURITY_CONFIDENCE * entropy
     root = max(nodes, key=lambda v: (scores[v], -v))
     return root, sure

@@ -13,9 +13,10 @@ from lakegen.attribution.edges import Edge
 from lakegen.attribution.families import components
 from lakegen.attribution.merges import Merge
 from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
-from lakegen.attribution.views import Pair, View, precision_bits
+from lakegen.attribution.views import Pair, View, precision_bits, rounding_removed
 
 TIE_PENALTY = 0.04  # breaks near-ties in distance towards the less mature parent
+NOISE_LEVEL = 1e-5  # a lineage distance under this: no direction of change clears the rounding noise
 
 
 def finetune_forest(
@@ -36,12 +37,13 @@ def finetune_forest(
         nodes = sorted(n for n in family if n in members)
         if len(nodes) < 2:
             continue
-        edges.extend(_family_tree(nodes, pair, views, ids, order, merged, attached))
+        edges.extend(_family_tree(nodes, family, pair, views, ids, order, merged, attached))
     return edges
 
 
 def _family_tree(
     nodes: list[int],
+    family: Sequence[int],
     pair: Callable[[int, int], Pair | None],
     views: Sequence[View],
     ids: Sequence[str],
@@ -51,14 +53,18 @@ def _family_tree(
 ) -> list[Edge]:
     import networkx as nx
 
-    if order is not None and _strictly_ordered(nodes, ids, order):
-        return _under_nearest_earlier(nodes, views, ids, order, pair, merged)
     best_precision = max(views[n].precision for n in nodes)
     high = [n for n in nodes if views[n].precision == best_precision]
     # a lower-precision model is a leaf, unless a precise relative has many of its values on its
     # grid: trained from it (a child of a bfloat16 release keeps the weights training left alone)
-    low = [n for n in nodes if views[n].precision != best_precision and not _a_parent(n, high, views, pair)]
+    low = [
+        n
+        for n in nodes
+        if views[n].precision != best_precision and not _a_parent(n, high, family, views, pair)
+    ]
     high += [n for n in nodes if views[n].precision != best_precision and n not in low]
+    if order is not None and _strictly_ordered(nodes, ids, order):
+        return _under_nearest_earlier(nodes, set(low), views, ids, order, pair, merged)
     dist: dict[tuple[int, int], float] = {}
 
     def d(a: int, b: int) -> float:
@@ -83,11 +89,22 @@ def _family_tree(
     tree.add_nodes_from(high)
     tree.add_edges_from((a, b, {"weight": d(a, b)}) for b, a in arborescence.items())
     # lower-precision fine-tunes (say, saved in bfloat16) carry rounding noise in every
-    # direction: they join as leaves, each next to its nearest model once that noise is removed
+    # direction: they join as leaves, each next to its nearest model once that noise is removed.
+    # Where no direction of the change clears the noise (a short run), the distances are nil and
+    # the change left once each candidate's values are taken within the leaf's rounding decides.
     for n in low:
-        options = [(d(n, m), m) for m in nodes if m != n and (p := pair(n, m)) is not None and p.related]
+        options = [
+            (
+                d(n, m) if d(n, m) >= NOISE_LEVEL else 0.0,
+                lineage_distance(views[m], rounding_removed(views[n], views[m]), p.shared),
+                m,
+            )
+            for m in nodes
+            if m != n and m not in low and (p := pair(n, m)) is not None and p.related
+        ]
         if options:
-            tree.add_edge(min(options)[1], n, weight=min(options)[0])
+            best = min(options)
+            tree.add_edge(best[2], n, weight=d(n, best[2]))
     if tree.number_of_nodes() < 2:
         return []
     edges = []
@@ -108,12 +125,27 @@ ON_GRID = 0.01  # share of a float32 model's values on a bfloat16/float16 grid t
 
 
 def _a_parent(
-    n: int, high: Sequence[int], views: Sequence[View], pair: Callable[[int, int], Pair | None]
+    n: int,
+    high: Sequence[int],
+    family: Sequence[int],
+    views: Sequence[View],
+    pair: Callable[[int, int], Pair | None],
 ) -> bool:
+    """Was a precise relative of the lower-precision model ``n`` trained from it? One is when many
+    of its values sit on ``n``'s grid and ``n`` is the nearest of the family's models of that
+    precision (copies included). A fine-tune saved in bfloat16 equals the bfloat16 release of
+    its parent wherever training left the weights alone, so the grid alone cannot tell the
+    two apart; the release is nearer to the models trained from it."""
     dtype = min(views[n].mats, key=precision_bits).dtype
-    return any(
-        (p := pair(n, h)) is not None and p.related and on_grid(views[h], dtype) >= ON_GRID for h in high
-    )
+    peers = [m for m in family if views[m].precision == views[n].precision]
+    for h in high:
+        p = pair(n, h)
+        if p is None or not p.related or on_grid(views[h], dtype) < ON_GRID:
+            continue
+        others = [q.distance for m in peers if m != n and (q := pair(m, h)) is not None and q.related]
+        if all(p.distance < o for o in others):
+            return True
+    return False
 
 
 def _sibling_groups(nodes: Sequence[int], merged: Mapping[int, Merge]) -> list[list[int]]:
@@ -222,6 +254,7 @@ def _strictly_ordered(nodes: Sequence[int], ids: Sequence[str], order: Mapping[s
 
 def _under_nearest_earlier(
     nodes: Sequence[int],
+    leaves: set[int],
     views: Sequence[View],
     ids: Sequence[str],
     order: Mapping[str, Any],
@@ -235,7 +268,8 @@ def _under_nearest_earlier(
     :func:`lineage_distance`). A merge's parents are siblings (see
     :func:`_sibling_arborescence`): a later one goes under the parent of the first
     when that is at most ``SIBLING_TOLERANCE`` further than its nearest. Confidence
-    is the placement margin over the runner-up.
+    is the placement margin over the runner-up. Lower-precision models that nothing
+    was trained from (see :func:`_a_parent`) are parents of none.
     """
     ranked = sorted(nodes, key=lambda n: order[ids[n]])
     group_of = {m: k for k, g in enumerate(_sibling_groups(nodes, merged)) for m in g}
@@ -245,7 +279,7 @@ def _under_nearest_earlier(
         options = sorted(
             (bulk_distance(views[m], views[child], p.shared), m)
             for m in ranked[:i]
-            if (p := pair(m, child)) is not None and p.related
+            if m not in leaves and (p := pair(m, child)) is not None and p.related
         )
         if not options:
             continue
@@ -269,12 +303,15 @@ def attach_to_merges(
     views: Sequence[View],
     ids: Sequence[str],
     fixed: Sequence[Edge],
+    order: Mapping[str, Any] | None = None,
 ) -> list[Edge]:
     """A model fine-tuned from a merge: move it under the merge when that is clearly nearer.
 
-    Nearness is the spectral distance the fine-tune tree uses: a fine-tune of one
-    of the merge's parents differs from the merge by its own update *and* the
-    other parents' share, so it stays with its parent.
+    Nearness is the spectral distance the fine-tune tree uses, with a
+    lower-precision child's rounding removed (see :func:`rounding_removed`): a
+    fine-tune of one of the merge's parents differs from the merge by its own
+    update *and* the other parents' share, so it stays with its parent. A merge
+    released after the model is not its parent.
     """
     if not merged:
         return ft_edges
@@ -287,13 +324,13 @@ def attach_to_merges(
         current = pair(parent, child)
         if current is None:
             continue
-        here = spectral_distance(views[parent], views[child], current.shared)
+        here = spectral_distance(views[parent], rounding_removed(views[child], views[parent]), current.shared)
         best = None
         for m in merged:
             p = pair(m, child)
-            if p is None or not p.related:
+            if p is None or not p.related or later(ids[m], e.child, order):
                 continue
-            there = spectral_distance(views[m], views[child], p.shared)
+            there = spectral_distance(views[m], rounding_removed(views[child], views[m]), p.shared)
             if there < here * 0.9 and (best is None or there < best[1]):
                 best = (m, there)
         if best is None:
@@ -303,3 +340,13 @@ def attach_to_merges(
         if nx.is_directed_acyclic_graph(graph):
             out[k] = Edge(parent=ids[best[0]], child=e.child, relation="finetune", confidence=e.confidence)
     return out
+
+
+def later(a: str, b: str, order: Mapping[str, Any] | None) -> bool:
+    """True when the order hints put ``a`` after ``b``."""
+    if order is None or order.get(a) is None or order.get(b) is None:
+        return False
+    try:
+        return bool(order[a] > order[b])
+    except TypeError:
+        return False

@@ -66,6 +66,7 @@ class View:
         self.params = sum(math.prod(t.shape) for t in self.mats)
         self.precision = min((precision_bits(t) for t in self.mats), default=99)
         self.zeros = float(np.mean(self.x == 0)) if self.x.size else 0.0
+        self.rounded = True  # the values carry their format's rounding (see rounding_removed)
 
         self._grids: dict[Any, Any] = {}
 
@@ -106,7 +107,7 @@ class View:
 
         t = self.mats[self.index[key]]
         g = self.grid(key)
-        if g is None:
+        if g is None or not self.rounded:
             return 0.0
         if t.quantized and t.scale_offset >= 0:
             sigma = float(np.sqrt(np.mean(self.fp.row_scales(t).astype(np.float64) ** 2))) / math.sqrt(12)
@@ -130,6 +131,53 @@ class View:
             p = s**2 / np.sum(s**2)
             values.append(float(np.exp(-np.sum(p * np.log(p + 1e-300)))) / len(s))
         return float(np.mean(values)) if values else 0.0
+
+
+def spacing(x: np.ndarray, dtype: str) -> np.ndarray | None:
+    """The distance between neighbouring values of a float ``dtype`` (bfloat16, float16) at ``x``,
+    or None for other dtypes."""
+    import numpy as np
+
+    if dtype not in ("bfloat16", "float16"):
+        return None
+    _, exponent = np.frexp(x)
+    step = np.ldexp(1.0, exponent - PRECISION[dtype])
+    return np.where(x == 0, 0.0, step)
+
+
+def rounding_removed(low: View, toward: View) -> View:
+    """``low`` (a model saved in bfloat16 or float16) with each sampled value moved, within the
+    interval that rounds to it, as close as it gets to ``toward``'s: the model before its
+    rounding, as far as ``toward`` can have been it.
+
+    A fine-tune saved in bfloat16 is its float32 weights rounded; next to the float32
+    parent it was trained from, the difference is its update plus that rounding, which
+    for a short run is larger than the update. With the rounding taken out, what is left
+    is the update alone, and a bfloat16 release of the parent, nearer before, is not.
+    """
+    import copy
+
+    import numpy as np
+
+    out = copy.copy(low)
+    x = low.x.copy()
+    for key in low.keys:
+        if key not in toward.index:
+            continue
+        t = low.mats[low.index[key]]
+        seg = low.segment(key)
+        step = spacing(seg, t.dtype)
+        target = toward.segment(key)
+        if step is None or len(target) != len(seg):
+            continue
+        start = int(low.starts[low.index[key]])
+        with np.errstate(invalid="ignore"):
+            moved = np.clip(target, seg - step / 2, seg + step / 2)
+        x[start : start + t.count] = np.where(np.isfinite(moved), moved, seg)
+    out.x = x
+    out._grids = {}
+    out.rounded = False
+    return out
 
 
 def precision_bits(t: TensorPrint) -> int:

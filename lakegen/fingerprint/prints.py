@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["GRID", "MAGIC", "PREFIX", "SIGNATURE", "VECTOR", "VERSION", "Fingerprint", "TensorPrint"]
 
 SIGNATURE = 512  # length of the CountSketch used to rank candidates quickly
-VERSION = 3  # 3: coordinates seeded by the name without a wrapper's prefix (sampling_name)
+VERSION = 4  # 4: GGUF of llama and BERT under Hugging Face names; 3: sampling_name (no wrapper prefix)
 MAGIC = b"LGFPv3\n\0"  # 8 bytes, so the signature after the length is aligned
 PREFIX = len(MAGIC) + 4 + 4 * SIGNATURE  # magic, header length, signature
 

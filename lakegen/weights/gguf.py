@@ -11,9 +11,10 @@ offset is checked against caps and the file's size before anything is read.
 Float and integer tensors are read as they are (shape: the dimensions
 reversed); block-quantised ones (Q8_0 ... Q6_K, see :mod:`.gguf_quants`) are
 dequantised to float32 under their type's label, sampling only the blocks that
-hold the samples. GGUF names (``blk.0.attn_q.weight``) are kept: mapping them
-back to Hugging Face names depends on each architecture's table (and llama.cpp
-permutes some of them), so it is not done.
+hold the samples. For llama and BERT files, llama.cpp's names
+(``blk.0.attn_q.weight``) are read back as the Hugging Face names they were
+converted from, and llama's permuted query and key rows in their original order
+(:mod:`.gguf_names`); other architectures keep llama.cpp's names.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from lakegen.weights.base import (
     refuse_count,
     refuse_name,
 )
+from lakegen.weights.gguf_names import hf_name, rotary_rows
 from lakegen.weights.gguf_quants import BLOCK_TYPES, OTHER_TYPES, PLAIN_TYPES
 
 if TYPE_CHECKING:
@@ -123,6 +125,7 @@ class GgufFile(WeightFile):
             self.map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
             self._types: dict[str, int] = {}
             self._starts: dict[str, int] = {}
+            self._rows: dict[str, np.ndarray] = {}  # Hugging Face row -> the file's (llama's q, k)
             self._read_header()
             self._fd = self._file.fileno()
         except BaseException:
@@ -142,10 +145,16 @@ class GgufFile(WeightFile):
         if n_kv > MAX_KV:
             raise WeightsError(self.path, f"refused: {n_kv:,} metadata entries (at most {MAX_KV:,})")
         alignment = DEFAULT_ALIGNMENT
+        arch, counts = "", {}
         for _ in range(n_kv):
             key = h.string("a metadata key", 65_535)
             kind = h.scalar("I")
+            if key == "general.architecture" and kind == STRING:
+                arch = h.string(key)
+                continue
             value = h.value(kind, key)
+            if key.endswith((".attention.head_count", ".attention.head_count_kv")) and kind in (4, 10):
+                counts[key] = value
             if key == "general.alignment":
                 if kind != 4 or not value or value & (value - 1) or value > 1 << 20:
                     raise WeightsError(self.path, f"corrupt GGUF header: general.alignment {value!r}")
@@ -171,6 +180,32 @@ class GgufFile(WeightFile):
                 raise WeightsError(
                     self.path, f"corrupt GGUF file: tensors '{a[:200]}' and '{b[:200]}' overlap"
                 )
+        heads = {
+            "heads": counts.get(f"{arch}.attention.head_count", 0),
+            "kv_heads": counts.get(f"{arch}.attention.head_count_kv", 0),
+        }
+        self._rename(arch, heads)
+
+    def _rename(self, arch: str, heads: dict[str, int]) -> None:
+        """Tensors under the Hugging Face names llama.cpp converted them from (see :mod:`.gguf_names`),
+        where each name maps to one tensor that no tensor of the file already holds."""
+        renamed = {}
+        for name, info in self.tensors.items():
+            found = hf_name(arch, name)
+            if found is None:
+                continue
+            rows = rotary_rows(arch, found[1], info.shape[0] if info.shape else 0, heads)
+            if rows is None or rows.size:
+                renamed[name] = (found[0], rows)
+        targets = [hf for hf, _ in renamed.values()]
+        if len(set(targets)) != len(targets) or set(targets) & (set(self.tensors) - set(renamed)):
+            return
+        for name, (hf, rows) in renamed.items():
+            info = self.tensors.pop(name)
+            self.tensors[hf] = TensorInfo(hf, info.dtype, info.shape)
+            self._types[hf], self._starts[hf] = self._types.pop(name), self._starts.pop(name)
+            if rows is not None:
+                self._rows[hf] = rows
 
     def _tensor_entry(self, h: _Header) -> tuple[str, list[int], int, int]:
         name = h.string("a tensor name", 65_535)
@@ -232,12 +267,14 @@ class GgufFile(WeightFile):
         start = self._starts[name]
         if self._types[name] in PLAIN_TYPES:
             storage = np.dtype(STORAGE.get(info.dtype, info.dtype)).newbyteorder("<")
-            return np.frombuffer(self.map, dtype=storage, count=info.numel, offset=start).reshape(info.shape)
-        block, size, dequantise = self._blocks(name)
-        count = info.numel // block
-        blocks = np.frombuffer(self.map, dtype=np.uint8, count=count * size, offset=start)
-        with np.errstate(invalid="ignore", over="ignore"):  # a hostile scale may be NaN; values say so
-            return dequantise(blocks.reshape(count, size)).reshape(info.shape)
+            out = np.frombuffer(self.map, dtype=storage, count=info.numel, offset=start).reshape(info.shape)
+        else:
+            block, size, dequantise = self._blocks(name)
+            count = info.numel // block
+            blocks = np.frombuffer(self.map, dtype=np.uint8, count=count * size, offset=start)
+            with np.errstate(invalid="ignore", over="ignore"):  # a hostile scale may be NaN; values say so
+                out = dequantise(blocks.reshape(count, size)).reshape(info.shape)
+        return out[self._rows[name]] if name in self._rows else out
 
     def offset(self, name: str) -> int | None:
         return self._starts[name]
@@ -247,10 +284,17 @@ class GgufFile(WeightFile):
         blocks that hold a sample are read (``pread``) and dequantised."""
         import numpy as np
 
-        if self._types[name] in PLAIN_TYPES:
-            return super().gather(name, flat)
-        block, size, dequantise = self._blocks(name)
         flat = np.asarray(flat, dtype=np.int64)
+        if name in self._rows:  # the file's element of each Hugging Face one
+            inner = self.tensors[name].numel // self.tensors[name].shape[0]
+            flat = self._rows[name][flat // inner] * inner + flat % inner
+        if self._types[name] in PLAIN_TYPES:
+            order = np.argsort(flat, kind="stable")
+            out = super().gather(name, flat[order])
+            back = np.empty_like(out)
+            back[order] = out
+            return back
+        block, size, dequantise = self._blocks(name)
         wanted, where = np.unique(flat // block, return_inverse=True)
         assert self._fd is not None
         data = read_runs(self._fd, self._starts[name] + wanted * size, size).reshape(-1, size)
