@@ -237,27 +237,22 @@ def main() -> None:
             f"warm attribute, in process: {fetcher.bytes_fetched} bytes fetched, {rchar() - before:,} bytes "
             "read from disk in all (records and the cached fingerprint)"
         )
-        for derived in ("fingerprints", "lineage.json"):
-            shutil.rmtree(cache / derived, ignore_errors=True)
-            (cache / derived).unlink(missing_ok=True)
-        start = time.perf_counter()
-        attribute_catalog(catalog, Cache(cache))
-        print(
-            f"attribute with no fingerprint cached (from the capture), in process: {time.perf_counter() - start:.2f} s, "
-            f"{fetcher.bytes_fetched:,} bytes in {fetcher.range_requests} range requests "
-            f"({fetcher.bytes_fetched / size:.2%} of the file)"
-        )
-        if args.ranges:  # moto copies the whole object for every range it serves: keep it small
-            for derived in ("fingerprints", "lineage.json", "caught"):
-                shutil.rmtree(cache / derived, ignore_errors=True)
-                (cache / derived).unlink(missing_ok=True)
+
+        def attribute_without(derived: tuple[str, ...], what: str) -> None:
+            for name in derived:
+                shutil.rmtree(cache / name, ignore_errors=True)
+                (cache / name).unlink(missing_ok=True)
             start = time.perf_counter()
             attribute_catalog(catalog, Cache(cache))
             print(
-                f"attribute with no capture (by range requests), in process: {time.perf_counter() - start:.2f} s, "
+                f"attribute with {what}, in process: {time.perf_counter() - start:.2f} s, "
                 f"{fetcher.bytes_fetched:,} bytes in {fetcher.range_requests} range requests "
                 f"({fetcher.bytes_fetched / size:.2%} of the file)"
             )
+
+        attribute_without(("fingerprints", "lineage.json"), "no fingerprint cached (from the capture)")
+        if args.ranges:  # moto copies the whole object for every range it serves: keep it small
+            attribute_without(("fingerprints", "lineage.json", "caught"), "no capture (by range requests)")
     finally:
         server.stop()
         if args.keep is None:

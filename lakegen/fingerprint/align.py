@@ -68,6 +68,23 @@ class Group:
 
 
 _BERT = re.compile(r"^(?P<p>.*\blayer\.\d+\.)attention\.self\.query\.weight$")
+
+
+def _attention(name: str) -> tuple[str, str, str, str] | None:
+    """A BERT-style layer's query, key, value and output projections (names without ``.weight``),
+    when ``name`` is its query weight."""
+    m = _BERT.match(name)
+    if m is None:
+        return None
+    p = m["p"]
+    return (
+        f"{p}attention.self.query",
+        f"{p}attention.self.key",
+        f"{p}attention.self.value",
+        f"{p}attention.output.dense",
+    )
+
+
 _CHAIN = re.compile(r"^(?P<stem>.*?)(?P<i>\d+)\.weight$")
 
 
@@ -87,12 +104,11 @@ def unit_groups(shapes: Mapping[str, tuple[int, ...]]) -> list[Group]:
         return (name,) if name in shapes else ()
 
     for name in sorted(shapes):
-        m = _BERT.match(name)
-        if m is None:
+        layer = _attention(name)
+        if layer is None:
             continue
-        p = m["p"]
-        q, k, v = (f"{p}attention.self.{x}.weight" for x in ("query", "key", "value"))
-        o = f"{p}attention.output.dense.weight"
+        q, k, v, o = (f"{n}.weight" for n in layer)
+        p = name[: -len("attention.self.query.weight")]
         ffn_in, ffn_out = f"{p}intermediate.dense.weight", f"{p}output.dense.weight"
         if not all(n in shapes for n in (k, v, o)):
             continue
@@ -281,12 +297,10 @@ def rotate_heads(
     leads: list[float] = []
     count = 0
     for name in sorted(child):
-        m = _BERT.match(name)
-        if m is None:
+        layer = _attention(name)
+        if layer is None:
             continue
-        p = m["p"]
-        q, k, v = (f"{p}attention.self.{x}" for x in ("query", "key", "value"))
-        o = f"{p}attention.output.dense"
+        q, k, v, o = layer
         needed = [f"{n}.weight" for n in (q, k, v, o)]
         if not all(n in child and n in parent and parent[n].shape == child[n].shape for n in needed):
             continue
