@@ -1,11 +1,11 @@
 """Fingerprint speed per weight format, against ``openssl dgst -sha256`` on the same bytes.
 
-    .venv/bin/python benchmarks/fingerprint.py [--gib 0.5] [--formats safetensors,gguf-q8_0,gguf-f16] [--json]
+    .venv/bin/python benchmarks/fingerprint.py [--gib 0.5] [--formats safetensors,gguf-q8_0,gguf-f16,pytorch,npz] [--json]
     .venv/bin/python benchmarks/fingerprint.py --search 1000,10000 [--json]
 
 For each format it writes an N GiB file of 4096x8192 matrices (safetensors float32 with
 benchmarks/attribution.py's writer; GGUF Q8_0 or F16 with the writer below), warms the page
-cache, and prints the best of three wall times and peak RSS of ``lakegen fingerprint --no-cache``
+cache (``pytorch``: ``torch.save``; ``npz``: an uncompressed ``.npz``), and prints the best of three wall times and peak RSS of ``lakegen fingerprint --no-cache``
 and of ``openssl dgst -sha256`` (the floor: a fingerprint hashes every byte too), and their ratio.
 It also prints the machine's load (``os.getloadavg``), the ratio of CPU times and the ratio with both
 pinned to one core: lakegen hashes in a thread beside the sampling, so the wall-time ratio moves with
@@ -198,6 +198,30 @@ def _cpu(cmd: list[str]) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def write_other(path: Path, gib: float) -> None:
+    """The same float32 4096x8192 matrices as a PyTorch state dict (``torch.save``: a zip of raw
+    storages) or an uncompressed ``.npz`` (a zip of raw ``.npy`` arrays); one matrix in memory at a
+    time for the npz, the whole dict for torch (it pickles them together)."""
+    import zipfile
+
+    rows, cols = 4096, 8192
+    count = max(1, int(gib * (1 << 30) // (rows * cols * 4)))
+    rng = np.random.default_rng(0)
+    if path.suffix == ".npz":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            for i in range(count):
+                with z.open(f"layers.{i}.weight.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, rng.standard_normal((rows, cols), dtype=np.float32))
+        return
+    import torch
+
+    state = {
+        f"layers.{i}.weight": torch.from_numpy(rng.standard_normal((rows, cols), dtype=np.float32))
+        for i in range(count)
+    }
+    torch.save(state, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gib", type=float, default=0.5)
@@ -227,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             if fmt == "safetensors":
                 path = Path(tmp) / "big.safetensors"
                 write_big(path, args.gib)
+            elif fmt in ("pytorch", "npz"):
+                path = Path(tmp) / ("big.bin" if fmt == "pytorch" else "big.npz")
+                write_other(path, args.gib)
             else:
                 path = Path(tmp) / "big.gguf"
                 write_gguf(path, args.gib, fmt.removeprefix("gguf-"))
