@@ -88,10 +88,17 @@ def _family_tree(
     tree = nx.Graph()
     tree.add_nodes_from(high)
     tree.add_edges_from((a, b, {"weight": d(a, b)}) for b, a in arborescence.items())
+
     # lower-precision fine-tunes (say, saved in bfloat16) carry rounding noise in every
     # direction: they join as leaves, each next to its nearest model once that noise is removed.
     # Where no direction of the change clears the noise (a short run), the distances are nil and
     # the change left once each candidate's values are taken within the leaf's rounding decides.
+    def depth(m: int) -> int:
+        seen = [m]
+        while (up := arborescence.get(seen[-1])) is not None and up not in seen:
+            seen.append(up)
+        return len(seen)
+
     for n in low:
         options = [
             (
@@ -103,7 +110,7 @@ def _family_tree(
             if m != n and m not in low and (p := pair(n, m)) is not None and p.related
         ]
         if options:
-            parent = _least_mature_alike(min(options)[2], [m for *_, m in options], d, views)
+            parent = _earliest_alike(min(options)[2], [m for *_, m in options], d, depth)
             tree.add_edge(parent, n, weight=d(n, parent))
     if tree.number_of_nodes() < 2:
         return []
@@ -120,16 +127,16 @@ def _family_tree(
     return edges
 
 
-def _least_mature_alike(
-    best: int, options: Sequence[int], d: Callable[[int, int], float], views: Sequence[View]
+def _earliest_alike(
+    best: int, options: Sequence[int], d: Callable[[int, int], float], rank: Callable[[int], Any]
 ) -> int:
     """The parent of a lower-precision leaf whose nearest candidate is ``best``: a candidate within
     the noise level of it (a barely changed fine-tune of it, or its parent) is as good a guess,
     and nearer when it moved the leaf's way (held-out MiniLM seed 202: a 15-step SGD fine-tune of
-    the master sat nearer the master's bfloat16-saved fine-tune than the master). The least mature
-    of them is taken, as near-ties in the tree are broken."""
+    the master sat nearer the master's bfloat16-saved fine-tune than the master). The earliest of
+    them by ``rank`` (release order, or depth in the tree) is taken: the parent of the others."""
     alike = [m for m in options if m == best or d(best, m) < NOISE_LEVEL]
-    return min(alike, key=lambda m: views[m].maturity)
+    return min(alike, key=rank)
 
 
 SIBLING_TOLERANCE = 0.25
@@ -335,7 +342,7 @@ def _under_nearest_earlier(
             options = [(at, shared), *(o for o in options if o[1] != shared)]
         best, parent = options[0]
         if child in leaves:
-            parent = _least_mature_alike(parent, [m for _, m in options], distance, views)
+            parent = _earliest_alike(parent, [m for _, m in options], distance, lambda m: order[ids[m]])
             best = next(b for b, m in options if m == parent)
         if group is not None:
             group_parent.setdefault(group, parent)
