@@ -89,16 +89,16 @@ def _family_tree(
     tree.add_nodes_from(high)
     tree.add_edges_from((a, b, {"weight": d(a, b)}) for b, a in arborescence.items())
 
-    # lower-precision fine-tunes (say, saved in bfloat16) carry rounding noise in every
-    # direction: they join as leaves, each next to its nearest model once that noise is removed.
-    # Where no direction of the change clears the noise (a short run), the distances are nil and
-    # the change left once each candidate's values are taken within the leaf's rounding decides.
     def depth(m: int) -> int:
         seen = [m]
         while (up := arborescence.get(seen[-1])) is not None and up not in seen:
             seen.append(up)
         return len(seen)
 
+    # lower-precision fine-tunes (say, saved in bfloat16) carry rounding noise in every
+    # direction: they join as leaves, each next to its nearest model once that noise is removed.
+    # Where no direction of the change clears the noise (a short run), the distances are nil and
+    # the change left once each candidate's values are taken within the leaf's rounding decides.
     for n in low:
         options = [
             (
