@@ -52,6 +52,23 @@ def on_grid(v: View, dtype: str) -> float:
     return float(np.mean(cast == x)) if cast is not None and x.size else 0.0
 
 
+def rounds_to(v: View, low: View, shared: Sequence[tuple[str, tuple[int, ...]]], dtype: str) -> float:
+    """The share of ``v``'s samples (in the matrices ``shared`` with ``low``) that a cast to
+    ``dtype`` turns into ``low``'s. A model trained from ``low`` keeps its values where training
+    left them alone and stays within half a rounding step of them where its update is smaller
+    than that step: rounded back, it lands on ``low``'s values more often than on any other model
+    of that grid, even one its larger updates happen to be nearer."""
+    import numpy as np
+
+    if not shared:
+        return 0.0
+    x = np.concatenate([v.segment(k) for k in shared]).astype(np.float32)
+    y = np.concatenate([low.segment(k) for k in shared])
+    cast = _cast(x, dtype)
+    ok = np.isfinite(y)
+    return float(np.mean(cast[ok] == y[ok])) if cast is not None and ok.any() else 0.0
+
+
 @dataclass(frozen=True)
 class Copy:
     """A structural derivation test that passed: child is a ``relation`` copy of parent."""

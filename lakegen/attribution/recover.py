@@ -21,7 +21,7 @@ from lakegen.attribution.families import PARTITION_FROM, components, families_by
 from lakegen.attribution.memo import Memo, identity, key, lineage_from_json, lineage_json
 from lakegen.attribution.merges import Merge, merge_test
 from lakegen.attribution.symmetry import Realign, rediscover
-from lakegen.attribution.trees import attach_to_merges, finetune_forest, later
+from lakegen.attribution.trees import attach_to_merges, finetune_forest, grid_parent, later
 from lakegen.attribution.views import Pair, View, pairwise
 from lakegen.fingerprint import Fingerprint
 
@@ -262,22 +262,32 @@ def under_copies(
     chose. A child as coarse as the copy (a fine-tune saved in bfloat16) carries a
     rounding of its own, which the distances cannot tell from the copy's, and a
     copy released after the child is not its parent: both stay where they are.
+    Where the child's values say which model of the copy's format it was trained from
+    (see :func:`grid_parent`; the copies of that format and the fine-tunes of it the tree
+    made parents compete), that decides, whatever the distances: a barely changed fine-tune
+    of the original, moved the same way, can sit nearer than the copy.
     """
     import networkx as nx
 
     index = {name: i for i, name in enumerate(ids)}
     graph = nx.DiGraph([(index[e.parent], index[e.child]) for e in ft_edges])
     graph.add_edges_from((parent, child) for child, (parent, _) in copy_parent.items())
+    parents = {index[e.parent] for e in ft_edges}  # a lower-precision fine-tune that is none is a leaf
     out = []
     for e in ft_edges:
         parent, child = index[e.parent], index[e.child]
         now = pair(parent, child)
         below = nx.descendants(graph, child) if child in graph else set()
         options = []
+        by_grid = []
         for q, (original, _) in copy_parent.items() if now is not None else []:
             if views[child].precision <= views[q].precision or later(ids[q], e.child, order):
                 continue
             if original in below or q in below:
+                continue
+            peers = [m for m in parents | set(copy_parent) if views[m].precision == views[q].precision]
+            if grid_parent(child, peers, views, pair, base=original) == q:
+                by_grid.append(q)
                 continue
             here, p, rounding = pair(original, child), pair(q, child), pair(original, q)
             if here is None or p is None or rounding is None or not p.related or rounding.distance == 0:
@@ -293,7 +303,8 @@ def under_copies(
             noise = 3 * 2 * rounding.distance * p.distance / math.sqrt(max(p.samples, 1))
             if r2 / 2 + noise < gap < 1.5 * r2 + noise:
                 options.append((p.distance, q))
-        if options:
-            e = Edge(parent=ids[min(options)[1]], child=e.child, relation=e.relation, confidence=e.confidence)
+        if by_grid or options:
+            q = min(by_grid) if by_grid else min(options)[1]
+            e = Edge(parent=ids[q], child=e.child, relation=e.relation, confidence=e.confidence)
         out.append(e)
     return out
