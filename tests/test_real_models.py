@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -241,10 +242,7 @@ def test_a_slice_of_the_real_minilm_zoo(tmp_path: Path) -> None:
         "minilm-pruned": pruned,
         "minilm-resave": {k: v for k, v in base.items() if k != "embeddings.position_ids"},
     }
-    fps = {"minilm": compute(src)}
-    for name, sd in models.items():
-        save_torch({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / f"{name}.safetensors"))
-        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    fps = saved_prints(src, models, tmp_path)
     seq_cls = tmp_path / "minilm-lora-seq-cls"
     seq_cls.mkdir()
     rng = np.random.default_rng(7)
@@ -311,10 +309,6 @@ def test_a_real_fine_tune_saved_in_bf16_is_a_fine_tune_and_a_child_of_the_bf16_r
         "minilm-ft": ft,
         "minilm-ft-int8": bnb_int8(ft),
     }
-    fps = {"minilm": compute(src)}
-    for name, sd in models.items():
-        save_torch({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / f"{name}.safetensors"))
-        fps[name] = compute(tmp_path / f"{name}.safetensors")
     truth = {
         ("minilm", "minilm-bf16", "quantized"),
         ("minilm", "minilm-ft-bf16-save", "finetune"),
@@ -322,6 +316,25 @@ def test_a_real_fine_tune_saved_in_bf16_is_a_fine_tune_and_a_child_of_the_bf16_r
         ("minilm", "minilm-ft", "finetune"),
         ("minilm-ft", "minilm-ft-int8", "quantized"),
     }
+    assert_found_in_both_modes(src, models, truth, tmp_path)
+
+
+def saved_prints(src: Path, models: dict[str, dict[str, torch.Tensor]], tmp_path: Path) -> dict[str, Any]:
+    """The fingerprints of the real MiniLM file ``src`` (as ``minilm``) and of ``models``, each
+    saved as safetensors under ``tmp_path``."""
+    fps = {"minilm": compute(src)}
+    for name, sd in models.items():
+        save_torch({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    return fps
+
+
+def assert_found_in_both_modes(
+    src: Path, models: dict[str, dict[str, torch.Tensor]], truth: set[tuple[str, str, str]], tmp_path: Path
+) -> None:
+    """Attribution of ``models`` beside ``src`` finds exactly ``truth`` in file mode and in release
+    order (the order of ``models``, after the master)."""
+    fps = saved_prints(src, models, tmp_path)
     made = {name: i for i, name in enumerate(["minilm", *models])}
     for order in (None, made):
         assert {(p, c, r) for (p, c), (r, _) in edges(fps, order).items()} == truth
@@ -369,10 +382,6 @@ def test_a_child_of_a_bf16_release_trained_like_a_fine_tune_saved_in_bf16_stays_
         "minilm-ft-a": moved(base, torch.Generator().manual_seed(2), 13, 0.012, 0.3),
         "minilm-ft-b": moved(base, torch.Generator().manual_seed(3), 14, 0.012, 0.3),
     }
-    fps = {"minilm": compute(src)}
-    for name, sd in models.items():
-        save_torch({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / f"{name}.safetensors"))
-        fps[name] = compute(tmp_path / f"{name}.safetensors")
     truth = {
         ("minilm", "minilm-bf16", "quantized"),
         ("minilm", "minilm-ft-bf16-save", "finetune"),
@@ -380,9 +389,7 @@ def test_a_child_of_a_bf16_release_trained_like_a_fine_tune_saved_in_bf16_stays_
         ("minilm", "minilm-ft-a", "finetune"),
         ("minilm", "minilm-ft-b", "finetune"),
     }
-    made = {name: i for i, name in enumerate(["minilm", *models])}
-    for order in (None, made):
-        assert {(p, c, r) for (p, c), (r, _) in edges(fps, order).items()} == truth
+    assert_found_in_both_modes(src, models, truth, tmp_path)
 
 
 def test_a_child_of_a_bf16_release_goes_under_the_release_and_a_child_of_the_master_under_it(
