@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,6 @@ def verify_all(
     items: Mapping[Any, tuple[Any, bool]],
     engine: Engine,
     workers: int | None,
-    progress: Callable[[Any], None] | None = None,
 ) -> dict[Any, Verified]:
     """Each of ``items`` (key -> (artifact, keep its bytes)) verified by a job; keys of artifacts whose
     job failed map to an ``unchecked`` state with the reason as its problem."""
@@ -95,8 +94,6 @@ def verify_all(
         found = _verified(outcome)
         for key in keys_of[outcome.job.key]:
             out[key] = found
-            if progress is not None:
-                progress(key)
 
     timeout = fetcher.settings.max_seconds * (fetcher.settings.retries + 1) + 60
     executor = make_executor(engine, workers=workers, timeout_s=timeout, preload=[__name__])
