@@ -754,22 +754,26 @@ def cross_family(found: list[dict[str, Any]], family: dict[str, str]) -> int:
 
 
 def pair_mode(true: list[dict[str, Any]], fps: dict[str, Any]) -> dict[str, int]:
-    """Each true pair alone, no dates: right direction, reversed (confidently or not), or no edge."""
-    from lakegen.attribution import attribute
+    """Each true pair alone, no dates: right direction, undirected (confidence at most
+    ``UNDECIDED``: the weights cannot tell, either end may be called the parent), reversed
+    (confidently or not), or no edge."""
+    from lakegen.attribution import attribute, undirected
 
-    counts = {"right": 0, "reversed_high": 0, "reversed_low": 0, "none": 0, "unreadable": 0}
+    counts = {"right": 0, "undirected": 0, "reversed_high": 0, "reversed_low": 0, "none": 0, "unreadable": 0}
     for e in true:
         p, c = e["parent"], e["child"]
         if p not in fps or c not in fps:
             counts["unreadable"] += 1
             continue
-        edges = attribute({p: fps[p], c: fps[c]}).edges
-        if any(x.parent == p and x.child == c for x in edges):
-            counts["right"] += 1
-        elif back := [x for x in edges if x.parent == c and x.child == p]:
-            counts["reversed_high" if back[0].confidence >= HIGH else "reversed_low"] += 1
-        else:
+        edges = [x for x in attribute({p: fps[p], c: fps[c]}).edges if {x.parent, x.child} == {p, c}]
+        if not edges:
             counts["none"] += 1
+        elif undirected(edges[0]):
+            counts["undirected"] += 1
+        elif edges[0].parent == p:
+            counts["right"] += 1
+        else:
+            counts["reversed_high" if edges[0].confidence >= HIGH else "reversed_low"] += 1
     return counts
 
 
@@ -902,10 +906,10 @@ def lines(m: dict[str, Any]) -> Iterator[str]:
 
 def pair_line(counts: dict[str, int]) -> str:
     readable = sum(v for k, v in counts.items() if k != "unreadable")
-    right = counts["right"]
+    right, undecided = counts["right"], counts.get("undirected", 0)
     return (
         f"  pair mode: {right} of {readable} readable pairs right ({right / max(1, readable):.3f}); "
-        f"right or reversed at low confidence {(right + counts['reversed_low']) / max(1, readable):.3f}; "
+        f"right or undirected {(right + undecided) / max(1, readable):.3f} ({undecided} undirected); "
         f"reversed at confidence >= {HIGH} {counts['reversed_high']}, below {counts['reversed_low']}; "
         f"no edge {counts['none']}; pairs with an unreadable side {counts['unreadable']}"
     )
