@@ -32,6 +32,7 @@ from lakegen.weights.base import WeightsError, refuse_count
 # is left to torch.load, as it was before this reader.
 MAX_PICKLE = 64 << 20
 MAX_OPS = 8_000_000
+MAX_NESTING = 1000  # real checkpoints nest a dozen deep
 
 
 class Unsupported(Exception):
@@ -152,20 +153,66 @@ def read_state(path: Path) -> Any:
             raise WeightsError(path, f"corrupt zip checkpoint: member '{info.filename[:200]}' appears twice")
         by_name[info.filename] = info
     pkl = by_name.get(prefix + "data.pkl")
-    if not prefix or pkl is None or pkl.file_size > MAX_PICKLE:
+    if not prefix or pkl is None:
         raise Unsupported("no data.pkl under one archive folder")
     order = by_name.get(prefix + "byteorder")
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
         try:
             if order is not None and archive.read(order) != b"little":
                 raise Unsupported("not a little-endian checkpoint")
+            if pkl.file_size > MAX_PICKLE:
+                raise Unsupported("a data.pkl of over 64 MiB")
             data = archive.read(pkl)
+            storages = _Storages(path, f, os.fstat(f.fileno()).st_size, prefix + "data/", by_name)
+            return _interpret(path, data, storages)
+        except Unsupported:
+            # torch's unpickler hashes a dict key of tuples nested a million deep until the C stack
+            # overflows (a segfault, not an error): such a file is refused before it gets there.
+            with archive.open(pkl) as stream:
+                deepest = nesting(stream)
+            if deepest > MAX_NESTING:
+                raise WeightsError(
+                    path, f"refused: data.pkl nests {deepest:,} deep (at most {MAX_NESTING:,}); not unpickled"
+                ) from None
+            raise
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-            raise WeightsError(path, f"corrupt zip checkpoint: {e}") from None
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        storages = _Storages(path, f, size, prefix + "data/", by_name)
-        return _interpret(path, data, storages)
+            raise WeightsError(path, f"corrupt zip checkpoint: {str(e)[:200]}") from None
+
+
+def nesting(stream: Any) -> int:
+    """How deep a pickle's values nest, at most: each opcode that pops values and pushes one counts
+    one level above the deepest it popped (memo and stack shuffles count none). Nothing is built."""
+    depths: list[int] = []
+    marks: list[int] = []
+    memo: dict[Any, int] = {}
+    deepest = 0
+    try:
+        for op, arg, _ in pickletools.genops(stream):
+            popped = [0]
+            for item in reversed(op.stack_before):
+                if item is pickletools.stackslice:
+                    at = marks.pop()
+                    popped += depths[at:]
+                    del depths[at:]
+                elif item is not pickletools.markobject:
+                    popped.append(depths.pop())
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[len(memo) if arg is None else arg] = popped[-1]
+                depths.append(popped[-1])
+                continue
+            if op.name in ("GET", "BINGET", "LONG_BINGET"):
+                depths.append(memo.get(arg, 0))
+                continue
+            level = max(popped) + (len(popped) > 1)
+            deepest = max(deepest, level)
+            for item in op.stack_after:
+                if item is pickletools.markobject:
+                    marks.append(len(depths))
+                else:
+                    depths.append(level)
+    except (IndexError, ValueError, zipfile.BadZipFile, OSError, EOFError):
+        pass  # a broken pickle: torch.load refuses it with its own message
+    return deepest
 
 
 class _Storages:
