@@ -153,8 +153,8 @@ def read_state(path: Path) -> Any:
             raise WeightsError(path, f"corrupt zip checkpoint: member '{info.filename[:200]}' appears twice")
         by_name[info.filename] = info
     pkl = by_name.get(prefix + "data.pkl")
-    if not prefix or pkl is None:
-        raise Unsupported("no data.pkl under one archive folder")
+    if not prefix or pkl is None or not {prefix + "version", prefix + ".data/version"} & by_name.keys():
+        raise Unsupported("no data.pkl and version record under one archive folder")
     order = by_name.get(prefix + "byteorder")
     with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
         try:
