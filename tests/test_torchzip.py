@@ -168,6 +168,10 @@ def test_a_quantize_dynamic_state_dict_falls_back_to_torch_load(tmp_path: Path) 
     assert isinstance(wf, TorchFile)
     assert wf.tensors["0.weight"].dtype == "int8" and "0.weight_scale" in wf.tensors
     wf.close()
+    nested = tmp_path / "checkpoint.pt"  # and unwrapped from a training checkpoint on that path too
+    torch.save({"epoch": 1, "model_state_dict": quantized.state_dict(), "lr": 0.1}, nested)
+    with open_file(nested) as wf:
+        assert isinstance(wf, TorchFile) and "2.weight_scale" in wf.tensors
 
 
 # Hand-written data.pkl: tensors described by whatever a hostile file claims.
@@ -341,3 +345,16 @@ def test_a_big_endian_checkpoint_goes_to_torch_load(tmp_path: Path) -> None:
     with pytest.raises(Unsupported, match="little-endian"):
         read_state(path)
     assert dict(iter_float32(path))["w"].tolist() == list(range(16))
+
+
+def test_opcodes_the_weights_only_unpickler_lacks_are_left_to_it(tmp_path: Path) -> None:
+    # pickle protocol 4 frames its opcodes: torch.load(weights_only=True) refuses it, and so does lakegen
+    path = tmp_path / "protocol4.pt"
+    torch.save({"w": torch.ones(3)}, path, pickle_protocol=4)
+    with pytest.raises(Unsupported, match="opcode FRAME"):
+        read_state(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own note on the protocol
+        assert "refused: the checkpoint needs more than torch.load(weights_only=True) allows" in _refused(
+            path
+        )

@@ -284,7 +284,7 @@ def _interpret(path: Path, data: bytes, storages: _Storages) -> Any:
             if count > MAX_OPS:
                 raise Unsupported("a data.pkl of too many opcodes")
             name = op.name
-            if name in ("PROTO", "FRAME"):
+            if name == "PROTO":
                 continue
             if name == "STOP":
                 return stack.pop()
@@ -296,8 +296,6 @@ def _interpret(path: Path, data: bytes, storages: _Storages) -> Any:
                 stack.append(_EMPTY[name]())
             elif name in ("BINPUT", "LONG_BINPUT"):
                 memo[arg] = stack[-1]
-            elif name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
             elif name in ("BINGET", "LONG_BINGET"):
                 stack.append(memo[arg])
             elif name == "TUPLE":
@@ -326,8 +324,8 @@ def _interpret(path: Path, data: bytes, storages: _Storages) -> Any:
                 if not isinstance(stack[-1], list):
                     raise Unsupported("APPEND outside a list")
                 stack[-1].extend(items)
-            elif name in ("GLOBAL", "STACK_GLOBAL"):
-                module, attr = arg.split(" ", 1) if name == "GLOBAL" else _names(stack.pop(-2), stack.pop())
+            elif name == "GLOBAL":
+                module, attr = arg.split(" ", 1)
                 if (module, attr) not in GLOBALS:
                     raise Unsupported(f"GLOBAL {module}.{attr}")
                 stack.append(GLOBALS[module, attr])
@@ -350,17 +348,9 @@ def _interpret(path: Path, data: bytes, storages: _Storages) -> Any:
     raise WeightsError(path, "truncated data.pkl: no STOP opcode")
 
 
-# opcodes whose argument genops decodes is the value pushed (LONG4, up to 2 GiB of digits, is not)
-_VALUES = {
-    "BININT",
-    "BININT1",
-    "BININT2",
-    "LONG1",
-    "BINFLOAT",
-    "BINUNICODE",
-    "SHORT_BINUNICODE",
-    "BINUNICODE8",
-}
+# Opcodes whose argument, as genops decodes it, is the value pushed. Only opcodes torch's weights-only
+# unpickler also knows are read (not LONG4, SHORT_BINUNICODE, MEMOIZE, FRAME or STACK_GLOBAL).
+_VALUES = {"BININT", "BININT1", "BININT2", "LONG1", "BINFLOAT", "BINUNICODE"}
 _EMPTY: dict[str, Callable[[], Any]] = {
     "EMPTY_DICT": dict,
     "EMPTY_LIST": list,
@@ -369,12 +359,6 @@ _EMPTY: dict[str, Callable[[], Any]] = {
     "NEWTRUE": lambda: True,
     "NEWFALSE": lambda: False,
 }
-
-
-def _names(module: Any, attr: Any) -> tuple[str, str]:
-    if not isinstance(module, str) or not isinstance(attr, str):
-        raise Unsupported("STACK_GLOBAL of non-strings")
-    return module, attr
 
 
 def _storage_ref(pid: Any) -> _StorageRef:
