@@ -8,6 +8,7 @@ import collections
 import io
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import warnings
@@ -358,3 +359,16 @@ def test_opcodes_the_weights_only_unpickler_lacks_are_left_to_it(tmp_path: Path)
         assert "refused: the checkpoint needs more than torch.load(weights_only=True) allows" in _refused(
             path
         )
+
+
+def test_a_zip_directory_that_lies_about_a_member_gets_one_line(tmp_path: Path) -> None:
+    state = {"w": _Tensor(_Storage(torch.FloatStorage, "0", 16), 0, (16,), (1,))}
+    good = _checkpoint(tmp_path / "good.pt", _pickled(state), {"0": FLOATS}).read_bytes()
+    central = good.rindex(b"PK\x01\x02", 0, good.rindex(b"archive/data/0"))  # the member's central entry
+    longer = good[: central + 20] + struct.pack("<II", 10**6, 10**6) + good[central + 28 :]
+    path = tmp_path / "longer.pt"
+    path.write_bytes(longer)
+    assert "truncated zip checkpoint: storage '0' ends past the file" in _refused(path)
+    renamed = tmp_path / "renamed.pt"
+    renamed.write_bytes(good.replace(b"archive/data/0", b"archive/data/9", 1))  # the local header only
+    assert "local header of 'archive/data/0' disagrees" in _refused(renamed)
