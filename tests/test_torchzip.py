@@ -82,9 +82,9 @@ def test_real_modules_read_the_same_as_torch_load(tmp_path: Path, make) -> None:
     path = tmp_path / "pytorch_model.bin"
     torch.save(model.state_dict(), path)
     ours = _same_as_torch_load(path)
-    assert ours.tensors  # and the tied head, saved once, reads as its own name
-    if make is TinyLM:
-        assert ours.offset("head.weight") == ours.offset("embed.weight")
+    assert set(ours.tensors) == set(model.state_dict())
+    if make is TinyLM:  # the tied head is one storage under two names
+        assert ours.offset("head.weight") == ours.offset("embed.weight") is not None
     ours.close()
 
 
