@@ -1,14 +1,20 @@
-"""PyTorch zip checkpoints, through ``torch.load(weights_only=True, mmap=True)`` and nothing else."""
+"""PyTorch zip checkpoints: read by :mod:`lakegen.weights.torchzip` when data.pkl keeps to the
+grammar ``torch.save`` writes for plain tensors, else through ``torch.load(weights_only=True,
+mmap=True)`` and nothing else."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+import mmap
 import struct
 import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lakegen.weights.base import PRECISION, TensorInfo, WeightFile, WeightsError, refuse_count, refuse_name
+from lakegen.weights.base import PRECISION, STORAGE, TensorInfo, WeightFile, WeightsError, refuse_name
+from lakegen.weights.torchzip import PACKED, StoredTensor, Unsupported, read_state, state_dict, zip_members
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,20 +33,7 @@ class TorchFile(WeightFile):
 
         import torch
 
-        if not zipfile.is_zipfile(path):
-            raise WeightsError(
-                path,
-                "not a zip-format PyTorch checkpoint (legacy torch.save format or not PyTorch); "
-                "lakegen only reads PyTorch files with torch.load(weights_only=True, mmap=True) — "
-                "re-save it with torch.save or as safetensors",
-            )
-        try:
-            with zipfile.ZipFile(path) as archive:
-                members = archive.infolist()
-        except (zipfile.BadZipFile, OSError) as e:
-            raise WeightsError(path, f"not a readable PyTorch checkpoint: {e}") from None
-        # A checkpoint holds one member per tensor storage, plus data.pkl, version and a few others.
-        refuse_count(path, len(members) - 8)
+        zip_members(path)
         try:
             with warnings.catch_warnings():  # torch's own, when it rebuilds a quantised tensor
                 warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
@@ -55,14 +48,8 @@ class TorchFile(WeightFile):
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsError(path, f"not a readable PyTorch checkpoint: {first[:200]}") from None
-        try:
-            state = _unwrap_state_dict(state)
-        except ValueError as e:
-            raise WeightsError(path, str(e)) from None
-        if state is None:
-            raise WeightsError(path, "the checkpoint is not a state dict (a mapping of names to tensors)")
+        state = state_dict(path, state, torch.Tensor, _unpack_dynamic)
         self._tensors: dict[str, Any] = {}
-        refuse_count(path, len(state))
         for name, tensor in state.items():
             refuse_name(path, str(name), tuple(tensor.shape))
             dtype = str(tensor.dtype).removeprefix("torch.")
@@ -137,33 +124,6 @@ def _torch_file_offsets(path: Path, tensors: dict[str, Any]) -> dict[str, int]:
         return out
 
 
-def _unwrap_state_dict(obj: Any) -> dict[str, Any] | None:
-    import torch
-
-    for _ in range(3):
-        if isinstance(obj, dict) and any(str(k).endswith(PACKED) for k in obj):
-            obj = _unpack_dynamic(obj)
-        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            if all(isinstance(k, str) for k in obj):
-                return obj
-            return None
-        if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model", "module"):
-            obj = next(iter(obj.values()))
-            continue
-        # a training checkpoint: the weights beside the epoch, the optimizer's state and the like
-        key = next(
-            (k for k in ("state_dict", "model_state_dict") if isinstance(obj, dict) and k in obj), None
-        )
-        if key is not None:
-            obj = obj[key]
-            continue
-        return None
-    return None
-
-
-PACKED = "._packed_params._packed_params"
-
-
 def _unpack_dynamic(state: dict[Any, Any]) -> dict[Any, Any]:
     """A ``torch.ao.quantization.quantize_dynamic`` state dict with each Linear's packed
     ``(weight, bias)`` as ``X.weight`` int8 codes, ``X.weight_scale`` and ``X.bias``.
@@ -204,6 +164,55 @@ def _unpack_dynamic(state: dict[Any, Any]) -> dict[Any, Any]:
     return out
 
 
+class ZipTorchFile(WeightFile):
+    """A zip PyTorch checkpoint in :class:`StoredTensor` form, memory-mapped like safetensors."""
+
+    format = "pytorch"
+
+    def __init__(self, path: Path, state: dict[str, StoredTensor]):
+        super().__init__(path)
+        self._stored = state
+        for name, t in state.items():
+            self.tensors[name] = TensorInfo(name, t.dtype, t.shape)
+        self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._fd = self._file.fileno()
+        self.map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+
+    def offset(self, name: str) -> int | None:
+        t = self._stored[name]
+        if not t.contiguous or not math.prod(t.shape):
+            return None
+        return t.start + t.offset * t.itemsize
+
+    def raw(self, name: str) -> np.ndarray:
+        import numpy as np
+
+        t = self._stored[name]
+        storage = np.dtype(STORAGE.get(t.dtype, t.dtype)).newbyteorder("<")
+        if not math.prod(t.shape):
+            return np.zeros(t.shape, dtype=storage)
+        start = self.offset(name)
+        if start is not None:
+            return np.frombuffer(self.map, storage, math.prod(t.shape), start).reshape(t.shape)
+        base = np.frombuffer(self.map, storage, t.storage_numel - t.offset, t.start + t.offset * t.itemsize)
+        strides = tuple(s * t.itemsize for s in t.stride)
+        view = np.lib.stride_tricks.as_strided(base, t.shape, strides, writeable=False)
+        return np.ascontiguousarray(view)
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):  # a view is still alive; the map goes with the last view
+            self.map.close()
+        self._file.close()
+
+
+def open_zip(path: Path) -> ZipTorchFile:
+    """The checkpoint as :mod:`~lakegen.weights.torchzip` reads it; :class:`Unsupported` for torch.load."""
+    state = state_dict(path, read_state(path), StoredTensor)
+    for name, t in state.items():
+        refuse_name(path, name, t.shape)
+    return ZipTorchFile(path, state)
+
+
 class TorchReader:
     """Files named ``*.pt``, ``*.pth`` or ``*.bin``."""
 
@@ -214,7 +223,10 @@ class TorchReader:
         return path.suffix.lower() in self.suffixes
 
     def open(self, path: Path) -> WeightFile:
-        return TorchFile(path)
+        try:
+            return open_zip(path)
+        except Unsupported:
+            return TorchFile(path)
 
 
 READER = TorchReader()
