@@ -26,9 +26,7 @@ DEMO = Path(__file__).resolve().parents[1] / "catalog"
 def dumped(root: Path, **options: Any) -> tuple[dict[str, Any], bool]:
     index, reused = compile_or_reuse(root, **options)
     save_index(index, root)
-    data = index.model_dump(mode="json")
-    del data["generated_at"]
-    return data, reused
+    return index.model_dump(mode="json"), reused
 
 
 def cold(root: Path, work: Path) -> dict[str, Any]:
@@ -248,3 +246,42 @@ def test_a_no_op_build_reads_no_index(tmp_path: Path) -> None:
     manifest = root / "catalog/models/digits-mlp-base.yaml"
     manifest.write_text(manifest.read_text().replace("The root of", "The first of", 1))
     assert saved(root) is None  # the working tree moved on
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_rebuild_rewrites_only_the_exports_a_change_reaches(tmp_path: Path) -> None:
+    from lakegen.site import build_site
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "Demo lake")
+    root = lake.root
+    first = build_site(root, compile_or_reuse(root)[0], pagefind=False)
+    # the first site's files, kept alive, so that "the same file" below cannot be a reused inode
+    kept = tmp_path / "kept"
+    before = _files(first.site / "api" / "exports")
+    for name, path in before.items():
+        (kept / name).parent.mkdir(parents=True, exist_ok=True)
+        (kept / name).hardlink_to(path)
+    manifest = root / "catalog/models/digits-mlp-base.yaml"
+    manifest.write_text(manifest.read_text().replace("The root of", "The first of", 1))
+    index, _ = compile_or_reuse(root)
+    again = build_site(root, index, pagefind=False)
+    cold_site = build_site(root, index, site_dir=tmp_path / "cold", reuse=False, pagefind=False)
+    after, fresh = _files(again.site / "api" / "exports"), _files(cold_site.site / "api" / "exports")
+    assert after.keys() == fresh.keys() == before.keys()
+    assert {n: p.read_bytes() for n, p in after.items()} == {n: p.read_bytes() for n, p in fresh.items()}
+    rewritten = {n for n, p in after.items() if not p.samefile(kept / n)}
+    # the edited model's documents, and its children's model cards (they name it as their base)
+    children = {e.child for e in index.edges if e.parent == "digits-mlp-base" and e.declared}
+    assert children
+    wanted = {"hf-card/digits-mlp-base/README.md", "ai-act/digits-mlp-base.ai-act.md"}
+    wanted |= {f"hf-card/{c}/README.md" for c in children}
+    wanted |= {"cyclonedx/lake.cdx.json", "spdx/lake.spdx.json"}  # one document for the whole lake
+    assert rewritten == wanted

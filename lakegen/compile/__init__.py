@@ -6,7 +6,6 @@ re-derives lineage, results or findings.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from lakegen.artifacts.digests import default_cache_dir
 from lakegen.bench.metrics import REGISTRY
 from lakegen.catalog.loader import CATALOG_DIR, Catalog, latest_version, load_catalog
-from lakegen.compile.inputs import Inputs
+from lakegen.compile.inputs import Inputs, lake_time
 from lakegen.compile.scope import Scope
 from lakegen.executor import Engine
 from lakegen.model.index import ArtifactCheck, CompiledFrom, Edge, IndexEntry, LakeIndex, MetricInfo
@@ -23,7 +22,7 @@ from lakegen.model.manifest import Code
 
 def base_index(catalog: Catalog) -> LakeIndex:
     """The index of a catalog before any evidence is gathered: entries, declared edges, validation."""
-    index = LakeIndex(generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    index = LakeIndex(generated_at=lake_time(catalog.root))
     for record in sorted(catalog.records.values(), key=lambda r: r.entry.id):
         entry = record.entry
         versions = getattr(entry, "versions", None)

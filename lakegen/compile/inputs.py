@@ -13,6 +13,7 @@ stale only when some content, HEAD or the version differs.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -40,6 +41,31 @@ def git_head(root: Path) -> str | None:
         return git(root, "rev-parse", "--verify", "--quiet", "HEAD").decode().strip() or None
     except LakeError:
         return None
+
+
+def lake_time(root: Path) -> str:
+    """When the lake was as it is compiled: ``SOURCE_DATE_EPOCH`` when set, else HEAD's commit time
+    (UTC), else now (outside git).
+
+    Not the wall clock of the compile: every export and page that names it would then differ from
+    the previous build's, so a one-manifest change could keep none of them, and two compiles of
+    one commit would not give the same bytes.
+    """
+    from lakegen.errors import LakeError
+    from lakegen.gitrepo import git
+
+    seconds: float | None = None
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if epoch.isdigit():
+        seconds = int(epoch)
+    else:
+        try:
+            stamp = git(root, "log", "-1", "--format=%ct", "HEAD").decode().strip()
+            seconds = int(stamp) if stamp.isdigit() else None
+        except LakeError:
+            seconds = None
+    when = dt.datetime.now(dt.UTC) if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return when.isoformat(timespec="seconds")
 
 
 def _walk(root: Path, folder: str) -> Iterable[str]:
