@@ -113,6 +113,7 @@ def write_site(
     context = _context(index)
     record: dict[str, list[Any]] = {}
     written: dict[str, str] = {}
+    made: set[Path] = set()
     linked = 0
     for name, fmt in FORMATS.items():
         entries = ev.select(fmt.kind, None)
@@ -126,7 +127,7 @@ def write_site(
                 before = (known or {}).get(doc)
                 if before is not None and previous is not None:
                     key = _key(context, name, entry.id, before[1], digest)
-                    if before[0] == key and _link(previous / doc, folder / doc):
+                    if before[0] == key and _link(previous / doc, folder / doc, made):
                         record[doc] = before
                         linked += 1
                         continue
@@ -139,7 +140,9 @@ def write_site(
     # rename per document would only double the cost of 20,000 files.
     for doc, text in written.items():
         path = folder / doc
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
         path.write_bytes(text.encode("utf-8"))
     return record, linked
 
@@ -158,9 +161,12 @@ def _key(context: str, fmt: str, entry_id: str, refs: list[str], digest: Callabl
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
 
 
-def _link(src: Path, dst: Path) -> bool:
-    """Make ``dst`` the same file as ``src`` (a hard link, else a copy); False when ``src`` is gone."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def _link(src: Path, dst: Path, made: set[Path]) -> bool:
+    """Make ``dst`` the same file as ``src`` (a hard link, else a copy); False when ``src`` is gone.
+    ``made``: the folders made so far (a model card has a folder of its own: 10,000 mkdir calls)."""
+    if dst.parent not in made:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        made.add(dst.parent)
     try:
         os.link(src, dst)
     except FileNotFoundError:
