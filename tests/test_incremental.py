@@ -285,3 +285,38 @@ def test_a_rebuild_rewrites_only_the_exports_a_change_reaches(tmp_path: Path) ->
     wanted |= {f"hf-card/{c}/README.md" for c in children}
     wanted |= {"cyclonedx/lake.cdx.json", "spdx/lake.spdx.json"}  # one document for the whole lake
     assert rewritten == wanted
+
+
+def test_an_input_record_is_trusted_only_for_an_unchanged_settled_file(tmp_path: Path) -> None:
+    from lakegen.artifacts.digests import RACY_NS, sha256_file
+    from lakegen.compile.inputs import Inputs, Recorded
+
+    (tmp_path / "catalog").mkdir()
+    file = tmp_path / "catalog" / "a.bin"
+    file.write_bytes(b"first")
+    taken = Inputs.take(tmp_path, ["catalog"])
+    record = taken.files["catalog/a.bin"]
+    assert record[-1] == sha256_file(file)
+    record[-1] = "0" * 64  # what the record says, to tell a trusted digest from a read one
+    taken.taken_ns = record[1] + RACY_NS  # recorded once the file had settled
+    assert Recorded(tmp_path, taken).sha256(file) == "0" * 64
+    taken.taken_ns = record[1] + RACY_NS - 1  # recorded while a same-tick write could go unseen
+    assert Recorded(tmp_path, taken).sha256(file) == sha256_file(file)
+    taken.taken_ns = record[1] + RACY_NS
+    file.write_bytes(b"another")  # a new stat record: read again
+    assert Recorded(tmp_path, taken).sha256(file) == sha256_file(file) != "0" * 64
+
+
+def test_the_index_is_as_of_the_last_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from lakegen.compile.inputs import lake_time
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    (lake.root / "catalog").mkdir(exist_ok=True)
+    (lake.root / "catalog" / "x.txt").write_text("x")
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "x", env={"GIT_COMMITTER_DATE": "2025-03-04T05:06:07+02:00"})
+    assert lake_time(lake.root) == "2025-03-04T03:06:07+00:00"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp())))
+    assert lake_time(lake.root) == "2024-01-02T00:00:00+00:00"
