@@ -130,9 +130,9 @@ def compile_or_reuse(
         saved, _ = load_current(root)
         if saved is not None and saved.inputs.options == options:
             return saved, True
-    before = recorded(root) if reuse else None
+    trusted = Recorded(root, recorded(root) if reuse else None)
     # taken before loading, so that an edit made meanwhile shows as stale
-    read = Inputs.take(root, [CATALOG_DIR], digests=Recorded(root, before))
+    read = Inputs.take(root, [CATALOG_DIR], digests=trusted)
     digests = Recorded(root, read)  # the loader checks artifacts against what was just read
     catalog = load_catalog(
         root,
@@ -142,7 +142,7 @@ def compile_or_reuse(
         workers=workers,
         digests=digests,
     )
-    read.add(root, *_named_inputs(catalog), digests=Recorded(root, before))
+    read.add(root, *_named_inputs(catalog), digests=trusted)
     index = base_index(catalog)
     index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra, options=options)
     scope = Scope(catalog, run_evaluations=run_evaluations, engine=engine, workers=workers)
