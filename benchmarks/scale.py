@@ -9,7 +9,9 @@ a root with random weights and fine-tunes of it and of one another (the parent's
 so attribution really verifies the declared lineage), each trained on and claiming an accuracy on
 its family's dataset (so there are leaderboards), committed in ten commits (so there is history).
 
-Every figure comes from the real CLI in a subprocess (peak memory is that process's own):
+Every figure comes from the real CLI in a subprocess (peak memory is that process's own), timed in
+wall seconds and in CPU seconds (the command's and what it waited for: git, Pagefind), which a
+shared machine's load inflates much less:
 
 - cold build: ``lakegen build`` with no ``.lakegen/`` cache and no ``site/``;
 - no-op rebuild: the same again, nothing changed;
@@ -188,6 +190,9 @@ def timed(repo: Path, *args: str) -> dict[str, Any]:
     rss = round(usage.ru_maxrss / 1024, 1)
     return {
         "s": round(seconds, 2),
+        # CPU seconds of the command and what it waited for (git, Pagefind): on a shared machine
+        # the wall time grows with the load, this much less
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "load": round(os.getloadavg()[0], 1),  # the machine is shared: how busy it was meanwhile
         "rc": proc.returncode,
         "rss_mb": rss,
@@ -300,14 +305,17 @@ def show(r: dict[str, Any]) -> None:
         run = r[name]
         j = run["json"] or {}
         print(
-            f"  {name:20} {run['s']:7.2f} s  load {run['load']}  peak {run['rss_mb']} MB  "
-            f"pages {j.get('pages')} ({j.get('rendered')} rendered, {j.get('reused')} reused)  "
+            f"  {name:20} {run['s']:7.2f} s  cpu {run['cpu_s']} s  load {run['load']}  "
+            f"peak {run['rss_mb']} MB  pages {j.get('pages')} ({j.get('rendered')} rendered, {j.get('reused')} reused)  "
             f"compile {j.get('compile_s')} s  site {j.get('seconds')} s"
         )
     for name in ("pr_check", "pr_check_again"):
         run = r[name]
         stages = (run["json"] or {}).get("stages", {})
-        print(f"  {name:20} {run['s']:7.2f} s  load {run['load']}  peak {run['rss_mb']} MB  exit {run['rc']}")
+        print(
+            f"  {name:20} {run['s']:7.2f} s  cpu {run['cpu_s']} s  load {run['load']}  "
+            f"peak {run['rss_mb']} MB  exit {run['rc']}"
+        )
         for stage, status in stages.items():
             print(f"      {stage}: {status}")
     print(f"  site: {r['site_files']} files, {r['site_mb']} MB")

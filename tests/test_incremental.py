@@ -26,9 +26,7 @@ DEMO = Path(__file__).resolve().parents[1] / "catalog"
 def dumped(root: Path, **options: Any) -> tuple[dict[str, Any], bool]:
     index, reused = compile_or_reuse(root, **options)
     save_index(index, root)
-    data = index.model_dump(mode="json")
-    del data["generated_at"]
-    return data, reused
+    return index.model_dump(mode="json"), reused
 
 
 def cold(root: Path, work: Path) -> dict[str, Any]:
@@ -248,3 +246,77 @@ def test_a_no_op_build_reads_no_index(tmp_path: Path) -> None:
     manifest = root / "catalog/models/digits-mlp-base.yaml"
     manifest.write_text(manifest.read_text().replace("The root of", "The first of", 1))
     assert saved(root) is None  # the working tree moved on
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_rebuild_rewrites_only_the_exports_a_change_reaches(tmp_path: Path) -> None:
+    from lakegen.site import build_site
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "Demo lake")
+    root = lake.root
+    first = build_site(root, compile_or_reuse(root)[0], pagefind=False)
+    # the first site's files, kept alive, so that "the same file" below cannot be a reused inode
+    kept = tmp_path / "kept"
+    before = _files(first.site / "api" / "exports")
+    for name, path in before.items():
+        (kept / name).parent.mkdir(parents=True, exist_ok=True)
+        (kept / name).hardlink_to(path)
+    manifest = root / "catalog/models/digits-mlp-base.yaml"
+    manifest.write_text(manifest.read_text().replace("The root of", "The first of", 1))
+    index, _ = compile_or_reuse(root)
+    again = build_site(root, index, pagefind=False)
+    cold_site = build_site(root, index, site_dir=tmp_path / "cold", reuse=False, pagefind=False)
+    after, fresh = _files(again.site / "api" / "exports"), _files(cold_site.site / "api" / "exports")
+    assert after.keys() == fresh.keys() == before.keys()
+    assert {n: p.read_bytes() for n, p in after.items()} == {n: p.read_bytes() for n, p in fresh.items()}
+    rewritten = {n for n, p in after.items() if not p.samefile(kept / n)}
+    # the edited model's documents, and its children's model cards (they name it as their base)
+    children = {e.child for e in index.edges if e.parent == "digits-mlp-base" and e.declared}
+    assert children
+    wanted = {"hf-card/digits-mlp-base/README.md", "ai-act/digits-mlp-base.ai-act.md"}
+    wanted |= {f"hf-card/{c}/README.md" for c in children}
+    wanted |= {"cyclonedx/lake.cdx.json", "spdx/lake.spdx.json"}  # one document for the whole lake
+    assert rewritten == wanted
+
+
+def test_an_input_record_is_trusted_only_for_an_unchanged_settled_file(tmp_path: Path) -> None:
+    from lakegen.artifacts.digests import RACY_NS, sha256_file
+    from lakegen.compile.inputs import Inputs, Recorded
+
+    (tmp_path / "catalog").mkdir()
+    file = tmp_path / "catalog" / "a.bin"
+    file.write_bytes(b"first")
+    taken = Inputs.take(tmp_path, ["catalog"])
+    record = taken.files["catalog/a.bin"]
+    assert record[-1] == sha256_file(file)
+    record[-1] = "0" * 64  # what the record says, to tell a trusted digest from a read one
+    taken.taken_ns = record[1] + RACY_NS  # recorded once the file had settled
+    assert Recorded(tmp_path, taken).sha256(file) == "0" * 64
+    taken.taken_ns = record[1] + RACY_NS - 1  # recorded while a same-tick write could go unseen
+    assert Recorded(tmp_path, taken).sha256(file) == sha256_file(file)
+    taken.taken_ns = record[1] + RACY_NS
+    file.write_bytes(b"another")  # a new stat record: read again
+    assert Recorded(tmp_path, taken).sha256(file) == sha256_file(file) != "0" * 64
+
+
+def test_the_index_is_as_of_the_last_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from lakegen.compile.inputs import lake_time
+
+    lake = GitLake(tmp_path / "lake", owners=None)
+    (lake.root / "catalog").mkdir(exist_ok=True)
+    (lake.root / "catalog" / "x.txt").write_text("x")
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "x", env={"GIT_COMMITTER_DATE": "2025-03-04T05:06:07+02:00"})
+    assert lake_time(lake.root) == "2025-03-04T03:06:07+00:00"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp())))
+    assert lake_time(lake.root) == "2024-01-02T00:00:00+00:00"

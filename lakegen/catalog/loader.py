@@ -131,8 +131,11 @@ def load_catalog(
     parse_cache: Path | None = None,
     engine: Engine = "local",
     workers: int | None = None,
+    digests: Digests | None = None,
 ) -> Catalog:
     """Load and check every manifest under ``root``; problems are collected, not raised.
+
+    Artifacts' sha256 come through ``digests`` (default: the memo in the lake's cache folder).
 
     With ``parse_cache`` (a cache folder), manifests parsed before are read from
     :mod:`lakegen.catalog.parsecache` there (``catalog.parsed``; save it when done). Remote
@@ -169,9 +172,9 @@ def load_catalog(
         catalog.records[record.entry.id] = record
     _check_references(catalog)
     _check_cycles(catalog)
-    _check_local_paths(
-        catalog, Digests(default_cache_dir(root)) if verify_artifacts else None, engine, workers
-    )
+    if verify_artifacts and digests is None:
+        digests = Digests(default_cache_dir(root))
+    _check_local_paths(catalog, digests if verify_artifacts else None, engine, workers)
     by_path = {r.path: r for r in catalog.records.values()}
     catalog.problems = [_owned(p, by_path.get(p.path)) for p in by_place(catalog.problems)]
     return catalog

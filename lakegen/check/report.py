@@ -27,6 +27,7 @@ import networkx as nx
 from lakegen.artifacts.digests import CACHE_ENV, default_cache_dir
 from lakegen.catalog.loader import Catalog, load_catalog
 from lakegen.compile import compile_catalog
+from lakegen.compile.inputs import Recorded, recorded
 from lakegen.compile.scope import Scope
 from lakegen.errors import SEVERITY_ORDER, Finding
 from lakegen.executor import Engine
@@ -189,8 +190,16 @@ def _check(
         remote.fetch_under(root, remote.settings_at(root, base))
         signatures.trust_from(root, base, default_cache_dir(root) / "trust" / Repo(root).commit_of(base))
     parse_cache = default_cache_dir(root) if kept else None
+    # the last build's record of its inputs (kept: not committed by the pull request) names the
+    # sha256 of each file whose stat is still the one recorded: those artifacts are not read again
+    digests = Recorded(root, recorded(root)) if kept else None
     catalog = load_catalog(
-        root, verify_artifacts=verify_artifacts, parse_cache=parse_cache, engine=engine, workers=workers
+        root,
+        verify_artifacts=verify_artifacts,
+        parse_cache=parse_cache,
+        engine=engine,
+        workers=workers,
+        digests=digests,
     )
     changes = lake_changes(catalog, base, repo) if base else None
     scope = Scope(

@@ -6,7 +6,6 @@ re-derives lineage, results or findings.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from lakegen.artifacts.digests import default_cache_dir
 from lakegen.bench.metrics import REGISTRY
 from lakegen.catalog.loader import CATALOG_DIR, Catalog, latest_version, load_catalog
-from lakegen.compile.inputs import Inputs
+from lakegen.compile.inputs import Inputs, Recorded, lake_time, recorded
 from lakegen.compile.scope import Scope
 from lakegen.executor import Engine
 from lakegen.model.index import ArtifactCheck, CompiledFrom, Edge, IndexEntry, LakeIndex, MetricInfo
@@ -23,7 +22,7 @@ from lakegen.model.manifest import Code
 
 def base_index(catalog: Catalog) -> LakeIndex:
     """The index of a catalog before any evidence is gathered: entries, declared edges, validation."""
-    index = LakeIndex(generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    index = LakeIndex(generated_at=lake_time(catalog.root))
     for record in sorted(catalog.records.values(), key=lambda r: r.entry.id):
         entry = record.entry
         versions = getattr(entry, "versions", None)
@@ -131,15 +130,19 @@ def compile_or_reuse(
         saved, _ = load_current(root)
         if saved is not None and saved.inputs.options == options:
             return saved, True
-    read = Inputs.take(root, [CATALOG_DIR])  # before loading, so an edit made meanwhile shows as stale
+    trusted = Recorded(root, recorded(root) if reuse else None)
+    # taken before loading, so that an edit made meanwhile shows as stale
+    read = Inputs.take(root, [CATALOG_DIR], digests=trusted)
+    digests = Recorded(root, read)  # the loader checks artifacts against what was just read
     catalog = load_catalog(
         root,
         verify_artifacts=verify_artifacts,
         parse_cache=default_cache_dir(root),
         engine=engine,
         workers=workers,
+        digests=digests,
     )
-    read.add(root, *_named_inputs(catalog))
+    read.add(root, *_named_inputs(catalog), digests=trusted)
     index = base_index(catalog)
     index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra, options=options)
     scope = Scope(catalog, run_evaluations=run_evaluations, engine=engine, workers=workers)

@@ -26,7 +26,11 @@ def save(index: LakeIndex, root: Path) -> Path:
     the working tree still holds what it was compiled from (else the next reader compiles again)."""
     path = root / INDEX_FILE
     write_json_atomic(path, index.model_dump(mode="json"))
-    now = Inputs.take(root, index.inputs.folders, index.inputs.files)
+    # what the compile read was recorded in the index only by digest: the previous record's hashes
+    # are trusted for files whose stat is unchanged, as a staleness check would
+    now = Inputs.take(
+        root, index.inputs.folders, index.inputs.files, inputs.Recorded(root, inputs.recorded(root))
+    )
     now.index = {"options": index.inputs.options, "generated_at": index.generated_at}
     if index.inputs.digest and now.digest == index.inputs.digest:
         inputs.write(root, now)

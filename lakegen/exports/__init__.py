@@ -10,12 +10,16 @@ out under the site's ``api/exports/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from lakegen.exports import aiact, croissant, cyclonedx, hfcard, spdx
 from lakegen.exports.evidence import Evidence, ExportError
@@ -85,19 +89,91 @@ def _text(document: Document, indent: int | None) -> str:
     return json.dumps(document, indent=indent, ensure_ascii=False) + "\n"
 
 
-def write_site(index: LakeIndex, folder: Path) -> None:
+def write_site(
+    index: LakeIndex,
+    folder: Path,
+    digest: Callable[[str], str] | None = None,
+    previous: Path | None = None,
+    known: dict[str, list[Any]] | None = None,
+) -> tuple[dict[str, list[Any]], int]:
     """Write every export of the whole lake under ``folder`` (the site's ``api/exports/``) as
-    ``<format>/<file>``, replacing what an earlier build left there."""
-    documents = {
-        f"{name}/{file}": text for name in FORMATS for file, text in export(index, name, indent=None).items()
-    }
+    ``<format>/<file>``, replacing what an earlier build left there.
+
+    A per-entry document depends on its entry's rows in the index and on the entries it looked up
+    (:attr:`Evidence.read`: a parent's Hub id, a dataset's splits). With ``digest`` (a digest of
+    everything the index says about an entry id), each document's key is recorded; one whose key
+    is in ``known`` (the previous build's record) and whose file is in ``previous`` (that build's
+    exports folder) is linked from there, not rendered again.
+
+    Returns:
+        The record for the next build (document -> [key, ids it looked up]), and how many were linked.
+    """
     shutil.rmtree(folder, ignore_errors=True)
+    ev = Evidence(index)
+    context = _context(index)
+    record: dict[str, list[Any]] = {}
+    written: dict[str, str] = {}
+    made: set[Path] = set()
+    linked = 0
+    for name, fmt in FORMATS.items():
+        entries = ev.select(fmt.kind, None)
+        if fmt.per_entry is None:
+            assert fmt.whole is not None
+            written[f"{name}/{fmt.filename()}"] = _text(fmt.whole(ev, entries), None)
+            continue
+        for entry in entries:
+            doc = f"{name}/{fmt.filename(entry.id)}"
+            if digest is not None:
+                before = (known or {}).get(doc)
+                if before is not None and previous is not None:
+                    key = _key(context, name, entry.id, before[1], digest)
+                    if before[0] == key and _link(previous / doc, folder / doc, made):
+                        record[doc] = before
+                        linked += 1
+                        continue
+            ev.read = set()
+            written[doc] = _text(fmt.per_entry(ev, entry), None)
+            if digest is not None:
+                refs = sorted(ev.read - {entry.id})
+                record[doc] = [_key(context, name, entry.id, refs, digest), refs]
     # The folder is new (the site is built aside and swapped in whole): a temporary file and a
     # rename per document would only double the cost of 20,000 files.
-    made: set[Path] = set()
-    for name, text in documents.items():
-        path = folder / name
+    for doc, text in written.items():
+        path = folder / doc
         if path.parent not in made:
             path.parent.mkdir(parents=True, exist_ok=True)
             made.add(path.parent)
         path.write_bytes(text.encode("utf-8"))
+    return record, linked
+
+
+def _context(index: LakeIndex) -> str:
+    """What every document depends on besides its entries: the exports' code, lakegen's version,
+    the index's ``generated_at``."""
+    h = hashlib.sha256(f"{index.lakegen_version}\0{index.generated_at}\0{yaml.__version__}\0".encode())
+    for file in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(file.name.encode() + b"\0" + file.read_bytes())
+    return h.hexdigest()
+
+
+def _key(context: str, fmt: str, entry_id: str, refs: list[str], digest: Callable[[str], str]) -> str:
+    parts = [context, fmt, entry_id, digest(entry_id), [[r, digest(r)] for r in refs]]
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
+
+
+def _link(src: Path, dst: Path, made: set[Path]) -> bool:
+    """Make ``dst`` the same file as ``src`` (a hard link, else a copy); False when ``src`` is gone.
+    ``made``: the folders made so far (a model card has a folder of its own: 10,000 mkdir calls)."""
+    if dst.parent not in made:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        made.add(dst.parent)
+    try:
+        os.link(src, dst)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            shutil.copy2(src, dst)
+        except OSError:
+            return False
+    return True

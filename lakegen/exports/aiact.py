@@ -94,7 +94,7 @@ def _development(ev: Evidence, e: IndexEntry) -> str:
 def _data(ev: Evidence, e: IndexEntry) -> str:
     rows = []
     for use in e.manifest.get("datasets") or []:
-        entry = ev.entries.get(use["id"])
+        entry = ev.entry(use["id"])
         if entry is None:
             rows.append(f"- `{use['id']}` ({use['role']}): outside the lake; not described here.")
             continue
@@ -228,8 +228,8 @@ def render(ev: Evidence, entry: IndexEntry) -> str:
     parts = [
         f"# Technical documentation: {m['name']} (`{entry.id}`)\n",
         "EU AI Act, Annex IV points 1–2 and Annex XI section 1, filled from the lake's manifest "
-        f"(`{entry.path}`) and the evidence lakegen {ev.index.lakegen_version} compiled on "
-        f"{ev.index.generated_at}. Lineage and results say whether lakegen verified them; "
+        f"(`{entry.path}`) and the evidence lakegen {ev.index.lakegen_version} compiled from the lake as "
+        f"of {ev.index.generated_at}. Lineage and results say whether lakegen verified them; "
         "points the lake holds nothing for are listed under Gaps.\n",
     ]
     annexes, gaps = sections(ev, entry)

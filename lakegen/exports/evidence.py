@@ -45,6 +45,8 @@ class Evidence:
     def __init__(self, index: LakeIndex):
         self.index = index
         self.entries = {e.id: e for e in index.entries}
+        self.read: set[str] = set()
+        """Ids looked up through :meth:`entry`: what a document depends on beyond its own entry."""
         # grouped once, so exporting a whole lake stays linear in its size
         self._edges: dict[str, list[Edge]] = defaultdict(list)
         for edge in index.edges:
@@ -71,6 +73,11 @@ class Evidence:
                 raise ExportError(f"'{entry_id}' is a {entry.kind}; this export describes {kind}s")
             out.append(entry)
         return out
+
+    def entry(self, ref: str) -> IndexEntry | None:
+        """The entry ``ref`` names, None outside the lake; remembered in :attr:`read`."""
+        self.read.add(ref)
+        return self.entries.get(ref)
 
     def parents(self, model_id: str) -> list[Edge]:
         """Declared lineage edges into ``model_id``, whatever their status."""
@@ -132,7 +139,7 @@ class Evidence:
         """The Hugging Face repo of ``ref``: an ``hf:`` reference, or a lake entry that links to the Hub."""
         if ref.startswith("hf:"):
             return ref[3:]
-        entry = self.entries.get(ref)
+        entry = self.entry(ref)
         for link in (entry.manifest.get("links") or []) if entry else []:
             m = _HUB_LINK.match(str(link.get("url", "")))
             if m and m.group(2) not in ("datasets", "models", "spaces"):
@@ -140,7 +147,7 @@ class Evidence:
         return None
 
     def name(self, ref: str) -> str:
-        entry = self.entries.get(ref)
+        entry = self.entry(ref)
         return str(entry.manifest.get("name") or ref) if entry else self.hub_id(ref) or ref
 
 

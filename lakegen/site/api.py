@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lakegen.compile.store import write_json_atomic
 from lakegen.exports import write_site
@@ -18,17 +19,19 @@ def write(
     previous: Path | None = None,
     known: dict[str, str] | None = None,
     saved: Path | None = None,
-) -> tuple[dict[str, str], int]:
+    known_exports: dict[str, list[Any]] | None = None,
+) -> tuple[dict[str, str], dict[str, list[Any]], int]:
     """Write ``api/lake.json``, ``api/entries/<id>.json`` and ``api/exports/`` (docs/exports.md).
 
     ``api/lake.json`` is linked from ``saved`` when given (a file holding ``index`` as
     :func:`lakegen.compile.store.save` wrote it: the same bytes).
 
     An entry file whose digest is in ``known`` (the previous build's) and exists in
-    ``previous`` is linked from there rather than written again.
+    ``previous`` is linked from there rather than written again; so is an export whose key is in
+    ``known_exports`` (:func:`lakegen.exports.write_site`).
 
     Returns:
-        The digest of every entry file, and how many were linked.
+        The digest of every entry file, the exports' record, and how many files were linked.
     """
     folder = site / "api" / "entries"
     folder.mkdir(parents=True, exist_ok=True)
@@ -48,5 +51,6 @@ def write(
             linked += 1
             continue
         (site / name).write_bytes(data)
-    write_site(index, site / "api" / "exports")
-    return digests, linked
+    old_exports = previous / "api" / "exports" if previous is not None and not same_dir else None
+    exports, reused = write_site(index, site / "api" / "exports", view.digest, old_exports, known_exports)
+    return digests, exports, linked + reused

@@ -78,12 +78,14 @@ def dest_path(src_uri: str, directory_urls: bool) -> str:
 
 @dataclass
 class Record:
-    """What a build left for the next: per page (deps, body digest); per API file and shard, a digest."""
+    """What a build left for the next: per page (deps, body digest); per API file and shard, a
+    digest; per export document, its key and the entries it read (:func:`lakegen.exports.write_site`)."""
 
     context: str
     pages: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     api: dict[str, str] = field(default_factory=dict)
     search: dict[str, str] = field(default_factory=dict)
+    exports: dict[str, list[Any]] = field(default_factory=dict)
     site: str | None = None  # the whole site's key (LakegenPlugin.site_key): equal, nothing to build
 
 
@@ -105,7 +107,8 @@ def load(site: Path | None, context: str) -> Record | None:
         if data.get("context") != context:
             return None
         pages = {k: (v[0], v[1]) for k, v in data["pages"].items()}
-        return Record(context, pages, dict(data["api"]), dict(data["search"]), data.get("site"))
+        exports = {k: [v[0], list(v[1])] for k, v in data["exports"].items()}
+        return Record(context, pages, dict(data["api"]), dict(data["search"]), exports, data.get("site"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
 
@@ -116,6 +119,7 @@ def save(site: Path, record: Record) -> None:
         "pages": record.pages,
         "api": record.api,
         "search": record.search,
+        "exports": record.exports,
         "site": record.site,
     }
     (site / RECORD).write_text(json.dumps(data), encoding="utf-8")

@@ -278,8 +278,9 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         from lakegen.compile.store import saved_as
 
         index = self._load_index()
-        self._record.api, linked = api.write(
-            index, self._view, site, self._reuse_dir, previous.api, saved_as(self.root, index)
+        saved = saved_as(self.root, index)
+        self._record.api, self._record.exports, linked = api.write(
+            index, self._view, site, self._reuse_dir, previous.api, saved, previous.exports
         )
         self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
         self._record.site = self.site_key(config, self._load_index())
