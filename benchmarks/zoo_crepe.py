@@ -254,28 +254,30 @@ def make_crepe(zoo: Zoo, py: random.Random, seed: int) -> None:
 
     def onnx() -> None:
         model = load(a).eval()
-        folder = zoo.folder("crepe-onnx")
+        folder = zoo.folder(f"{a}-onnx")
         folder.mkdir()
         x = frames(py, 4, audio_style(py))[0]
         torch.onnx.export(model, (x,), str(folder / "model.onnx"), dynamo=False)
-        zoo.add("crepe-onnx", fam, [(a, "onnx-export")], "torch.onnx.export (TorchScript exporter)")
+        zoo.add(f"{a}-onnx", fam, [(a, "onnx-export")], "torch.onnx.export (TorchScript exporter)")
 
     zoo.attempt("ONNX export (crepe)", onnx)
     from safetensors.torch import save_file
 
-    zoo.folder("crepe-safetensors").mkdir()
-    save_file(load(a).state_dict(), str(path("crepe-safetensors", ".safetensors")))
-    zoo.add("crepe-safetensors", fam, [(a, "resave-safetensors")], "re-saved as safetensors")
+    # re-saves are named after their source, as minilm's are (the weights cannot tell twins apart:
+    # undated, lakegen takes the smallest id for the original)
+    zoo.folder(f"{a}-safetensors").mkdir()
+    save_file(load(a).state_dict(), str(path(f"{a}-safetensors", ".safetensors")))
+    zoo.add(f"{a}-safetensors", fam, [(a, "resave-safetensors")], "re-saved as safetensors")
     model = load(b)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     model(frames(py, 8, audio_style(py))[0]).sum().backward()
     opt.step()  # a real optimizer state to save beside the weights; the weights saved are b's
-    zoo.folder("crepe-checkpoint").mkdir()
+    zoo.folder(f"{b}-checkpoint").mkdir()
     torch.save(
         {"model_state_dict": load(b).state_dict(), "optimizer_state_dict": opt.state_dict(), "epoch": 3},
-        path("crepe-checkpoint", ".pt"),
+        path(f"{b}-checkpoint", ".pt"),
     )
-    zoo.add("crepe-checkpoint", fam, [(b, "resave-checkpoint")], "training checkpoint (.pt) of a fine-tune")
+    zoo.add(f"{b}-checkpoint", fam, [(b, "resave-checkpoint")], "training checkpoint (.pt) of a fine-tune")
 
     w = round(py.uniform(0.3, 0.7), 3)
     sa, sb = load(a).state_dict(), load(b).state_dict()

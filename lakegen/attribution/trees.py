@@ -183,8 +183,11 @@ def grid_parent(
         return None
     dtype = min(views[peers[0]].mats, key=precision_bits).dtype
     floor = 2 * on_grid(views[base], dtype) if base is not None else 0.0
-    if on_grid(views[h], dtype) < max(ON_GRID, floor):
+    share = on_grid(views[h], dtype)
+    if share < max(ON_GRID, floor):
         return None
+    if dtype == "float16" and on_grid(views[h], "bfloat16") >= share / 2:
+        return None  # float16's grid holds bfloat16's (within its range): values from a bfloat16 model
     found = [(m, p) for m in peers if (p := pair(m, h)) is not None and p.related]
     if not found:
         return None
