@@ -155,6 +155,31 @@ class View:
         return float(np.mean(values)) if values else 0.0
 
 
+def resolve(v: View, key: Key) -> Key | None:
+    """The name ``key`` has in ``v``: itself, or an alias without its leading parts (see :func:`aliased`)."""
+    return next((k for k in (key, *shortened(key)) if k in v.index), None)
+
+
+def inherits_what_it_lacks(parent: View, child: View, relatives: Sequence[View]) -> bool:
+    """Whether ``child`` holds a matrix that ``parent`` lacks (no name or alias of it) and a relative
+    holds too, with correlated values: inherited, so not through ``parent`` (a model whose task head
+    was replaced lacks its parent's classifier, which the parent's other children keep)."""
+    import numpy as np
+
+    for key in child.keys:
+        if resolve(parent, key) is not None:
+            continue
+        c = child.segment(key)
+        for other in relatives:
+            if (k := resolve(other, key)) is None or other is child:
+                continue
+            o = other.segment(k)
+            ok = np.isfinite(c) & np.isfinite(o)
+            if ok.sum() >= 8 and np.corrcoef(c[ok], o[ok])[0, 1] >= RELATED:
+                return True
+    return False
+
+
 def earlier_by_constants(a: View, b: View) -> int:
     """1 when ``a`` holds constant tensors that vary in ``b`` and not the reverse (``a`` is the
     untrained one, see :attr:`View.constants`), -1 for the reverse, 0 when that says nothing."""
