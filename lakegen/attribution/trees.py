@@ -70,10 +70,6 @@ def _family_tree(
         for n in nodes
         if views[n].precision != best_precision and not _a_parent(n, high, family, views, pair)
     ]
-    # a model trained from a lower-precision one (or from its float32 master) sits nearest it: an
-    # inner node then, but no root, as when every lower-precision model was a leaf
-    inner = [n for n in low if _nearest_of_a_precise_one(n, high, views, pair)]
-    low = [n for n in low if n not in inner]
     high += [n for n in nodes if views[n].precision != best_precision and n not in low]
     if order is not None and _strictly_ordered(nodes, ids, order):
         return _under_nearest_earlier(nodes, set(low), views, ids, order, pair, merged)
@@ -147,7 +143,7 @@ def _family_tree(
         if sub.number_of_nodes() < 2:
             continue
         low_rank = {frozenset(e) for e in sub.edges() if exactly_low_rank(views[e[0]], views[e[1]], pair(*e))}
-        root, scores = choose_root(sub, views, ids, order, merged, attached, low + inner, low_rank)
+        root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
         for a, b in nx.bfs_edges(sub, root):
             confidence = edge_confidence(sub, a, b, scores, d)
             edges.append(Edge(parent=ids[a], child=ids[b], relation="finetune", confidence=confidence))
@@ -176,31 +172,6 @@ def _earliest_alike(
 
 SIBLING_TOLERANCE = 0.25
 ON_GRID = 0.01  # share of a float32 model's values on a bfloat16/float16 grid that chance does not give
-
-
-NEAREST_MARGIN = 4.0
-
-
-def _nearest_of_a_precise_one(
-    n: int, high: Sequence[int], views: Sequence[View], pair: Callable[[int, int], Pair | None]
-) -> bool:
-    """Is the lower-precision model ``n``, its rounding taken out, nearer a precise relative by
-    ``NEAREST_MARGIN`` times than any precise model is? A fine-tune saved in bfloat16 is no nearer
-    its siblings than their parent is (it adds its own update); a model trained from it, or from
-    the float32 master it was cast from (the release is all the lake has of that master), is."""
-    for h in high:
-        p = pair(n, h)
-        if p is None or not p.related:
-            continue
-        others = [
-            lineage_distance(views[h], views[m], q.shared)
-            for m in high
-            if m != h and (q := pair(h, m)) is not None and q.related
-        ]
-        here = lineage_distance(views[h], rounding_removed(views[n], views[h]), p.shared)
-        if others and NEAREST_MARGIN * here < min(others):
-            return True
-    return False
 
 
 def _a_parent(
