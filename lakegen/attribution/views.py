@@ -129,7 +129,8 @@ class View:
         import numpy as np
 
         if self._constants is None:
-            flat, varied = set(), set()
+            flat: set[str] = set()
+            varied: set[str] = set()
             for t in self.fp.tensors:
                 if t.count < 2 or t.quantized or not t.dtype.startswith(("float", "bfloat")):
                     continue
