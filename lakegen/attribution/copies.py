@@ -217,16 +217,27 @@ def _pruned_test(parent: View, child: View, pair: Pair) -> Copy | None:
 
 
 def best_copy_parent(
-    child: int, found: list[tuple[int, Copy, Pair]], views: Sequence[View]
+    child_index: int, found: list[tuple[int, Copy, Pair]], views: Sequence[View]
 ) -> tuple[int, Copy]:
-    """Among the parents a child copies, the original: exact tests first, then the most precise."""
+    """Among the parents a child copies, the original: exact tests first, then the most precise;
+    between models with the same matrices (a batch-norm recalibration and its parent), the one
+    whose other tensors (normalisation statistics, biases) the copy holds."""
     candidates = {parent for parent, _, _ in found}
 
     def rank(item: tuple[int, Copy, Pair]) -> tuple[Any, ...]:
         parent, test, p = item
         v = views[parent]
-        return (not test.exact, -v.precision, v.zeros, -test.match, p.distance, parent)
+        return (
+            not test.exact,
+            -v.precision,
+            v.zeros,
+            -test.match,
+            p.distance,
+            -vectors_kept(v, child),
+            parent,
+        )
 
+    child = views[child_index]
     best = sorted(found, key=rank)
     # a candidate that is itself a copy of another candidate is not the original
     for parent, test, _ in best:
@@ -234,6 +245,26 @@ def best_copy_parent(
         if not any(is_copy_of(views[parent], views[o]) for o in others):
             return parent, test
     return best[0][0], best[0][1]
+
+
+def vectors_kept(parent: View, child: View) -> float:
+    """The share of ``child``'s sampled non-matrix float values that equal ``parent``'s, cast to
+    the child's dtype (the vectors a copy carries over; the matrices are compared elsewhere)."""
+    import numpy as np
+
+    hits = total = 0
+    for t in child.fp.tensors:
+        q = parent.fp.tensor(t.name)
+        if t.is_matrix or q is None or q.shape != t.shape or t.quantized or q.quantized:
+            continue
+        c = child.fp.values(t).astype(np.float32)
+        cast = _cast(parent.fp.values(q).astype(np.float32), t.dtype)
+        if cast is None:
+            continue
+        ok = np.isfinite(c) & np.isfinite(cast)
+        hits += int(np.count_nonzero((cast == c) & ok))
+        total += int(ok.sum())
+    return hits / total if total else 0.0
 
 
 def is_copy_of(child: View, parent: View) -> bool:
