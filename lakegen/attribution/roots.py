@@ -7,13 +7,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lakegen.attribution.merges import Merge
-from lakegen.attribution.views import View
+from lakegen.attribution.views import View, earlier_by_constants, inherits_what_it_lacks
 
 # root choice, per family: -mean hops to relatives + these times the evidence (tuned on seeds 5001-5014)
 MATURITY_WEIGHT = 0.5  # per tree edge whose spectral entropy rises from parent to child
 POPULARITY_WEIGHT = 0.1  # per copy, adapter or merge made from the candidate
 MERGE_SIBLINGS_WEIGHT = 2.0  # per pair of merge parents the orientation makes ancestor and descendant
 ORDER_WEIGHT = 10.0  # per edge whose parent was released after its child
+INIT_WEIGHT = 1.5  # per edge whose child holds constant tensors (an initialiser's) its parent varies
+INHERITED_WEIGHT = 1.5  # per edge whose child holds a matrix its parent lacks and a relative has
 # The spectral-entropy evidence picks roots well on generated trees, but on real weights it orients a
 # lone edge wrong too often to rest a verdict on (held-out seed 303: 6 of 41 lone pairs reversed; a
 # from-scratch run, which concentrates the spectrum, and its init): it still chooses which end is
@@ -33,8 +35,12 @@ def choose_root(
 ) -> tuple[int, dict[int, float]]:
     """The family's root: the orientation that best fits the tree-level evidence.
 
-    Hard evidence first: order hints (a model released later is never a parent)
-    and merges of siblings (a merge's parents are not each other's ancestors).
+    Hard evidence first: order hints (a model released later is never a parent),
+    merges of siblings (a merge's parents are not each other's ancestors) and an
+    initialiser's constants (a model whose normalisation weights are still all ones
+    where its relative's vary is the untrained one, as a from-scratch run's init),
+    and what a model lacks (a matrix its relatives share, correlated, was not
+    inherited through it: a model whose task head was replaced is their leaf).
     Then: the root is central (closest, in hops, to its relatives), fine-tuning
     adds directions to the weights' spectrum (entropy rises from parent to
     child) except a LoRA merged into the weights (an exactly low-rank change,
@@ -55,6 +61,14 @@ def choose_root(
     maturity = {v: views[v].maturity for v in nodes}
     merge_sets = [[q for q in m.parents if q in tree] for m in merged.values()]
     merge_sets = [ms for ms in merge_sets if len(ms) >= 2]
+    inherited: dict[tuple[int, int], bool] = {}
+
+    def inherits(a: int, b: int) -> bool:
+        if (a, b) not in inherited:
+            others = [views[m] for m in nodes if m not in (a, b)]
+            inherited[(a, b)] = inherits_what_it_lacks(views[a], views[b], others)
+        return inherited[(a, b)]
+
     scores: dict[int, float] = {}
     sure: dict[int, float] = {}  # the same scores with the entropy evidence at its confidence share
     for r in nodes:
@@ -75,6 +89,8 @@ def choose_root(
                 for other in ms:
                     if other != q and _is_ancestor(q, other, parent_of):
                         score -= MERGE_SIBLINGS_WEIGHT
+        score -= INIT_WEIGHT * sum(1 for a, b in oriented if earlier_by_constants(views[b], views[a]) > 0)
+        score -= INHERITED_WEIGHT * sum(1 for a, b in oriented if inherits(a, b))
         if order is not None:
             score -= ORDER_WEIGHT * sum(1 for a, b in oriented if _later(order, ids[a], ids[b]))
         # a lower-precision model is taken for a leaf (a fine-tune saved in bfloat16), but a child

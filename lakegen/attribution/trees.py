@@ -13,10 +13,18 @@ from lakegen.attribution.edges import Edge
 from lakegen.attribution.families import components
 from lakegen.attribution.merges import Merge
 from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
-from lakegen.attribution.views import Pair, View, precision_bits, rounding_removed
+from lakegen.attribution.views import (
+    Pair,
+    View,
+    inherits_what_it_lacks,
+    precision_bits,
+    resolve,
+    rounding_removed,
+)
 
 TIE_PENALTY = 0.04  # breaks near-ties in distance towards the less mature parent
 NOISE_LEVEL = 1e-5  # a lineage distance under this: no direction of change clears the rounding noise
+INHERITED_PENALTY = 10.0  # on an edge whose child holds what its parent lacks and a relative has
 
 
 def finetune_forest(
@@ -67,11 +75,15 @@ def _family_tree(
         return _under_nearest_earlier(nodes, set(low), views, ids, order, pair, merged)
     dist: dict[tuple[int, int], float] = {}
 
+    common = [views[n] for n in nodes]
+
     def d(a: int, b: int) -> float:
         key = (a, b) if a < b else (b, a)
         if key not in dist:
             p = pair(a, b)
-            dist[key] = lineage_distance(views[a], views[b], p.shared) if p is not None else math.inf
+            dist[key] = (
+                lineage_distance(views[a], views[b], shared_by(p, common)) if p is not None else math.inf
+            )
         return dist[key]
 
     # near-ties between a parent and its barely-changed child are broken towards the less
@@ -82,7 +94,18 @@ def _family_tree(
 
     def weight(a: int, b: int) -> float | None:
         p = pair(a, b)
-        return d(a, b) * (1 + TIE_PENALTY * rank[a]) if p is not None and p.related else None
+        if p is None or not p.related:
+            return None
+        w = d(a, b) * (1 + TIE_PENALTY * rank[a])
+        return w * INHERITED_PENALTY if inherits(a, b) else w
+
+    def inherits(a: int, b: int) -> bool:
+        if (a, b) not in inherited:
+            others = [views[m] for m in high if m not in (a, b)]
+            inherited[(a, b)] = inherits_what_it_lacks(views[a], views[b], others)
+        return inherited[(a, b)]
+
+    inherited: dict[tuple[int, int], bool] = {}
 
     arborescence = _sibling_arborescence(high, weight, _sibling_groups(high, merged))
     tree = nx.Graph()
@@ -125,6 +148,14 @@ def _family_tree(
             confidence = edge_confidence(sub, a, b, scores, d)
             edges.append(Edge(parent=ids[a], child=ids[b], relation="finetune", confidence=confidence))
     return edges
+
+
+def shared_by(p: Pair, family: Sequence[View]) -> list[tuple[str, tuple[int, ...]]]:
+    """The matrices of ``p`` that every model of ``family`` holds (else all of ``p``'s). Distances
+    are compared on these: a model whose task head was replaced, measured on its body alone, would
+    sit nearer everyone than its parent does."""
+    keys = [k for k in p.shared if all(resolve(v, k) is not None for v in family)]
+    return keys or list(p.shared)
 
 
 def _earliest_alike(
@@ -183,8 +214,11 @@ def grid_parent(
         return None
     dtype = min(views[peers[0]].mats, key=precision_bits).dtype
     floor = 2 * on_grid(views[base], dtype) if base is not None else 0.0
-    if on_grid(views[h], dtype) < max(ON_GRID, floor):
+    share = on_grid(views[h], dtype)
+    if share < max(ON_GRID, floor):
         return None
+    if dtype == "float16" and on_grid(views[h], "bfloat16") >= share / 2:
+        return None  # float16's grid holds bfloat16's (within its range): values from a bfloat16 model
     found = [(m, p) for m in peers if (p := pair(m, h)) is not None and p.related]
     if not found:
         return None
@@ -319,9 +353,16 @@ def _under_nearest_earlier(
     was trained from (see :func:`_a_parent`) are parents of none.
     """
 
+    family = [views[n] for n in nodes]
+
     def distance(a: int, b: int) -> float:
         p = pair(a, b)
-        return lineage_distance(views[a], views[b], p.shared) if p is not None else math.inf
+        return lineage_distance(views[a], views[b], shared_by(p, family)) if p is not None else math.inf
+
+    def placing(m: int, child: int, p: Pair) -> float:
+        b = bulk_distance(views[m], views[child], shared_by(p, family))
+        others = [v for v in family if v is not views[m] and v is not views[child]]
+        return b * INHERITED_PENALTY if inherits_what_it_lacks(views[m], views[child], others) else b
 
     ranked = sorted(nodes, key=lambda n: order[ids[n]])
     group_of = {m: k for k, g in enumerate(_sibling_groups(nodes, merged)) for m in g}
@@ -329,7 +370,7 @@ def _under_nearest_earlier(
     edges = []
     for i, child in enumerate(ranked):
         options = sorted(
-            (bulk_distance(views[m], views[child], p.shared), m)
+            (placing(m, child, p), m)
             for m in ranked[:i]
             if m not in leaves and (p := pair(m, child)) is not None and p.related
         )

@@ -69,6 +69,7 @@ class View:
         self.rounded = True  # the values carry their format's rounding (see rounding_removed)
 
         self._grids: dict[Any, Any] = {}
+        self._constants: tuple[frozenset[str], frozenset[str]] | None = None
 
     def segment(self, key: tuple[str, tuple[int, ...]]) -> np.ndarray:
         t = self.mats[self.index[key]]
@@ -119,6 +120,28 @@ class View:
         return sigma * (math.sqrt(g.shape[0]) + math.sqrt(g.shape[1]))
 
     @property
+    def constants(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The float tensors (two values or more) whose samples are all equal, and the others.
+
+        Initialisers set normalisation weights to one, its biases and running statistics to
+        zero and one; training moves them and nothing trains towards a constant again. A
+        tensor constant in one model and varied in a relative marks the first as earlier."""
+        import numpy as np
+
+        if self._constants is None:
+            flat: set[str] = set()
+            varied: set[str] = set()
+            for t in self.fp.tensors:
+                if t.count < 2 or t.quantized or not t.dtype.startswith(("float", "bfloat")):
+                    continue
+                x = self.fp.values(t)
+                x = x[np.isfinite(x)]
+                if x.size >= 2:
+                    (flat if bool(np.all(x == x[0])) else varied).add(t.name)
+            self._constants = (frozenset(flat), frozenset(varied))
+        return self._constants
+
+    @property
     def maturity(self) -> float:
         """Mean spectral entropy (effective rank / size) of the sampled matrices; fine-tuning raises it."""
         import numpy as np
@@ -131,6 +154,40 @@ class View:
             p = s**2 / np.sum(s**2)
             values.append(float(np.exp(-np.sum(p * np.log(p + 1e-300)))) / len(s))
         return float(np.mean(values)) if values else 0.0
+
+
+def resolve(v: View, key: Key) -> Key | None:
+    """The name ``key`` has in ``v``: itself, or an alias without its leading parts (see :func:`aliased`)."""
+    return next((k for k in (key, *shortened(key)) if k in v.index), None)
+
+
+def inherits_what_it_lacks(parent: View, child: View, relatives: Sequence[View]) -> bool:
+    """Whether ``child`` holds a matrix that ``parent`` lacks (no name or alias of it) and a relative
+    holds too, with correlated values: inherited, so not through ``parent`` (a model whose task head
+    was replaced lacks its parent's classifier, which the parent's other children keep)."""
+    import numpy as np
+
+    for key in child.keys:
+        if resolve(parent, key) is not None:
+            continue
+        c = child.segment(key)
+        for other in relatives:
+            if (k := resolve(other, key)) is None or other is child:
+                continue
+            o = other.segment(k)
+            ok = np.isfinite(c) & np.isfinite(o)
+            if ok.sum() >= 8 and np.corrcoef(c[ok], o[ok])[0, 1] >= RELATED:
+                return True
+    return False
+
+
+def earlier_by_constants(a: View, b: View) -> int:
+    """1 when ``a`` holds constant tensors that vary in ``b`` and not the reverse (``a`` is the
+    untrained one, see :attr:`View.constants`), -1 for the reverse, 0 when that says nothing."""
+    flat_a, varied_a = a.constants
+    flat_b, varied_b = b.constants
+    a_first, b_first = bool(flat_a & varied_b), bool(flat_b & varied_a)
+    return int(a_first) - int(b_first)
 
 
 def spacing(x: np.ndarray, dtype: str) -> np.ndarray | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from lakegen.weights import capture, gguf, npz, pytorch, safetensors
+from lakegen.weights import capture, gguf, npz, onnx, pytorch, safetensors
 from lakegen.weights.base import WeightFile, WeightsError
 
 HEAD_BYTES = 16  # what detect() sees of a file: enough for any magic number
@@ -39,6 +39,7 @@ READERS: list[Reader] = [
     npz.READER,
     pytorch.READER,
     gguf.READER,
+    onnx.READER,
 ]
 
 
