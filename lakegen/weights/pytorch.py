@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import warnings
 import zipfile
@@ -27,33 +28,37 @@ class TorchFile(WeightFile):
 
         import torch
 
-        if not zipfile.is_zipfile(path):
+        # torch.save before 1.6 (and with _use_new_zipfile_serialization=False) wrote a stream of
+        # pickles that opens with this magic number; weights_only reads it too, but cannot map it
+        legacy = not zipfile.is_zipfile(path) and _starts_with(path, LEGACY_MAGIC)
+        if not legacy and not zipfile.is_zipfile(path):
             raise WeightsError(
                 path,
-                "not a zip-format PyTorch checkpoint (legacy torch.save format or not PyTorch); "
-                "lakegen only reads PyTorch files with torch.load(weights_only=True, mmap=True) — "
+                "not a PyTorch checkpoint (neither the zip format nor torch.save's legacy format); "
+                "lakegen only reads PyTorch files with torch.load(weights_only=True) — "
                 "re-save it with torch.save or as safetensors",
             )
-        try:
-            with zipfile.ZipFile(path) as archive:
-                members = archive.infolist()
-        except (zipfile.BadZipFile, OSError) as e:
-            raise WeightsError(path, f"not a readable PyTorch checkpoint: {e}") from None
-        # A checkpoint holds one member per tensor storage, plus data.pkl, version and a few others.
-        refuse_count(path, len(members) - 8)
+        if not legacy:
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    members = archive.infolist()
+            except (zipfile.BadZipFile, OSError) as e:
+                raise WeightsError(path, f"not a readable PyTorch checkpoint: {e}") from None
+            # A checkpoint holds one member per tensor storage, plus data.pkl, version and a few others.
+            refuse_count(path, len(members) - 8)
         try:
             with warnings.catch_warnings():  # torch's own, when it rebuilds a quantised tensor
                 warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=not legacy)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = _first_line(e)
             raise WeightsError(
                 path,
                 "refused: the checkpoint needs more than torch.load(weights_only=True) allows, so it "
                 f"is not unpickled ({first[:200]})",
             ) from None
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = _first_line(e)
             raise WeightsError(path, f"not a readable PyTorch checkpoint: {first[:200]}") from None
         try:
             state = _unwrap_state_dict(state)
@@ -70,7 +75,7 @@ class TorchFile(WeightFile):
                 raise WeightsError(path, f"tensor '{name}' has unsupported dtype {dtype}")
             self.tensors[name] = TensorInfo(name, dtype, tuple(tensor.shape))
             self._tensors[name] = tensor
-        self._offsets = _torch_file_offsets(path, self._tensors)
+        self._offsets = {} if legacy else _torch_file_offsets(path, self._tensors)
         if self._offsets:
             self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
             self._fd = self._file.fileno()
@@ -93,6 +98,21 @@ class TorchFile(WeightFile):
         self._tensors.clear()
         if self._offsets:
             self._file.close()
+
+
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # pickle of 0x1950a86a20f9469cfc6c
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(magic)) == magic
+
+
+def _first_line(e: Exception) -> str:
+    """An exception's first line without terminal escapes (torch bolds part of its weights_only advice)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    said = [line.strip() for line in text.splitlines() if "WeightsUnpickler error:" in line]
+    return said[0] if said else text.splitlines()[0] if text else type(e).__name__
 
 
 def _torch_file_offsets(path: Path, tensors: dict[str, Any]) -> dict[str, int]:
@@ -150,15 +170,36 @@ def _unwrap_state_dict(obj: Any) -> dict[str, Any] | None:
         if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model", "module"):
             obj = next(iter(obj.values()))
             continue
-        # a training checkpoint: the weights beside the epoch, the optimizer's state and the like
-        key = next(
-            (k for k in ("state_dict", "model_state_dict") if isinstance(obj, dict) and k in obj), None
-        )
-        if key is not None:
-            obj = obj[key]
-            continue
-        return None
+        # a training checkpoint: the weights beside the epoch, the optimizer's state and the like,
+        # under whatever name its trainer chose (model_state_dict, model_state, ...); an optimizer's
+        # state is keyed by parameter index, so it is never taken for the weights
+        if not isinstance(obj, dict):
+            return None
+        nested = [k for k, v in obj.items() if _holds_weights(v)]
+        if len(nested) > 1:
+            nested = [k for k in nested if k in WEIGHTS_KEYS] or nested
+        if len(nested) != 1:
+            if nested:
+                names = ", ".join(sorted(str(k)[:40] for k in nested)[:6])
+                raise ValueError(f"the checkpoint holds several state dicts ({names}); save the one to read")
+            return None
+        obj = obj[nested[0]]
     return None
+
+
+WEIGHTS_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module")
+
+
+def _holds_weights(value: Any) -> bool:
+    """A mapping of parameter names to tensors (or to packed quantised parameters)."""
+    import torch
+
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) for k in value)
+        and any(isinstance(v, torch.Tensor) or str(k).endswith(PACKED) for k, v in value.items())
+    )
 
 
 PACKED = "._packed_params._packed_params"
