@@ -157,7 +157,8 @@ def _between(
     A release saved in bfloat16 whose child was trained from its float32 master has none of
     its values on the child's grid (see :func:`grid_parent`), yet it is not a leaf: its parent
     and its child sit further apart than either sits from it. A leaf of ``m`` (a later run
-    saved in bfloat16) or a sibling lies beyond ``m``, further from ``g`` than ``m`` is.
+    saved in bfloat16) or a sibling lies beyond ``m``, further from ``g`` than ``m`` is; a
+    release whose change from ``g`` is under the rounding noise cannot be placed between.
     """
     best = None
     for g in neighbours:
@@ -166,8 +167,8 @@ def _between(
             continue
         to_g = lineage_distance(views[g], rounding_removed(views[n], views[g]), p_g.shared)
         to_m = lineage_distance(views[m], rounding_removed(views[n], views[m]), p_m.shared)
-        far = max(to_g, to_m)
-        if 0 < far < d(g, m) and (best is None or to_g < best[0]):
+        # a release that rounds back to ``g`` is ``g`` as far as the weights tell: between nothing
+        if to_g >= NOISE_LEVEL and max(to_g, to_m) < d(g, m) and (best is None or to_g < best[0]):
             best = (to_g, g)
     return None if best is None else best[1]
 
