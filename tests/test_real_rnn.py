@@ -175,3 +175,34 @@ def test_a_checkpoint_with_two_state_dicts_and_no_known_name_is_refused(tmp_path
     torch.save({"model_state": weights, "ema": {"w": torch.zeros(3, 3)}}, tmp_path / "ema.pt")
     with open_weights(tmp_path / "ema.pt") as wf:
         assert list(wf.tensors) == ["w"]
+
+
+def test_a_bf16_release_is_not_put_above_a_sibling_that_does_not_carry_its_change(tmp_path: Path) -> None:
+    """A small update saved in bfloat16 sits nearer a larger sibling, once its rounding is removed
+    towards it, than the master does (dev voice seed 2, and here before: release -> sibling, master ->
+    child); only a model that carries the release's update is its child. The updates are random,
+    full-rank, on the real master's matrices."""
+    base = master_state()
+    g = torch.Generator().manual_seed(5)
+
+    def moved(state: dict[str, torch.Tensor], size: float) -> dict[str, torch.Tensor]:
+        return {
+            k: v + size * v.std() * torch.randn(v.shape, generator=g) if v.ndim == 2 else v.clone()
+            for k, v in state.items()
+        }
+
+    release_fp32 = moved(base, 0.005)
+    models = {
+        "voice": base,
+        "sibling": moved(base, 0.02),
+        "release": {k: v.bfloat16() for k, v in release_fp32.items()},
+        "child": moved(release_fp32, 0.03),
+    }
+    fps = {}
+    for name, state in models.items():
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    expected = {("voice", "sibling"), ("voice", "release"), ("release", "child")}
+    assert {(e.parent, e.child) for e in attribute(fps).edges} == expected
+    dated = attribute(fps, order={name: i for i, name in enumerate(models)})
+    assert {(e.parent, e.child) for e in dated.edges} == expected
