@@ -127,9 +127,10 @@ def test_lstm_copies_pruned_cast_and_checkpointed_are_found_with_their_relation(
         ("tuned", "tuned-fp16"): "quantized",
     }
     # a parent and its one fine-tune: the weights cannot order them, and the confidence says so
+    # (0.5 once spectral entropy adds nothing to it; never the 0.6 of a confident verdict)
     (lone,) = [e for k, e in edges.items() if set(k) == {"voice", "tuned"}]
     assert lone.relation == "finetune"
-    assert (lone.parent, lone.child) == ("voice", "tuned") or lone.confidence <= 0.5
+    assert (lone.parent, lone.child) == ("voice", "tuned") or lone.confidence < 0.6
 
 
 class Touch:

@@ -177,6 +177,9 @@ def _between(
         to_m = lineage_distance(views[m], rounding_removed(views[n], views[m]), p_m.shared)
         # a release that rounds back to ``g`` is ``g`` as far as the weights tell: between nothing
         first, last = (g, m) if g_first else (m, g)
+        # a child of the release's float32 master keeps none of its values on the release's grid
+        if on_grid(views[last], min(views[n].mats, key=precision_bits).dtype) >= ON_GRID:
+            continue
         if (
             to_g < NOISE_LEVEL
             or max(to_g, to_m) >= d(g, m)
