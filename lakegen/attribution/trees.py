@@ -134,6 +134,15 @@ def _family_tree(
         ]
         if options:
             parent = _earliest_alike(min(options)[2], [m for *_, m in options], d, depth)
+            # the high tree's own orientation says which end of an edge would be the release's parent
+            ends = [(up, True)] if (up := arborescence.get(parent)) is not None else []
+            ends += [
+                (c, False) for c, up in arborescence.items() if up == parent and tree.has_edge(c, parent)
+            ]
+            between = _between(n, parent, ends, views, pair, d)
+            if between is not None:
+                tree.remove_edge(between, parent)
+                tree.add_edge(between, n, weight=d(n, between))
             tree.add_edge(parent, n, weight=d(n, parent))
     if tree.number_of_nodes() < 2:
         return []
@@ -168,6 +177,73 @@ def _earliest_alike(
     them by ``rank`` (release order, or depth in the tree) is taken: the parent of the others."""
     alike = [m for m in options if m == best or d(best, m) < NOISE_LEVEL]
     return min(alike, key=rank)
+
+
+def _between(
+    n: int,
+    m: int,
+    neighbours: Sequence[tuple[int, bool]],
+    views: Sequence[View],
+    pair: Callable[[int, int], Pair | None],
+    d: Callable[[int, int], float],
+) -> int | None:
+    """The tree neighbour ``g`` of ``m`` (each with whether it is the parent end of the edge) such
+    that the lower-precision model ``n`` lies between the two: nearer each of them, its rounding
+    removed, than they are to each other, and the child end carries ``n``'s change.
+
+    A release saved in bfloat16 whose child was trained from its float32 master has none of
+    its values on the child's grid (see :func:`grid_parent`), yet it is not a leaf: its parent
+    and its child sit further apart than either sits from it. A leaf of ``m`` (a later run
+    saved in bfloat16) or a sibling lies beyond ``m``, further from ``g`` than ``m`` is; a
+    release whose change from ``g`` is under the rounding noise cannot be placed between, and
+    ``m`` must carry the release's update (see :func:`carried`): rounding removed towards a
+    sibling pulls the release nearer it too.
+    """
+    best = None
+    for g, g_first in neighbours:
+        p_g, p_m = pair(n, g), pair(n, m)
+        if p_g is None or p_m is None or not p_g.related or not p_m.related:
+            continue
+        to_g = lineage_distance(views[g], rounding_removed(views[n], views[g]), p_g.shared)
+        to_m = lineage_distance(views[m], rounding_removed(views[n], views[m]), p_m.shared)
+        # a release that rounds back to ``g`` is ``g`` as far as the weights tell: between nothing
+        first, last = (g, m) if g_first else (m, g)
+        # a child of the release's float32 master keeps none of its values on the release's grid
+        if on_grid(views[last], min(views[n].mats, key=precision_bits).dtype) >= ON_GRID:
+            continue
+        if (
+            to_g < NOISE_LEVEL
+            or max(to_g, to_m) >= d(g, m)
+            or carried(views[n], views[first], views[last]) < CARRIED
+        ):
+            continue
+        if best is None or to_g < best[0]:
+            best = (to_g, g)
+    return None if best is None else best[1]
+
+
+CARRIED = (
+    0.5  # share of a release's update its child carries (dev voice seeds: 0.65-0.76; siblings 0.05-0.30)
+)
+
+
+def carried(n: View, g: View, m: View) -> float:
+    """How much of ``n``'s update from ``g`` the model ``m`` carries: the projection of ``m - g``
+    on ``n - g``, over the sampled values of their shared matrices. A child of ``n``'s float32
+    master carries all of it but the rounding noise; a sibling only what like objectives share."""
+    import numpy as np
+
+    num = den = 0.0
+    for key in n.keys:
+        if key not in g.index or key not in m.index:
+            continue
+        a, b, c = n.segment(key), g.segment(key), m.segment(key)
+        if not len(a) == len(b) == len(c):
+            continue
+        up = np.nan_to_num(a.astype(np.float64) - b)
+        num += float(up @ np.nan_to_num(c.astype(np.float64) - b))
+        den += float(up @ up)
+    return num / den if den > 0 else 0.0
 
 
 SIBLING_TOLERANCE = 0.25
@@ -385,9 +461,22 @@ def _under_nearest_earlier(
         if child in leaves:
             parent = _earliest_alike(parent, [m for _, m in options], distance, lambda m: order[ids[m]])
             best = next(b for b, m in options if m == parent)
+        confidence = placement_confidence(best, options[1][0] if len(options) > 1 else None)
+        # a lower-precision release between the nearest earlier model and the child: its float32
+        # master, which the lake does not hold, is what the child was trained from
+        inner = [
+            (lineage_distance(views[child], rounding_removed(views[m], views[child]), p.shared), m)
+            for m in ranked[:i]
+            if m in leaves
+            and (p := pair(m, child)) is not None
+            and _between(m, child, [(parent, True)], views, pair, distance) is not None
+        ]
+        if inner and child not in leaves:
+            near, low_parent = min(inner)
+            confidence = placement_confidence(near, distance(parent, child))
+            parent = low_parent
         if group is not None:
             group_parent.setdefault(group, parent)
-        confidence = placement_confidence(best, options[1][0] if len(options) > 1 else None)
         edges.append(Edge(parent=ids[parent], child=ids[child], relation="finetune", confidence=confidence))
     return edges
 

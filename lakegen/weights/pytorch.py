@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import re
 import struct
 import warnings
 import zipfile
@@ -33,20 +34,24 @@ class TorchFile(WeightFile):
 
         import torch
 
-        zip_members(path)
+        # torch.save before 1.6 (and with _use_new_zipfile_serialization=False) wrote a stream of
+        # pickles that opens with this magic number; weights_only reads it too, but cannot map it
+        legacy = is_legacy(path)
+        if not legacy:
+            zip_members(path)
         try:
             with warnings.catch_warnings():  # torch's own, when it rebuilds a quantised tensor
                 warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=not legacy)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = _first_line(e)
             raise WeightsError(
                 path,
                 "refused: the checkpoint needs more than torch.load(weights_only=True) allows, so it "
                 f"is not unpickled ({first[:200]})",
             ) from None
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = _first_line(e)
             raise WeightsError(path, f"not a readable PyTorch checkpoint: {first[:200]}") from None
         state = state_dict(path, state, torch.Tensor, _unpack_dynamic)
         self._tensors: dict[str, Any] = {}
@@ -57,7 +62,7 @@ class TorchFile(WeightFile):
                 raise WeightsError(path, f"tensor '{name}' has unsupported dtype {dtype}")
             self.tensors[name] = TensorInfo(name, dtype, tuple(tensor.shape))
             self._tensors[name] = tensor
-        self._offsets = _torch_file_offsets(path, self._tensors)
+        self._offsets = {} if legacy else _torch_file_offsets(path, self._tensors)
         if self._offsets:
             self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
             self._fd = self._file.fileno()
@@ -80,6 +85,22 @@ class TorchFile(WeightFile):
         self._tensors.clear()
         if self._offsets:
             self._file.close()
+
+
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # pickle of 0x1950a86a20f9469cfc6c
+
+
+def is_legacy(path: Path) -> bool:
+    """Whether ``path`` is in torch.save's pre-zip format (read through weights_only, never mapped)."""
+    with open(path, "rb") as f:
+        return f.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC
+
+
+def _first_line(e: Exception) -> str:
+    """An exception's first line without terminal escapes (torch bolds part of its weights_only advice)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    said = [line.strip() for line in text.splitlines() if "WeightsUnpickler error:" in line]
+    return said[0] if said else text.splitlines()[0] if text else type(e).__name__
 
 
 def _torch_file_offsets(path: Path, tensors: dict[str, Any]) -> dict[str, int]:
@@ -223,6 +244,8 @@ class TorchReader:
         return path.suffix.lower() in self.suffixes
 
     def open(self, path: Path) -> WeightFile:
+        if is_legacy(path):
+            return TorchFile(path)
         try:
             return open_zip(path)
         except Unsupported:

@@ -129,8 +129,8 @@ def zip_members(path: Path) -> list[zipfile.ZipInfo]:
             path,
             "truncated or corrupt zip checkpoint: no central directory"
             if zipped
-            else "not a zip-format PyTorch checkpoint (legacy torch.save format or not PyTorch); "
-            "lakegen only reads PyTorch files with torch.load(weights_only=True, mmap=True) — "
+            else "not a PyTorch checkpoint (neither the zip format nor torch.save's legacy format); "
+            "lakegen only reads PyTorch files with torch.load(weights_only=True) — "
             "re-save it with torch.save or as safetensors",
         )
     try:
@@ -437,12 +437,17 @@ def _check_bounds(path: Path, t: StoredTensor) -> None:
         )
 
 
+WEIGHTS_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module")
+
+
 def state_dict(
     path: Path, obj: Any, tensor: type, unpack: Callable[[dict[Any, Any]], dict[Any, Any]] | None = None
 ) -> dict[str, Any]:
     """The mapping of names to tensors in ``obj``: itself, or what a wrapper or a training
-    checkpoint (weights beside the epoch, the optimizer's state and the like) nests under
-    ``state_dict``, ``model_state_dict``, ``model`` or ``module``. ``unpack`` reads torch's
+    checkpoint (weights beside the epoch, the optimizer's state and the like) nests, under
+    whatever name its trainer chose (``model_state_dict``, Resemblyzer's ``model_state``, ...).
+    An optimizer's state is keyed by parameter index, so it is never taken for the weights;
+    several state dicts, none under a known name, are refused. ``unpack`` reads torch's
     dynamic-quantisation packed parameters; without it they are :class:`Unsupported`."""
     for _ in range(3):
         if isinstance(obj, dict) and any(str(k).endswith(PACKED) for k in obj):
@@ -460,10 +465,27 @@ def state_dict(
         if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model", "module"):
             obj = next(iter(obj.values()))
             continue
-        key = next(
-            (k for k in ("state_dict", "model_state_dict") if isinstance(obj, dict) and k in obj), None
-        )
-        if key is None:
+        if not isinstance(obj, dict):
             break
-        obj = obj[key]
+        nested = [k for k, v in obj.items() if _holds_weights(v, tensor)]
+        if len(nested) > 1:
+            nested = [k for k in nested if k in WEIGHTS_KEYS] or nested
+        if len(nested) != 1:
+            if nested:
+                names = ", ".join(sorted(str(k)[:40] for k in nested)[:6])
+                raise WeightsError(
+                    path, f"the checkpoint holds several state dicts ({names}); save the one to read"
+                )
+            break
+        obj = obj[nested[0]]
     raise WeightsError(path, "the checkpoint is not a state dict (a mapping of names to tensors)")
+
+
+def _holds_weights(value: Any, tensor: type) -> bool:
+    """A mapping of parameter names to tensors (or to packed quantised parameters)."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) for k in value)
+        and any(isinstance(v, tensor) or str(k).endswith(PACKED) for k, v in value.items())
+    )
