@@ -21,8 +21,9 @@ from lakegen.attribution.edges import Edge, Lineage
 from lakegen.attribution.families import PARTITION_FROM, components, families_by_signature
 from lakegen.attribution.memo import Memo, identity, key, lineage_from_json, lineage_json
 from lakegen.attribution.merges import Merge, merge_test
+from lakegen.attribution.precision import grid_parent
 from lakegen.attribution.symmetry import Realign, rediscover
-from lakegen.attribution.trees import attach_to_merges, finetune_forest, grid_parent, later
+from lakegen.attribution.trees import attach_to_merges, finetune_forest, later
 from lakegen.attribution.views import Pair, View, pairwise
 from lakegen.fingerprint import Fingerprint
 

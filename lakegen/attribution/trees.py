@@ -7,23 +7,21 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lakegen.attribution.copies import on_grid, rounds_to
 from lakegen.attribution.distances import bulk_distance, exactly_low_rank, lineage_distance, spectral_distance
 from lakegen.attribution.edges import Edge
 from lakegen.attribution.families import components
 from lakegen.attribution.merges import Merge
+from lakegen.attribution.precision import NOISE_LEVEL, a_parent, between, earliest_alike
 from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
 from lakegen.attribution.views import (
     Pair,
     View,
     inherits_what_it_lacks,
-    precision_bits,
     resolve,
     rounding_removed,
 )
 
 TIE_PENALTY = 0.04  # breaks near-ties in distance towards the less mature parent
-NOISE_LEVEL = 1e-5  # a lineage distance under this: no direction of change clears the rounding noise
 INHERITED_PENALTY = 10.0  # on an edge whose child holds what its parent lacks and a relative has
 
 
@@ -68,7 +66,7 @@ def _family_tree(
     low = [
         n
         for n in nodes
-        if views[n].precision != best_precision and not _a_parent(n, high, family, views, pair)
+        if views[n].precision != best_precision and not a_parent(n, high, family, views, pair)
     ]
     high += [n for n in nodes if views[n].precision != best_precision and n not in low]
     if order is not None and _strictly_ordered(nodes, ids, order):
@@ -133,16 +131,16 @@ def _family_tree(
             if m != n and m not in low and (p := pair(n, m)) is not None and p.related
         ]
         if options:
-            parent = _earliest_alike(min(options)[2], [m for *_, m in options], d, depth)
+            parent = earliest_alike(min(options)[2], [m for *_, m in options], d, depth)
             # the high tree's own orientation says which end of an edge would be the release's parent
             ends = [(up, True)] if (up := arborescence.get(parent)) is not None else []
             ends += [
                 (c, False) for c, up in arborescence.items() if up == parent and tree.has_edge(c, parent)
             ]
-            between = _between(n, parent, ends, views, pair, d)
-            if between is not None:
-                tree.remove_edge(between, parent)
-                tree.add_edge(between, n, weight=d(n, between))
+            beyond = between(n, parent, ends, views, pair, d)
+            if beyond is not None:
+                tree.remove_edge(beyond, parent)
+                tree.add_edge(beyond, n, weight=d(n, beyond))
             tree.add_edge(parent, n, weight=d(n, parent))
     if tree.number_of_nodes() < 2:
         return []
@@ -167,142 +165,7 @@ def shared_by(p: Pair, family: Sequence[View]) -> list[tuple[str, tuple[int, ...
     return keys or list(p.shared)
 
 
-def _earliest_alike(
-    best: int, options: Sequence[int], d: Callable[[int, int], float], rank: Callable[[int], Any]
-) -> int:
-    """The parent of a lower-precision leaf whose nearest candidate is ``best``: a candidate within
-    the noise level of it (a barely changed fine-tune of it, or its parent) is as good a guess,
-    and nearer when it moved the leaf's way (held-out MiniLM seed 202: a 15-step SGD fine-tune of
-    the master sat nearer the master's bfloat16-saved fine-tune than the master). The earliest of
-    them by ``rank`` (release order, or depth in the tree) is taken: the parent of the others."""
-    alike = [m for m in options if m == best or d(best, m) < NOISE_LEVEL]
-    return min(alike, key=rank)
-
-
-def _between(
-    n: int,
-    m: int,
-    neighbours: Sequence[tuple[int, bool]],
-    views: Sequence[View],
-    pair: Callable[[int, int], Pair | None],
-    d: Callable[[int, int], float],
-) -> int | None:
-    """The tree neighbour ``g`` of ``m`` (each with whether it is the parent end of the edge) such
-    that the lower-precision model ``n`` lies between the two: nearer each of them, its rounding
-    removed, than they are to each other, and the child end carries ``n``'s change.
-
-    A release saved in bfloat16 whose child was trained from its float32 master has none of
-    its values on the child's grid (see :func:`grid_parent`), yet it is not a leaf: its parent
-    and its child sit further apart than either sits from it. A leaf of ``m`` (a later run
-    saved in bfloat16) or a sibling lies beyond ``m``, further from ``g`` than ``m`` is; a
-    release whose change from ``g`` is under the rounding noise cannot be placed between, and
-    ``m`` must carry the release's update (see :func:`carried`): rounding removed towards a
-    sibling pulls the release nearer it too.
-    """
-    best = None
-    for g, g_first in neighbours:
-        p_g, p_m = pair(n, g), pair(n, m)
-        if p_g is None or p_m is None or not p_g.related or not p_m.related:
-            continue
-        to_g = lineage_distance(views[g], rounding_removed(views[n], views[g]), p_g.shared)
-        to_m = lineage_distance(views[m], rounding_removed(views[n], views[m]), p_m.shared)
-        # a release that rounds back to ``g`` is ``g`` as far as the weights tell: between nothing
-        first, last = (g, m) if g_first else (m, g)
-        # a child of the release's float32 master keeps none of its values on the release's grid
-        if on_grid(views[last], min(views[n].mats, key=precision_bits).dtype) >= ON_GRID:
-            continue
-        if (
-            to_g < NOISE_LEVEL
-            or max(to_g, to_m) >= d(g, m)
-            or carried(views[n], views[first], views[last]) < CARRIED
-        ):
-            continue
-        if best is None or to_g < best[0]:
-            best = (to_g, g)
-    return None if best is None else best[1]
-
-
-CARRIED = (
-    0.5  # share of a release's update its child carries (dev voice seeds: 0.65-0.76; siblings 0.05-0.30)
-)
-
-
-def carried(n: View, g: View, m: View) -> float:
-    """How much of ``n``'s update from ``g`` the model ``m`` carries: the projection of ``m - g``
-    on ``n - g``, over the sampled values of their shared matrices. A child of ``n``'s float32
-    master carries all of it but the rounding noise; a sibling only what like objectives share."""
-    import numpy as np
-
-    num = den = 0.0
-    for key in n.keys:
-        if key not in g.index or key not in m.index:
-            continue
-        a, b, c = n.segment(key), g.segment(key), m.segment(key)
-        if not len(a) == len(b) == len(c):
-            continue
-        up = np.nan_to_num(a.astype(np.float64) - b)
-        num += float(up @ np.nan_to_num(c.astype(np.float64) - b))
-        den += float(up @ up)
-    return num / den if den > 0 else 0.0
-
-
 SIBLING_TOLERANCE = 0.25
-ON_GRID = 0.01  # share of a float32 model's values on a bfloat16/float16 grid that chance does not give
-
-
-def _a_parent(
-    n: int,
-    high: Sequence[int],
-    family: Sequence[int],
-    views: Sequence[View],
-    pair: Callable[[int, int], Pair | None],
-) -> bool:
-    """Was a precise relative of the lower-precision model ``n`` trained from it (see
-    :func:`grid_parent`; the family's models of ``n``'s precision, copies included, compete)?"""
-    peers = [m for m in family if views[m].precision == views[n].precision]
-    return any(grid_parent(h, peers, views, pair) == n for h in high)
-
-
-def grid_parent(
-    h: int,
-    peers: Sequence[int],
-    views: Sequence[View],
-    pair: Callable[[int, int], Pair | None],
-    base: int | None = None,
-) -> int | None:
-    """The model of ``peers`` (lower-precision models of one format) that the precise model ``h``
-    was trained from, by its values: many of them sit on the peers' grid, and this peer is both
-    the nearest to ``h`` and the one whose values ``h``, rounded to the grid, lands on most often
-    (see :func:`rounds_to`); None when nothing or the two disagree.
-
-    A fine-tune saved in bfloat16 equals the bfloat16 release of its parent wherever training
-    left the weights alone, so the values on the grid cannot tell the two apart, and neither
-    test alone can: two fine-tunes of one base with like objectives move alike. On held-out
-    MiniLM seed 202 the child of the release sat nearer the saved fine-tune (0.0067 against
-    0.0098) but rounded to the release more often (82 % of its samples against 77 %); on dev
-    seed 1 the reverse (Adam moves every weight the way the saved fine-tune's SGD moved the
-    few it changed). With ``base`` (a precise model ``h`` may descend from instead, such as
-    the original of a copy), ``h`` must have twice ``base``'s share of values on the grid: a
-    model trained in mixed precision keeps some values on a float16 grid of its own (MiniLM:
-    4.6 %), and so do its fine-tunes.
-    """
-    if not peers or views[h].precision <= views[peers[0]].precision:
-        return None
-    dtype = min(views[peers[0]].mats, key=precision_bits).dtype
-    floor = 2 * on_grid(views[base], dtype) if base is not None else 0.0
-    share = on_grid(views[h], dtype)
-    if share < max(ON_GRID, floor):
-        return None
-    if dtype == "float16" and on_grid(views[h], "bfloat16") >= share / 2:
-        return None  # float16's grid holds bfloat16's (within its range): values from a bfloat16 model
-    found = [(m, p) for m in peers if (p := pair(m, h)) is not None and p.related]
-    if not found:
-        return None
-    nearest = sorted((p.distance, m) for m, p in found)
-    rounded = sorted(((rounds_to(views[h], views[m], p.shared, dtype), m) for m, p in found), reverse=True)
-    if len(found) > 1 and (nearest[0][0] == nearest[1][0] or rounded[0][0] == rounded[1][0]):
-        return None
-    return nearest[0][1] if nearest[0][1] == rounded[0][1] else None
 
 
 def _sibling_groups(nodes: Sequence[int], merged: Mapping[int, Merge]) -> list[list[int]]:
@@ -426,7 +289,7 @@ def _under_nearest_earlier(
     :func:`_sibling_arborescence`): a later one goes under the parent of the first
     when that is at most ``SIBLING_TOLERANCE`` further than its nearest. Confidence
     is the placement margin over the runner-up. Lower-precision models that nothing
-    was trained from (see :func:`_a_parent`) are parents of none.
+    was trained from (see :func:`lakegen.attribution.precision.a_parent`) are parents of none.
     """
 
     family = [views[n] for n in nodes]
@@ -459,7 +322,7 @@ def _under_nearest_earlier(
             options = [(at, shared), *(o for o in options if o[1] != shared)]
         best, parent = options[0]
         if child in leaves:
-            parent = _earliest_alike(parent, [m for _, m in options], distance, lambda m: order[ids[m]])
+            parent = earliest_alike(parent, [m for _, m in options], distance, lambda m: order[ids[m]])
             best = next(b for b, m in options if m == parent)
         confidence = placement_confidence(best, options[1][0] if len(options) > 1 else None)
         # a lower-precision release between the nearest earlier model and the child: its float32
@@ -469,7 +332,7 @@ def _under_nearest_earlier(
             for m in ranked[:i]
             if m in leaves
             and (p := pair(m, child)) is not None
-            and _between(m, child, [(parent, True)], views, pair, distance) is not None
+            and between(m, child, [(parent, True)], views, pair, distance) is not None
         ]
         if inner and child not in leaves:
             near, low_parent = min(inner)
