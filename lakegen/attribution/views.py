@@ -121,11 +121,13 @@ class View:
 
     @property
     def constants(self) -> tuple[frozenset[str], frozenset[str]]:
-        """The float tensors (two values or more) whose samples are all equal, and the others.
+        """The float tensors (two values or more) still as an initialiser left them, and the others.
 
         Initialisers set normalisation weights to one, its biases and running statistics to
-        zero and one; training moves them and nothing trains towards a constant again. A
-        tensor constant in one model and varied in a relative marks the first as earlier."""
+        zero and one, and PyTorch's default for Linear, convolution and recurrent layers draws
+        every weight and bias uniformly from ±1/√fan (see :func:`uniform_drawn`); training
+        moves them, and nothing trains towards a constant or a flat uniform again. A tensor
+        untouched in one model and varied in a relative marks the first as earlier."""
         import numpy as np
 
         if self._constants is None:
@@ -137,7 +139,8 @@ class View:
                 x = self.fp.values(t)
                 x = x[np.isfinite(x)]
                 if x.size >= 2:
-                    (flat if bool(np.all(x == x[0])) else varied).add(t.name)
+                    untouched = bool(np.all(x == x[0])) or uniform_drawn(x)
+                    (flat if untouched else varied).add(t.name)
             self._constants = (frozenset(flat), frozenset(varied))
         return self._constants
 
@@ -181,13 +184,45 @@ def inherits_what_it_lacks(parent: View, child: View, relatives: Sequence[View])
     return False
 
 
+UNIFORM_SAMPLES = 256  # fewer samples cannot tell a uniform draw from a trained tensor
+# A uniform draw of n values spans 2√3 (1 − 2/(n+1)) standard deviations and has kurtosis 1.8; a
+# trained tensor's tails are longer (real Resemblyzer LSTM: span 5.2–30, kurtosis 2.7–184; a
+# from-scratch run of it: span 4.0–5.8, kurtosis 1.99–2.31; its fresh init: 3.42–3.52, 1.78–1.85).
+UNIFORM_SPAN = (3.3, 3.6)
+UNIFORM_KURTOSIS = (1.7, 1.95)
+
+
+def uniform_drawn(x: np.ndarray) -> bool:
+    """Whether samples ``x`` look drawn from a zero-centred uniform, as PyTorch's default
+    initialisers draw: untouched by training."""
+    import numpy as np
+
+    if x.size < UNIFORM_SAMPLES:
+        return False
+    x = x.astype(np.float64)
+    lo, hi, sd = float(x.min()), float(x.max()), float(x.std())
+    if sd == 0 or abs(hi + lo) > 0.05 * (hi - lo):
+        return False
+    kurtosis = float(np.mean(((x - x.mean()) / sd) ** 4))
+    return (
+        UNIFORM_SPAN[0] <= (hi - lo) / sd <= UNIFORM_SPAN[1]
+        and UNIFORM_KURTOSIS[0] <= kurtosis <= UNIFORM_KURTOSIS[1]
+    )
+
+
 def earlier_by_constants(a: View, b: View) -> int:
     """1 when ``a`` holds constant tensors that vary in ``b`` and not the reverse (``a`` is the
     untrained one, see :attr:`View.constants`), -1 for the reverse, 0 when that says nothing."""
     flat_a, varied_a = a.constants
     flat_b, varied_b = b.constants
-    a_first, b_first = bool(flat_a & varied_b), bool(flat_b & varied_a)
+    # broad evidence only: a head re-initialised at its old shape is one or two untouched tensors
+    # in a later model; an initialiser leaves most of them so
+    least = max(1, EARLIER_SHARE * len((flat_a | varied_a) & (flat_b | varied_b)))
+    a_first, b_first = len(flat_a & varied_b) >= least, len(flat_b & varied_a) >= least
     return int(a_first) - int(b_first)
+
+
+EARLIER_SHARE = 0.25  # of the float tensors two models share, untouched in one and varied in the other
 
 
 def spacing(x: np.ndarray, dtype: str) -> np.ndarray | None:
