@@ -555,3 +555,14 @@ def test_an_adapter_base_named_by_hub_id_or_local_path_is_found(tmp_path: Path, 
         ("lora", "mini-base", "verified")
     ]
     assert out["findings"] == []
+
+
+def test_a_bf16_saved_fine_tune_of_a_child_is_not_taken_for_a_release_before_it() -> None:
+    # generated-MLP benchmark seed 9001 (benchmarks/attribution.py, family root1): ft-069 is a
+    # fine-tune of ft-065 saved in bfloat16; the rule placing a bf16 release between its parent
+    # and a child of its float32 master put it between root1-063 and ft-065 (ft-069 -> ft-065 at
+    # confidence 0.947). It carries all of ft-065's update: a leaf beyond it
+    folder = Path(__file__).parent / "fixtures" / "bf16-leaf"
+    fps = {p.stem: compute(p) for p in sorted(folder.glob("*.safetensors"))}
+    found = {(e.parent, e.child) for e in attribute(fps).edges}
+    assert found == {("root1-063", "ft-064"), ("root1-063", "ft-065"), ("ft-065", "ft-069")}

@@ -102,6 +102,27 @@ def test_a_child_of_the_fp32_master_of_a_bf16_release_goes_under_the_release(tmp
     assert {(e.parent, e.child) for e in dated.edges} == expected
 
 
+def test_a_fine_tune_of_a_child_saved_in_bf16_stays_beyond_the_child(tmp_path: Path) -> None:
+    """The mirror of the release above: a bf16-saved fine-tune of the child carries all of the
+    child's update, so it is the child's leaf, not a release between the child and its parent."""
+    base = master_state()
+    child = fine_tune(base, 1, steps=8)
+    models = {
+        "voice": base,
+        "sibling": fine_tune(base, 2),
+        "child": child,
+        "leaf": {k: v.bfloat16() for k, v in fine_tune(child, 3, steps=2).items()},
+    }
+    fps = {}
+    for name, state in models.items():
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    expected = {("voice", "sibling"), ("voice", "child"), ("child", "leaf")}
+    assert {(e.parent, e.child) for e in attribute(fps).edges} == expected
+    dated = attribute(fps, order={name: i for i, name in enumerate(models)})
+    assert {(e.parent, e.child) for e in dated.edges} == expected
+
+
 def test_lstm_copies_pruned_cast_and_checkpointed_are_found_with_their_relation(tmp_path: Path) -> None:
     from torch.nn.utils import prune
 
