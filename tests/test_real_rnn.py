@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -66,6 +67,13 @@ def fine_tune(state: dict[str, torch.Tensor], seed: int, steps: int = 5) -> dict
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def saved(folder: Path, models: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Each state dict saved as ``NAME.safetensors`` in ``folder``, and its fingerprint."""
+    for name, state in models.items():
+        save_file(state, str(folder / f"{name}.safetensors"))
+    return {name: compute(folder / f"{name}.safetensors") for name in models}
+
+
 def test_the_shipped_legacy_checkpoint_reads_as_its_nested_state_dict(tmp_path: Path) -> None:
     with open_weights(shipped()) as wf:
         assert len(wf.tensors) == 16
@@ -91,10 +99,7 @@ def test_a_child_of_the_fp32_master_of_a_bf16_release_goes_under_the_release(tmp
         "release": {k: v.bfloat16() for k, v in release_fp32.items()},
         "child": fine_tune(release_fp32, 3),
     }
-    fps = {}
-    for name, state in models.items():
-        save_file(state, str(tmp_path / f"{name}.safetensors"))
-        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    fps = saved(tmp_path, models)
     expected = {("voice", "sibling"), ("voice", "release"), ("release", "child")}
     undated = attribute(fps)
     assert {(e.parent, e.child) for e in undated.edges} == expected
@@ -113,10 +118,7 @@ def test_a_fine_tune_of_a_child_saved_in_bf16_stays_beyond_the_child(tmp_path: P
         "child": child,
         "leaf": {k: v.bfloat16() for k, v in fine_tune(child, 3, steps=2).items()},
     }
-    fps = {}
-    for name, state in models.items():
-        save_file(state, str(tmp_path / f"{name}.safetensors"))
-        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    fps = saved(tmp_path, models)
     expected = {("voice", "sibling"), ("voice", "child"), ("child", "leaf")}
     assert {(e.parent, e.child) for e in attribute(fps).edges} == expected
     dated = attribute(fps, order={name: i for i, name in enumerate(models)})
@@ -235,10 +237,7 @@ def test_a_bf16_release_is_not_put_above_a_sibling_that_does_not_carry_its_chang
         "release": {k: v.bfloat16() for k, v in release_fp32.items()},
         "child": moved(release_fp32, 0.03),
     }
-    fps = {}
-    for name, state in models.items():
-        save_file(state, str(tmp_path / f"{name}.safetensors"))
-        fps[name] = compute(tmp_path / f"{name}.safetensors")
+    fps = saved(tmp_path, models)
     expected = {("voice", "sibling"), ("voice", "release"), ("release", "child")}
     assert {(e.parent, e.child) for e in attribute(fps).edges} == expected
     dated = attribute(fps, order={name: i for i, name in enumerate(models)})

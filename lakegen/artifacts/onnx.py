@@ -57,16 +57,21 @@ class Initializer:
     packed: bool = False  # inline in a typed field (float_data, double_data) rather than raw_data
 
 
-def initializers(model: Path) -> list[Initializer]:
-    """The main graph's initializers (its weights), read from the protobuf without the ``onnx``
-    package; :class:`WeightsError` for a file that is not a sound ONNX model."""
+def _mapped(model: Path) -> mmap.mmap:
+    """The model file mapped read-only; :class:`WeightsError` for an empty or unreadable one."""
     try:
         with open(model, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 raise WeightsError(model, "not an ONNX model: the file is empty")
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as e:
         raise WeightsError(model, f"cannot read: {e.strerror or e}") from None
+
+
+def initializers(model: Path) -> list[Initializer]:
+    """The main graph's initializers (its weights), read from the protobuf without the ``onnx``
+    package; :class:`WeightsError` for a file that is not a sound ONNX model."""
+    data = _mapped(model)
     out: list[Initializer] = []
     try:
         for n, _w, graph, at in _fields_at(memoryview(data), 0):
@@ -133,13 +138,7 @@ def _initializer(buf: memoryview, base: int) -> Initializer:
 
 def external_data_locations(model: Path) -> list[str]:
     """Each distinct ``location`` of the model's external tensors, in the order first named."""
-    try:
-        with open(model, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                raise WeightsError(model, "not an ONNX model: the file is empty")
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except OSError as e:
-        raise WeightsError(model, f"cannot read: {e.strerror or e}") from None
+    data = _mapped(model)
     found: dict[str, None] = {}
     try:
         for location in _model(memoryview(data)):
