@@ -23,6 +23,18 @@ from lakegen.lineage import stage
 DEMO = Path(__file__).resolve().parents[1] / "catalog"
 
 
+def demo_lake(tmp_path: Path, commit: bool = True) -> GitLake:
+    """A git lake holding the demo catalog, committed (or left in the working tree)."""
+    lake = GitLake(tmp_path / "lake", owners=None)
+    shutil.copytree(
+        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    if commit:
+        lake.git("add", "-A")
+        lake.git("commit", "-q", "-m", "Demo lake")
+    return lake
+
+
 def dumped(root: Path, **options: Any) -> tuple[dict[str, Any], bool]:
     index, reused = compile_or_reuse(root, **options)
     save_index(index, root)
@@ -57,12 +69,7 @@ def partitioned(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_incremental_compile_equals_cold_compile(tmp_path: Path, partitioned: None) -> None:
-    lake = GitLake(tmp_path / "lake", owners=None)
-    shutil.copytree(
-        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    lake.git("add", "-A")
-    lake.git("commit", "-q", "-m", "Demo lake")
+    lake = demo_lake(tmp_path)
     root, work = lake.root, tmp_path / "work"
     work.mkdir()
     first, reused = dumped(root)
@@ -133,10 +140,7 @@ def test_incremental_compile_equals_cold_compile(tmp_path: Path, partitioned: No
 
 
 def test_reuse_needs_the_same_options(tmp_path: Path) -> None:
-    lake = GitLake(tmp_path / "lake", owners=None)
-    shutil.copytree(
-        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    lake = demo_lake(tmp_path, commit=False)
     verified, _ = dumped(lake.root)
     unverified, reused = dumped(lake.root, verify_artifacts=False)
     assert not reused  # an index compiled without checking artifacts is another index
@@ -149,12 +153,7 @@ def test_a_check_reads_nothing_from_a_cache_the_pull_request_commits(tmp_path: P
     from lakegen.check.report import run_check
     from lakegen.safeyaml import parse
 
-    lake = GitLake(tmp_path / "lake", owners=None)
-    shutil.copytree(
-        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    lake.git("add", "-A")
-    lake.git("commit", "-q", "-m", "Demo lake")
+    lake = demo_lake(tmp_path)
     lake.git("checkout", "-q", "-b", "pr")
     path = lake.root / "catalog/models/digits-mlp-ft-small.yaml"
     before = path.read_text()
@@ -180,10 +179,7 @@ def test_a_check_reads_nothing_from_a_cache_the_pull_request_commits(tmp_path: P
 def test_a_site_built_from_the_same_index_is_not_built_again(tmp_path: Path) -> None:
     from lakegen.site import build_site
 
-    lake = GitLake(tmp_path / "lake", owners=None)
-    shutil.copytree(
-        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    lake = demo_lake(tmp_path, commit=False)
     index, _ = compile_or_reuse(lake.root)
     first = build_site(lake.root, index, pagefind=False)
     assert first.stats["rendered"] > 0
@@ -223,10 +219,7 @@ def test_a_no_op_build_reads_no_index(tmp_path: Path) -> None:
     from lakegen.compile.store import INDEX_FILE, saved
     from lakegen.site import build_site
 
-    lake = GitLake(tmp_path / "lake", owners=None)
-    shutil.copytree(
-        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    lake = demo_lake(tmp_path, commit=False)
     root = lake.root
     index, _ = compile_or_reuse(root)
     save_index(index, root)
@@ -255,12 +248,7 @@ def _files(folder: Path) -> dict[str, Path]:
 def test_a_rebuild_rewrites_only_the_exports_a_change_reaches(tmp_path: Path) -> None:
     from lakegen.site import build_site
 
-    lake = GitLake(tmp_path / "lake", owners=None)
-    shutil.copytree(
-        DEMO, lake.root / "catalog", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    lake.git("add", "-A")
-    lake.git("commit", "-q", "-m", "Demo lake")
+    lake = demo_lake(tmp_path)
     root = lake.root
     first = build_site(root, compile_or_reuse(root)[0], pagefind=False)
     # the first site's files, kept alive, so that "the same file" below cannot be a reused inode

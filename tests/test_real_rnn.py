@@ -74,6 +74,17 @@ def saved(folder: Path, models: dict[str, dict[str, torch.Tensor]]) -> dict[str,
     return {name: compute(folder / f"{name}.safetensors") for name in models}
 
 
+def assert_tree(
+    folder: Path, models: dict[str, dict[str, torch.Tensor]], expected: set[tuple[str, str]]
+) -> None:
+    """The (parent, child) edges of ``models`` saved in ``folder`` are ``expected``, without dates
+    and in the order ``models`` lists them."""
+    fps = saved(folder, models)
+    assert {(e.parent, e.child) for e in attribute(fps).edges} == expected
+    dated = attribute(fps, order={name: i for i, name in enumerate(models)})
+    assert {(e.parent, e.child) for e in dated.edges} == expected
+
+
 def test_the_shipped_legacy_checkpoint_reads_as_its_nested_state_dict(tmp_path: Path) -> None:
     with open_weights(shipped()) as wf:
         assert len(wf.tensors) == 16
@@ -99,12 +110,7 @@ def test_a_child_of_the_fp32_master_of_a_bf16_release_goes_under_the_release(tmp
         "release": {k: v.bfloat16() for k, v in release_fp32.items()},
         "child": fine_tune(release_fp32, 3),
     }
-    fps = saved(tmp_path, models)
-    expected = {("voice", "sibling"), ("voice", "release"), ("release", "child")}
-    undated = attribute(fps)
-    assert {(e.parent, e.child) for e in undated.edges} == expected
-    dated = attribute(fps, order={name: i for i, name in enumerate(models)})
-    assert {(e.parent, e.child) for e in dated.edges} == expected
+    assert_tree(tmp_path, models, {("voice", "sibling"), ("voice", "release"), ("release", "child")})
 
 
 def test_a_fine_tune_of_a_child_saved_in_bf16_stays_beyond_the_child(tmp_path: Path) -> None:
@@ -118,11 +124,7 @@ def test_a_fine_tune_of_a_child_saved_in_bf16_stays_beyond_the_child(tmp_path: P
         "child": child,
         "leaf": {k: v.bfloat16() for k, v in fine_tune(child, 3, steps=2).items()},
     }
-    fps = saved(tmp_path, models)
-    expected = {("voice", "sibling"), ("voice", "child"), ("child", "leaf")}
-    assert {(e.parent, e.child) for e in attribute(fps).edges} == expected
-    dated = attribute(fps, order={name: i for i, name in enumerate(models)})
-    assert {(e.parent, e.child) for e in dated.edges} == expected
+    assert_tree(tmp_path, models, {("voice", "sibling"), ("voice", "child"), ("child", "leaf")})
 
 
 def test_lstm_copies_pruned_cast_and_checkpointed_are_found_with_their_relation(tmp_path: Path) -> None:
@@ -237,8 +239,4 @@ def test_a_bf16_release_is_not_put_above_a_sibling_that_does_not_carry_its_chang
         "release": {k: v.bfloat16() for k, v in release_fp32.items()},
         "child": moved(release_fp32, 0.03),
     }
-    fps = saved(tmp_path, models)
-    expected = {("voice", "sibling"), ("voice", "release"), ("release", "child")}
-    assert {(e.parent, e.child) for e in attribute(fps).edges} == expected
-    dated = attribute(fps, order={name: i for i, name in enumerate(models)})
-    assert {(e.parent, e.child) for e in dated.edges} == expected
+    assert_tree(tmp_path, models, {("voice", "sibling"), ("voice", "release"), ("release", "child")})
