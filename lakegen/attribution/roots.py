@@ -14,7 +14,7 @@ MATURITY_WEIGHT = 0.5  # per tree edge whose spectral entropy rises from parent 
 POPULARITY_WEIGHT = 0.1  # per copy, adapter or merge made from the candidate
 MERGE_SIBLINGS_WEIGHT = 2.0  # per pair of merge parents the orientation makes ancestor and descendant
 ORDER_WEIGHT = 10.0  # per edge whose parent was released after its child
-INIT_WEIGHT = 1.5  # per edge whose child holds constant tensors (an initialiser's) its parent varies
+INIT_WEIGHT = 1.5  # per edge whose child is the untrained one (views.earlier_by_constants)
 INHERITED_WEIGHT = 1.5  # per edge whose child holds a matrix its parent lacks and a relative has
 # The spectral-entropy evidence picks roots well on generated trees, but on real weights it orients a
 # lone edge wrong too often to rest a verdict on (held-out seed 303: 6 of 41 lone pairs reversed; a
@@ -36,9 +36,10 @@ def choose_root(
     """The family's root: the orientation that best fits the tree-level evidence.
 
     Hard evidence first: order hints (a model released later is never a parent),
-    merges of siblings (a merge's parents are not each other's ancestors) and an
-    initialiser's constants (a model whose normalisation weights are still all ones
-    where its relative's vary is the untrained one, as a from-scratch run's init),
+    merges of siblings (a merge's parents are not each other's ancestors), what an
+    initialiser left (a model whose normalisation weights are still all ones, or
+    whose weights are still a flat uniform draw, where its relative's vary is the
+    untrained one, as a from-scratch run's init: see :func:`earlier_by_constants`),
     and what a model lacks (a matrix its relatives share, correlated, was not
     inherited through it: a model whose task head was replaced is their leaf).
     Then: the root is central (closest, in hops, to its relatives), fine-tuning

@@ -210,9 +210,13 @@ def uniform_drawn(x: np.ndarray) -> bool:
     )
 
 
+EARLIER_SHARE = 0.25  # of the float tensors two models share, untouched in one and varied in the other
+
+
 def earlier_by_constants(a: View, b: View) -> int:
-    """1 when ``a`` holds constant tensors that vary in ``b`` and not the reverse (``a`` is the
-    untrained one, see :attr:`View.constants`), -1 for the reverse, 0 when that says nothing."""
+    """1 when ``a`` holds tensors an initialiser left (constant or a flat uniform, see
+    :attr:`View.constants`) that vary in ``b``, at least ``EARLIER_SHARE`` of those they share,
+    and not the reverse (``a`` is the untrained one); -1 for the reverse, 0 when that says nothing."""
     flat_a, varied_a = a.constants
     flat_b, varied_b = b.constants
     # broad evidence only: a head re-initialised at its old shape is one or two untouched tensors
@@ -220,9 +224,6 @@ def earlier_by_constants(a: View, b: View) -> int:
     least = max(1, EARLIER_SHARE * len((flat_a | varied_a) & (flat_b | varied_b)))
     a_first, b_first = len(flat_a & varied_b) >= least, len(flat_b & varied_a) >= least
     return int(a_first) - int(b_first)
-
-
-EARLIER_SHARE = 0.25  # of the float tensors two models share, untouched in one and varied in the other
 
 
 def spacing(x: np.ndarray, dtype: str) -> np.ndarray | None:
