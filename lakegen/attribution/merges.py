@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lakegen.attribution.views import View, shared_keys, spacing
+from lakegen.attribution.views import Key, View, shared_keys, spacing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,12 +58,12 @@ def _rounding(v: View, x: np.ndarray, scale: np.ndarray) -> float:
     return float(np.sum(ulp * ulp)) / 12
 
 
-def _half_steps(v: View) -> np.ndarray | None:
-    """Half the distance between neighbouring values at each of ``v``'s samples when every matrix
-    of ``v`` is bfloat16 or float16, else None."""
+def _half_steps(v: View, keys: Sequence[Key] | None = None) -> np.ndarray | None:
+    """Half the distance between neighbouring values at each of ``v``'s samples of ``keys``
+    (default: all of them) when every one of those matrices is bfloat16 or float16, else None."""
     import numpy as np
 
-    steps = [spacing(v.segment(k), v.mats[v.index[k]].dtype) for k in v.keys]
+    steps = [spacing(v.segment(k), v.mats[v.index[k]].dtype) for k in (v.keys if keys is None else keys)]
     if not steps or any(s is None for s in steps):
         return None
     return np.concatenate(steps) / 2  # type: ignore[arg-type]
@@ -93,24 +93,27 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
         weights.append(np.full(len(seg), 1.0 / max(float(np.sqrt(np.mean(seg * seg))), 1e-12)))
     scale = np.concatenate(weights) / math.sqrt(len(t.keys))
     b = t.x * scale
-    cols, noise = [], []
+    cols, noise, halves = [], [], []
     for i in pool:
         v = views[i]
         x = v.x if v.keys == t.keys else np.concatenate([v.segment(k) for k in t.keys])
         x = np.where(np.isfinite(x), x, 0.0)
         cols.append(x * scale)
-        noise.append(_rounding(v, x, scale))
+        h = _half_steps(v, t.keys)
+        halves.append(None if h is None else h * scale)
+        noise.append(0.0 if h is not None else _rounding(v, x, scale))
     a = np.stack(cols, axis=1)
     half = _half_steps(t)
     own = 0.0 if half is not None else _rounding(t, t.x, scale)
 
-    def misfit(d: np.ndarray) -> float:
+    def misfit(d: np.ndarray, slack: np.ndarray | float = 0.0) -> float:
         """Squared norm of a difference from the target, past the target's own rounding when it
-        was saved in bfloat16/float16: only what falls outside the interval that rounds to each of
-        its values counts (a parent sharing that rounding, a release of the same master, fits no
-        better than the master)."""
+        was saved in bfloat16/float16 and past ``slack``: only what falls outside the interval that
+        rounds to each of its values counts (a parent sharing that rounding, a release of the same
+        master, fits no better than the master)."""
         if half is not None:
-            d = np.maximum(np.abs(d) - half * scale, 0.0)
+            slack = slack + half * scale
+        d = np.maximum(np.abs(d) - slack, 0.0)
         return float(np.sum(d * d))
 
     # the target's own rounding only: a bf16 candidate within its rounding of the target is not
@@ -124,8 +127,13 @@ def merge_test(target: int, views: Sequence[View], pool: Sequence[int]) -> Merge
         parents published at a lower precision than the masters they were merged from (or a merge
         saved so) leave their rounding in the residual, uniform, independent, of known energy."""
         w = nnls(a[:, used], b)
-        rounding = own + sum(wi * wi * noise[i] for wi, i in zip(w, np.flatnonzero(used), strict=True))
-        return w, math.sqrt(max(misfit(a[:, used] @ w - b) - rounding, 0.0)) / nearest
+        picked = list(zip(w.tolist(), np.flatnonzero(used).tolist(), strict=True))
+        rounding = own + sum(wi * wi * noise[i] for wi, i in picked)
+        # a bfloat16/float16 parent's rounding is bounded: each master value lay within half a step
+        # of the value saved, so each sample of the mix may miss by at most the weighted half steps;
+        # an update smaller than the step on average but larger at small weights is not forgiven
+        slack = sum((wi * halves[i] for wi, i in picked if halves[i] is not None), np.zeros_like(b))
+        return w, math.sqrt(max(misfit(a[:, used] @ w - b, slack) - rounding, 0.0)) / nearest
 
     used = nnls(a, b) >= MERGE_MIN_WEIGHT
     if used.sum() < 2:
