@@ -1,6 +1,7 @@
 """PyTorch zip checkpoints: read by :mod:`lakegen.weights.torchzip` when data.pkl keeps to the
-grammar ``torch.save`` writes for plain tensors, else through ``torch.load(weights_only=True,
-mmap=True)`` and nothing else."""
+grammar ``torch.save`` writes for plain tensors and torch.ao's dynamic quantisation
+(:mod:`lakegen.weights.packed`), else through ``torch.load(weights_only=True, mmap=True)`` and
+nothing else."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lakegen.weights.base import PRECISION, STORAGE, TensorInfo, WeightFile, WeightsError, refuse_name
-from lakegen.weights.torchzip import PACKED, StoredTensor, Unsupported, read_state, state_dict, zip_members
+from lakegen.weights.statedict import PACKED, state_dict
+from lakegen.weights.torchvalues import StoredTensor, Unsupported
+from lakegen.weights.torchzip import read_state, zip_members
 
 if TYPE_CHECKING:
     import numpy as np
@@ -186,28 +189,32 @@ def _unpack_dynamic(state: dict[Any, Any]) -> dict[Any, Any]:
 
 
 class ZipTorchFile(WeightFile):
-    """A zip PyTorch checkpoint in :class:`StoredTensor` form, memory-mapped like safetensors."""
+    """A zip PyTorch checkpoint in :class:`StoredTensor` form, memory-mapped like safetensors; the
+    scales of dynamic-quantised weights (a few floats each, see :mod:`.packed`) held as arrays."""
 
     format = "pytorch"
 
-    def __init__(self, path: Path, state: dict[str, StoredTensor]):
+    def __init__(self, path: Path, state: dict[str, StoredTensor | np.ndarray]):
         super().__init__(path)
-        self._stored = state
+        self._stored = {k: v for k, v in state.items() if isinstance(v, StoredTensor)}
+        self._held = {k: v for k, v in state.items() if not isinstance(v, StoredTensor)}
         for name, t in state.items():
-            self.tensors[name] = TensorInfo(name, t.dtype, t.shape)
+            self.tensors[name] = TensorInfo(name, str(t.dtype), tuple(t.shape))
         self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._fd = self._file.fileno()
         self.map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
 
     def offset(self, name: str) -> int | None:
-        t = self._stored[name]
-        if not t.contiguous or not math.prod(t.shape):
+        t = self._stored.get(name)
+        if t is None or not t.contiguous or not math.prod(t.shape):
             return None
         return t.start + t.offset * t.itemsize
 
     def raw(self, name: str) -> np.ndarray:
         import numpy as np
 
+        if name in self._held:
+            return self._held[name]
         t = self._stored[name]
         storage = np.dtype(STORAGE.get(t.dtype, t.dtype)).newbyteorder("<")
         if not math.prod(t.shape):
@@ -228,7 +235,11 @@ class ZipTorchFile(WeightFile):
 
 def open_zip(path: Path) -> ZipTorchFile:
     """The checkpoint as :mod:`~lakegen.weights.torchzip` reads it; :class:`Unsupported` for torch.load."""
-    state = state_dict(path, read_state(path), StoredTensor)
+    import numpy as np
+
+    from lakegen.weights.packed import unpack
+
+    state = state_dict(path, read_state(path), (StoredTensor, np.ndarray), lambda s: unpack(path, s))
     for name, t in state.items():
         refuse_name(path, name, t.shape)
     return ZipTorchFile(path, state)
