@@ -37,6 +37,10 @@ from lakegen.weights.torchvalues import (
 )
 
 GATES = (3, 4)  # gate rows per hidden unit: GRU, LSTM
+FLOAT16 = (
+    "float16 dynamic quantisation (quantize_dynamic with dtype=torch.float16) is not read, only qint8; "
+    "save the model cast to float16 instead"
+)
 
 
 def unpack(path: Path, state: dict[Any, Any]) -> dict[Any, Any]:
@@ -58,6 +62,8 @@ def unpack(path: Path, state: dict[Any, Any]) -> dict[Any, Any]:
         elif name == PACKED[1:] or name.endswith(PACKED):
             out.update(_linear(path, name.removesuffix(PACKED[1:]).removesuffix("."), value))
         elif name.endswith("_packed_params.dtype") and name.removesuffix("dtype") + "_packed_params" in state:
+            if value == QuantDtype("float16"):
+                raise WeightsError(path, FLOAT16)
             if value != QuantDtype("qint8"):
                 raise Unsupported("a packed Linear of a dtype other than qint8")
         else:
@@ -104,7 +110,7 @@ def _scale(path: Path, name: str, q: QTensor) -> np.ndarray:
     if q.axis is None:
         if q.zero_point != 0:
             raise WeightsError(path, f"tensor '{name}' has a nonzero zero point (read: symmetric int8)")
-        return np.array([q.scale], dtype=np.float32)
+        return _frozen(np.array([q.scale], dtype=np.float32))
     if q.axis != 0:
         raise WeightsError(
             path, f"tensor '{name}' is quantised per channel along axis {q.axis}; lakegen reads rows"
@@ -123,7 +129,12 @@ def _scale(path: Path, name: str, q: QTensor) -> np.ndarray:
         )
     if np.any(_vector(path, zeros)):
         raise WeightsError(path, f"tensor '{name}' has a nonzero zero point (read: symmetric int8)")
-    return _vector(path, scales).astype(np.float32)
+    return _frozen(_vector(path, scales).astype(np.float32))
+
+
+def _frozen(values: np.ndarray) -> np.ndarray:
+    values.flags.writeable = False  # served as is by every raw() call
+    return values
 
 
 def _vector(path: Path, t: StoredTensor) -> np.ndarray:
@@ -139,11 +150,13 @@ def _vector(path: Path, t: StoredTensor) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(base, (n,), (stride * t.itemsize,), writeable=False).copy()
 
 
-def _cell(value: Any) -> tuple[tuple[Any, Any], tuple[Any, Any], list[StoredTensor]]:
+def _cell(path: Path, value: Any) -> tuple[tuple[Any, Any], tuple[Any, Any], list[StoredTensor]]:
     """A packed cell's ``(w_ih, bias)``, ``(w_hh, bias)`` and ``[b_ih, b_hh]``."""
     if not isinstance(value, ScriptObject) or value.kind != CELL_CLASS:
         raise Unsupported("an _all_weight_values entry that is not a packed RNN cell")
     state = value.state
+    if isinstance(state, tuple) and state[:1] == ("quantized_fp16",):
+        raise WeightsError(path, FLOAT16)
     if not isinstance(state, tuple) or len(state) != 5 or state[0] != "quantized_dynamic":
         raise Unsupported("a packed RNN cell other than qint8 'quantized_dynamic' (float16 is not read)")
     _, biases, doubles, ints, packed = state
@@ -178,7 +191,7 @@ def _rnn(path: Path, prefix: str, cells: dict[int, Any]) -> dict[str, Any]:
         raise WeightsError(path, f"{where} holds cells {sorted(cells)[:8]}; expected 0 to {len(cells) - 1}")
     read = []
     for i in range(len(cells)):
-        ih, hh, biases = _cell(cells[i])
+        ih, hh, biases = _cell(path, cells[i])
         for (weight, bias), own in zip((ih, hh), biases, strict=True):
             if not isinstance(weight, QTensor):
                 raise Unsupported("a packed weight that is not a qint8 tensor")

@@ -14,7 +14,8 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class QuantDtype:
-    """``torch.qint8`` as a dynamic-quantised Linear's ``_packed_params.dtype`` entry names it."""
+    """``torch.qint8`` or ``torch.float16`` as a dynamic-quantised Linear's ``_packed_params.dtype``
+    entry names it."""
 
     name: str
 

@@ -102,6 +102,7 @@ GLOBALS: dict[tuple[str, str], object] = {
     ("torch", "per_tensor_affine"): _QScheme("per_tensor_affine"),
     ("torch", "per_channel_affine"): _QScheme("per_channel_affine"),
     ("torch", "qint8"): QuantDtype("qint8"),
+    ("torch", "float16"): QuantDtype("float16"),
     **{("torch", k): _Storage(*v) for k, v in _STORAGES.items()},
     **{("torch", k): _Dtype(k, v) for k, v in _DTYPES.items()},
 }
