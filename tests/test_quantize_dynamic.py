@@ -9,6 +9,8 @@ import io
 import pickletools
 import re
 import struct
+import subprocess
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -96,6 +98,65 @@ def test_a_dynamic_lstm_reads_under_the_float_names_as_torch_dequantises_it(
         assert np.abs(got[name] - floats[name].numpy()).max() <= step * 0.51 + 1e-7, name  # int8 rounding
     fp = compute(path)
     assert sorted(t.name for t in fp.tensors if t.quantized) == sorted(n for n in floats if ".weight" in n)
+
+
+class Cells(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTMCell(6, 5)
+        self.gru = nn.GRU(5, 4, 2)
+        self.cell = nn.GRUCell(4, 3)
+        self.rnn = nn.RNNCell(3, 2)
+
+
+def test_dynamic_grus_and_cells_read_under_the_float_names(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Cells()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(
+            model, {nn.GRU, nn.LSTMCell, nn.GRUCell, nn.RNNCell}
+        )
+    path = saved(tmp_path / "cells.pt", quantized)
+    got = dict(iter_float32(path))
+    assert set(got) == set(model.state_dict())
+    for name in ("lstm", "gru", "cell", "rnn"):
+        for kind, tensors in getattr(quantized, name)._weight_bias().items():
+            for key, t in tensors.items():
+                want = t.dequantize() if kind == "weight" else t.detach()
+                assert np.array_equal(got[f"{name}.{key}"], want.numpy()), (name, key)
+
+
+def test_fingerprinting_a_dynamic_checkpoint_never_imports_torch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = saved(tmp_path / "dynamic.pt", dynamic(Encoder()))
+    code = (
+        "import sys; from lakegen.fingerprint.reading import compute; "
+        f"fp = compute({str(path)!r}); print(sum(t.quantized for t in fp.tensors)); "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.split() == ["5", "[]"]  # 4 LSTM weights and the Linear's, torch never loaded
+
+
+def test_a_quantised_tensor_outside_packed_parameters_goes_to_torch_load(tmp_path: Path) -> None:
+    path = tmp_path / "plain.pt"
+    torch.save({"w": torch.quantize_per_tensor(torch.randn(4, 4), 0.1, 0, torch.qint8)}, path)
+    assert "tensor 'w' has unsupported dtype qint8" in refused(path)  # torch.load's reading, as before
+
+
+def test_a_name_both_stored_and_unpacked_gets_one_line(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    state = dynamic(Encoder()).state_dict()
+    state["lstm.weight_hh_l1"] = torch.zeros(64, 16)
+    assert "tensor 'lstm.weight_hh_l1' is named twice" in refused(saved_state(tmp_path / "twice.pt", state))
+
+
+def saved_state(path: Path, state: dict[str, object]) -> Path:
+    torch.save(state, path)
+    return path
 
 
 @pytest.mark.slow  # lakegen's CLI in a subprocess

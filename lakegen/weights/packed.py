@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lakegen.weights.base import WeightsError
-from lakegen.weights.statedict import CELL, PACKED
+from lakegen.weights.statedict import CELL, CELL_SIDE, PACKED
 from lakegen.weights.torchvalues import (
     CELL_CLASS,
     LINEAR_CLASS,
@@ -44,30 +44,42 @@ FLOAT16 = (
 
 
 def unpack(path: Path, state: dict[Any, Any]) -> dict[Any, Any]:
-    """``state`` with each packed Linear and LSTM/GRU as named :class:`StoredTensor` codes and biases
-    plus float32 scales (numpy arrays); :class:`Unsupported` for a layout outside the grammar."""
+    """``state`` with each packed Linear, LSTM/GRU and cell as named :class:`StoredTensor` codes and
+    biases plus float32 scales (numpy arrays); :class:`Unsupported` for a layout outside the grammar."""
     cells: dict[str, dict[int, Any]] = {}
     for key, value in state.items():
         found = CELL.search(str(key))
         if found:
             cells.setdefault(str(key)[: found.start()], {})[int(found.group(1))] = value
     out: dict[Any, Any] = {}
+
+    def put(tensors: dict[Any, Any]) -> None:
+        for name, value in tensors.items():
+            if name in out:
+                raise WeightsError(
+                    path, f"tensor '{str(name)[:200]}' is named twice once packed parameters are unpacked"
+                )
+            out[name] = value
+
     for key, value in state.items():
         name = str(key)
         found = CELL.search(name)
+        side = CELL_SIDE.search(name)
         if found:
             prefix = name[: found.start()]
             if prefix in cells:
-                out.update(_rnn(path, prefix, cells.pop(prefix)))
+                put(_rnn(path, prefix, cells.pop(prefix)))
+        elif side:
+            put(_linear(path, name[: side.start()], _packed_linear(value), side[1]))
         elif name == PACKED[1:] or name.endswith(PACKED):
-            out.update(_linear(path, name.removesuffix(PACKED[1:]).removesuffix("."), value))
+            put(_linear(path, name.removesuffix(PACKED[1:]).removesuffix("."), value))
         elif name.endswith("_packed_params.dtype") and name.removesuffix("dtype") + "_packed_params" in state:
             if value == QuantDtype("float16"):
                 raise WeightsError(path, FLOAT16)
             if value != QuantDtype("qint8"):
                 raise Unsupported("a packed Linear of a dtype other than qint8")
         else:
-            out[key] = value
+            put({key: value})
     return out
 
 
@@ -75,14 +87,24 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _linear(path: Path, prefix: str, value: Any) -> dict[str, Any]:
+def _linear(path: Path, prefix: str, value: Any, side: str = "") -> dict[str, Any]:
+    """A Linear's packed ``(weight, bias)`` as ``weight`` and ``bias`` (a cell's ``weight_ih`` ...)."""
     if not isinstance(value, tuple) or len(value) != 2:
         raise Unsupported("packed Linear parameters that are not a (weight, bias) pair")
     weight, bias = value
-    out = _codes(path, _join(prefix, "weight"), weight)
+    suffix = f"_{side}" if side else ""
+    out = _codes(path, _join(prefix, "weight" + suffix), weight)
     if bias is not None:
-        out[_join(prefix, "bias")] = _bias(path, _join(prefix, "bias"), bias, weight.codes.shape[0])
+        name = _join(prefix, "bias" + suffix)
+        out[name] = _bias(path, name, bias, weight.codes.shape[0])
     return out
+
+
+def _packed_linear(value: Any) -> Any:
+    """The state of a ``LinearPackedParamsBase`` ScriptObject."""
+    if not isinstance(value, ScriptObject) or value.kind != LINEAR_CLASS:
+        raise Unsupported("packed weights that are not packed Linear parameters")
+    return value.state
 
 
 def _codes(path: Path, name: str, weight: Any) -> dict[str, Any]:
@@ -158,7 +180,7 @@ def _cell(path: Path, value: Any) -> tuple[tuple[Any, Any], tuple[Any, Any], lis
     if isinstance(state, tuple) and state[:1] == ("quantized_fp16",):
         raise WeightsError(path, FLOAT16)
     if not isinstance(state, tuple) or len(state) != 5 or state[0] != "quantized_dynamic":
-        raise Unsupported("a packed RNN cell other than qint8 'quantized_dynamic' (float16 is not read)")
+        raise Unsupported("a packed RNN cell other than qint8 'quantized_dynamic'")
     _, biases, doubles, ints, packed = state
     if (
         not isinstance(biases, list)
@@ -176,11 +198,10 @@ def _cell(path: Path, value: Any) -> tuple[tuple[Any, Any], tuple[Any, Any], lis
         )
     pairs = []
     for p in packed:
-        if not isinstance(p, ScriptObject) or p.kind != LINEAR_CLASS:
-            raise Unsupported("a packed RNN cell's weight that is not packed Linear parameters")
-        if not isinstance(p.state, tuple) or len(p.state) != 2:
+        state = _packed_linear(p)
+        if not isinstance(state, tuple) or len(state) != 2:
             raise Unsupported("packed Linear parameters that are not a (weight, bias) pair")
-        pairs.append(p.state)
+        pairs.append(state)
     return pairs[0], pairs[1], biases
 
 
@@ -215,11 +236,12 @@ def _rnn(path: Path, prefix: str, cells: dict[int, Any]) -> dict[str, Any]:
     one = all(n == hidden for n in inputs[1:])
     two = len(read) % 2 == 0 and inputs[1] == inputs[0] and all(n == 2 * hidden for n in inputs[2:])
     if one == two:
+        said = f"{where}: {len(read)} cells of inputs {inputs[:8]} and hidden size {hidden}"
         raise WeightsError(
             path,
-            f"{where}: {len(read)} cells of inputs {inputs[:8]} and hidden size {hidden} "
-            + ("fit both stacked and bidirectional layers" if one else "fit no layer stack")
-            + "; the state dict does not say which",
+            f"{said} fit both stacked and bidirectional layers, and the state dict does not say which"
+            if one
+            else f"{said} fit neither stacked nor bidirectional layers",
         )
     out: dict[str, Any] = {}
     for i, (_, _, ih, hh, (b_ih, b_hh)) in enumerate(read):

@@ -9,18 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from lakegen.weights.base import WeightsError, refuse_count
-from lakegen.weights.torchvalues import Unsupported
+from lakegen.weights.torchvalues import QTensor, ScriptObject, Unsupported
 
 PACKED = "._packed_params._packed_params"  # torch.ao dynamic quantisation's (weight, bias) of a Linear
 # a dynamic-quantised LSTM's or GRU's packed cell (one per layer and direction)
 CELL = re.compile(r"(?:^|\.)_all_weight_values\.(\d+)\.param$")
+# a dynamic-quantised LSTMCell's, GRUCell's or RNNCell's packed (weight, bias) of each side
+CELL_SIDE = re.compile(r"(?:^|\.)_packed_weight_(ih|hh)$")
 WEIGHTS_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module")
 
 
 def is_packed(key: object) -> bool:
     """Whether a state dict key names torch.ao dynamic quantisation's packed parameters."""
     name = str(key)
-    return name.endswith(PACKED) or CELL.search(name) is not None
+    return name.endswith(PACKED) or CELL.search(name) is not None or CELL_SIDE.search(name) is not None
 
 
 def state_dict(
@@ -43,6 +45,8 @@ def state_dict(
                 obj = unpack(obj)
             except ValueError as e:
                 raise WeightsError(path, str(e)) from None
+        if isinstance(obj, dict) and any(isinstance(v, QTensor | ScriptObject) for v in obj.values()):
+            raise Unsupported("a quantised tensor or a ScriptObject outside packed parameters")
         if isinstance(obj, dict) and obj and all(isinstance(v, tensor) for v in obj.values()):
             if all(isinstance(k, str) for k in obj):
                 refuse_count(path, len(obj))
