@@ -1,7 +1,8 @@
 """``torch.ao.quantization.quantize_dynamic`` checkpoints (#15, class 5) read without torch.load: an
-LSTM's packed cells (``torch.ScriptObject``) and a Linear's packed parameters under the float model's
-names, int8 codes with their scale, dequantised as torch itself dequantises them; a dynamic copy
-attributed to its float parent as ``quantized``; broken files refused in one line."""
+LSTM's, GRU's or cell's packed weights (``torch.ScriptObject``) and a Linear's packed parameters under
+the float model's names, int8 codes with their scale dequantised as torch itself dequantises them
+(float16 packings as float16); a dynamic copy attributed to its float parent as ``quantized``;
+broken files refused in one line."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -109,21 +111,24 @@ class Cells(nn.Module):
         self.rnn = nn.RNNCell(3, 2)
 
 
-def test_dynamic_grus_and_cells_read_under_the_float_names(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dtype", [torch.qint8, torch.float16])
+def test_dynamic_grus_and_cells_read_under_the_float_names(tmp_path: Path, dtype: torch.dtype) -> None:
     torch.manual_seed(0)
     model = Cells()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantized = torch.ao.quantization.quantize_dynamic(
-            model, {nn.GRU, nn.LSTMCell, nn.GRUCell, nn.RNNCell}
+            model, {nn.GRU, nn.LSTMCell, nn.GRUCell, nn.RNNCell}, dtype=dtype
         )
     path = saved(tmp_path / "cells.pt", quantized)
+    with open_file(path) as wf:
+        assert wf.tensors["gru.weight_hh_l1"].dtype == ("int8" if dtype == torch.qint8 else "float16")
     got = dict(iter_float32(path))
     assert set(got) == set(model.state_dict())
     for name in ("lstm", "gru", "cell", "rnn"):
-        for kind, tensors in getattr(quantized, name)._weight_bias().items():
+        for tensors in getattr(quantized, name)._weight_bias().values():
             for key, t in tensors.items():
-                want = t.dequantize() if kind == "weight" else t.detach()
+                want = t.dequantize() if t.is_quantized else t.detach()
                 assert np.array_equal(got[f"{name}.{key}"], want.numpy()), (name, key)
 
 
@@ -175,11 +180,39 @@ def test_a_dynamic_copy_is_attributed_to_its_float_parent_as_quantized(tmp_path:
     assert re.search(r"float\s.*->\s*dyn\s.*quantized", result.stdout), result.stdout
 
 
-def test_float16_dynamic_quantisation_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_a_float16_dynamic_model_reads_as_the_float16_it_packed(tmp_path: Path) -> None:
+    """``dtype=torch.float16`` packs each weight as float16 and saves it back as float32: read as
+    float16, it equals the float parent cast to float16, and is attributed to it as ``quantized``."""
     torch.manual_seed(0)
-    path = saved(tmp_path / "fp16.pt", dynamic(Encoder(), dtype=torch.float16))
-    message = refused(path)
-    assert "float16" in message
+    parent, stranger = (
+        Encoder(bidirectional=True, inputs=40, hidden=64),
+        Encoder(bidirectional=True, inputs=40, hidden=64),
+    )
+    quantized = dynamic(parent, dtype=torch.float16)
+    path = saved(tmp_path / "fp16.pt", quantized)
+    with open_file(path) as wf:
+        assert wf.tensors["lstm.weight_hh_l0_reverse"].dtype == "float16"
+        assert wf.tensors["lstm.bias_hh_l0_reverse"].dtype == "float32"  # biases stay float32
+    got = dict(iter_float32(path))
+    assert set(got) == {*parent.state_dict(), "linear.scale", "linear.zero_point"}
+    theirs = {f"lstm.{k}": v for part in quantized.lstm._weight_bias().values() for k, v in part.items()}
+    theirs["linear.weight"], theirs["linear.bias"] = quantized.linear._weight_bias()
+    for name, t in parent.state_dict().items():
+        assert np.array_equal(got[name], theirs[name].detach().numpy()), name
+        want = t.half().float() if ".weight" in name else t
+        assert np.array_equal(got[name], want.detach().numpy()), name
+    save_file(parent.state_dict(), str(tmp_path / "float.safetensors"))
+    save_file(stranger.state_dict(), str(tmp_path / "stranger.safetensors"))
+    fps = {p.stem: compute(p) for p in sorted(tmp_path.iterdir())}
+    assert [(e.parent, e.child, e.relation) for e in attribute(fps).edges] == [("float", "fp16", "quantized")]
+
+
+def test_a_float16_packing_of_values_float16_cannot_hold_gets_one_line(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    real = saved(tmp_path / "fp16.pt", dynamic(Encoder(), dtype=torch.float16))
+    noise = np.random.default_rng(0).normal(size=1 << 16).astype(np.float32).tobytes()
+    path = rewritten(real, tmp_path / "noise.pt", change=lambda data: noise[: len(data)])
+    assert "of a float16 packing holds values float16 cannot hold" in refused(path)
 
 
 def test_stacked_or_bidirectional_undecidable_from_shapes_is_refused(tmp_path: Path) -> None:
@@ -201,8 +234,15 @@ def refused(path: Path) -> str:
     return message
 
 
-def rewritten(source: Path, path: Path, pkl: bytes | None = None, cut: str | None = None) -> Path:
-    """``source`` with data.pkl replaced by ``pkl``, and storage member ``cut`` halved."""
+def rewritten(
+    source: Path,
+    path: Path,
+    pkl: bytes | None = None,
+    cut: str | None = None,
+    change: Callable[[bytes], bytes] | None = None,
+) -> Path:
+    """``source`` with data.pkl replaced by ``pkl``, storage member ``cut`` halved, and every storage
+    member's bytes passed through ``change``."""
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(path, "w") as new:
         for info in old.infolist():
             data = old.read(info)
@@ -210,6 +250,8 @@ def rewritten(source: Path, path: Path, pkl: bytes | None = None, cut: str | Non
                 data = pkl
             if cut is not None and info.filename.endswith(f"/data/{cut}"):
                 data = data[: len(data) // 2]
+            if change is not None and "/data/" in info.filename:
+                data = change(data)
             new.writestr(info.filename, data, zipfile.ZIP_STORED)
     return path
 

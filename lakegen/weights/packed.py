@@ -11,10 +11,14 @@ state is ``("quantized_dynamic", [b_ih, b_hh], [], [reduce_range], [packed w_ih,
 each packed weight a ``LinearPackedParamsBase`` with state ``(weight, bias)``; rnn.py's
 ``_weight_bias`` names them ``weight_ih_l{layer}`` (``_reverse`` for the second direction) and so on.
 
-A weight comes out as its int8 codes ``W`` and a ``W_scale`` (one float, or one per output row),
-the pair :func:`~lakegen.weights.quantized.logical_tensors` folds into ``code × scale``: torch's
-own dequantisation when the zero point is 0, as the symmetric observers of quantize_dynamic
-write it. Any other zero point, or channels along another axis, is refused in one line.
+A qint8 weight comes out as its int8 codes ``W`` and a ``W_scale`` (one float, or one per output
+row), the pair :func:`~lakegen.weights.quantized.logical_tensors` folds into ``code × scale``:
+torch's own dequantisation when the zero point is 0, as the symmetric observers of
+quantize_dynamic write it. Any other zero point, or channels along another axis, is refused in one
+line. A float16 one (``dtype=torch.float16``: state ``("quantized_fp16", [], [], [], [w_ih, w_hh])``,
+the biases in the packed pairs) is saved as float32 and comes out as the float16 it was packed as
+(:class:`~lakegen.weights.torchvalues.Float16`). Dynamic cells (``LSTMCell``, ``GRUCell``,
+``RNNCell``) save their two packed pairs as ``X._packed_weight_ih`` / ``_hh``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from lakegen.weights.statedict import CELL, CELL_SIDE, PACKED
 from lakegen.weights.torchvalues import (
     CELL_CLASS,
     LINEAR_CLASS,
+    Float16,
     QTensor,
     QuantDtype,
     ScriptObject,
@@ -37,10 +42,6 @@ from lakegen.weights.torchvalues import (
 )
 
 GATES = (3, 4)  # gate rows per hidden unit: GRU, LSTM
-FLOAT16 = (
-    "float16 dynamic quantisation (quantize_dynamic with dtype=torch.float16) is not read, only qint8; "
-    "save the model cast to float16 instead"
-)
 
 
 def unpack(path: Path, state: dict[Any, Any]) -> dict[Any, Any]:
@@ -72,12 +73,17 @@ def unpack(path: Path, state: dict[Any, Any]) -> dict[Any, Any]:
         elif side:
             put(_linear(path, name[: side.start()], _packed_linear(value), side[1]))
         elif name == PACKED[1:] or name.endswith(PACKED):
+            dtype = state.get(name.removesuffix("_packed_params") + "dtype", QuantDtype("qint8"))
+            if isinstance(value, tuple) and value and _kind(value[0]) != dtype:
+                said = dtype.name if isinstance(dtype, QuantDtype) else type(dtype).__name__
+                raise WeightsError(
+                    path,
+                    f"packed Linear '{name[:200]}' holds {_kind(value[0]).name} weights; dtype {said}",
+                )
             put(_linear(path, name.removesuffix(PACKED[1:]).removesuffix("."), value))
         elif name.endswith("_packed_params.dtype") and name.removesuffix("dtype") + "_packed_params" in state:
-            if value == QuantDtype("float16"):
-                raise WeightsError(path, FLOAT16)
-            if value != QuantDtype("qint8"):
-                raise Unsupported("a packed Linear of a dtype other than qint8")
+            if value not in (QuantDtype("qint8"), QuantDtype("float16")):
+                raise Unsupported("a packed Linear of a dtype other than qint8 or float16")
         else:
             put({key: value})
     return out
@@ -96,7 +102,7 @@ def _linear(path: Path, prefix: str, value: Any, side: str = "") -> dict[str, An
     out = _codes(path, _join(prefix, "weight" + suffix), weight)
     if bias is not None:
         name = _join(prefix, "bias" + suffix)
-        out[name] = _bias(path, name, bias, weight.codes.shape[0])
+        out[name] = _bias(path, name, bias, _rows(weight))
     return out
 
 
@@ -107,13 +113,33 @@ def _packed_linear(value: Any) -> Any:
     return value.state
 
 
+def _kind(weight: Any) -> QuantDtype:
+    """How a packed weight was packed: a qint8 tensor, or float16 (given back as float32)."""
+    if isinstance(weight, QTensor):
+        return QuantDtype("qint8")
+    if isinstance(weight, StoredTensor) and weight.dtype == "float32":
+        return QuantDtype("float16")
+    raise Unsupported("a packed weight that is neither a qint8 nor a float32 tensor")
+
+
 def _codes(path: Path, name: str, weight: Any) -> dict[str, Any]:
-    """A packed weight as its int8 codes under ``name`` and its scale under ``name_scale``."""
-    if not isinstance(weight, QTensor):
-        raise Unsupported("a packed weight that is not a qint8 tensor")
-    if len(weight.codes.shape) != 2:
-        raise WeightsError(path, f"packed weight '{name}' is {len(weight.codes.shape)}-d; a Linear's is 2-d")
-    return {name: weight.codes, name + "_scale": _scale(path, name, weight)}
+    """A packed weight under ``name``: int8 codes with their scale under ``name_scale``, or the
+    float16 values of a float16 packing."""
+    _kind(weight)
+    shape = _shape(weight)
+    if len(shape) != 2:
+        raise WeightsError(path, f"packed weight '{name}' is {len(shape)}-d; a Linear's is 2-d")
+    if isinstance(weight, QTensor):
+        return {name: weight.codes, name + "_scale": _scale(path, name, weight)}
+    return {name: Float16(weight)}
+
+
+def _shape(weight: Any) -> tuple[int, ...]:
+    return tuple(weight.codes.shape if isinstance(weight, QTensor) else weight.shape)
+
+
+def _rows(weight: Any) -> int:
+    return _shape(weight)[0]
 
 
 def _bias(path: Path, name: str, bias: Any, rows: int) -> StoredTensor:
@@ -172,37 +198,42 @@ def _vector(path: Path, t: StoredTensor) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(base, (n,), (stride * t.itemsize,), writeable=False).copy()
 
 
-def _cell(path: Path, value: Any) -> tuple[tuple[Any, Any], tuple[Any, Any], list[StoredTensor]]:
-    """A packed cell's ``(w_ih, bias)``, ``(w_hh, bias)`` and ``[b_ih, b_hh]``."""
+def _cell(path: Path, value: Any) -> tuple[tuple[Any, Any], tuple[Any, Any], list[Any]]:
+    """A packed cell's ``(w_ih, bias)``, ``(w_hh, bias)`` and its own ``[b_ih, b_hh]``: for
+    ``quantized_dynamic`` the state ``(kind, [b_ih, b_hh], [], [reduce_range], [w_ih, w_hh])``,
+    for ``quantized_fp16`` ``(kind, [], [], [], [w_ih, w_hh])`` with the biases in the packed ones."""
     if not isinstance(value, ScriptObject) or value.kind != CELL_CLASS:
         raise Unsupported("an _all_weight_values entry that is not a packed RNN cell")
     state = value.state
-    if isinstance(state, tuple) and state[:1] == ("quantized_fp16",):
-        raise WeightsError(path, FLOAT16)
-    if not isinstance(state, tuple) or len(state) != 5 or state[0] != "quantized_dynamic":
-        raise Unsupported("a packed RNN cell other than qint8 'quantized_dynamic'")
-    _, biases, doubles, ints, packed = state
+    if (
+        not isinstance(state, tuple)
+        or len(state) != 5
+        or state[0] not in ("quantized_dynamic", "quantized_fp16")
+    ):
+        raise Unsupported("a packed RNN cell other than 'quantized_dynamic' or 'quantized_fp16'")
+    kind, biases, doubles, ints, packed = state
+    half = kind == "quantized_fp16"
     if (
         not isinstance(biases, list)
-        or len(biases) != 2
+        or len(biases) != (0 if half else 2)
         or not all(isinstance(b, StoredTensor) for b in biases)
         or doubles != []
         or not isinstance(ints, list)
-        or ints not in ([], [0], [1])
+        or ints not in (([],) if half else ([], [0], [1]))
         or not all(type(i) is int for i in ints)
         or not isinstance(packed, list)
         or len(packed) != 2
     ):
-        raise Unsupported(
-            "a packed RNN cell whose state is not (kind, [b_ih, b_hh], [], [reduce_range], [w_ih, w_hh])"
-        )
+        raise Unsupported(f"a packed RNN cell whose state does not fit torch's {kind}")
     pairs = []
     for p in packed:
         state = _packed_linear(p)
         if not isinstance(state, tuple) or len(state) != 2:
             raise Unsupported("packed Linear parameters that are not a (weight, bias) pair")
+        if _kind(state[0]) != QuantDtype("float16" if half else "qint8"):
+            raise WeightsError(path, f"a {kind} cell holds a {_kind(state[0]).name} weight")
         pairs.append(state)
-    return pairs[0], pairs[1], biases
+    return pairs[0], pairs[1], biases if biases else [pairs[0][1], pairs[1][1]]
 
 
 def _rnn(path: Path, prefix: str, cells: dict[int, Any]) -> dict[str, Any]:
@@ -213,12 +244,10 @@ def _rnn(path: Path, prefix: str, cells: dict[int, Any]) -> dict[str, Any]:
     read = []
     for i in range(len(cells)):
         ih, hh, biases = _cell(path, cells[i])
-        for (weight, bias), own in zip((ih, hh), biases, strict=True):
-            if not isinstance(weight, QTensor):
-                raise Unsupported("a packed weight that is not a qint8 tensor")
+        for (_, bias), own in zip((ih, hh), biases, strict=True):
             if bias is not None and bias != own:
                 raise WeightsError(path, f"{where} cell {i}: its packed biases are not the cell's own")
-        read.append((ih[0].codes.shape, hh[0].codes.shape, ih, hh, biases))
+        read.append((_shape(ih[0]), _shape(hh[0]), ih, hh, biases))
     gate_rows, hidden = read[0][1] if len(read[0][1]) == 2 else (0, 0)
     inputs = [ih_shape[1] if len(ih_shape) == 2 else -1 for ih_shape, *_ in read]
     if (

@@ -73,3 +73,15 @@ class ScriptObject:
 CELL_CLASS = "__torch__.torch.classes.rnn.CellParamsBase"
 LINEAR_CLASS = "__torch__.torch.classes.quantized.LinearPackedParamsBase"
 SCRIPT_CLASSES = (CELL_CLASS, LINEAR_CLASS)
+
+
+@dataclass(frozen=True)
+class Float16:
+    """A float32 tensor of float16 values, read as float16: the weight ``torch.ops.quantized.
+    linear_prepack_fp16`` packs as float16 and its ``__getstate__`` gives back as float32."""
+
+    values: StoredTensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.values.shape
