@@ -13,7 +13,7 @@ from lakegen.weights.torchvalues import QTensor, ScriptObject, Unsupported
 
 PACKED = "._packed_params._packed_params"  # torch.ao dynamic quantisation's (weight, bias) of a Linear
 # a dynamic-quantised LSTM's or GRU's packed cell (one per layer and direction)
-CELL = re.compile(r"(?:^|\.)_all_weight_values\.(\d+)\.param$")
+CELL = re.compile(r"(?:^|\.)_all_weight_values\.(\d{1,6})\.param$")
 # a dynamic-quantised LSTMCell's, GRUCell's or RNNCell's packed (weight, bias) of each side
 CELL_SIDE = re.compile(r"(?:^|\.)_packed_weight_(ih|hh)$")
 WEIGHTS_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module")
