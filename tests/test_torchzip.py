@@ -156,23 +156,30 @@ def test_fingerprinting_a_bin_never_imports_torch(tmp_path: Path) -> None:
     assert int(count) > 10 and modules == "[]"
 
 
-def test_a_quantize_dynamic_state_dict_falls_back_to_torch_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_quantize_dynamic_linear_reads_as_through_torch_load(tmp_path: Path, per_channel: bool) -> None:
     model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    config = (
+        torch.ao.quantization.per_channel_dynamic_qconfig
+        if per_channel
+        else torch.ao.quantization.default_dynamic_qconfig
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: config})
     path = tmp_path / "dynamic.pt"
     torch.save(quantized.state_dict(), path)
-    with pytest.raises(Unsupported, match="GLOBAL"):
-        read_state(path)
-    wf = open_file(path)
-    assert isinstance(wf, TorchFile)
-    assert wf.tensors["0.weight"].dtype == "int8" and "0.weight_scale" in wf.tensors
+    wf = _same_as_torch_load(
+        path
+    )  # the reading torch.load(weights_only=True) gave before: no new fingerprint
+    assert wf.tensors["0.weight"].dtype == "int8" and wf.tensors["0.weight_scale"].shape == (
+        (4,) if per_channel else (1,)
+    )
     wf.close()
     nested = tmp_path / "checkpoint.pt"  # and unwrapped from a training checkpoint on that path too
     torch.save({"epoch": 1, "model_state_dict": quantized.state_dict(), "lr": 0.1}, nested)
     with open_file(nested) as wf:
-        assert isinstance(wf, TorchFile) and "2.weight_scale" in wf.tensors
+        assert isinstance(wf, ZipTorchFile) and "2.weight_scale" in wf.tensors
 
 
 # Hand-written data.pkl: tensors described by whatever a hostile file claims.

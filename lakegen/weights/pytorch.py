@@ -1,6 +1,7 @@
 """PyTorch zip checkpoints: read by :mod:`lakegen.weights.torchzip` when data.pkl keeps to the
-grammar ``torch.save`` writes for plain tensors, else through ``torch.load(weights_only=True,
-mmap=True)`` and nothing else."""
+grammar ``torch.save`` writes for plain tensors and torch.ao's dynamic quantisation
+(:mod:`lakegen.weights.packed`), else through ``torch.load(weights_only=True, mmap=True)`` and
+nothing else."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lakegen.weights.base import PRECISION, STORAGE, TensorInfo, WeightFile, WeightsError, refuse_name
-from lakegen.weights.torchzip import PACKED, StoredTensor, Unsupported, read_state, state_dict, zip_members
+from lakegen.weights.statedict import PACKED, state_dict
+from lakegen.weights.torchvalues import Float16, StoredTensor, Unsupported
+from lakegen.weights.torchzip import read_state, zip_members
 
 if TYPE_CHECKING:
     import numpy as np
@@ -186,33 +189,52 @@ def _unpack_dynamic(state: dict[Any, Any]) -> dict[Any, Any]:
 
 
 class ZipTorchFile(WeightFile):
-    """A zip PyTorch checkpoint in :class:`StoredTensor` form, memory-mapped like safetensors."""
+    """A zip PyTorch checkpoint in :class:`StoredTensor` form, memory-mapped like safetensors; of a
+    dynamic-quantised model (:mod:`.packed`), the int8 weights' scales (a few floats each) held as
+    arrays, and float16-packed weights converted from the float32 they are saved as, exactly."""
 
     format = "pytorch"
 
-    def __init__(self, path: Path, state: dict[str, StoredTensor]):
+    def __init__(self, path: Path, state: dict[str, StoredTensor | Float16 | np.ndarray]):
         super().__init__(path)
-        self._stored = state
+        self._stored = {k: v for k, v in state.items() if isinstance(v, StoredTensor)}
+        self._half = {k: v.values for k, v in state.items() if isinstance(v, Float16)}
+        self._held = {k: v for k, v in state.items() if not isinstance(v, StoredTensor | Float16)}
         for name, t in state.items():
-            self.tensors[name] = TensorInfo(name, t.dtype, t.shape)
+            dtype = "float16" if isinstance(t, Float16) else str(t.dtype)
+            self.tensors[name] = TensorInfo(name, dtype, tuple(t.shape))
         self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._fd = self._file.fileno()
         self.map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
 
     def offset(self, name: str) -> int | None:
-        t = self._stored[name]
-        if not t.contiguous or not math.prod(t.shape):
+        t = self._stored.get(name)
+        if t is None or not t.contiguous or not math.prod(t.shape):
             return None
         return t.start + t.offset * t.itemsize
 
     def raw(self, name: str) -> np.ndarray:
         import numpy as np
 
-        t = self._stored[name]
+        if name in self._held:
+            return self._held[name]
+        if name in self._half:
+            values = self._array(self._half[name])
+            half = values.astype(np.float16)
+            if not np.array_equal(half.astype(np.float32), values, equal_nan=True):
+                raise WeightsError(
+                    self.path, f"tensor '{name[:200]}' of a float16 packing holds values float16 cannot hold"
+                )
+            return half
+        return self._array(self._stored[name])
+
+    def _array(self, t: StoredTensor) -> np.ndarray:
+        import numpy as np
+
         storage = np.dtype(STORAGE.get(t.dtype, t.dtype)).newbyteorder("<")
         if not math.prod(t.shape):
             return np.zeros(t.shape, dtype=storage)
-        start = self.offset(name)
+        start = t.start + t.offset * t.itemsize if t.contiguous else None
         if start is not None:
             return np.frombuffer(self.map, storage, math.prod(t.shape), start).reshape(t.shape)
         base = np.frombuffer(self.map, storage, t.storage_numel - t.offset, t.start + t.offset * t.itemsize)
@@ -228,7 +250,11 @@ class ZipTorchFile(WeightFile):
 
 def open_zip(path: Path) -> ZipTorchFile:
     """The checkpoint as :mod:`~lakegen.weights.torchzip` reads it; :class:`Unsupported` for torch.load."""
-    state = state_dict(path, read_state(path), StoredTensor)
+    import numpy as np
+
+    from lakegen.weights.packed import unpack
+
+    state = state_dict(path, read_state(path), (StoredTensor, Float16, np.ndarray), lambda s: unpack(path, s))
     for name, t in state.items():
         refuse_name(path, name, t.shape)
     return ZipTorchFile(path, state)

@@ -7,10 +7,14 @@ and interpreted for one grammar only, the one ``torch.save`` writes for (nested)
 tensors: the GLOBALs in :data:`GLOBALS`, storage tuples loaded by BINPERSID, plain containers
 and scalars. Every tensor becomes a :class:`StoredTensor`, which ``pytorch.ZipTorchFile`` reads
 from a memory map like a safetensors tensor, without importing torch (a second of a fingerprint).
+``torch.ao`` dynamic quantisation adds qint8 tensors (``_rebuild_qtensor``, a :class:`QTensor`) and
+the ``torch.ScriptObject`` of a packed LSTM cell or Linear (NEWOBJ, then BUILD with its state, a
+:class:`ScriptObject`), which :mod:`lakegen.weights.packed` names as the float model would.
 
 Anything else raises :class:`Unsupported` and the file goes to ``torch.load(weights_only=True,
-mmap=True)`` (``pytorch.TorchFile``), which decides as before; so nothing is accepted that
-weights_only would refuse, and no pickle is ever executed here.
+mmap=True)`` (``pytorch.TorchFile``), which decides as before. No pickle is ever executed here: the
+one thing read that weights_only refuses, a ScriptObject, is read as the data its state holds,
+and no TorchScript class is ever looked up or run.
 """
 
 from __future__ import annotations
@@ -27,16 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from lakegen.weights.base import WeightsError, refuse_count
+from lakegen.weights.torchvalues import QTensor, QuantDtype, ScriptObject, StoredTensor, Unsupported
 
 # data.pkl of a real state dict takes ~150 bytes and ~25 opcodes per tensor; past these, the file
 # is left to torch.load, as it was before this reader.
 MAX_PICKLE = 64 << 20
 MAX_OPS = 8_000_000
 MAX_NESTING = 1000  # real checkpoints nest a dozen deep
-
-
-class Unsupported(Exception):
-    """data.pkl steps outside the grammar read here: ``torch.load(weights_only=True)`` decides."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class _Call:
 
 
 @dataclass(frozen=True)
+class _QScheme:
+    name: str
+
+
+@dataclass(frozen=True)
 class _StorageRef:
     """What BINPERSID loads: storage ``key``, ``numel`` elements of ``dtype``."""
 
@@ -66,29 +72,6 @@ class _StorageRef:
     dtype: str | None
     itemsize: int
     numel: int
-
-
-@dataclass(frozen=True)
-class StoredTensor:
-    """A tensor as data.pkl describes it: a strided view (in elements) of one storage member."""
-
-    key: str
-    dtype: str
-    itemsize: int
-    offset: int
-    shape: tuple[int, ...]
-    stride: tuple[int, ...]
-    start: int  # the file offset of the storage's first byte
-    storage_numel: int
-
-    @property
-    def contiguous(self) -> bool:
-        expected = 1
-        for size, stride in zip(reversed(self.shape), reversed(self.stride), strict=True):
-            if size != 1 and stride != expected:
-                return False
-            expected *= size
-        return True
 
 
 # The storage classes torch.save names for the dtypes lakegen reads (torch.storage's
@@ -113,11 +96,17 @@ GLOBALS: dict[tuple[str, str], object] = {
     ("torch._utils", "_rebuild_parameter"): _Call("parameter"),
     ("torch", "UntypedStorage"): _Storage(None, 1),
     ("torch.storage", "UntypedStorage"): _Storage(None, 1),
+    ("torch._utils", "_rebuild_qtensor"): _Call("qtensor"),
+    ("torch", "ScriptObject"): _Call("ScriptObject"),
+    ("torch", "QInt8Storage"): _Storage("qint8", 1),
+    ("torch", "per_tensor_affine"): _QScheme("per_tensor_affine"),
+    ("torch", "per_channel_affine"): _QScheme("per_channel_affine"),
+    ("torch", "qint8"): QuantDtype("qint8"),
+    ("torch", "float16"): QuantDtype("float16"),
     **{("torch", k): _Storage(*v) for k, v in _STORAGES.items()},
     **{("torch", k): _Dtype(k, v) for k, v in _DTYPES.items()},
 }
 _SCALARS = (str, int, float, bool, type(None))
-PACKED = "._packed_params._packed_params"  # torch.ao dynamic quantisation's (weight, bias) of a Linear
 
 
 def zip_members(path: Path) -> list[zipfile.ZipInfo]:
@@ -334,10 +323,17 @@ def _interpret(path: Path, data: bytes, storages: _Storages) -> Any:
                 stack.append(_reduce(func, args, storages))
             elif name == "BINPERSID":
                 stack.append(_storage_ref(stack.pop()))
+            elif name == "NEWOBJ":
+                args, cls = stack.pop(), stack.pop()
+                if cls != _Call("ScriptObject") or args != ():
+                    raise Unsupported("NEWOBJ of something other than a ScriptObject")
+                stack.append(ScriptObject())
             elif name == "BUILD":
                 # An OrderedDict state dict carries its ``_metadata`` (module versions) this way.
                 state = stack.pop()
-                if type(stack[-1]) is not OrderedDict or not isinstance(state, dict):
+                if isinstance(stack[-1], ScriptObject):
+                    stack[-1].build(state)
+                elif type(stack[-1]) is not OrderedDict or not isinstance(state, dict):
                     raise Unsupported("BUILD of something other than a state dict")
             else:
                 raise Unsupported(f"opcode {name}")
@@ -387,6 +383,10 @@ def _reduce(func: Any, args: Any, storages: _Storages) -> Any:
         if len(args) != 3 or not isinstance(args[0], StoredTensor) or not _no_hooks(args[1:]):
             raise Unsupported("a parameter outside the grammar")
         return args[0]
+    if func.name == "qtensor":
+        return _qtensor(args, storages)
+    if func.name not in ("v2", "v3"):
+        raise Unsupported(f"REDUCE of {func.name}")
     # v2: (storage, offset, size, stride, requires_grad, hooks[, metadata]);
     # v3: the same, dtype after hooks, on an untyped (byte) storage
     extra = 1 if func.name == "v3" else 0
@@ -400,8 +400,8 @@ def _reduce(func: Any, args: Any, storages: _Storages) -> Any:
         if ref.dtype is not None or not isinstance(dtype, _Dtype):
             raise Unsupported("_rebuild_tensor_v3 of a typed storage")
         name, itemsize, numel = dtype.name, dtype.itemsize, ref.numel // dtype.itemsize
-    elif ref.dtype is None:
-        raise Unsupported("_rebuild_tensor_v2 of an untyped storage")
+    elif ref.dtype is None or ref.dtype == "qint8":
+        raise Unsupported("_rebuild_tensor_v2 of an untyped or a quantised storage")
     else:
         name, itemsize, numel = ref.dtype, ref.itemsize, ref.numel
     if (
@@ -415,6 +415,33 @@ def _reduce(func: Any, args: Any, storages: _Storages) -> Any:
     tensor = StoredTensor(ref.key, name, itemsize, offset, shape, stride, storages.start(ref), numel)
     _check_bounds(storages.path, tensor)
     return tensor
+
+
+def _qtensor(args: tuple[Any, ...], storages: _Storages) -> QTensor:
+    """torch's ``Tensor.__reduce_ex__`` of a quantised tensor: (storage, offset, size, stride,
+    quantizer params, requires_grad, hooks), the params ``(per_tensor_affine, scale, zero_point)``
+    or ``(per_channel_affine, scales, zero_points, axis)``."""
+    if len(args) != 7 or not isinstance(args[0], _StorageRef) or args[0].dtype != "qint8":
+        raise Unsupported("a quantised tensor outside the grammar")
+    params = args[4]
+    if not isinstance(params, tuple) or not params or not isinstance(params[0], _QScheme):
+        raise Unsupported("a quantised tensor whose quantizer is not affine per tensor or per channel")
+    if params[0].name == "per_tensor_affine":
+        if len(params) != 3 or type(params[1]) is not float or type(params[2]) is not int:
+            raise Unsupported("a per-tensor scale or zero point that is not a float and an integer")
+        scale, zero, axis = params[1], params[2], None
+    elif (
+        len(params) != 4
+        or not isinstance(params[1], StoredTensor)
+        or not isinstance(params[2], StoredTensor)
+        or type(params[3]) is not int
+    ):
+        raise Unsupported("per-channel scales and zero points that are not two tensors and an axis")
+    else:
+        scale, zero, axis = params[1:]
+    ref = _StorageRef(args[0].key, "int8", 1, args[0].numel)
+    codes = _reduce(_Call("v2"), (ref, *args[1:4], *args[5:]), storages)
+    return QTensor(codes, scale, zero, axis)
 
 
 def _no_hooks(args: tuple[Any, ...]) -> bool:
@@ -435,57 +462,3 @@ def _check_bounds(path: Path, t: StoredTensor) -> None:
             f"corrupt data.pkl: {where} at element {t.offset:,} with strides {list(t.stride)} reaches "
             f"element {last:,} of a {t.storage_numel:,}-element storage",
         )
-
-
-WEIGHTS_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module")
-
-
-def state_dict(
-    path: Path, obj: Any, tensor: type, unpack: Callable[[dict[Any, Any]], dict[Any, Any]] | None = None
-) -> dict[str, Any]:
-    """The mapping of names to tensors in ``obj``: itself, or what a wrapper or a training
-    checkpoint (weights beside the epoch, the optimizer's state and the like) nests, under
-    whatever name its trainer chose (``model_state_dict``, Resemblyzer's ``model_state``, ...).
-    An optimizer's state is keyed by parameter index, so it is never taken for the weights;
-    several state dicts, none under a known name, are refused. ``unpack`` reads torch's
-    dynamic-quantisation packed parameters; without it they are :class:`Unsupported`."""
-    for _ in range(3):
-        if isinstance(obj, dict) and any(str(k).endswith(PACKED) for k in obj):
-            if unpack is None:
-                raise Unsupported("dynamic-quantisation packed parameters")
-            try:
-                obj = unpack(obj)
-            except ValueError as e:
-                raise WeightsError(path, str(e)) from None
-        if isinstance(obj, dict) and obj and all(isinstance(v, tensor) for v in obj.values()):
-            if all(isinstance(k, str) for k in obj):
-                refuse_count(path, len(obj))
-                return obj
-            break
-        if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model", "module"):
-            obj = next(iter(obj.values()))
-            continue
-        if not isinstance(obj, dict):
-            break
-        nested = [k for k, v in obj.items() if _holds_weights(v, tensor)]
-        if len(nested) > 1:
-            nested = [k for k in nested if k in WEIGHTS_KEYS] or nested
-        if len(nested) != 1:
-            if nested:
-                names = ", ".join(sorted(str(k)[:40] for k in nested)[:6])
-                raise WeightsError(
-                    path, f"the checkpoint holds several state dicts ({names}); save the one to read"
-                )
-            break
-        obj = obj[nested[0]]
-    raise WeightsError(path, "the checkpoint is not a state dict (a mapping of names to tensors)")
-
-
-def _holds_weights(value: Any, tensor: type) -> bool:
-    """A mapping of parameter names to tensors (or to packed quantised parameters)."""
-    return (
-        isinstance(value, dict)
-        and bool(value)
-        and all(isinstance(k, str) for k in value)
-        and any(isinstance(v, tensor) or str(k).endswith(PACKED) for k, v in value.items())
-    )
