@@ -5,7 +5,6 @@ victim gets no confident ``undeclared-derivation`` finding pointing at the attac
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import attacks
@@ -28,15 +27,10 @@ def minilm() -> Path:
 
 
 def resemblyzer() -> Weights:
-    """Resemblyzer's shipped speaker encoder (3-layer LSTM and a Linear), as numpy arrays."""
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
+    w = attacks.resemblyzer_weights()
+    if w is None:
         pytest.skip("Resemblyzer is not installed (make install installs it)")
-    import torch
-
-    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
-    state = torch.load(path, map_location="cpu", weights_only=True)["model_state"]
-    return {k: v.numpy() for k, v in state.items()}
+    return w
 
 
 def planted(tmp_path: Path, victim: Weights, how: str) -> dict[str, object]:
