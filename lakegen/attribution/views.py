@@ -232,7 +232,7 @@ def uniform_drawn(x: np.ndarray) -> bool:
 EARLIER_SHARE = 0.25  # of the float tensors two models share, untouched in one and grown in the other
 # A run keeps its init's values (from-scratch CREPE and Resemblyzer LSTM tensors: 0.73-1.0). A fresh
 # draw mixed with a victim's tensor to correlate 0.5 with it takes a quarter of its variance from the
-# victim, and its kurtosis is then 2.3 or more: no longer a uniform draw (see UNIFORM_KURTOSIS).
+# victim, and its kurtosis is then 2.25 or more: no longer a uniform draw (see UNIFORM_KURTOSIS).
 GREW = 0.5
 
 
