@@ -31,6 +31,12 @@ starts from):
    every weight followed by 300 steps of Adam on the training split (wash training). Prints
    attack success against the accuracy kept (the attacked model's over the derived model's);
    the target is that a derivation keeping >= 95 % of it stays found.
+5. **griefing through the initialiser evidence**, on all-MiniLM-L6-v2 and Resemblyzer's LSTM:
+   a fine-tune of the victim with every bias drawn afresh from U(±1/√fan_in), or biases reset
+   to zero and norms to one, or that reset with one matrix mapped by rank onto U(±1/√fan_in)
+   (see ``attacks.initialiser_planted``). Success: without dates, the attacker comes out the
+   victim's parent at a confidence above 0.5 (the victim's manifest would get an
+   ``undeclared-derivation`` finding naming it).
 """
 
 from __future__ import annotations
@@ -45,14 +51,14 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from lakegen.attribution import attribute
+from lakegen.attribution import attribute, undirected
 from lakegen.fingerprint import compute, coordinates
 from lakegen.fingerprint.align import realigner
 from lakegen.lineage import audit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-import attacks  # noqa: E402  (the MiniLM re-parametrisations the tests use too)
+import attacks  # noqa: E402  (the attacks the tests make too)
 
 MODELS = REPO / "catalog/artifacts/models"
 DATA = REPO / "catalog/artifacts/datasets/digits-1.0.0.npz"
@@ -301,6 +307,39 @@ def evasion(lab: Lab, rng: np.random.Generator, seeds: int = 3) -> dict[str, lis
     return curves
 
 
+def griefing(lab: Lab, rng: np.random.Generator, seeds: int = 3) -> list[dict[str, Any]]:
+    """5. An initialiser planted in a fine-tune of a victim: how often, undated, it reads as the
+    victim's parent at a confidence above 0.5."""
+    source = attacks.minilm_path()
+    victims = {
+        "MiniLM": load_file(str(source)) if source is not None else None,
+        "Resemblyzer": attacks.resemblyzer_weights(),
+    }
+    rows = []
+    for name, victim in victims.items():
+        if victim is None:
+            rows.append({"model": name, "attack": "skipped", "attempts": 0, "reversed": 0, "confidence": []})
+            continue
+        victim_path = lab.save(victim)
+        for how in ("uniform", "reset", "rank"):
+            confidences = []
+            for _ in range(seeds):
+                planted = lab.save(attacks.initialiser_planted(attacks.fine_tuned(victim, rng), rng, how))
+                edges = attribute({"victim": compute(victim_path), "attacker": compute(planted)}).edges
+                wrong = [e.confidence for e in edges if e.parent == "attacker" and not undirected(e)]
+                confidences.append(wrong[0] if wrong else None)
+            rows.append(
+                {
+                    "model": name,
+                    "attack": how,
+                    "attempts": seeds,
+                    "reversed": sum(c is not None for c in confidences),
+                    "confidence": confidences,
+                }
+            )
+    return rows
+
+
 def run() -> dict[str, Any]:
     rng = np.random.default_rng(0)
     report: dict[str, Any] = {}
@@ -347,6 +386,8 @@ def run() -> dict[str, Any]:
         report["reparametrisation"] = reparametrisation(lab, rng)
         # 4. evasion by perturbation and wash training
         report["evasion"] = evasion(lab, rng)
+        # 5. griefing through the initialiser evidence
+        report["griefing"] = griefing(lab, rng)
     return report
 
 
@@ -406,6 +447,23 @@ def main() -> int:
         f"   derivations keeping >= 95% of the derived accuracy: {sum(r['hidden'] for r in kept95)} of "
         f"{len(kept95)} hidden"
     )
+    print(
+        "5. an initialiser planted in a victim's fine-tune (success: undated, it reads as the victim's parent):"
+    )
+    labels = {
+        "uniform": "biases drawn afresh",
+        "reset": "biases zero, norms one",
+        "rank": "reset + one matrix rank-mapped",
+    }
+    for row in report["griefing"]:
+        if row["attack"] == "skipped":
+            print(f"   {row['model']:<12} skipped (not installed)")
+            continue
+        shown = [f"{c:.2f}" for c in row["confidence"] if c is not None]
+        print(
+            f"   {row['model']:<12} {labels[row['attack']]:<31} success {row['reversed']}/{row['attempts']}"
+            + (f" at confidence {', '.join(shown)}" if shown else "")
+        )
     return 0
 
 

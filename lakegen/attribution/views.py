@@ -49,6 +49,20 @@ def shortened(key: Key) -> list[Key]:
     return [(".".join(parts[cut:]), key[1]) for cut in range(1, min(WRAPPER_DEPTH, len(parts) - 2) + 1)]
 
 
+@dataclass(frozen=True)
+class Initialised:
+    """A model's float tensors by what an initialiser left of them: a constant, a flat uniform
+    draw (by name, with where their samples lie), or neither."""
+
+    constant: frozenset[str]
+    uniform: dict[str, TensorPrint]
+    varied: dict[str, TensorPrint]
+
+    @property
+    def names(self) -> frozenset[str]:
+        return self.constant | self.uniform.keys() | self.varied.keys()
+
+
 class View:
     """A fingerprint's matrices laid out for comparison (float64, finite-masked)."""
 
@@ -69,7 +83,7 @@ class View:
         self.rounded = True  # the values carry their format's rounding (see rounding_removed)
 
         self._grids: dict[Any, Any] = {}
-        self._constants: tuple[frozenset[str], frozenset[str]] | None = None
+        self._initialised: Initialised | None = None
 
     def segment(self, key: tuple[str, tuple[int, ...]]) -> np.ndarray:
         t = self.mats[self.index[key]]
@@ -120,29 +134,34 @@ class View:
         return sigma * (math.sqrt(g.shape[0]) + math.sqrt(g.shape[1]))
 
     @property
-    def constants(self) -> tuple[frozenset[str], frozenset[str]]:
-        """The float tensors (two values or more) still as an initialiser left them, and the others.
+    def initialised(self) -> Initialised:
+        """The float tensors (two values or more) by what an initialiser left of them.
 
         Initialisers set normalisation weights to one, its biases and running statistics to
         zero and one, and PyTorch's default for Linear, convolution and recurrent layers draws
         every weight and bias uniformly from ±1/√fan (see :func:`uniform_drawn`); training
         moves them, and nothing trains towards a constant or a flat uniform again. A tensor
-        untouched in one model and varied in a relative marks the first as earlier."""
+        untouched in one model that grew into its relative's marks the first as earlier
+        (see :func:`grew_from`)."""
         import numpy as np
 
-        if self._constants is None:
-            flat: set[str] = set()
-            varied: set[str] = set()
+        if self._initialised is None:
+            constant: set[str] = set()
+            uniform: dict[str, TensorPrint] = {}
+            varied: dict[str, TensorPrint] = {}
             for t in self.fp.tensors:
                 if t.count < 2 or t.quantized or not t.dtype.startswith(("float", "bfloat")):
                     continue
                 x = self.fp.values(t)
                 x = x[np.isfinite(x)]
-                if x.size >= 2:
-                    untouched = bool(np.all(x == x[0])) or uniform_drawn(x)
-                    (flat if untouched else varied).add(t.name)
-            self._constants = (frozenset(flat), frozenset(varied))
-        return self._constants
+                if x.size < 2:
+                    continue
+                if np.all(x == x[0]):
+                    constant.add(t.name)
+                else:
+                    (uniform if uniform_drawn(x) else varied)[t.name] = t
+            self._initialised = Initialised(frozenset(constant), uniform, varied)
+        return self._initialised
 
     @property
     def maturity(self) -> float:
@@ -210,20 +229,55 @@ def uniform_drawn(x: np.ndarray) -> bool:
     )
 
 
-EARLIER_SHARE = 0.25  # of the float tensors two models share, untouched in one and varied in the other
+EARLIER_SHARE = 0.25  # of the float tensors two models share, untouched in one and grown in the other
+# A run keeps its init's values (from-scratch CREPE and Resemblyzer LSTM tensors: 0.73-1.0). A fresh
+# draw mixed with a victim's tensor to correlate 0.5 with it takes a quarter of its variance from the
+# victim, and its kurtosis is then 2.25 or more: no longer a uniform draw (see UNIFORM_KURTOSIS).
+GREW = 0.5
 
 
-def earlier_by_constants(a: View, b: View) -> int:
-    """1 when ``a`` holds tensors an initialiser left (constant or a flat uniform, see
-    :attr:`View.constants`) that vary in ``b``, at least ``EARLIER_SHARE`` of those they share,
-    and not the reverse (``a`` is the untrained one); -1 for the reverse, 0 when that says nothing."""
-    flat_a, varied_a = a.constants
-    flat_b, varied_b = b.constants
+def earlier_by_initialiser(a: View, b: View) -> int:
+    """1 when ``b`` grew from an initialiser ``a`` still holds (see :func:`grew_from`) and not the
+    reverse (``a`` is the untrained one); -1 for the reverse, 0 when that says nothing."""
+    return int(grew_from(a, b)) - int(grew_from(b, a))
+
+
+def grew_from(a: View, b: View) -> bool:
+    """Whether ``b``'s tensors grew from the initialiser ``a`` holds: ``b`` varies where ``a``
+    is untouched (see :attr:`View.initialised`) on at least ``EARLIER_SHARE`` of the float
+    tensors they share, and some of those are uniform draws ``b``'s values still correlate with.
+
+    Anyone can put an initialiser into a copy of another's model (a bias drawn afresh, a norm
+    reset to ones), and the copy would pass for its source's untrained parent. A fresh draw
+    beside a trained tensor correlates with it at ~0; a run keeps its init's values. A constant
+    has no correlation to measure, and how far ``b``'s counterpart lies from it tells a reset from
+    an init no better (see docs/attribution.md): constants only add to evidence a correlation
+    gave, and alone leave the direction open.
+    """
+    mine, theirs = a.initialised, b.initialised
+    grown = sum(
+        1 for name, t in mine.uniform.items() if name in theirs.varied and _grew(a, t, b, theirs.varied[name])
+    )
+    constant = len(mine.constant & theirs.varied.keys())
     # broad evidence only: a head re-initialised at its old shape is one or two untouched tensors
     # in a later model; an initialiser leaves most of them so
-    least = max(1, EARLIER_SHARE * len((flat_a | varied_a) & (flat_b | varied_b)))
-    a_first, b_first = len(flat_a & varied_b) >= least, len(flat_b & varied_a) >= least
-    return int(a_first) - int(b_first)
+    return grown > 0 and grown + constant >= max(1, EARLIER_SHARE * len(mine.names & theirs.names))
+
+
+def _grew(a: View, t: TensorPrint, b: View, u: TensorPrint) -> bool:
+    """Whether ``b``'s tensor ``u`` correlates with ``a``'s ``t`` as a run with its init (the same
+    sampled coordinates: same name and shape)."""
+    import numpy as np
+
+    if t.shape != u.shape:
+        return False
+    x, y = a.fp.values(t).astype(np.float64), b.fp.values(u).astype(np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return False
+    corr = float(np.corrcoef(x, y)[0, 1])
+    return corr >= GREW and corr * math.sqrt(x.size) >= RELATED_Z
 
 
 def spacing(x: np.ndarray, dtype: str) -> np.ndarray | None:
