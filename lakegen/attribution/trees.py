@@ -11,14 +11,7 @@ from lakegen.attribution.distances import bulk_distance, exactly_low_rank, linea
 from lakegen.attribution.edges import Edge
 from lakegen.attribution.families import components
 from lakegen.attribution.merges import Merge
-from lakegen.attribution.precision import (
-    NOISE_LEVEL,
-    a_parent,
-    between,
-    earliest_alike,
-    grid_parent,
-    peers_of,
-)
+from lakegen.attribution.precision import NOISE_LEVEL, a_parent, between, earliest_alike
 from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
 from lakegen.attribution.views import (
     Pair,
@@ -75,14 +68,7 @@ def _family_tree(
         for n in nodes
         if views[n].precision != best_precision and not a_parent(n, high, family, views, pair)
     ]
-    promoted = [n for n in nodes if views[n].precision != best_precision and n not in low]
-    # a precise model is a child of a promoted one only when it too was trained from it (its values
-    # on that grid): a bfloat16-saved fine-tune a child of the release passed for is no hub for
-    # the siblings that sit near it (held-out MiniLM seed 5531: four edges under it at 0.83)
-    trained_from = {
-        n: {h for h in high if grid_parent(h, peers_of(n, family, views), views, pair) == n} for n in promoted
-    }
-    high += promoted
+    high += [n for n in nodes if views[n].precision != best_precision and n not in low]
     if order is not None and _strictly_ordered(nodes, ids, order):
         return _under_nearest_earlier(nodes, set(low), views, ids, order, pair, merged)
     dist: dict[tuple[int, int], float] = {}
@@ -106,11 +92,7 @@ def _family_tree(
 
     def weight(a: int, b: int) -> float | None:
         p = pair(a, b)
-        if (
-            p is None
-            or not p.related
-            or (a in trained_from and b not in trained_from[a] and b not in trained_from)
-        ):
+        if p is None or not p.related:
             return None
         w = d(a, b) * (1 + TIE_PENALTY * rank[a])
         return w * INHERITED_PENALTY if inherits(a, b) else w
