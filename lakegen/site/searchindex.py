@@ -121,7 +121,8 @@ def _index(site: Path, pages: Iterable[str], out: Path) -> None:
 
 
 def _link_tree(src: Path, dst: Path) -> None:
-    for folder, _, files in os.walk(src):
+    top, out = str(src), str(dst)
+    for folder, _, files in os.walk(top):
+        there = out + folder[len(top) :]  # strings: a shard holds a file per page
         for name in files:
-            path = Path(folder) / name
-            link(path, dst / path.relative_to(src))
+            link(Path(folder, name), Path(there, name))
