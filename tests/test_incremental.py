@@ -288,8 +288,11 @@ def test_an_input_record_is_trusted_only_for_an_unchanged_settled_file(tmp_path:
     record[-1] = "0" * 64  # what the record says, to tell a trusted digest from a read one
     taken.taken_ns = record[1] + RACY_NS  # recorded once the file had settled
     assert Recorded(tmp_path, taken).sha256(file) == "0" * 64
+    # the fingerprint cache's question (is this file's digest known?) is answered the same way
+    assert Recorded(tmp_path, taken).known(file) == "0" * 64
     taken.taken_ns = record[1] + RACY_NS - 1  # recorded while a same-tick write could go unseen
     assert Recorded(tmp_path, taken).sha256(file) == sha256_file(file)
+    assert Recorded(tmp_path, taken).known(file) is None  # no memo of it either: not known
     taken.taken_ns = record[1] + RACY_NS
     file.write_bytes(b"another")  # a new stat record: read again
     assert Recorded(tmp_path, taken).sha256(file) == sha256_file(file) != "0" * 64

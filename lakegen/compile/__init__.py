@@ -146,7 +146,7 @@ def compile_or_reuse(
     index = base_index(catalog)
     index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra, options=options)
     remember(root, read)
-    scope = Scope(catalog, run_evaluations=run_evaluations, engine=engine, workers=workers)
+    scope = Scope(catalog, run_evaluations=run_evaluations, engine=engine, workers=workers, digests=digests)
     index = compile_catalog(scope, index)
     if catalog.parsed is not None:
         catalog.parsed.save()
