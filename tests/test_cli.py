@@ -419,3 +419,26 @@ def test_help_imports_none_of_the_heavy_stages() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_only_the_program_itself_leaves_its_objects_to_the_exit(capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+
+    from lakegen.cli.main import main
+
+    # a caller passing argv goes on running: nothing of its process is frozen
+    before = gc.get_freeze_count()
+    assert main(["schema", "--kind", "model"]) == 0
+    assert gc.get_freeze_count() == before
+    capsys.readouterr()
+    # the program (its own command line) freezes what is left, so the exit does not collect it
+    code = (
+        "import gc, sys\n"
+        "from lakegen.cli.main import main\n"
+        "sys.argv = ['lakegen', 'schema', '--kind', 'model']\n"
+        "rc = main()\n"
+        "print(rc, gc.get_freeze_count() > 0, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.split() == ["0", "True"]
+    assert json.loads(done.stdout)["title"]

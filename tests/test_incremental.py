@@ -288,8 +288,11 @@ def test_an_input_record_is_trusted_only_for_an_unchanged_settled_file(tmp_path:
     record[-1] = "0" * 64  # what the record says, to tell a trusted digest from a read one
     taken.taken_ns = record[1] + RACY_NS  # recorded once the file had settled
     assert Recorded(tmp_path, taken).sha256(file) == "0" * 64
+    # the fingerprint cache's question (is this file's digest known?) is answered the same way
+    assert Recorded(tmp_path, taken).known(file) == "0" * 64
     taken.taken_ns = record[1] + RACY_NS - 1  # recorded while a same-tick write could go unseen
     assert Recorded(tmp_path, taken).sha256(file) == sha256_file(file)
+    assert Recorded(tmp_path, taken).known(file) is None  # no memo of it either: not known
     taken.taken_ns = record[1] + RACY_NS
     file.write_bytes(b"another")  # a new stat record: read again
     assert Recorded(tmp_path, taken).sha256(file) == sha256_file(file) != "0" * 64
@@ -308,3 +311,46 @@ def test_the_index_is_as_of_the_last_commit(tmp_path: Path, monkeypatch: pytest.
     assert lake_time(lake.root) == "2025-03-04T03:06:07+00:00"
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp())))
     assert lake_time(lake.root) == "2024-01-02T00:00:00+00:00"
+
+
+def test_a_rebuild_renders_only_the_listing_pages_a_change_reaches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakegen.site import build_site, pages
+
+    monkeypatch.setattr(pages, "LIST_PAGE", 2)  # the demo's models over several listing pages
+    lake = demo_lake(tmp_path)
+    root = lake.root
+    first = build_site(root, compile_or_reuse(root)[0], pagefind=False)
+    listed = {n: p for n, p in _files(first.site).items() if n.startswith("models-")}
+    assert len(listed) >= 3
+    kept = tmp_path / "kept"
+    for name, path in listed.items():
+        (kept / name).parent.mkdir(parents=True, exist_ok=True)
+        (kept / name).hardlink_to(path)
+    manifest = root / "catalog/models/digits-mlp-base.yaml"
+    text = manifest.read_text()
+    assert "\nname: " in text
+    manifest.write_text(text.replace("\nname: ", "\nname: Renamed ", 1))  # a listing shows names
+    index, _ = compile_or_reuse(root)
+    rendered: list[str] = []
+    render = pages.Renderer.render
+
+    def counted(self: pages.Renderer, template: str, src_uri: str, *args: Any, **kwargs: Any) -> pages.Page:
+        rendered.append(src_uri)
+        return render(self, template, src_uri, *args, **kwargs)
+
+    monkeypatch.setattr(pages.Renderer, "render", counted)
+    again = build_site(root, index, pagefind=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(pages, "LIST_PAGE", 2)
+    cold_site = build_site(root, index, site_dir=tmp_path / "cold", reuse=False, pagefind=False)
+    after, fresh = _files(again.site), _files(cold_site.site)
+    assert after.keys() == fresh.keys()
+    assert {n: p.read_bytes() for n, p in after.items()} == {n: p.read_bytes() for n, p in fresh.items()}
+    rewritten = {n for n in listed if not after[n].samefile(kept / n)}
+    holding = {n for n in listed if "digits-mlp-base.html" in after[n].read_text()}
+    assert rewritten == holding and len(holding) == 1  # the page listing the renamed model, only
+    # rendered at all: that page, and the first (in the navigation, so rendered through mkdocs)
+    listings = {n for n in rendered if n == "models.md" or n.startswith("models-")}
+    assert listings == {"models.md", *(n.replace(".html", ".md") for n in holding)}

@@ -66,6 +66,8 @@ class Catalog:
     artifacts: dict[tuple[str, str], ArtifactState] = field(default_factory=dict)
     signatures: dict[tuple[str, str], Any] = field(default_factory=dict)
     """Verdicts on the model-signing bundles beside artifacts (lakegen.artifacts.signatures.Signature)."""
+    local: dict[tuple[str, int], Path] = field(default_factory=dict)
+    """Where each local artifact (entry id, index in its versions) resolved to, symlinks followed."""
     broken: dict[str, str] = field(default_factory=dict)
     """Ids of manifests that failed to load, mapped to their paths, so references say why."""
     parsed: ParseCache | None = None
@@ -331,7 +333,9 @@ def _check_local_paths(
                 _add(catalog, record, (*loc, "uri"), str(e))
                 continue
             key = (entry.id, version.version)
-            if where.path is None:
+            if where.path is not None:
+                catalog.local[(entry.id, i)] = where.path
+            else:
                 catalog.artifacts[key] = "unchecked"
                 if digests is not None and not version.yanked:
                     catalog.artifacts[key] = _check_remote(

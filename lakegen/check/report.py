@@ -205,7 +205,7 @@ def _check(
     scope = Scope(
         catalog, changes, check=True, run_evaluations=run_evaluations, trust_code=trust_code, memo=kept
     )
-    scope.engine, scope.workers = engine, workers
+    scope.engine, scope.workers, scope.digests = engine, workers, digests
     index = compile_catalog(scope)
     if catalog.parsed is not None:
         catalog.parsed.save()

@@ -336,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FINDINGS
     except BrokenPipeError:
         return EXIT_OK
+    finally:
+        if argv is None:
+            # The program ends here (its own command line; a caller passing ``argv`` goes on). What
+            # the compile left in reference cycles would be collected at exit, object by object:
+            # 1.5-2 s of a one-change rebuild at 10,000 models, for memory the exit frees anyway.
+            # Frozen objects are left to the exit; atexit handlers still run.
+            gc.freeze()
 
 
 if __name__ == "__main__":

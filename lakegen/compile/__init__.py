@@ -13,7 +13,7 @@ from typing import Any
 from lakegen.artifacts.digests import default_cache_dir
 from lakegen.bench.metrics import REGISTRY
 from lakegen.catalog.loader import CATALOG_DIR, Catalog, latest_version, load_catalog
-from lakegen.compile.inputs import Inputs, Recorded, lake_time, recorded
+from lakegen.compile.inputs import Inputs, Recorded, lake_time, recorded, remember
 from lakegen.compile.scope import Scope
 from lakegen.executor import Engine
 from lakegen.model.index import ArtifactCheck, CompiledFrom, Edge, IndexEntry, LakeIndex, MetricInfo
@@ -145,7 +145,8 @@ def compile_or_reuse(
     read.add(root, *_named_inputs(catalog), digests=trusted)
     index = base_index(catalog)
     index.inputs = CompiledFrom(digest=read.digest, folders=read.folders, files=read.extra, options=options)
-    scope = Scope(catalog, run_evaluations=run_evaluations, engine=engine, workers=workers)
+    remember(root, read)
+    scope = Scope(catalog, run_evaluations=run_evaluations, engine=engine, workers=workers, digests=digests)
     index = compile_catalog(scope, index)
     if catalog.parsed is not None:
         catalog.parsed.save()
@@ -159,34 +160,32 @@ def _named_inputs(catalog: Catalog) -> tuple[list[str], list[str]]:
     from lakegen.weights import model_location
 
     root = catalog.root.resolve()
-    folders: set[Path] = set()
-    files: set[Path] = set()
+    # real paths as strings: the loader followed every artifact's symlinks (so an artifact's
+    # folder is real too); only code folders are named lexically
+    folders: set[str] = set()
+    files: set[str] = set()
     for record in catalog.records.values():
         entry = record.entry
         code_path = getattr(entry, "path", None) if entry.kind == "code" else None
         if isinstance(code_path, str):
-            folders.add(root / code_path)
-        for version in getattr(entry, "versions", []):
-            try:
-                where = artifacts.resolve(version.artifact.uri, record.file, catalog.root).path
-            except artifacts.ArtifactPathError:
+            folders.add(os.path.realpath(root / code_path))
+        for i, version in enumerate(getattr(entry, "versions", [])):
+            where = catalog.local.get((entry.id, i))  # resolved by the loader (None: remote or refused)
+            if where is None:
                 continue
-            if where is not None:
-                location = model_location(where)
-                (folders if location.is_dir() else files).add(location)
-            pinned = artifacts.companions(version.artifact, record.file, catalog.root)
-            files.update(p for _, _, p in pinned if isinstance(p, Path))
+            location = model_location(where)
+            (folders if location.is_dir() else files).add(str(location))
+            if version.artifact.files:
+                pinned = artifacts.companions(version.artifact, record.file, catalog.root)
+                files.update(str(p) for _, _, p in pinned if isinstance(p, Path))
 
-    def outside_catalog(paths: set[Path]) -> list[str]:
-        # os.path on strings, each path resolved once: this runs for every artifact of the lake
-        top = str(root)
-        out = []
-        for p in paths:
-            real = os.path.realpath(p)
-            if real.startswith(top + os.sep):
-                rel = Path(os.path.relpath(real, top)).as_posix()
-                if rel.split("/", 1)[0] != CATALOG_DIR:
-                    out.append(rel)
-        return sorted(out)
+    def outside_catalog(paths: set[str]) -> list[str]:
+        top = str(root) + os.sep
+        catalog_dir = top + CATALOG_DIR
+        return sorted(
+            p[len(top) :].replace(os.sep, "/")
+            for p in paths
+            if p.startswith(top) and p != catalog_dir and not p.startswith(catalog_dir + os.sep)
+        )
 
     return outside_catalog(folders), outside_catalog(files)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lakegen.artifacts.digests import Digests
 from lakegen.catalog.loader import Catalog
 from lakegen.executor import Engine
 from lakegen.governance.changes import LakeChanges
@@ -21,6 +22,7 @@ class Scope:
     engine: Engine = "local"  # where fingerprints and evaluations run (lakegen.executor)
     workers: int | None = None  # how many at once; None: the engine's default
     memo: bool = True  # reuse what earlier compiles kept (lakegen.attribution.memo)
+    digests: Digests | None = None  # artifacts' sha256 as the loader had them (compile.inputs.Recorded)
 
     def changed_models(self) -> list[str]:
         """Models the pull request adds, renames or modifies (present at head)."""

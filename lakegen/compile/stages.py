@@ -64,7 +64,12 @@ class Attribution:
 
         if not scope.check:
             return attribution_stage(
-                scope.catalog, index, engine=scope.engine, workers=scope.workers, memo=scope.memo
+                scope.catalog,
+                index,
+                engine=scope.engine,
+                workers=scope.workers,
+                memo=scope.memo,
+                digests=scope.digests,
             )
         if scope.changes is None:
             return _skip(index, self.name, "no --base, so no model counts as new or changed")
@@ -72,7 +77,14 @@ class Attribution:
         if not models:
             return _skip(index, self.name, "the pull request adds or changes no model")
         before = len(index.findings)
-        attribution_stage(scope.catalog, index, engine=scope.engine, workers=scope.workers, memo=scope.memo)
+        attribution_stage(
+            scope.catalog,
+            index,
+            engine=scope.engine,
+            workers=scope.workers,
+            memo=scope.memo,
+            digests=scope.digests,
+        )
         wanted = set(models)
         index.findings[before:] = [f for f in index.findings[before:] if f.entry in wanted]
         edges = [e for e in index.edges if e.child in wanted]

@@ -28,9 +28,8 @@ def save(index: LakeIndex, root: Path) -> Path:
     write_json_atomic(path, index.model_dump(mode="json"))
     # what the compile read was recorded in the index only by digest: the previous record's hashes
     # are trusted for files whose stat is unchanged, as a staleness check would
-    now = Inputs.take(
-        root, index.inputs.folders, index.inputs.files, inputs.Recorded(root, inputs.recorded(root))
-    )
+    trust = inputs.trusted(root, index.inputs.digest)
+    now = Inputs.take(root, index.inputs.folders, index.inputs.files, trust)
     now.index = {"options": index.inputs.options, "generated_at": index.generated_at}
     if index.inputs.digest and now.digest == index.inputs.digest:
         inputs.write(root, now)

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lakegen.artifacts.digests import Digests
 from lakegen.atomicfile import write_atomic
 from lakegen.attribution import undirected
 from lakegen.catalog.loader import Catalog
@@ -43,13 +44,19 @@ def attribution_stage(
     workers: int | None = None,
     *,
     memo: bool = True,
+    digests: Digests | None = None,
 ) -> LakeIndex:
     """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings.
     Weights are fingerprinted on the executor of ``engine`` with ``workers``; ``memo``: reuse
-    attribution's results of earlier compiles (:mod:`lakegen.lineage.memo`)."""
+    attribution's results of earlier compiles (:mod:`lakegen.lineage.memo`); ``digests``: the
+    artifacts' sha256 as the loader had them, so that finding each cached fingerprint reads no
+    memo of its own (with the lake's cache only, whose memos they stand for)."""
     from lakegen.artifacts.digests import default_cache_dir
 
-    cache = cache or Cache(default_cache_dir(catalog.root))
+    if cache is None:
+        cache = Cache(default_cache_dir(catalog.root))
+        if digests is not None and digests.folder == cache.digests.folder:
+            cache.digests = digests
     key = _stage_key(catalog, index) if memo else None
     kept = cache.folder / STAGE_FOLDER / f"{key}.json"
     if key is not None and _apply(index, _read(kept, key)):

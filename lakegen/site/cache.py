@@ -127,7 +127,15 @@ def save(site: Path, record: Record) -> None:
 
 def link(src: Path, dst: Path) -> None:
     """Make ``dst`` the same file as ``src``: a hard link where the file system allows, else a copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+        return
+    except FileNotFoundError:
+        # the folder first, only when missing: a rebuild links tens of thousands of files into a
+        # few dozen folders, and a mkdir for each cost as much as the link
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
     try:
         os.link(src, dst)
     except OSError:

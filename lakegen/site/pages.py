@@ -49,6 +49,7 @@ NAV = (
 )
 
 IN_NAV = frozenset(path for _, path in NAV)
+LISTED = ("task", "license", "owner", "lineage", "evaluation")  # the facets a listing page shows
 
 
 @dataclass
@@ -184,7 +185,7 @@ class Renderer:
         self._family = {n: _family_path(comp) for comp in view.components() for n in comp}
         yield _done(self.home(boards))
         for kind, folder in (("model", "models"), ("dataset", "datasets"), ("code", "code")):
-            yield from map(_done, self.listing(kind, folder))
+            yield from self.listing(kind, folder)
         for entry in view.index.entries:
             path = view.path(entry.id) or ""
             if entry.kind == "model":
@@ -257,23 +258,33 @@ class Renderer:
             index=index,
         )
 
-    def listing(self, kind: str, folder: str) -> Iterator[Page]:
+    def listing(self, kind: str, folder: str) -> Iterator[Job]:
+        """The pages listing entries of ``kind``; each says what it shows of them (its deps), so a
+        rebuild renders only the page holding a changed entry (and the first, in the navigation)."""
         entries = [e for e in self.view.index.entries if e.kind == kind]
         chunks = [entries[i : i + LIST_PAGE] for i in range(0, len(entries), LIST_PAGE)] or [[]]
         names = [f"{folder}.md"] + [f"{folder}-{n}.md" for n in range(2, len(chunks) + 1)]
         title = {"model": "Models", "dataset": "Datasets", "code": "Code"}[kind]
+        facets = self.view.facets
         for number, (chunk, name) in enumerate(zip(chunks, names, strict=True), start=1):
-            yield self.render(
+            render = functools.partial(
+                self.render,
                 "listing.html",
                 name,
                 title if number == 1 else f"{title} ({number})",
                 kind=kind,
                 entries=chunk,
-                facets=self.view.facets,
+                facets=facets,
                 pages=names,
                 number=number,
                 total=len(entries),
             )
+            shown = [
+                [e.id, e.manifest.get("name"), *(getattr(facets[e.id], n) for n in LISTED)] for e in chunk
+            ]
+            deps = [kind, names, number, len(entries), shown]
+            digest = hashlib.sha256(json.dumps(deps, default=repr).encode()).hexdigest()
+            yield Job(name, render, digest, name in IN_NAV)
 
     def _common(self, entry_id: str) -> dict[str, Any]:
         view = self.view

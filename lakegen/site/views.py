@@ -151,11 +151,15 @@ class LakeView:
             return None
         return f"{FOLDERS.get(entry.kind, 'other')}/{stem(entry.id)}.md"
 
+    @cached_property
+    def _upward(self) -> nx.DiGraph:
+        return self.graph.reverse(copy=False)  # a view: made once, not once per model page
+
     def lineage_nodes(self, entry_id: str, limit: int = 40) -> list[str]:
         """The entry, then its ancestors and descendants nearest first, at most ``limit``."""
         if entry_id not in self.graph:
             return [entry_id]
-        up = nx.single_source_shortest_path_length(self.graph.reverse(copy=False), entry_id)
+        up = nx.single_source_shortest_path_length(self._upward, entry_id)
         down = nx.single_source_shortest_path_length(self.graph, entry_id)
         ranked = sorted({**up, **down}.items(), key=lambda kv: (kv[1], kv[0]))
         return [n for n, _ in ranked[:limit]]
