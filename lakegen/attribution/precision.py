@@ -112,8 +112,12 @@ def a_parent(
 ) -> bool:
     """Was a precise relative of the lower-precision model ``n`` trained from it (see
     :func:`grid_parent`; the family's models of ``n``'s precision, copies included, compete)?"""
-    peers = [m for m in family if views[m].precision == views[n].precision]
-    return any(grid_parent(h, peers, views, pair) == n for h in high)
+    return any(grid_parent(h, peers_of(n, family, views), views, pair) == n for h in high)
+
+
+def peers_of(n: int, family: Sequence[int], views: Sequence[View]) -> list[int]:
+    """The family's models of ``n``'s precision, copies included: they compete for its children."""
+    return [m for m in family if views[m].precision == views[n].precision]
 
 
 def grid_parent(

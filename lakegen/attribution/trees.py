@@ -11,7 +11,14 @@ from lakegen.attribution.distances import bulk_distance, exactly_low_rank, linea
 from lakegen.attribution.edges import Edge
 from lakegen.attribution.families import components
 from lakegen.attribution.merges import Merge
-from lakegen.attribution.precision import NOISE_LEVEL, a_parent, between, earliest_alike
+from lakegen.attribution.precision import (
+    NOISE_LEVEL,
+    a_parent,
+    between,
+    earliest_alike,
+    grid_parent,
+    peers_of,
+)
 from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
 from lakegen.attribution.views import (
     Pair,
@@ -68,7 +75,8 @@ def _family_tree(
         for n in nodes
         if views[n].precision != best_precision and not a_parent(n, high, family, views, pair)
     ]
-    high += [n for n in nodes if views[n].precision != best_precision and n not in low]
+    promoted = [n for n in nodes if views[n].precision != best_precision and n not in low]
+    high += promoted
     if order is not None and _strictly_ordered(nodes, ids, order):
         return _under_nearest_earlier(nodes, set(low), views, ids, order, pair, merged)
     dist: dict[tuple[int, int], float] = {}
@@ -145,16 +153,58 @@ def _family_tree(
     if tree.number_of_nodes() < 2:
         return []
     edges = []
-    for component in nx.connected_components(tree):
+    for component in list(nx.connected_components(tree)):
         sub = tree.subgraph(component)
         if sub.number_of_nodes() < 2:
             continue
         low_rank = {frozenset(e) for e in sub.edges() if exactly_low_rank(views[e[0]], views[e[1]], pair(*e))}
         root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
+        if _rehang(tree, sub, root, promoted, family, views, pair, weight):
+            root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
         for a, b in nx.bfs_edges(sub, root):
             confidence = edge_confidence(sub, a, b, scores, d)
             edges.append(Edge(parent=ids[a], child=ids[b], relation="finetune", confidence=confidence))
     return edges
+
+
+def _rehang(
+    tree: Any,
+    sub: Any,
+    root: int,
+    promoted: Sequence[int],
+    family: Sequence[int],
+    views: Sequence[View],
+    pair: Callable[[int, int], Pair | None],
+    weight: Callable[[int, int], float | None],
+) -> bool:
+    """Move each child of a lower-precision parent that was not trained from it (its values on
+    that grid, see :func:`grid_parent`) under the model outside its own subtree that the spanning
+    tree's ``weight`` (parent, child) likes best; True when any moved.
+
+    A bfloat16-saved fine-tune a precise child's values made a parent joins the tree as any
+    model, and its siblings, near it by like objectives, hung under it (held-out MiniLM seed
+    5531: a grandchild, a task head and the fine-tune they came from, at 0.83). The tree's
+    shape, not the spanning arborescence's directions, is constrained: the tree is rooted after.
+    """
+    import networkx as nx
+
+    moved = False
+    parent_of = {b: a for a, b in nx.bfs_edges(sub, root)}
+    for a in promoted:
+        if a not in sub:
+            continue
+        mine = {h for h in sub if grid_parent(h, peers_of(a, family, views), views, pair) == a}
+        strays = [c for c, up in parent_of.items() if up == a and c not in mine]
+        if a not in parent_of and strays:  # the root: one of them is to be its parent
+            strays.remove(min(strays, key=lambda c: (weight(c, a) or math.inf, c)))
+        for b in strays:
+            below = nx.descendants(nx.bfs_tree(sub, root), b) | {b}
+            options = [(w, m) for m in sub if m not in below and m != a and (w := weight(m, b)) is not None]
+            if options:
+                tree.remove_edge(a, b)
+                tree.add_edge(min(options)[1], b)
+                moved = True
+    return moved
 
 
 def shared_by(p: Pair, family: Sequence[View]) -> list[tuple[str, tuple[int, ...]]]:
