@@ -62,7 +62,7 @@ class Attribution:
     def __call__(self, scope: Scope, index: LakeIndex) -> LakeIndex:
         from lakegen.lineage.stage import attribution_stage
 
-        if not scope.check:
+        def attribute() -> LakeIndex:
             return attribution_stage(
                 scope.catalog,
                 index,
@@ -71,20 +71,16 @@ class Attribution:
                 memo=scope.memo,
                 digests=scope.digests,
             )
+
+        if not scope.check:
+            return attribute()
         if scope.changes is None:
             return _skip(index, self.name, "no --base, so no model counts as new or changed")
         models = scope.changed_models()
         if not models:
             return _skip(index, self.name, "the pull request adds or changes no model")
         before = len(index.findings)
-        attribution_stage(
-            scope.catalog,
-            index,
-            engine=scope.engine,
-            workers=scope.workers,
-            memo=scope.memo,
-            digests=scope.digests,
-        )
+        attribute()
         wanted = set(models)
         index.findings[before:] = [f for f in index.findings[before:] if f.entry in wanted]
         edges = [e for e in index.edges if e.child in wanted]
