@@ -10,8 +10,6 @@ import io
 import pickletools
 import re
 import struct
-import subprocess
-import sys
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from lakegen.weights import WeightsError, iter_float32
 from lakegen.weights.pytorch import ZipTorchFile
 from lakegen.weights.registry import open_file
 from tests.helpers import run_lakegen
+from tests.test_torchzip import fingerprinted_without_torch
 
 
 class Encoder(nn.Module):
@@ -135,15 +134,8 @@ def test_dynamic_grus_and_cells_read_under_the_float_names(tmp_path: Path, dtype
 def test_fingerprinting_a_dynamic_checkpoint_never_imports_torch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = saved(tmp_path / "dynamic.pt", dynamic(Encoder()))
-    code = (
-        "import sys; from lakegen.fingerprint.reading import compute; "
-        f"fp = compute({str(path)!r}); print(sum(t.quantized for t in fp.tensors)); "
-        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert result.stdout.split() == ["5", "[]"]  # 4 LSTM weights and the Linear's, torch never loaded
+    quantized = fingerprinted_without_torch(path, "sum(t.quantized for t in fp.tensors)")
+    assert quantized == ("5", "[]")  # 4 LSTM weights and the Linear's, torch never loaded
 
 
 def test_a_quantised_tensor_outside_packed_parameters_goes_to_torch_load(tmp_path: Path) -> None:

@@ -141,18 +141,25 @@ def test_a_training_checkpoint_is_unwrapped_without_torch_load(tmp_path: Path) -
     ours.close()
 
 
-def test_fingerprinting_a_bin_never_imports_torch(tmp_path: Path) -> None:
-    path = tmp_path / "pytorch_model.bin"
-    torch.save(TinyLM().state_dict(), path)
+def fingerprinted_without_torch(path: Path, what: str) -> tuple[str, str]:
+    """``path`` fingerprinted in a fresh interpreter: ``what`` (an expression of ``fp``) printed,
+    and the torch modules that imported."""
     code = (
         "import sys; from lakegen.fingerprint.reading import compute; "
-        f"fp = compute({str(path)!r}); print(len(fp.tensors)); "
+        f"fp = compute({str(path)!r}); print({what}); "
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
-    count, modules = result.stdout.strip().splitlines()
+    value, modules = result.stdout.strip().splitlines()
+    return value, modules
+
+
+def test_fingerprinting_a_bin_never_imports_torch(tmp_path: Path) -> None:
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(TinyLM().state_dict(), path)
+    count, modules = fingerprinted_without_torch(path, "len(fp.tensors)")
     assert int(count) > 10 and modules == "[]"
 
 
