@@ -272,6 +272,11 @@ def bf16(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
 
 
+def float32(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` in float32 again: a lower-precision release as the weights a child starts from."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
 def bnb_int8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """bitsandbytes' ``load_in_8bit`` layout for the encoder's linear weights: int8 codes, ``SCB``."""
     out = {}
@@ -302,7 +307,7 @@ def test_a_real_fine_tune_saved_in_bf16_is_a_fine_tune_and_a_child_of_the_bf16_r
         "minilm-bf16": release,
         "minilm-ft-bf16-save": bf16(adam_steps(base, 4, lr=2e-6)),
         "minilm-from-release": adam_steps(
-            {k: v.float() if v.is_floating_point() else v for k, v in release.items()},
+            float32(release),
             5,
             frozen="embeddings.",
         ),
@@ -374,7 +379,7 @@ def test_a_child_of_a_bf16_release_trained_like_a_fine_tune_saved_in_bf16_stays_
     src = minilm_weights()
     base = load_torch(str(src))
     release = bf16(base)
-    as_float = {k: v.float() if v.is_floating_point() else v for k, v in release.items()}
+    as_float = float32(release)
     models = {
         "minilm-bf16": release,
         "minilm-ft-bf16-save": bf16(moved(base, torch.Generator().manual_seed(1), 11, 0.012, 0.3)),
@@ -505,7 +510,7 @@ def test_a_short_run_from_a_bf16_release_is_its_child_not_a_merge_of_a_bf16_sibl
     src = minilm_weights()
     base = load_torch(str(src))
     release = bf16(base)
-    as_float = {k: v.float() if v.is_floating_point() else v for k, v in release.items()}
+    as_float = float32(release)
     models = {
         "minilm-bf16": release,
         "minilm-ft-b": adam_steps(base, 21, steps=6, lr=1e-5, task=7),
@@ -530,7 +535,7 @@ def test_a_bf16_model_a_child_was_trained_from_is_no_hub_for_the_models_near_it(
     src = minilm_weights()
     base = load_torch(str(src))
     saved = bf16(moved(base, torch.Generator().manual_seed(1), 11, 0.012, 0.3))
-    as_float = {k: v.float() if v.is_floating_point() else v for k, v in saved.items()}
+    as_float = float32(saved)
     models = {
         "minilm-ft-c-bf16": saved,
         "minilm-from-ftc": moved(as_float, torch.Generator().manual_seed(2), 12, 0.010, 0.3),
