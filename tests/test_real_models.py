@@ -551,6 +551,34 @@ def test_a_bf16_model_a_child_was_trained_from_is_no_hub_for_the_models_near_it(
     assert_found_in_both_modes(src, models, truth, tmp_path)
 
 
+@pytest.mark.slow
+def test_a_bf16_leaf_beside_a_bf16_parent_neither_moves_nor_takes_a_child(tmp_path: Path) -> None:
+    """Moving the precise children a bf16 parent was not trained from weighed every model of the
+    tree as a new parent, bf16 leaves too, which the spanning tree's weights do not know: a
+    KeyError. Leaves keep their own placement and take no child; the precise models still go
+    where they came from."""
+    src = minilm_weights()
+    base = load_torch(str(src))
+    saved = bf16(moved(base, torch.Generator().manual_seed(1), 11, 0.012, 0.3))
+    ft_b = moved(base, torch.Generator().manual_seed(3), 14, 0.012, 0.3)
+    models = {
+        "minilm-ft-c-bf16": saved,
+        "minilm-from-ftc": moved(float32(saved), torch.Generator().manual_seed(2), 12, 0.010, 0.3),
+        "minilm-ft-a": moved(base, torch.Generator().manual_seed(1), 13, 0.004, 0.3),
+        "minilm-ft-b": ft_b,
+        "minilm-ft-b-bf16": bf16(moved(ft_b, torch.Generator().manual_seed(4), 15, 0.006, 0.3)),
+    }
+    found = {(p, c, r) for (p, c), (r, _) in edges(saved_prints(src, models, tmp_path)).items()}
+    assert {
+        ("minilm", "minilm-ft-c-bf16", "finetune"),
+        ("minilm-ft-c-bf16", "minilm-from-ftc", "finetune"),
+        ("minilm", "minilm-ft-a", "finetune"),
+        ("minilm", "minilm-ft-b", "finetune"),
+    } <= found
+    assert len([e for e in found if e[1] == "minilm-ft-b-bf16"]) == 1
+    assert not any(p == "minilm-ft-b-bf16" for p, _, _ in found)
+
+
 def test_a_bf16_save_and_a_short_run_from_its_master_are_joined_without_a_direction(tmp_path: Path) -> None:
     """Held-out LSTM seeds 4417 and 6203: a fine-tune saved in bf16 and a child trained briefly from
     its float32 master each carry all of the other's update from the model above them; the child

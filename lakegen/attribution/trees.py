@@ -173,7 +173,7 @@ def _family_tree(
             continue
         low_rank = {frozenset(e) for e in sub.edges() if exactly_low_rank(views[e[0]], views[e[1]], pair(*e))}
         root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
-        if _rehang(tree, sub, root, promoted, family, views, pair, weight):
+        if _rehang(tree, sub, root, promoted, set(low), family, views, pair, weight):
             root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
         for a, b in nx.bfs_edges(sub, root):
             confidence = UNDECIDED if {a, b} in unsure else edge_confidence(sub, a, b, scores, d)
@@ -186,6 +186,7 @@ def _rehang(
     sub: Any,
     root: int,
     promoted: Sequence[int],
+    low: set[int],
     family: Sequence[int],
     views: Sequence[View],
     pair: Callable[[int, int], Pair | None],
@@ -193,7 +194,8 @@ def _rehang(
 ) -> bool:
     """Move each child of a lower-precision parent that was not trained from it (its values on
     that grid, see :func:`grid_parent`) under the model outside its own subtree that the spanning
-    tree's ``weight`` (parent, child) likes best; True when any moved.
+    tree's ``weight`` (parent, child) likes best; True when any moved. Leaves of ``low`` are
+    placed by their own rule and are parents of none: they neither move nor take a child.
 
     A bfloat16-saved fine-tune a precise child's values made a parent joins the tree as any
     model, and its siblings, near it by like objectives, hung under it (held-out MiniLM seed
@@ -208,12 +210,16 @@ def _rehang(
         if a not in sub:
             continue
         mine = {h for h in sub if grid_parent(h, peers_of(a, family, views), views, pair) == a}
-        strays = [c for c, up in parent_of.items() if up == a and c not in mine]
+        strays = [c for c, up in parent_of.items() if up == a and c not in mine and c not in low]
         if a not in parent_of and strays:  # the root: one of them is to be its parent
             strays.remove(min(strays, key=lambda c: (weight(c, a) or math.inf, c)))
         for b in strays:
             below = nx.descendants(nx.bfs_tree(sub, root), b) | {b}
-            options = [(w, m) for m in sub if m not in below and m != a and (w := weight(m, b)) is not None]
+            options = [
+                (w, m)
+                for m in sub
+                if m not in below and m != a and m not in low and (w := weight(m, b)) is not None
+            ]
             if options:
                 tree.remove_edge(a, b)
                 tree.add_edge(min(options)[1], b)
