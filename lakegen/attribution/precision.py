@@ -103,23 +103,6 @@ def carried(n: View, g: View, m: View) -> float:
     return num / den if den > 0 else 0.0
 
 
-def a_parent(
-    n: int,
-    high: Sequence[int],
-    family: Sequence[int],
-    views: Sequence[View],
-    pair: Callable[[int, int], Pair | None],
-) -> bool:
-    """Was a precise relative of the lower-precision model ``n`` trained from it (see
-    :func:`grid_parent`; the family's models of ``n``'s precision, copies included, compete)?"""
-    return any(grid_parent(h, peers_of(n, family, views), views, pair) == n for h in high)
-
-
-def peers_of(n: int, family: Sequence[int], views: Sequence[View]) -> list[int]:
-    """The family's models of ``n``'s precision, copies included: they compete for its children."""
-    return [m for m in family if views[m].precision == views[n].precision]
-
-
 def grid_parent(
     h: int,
     peers: Sequence[int],

@@ -14,12 +14,10 @@ from lakegen.attribution.merges import Merge
 from lakegen.attribution.precision import (
     CARRIED_BACK,
     NOISE_LEVEL,
-    a_parent,
     between,
     carried,
     earliest_alike,
     grid_parent,
-    peers_of,
 )
 from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
 from lakegen.attribution.views import (
@@ -70,14 +68,19 @@ def _family_tree(
 
     best_precision = max(views[n].precision for n in nodes)
     high = [n for n in nodes if views[n].precision == best_precision]
-    # a lower-precision model is a leaf, unless a precise relative has many of its values on its
-    # grid: trained from it (a child of a bfloat16 release keeps the weights training left alone)
-    low = [
-        n
-        for n in nodes
-        if views[n].precision != best_precision and not a_parent(n, high, family, views, pair)
-    ]
-    promoted = [n for n in nodes if views[n].precision != best_precision and n not in low]
+    lower = [n for n in nodes if views[n].precision != best_precision]
+    # the models trained from each lower-precision one, by their values on its grid (a child of a
+    # bfloat16 release keeps the weights training left alone); the family's models of its
+    # precision, copies included, compete for them
+    trained_from: dict[int, set[int]] = {n: set() for n in lower}
+    for bits in {views[n].precision for n in lower}:
+        peers = [m for m in family if views[m].precision == bits]
+        for h in nodes:
+            if (g := grid_parent(h, peers, views, pair)) in trained_from:
+                trained_from[g].add(h)
+    # a lower-precision model is a leaf, unless a precise relative was trained from it
+    low = [n for n in lower if not trained_from[n] & set(high)]
+    promoted = [n for n in lower if n not in low]
     high += promoted
     if order is not None and _strictly_ordered(nodes, ids, order):
         return _under_nearest_earlier(nodes, set(low), views, ids, order, pair, merged)
@@ -173,7 +176,7 @@ def _family_tree(
             continue
         low_rank = {frozenset(e) for e in sub.edges() if exactly_low_rank(views[e[0]], views[e[1]], pair(*e))}
         root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
-        if _rehang(tree, sub, root, promoted, set(low), family, views, pair, weight):
+        if _rehang(tree, sub, root, {n: trained_from[n] for n in promoted}, set(low), weight):
             root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
         for a, b in nx.bfs_edges(sub, root):
             confidence = UNDECIDED if {a, b} in unsure else edge_confidence(sub, a, b, scores, d)
@@ -185,15 +188,13 @@ def _rehang(
     tree: Any,
     sub: Any,
     root: int,
-    promoted: Sequence[int],
+    promoted: Mapping[int, set[int]],
     low: set[int],
-    family: Sequence[int],
-    views: Sequence[View],
-    pair: Callable[[int, int], Pair | None],
     weight: Callable[[int, int], float | None],
 ) -> bool:
-    """Move each child of a lower-precision parent that was not trained from it (its values on
-    that grid, see :func:`grid_parent`) under the model outside its own subtree that the spanning
+    """Move each child of a lower-precision parent of ``promoted`` that was not trained from it
+    (not among the models ``promoted`` names for it: its values on that grid, see
+    :func:`grid_parent`) under the model outside its own subtree that the spanning
     tree's ``weight`` (parent, child) likes best; True when any moved. Leaves of ``low`` are
     placed by their own rule and are parents of none: they neither move nor take a child.
 
@@ -206,10 +207,9 @@ def _rehang(
 
     moved = False
     parent_of = {b: a for a, b in nx.bfs_edges(sub, root)}
-    for a in promoted:
+    for a, mine in promoted.items():
         if a not in sub:
             continue
-        mine = {h for h in sub if grid_parent(h, peers_of(a, family, views), views, pair) == a}
         strays = [c for c, up in parent_of.items() if up == a and c not in mine and c not in low]
         if a not in parent_of and strays:  # the root: one of them is to be its parent
             strays.remove(min(strays, key=lambda c: (weight(c, a) or math.inf, c)))
@@ -359,7 +359,7 @@ def _under_nearest_earlier(
     :func:`_sibling_arborescence`): a later one goes under the parent of the first
     when that is at most ``SIBLING_TOLERANCE`` further than its nearest. Confidence
     is the placement margin over the runner-up. Lower-precision models that nothing
-    was trained from (see :func:`lakegen.attribution.precision.a_parent`) are parents of none.
+    was trained from (see :func:`lakegen.attribution.precision.grid_parent`) are parents of none.
     """
 
     family = [views[n] for n in nodes]
