@@ -133,7 +133,8 @@ def _family_tree(
     # direction: they join as leaves, each next to its nearest model once that noise is removed.
     # Where no direction of the change clears the noise (a short run), the distances are nil and
     # the change left once each candidate's values are taken within the leaf's rounding decides.
-    # a leaf and a model that each carry all of the other's update from the model above them: a
+    #
+    # A leaf and a model that each carry all of the other's update from the model above them: a
     # fine-tune saved in bfloat16 and a child trained briefly from its float32 master, or a later
     # run saved so; which came first, nothing tells (held-out LSTM seeds 4417 and 6203: 0.949)
     unsure: set[frozenset[int]] = set()
@@ -158,7 +159,9 @@ def _family_tree(
             # the high tree's own orientation says which end of an edge would be the release's parent
             ends = [(up, True)] if (up := arborescence.get(parent)) is not None else []
             ends += [
-                (c, False) for c, up in arborescence.items() if up == parent and tree.has_edge(c, parent)
+                (c, False)
+                for c, above in arborescence.items()
+                if above == parent and tree.has_edge(c, parent)
             ]
             beyond = between(n, parent, ends, views, pair, d)
             if beyond is not None:
