@@ -23,11 +23,11 @@ from torch import nn
 
 from lakegen.attribution import attribute
 from lakegen.fingerprint import compute
-from lakegen.weights import WeightsError, iter_float32
+from lakegen.weights import iter_float32
 from lakegen.weights.pytorch import ZipTorchFile
 from lakegen.weights.registry import open_file
 from tests.helpers import run_lakegen
-from tests.test_torchzip import fingerprinted_without_torch
+from tests.test_torchzip import fingerprinted_without_torch, refused
 
 
 class Encoder(nn.Module):
@@ -217,15 +217,6 @@ def test_stacked_or_bidirectional_undecidable_from_shapes_is_refused(tmp_path: P
 
 
 # Broken files: a real quantize_dynamic checkpoint with one part of it rewritten.
-
-
-def refused(path: Path) -> str:
-    with pytest.raises(WeightsError) as info:
-        for _name, values in iter_float32(path):
-            values.sum()
-    message = str(info.value)
-    assert "\n" not in message and message.startswith(f"{path}: ")
-    return message
 
 
 def rewritten(

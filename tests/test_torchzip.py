@@ -244,7 +244,7 @@ def test_a_hand_written_checkpoint_reads_like_torch_save(tmp_path: Path) -> None
     wf.close()
 
 
-def _refused(path: Path) -> str:
+def refused(path: Path) -> str:
     with pytest.raises(WeightsError) as info:
         for _name, values in iter_float32(path):
             values.sum()
@@ -283,18 +283,18 @@ def test_a_data_pkl_that_lies_gets_one_line(tmp_path: Path, case: str) -> None:
             _Storage(cls[0] if cls else torch.FloatStorage, key, numel), offset, shape, stride
         )
     path = _checkpoint(tmp_path / "lies.pt", _pickled(state), {"0": FLOATS})
-    assert expected in _refused(path)
+    assert expected in refused(path)
 
 
 def test_a_compressed_storage_and_a_truncated_zip_get_one_line(tmp_path: Path) -> None:
     state = {"w": _Tensor(_Storage(torch.FloatStorage, "0", 16), 0, (16,), (1,))}
     path = _checkpoint(tmp_path / "deflated.pt", _pickled(state), {"0": FLOATS}, compress=True)
-    assert "storage '0' is compressed or encrypted" in _refused(path)
+    assert "storage '0' is compressed or encrypted" in refused(path)
     real = tmp_path / "real.pt"
     torch.save({"w": torch.randn(64, 64)}, real)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(real.read_bytes()[: os.path.getsize(real) // 2])
-    assert _refused(cut) == f"{cut}: truncated or corrupt zip checkpoint: no central directory"
+    assert refused(cut) == f"{cut}: truncated or corrupt zip checkpoint: no central directory"
 
 
 def _raw_pickle(body: bytes) -> bytes:
@@ -313,7 +313,7 @@ def _raw_pickle(body: bytes) -> bytes:
 )
 def test_hostile_opcodes_get_one_line_and_no_crash(tmp_path: Path, body: bytes, expected: str) -> None:
     path = _checkpoint(tmp_path / "odd.pt", _raw_pickle(body), {})
-    assert expected in _refused(path)
+    assert expected in refused(path)
 
 
 class _System:
@@ -333,7 +333,7 @@ def test_a_pickle_calling_os_system_is_never_run(tmp_path: Path) -> None:
     )
     with pytest.raises(Unsupported, match=r"GLOBAL (posix|os)\.system"):
         read_state(path)
-    assert "refused" in _refused(path)
+    assert "refused" in refused(path)
     assert not Path(MARKER).exists()
 
 
@@ -370,9 +370,7 @@ def test_opcodes_the_weights_only_unpickler_lacks_are_left_to_it(tmp_path: Path)
         read_state(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's own note on the protocol
-        assert "refused: the checkpoint needs more than torch.load(weights_only=True) allows" in _refused(
-            path
-        )
+        assert "refused: the checkpoint needs more than torch.load(weights_only=True) allows" in refused(path)
 
 
 def test_a_zip_directory_that_lies_about_a_member_gets_one_line(tmp_path: Path) -> None:
@@ -382,7 +380,7 @@ def test_a_zip_directory_that_lies_about_a_member_gets_one_line(tmp_path: Path) 
     longer = good[: central + 20] + struct.pack("<II", 10**6, 10**6) + good[central + 28 :]
     path = tmp_path / "longer.pt"
     path.write_bytes(longer)
-    assert "truncated zip checkpoint: storage '0' ends past the file" in _refused(path)
+    assert "truncated zip checkpoint: storage '0' ends past the file" in refused(path)
     renamed = tmp_path / "renamed.pt"
     renamed.write_bytes(good.replace(b"archive/data/0", b"archive/data/9", 1))  # the local header only
-    assert "local header of 'archive/data/0' disagrees" in _refused(renamed)
+    assert "local header of 'archive/data/0' disagrees" in refused(renamed)
