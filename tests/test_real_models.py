@@ -714,15 +714,8 @@ def test_a_llama_cpp_gguf_of_a_llama_reads_as_its_hugging_face_original(tmp_path
     }
 
 
-@pytest.mark.slow
-def test_real_minilm_converted_by_llama_cpp_is_a_copy_of_the_model_it_came_from(tmp_path: Path) -> None:
-    """all-MiniLM-L6-v2 and a fine-tune, converted to GGUF as llama.cpp converts a BERT (its names,
-    the pooler left out): a float16 file of the release, a Q4_0 file of the fine-tune. Each is a
-    quantized copy of its own source."""
-    src = minilm_weights()
-    base = {k: v.numpy() for k, v in load_torch(str(src)).items()}
-    ft = {k: v.numpy() for k, v in adam_steps(load_torch(str(src)), 12).items()}
-    save_file(ft, str(tmp_path / "minilm-ft.safetensors"))
+def bert_gguf_names(sd: dict[str, Any]) -> dict[str, str]:
+    """The names ``convert_hf_to_gguf.py`` gives a BERT's tensors (the pooler left out)."""
     whole = {
         "embeddings.word_embeddings": "token_embd",
         "embeddings.position_embeddings": "position_embd",
@@ -740,13 +733,26 @@ def test_real_minilm_converted_by_llama_cpp_is_a_copy_of_the_model_it_came_from(
         "output.LayerNorm": "layer_output_norm",
     }
     names = {}
-    for k in base:
+    for k in sd:
         stem, _, suffix = k.rpartition(".")
         if stem in whole:
             names[k] = f"{whole[stem]}.{suffix}"
         elif stem.startswith("encoder.layer."):
             _, _, i, rest = stem.split(".", 3)
             names[k] = f"blk.{i}.{block[rest]}.{suffix}"
+    return names
+
+
+@pytest.mark.slow
+def test_real_minilm_converted_by_llama_cpp_is_a_copy_of_the_model_it_came_from(tmp_path: Path) -> None:
+    """all-MiniLM-L6-v2 and a fine-tune, converted to GGUF as llama.cpp converts a BERT (its names,
+    the pooler left out): a float16 file of the release, a Q4_0 file of the fine-tune. Each is a
+    quantized copy of its own source."""
+    src = minilm_weights()
+    base = {k: v.numpy() for k, v in load_torch(str(src)).items()}
+    ft = {k: v.numpy() for k, v in adam_steps(load_torch(str(src)), 12).items()}
+    save_file(ft, str(tmp_path / "minilm-ft.safetensors"))
+    names = bert_gguf_names(base)
     assert not any(k.startswith("pooler.") for k in names)
     q4 = {k: f"{v}:q4_0" if base[k].ndim == 2 and base[k].shape[1] % 32 == 0 else v for k, v in names.items()}
     fps = {

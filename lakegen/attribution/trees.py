@@ -10,7 +10,7 @@ from typing import Any
 from lakegen.attribution.distances import bulk_distance, exactly_low_rank, lineage_distance, spectral_distance
 from lakegen.attribution.edges import UNDECIDED, Edge
 from lakegen.attribution.families import components
-from lakegen.attribution.merges import Merge
+from lakegen.attribution.merges import Merge, carries_merge
 from lakegen.attribution.precision import (
     CARRIED_BACK,
     NOISE_LEVEL,
@@ -426,7 +426,8 @@ def attach_to_merges(
     fixed: Sequence[Edge],
     order: Mapping[str, Any] | None = None,
 ) -> list[Edge]:
-    """A model fine-tuned from a merge: move it under the merge when that is clearly nearer.
+    """A model fine-tuned from a merge: move it under the merge when that is clearly nearer and it
+    carries the merge's parents' own updates in the merge's proportions (see :func:`carries_merge`).
 
     Nearness is the spectral distance the fine-tune tree uses, with a
     lower-precision child's rounding removed (see :func:`rounding_removed`): a
@@ -440,6 +441,7 @@ def attach_to_merges(
 
     index = {name: i for i, name in enumerate(ids)}
     out = list(ft_edges)
+    up = {index[e.child]: index[e.parent] for e in out}
     for k, e in enumerate(out):
         child, parent = index[e.child], index[e.parent]
         current = pair(parent, child)
@@ -452,7 +454,12 @@ def attach_to_merges(
             if p is None or not p.related or later(ids[m], e.child, order):
                 continue
             there = spectral_distance(views[m], rounding_removed(views[child], views[m]), p.shared)
-            if there < here * 0.9 and (best is None or there < best[1]):
+            if (
+                there < here * 0.9
+                and (best is None or there < best[1])
+                and (base := common_ancestor(merged[m].parents, up)) is not None
+                and carries_merge(views[child], merged[m], views, views[base])
+            ):
                 best = (m, there)
         if best is None:
             continue
@@ -461,6 +468,19 @@ def attach_to_merges(
         if nx.is_directed_acyclic_graph(graph):
             out[k] = Edge(parent=ids[best[0]], child=e.child, relation="finetune", confidence=e.confidence)
     return out
+
+
+def common_ancestor(nodes: Sequence[int], up: Mapping[int, int]) -> int | None:
+    """The nearest model above every one of ``nodes`` in the tree ``up`` (child -> parent), if any."""
+
+    def above(n: int) -> list[int]:
+        chain: list[int] = []
+        while (n := up.get(n, -1)) != -1 and n not in chain:
+            chain.append(n)
+        return chain
+
+    chains = [above(n) for n in nodes]
+    return next((a for a in chains[0] if all(a in c for c in chains[1:])), None)
 
 
 def later(a: str, b: str, order: Mapping[str, Any] | None) -> bool:
