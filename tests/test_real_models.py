@@ -592,11 +592,17 @@ def test_a_bf16_save_and_a_short_run_from_its_master_are_joined_without_a_direct
         "minilm-ft-c-bf16": bf16(master),
         "minilm-from-master": moved(master, torch.Generator().manual_seed(3), 13, 0.001, 0.3),
     }
-    found = edges(saved_prints(src, models, tmp_path))
+    fps = saved_prints(src, models, tmp_path)
+    found = edges(fps)
     [(relation, confidence)] = [
         rc for ends, rc in found.items() if set(ends) == {"minilm-ft-c-bf16", "minilm-from-master"}
     ]
     assert relation == "finetune" and confidence == 0.5
+    # with the release order known, the bf16 model came first: the child's parent (held-out LSTM
+    # 6203, lake mode: the child went under the master above them, the release taken for a leaf)
+    released = edges(fps, {name: i for i, name in enumerate(["minilm", *models])})
+    assert [p for p, c in released if c == "minilm-from-master"] == ["minilm-ft-c-bf16"]
+    assert [p for p, c in released if c == "minilm-ft-c-bf16"] == ["minilm"]
 
 
 def test_a_float32_child_of_a_bf16_release_alone_with_it_is_its_child(tmp_path: Path) -> None:

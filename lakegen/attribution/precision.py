@@ -34,6 +34,7 @@ def between(
     views: Sequence[View],
     pair: Callable[[int, int], Pair | None],
     d: Callable[[int, int], float],
+    ordered: bool = False,
 ) -> int | None:
     """The tree neighbour ``g`` of ``m`` (each with whether it is the parent end of the edge) such
     that the lower-precision model ``n`` lies between the two: nearer each of them, its rounding
@@ -46,7 +47,10 @@ def between(
     release whose change from ``g`` is under the rounding noise cannot be placed between, and
     ``m`` must carry the release's update (see :func:`carried`): rounding removed towards a
     sibling pulls the release nearer it too. And ``n`` must not carry all of ``m``'s: then it is
-    a fine-tune of ``m`` saved in bfloat16, beyond ``m``, not a step before it.
+    a fine-tune of ``m`` saved in bfloat16, beyond ``m``, not a step before it, unless the release
+    order (``ordered``) puts ``n`` before ``m``: then it is no later fine-tune of ``m`` (held-out
+    LSTM seed 6203, in lake mode: a child trained briefly from the master of a bf16-saved fine-tune
+    carries all of its update, and it all of the child's).
     """
     best = None
     for g, g_first in neighbours:
@@ -65,7 +69,7 @@ def between(
             or max(to_g, to_m) >= d(g, m)
             or carried(views[n], views[first], views[last]) < CARRIED
             # a fine-tune of ``last`` saved in bfloat16 carries all of ``last``'s update too
-            or carried(views[last], views[first], views[n]) >= CARRIED_BACK
+            or (not ordered and carried(views[last], views[first], views[n]) >= CARRIED_BACK)
         ):
             continue
         if best is None or to_g < best[0]:

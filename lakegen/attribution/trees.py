@@ -405,7 +405,7 @@ def _under_nearest_earlier(
             for m in ranked[:i]
             if m in leaves
             and (p := pair(m, child)) is not None
-            and between(m, child, [(parent, True)], views, pair, distance) is not None
+            and between(m, child, [(parent, True)], views, pair, distance, ordered=True) is not None
         ]
         if inner and child not in leaves:
             near, low_parent = min(inner)
