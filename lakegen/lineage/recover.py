@@ -21,7 +21,7 @@ versions: a model is never made the fine-tuned child of one released after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,15 @@ from lakegen.model.manifest import HUB, Artifact, Model, slug
 from lakegen.weights import WeightsError, is_adapter, model_location
 
 
-def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
-    """Each model version's local weights (file, or adapter folder); and why others have none."""
+def artifact_paths(
+    catalog: Catalog, models: Collection[str] | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each model version's local weights (file, or adapter folder); and why others have none.
+    ``models``: of these models only."""
     paths: dict[str, Path] = {}
     skipped: dict[str, str] = {}
-    for record in catalog.records.values():
+    records = catalog.records.values() if models is None else [catalog.records[m] for m in models]
+    for record in records:
         entry = record.entry
         if not isinstance(entry, Model):
             continue
@@ -164,15 +168,20 @@ def attribute_catalog(
     workers: int | None = None,
     *,
     memo: bool = True,
+    models: Collection[str] | None = None,
+    search: Collection[str] | None = None,
 ) -> CatalogLineage:
     """Recover lineage from every local model version of ``catalog`` and check it against the manifests.
 
     The weights are fingerprinted on the executor of ``engine`` with ``workers``. With ``cache`` and
     ``memo``, attribution's results of earlier runs on the same fingerprints are reused
-    (:mod:`lakegen.attribution.memo`), kept in the cache folder."""
-    paths, skipped = artifact_paths(catalog)
+    (:mod:`lakegen.attribution.memo`), kept in the cache folder. ``models`` and ``search``: the
+    part of the lake a PR check attributes again, and the roots it searches (see
+    :func:`lakegen.attribution.attribute`), family by family as the whole lake is."""
+    paths, skipped = artifact_paths(catalog, models)
     fps, failed = fingerprint_all(paths, cache, progress, engine, workers)
-    for model in catalog.models():
+    for model in catalog.models() if models is None else [catalog.records[m].entry for m in models]:
+        assert isinstance(model, Model)
         for v in model.versions:
             key = node(model.id, v.version)
             why = _unpinned(fps[key], paths[key], v.artifact) if key in fps else None
@@ -180,15 +189,20 @@ def attribute_catalog(
                 del fps[key]
                 failed[key] = f"{why}; its weights are not used"
     kept = DiskMemo(cache.folder) if cache is not None and memo else None
+    resolve = _adapter_resolver(catalog, set(fps), paths)
     result = CatalogLineage(
         attribute(
             fps,
             order=_release_order(catalog),
-            adapter_base=_adapter_resolver(catalog, set(fps), paths),
+            adapter_base=resolve,
             realign=realigner(paths, fps, cache),
             memo=kept,
+            partition=models is not None,
+            search=search,
         )
     )
+    result.fingerprints, result.memo = fps, kept
+    result.adapters = {k: resolve(k, fp) for k, fp in fps.items() if fp.kind == "adapter"}
     if kept is not None:
         kept.save()
     result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
@@ -207,7 +221,7 @@ def attribute_catalog(
                 field=format_loc(("versions", index, "artifact", "uri")),
             )
         )
-    compare_declared(catalog, result)
+    compare_declared(catalog, result, models)
     audit_verified(result, paths, fps, AuditCache(cache.folder) if cache is not None else None)
     result.findings.sort(key=Finding.key)
     return result
