@@ -198,12 +198,15 @@ def test_a_pull_request_that_commits_the_cache_gets_no_result_from_it(lake: GitL
     rules = sorted(f.rule for f in honest.errors if f.stage == "attribution")
     assert rules == ["undeclared-derivation", "unsupported-claim"]  # a copy of digits-mlp-base
     # the pull request plants a result saying all is well, beside the base's records
-    planted = list((lake.root / ".lakegen/cache/attribution-stage").glob(f"*{partial.SUFFIX}"))
-    assert len(planted) == 1  # the honest check's own result, read back by the next check
-    for path in planted:
+    # the pull request plants results saying all is well where the next check would read them
+    planted = 0
+    for path in (lake.root / ".lakegen/cache/attribution-stage").glob("*.json"):
         data = json.loads(path.read_text())
-        data["added"]["findings"] = []
-        path.write_text(json.dumps(data))
+        if "added" in data:
+            data["added"]["findings"] = []
+            path.write_text(json.dumps(data))
+            planted += 1
+    assert planted
     lake.git("add", "-f", ".lakegen")
     lake.git("commit", "-q", "-m", "Plant a cache")
     again = run_check(lake.root, "main", run_evaluations=False)

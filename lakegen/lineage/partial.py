@@ -31,6 +31,7 @@ cache, which a pull request that commits ``.lakegen/`` does not get (:mod:`lakeg
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -119,25 +120,52 @@ def record(folder: Path, key_: str, parts: Parts, result: CatalogLineage) -> Non
         "adapters": {n: [fps[n].adapter, base] for n, base in result.adapters.items()},
     }
     write_atomic(folder / f"{key_}{PARTS}", json.dumps(data, separators=(",", ":"), default=str))
-    arrays: dict[str, np.ndarray] = {"code": np.array(code_digest())}
-    models = sorted(n for n, fp in fps.items() if fp.kind == "model")
-    arrays["ids"] = np.array([_identity(fps[n]) for n in models], dtype="U64")
-    arrays["sig"] = (
-        np.stack([np.asarray(fps[n].signature, np.float32) for n in models])
-        if models
-        else np.zeros((0, 1), np.float32)
-    )
-    by_arch: dict[str, list[str]] = {}
+    models = [n for n, fp in fps.items() if fp.kind == "model"]
+    tables: dict[str, dict[str, np.ndarray]] = {"sig": {}}
     for n in models:
-        by_arch.setdefault(fps[n].architecture, []).append(n)
-    arrays["archs"] = np.array(sorted(by_arch), dtype=str)
-    for i, arch in enumerate(sorted(by_arch)):
-        rows = [_invariant(fps[n], result) for n in by_arch[arch]]
-        arrays[f"inv{i}"] = np.stack(rows).astype(np.float32)
-        arrays[f"invids{i}"] = np.array([_identity(fps[n]) for n in by_arch[arch]], dtype="U64")
+        fp = fps[n]
+        tables["sig"][_identity(fp)] = np.asarray(fp.signature, np.float32)
+        tables.setdefault(f"inv:{fp.architecture}", {})[_identity(fp)] = _invariant(fp, result)
+    _write_signatures(folder / SIGNATURES, tables)
+
+
+def _write_signatures(path: Path, tables: dict[str, dict[str, np.ndarray]]) -> None:
+    """The signature index: per table, its rows (float32) and their fingerprints' identities. The
+    rows of the index written before stay while they are no more than this run's (a base's and a
+    pull request's lakes share most rows; a check may start from either)."""
+    import numpy as np
+
+    with contextlib.suppress(OSError, ValueError, KeyError, _Fallback):
+        for name, (ids, matrix) in _read_signatures(path).items():
+            now = tables.setdefault(name, {})
+            extra = {i: row for i, row in zip(ids, matrix, strict=True) if i not in now}
+            if len(extra) <= len(now):
+                now.update(extra)
+    names = sorted(tables)
+    arrays: dict[str, np.ndarray] = {"code": np.array(code_digest()), "tables": np.array(names)}
+    for t, name in enumerate(names):
+        rows = tables[name]
+        ids = sorted(rows)
+        arrays[f"t{t}.ids"] = np.array(ids, dtype="S64")
+        width = max((len(v) for v in rows.values()), default=0)
+        stacked = [np.asarray(rows[i], np.float32) for i in ids]
+        arrays[f"t{t}.rows"] = np.stack(stacked) if stacked else np.zeros((0, width), np.float32)
     out = io.BytesIO()
     np.savez(out, **arrays)  # type: ignore[arg-type]
-    write_atomic(folder / SIGNATURES, out.getvalue())
+    write_atomic(path, out.getvalue())
+
+
+def _read_signatures(path: Path) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The signature index's tables: each its rows' identities and the rows."""
+    import numpy as np
+
+    data = np.load(path, allow_pickle=False)
+    if str(data["code"]) != code_digest():
+        raise _Fallback  # signatures of other code
+    return {
+        str(name): ([i.decode() for i in data[f"t{t}.ids"]], data[f"t{t}.rows"])
+        for t, name in enumerate(data["tables"])
+    }
 
 
 def _invariant(fp: Fingerprint, result: CatalogLineage) -> np.ndarray:
@@ -226,14 +254,12 @@ def _attribute_changed(
             seeds |= {component[n] for n in versions_of.get(entry.id, []) if n in component}
     seeds |= _adapters(catalog, rec, nodes, new, component, gone)
 
-    index_ = np.load(cache.folder / "attribution-stage" / SIGNATURES, allow_pickle=False)
-    if str(index_["code"]) != code_digest():
-        raise _Fallback
-    ids = [str(i) for i in index_["ids"]]
+    tables = _read_signatures(cache.folder / "attribution-stage" / SIGNATURES)
+    ids, matrix = tables["sig"]
     row_of = {d: i for i, d in enumerate(ids)}
     lake = sorted(n for n, (_, kind, _) in nodes.items() if kind == "model")
     rows = np.array([row_of[nodes[n][0]] for n in lake], dtype=np.int64)
-    sig = _unit(index_["sig"][rows]) if len(rows) else np.zeros((0, 1), np.float32)
+    sig = _unit(matrix[rows]) if len(rows) else np.zeros((0, 1), np.float32)
     near: dict[str, list[str]] = {}
     for x, fp in new.items():
         if fp.kind == "model" and len(lake):
@@ -278,21 +304,18 @@ def _attribute_changed(
         return _checked(index, base, Found(first, models | gone))
     links = [(e.parent, e.child) for e in first.lineage.edges]
     family = {n: set(g) for g in components(first.lineage.models, links) for n in g}
-    archs = [str(a) for a in index_["archs"]]
     named: dict[str, list[str]] = {}
     for n, (digest, _, _) in nodes.items():
         named.setdefault(digest, []).append(n)
     extra: set[int] = set()
     for r in search:
         fp = first.fingerprints[r]
-        if fp.architecture not in archs:
-            continue
-        i = archs.index(fp.architecture)
         q = _unit(invariant_signature(fp)[None, :])[0]
-        scores = _unit(index_[f"inv{i}"]) @ q
+        inv_ids, inv = tables.get(f"inv:{fp.architecture}", ([], np.zeros((0, len(q)), np.float32)))
+        scores = _unit(inv) @ q if len(inv_ids) else np.zeros(0)
         scored = [
             (float(scores[j]), n)
-            for j, digest in enumerate(str(d) for d in index_[f"invids{i}"])
+            for j, digest in enumerate(inv_ids)
             for n in named.get(digest, [])
             if n not in family[r]
         ]

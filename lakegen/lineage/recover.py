@@ -104,9 +104,10 @@ def lazily(
 # ------------------------------------------------------------------------------ catalog
 
 
-def _release_order(catalog: Catalog) -> dict[str, tuple[Any, ...]]:
+def _release_order(catalog: Catalog, models: Collection[str] | None = None) -> dict[str, tuple[Any, ...]]:
     order = {}
-    for model in catalog.models():
+    for model in catalog.models() if models is None else [catalog.records[m].entry for m in models]:
+        assert isinstance(model, Model)
         for v in model.versions:
             order[node(model.id, v.version)] = (v.released.isoformat(),)
     return order
@@ -120,15 +121,24 @@ def _adapter_resolver(
     a Hub id is matched through a model's ``links`` to the Hub, then by its name as a lake id; a path
     by the lake version whose weights lie there, then by its folder's name. The adapter edge is still
     tested against the weights (the adapter must fit the base) before it is reported."""
-    hub: dict[str, str] = {}
-    names: dict[str, str] = {}
-    for model in catalog.models():
-        names.setdefault(slug(model.id), model.id)
-        for link in model.links:
-            url = str(link.url).rstrip("/")
-            if url.startswith(HUB + "/"):
-                hub.setdefault(url[len(HUB) + 1 :].lower(), model.id)
-    located = {p.resolve(): key for key, p in paths.items()}
+    # what a Hub id or a folder name is matched against, made at the first adapter that needs it
+    # (most name a lake id; a whole lake's paths take seconds to resolve)
+    found: dict[str, dict[Any, str]] = {}
+
+    def lookup(what: str) -> dict[Any, str]:
+        if not found:
+            hub: dict[Any, str] = {}
+            names: dict[Any, str] = {}
+            for model in catalog.models():
+                names.setdefault(slug(model.id), model.id)
+                for link in model.links:
+                    url = str(link.url).rstrip("/")
+                    if url.startswith(HUB + "/"):
+                        hub.setdefault(url[len(HUB) + 1 :].lower(), model.id)
+            found.update(hub=hub, names=names)
+        if what == "located" and what not in found:
+            found["located"] = {p.resolve(): key for key, p in paths.items()}
+        return found[what]
 
     def version_of(base: str, revision: str | None) -> str | None:
         entry = catalog.records[base].entry
@@ -150,11 +160,13 @@ def _adapter_resolver(
         if base.startswith(("/", ".", "~")) or "\\" in base:
             here = paths.get(adapter_id)
             for where in (Path(base).expanduser(), *([here / base] if here is not None else [])):
-                key = located.get(where.resolve()) if where.exists() else None
+                key = lookup("located").get(where.resolve()) if where.exists() else None
                 if key is not None and key in known:
                     return key
             base = Path(base).name
-        lake_id = hub.get(base.lower().removeprefix("hf:")) or names.get(slug(base.rsplit("/", 1)[-1]))
+        lake_id = lookup("hub").get(base.lower().removeprefix("hf:")) or lookup("names").get(
+            slug(base.rsplit("/", 1)[-1])
+        )
         return version_of(lake_id, revision) if lake_id is not None else None
 
     return resolve
@@ -193,7 +205,7 @@ def attribute_catalog(
     result = CatalogLineage(
         attribute(
             fps,
-            order=_release_order(catalog),
+            order=_release_order(catalog, models),
             adapter_base=resolve,
             realign=realigner(paths, fps, cache),
             memo=kept,
