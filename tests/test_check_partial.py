@@ -211,3 +211,24 @@ def test_a_pull_request_that_commits_the_cache_gets_no_result_from_it(lake: GitL
     lake.git("commit", "-q", "-m", "Plant a cache")
     again = run_check(lake.root, "main", run_evaluations=False)
     assert sorted(f.rule for f in again.errors if f.stage == "attribution") == rules
+
+
+def test_a_lake_too_small_to_partition_is_attributed_whole(
+    lake: GitLake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a whole run attributes a small lake in one piece, which a part attributed family by family
+    # need not equal
+    monkeypatch.setattr(recover, "PARTITION_FROM", 300)
+    _add(
+        lake,
+        "wine-mlp-ft",
+        "wine-mlp-ft2",
+        _nudged(_weights(lake, "wine-mlp-ft"), 1),
+        [{"id": "wine-mlp-ft", "version": "1.0.0", "relation": "finetune"}],
+    )
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", "Add a fine-tune")
+    parts = _spied(monkeypatch)
+    fast = run_check(lake.root, "main", run_evaluations=False)
+    assert parts == []
+    _same(fast, _cold(lake, tmp_path))

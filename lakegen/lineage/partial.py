@@ -42,6 +42,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 from lakegen.atomicfile import write_atomic
+from lakegen.attribution import recover as lineage_of
 from lakegen.attribution.families import NEIGHBOURS, components, related
 from lakegen.attribution.memo import code_digest, identity, key
 from lakegen.attribution.symmetry import CANDIDATES, invariant_signature
@@ -83,6 +84,7 @@ class Base:
     """The record of a full run on a tree that differs from the checked one in ``changed`` (models
     here whose inputs differ) and ``removed`` (models no longer here) only."""
 
+    folder: Path
     key: str
     record: dict[str, Any]
     added: dict[str, Any]
@@ -192,7 +194,7 @@ def base_of(folder: Path, parts: Parts, changed: set[str]) -> Base | None:
             continue
         removed = set(models) - set(parts.models)
         if best is None or len(differ) + len(removed) < len(best.changed) + len(best.removed):
-            best = Base(str(data.get("key")), data, {}, differ, removed)
+            best = Base(folder, str(data.get("key")), data, {}, differ, removed)
     if best is None:
         return None
     try:
@@ -242,6 +244,8 @@ def _attribute_changed(
     present = sorted(m for m in base.changed if m in catalog.records)
     paths, _ = artifact_paths(catalog, present)
     new, _ = fingerprint_all(paths, cache, None, engine, workers)
+    if len(nodes) + len(new) < lineage_of.PARTITION_FROM:
+        raise _Fallback  # a lake this small is attributed whole, not family by family
     for m in present:
         entry = catalog.records[m].entry
         assert isinstance(entry, Model)
@@ -254,7 +258,7 @@ def _attribute_changed(
             seeds |= {component[n] for n in versions_of.get(entry.id, []) if n in component}
     seeds |= _adapters(catalog, rec, nodes, new, component, gone)
 
-    tables = _read_signatures(cache.folder / "attribution-stage" / SIGNATURES)
+    tables = _read_signatures(base.folder / SIGNATURES)
     ids, matrix = tables["sig"]
     row_of = {d: i for i, d in enumerate(ids)}
     lake = sorted(n for n, (_, kind, _) in nodes.items() if kind == "model")

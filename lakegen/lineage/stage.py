@@ -6,7 +6,9 @@ their artifacts, declared bases, links, owners, and the lines of all of those), 
 verified contents and lakegen's code. The additions of the last few compiles are kept under a
 digest of those (``.lakegen/cache/attribution-stage/<digest>.json``), so a compile after an edit
 elsewhere (a description, a dataset, a policy) reads them back instead of walking every model's
-fingerprint again.
+fingerprint again. The digest is taken a model at a time, so that a PR check finds the results of
+its base (the tree that differs in the models it changes only) and attributes again only what
+those models reach (:mod:`lakegen.lineage.partial`).
 """
 
 from __future__ import annotations
