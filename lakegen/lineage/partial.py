@@ -132,7 +132,7 @@ def record(folder: Path, key_: str, parts: Parts, result: CatalogLineage) -> Non
 
 
 def _write_signatures(path: Path, tables: dict[str, dict[str, np.ndarray]]) -> None:
-    """The signature index: per table, its rows (float32) and their fingerprints' identities. The
+    """The signature index: per table, its rows (unit float32) and their fingerprints' identities. The
     rows of the index written before stay while they are no more than this run's (a base's and a
     pull request's lakes share most rows; a check may start from either)."""
     import numpy as np
@@ -151,7 +151,8 @@ def _write_signatures(path: Path, tables: dict[str, dict[str, np.ndarray]]) -> N
         arrays[f"t{t}.ids"] = np.array(ids, dtype="S64")
         width = max((len(v) for v in rows.values()), default=0)
         stacked = [np.asarray(rows[i], np.float32) for i in ids]
-        arrays[f"t{t}.rows"] = np.stack(stacked) if stacked else np.zeros((0, width), np.float32)
+        # unit rows: every use is a cosine
+        arrays[f"t{t}.rows"] = _unit(np.stack(stacked)) if stacked else np.zeros((0, width), np.float32)
     out = io.BytesIO()
     np.savez(out, **arrays)  # type: ignore[arg-type]
     write_atomic(path, out.getvalue())
@@ -263,7 +264,7 @@ def _attribute_changed(
     row_of = {d: i for i, d in enumerate(ids)}
     lake = sorted(n for n, (_, kind, _) in nodes.items() if kind == "model")
     rows = np.array([row_of[nodes[n][0]] for n in lake], dtype=np.int64)
-    sig = _unit(matrix[rows]) if len(rows) else np.zeros((0, 1), np.float32)
+    sig = matrix[rows] if len(rows) else np.zeros((0, 1), np.float32)
     near: dict[str, list[str]] = {}
     for x, fp in new.items():
         if fp.kind == "model" and len(lake):
@@ -316,7 +317,7 @@ def _attribute_changed(
         fp = first.fingerprints[r]
         q = _unit(invariant_signature(fp)[None, :])[0]
         inv_ids, inv = tables.get(f"inv:{fp.architecture}", ([], np.zeros((0, len(q)), np.float32)))
-        scores = _unit(inv) @ q if len(inv_ids) else np.zeros(0)
+        scores = inv @ q if len(inv_ids) else np.zeros(0)
         scored = [
             (float(scores[j]), n)
             for j, digest in enumerate(inv_ids)

@@ -213,7 +213,8 @@ def _parts(catalog: Catalog, index: LakeIndex) -> partial.Parts | None:
             if not v.yanked and (":" in v.artifact.uri or mine.get(v.version) != "verified"):
                 return None
         manifest = manifests[entry_id]
-        lines = sorted((list(loc), n) for loc, n in record.doc.lines.items() if loc and loc[0] in READ)
+        # in the document's order: the same text gives the same order
+        lines = [(loc, n) for loc, n in record.doc.lines.items() if loc and loc[0] in READ]
         bases = sorted({b.id: kinds.get(b.id) for b in getattr(record.entry, "base_models", [])}.items())
         made = [record.path, {k: manifest.get(k) for k in READ}, lines, mine, bases, declared.get(entry_id)]
         models[entry_id] = hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()
