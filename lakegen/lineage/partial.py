@@ -220,7 +220,7 @@ def attribute_changed(
     try:
         return _attribute_changed(catalog, index, cache, base, engine, workers)
     except (_Fallback, KeyError, TypeError, ValueError, IndexError, OSError):
-        return None
+        return None  # also a record or index damaged, or missing a row: nothing is trusted of it
 
 
 def _attribute_changed(
