@@ -26,6 +26,9 @@ class Lineage:
     edges: list[Edge]
     roots: list[str]
     notes: list[str] = field(default_factory=list)
+    # models whose edges the search for hidden derivations changed (see :mod:`.symmetry`): a PR
+    # check that reuses a family's result must not reuse one that search reached into
+    rediscovered: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {

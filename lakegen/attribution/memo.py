@@ -57,6 +57,7 @@ def lineage_json(lineage: Lineage) -> dict[str, Any]:
         "edges": [e.model_dump(mode="json") for e in lineage.edges],
         "roots": lineage.roots,
         "notes": lineage.notes,
+        "rediscovered": lineage.rediscovered,
     }
 
 
@@ -67,6 +68,7 @@ def lineage_from_json(data: Any) -> Lineage | None:
             [Edge.model_validate(e) for e in data["edges"]],
             list(data["roots"]),
             list(data["notes"]),
+            list(data.get("rediscovered", [])),
         )
     except (KeyError, TypeError, ValueError):
         return None  # a damaged entry is a miss

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from lakegen.attribution.adapters import adapter_edge, default_adapter_base
@@ -35,6 +35,8 @@ def attribute(
     adapter_base: Callable[[str, Fingerprint], str | None] | None = None,
     realign: Realign | None = None,
     memo: Memo | None = None,
+    partition: bool = False,
+    search: Collection[str] | None = None,
 ) -> Lineage:
     """Recover typed, directed lineage among ``fingerprints`` (model id -> fingerprint).
 
@@ -52,21 +54,32 @@ def attribute(
 
     With ``memo`` (see :mod:`lakegen.attribution.memo`), results of earlier runs on the same
     fingerprints and hints are reused: the whole lineage, each family's, each root found alone.
+
+    A PR check attributes part of a lake (:mod:`lakegen.lineage.partial`) as the whole lake's run
+    attributes it: ``partition`` splits it into families however small it is, and ``search`` names
+    the only roots searched for a hidden derivation (the others' outcome is the whole lake's).
     """
     resolve = adapter_base or default_adapter_base(sorted(fingerprints))
-    whole = _key("lineage", fingerprints, order, resolve, realign is not None) if memo else ""
+    part = (
+        [partition, sorted(search) if search is not None else None] if partition or search is not None else []
+    )
+    whole = _key("lineage", fingerprints, order, resolve, realign is not None, *part) if memo else ""
     if memo is not None and (found := lineage_from_json(memo.get(whole))) is not None:
         return found
-    lineage = _by_family(fingerprints, order, resolve, memo)
+    lineage = _by_family(fingerprints, order, resolve, memo, partition)
     if realign is not None:
+        searched = lineage.roots if search is None else [r for r in lineage.roots if r in search]
+        before = {(e.parent, e.child, e.relation) for e in lineage.edges}
         lineage = rediscover(
-            lineage,
+            Lineage(lineage.models, lineage.edges, searched, lineage.notes),
             fingerprints,
             realign,
             lambda fps: _attribute(fps, order=order, adapter_base=resolve),
             order,
             memo,
         )
+        after = {(e.parent, e.child, e.relation) for e in lineage.edges}
+        lineage.rediscovered = sorted({n for e in before ^ after for n in e[:2]})
     if memo is not None:
         memo.put(whole, lineage_json(lineage))
     return lineage
@@ -97,8 +110,9 @@ def _by_family(
     order: Mapping[str, Any] | None,
     resolve: Callable[[str, Fingerprint], str | None],
     memo: Memo | None = None,
+    partition: bool = False,
 ) -> Lineage:
-    if len(fingerprints) < PARTITION_FROM:
+    if len(fingerprints) < PARTITION_FROM and not partition:
         return _attribute(fingerprints, order=order, adapter_base=resolve)
 
     def family(group: list[str]) -> Lineage:

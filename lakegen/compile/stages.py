@@ -62,7 +62,7 @@ class Attribution:
     def __call__(self, scope: Scope, index: LakeIndex) -> LakeIndex:
         from lakegen.lineage.stage import attribution_stage
 
-        def attribute() -> LakeIndex:
+        def attribute(changed: list[str] | None = None) -> LakeIndex:
             return attribution_stage(
                 scope.catalog,
                 index,
@@ -70,6 +70,7 @@ class Attribution:
                 workers=scope.workers,
                 memo=scope.memo,
                 digests=scope.digests,
+                changed=changed,
             )
 
         if not scope.check:
@@ -80,7 +81,7 @@ class Attribution:
         if not models:
             return _skip(index, self.name, "the pull request adds or changes no model")
         before = len(index.findings)
-        attribute()
+        attribute(models)  # from the base's results where the lake's cache holds them
         wanted = set(models)
         index.findings[before:] = [f for f in index.findings[before:] if f.entry in wanted]
         edges = [e for e in index.edges if e.child in wanted]

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from lakegen.attribution import Edge, Lineage, undirected
+from lakegen.attribution.memo import Memo
 from lakegen.catalog.loader import Catalog, Record
 from lakegen.errors import Finding
 from lakegen.fingerprint import Fingerprint
@@ -82,6 +83,10 @@ class CatalogLineage:
     findings: list[Finding] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # model@version -> why it was not compared
     parameters: dict[str, int] = field(default_factory=dict)  # model@version -> parameter count
+    # what the run read, for the PR check's record of it (lakegen.lineage.partial); not output
+    fingerprints: Mapping[str, Fingerprint] = field(default_factory=dict)
+    memo: Memo | None = None
+    adapters: dict[str, str | None] = field(default_factory=dict)  # adapter -> the base its config names
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,10 +100,12 @@ class CatalogLineage:
 # ----------------------------------------------------------------------------- artifacts
 
 
-def compare_declared(catalog: Catalog, result: CatalogLineage) -> None:
+def compare_declared(catalog: Catalog, result: CatalogLineage, models: Collection[str] | None = None) -> None:
+    """Each declared edge's status and the findings, of every model or of ``models``."""
     edges = _ByChild(result.lineage.edges)
     attributed = set(result.lineage.models)
-    for record in sorted(catalog.records.values(), key=lambda r: r.path):
+    records = catalog.records.values() if models is None else [catalog.records[m] for m in models]
+    for record in sorted(records, key=lambda r: r.path):
         model = record.entry
         if not isinstance(model, Model):
             continue

@@ -21,7 +21,7 @@ versions: a model is never made the fine-tuned child of one released after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,15 @@ from lakegen.model.manifest import HUB, Artifact, Model, slug
 from lakegen.weights import WeightsError, is_adapter, model_location
 
 
-def artifact_paths(catalog: Catalog) -> tuple[dict[str, Path], dict[str, str]]:
-    """Each model version's local weights (file, or adapter folder); and why others have none."""
+def artifact_paths(
+    catalog: Catalog, models: Collection[str] | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each model version's local weights (file, or adapter folder); and why others have none.
+    ``models``: of these models only."""
     paths: dict[str, Path] = {}
     skipped: dict[str, str] = {}
-    for record in catalog.records.values():
+    records = catalog.records.values() if models is None else [catalog.records[m] for m in models]
+    for record in records:
         entry = record.entry
         if not isinstance(entry, Model):
             continue
@@ -100,9 +104,10 @@ def lazily(
 # ------------------------------------------------------------------------------ catalog
 
 
-def _release_order(catalog: Catalog) -> dict[str, tuple[Any, ...]]:
+def _release_order(catalog: Catalog, models: Collection[str] | None = None) -> dict[str, tuple[Any, ...]]:
     order = {}
-    for model in catalog.models():
+    for model in catalog.models() if models is None else [catalog.records[m].entry for m in models]:
+        assert isinstance(model, Model)
         for v in model.versions:
             order[node(model.id, v.version)] = (v.released.isoformat(),)
     return order
@@ -116,15 +121,24 @@ def _adapter_resolver(
     a Hub id is matched through a model's ``links`` to the Hub, then by its name as a lake id; a path
     by the lake version whose weights lie there, then by its folder's name. The adapter edge is still
     tested against the weights (the adapter must fit the base) before it is reported."""
-    hub: dict[str, str] = {}
-    names: dict[str, str] = {}
-    for model in catalog.models():
-        names.setdefault(slug(model.id), model.id)
-        for link in model.links:
-            url = str(link.url).rstrip("/")
-            if url.startswith(HUB + "/"):
-                hub.setdefault(url[len(HUB) + 1 :].lower(), model.id)
-    located = {p.resolve(): key for key, p in paths.items()}
+    # what a Hub id or a folder name is matched against, made at the first adapter that needs it
+    # (most name a lake id; a whole lake's paths take seconds to resolve)
+    found: dict[str, dict[Any, str]] = {}
+
+    def lookup(what: str) -> dict[Any, str]:
+        if not found:
+            hub: dict[Any, str] = {}
+            names: dict[Any, str] = {}
+            for model in catalog.models():
+                names.setdefault(slug(model.id), model.id)
+                for link in model.links:
+                    url = str(link.url).rstrip("/")
+                    if url.startswith(HUB + "/"):
+                        hub.setdefault(url[len(HUB) + 1 :].lower(), model.id)
+            found.update(hub=hub, names=names)
+        if what == "located" and what not in found:
+            found["located"] = {p.resolve(): key for key, p in paths.items()}
+        return found[what]
 
     def version_of(base: str, revision: str | None) -> str | None:
         entry = catalog.records[base].entry
@@ -146,11 +160,13 @@ def _adapter_resolver(
         if base.startswith(("/", ".", "~")) or "\\" in base:
             here = paths.get(adapter_id)
             for where in (Path(base).expanduser(), *([here / base] if here is not None else [])):
-                key = located.get(where.resolve()) if where.exists() else None
+                key = lookup("located").get(where.resolve()) if where.exists() else None
                 if key is not None and key in known:
                     return key
             base = Path(base).name
-        lake_id = hub.get(base.lower().removeprefix("hf:")) or names.get(slug(base.rsplit("/", 1)[-1]))
+        lake_id = lookup("hub").get(base.lower().removeprefix("hf:")) or lookup("names").get(
+            slug(base.rsplit("/", 1)[-1])
+        )
         return version_of(lake_id, revision) if lake_id is not None else None
 
     return resolve
@@ -164,15 +180,20 @@ def attribute_catalog(
     workers: int | None = None,
     *,
     memo: bool = True,
+    models: Collection[str] | None = None,
+    search: Collection[str] | None = None,
 ) -> CatalogLineage:
     """Recover lineage from every local model version of ``catalog`` and check it against the manifests.
 
     The weights are fingerprinted on the executor of ``engine`` with ``workers``. With ``cache`` and
     ``memo``, attribution's results of earlier runs on the same fingerprints are reused
-    (:mod:`lakegen.attribution.memo`), kept in the cache folder."""
-    paths, skipped = artifact_paths(catalog)
+    (:mod:`lakegen.attribution.memo`), kept in the cache folder. ``models`` and ``search``: the
+    part of the lake a PR check attributes again, and the roots it searches (see
+    :func:`lakegen.attribution.attribute`), family by family as the whole lake is."""
+    paths, skipped = artifact_paths(catalog, models)
     fps, failed = fingerprint_all(paths, cache, progress, engine, workers)
-    for model in catalog.models():
+    for model in catalog.models() if models is None else [catalog.records[m].entry for m in models]:
+        assert isinstance(model, Model)
         for v in model.versions:
             key = node(model.id, v.version)
             why = _unpinned(fps[key], paths[key], v.artifact) if key in fps else None
@@ -180,15 +201,20 @@ def attribute_catalog(
                 del fps[key]
                 failed[key] = f"{why}; its weights are not used"
     kept = DiskMemo(cache.folder) if cache is not None and memo else None
+    resolve = _adapter_resolver(catalog, set(fps), paths)
     result = CatalogLineage(
         attribute(
             fps,
-            order=_release_order(catalog),
-            adapter_base=_adapter_resolver(catalog, set(fps), paths),
+            order=_release_order(catalog, models),
+            adapter_base=resolve,
             realign=realigner(paths, fps, cache),
             memo=kept,
+            partition=models is not None,
+            search=search,
         )
     )
+    result.fingerprints, result.memo = fps, kept
+    result.adapters = {k: resolve(k, fp) for k, fp in fps.items() if fp.kind == "adapter"}
     if kept is not None:
         kept.save()
     result.skipped = {**skipped, **{k: f"unreadable weights: {why}" for k, why in failed.items()}}
@@ -207,7 +233,7 @@ def attribute_catalog(
                 field=format_loc(("versions", index, "artifact", "uri")),
             )
         )
-    compare_declared(catalog, result)
+    compare_declared(catalog, result, models)
     audit_verified(result, paths, fps, AuditCache(cache.folder) if cache is not None else None)
     result.findings.sort(key=Finding.key)
     return result

@@ -6,7 +6,9 @@ their artifacts, declared bases, links, owners, and the lines of all of those), 
 verified contents and lakegen's code. The additions of the last few compiles are kept under a
 digest of those (``.lakegen/cache/attribution-stage/<digest>.json``), so a compile after an edit
 elsewhere (a description, a dataset, a policy) reads them back instead of walking every model's
-fingerprint again.
+fingerprint again. The digest is taken a model at a time, so that a PR check finds the results of
+its base (the tree that differs in the models it changes only) and attributes again only what
+those models reach (:mod:`lakegen.lineage.partial`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +28,14 @@ from lakegen.catalog.loader import Catalog
 from lakegen.errors import Finding
 from lakegen.executor import Engine
 from lakegen.fingerprint import Cache
-from lakegen.lineage.declared import node, split
+from lakegen.lineage import partial
+from lakegen.lineage.declared import CatalogLineage, node, split
 from lakegen.lineage.recover import attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
 from lakegen.version import __version__
 
 STAGE_FOLDER = "attribution-stage"
-KEEP = 4
+KEEP = 4  # compiles whose results are kept
 READ = ("id", "kind", "versions", "base_models", "links", "architecture", "framework", "owners")
 """The manifest fields of a model that attribution reads (with their lines)."""
 
@@ -45,48 +49,80 @@ def attribution_stage(
     *,
     memo: bool = True,
     digests: Digests | None = None,
+    changed: Collection[str] | None = None,
 ) -> LakeIndex:
     """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings.
     Weights are fingerprinted on the executor of ``engine`` with ``workers``; ``memo``: reuse
     attribution's results of earlier compiles (:mod:`lakegen.lineage.memo`); ``digests``: the
     artifacts' sha256 as the loader had them, so that finding each cached fingerprint reads no
-    memo of its own (with the lake's cache only, whose memos they stand for)."""
+    memo of its own (with the lake's cache only, whose memos they stand for). ``changed``: the
+    models a PR check reports on, which may be attributed from the base's results
+    (:mod:`lakegen.lineage.partial`)."""
     from lakegen.artifacts.digests import default_cache_dir
 
     if cache is None:
         cache = Cache(default_cache_dir(catalog.root))
         if digests is not None and digests.folder == cache.digests.folder:
             cache.digests = digests
-    key = _stage_key(catalog, index) if memo else None
-    kept = cache.folder / STAGE_FOLDER / f"{key}.json"
-    if key is not None and _apply(index, _read(kept, key)):
+    parts = _parts(catalog, index) if memo else None
+    key = parts.key() if parts is not None else None
+    folder = cache.folder / STAGE_FOLDER
+    if key is not None and _apply(index, _read(folder / f"{key}.json", key)):
         return index
     before = len(index.findings)
-    _attribute(catalog, index, cache, engine, workers, memo)
-    if key is not None:
-        added = {
-            "edges": [e.model_dump(mode="json") for e in index.edges],
-            "findings": [f.to_json() for f in index.findings[before:]],
-            "parameters": {e.id: e.parameters for e in index.entries if e.parameters is not None},
-            "stage": index.stages["attribution"],
-        }
+    if key is not None and parts is not None and changed is not None:
+        fast = folder / f"{key}{partial.SUFFIX}"
+        if _apply(index, _read(fast, key)):
+            return index
+        base = partial.base_of(folder, parts, set(changed))
+        if base is not None:
+            found = partial.attribute_changed(catalog, index, cache, base, engine, workers)
+            if found is not None:
+                index.stages["attribution"] = (
+                    f"ran (from the base's results; {len(found.models)} models attributed again)"
+                )
+                _put(catalog, index, found.result, found.models)
+                partial.merge(index, base, found.models, before)
+                _keep(fast, key, index, before)
+                return index
+    result = attribute_catalog(catalog, cache, engine=engine, workers=workers, memo=memo)
+    _put(catalog, index, result)
+    if key is not None and parts is not None:
+        _keep(folder / f"{key}.json", key, index, before)
         with contextlib.suppress(OSError):  # a read-only cache only costs speed
-            write_atomic(kept, json.dumps({"key": key, "added": added}, separators=(",", ":")))
-            _prune(kept.parent)
+            partial.record(folder, key, parts, result)
     return index
 
 
+def _keep(path: Path, key: str, index: LakeIndex, before: int) -> None:
+    """What the stage added to ``index`` (past its first ``before`` findings), kept under ``key``."""
+    added = {
+        "edges": [e.model_dump(mode="json") for e in index.edges],
+        "findings": [f.to_json() for f in index.findings[before:]],
+        "parameters": {e.id: e.parameters for e in index.entries if e.parameters is not None},
+        "stage": index.stages["attribution"],
+    }
+    with contextlib.suppress(OSError):  # a read-only cache only costs speed
+        write_atomic(path, json.dumps({"key": key, "added": added}, separators=(",", ":")))
+        _prune(path.parent)
+
+
 def _prune(folder: Path) -> None:
-    """Keep the stage's results of the last few compiles (a branch, its base, a pull request)."""
+    """Keep the stage's results of the last few compiles (a branch, its base, a pull request), and
+    what was recorded beside each."""
     by_age = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    for old in by_age[KEEP:]:
-        old.unlink(missing_ok=True)
+    keys: list[str] = []
+    for path in by_age:
+        stem = path.name.split(".", 1)[0]
+        if stem not in keys:
+            keys.append(stem)
+        if keys.index(stem) >= KEEP:
+            path.unlink(missing_ok=True)
 
 
-def _attribute(
-    catalog: Catalog, index: LakeIndex, cache: Cache, engine: Engine, workers: int | None, memo: bool
-) -> None:
-    result = attribute_catalog(catalog, cache, engine=engine, workers=workers, memo=memo)
+def _put(catalog: Catalog, index: LakeIndex, result: CatalogLineage, only: set[str] | None = None) -> None:
+    """``result`` into ``index``: the declared edges' statuses, the undeclared edges, the findings,
+    the parameter counts; of the models in ``only`` alone when given (the rest is the base's)."""
     declared = {(d.base, d.model, d.relation): d for d in result.declared}
     shown: dict[tuple[str, str], Edge] = {}
     listed = {(row.parent, row.child) for row in index.edges}
@@ -99,6 +135,8 @@ def _attribute(
         ):
             shown[pair] = e
     for row in index.edges:
+        if only is not None and row.child not in only:
+            continue
         check = declared.get((row.parent, row.child, row.relation))
         evidence = shown.get((row.parent, row.child))
         if check is not None:
@@ -125,10 +163,13 @@ def _attribute(
                     weight=e.weight,
                 )
             )
-    index.findings.extend(catalog.owned(f) for f in result.findings)
+    findings = (catalog.owned(f) for f in result.findings)
+    index.findings.extend(f for f in findings if only is None or f.entry in only)
     for entry in index.entries:
-        if entry.kind == "model" and entry.latest_version:
+        if entry.kind == "model" and entry.latest_version and (only is None or entry.id in only):
             entry.parameters = result.parameters.get(node(entry.id, entry.latest_version))
+    if only is not None:
+        return
     verified = sum(d.status == "verified" for d in result.declared)
     contradicted = sum(d.status == "contradicted" for d in result.declared)
     index.stages["attribution"] = (
@@ -150,28 +191,40 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def _stage_key(catalog: Catalog, index: LakeIndex) -> str | None:
-    """The digest of everything the stage reads; None when that is not known from the lake alone:
-    an artifact whose bytes were not verified against its manifest, or a remote one (what is
-    fetched of it lives outside the lake)."""
-    statuses = {f"{e}@{v}": s for (e, v), s in catalog.artifacts.items()}
-    models = []
+def _parts(catalog: Catalog, index: LakeIndex) -> partial.Parts | None:
+    """The digests of everything the stage reads, a model at a time (a PR check finds its base's
+    results by them); None when that is not known from the lake alone: an artifact whose bytes were
+    not verified against its manifest, or a remote one (what is fetched of it lives outside the
+    lake)."""
+    statuses: dict[str, dict[str, str]] = {}
+    for (entry_id, v), status in catalog.artifacts.items():
+        statuses.setdefault(entry_id, {})[v] = status
+    kinds = {r.entry.id: r.entry.kind for r in catalog.records.values()}
+    declared: dict[str, list[Any]] = {}
+    for row in index.edges:
+        declared.setdefault(row.child, []).append(row.model_dump(mode="json"))
     manifests = {e.id: e.manifest for e in index.entries}
+    models: dict[str, str] = {}
     for entry_id, record in sorted(catalog.records.items()):
         if record.entry.kind != "model":
             continue
+        mine = statuses.get(entry_id, {})
         for v in getattr(record.entry, "versions", []):
-            if not v.yanked and (
-                ":" in v.artifact.uri or statuses.get(f"{entry_id}@{v.version}") != "verified"
-            ):
+            if not v.yanked and (":" in v.artifact.uri or mine.get(v.version) != "verified"):
                 return None
         manifest = manifests[entry_id]
-        lines = sorted((list(loc), n) for loc, n in record.doc.lines.items() if loc and loc[0] in READ)
-        models.append([record.path, {k: manifest.get(k) for k in READ}, lines])
-    kinds = sorted((r.entry.id, r.entry.kind) for r in catalog.records.values())
-    declared = [e.model_dump(mode="json") for e in index.edges]
-    made = [_code_digest(), str(catalog.root.resolve()), statuses, kinds, models, declared]
-    return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()
+        # in the document's order: the same text gives the same order
+        lines = [(loc, n) for loc, n in record.doc.lines.items() if loc and loc[0] in READ]
+        bases = sorted({b.id: kinds.get(b.id) for b in getattr(record.entry, "base_models", [])}.items())
+        made = [record.path, {k: manifest.get(k) for k in READ}, lines, mine, bases, declared.get(entry_id)]
+        models[entry_id] = hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()
+    others = sorted((i, k) for i, k in kinds.items() if k != "model")
+    common = [_code_digest(), str(catalog.root.resolve())]
+    return partial.Parts(_digest(common), _digest(others), models)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
 
 
 def _read(path: Path, key: str) -> dict[str, Any] | None:
