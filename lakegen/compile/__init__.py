@@ -130,9 +130,17 @@ def compile_or_reuse(
         saved, _ = load_current(root)
         if saved is not None and saved.inputs.options == options:
             return saved, True
-    trusted = Recorded(root, recorded(root) if reuse else None)
+    previous = recorded(root) if reuse else None
+    trusted = Recorded(root, previous)
     # taken before loading, so that an edit made meanwhile shows as stale
     read = Inputs.take(root, [CATALOG_DIR], digests=trusted)
+    if reuse and not run_evaluations:
+        from lakegen.compile.delta import delta_compile
+
+        done = delta_compile(root, read, previous, trusted, options=options, engine=engine, workers=workers)
+        if done is not None:
+            remember(root, done[1])
+            return done[0], False
     digests = Recorded(root, read)  # the loader checks artifacts against what was just read
     catalog = load_catalog(
         root,

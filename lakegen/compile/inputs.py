@@ -14,6 +14,7 @@ stale only when some content, HEAD or the version differs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -66,6 +67,17 @@ def lake_time(root: Path) -> str:
             seconds = None
     when = dt.datetime.now(dt.UTC) if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
     return when.isoformat(timespec="seconds")
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 of lakegen's own code: what a compile that starts from the previous one
+    (:mod:`lakegen.compile.delta`) must share with it, beyond the version."""
+    top = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(__version__.encode())
+    for file in sorted(top.rglob("*.py")):
+        h.update(file.relative_to(top).as_posix().encode() + b"\0" + file.read_bytes())
+    return h.hexdigest()
 
 
 def _walk(root: Path, folder: str) -> Iterable[str]:
