@@ -124,23 +124,23 @@ def compile_or_reuse(
     """:func:`compile_lake`, and whether the saved index was reused (so there is nothing to save)."""
     root = Path(root)
     options = {"verify_artifacts": verify_artifacts}
-    if reuse and not run_evaluations:
-        from lakegen.compile.store import load_current
-
-        saved, _ = load_current(root)
-        if saved is not None and saved.inputs.options == options:
-            return saved, True
     previous = recorded(root) if reuse else None
     trusted = Recorded(root, previous)
     # taken before loading, so that an edit made meanwhile shows as stale
     read = Inputs.take(root, [CATALOG_DIR], digests=trusted)
-    if reuse and not run_evaluations:
-        from lakegen.compile.delta import delta_compile
+    if previous is not None and not run_evaluations:
+        from lakegen.compile import delta
 
-        done = delta_compile(root, read, previous, trusted, options=options, engine=engine, workers=workers)
-        if done is not None:
-            remember(root, done[1])
-            return done[0], False
+        now = delta.as_before(root, read, previous, trusted)
+        if now.digest == previous.recorded_digest:  # nothing it was compiled from changed
+            kept = delta.saved_index(root, previous, options)
+            if kept is not None:
+                return kept, True
+        else:
+            index = delta.delta_compile(root, now, previous, options=options, engine=engine, workers=workers)
+            if index is not None:
+                remember(root, now)
+                return index, False
     digests = Recorded(root, read)  # the loader checks artifacts against what was just read
     catalog = load_catalog(
         root,

@@ -37,59 +37,64 @@ SEGMENTS = {"validate": 0, "attribution": 1, "bench": 2, "governance": 3}
 """The stages whose findings a build's index holds, in the order it lists them."""
 
 
+def as_before(root: Path, read: Inputs, previous: Inputs, trusted: Recorded) -> Inputs:
+    """``read`` (a snapshot of ``catalog/``) with the files outside it that the previous compile read
+    (``previous``): the inputs of this compile when its manifests name what they named. A copy, as
+    a full compile adds what its own catalog names instead."""
+    now = Inputs(read.head, list(read.folders), list(read.extra), dict(read.files), read.taken_ns)
+    now.add(root, previous.folders, previous.extra, trusted)
+    return now
+
+
+def saved_index(root: Path, previous: Inputs, options: dict[str, bool]) -> LakeIndex | None:
+    """The index the previous compile saved, when it is the one ``previous`` describes and was
+    compiled with ``options``."""
+    from lakegen.compile.store import INDEX_FILE, load_index
+
+    try:
+        index = load_index(root / INDEX_FILE)
+    except (OSError, ValueError):
+        return None
+    same = index.inputs.digest == previous.recorded_digest and index.inputs.options == options
+    return index if same else None
+
+
 def delta_compile(
     root: Path,
-    read: Inputs,
-    previous: Inputs | None,
-    trusted: Recorded,
+    now: Inputs,
+    previous: Inputs,
     *,
     options: dict[str, bool],
     engine: Engine = "local",
     workers: int | None = None,
-) -> tuple[LakeIndex, Inputs] | None:
-    """The index of the lake at ``root`` whose ``catalog/`` holds ``read`` (a snapshot), made from the
-    index the previous compile saved (whose inputs were ``previous``), and the inputs it was compiled
-    from; None when this lake's change needs a full compile."""
-    from lakegen.compile.store import INDEX_FILE, load_index
-
-    if previous is None or previous.index.get("options") != options:
+) -> LakeIndex | None:
+    """The index of the lake at ``root`` whose inputs are ``now`` (:func:`as_before`), made from the
+    index the previous compile saved (whose inputs were ``previous``); None when this lake's change
+    needs a full compile."""
+    if previous.index.get("options") != options:
         return None
     if (previous.version, previous.head, previous.index.get("code")) != (
-        read.version,
-        read.head,
+        now.version,
+        now.head,
         code_digest(),
     ):
         return None
-    changed = _changed_manifests(read, previous)
+    changed = _changed_manifests(now, previous)
     if not changed:
         return None
-    # a copy: the full compile that follows a refusal adds what its own catalog names
-    now = Inputs(read.head, list(read.folders), list(read.extra), dict(read.files), read.taken_ns)
-    now.add(root, previous.folders, previous.extra, trusted)
+    before = saved_index(root, previous, options)
+    if before is None:
+        return None
+    return _redo(root, before, changed, now, options, engine, workers)
+
+
+def _changed_manifests(now: Inputs, previous: Inputs) -> set[str]:
+    """The model and dataset manifests whose content changed; empty when anything else changed, or
+    a file came or went."""
     if now.files.keys() != previous.files.keys():
-        return None
-    if any(now.files[p][-1] != previous.files[p][-1] for p in now.files if p not in changed):
-        return None
-    try:
-        before = load_index(root / INDEX_FILE)
-    except (OSError, ValueError):
-        return None
-    if before.inputs.digest != previous.recorded_digest or before.inputs.options != options:
-        return None
-    index = _redo(root, before, changed, now, options, engine, workers)
-    if index is None:
-        return None
-    return index, now
-
-
-def _changed_manifests(read: Inputs, previous: Inputs) -> set[str]:
-    """The model and dataset manifests whose content changed; empty when anything else under
-    ``catalog/`` changed, or a file came or went."""
-    top = CATALOG_DIR + "/"
-    before = {p: r for p, r in previous.files.items() if p.startswith(top)}
-    if before.keys() != read.files.keys():
         return set()
-    changed = {p for p, r in read.files.items() if not r or not before[p] or r[-1] != before[p][-1]}
+    before = previous.files
+    changed = {p for p, r in now.files.items() if not r or not before[p] or r[-1] != before[p][-1]}
     if not all(p.startswith(MANIFEST_FOLDERS) and p.endswith((".yaml", ".yml")) for p in changed):
         return set()
     return changed
@@ -152,37 +157,37 @@ def _redo(
     files = sorted(root / by_id[i].path for i in loaded)
     if not kept_for(root, sorted((e.path, e.id) for e in before.entries)):
         return None
+    digests = Recorded(root, now)
     catalog = load_catalog(
         root,
         verify_artifacts=options.get("verify_artifacts", True),
         engine=engine,
         workers=workers,
-        digests=Recorded(root, now),
+        digests=digests,
         files=files,
     )
     if catalog.records.keys() != loaded:
         return None
-    return _merged(root, before, dirty, catalog, now, options, engine, workers)
+    scope = Scope(catalog, engine=engine, workers=workers, digests=digests)
+    return _merged(root, before, dirty, scope, now, options)
 
 
 def _merged(
     root: Path,
     before: LakeIndex,
     dirty: set[str],
-    catalog: Any,
+    scope: Scope,
     now: Inputs,
     options: dict[str, bool],
-    engine: Engine,
-    workers: int | None,
 ) -> LakeIndex | None:
-    """``before`` with the rows about ``dirty`` entries taken from a compile of ``catalog``."""
+    """``before`` with the rows about ``dirty`` entries taken from a compile of ``scope``'s catalog."""
     from lakegen.bench.run import stage_line
     from lakegen.compile import base_index
     from lakegen.compile.stages import Bench, Governance, Validate
 
+    catalog = scope.catalog
     part = base_index(catalog)
     part.edges = before.edges  # attribution's, unchanged; governance reads the parents it showed
-    scope = Scope(catalog, engine=engine, workers=workers, digests=Recorded(root, now))
     part = Governance()(scope, Bench()(scope, part))
     validate, attribution, bench, governance = _segments(before.findings) or ([], [], [], [])
     paths = {catalog.records[i].path for i in dirty}

@@ -100,6 +100,7 @@ class Inputs:
     version: str = __version__
     recorded_digest: str = ""  # the digest as read back, checked once
     index: dict[str, Any] = field(default_factory=dict)  # the saved index's options and generated_at
+    _digest: str = field(default="", repr=False, compare=False)  # computed once per add()
 
     @classmethod
     def take(
@@ -115,16 +116,17 @@ class Inputs:
         self, root: Path, folders: Iterable[str], extra: Iterable[str] = (), digests: Digests | None = None
     ) -> None:
         digests = digests if digests is not None else Digests(default_cache_dir(root))
+        self._digest = ""
         new_folders = [f for f in folders if f not in self.folders and (root / f).is_dir()]
         new_extra = [f for f in extra if f not in self.extra]
         self.folders += new_folders
         self.extra += new_extra
-        top = os.path.abspath(root)  # as Recorded keys its records
+        top = os.path.join(os.path.abspath(root), "")  # as Recorded keys its records
         for rel in [*(p for f in new_folders for p in _walk(root, f)), *new_extra]:
             if rel in self.files:
                 continue
             # strings and one stat a file: this runs for every file of the lake, twice a compile
-            full = os.path.join(top, rel)
+            full = top + rel
             try:
                 record = stat_record(os.stat(full))
                 sha = digests.trusted(full, record) if isinstance(digests, Recorded) else None
@@ -135,9 +137,11 @@ class Inputs:
     @property
     def digest(self) -> str:
         """sha256 over lakegen's version, HEAD and every input file's path and content."""
-        rows = sorted((path, record[-1] if record else None) for path, record in self.files.items())
-        text = json.dumps([self.version, self.head, rows], separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        if not self._digest:  # a compile asks for it several times; 20,000 rows at 10,000 models
+            rows = sorted((path, record[-1] if record else None) for path, record in self.files.items())
+            text = json.dumps([self.version, self.head, rows], separators=(",", ":"))
+            self._digest = hashlib.sha256(text.encode()).hexdigest()
+        return self._digest
 
     def changed(self, root: Path) -> str | None:
         """Why the working tree no longer holds these inputs, in a few words; None when it does."""
@@ -216,12 +220,12 @@ class Recorded(Digests):
 
     def __init__(self, root: Path, *records: Inputs | None):
         super().__init__(default_cache_dir(root))
-        top = os.path.abspath(root)
+        top = os.path.join(os.path.abspath(root), "")  # joined as strings: 20,000 files a record
         self._known: dict[str, list[Any]] = {}
         for known in records:
             for rel, record in (known.files if known is not None else {}).items():
                 if record and known is not None and known.taken_ns - record[1] >= RACY_NS:
-                    self._known[os.path.join(top, rel)] = record
+                    self._known[top + rel] = record
 
     def trusted(self, full: str, record: list[int]) -> str | None:
         """The sha256 recorded for the file at absolute path ``full`` whose stat record is now
