@@ -35,6 +35,14 @@ from lakegen.model.manifest import is_external
 MANIFEST_FOLDERS = (f"{CATALOG_DIR}/models/", f"{CATALOG_DIR}/datasets/")
 SEGMENTS = {"validate": 0, "attribution": 1, "bench": 2, "governance": 3}
 """The stages whose findings a build's index holds, in the order it lists them."""
+REFERENCES = (
+    ("base_models", "id"),
+    ("datasets", "id"),
+    ("code", "id"),
+    ("derived_from", "id"),
+    ("evaluations", "dataset"),
+)
+"""Where a manifest names other entries: a list field, and the key of each item that names one."""
 
 
 def as_before(root: Path, read: Inputs, previous: Inputs, trusted: Recorded) -> Inputs:
@@ -251,12 +259,11 @@ def _by_entry(findings: list[Finding]) -> list[Finding]:
 
 def _refs(manifest: dict[str, Any]) -> set[str]:
     """The ids an entry refers to (bases, datasets, code, evaluation datasets, sources)."""
-    out = {
-        r.get("id")
-        for key in ("base_models", "datasets", "code", "derived_from")
-        for r in dicts(manifest.get(key))
-    }
-    out |= {e.get("dataset") for e in dicts(manifest.get("evaluations"))}
+    out: set[Any] = set()
+    for key, name in REFERENCES:
+        for row in manifest.get(key) or ():
+            if isinstance(row, dict):
+                out.add(row.get(name))
     architecture = manifest.get("architecture")
     if isinstance(architecture, dict):
         out.add(architecture.get("code"))

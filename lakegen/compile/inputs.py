@@ -280,12 +280,27 @@ def recorded_digest(root: Path) -> str:
     return digest if isinstance(digest, str) else ""
 
 
+_READ: dict[str, tuple[tuple[int, ...], Inputs | None]] = {}
+
+
 def recorded(root: Path) -> Inputs | None:
-    """The inputs recorded beside the saved index; None when there is no readable record."""
+    """The inputs recorded beside the saved index; None when there is no readable record.
+
+    Read once per version of the file (it is replaced whole, never written in place): a build asks
+    for it to tell a no-op, then again to compile (3 MB of JSON at 10,000 models)."""
+    path = os.path.abspath(root / INPUTS_FILE)
     try:
-        return Inputs.from_json(json.loads((root / INPUTS_FILE).read_bytes()))
+        st = os.stat(path)
+        version = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        kept = _READ.get(path)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        found = Inputs.from_json(json.loads(Path(path).read_bytes()))
     except (OSError, ValueError):
         return None
+    _READ.clear()
+    _READ[path] = (version, found)
+    return found
 
 
 def stale(root: Path, digest: str) -> str | None:

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from lakegen.atomicfile import write_atomic
 from lakegen.compile import inputs
 from lakegen.compile.inputs import Inputs
 from lakegen.model.index import LakeIndex
 
 INDEX_FILE = ".lakegen/lake.json"
+_AS_JSON = TypeAdapter(LakeIndex)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -25,8 +28,8 @@ def save(index: LakeIndex, root: Path) -> Path:
     """Write ``index`` to ``.lakegen/lake.json``, and beside it the stat records of its inputs when
     the working tree still holds what it was compiled from (else the next reader compiles again)."""
     path = root / INDEX_FILE
-    # serialised by pydantic itself: a tenth of the time of model_dump and json.dumps at 10,000 models
-    write_atomic(path, index.model_dump_json())
+    # serialised by pydantic itself, as bytes: a tenth of the time of model_dump and json.dumps
+    write_atomic(path, _AS_JSON.dump_json(index))
     # what the compile read was recorded in the index only by digest: the previous record's hashes
     # are trusted for files whose stat is unchanged, as a staleness check would
     trust = inputs.trusted(root, index.inputs.digest)
