@@ -177,7 +177,7 @@ def _redo(
     if catalog.records.keys() != loaded:
         return None
     scope = Scope(catalog, engine=engine, workers=workers, digests=digests)
-    return _merged(root, before, dirty, scope, now, options)
+    return _merged(root, before, dirty, scope, now, options, segments)
 
 
 def _merged(
@@ -187,17 +187,18 @@ def _merged(
     scope: Scope,
     now: Inputs,
     options: dict[str, bool],
+    segments: list[list[Finding]],
 ) -> LakeIndex | None:
     """``before`` with the rows about ``dirty`` entries taken from a compile of ``scope``'s catalog."""
     from lakegen.bench.run import stage_line
     from lakegen.compile import base_index
-    from lakegen.compile.stages import Bench, Governance, Validate
+    from lakegen.compile.stages import Bench, Governance
 
     catalog = scope.catalog
     part = base_index(catalog)
     part.edges = before.edges  # attribution's, unchanged; governance reads the parents it showed
     part = Governance()(scope, Bench()(scope, part))
-    validate, attribution, bench, governance = _segments(before.findings) or ([], [], [], [])
+    validate, attribution, bench, governance = segments
     paths = {catalog.records[i].path for i in dirty}
     mine = _segments(part.findings)
     if mine is None:
@@ -223,11 +224,13 @@ def _merged(
     rows: list[Result] = [r for r in before.results if r.model not in dirty]
     index.results = sorted(rows + [r for r in part.results if r.model in dirty], key=lambda r: r.model)
     checks = [a for a in before.artifacts if a.entry not in dirty]
-    checks += [a for a in part.artifacts if a.entry in dirty]
+    redone = [a for a in part.artifacts if a.entry in dirty]
+    if [a.status for a in redone] != [a.status for a in before.artifacts if a.entry in dirty]:
+        return None  # attribution reads every artifact's status
+    checks += redone
     index.artifacts = sorted(checks, key=lambda a: (a.entry, a.version))
-    verified = sum(a.status == "verified" for a in index.artifacts)
-    index.stages = {**before.stages, "validate": Validate.line(len(index.entries), verified)}
-    index.stages["bench"] = stage_line(index.results, len(pending), run=False)
+    # the validate stage's count of verified artifacts stands, as every status does
+    index.stages = {**before.stages, "bench": stage_line(index.results, len(pending), run=False)}
     index.generated_at = lake_time(root)
     index.inputs = CompiledFrom(digest=now.digest, folders=now.folders, files=now.extra, options=options)
     return index

@@ -31,12 +31,8 @@ class Validate:
     def __call__(self, scope: Scope, index: LakeIndex) -> LakeIndex:
         catalog = scope.catalog
         verified = list(catalog.artifacts.values()).count("verified")
-        index.stages[self.name] = self.line(len(catalog.records), verified)
+        index.stages[self.name] = f"ran: {len(catalog.records)} entries, {verified} artifacts verified"
         return index
-
-    @staticmethod
-    def line(entries: int, verified: int) -> str:
-        return f"ran: {entries} entries, {verified} artifacts verified"
 
 
 class Files:
