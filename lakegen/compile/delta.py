@@ -120,7 +120,7 @@ def _redo(
     from lakegen.catalog.loader import _load_record
     from lakegen.governance.history import kept_for
     from lakegen.governance.policies import builtin_rules, registered
-    from lakegen.lineage.stage import READ
+    from lakegen.lineage import READ
 
     if set(registered()) != builtin_rules():
         return None  # a plugin's rule may read the whole lake
