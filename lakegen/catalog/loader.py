@@ -161,7 +161,7 @@ def load_catalog(
         if file.is_symlink() and not file.resolve().is_relative_to(real_root):
             catalog.problems.append(Finding(display, 1, "", "manifest is a symlink that leaves the lake"))
             continue
-        record = _load_record(file, display, catalog.problems, parsed)
+        record = load_record(file, display, catalog.problems, parsed)
         if record is None:
             catalog.broken.setdefault(file.name.rsplit(".", 1)[0], display)
             continue
@@ -193,7 +193,7 @@ def _owned(finding: Finding, record: Record | None, **changes: Any) -> Finding:
     return finding.replace(**changes) if changes else finding
 
 
-def _load_record(
+def load_record(
     file: Path, display: str, problems: list[Finding], parsed: ParseCache | None = None
 ) -> Record | None:
     try:

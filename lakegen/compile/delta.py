@@ -117,7 +117,8 @@ def _redo(
     engine: Engine,
     workers: int | None,
 ) -> LakeIndex | None:
-    from lakegen.catalog.loader import _load_record
+    """``before`` redone for the manifests at ``changed``; None when that needs a full compile."""
+    from lakegen.catalog.loader import load_record
     from lakegen.governance.history import kept_for
     from lakegen.governance.policies import builtin_rules, registered
     from lakegen.lineage import READ
@@ -135,7 +136,7 @@ def _redo(
         old = by_path.get(path)
         if old is None or (root / path).is_symlink():
             return None
-        record = _load_record(root / path, path, [])
+        record = load_record(root / path, path, [])
         if record is None or record.entry.id != old.id or record.entry.kind == "code":
             return None
         new = record.entry.model_dump(mode="json")
@@ -191,7 +192,7 @@ def _merged(
 ) -> LakeIndex | None:
     """``before`` with the rows about ``dirty`` entries taken from a compile of ``scope``'s catalog."""
     from lakegen.bench.run import stage_line
-    from lakegen.compile import base_index
+    from lakegen.compile.base import base_index
     from lakegen.compile.stages import Bench, Governance
 
     catalog = scope.catalog
