@@ -354,3 +354,88 @@ def test_a_rebuild_renders_only_the_listing_pages_a_change_reaches(
     # rendered at all: that page, and the first (in the navigation, so rendered through mkdocs)
     listings = {n for n in rendered if n == "models.md" or n.startswith("models-")}
     assert listings == {"models.md", *(n.replace(".html", ".md") for n in holding)}
+
+
+def _compiled_in_full(
+    root: Path, monkeypatch: pytest.MonkeyPatch, attributes: bool = False
+) -> tuple[dict[str, Any], bool]:
+    """The compile's index (saved) and whether it loaded the whole catalog rather than starting from
+    the saved index (:mod:`lakegen.compile.delta`); attribution may run only when ``attributes``."""
+    import lakegen.compile
+
+    calls: list[Any] = []
+    load = lakegen.compile.load_catalog
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return load(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(lakegen.compile, "load_catalog", counted)
+        if not attributes:
+            patch.setattr(stage, "attribute_catalog", _not_called)
+        index, reused = dumped(root)
+    assert not reused
+    return index, bool(calls)
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_a_manifest_edit_redoes_only_the_entries_it_reaches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakegen.compile import inputs
+
+    lake = demo_lake(tmp_path)
+    root, work = lake.root, tmp_path / "work"
+    work.mkdir()
+    dumped(root)
+    models, base = root / "catalog/models", root / "catalog/models/digits-mlp-base.yaml"
+
+    _edit(base, "The root of the digits family", "The described root of the digits family")
+    described, full = _compiled_in_full(root, monkeypatch)
+    assert not full and described == cold(root, work)
+
+    # what a base says reaches its descendants: a riskier base holds each of them to a justification
+    _edit(base, "risk: minimal", "risk: high")
+    risky, full = _compiled_in_full(root, monkeypatch)
+    assert not full and risky == cold(root, work)
+    justify = {f["entry"] for f in risky["findings"] if f["rule"] == "risk-justification"}
+    assert "digits-mlp-ft-small" in justify and not {f["entry"] for f in described["findings"]} & justify
+
+    # a dataset's licence reaches every model trained on it, and their descendants
+    _edit(root / "catalog/datasets/digits.yaml", "license: CC-BY-4.0", "license: CC-BY-NC-4.0")
+    licensed, full = _compiled_in_full(root, monkeypatch)
+    assert not full and licensed == cold(root, work)
+    assert licensed["findings"] != risky["findings"]
+
+    # lines moved, a documentation finding appears, an evaluation's claim changes
+    small = models / "digits-mlp-ft-small.yaml"
+    text = small.read_text()
+    start = text.index("intended_use: |")
+    end = text.index("\nlimitations:")
+    small.write_text(text[:start] + "intended_use: ''" + text[end:])
+    undocumented, _ = _compiled_in_full(root, monkeypatch)
+    assert undocumented == cold(root, work)
+    assert "digits-mlp-ft-small" in {
+        f["entry"] for f in undocumented["findings"] if f["rule"] == "documentation"
+    }
+    claim = next(f for f in undocumented["results"] if f["model"] == "digits-mlp-pruned")
+    _edit(models / "digits-mlp-pruned.yaml", f"value: {claim['claimed']}", "value: 0.5")
+    claimed, full = _compiled_in_full(root, monkeypatch)
+    assert not full and claimed == cold(root, work)
+    assert claimed["results"] != undocumented["results"]
+
+    # what attribution reads (owners), or other code, is compiled in full
+    _edit(base, "- '@ada'", "- acme/data")
+    owned, full = _compiled_in_full(root, monkeypatch, attributes=True)
+    assert full and owned == cold(root, work)
+    _edit(base, "The described root", "The root")
+    monkeypatch.setattr(inputs, "code_digest", lambda: "another lakegen")
+    monkeypatch.setattr("lakegen.compile.delta.code_digest", inputs.code_digest)
+    recompiled, full = _compiled_in_full(root, monkeypatch)
+    assert full and recompiled == cold(root, work)

@@ -312,10 +312,15 @@ def bench_stage(
         ev = plan.evaluation
         message = f"{ev.metric} on {ev.dataset}/{ev.split} has not run yet; run 'lakegen bench'"
         index.findings.append(_finding(plan, "not-run", "info", ("evaluations", plan.index), message))
-    counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n) or "no results"
-    pending = f"; {len(report.not_run)} not run yet" if report.not_run else ""
-    index.stages["bench"] = f"ran ({'evaluated' if run else 'from cache'}: {counts}{pending})"
+    index.stages["bench"] = stage_line(report.results, len(report.not_run), run)
     return index
+
+
+def stage_line(results: list[Result], not_run: int, run: bool) -> str:
+    """The bench stage's line in ``index.stages``, from its results and how many claims did not run."""
+    counts = ", ".join(f"{n} {s}" for s, n in BenchReport(results).counts().items() if n) or "no results"
+    pending = f"; {not_run} not run yet" if not_run else ""
+    return f"ran ({'evaluated' if run else 'from cache'}: {counts}{pending})"
 
 
 def _finding(plan: Plan, rule: str, severity: Severity, loc: tuple[str | int, ...], message: str) -> Finding:

@@ -134,8 +134,13 @@ def load_catalog(
     engine: Engine = "local",
     workers: int | None = None,
     digests: Digests | None = None,
+    files: list[Path] | None = None,
 ) -> Catalog:
     """Load and check every manifest under ``root``; problems are collected, not raised.
+
+    ``files``: only these manifests (sorted, as :func:`manifest_files` gives them), for a compile
+    that redoes part of the lake (:mod:`lakegen.compile.delta`); references outside them read as
+    missing.
 
     Artifacts' sha256 come through ``digests`` (default: the memo in the lake's cache folder).
 
@@ -151,12 +156,12 @@ def load_catalog(
     real_root = root.resolve()
     parsed = ParseCache(parse_cache) if parse_cache is not None else None
     catalog.parsed = parsed
-    for file in manifest_files(root):
+    for file in manifest_files(root) if files is None else files:
         display = file.relative_to(root).as_posix()
         if file.is_symlink() and not file.resolve().is_relative_to(real_root):
             catalog.problems.append(Finding(display, 1, "", "manifest is a symlink that leaves the lake"))
             continue
-        record = _load_record(file, display, catalog.problems, parsed)
+        record = load_record(file, display, catalog.problems, parsed)
         if record is None:
             catalog.broken.setdefault(file.name.rsplit(".", 1)[0], display)
             continue
@@ -188,7 +193,7 @@ def _owned(finding: Finding, record: Record | None, **changes: Any) -> Finding:
     return finding.replace(**changes) if changes else finding
 
 
-def _load_record(
+def load_record(
     file: Path, display: str, problems: list[Finding], parsed: ParseCache | None = None
 ) -> Record | None:
     try:

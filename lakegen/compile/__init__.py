@@ -8,69 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from lakegen.artifacts.digests import default_cache_dir
-from lakegen.bench.metrics import REGISTRY
-from lakegen.catalog.loader import CATALOG_DIR, Catalog, latest_version, load_catalog
-from lakegen.compile.inputs import Inputs, Recorded, lake_time, recorded, remember
+from lakegen.catalog.loader import CATALOG_DIR, Catalog, load_catalog
+from lakegen.compile.base import base_index
+from lakegen.compile.inputs import Inputs, Recorded, recorded, remember
 from lakegen.compile.scope import Scope
 from lakegen.executor import Engine
-from lakegen.model.index import ArtifactCheck, CompiledFrom, Edge, IndexEntry, LakeIndex, MetricInfo
-from lakegen.model.manifest import Code
-
-
-def base_index(catalog: Catalog) -> LakeIndex:
-    """The index of a catalog before any evidence is gathered: entries, declared edges, validation."""
-    index = LakeIndex(generated_at=lake_time(catalog.root))
-    for record in sorted(catalog.records.values(), key=lambda r: r.entry.id):
-        entry = record.entry
-        versions = getattr(entry, "versions", None)
-        index.entries.append(
-            IndexEntry(
-                id=entry.id,
-                kind=entry.kind,
-                path=record.path,
-                latest_version=latest_version(entry) if versions is not None else None,  # type: ignore[arg-type]
-                manifest=entry.model_dump(mode="json"),
-            )
-        )
-    for model in catalog.models():
-        for base in model.base_models:
-            index.edges.append(
-                Edge(
-                    parent=base.id,
-                    child=model.id,
-                    relation=base.relation,
-                    declared=True,
-                    status="unchecked",
-                    weight=base.weight,
-                )
-            )
-    index.findings.extend(p for p in catalog.problems)
-    index.metrics = {**_code_metrics(catalog), **REGISTRY.describe()}  # a built-in name wins
-    index.artifacts = [
-        ArtifactCheck(entry=e, version=v, status=s, **_signed(catalog.signatures.get((e, v))))
-        for (e, v), s in sorted(catalog.artifacts.items())
-    ]
-    return index
-
-
-def _signed(verdict: Any) -> dict[str, Any]:
-    return {} if verdict is None else {"signature": verdict.state, "signer": verdict.signer}
-
-
-def _code_metrics(catalog: Catalog) -> dict[str, MetricInfo]:
-    """Metrics that code entries provide (an evaluation names an entry point of one), with the
-    direction the entry declares."""
-    named = {ev.metric for model in catalog.models() for ev in model.evaluations}
-    out: dict[str, MetricInfo] = {}
-    for code in sorted(catalog.entries("code"), key=lambda c: c.id):
-        assert isinstance(code, Code)
-        for name in sorted(named & set(code.entrypoints)):
-            higher = name not in code.lower_is_better
-            out.setdefault(name, MetricInfo(name=name, version=f"code:{code.id}", higher_is_better=higher))
-    return out
+from lakegen.model.index import CompiledFrom, LakeIndex
 
 
 def compile_catalog(scope: Scope, index: LakeIndex | None = None) -> LakeIndex:
@@ -124,15 +69,23 @@ def compile_or_reuse(
     """:func:`compile_lake`, and whether the saved index was reused (so there is nothing to save)."""
     root = Path(root)
     options = {"verify_artifacts": verify_artifacts}
-    if reuse and not run_evaluations:
-        from lakegen.compile.store import load_current
-
-        saved, _ = load_current(root)
-        if saved is not None and saved.inputs.options == options:
-            return saved, True
-    trusted = Recorded(root, recorded(root) if reuse else None)
+    previous = recorded(root) if reuse else None
+    trusted = Recorded(root, previous)
     # taken before loading, so that an edit made meanwhile shows as stale
     read = Inputs.take(root, [CATALOG_DIR], digests=trusted)
+    if previous is not None and not run_evaluations:
+        from lakegen.compile import delta
+
+        now = delta.as_before(root, read, previous, trusted)
+        if now.digest == previous.recorded_digest:  # nothing it was compiled from changed
+            kept = delta.saved_index(root, previous, options)
+            if kept is not None:
+                return kept, True
+        else:
+            index = delta.delta_compile(root, now, previous, options=options, engine=engine, workers=workers)
+            if index is not None:
+                remember(root, now)
+                return index, False
     digests = Recorded(root, read)  # the loader checks artifacts against what was just read
     catalog = load_catalog(
         root,

@@ -14,6 +14,7 @@ stale only when some content, HEAD or the version differs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -68,6 +69,17 @@ def lake_time(root: Path) -> str:
     return when.isoformat(timespec="seconds")
 
 
+@functools.cache
+def code_digest() -> str:
+    """sha256 of lakegen's own code: what a compile that starts from the previous one
+    (:mod:`lakegen.compile.delta`) must share with it, beyond the version."""
+    top = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(__version__.encode())
+    for file in sorted(top.rglob("*.py")):
+        h.update(file.relative_to(top).as_posix().encode() + b"\0" + file.read_bytes())
+    return h.hexdigest()
+
+
 def _walk(root: Path, folder: str) -> Iterable[str]:
     for dirpath, dirnames, filenames in os.walk(root / folder):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
@@ -88,6 +100,7 @@ class Inputs:
     version: str = __version__
     recorded_digest: str = ""  # the digest as read back, checked once
     index: dict[str, Any] = field(default_factory=dict)  # the saved index's options and generated_at
+    _digest: str = field(default="", repr=False, compare=False)  # computed once per add()
 
     @classmethod
     def take(
@@ -103,16 +116,17 @@ class Inputs:
         self, root: Path, folders: Iterable[str], extra: Iterable[str] = (), digests: Digests | None = None
     ) -> None:
         digests = digests if digests is not None else Digests(default_cache_dir(root))
+        self._digest = ""
         new_folders = [f for f in folders if f not in self.folders and (root / f).is_dir()]
         new_extra = [f for f in extra if f not in self.extra]
         self.folders += new_folders
         self.extra += new_extra
-        top = os.path.abspath(root)  # as Recorded keys its records
+        top = os.path.join(os.path.abspath(root), "")  # as Recorded keys its records
         for rel in [*(p for f in new_folders for p in _walk(root, f)), *new_extra]:
             if rel in self.files:
                 continue
             # strings and one stat a file: this runs for every file of the lake, twice a compile
-            full = os.path.join(top, rel)
+            full = top + rel
             try:
                 record = stat_record(os.stat(full))
                 sha = digests.trusted(full, record) if isinstance(digests, Recorded) else None
@@ -123,9 +137,11 @@ class Inputs:
     @property
     def digest(self) -> str:
         """sha256 over lakegen's version, HEAD and every input file's path and content."""
-        rows = sorted((path, record[-1] if record else None) for path, record in self.files.items())
-        text = json.dumps([self.version, self.head, rows], separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        if not self._digest:  # a compile asks for it several times; 20,000 rows at 10,000 models
+            rows = sorted((path, record[-1] if record else None) for path, record in self.files.items())
+            text = json.dumps([self.version, self.head, rows], separators=(",", ":"))
+            self._digest = hashlib.sha256(text.encode()).hexdigest()
+        return self._digest
 
     def changed(self, root: Path) -> str | None:
         """Why the working tree no longer holds these inputs, in a few words; None when it does."""
@@ -204,12 +220,12 @@ class Recorded(Digests):
 
     def __init__(self, root: Path, *records: Inputs | None):
         super().__init__(default_cache_dir(root))
-        top = os.path.abspath(root)
+        top = os.path.join(os.path.abspath(root), "")  # joined as strings: 20,000 files a record
         self._known: dict[str, list[Any]] = {}
         for known in records:
             for rel, record in (known.files if known is not None else {}).items():
                 if record and known is not None and known.taken_ns - record[1] >= RACY_NS:
-                    self._known[os.path.join(top, rel)] = record
+                    self._known[top + rel] = record
 
     def trusted(self, full: str, record: list[int]) -> str | None:
         """The sha256 recorded for the file at absolute path ``full`` whose stat record is now
@@ -264,12 +280,27 @@ def recorded_digest(root: Path) -> str:
     return digest if isinstance(digest, str) else ""
 
 
+_READ: dict[str, tuple[tuple[int, ...], Inputs | None]] = {}
+
+
 def recorded(root: Path) -> Inputs | None:
-    """The inputs recorded beside the saved index; None when there is no readable record."""
+    """The inputs recorded beside the saved index; None when there is no readable record.
+
+    Read once per version of the file (it is replaced whole, never written in place): a build asks
+    for it to tell a no-op, then again to compile (3 MB of JSON at 10,000 models)."""
+    path = os.path.abspath(root / INPUTS_FILE)
     try:
-        return Inputs.from_json(json.loads((root / INPUTS_FILE).read_bytes()))
+        st = os.stat(path)
+        version = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        kept = _READ.get(path)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        found = Inputs.from_json(json.loads(Path(path).read_bytes()))
     except (OSError, ValueError):
         return None
+    _READ.clear()
+    _READ[path] = (version, found)
+    return found
 
 
 def stale(root: Path, digest: str) -> str | None:

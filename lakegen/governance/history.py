@@ -249,7 +249,7 @@ def history_stage(catalog: Catalog, index: LakeIndex) -> LakeIndex:
         index.stages["history"] = "skipped: the lake is not in a git repository"
         return index
     folder = default_cache_dir(catalog.root)
-    key = _history_key(repo, catalog)
+    key = _history_key(repo, sorted((r.path, r.entry.id) for r in catalog.records.values()))
     found = _kept(folder / HISTORY_FILE, key) if key else None
     if found is None:
         parser = catalog.parsed.parse if catalog.parsed is not None else None
@@ -266,13 +266,29 @@ def history_stage(catalog: Catalog, index: LakeIndex) -> LakeIndex:
 HISTORY_FILE = "history.json"
 
 
-def _history_key(repo: Repo, catalog: Catalog) -> str | None:
+def kept_for(root: Path, files: list[tuple[str, str]]) -> bool:
+    """Whether the trail kept in the cache is the one :func:`history_stage` would give for the lake at
+    ``root`` whose manifests are ``files`` (sorted ``(path, entry id)``), telling from its key alone."""
+    from lakegen.artifacts.digests import default_cache_dir
+
+    repo = Repo.find(root)
+    key = _history_key(repo, files) if repo is not None else None
+    if key is None:
+        return False
+    try:
+        with (default_cache_dir(root) / HISTORY_FILE).open("rb") as f:
+            head = f.read(100)
+    except OSError:
+        return False
+    return head.startswith(json.dumps({"key": key})[:-1].encode() + b",")  # as history_stage writes it
+
+
+def _history_key(repo: Repo, files: list[tuple[str, str]]) -> str | None:
     try:
         head = repo.commit_of("HEAD")
     except LakeError:
         return None  # no commit yet
     code = b"".join(Path(m.__file__ or "").read_bytes() for m in (sys.modules[__name__], gitrepo))
-    files = sorted((r.path, r.entry.id) for r in catalog.records.values())
     text = json.dumps([__version__, hashlib.sha256(code).hexdigest(), head, files, _keyring(repo)])
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -3,3 +3,7 @@ declared edges compared with what the weights show (:mod:`.declared`), the audit
 coordinates drawn from the child (:mod:`.audit`), search by weights (:mod:`.search`), and the compile
 stage that puts it all into the lake index (:mod:`.stage`).
 """
+
+READ = ("id", "kind", "versions", "base_models", "links", "architecture", "framework", "owners")
+"""The manifest fields of a model that attribution reads (with their lines): here, apart from the
+stage, for a compile that must tell whether an edit reaches attribution without importing it."""

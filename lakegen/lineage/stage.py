@@ -28,7 +28,7 @@ from lakegen.catalog.loader import Catalog
 from lakegen.errors import Finding
 from lakegen.executor import Engine
 from lakegen.fingerprint import Cache
-from lakegen.lineage import partial
+from lakegen.lineage import READ, partial
 from lakegen.lineage.declared import CatalogLineage, node, split
 from lakegen.lineage.recover import attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
@@ -36,8 +36,6 @@ from lakegen.version import __version__
 
 STAGE_FOLDER = "attribution-stage"
 KEEP = 4  # compiles whose results are kept
-READ = ("id", "kind", "versions", "base_models", "links", "architecture", "framework", "owners")
-"""The manifest fields of a model that attribution reads (with their lines)."""
 
 
 def attribution_stage(

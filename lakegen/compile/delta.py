@@ -1,0 +1,288 @@
+"""A compile that starts from the previous one: the saved index, redone where a manifest edit reaches.
+
+A full compile walks every entry in every stage (loading and validating 10,000 manifests, planning
+their evaluations, running every policy over them), although after an edit of one manifest all but
+a handful of rows come out as they were. Every row the stages write about an entry is a function of
+that entry's manifest and of the entries it refers to, transitively (its bases, datasets, code and
+the parents the weights showed), of the files they name, and of the lake-wide inputs: policies,
+owners, results, git HEAD, lakegen's code. So when only manifests changed, and not in anything
+attribution or the lake-wide parts read, the compile here
+
+- takes the changed entries and every entry that refers to one of them, transitively (the dirty set),
+- loads those and what they refer to (a small catalog), runs the loader's checks, the bench and the
+  governance stages over it, and keeps their rows about the dirty entries,
+- and puts them in place of the previous index's rows, in the order a full compile gives.
+
+Anything else (a changed policy, result or artifact, an added or removed manifest, a moved HEAD,
+another lakegen, a rule from a plugin, a remote artifact, a changed field attribution reads, a
+lineage cycle) is compiled in full. ``tests/test_incremental.py`` compares each result with a cold
+compile of the same tree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lakegen.catalog.loader import CATALOG_DIR, load_catalog
+from lakegen.compile.inputs import Inputs, Recorded, code_digest, lake_time
+from lakegen.compile.scope import Scope
+from lakegen.errors import Finding, by_place
+from lakegen.executor import Engine
+from lakegen.model.index import CompiledFrom, IndexEntry, LakeIndex, Result, dicts
+from lakegen.model.manifest import is_external
+
+MANIFEST_FOLDERS = (f"{CATALOG_DIR}/models/", f"{CATALOG_DIR}/datasets/")
+SEGMENTS = {"validate": 0, "attribution": 1, "bench": 2, "governance": 3}
+"""The stages whose findings a build's index holds, in the order it lists them."""
+REFERENCES = (
+    ("base_models", "id"),
+    ("datasets", "id"),
+    ("code", "id"),
+    ("derived_from", "id"),
+    ("evaluations", "dataset"),
+)
+"""Where a manifest names other entries: a list field, and the key of each item that names one."""
+
+
+def as_before(root: Path, read: Inputs, previous: Inputs, trusted: Recorded) -> Inputs:
+    """``read`` (a snapshot of ``catalog/``) with the files outside it that the previous compile read
+    (``previous``): the inputs of this compile when its manifests name what they named. A copy, as
+    a full compile adds what its own catalog names instead."""
+    now = Inputs(read.head, list(read.folders), list(read.extra), dict(read.files), read.taken_ns)
+    now.add(root, previous.folders, previous.extra, trusted)
+    return now
+
+
+def saved_index(root: Path, previous: Inputs, options: dict[str, bool]) -> LakeIndex | None:
+    """The index the previous compile saved, when it is the one ``previous`` describes and was
+    compiled with ``options``."""
+    from lakegen.compile.store import INDEX_FILE, load_index
+
+    try:
+        index = load_index(root / INDEX_FILE)
+    except (OSError, ValueError):
+        return None
+    same = index.inputs.digest == previous.recorded_digest and index.inputs.options == options
+    return index if same else None
+
+
+def delta_compile(
+    root: Path,
+    now: Inputs,
+    previous: Inputs,
+    *,
+    options: dict[str, bool],
+    engine: Engine = "local",
+    workers: int | None = None,
+) -> LakeIndex | None:
+    """The index of the lake at ``root`` whose inputs are ``now`` (:func:`as_before`), made from the
+    index the previous compile saved (whose inputs were ``previous``); None when this lake's change
+    needs a full compile."""
+    if previous.index.get("options") != options:
+        return None
+    if (previous.version, previous.head, previous.index.get("code")) != (
+        now.version,
+        now.head,
+        code_digest(),
+    ):
+        return None
+    changed = _changed_manifests(now, previous)
+    if not changed:
+        return None
+    before = saved_index(root, previous, options)
+    if before is None:
+        return None
+    return _redo(root, before, changed, now, options, engine, workers)
+
+
+def _changed_manifests(now: Inputs, previous: Inputs) -> set[str]:
+    """The model and dataset manifests whose content changed; empty when anything else changed, or
+    a file came or went."""
+    if now.files.keys() != previous.files.keys():
+        return set()
+    before = previous.files
+    changed = {p for p, r in now.files.items() if not r or not before[p] or r[-1] != before[p][-1]}
+    if not all(p.startswith(MANIFEST_FOLDERS) and p.endswith((".yaml", ".yml")) for p in changed):
+        return set()
+    return changed
+
+
+def _redo(
+    root: Path,
+    before: LakeIndex,
+    changed: set[str],
+    now: Inputs,
+    options: dict[str, bool],
+    engine: Engine,
+    workers: int | None,
+) -> LakeIndex | None:
+    """``before`` redone for the manifests at ``changed``; None when that needs a full compile."""
+    from lakegen.catalog.loader import load_record
+    from lakegen.governance.history import kept_for
+    from lakegen.governance.policies import builtin_rules, registered
+    from lakegen.lineage import READ
+
+    if set(registered()) != builtin_rules():
+        return None  # a plugin's rule may read the whole lake
+    segments = _segments(before.findings)
+    if segments is None or any(f.message.startswith("lineage cycle") for f in segments[0]):
+        return None
+    by_path = {e.path: e for e in before.entries}
+    by_id = {e.id: e for e in before.entries}
+    manifests = {e.id: e.manifest for e in before.entries}
+    edited: set[str] = set()
+    for path in sorted(changed):
+        old = by_path.get(path)
+        if old is None or (root / path).is_symlink():
+            return None
+        record = load_record(root / path, path, [])
+        if record is None or record.entry.id != old.id or record.entry.kind == "code":
+            return None
+        new = record.entry.model_dump(mode="json")
+        if any(new.get(k) != old.manifest.get(k) for k in READ) or _metrics(new) != _metrics(old.manifest):
+            return None  # attribution's inputs, or the lake's metrics
+        if any(f.path == path for f in segments[1]):
+            return None  # attribution's findings there name lines, which the edit may have moved
+        manifests[old.id], edited = new, edited | {old.id}
+    up: dict[str, set[str]] = {i: _refs(m) for i, m in manifests.items()}
+    for edge in before.edges:
+        if edge.status == "undeclared":  # the weights' parents count as the manifests' do
+            up.setdefault(edge.child, set()).add(edge.parent)
+    down: dict[str, set[str]] = {}
+    for child, parents in up.items():
+        for parent in parents:
+            down.setdefault(parent, set()).add(child)
+    dirty = _closure(edited, down)
+    if any(not is_external(r) and r not in by_id for d in dirty for r in up.get(d, ())):
+        return None  # a reference to no entry: its message suggests ids from the whole lake
+    loaded = _closure(dirty, up) & by_id.keys()
+    if any(
+        ":" in str(v.get("artifact", {}).get("uri", ""))
+        for i in loaded
+        for v in dicts(manifests[i].get("versions"))
+    ):
+        return None  # a remote artifact: what is fetched of it lives outside the lake
+    files = sorted(root / by_id[i].path for i in loaded)
+    if not kept_for(root, sorted((e.path, e.id) for e in before.entries)):
+        return None
+    digests = Recorded(root, now)
+    catalog = load_catalog(
+        root,
+        verify_artifacts=options.get("verify_artifacts", True),
+        engine=engine,
+        workers=workers,
+        digests=digests,
+        files=files,
+    )
+    if catalog.records.keys() != loaded:
+        return None
+    scope = Scope(catalog, engine=engine, workers=workers, digests=digests)
+    return _merged(root, before, dirty, scope, now, options, segments)
+
+
+def _merged(
+    root: Path,
+    before: LakeIndex,
+    dirty: set[str],
+    scope: Scope,
+    now: Inputs,
+    options: dict[str, bool],
+    segments: list[list[Finding]],
+) -> LakeIndex | None:
+    """``before`` with the rows about ``dirty`` entries taken from a compile of ``scope``'s catalog."""
+    from lakegen.bench.run import stage_line
+    from lakegen.compile.base import base_index
+    from lakegen.compile.stages import Bench, Governance
+
+    catalog = scope.catalog
+    part = base_index(catalog)
+    part.edges = before.edges  # attribution's, unchanged; governance reads the parents it showed
+    part = Governance()(scope, Bench()(scope, part))
+    validate, attribution, bench, governance = segments
+    paths = {catalog.records[i].path for i in dirty}
+    mine = _segments(part.findings)
+    if mine is None:
+        return None
+
+    def kept(rows: list[Finding]) -> list[Finding]:
+        return [f for f in rows if f.entry not in dirty]
+
+    def theirs(rows: list[Finding]) -> list[Finding]:
+        return [f for f in rows if f.entry in dirty]
+
+    loaded = by_place([f for f in validate if f.path not in paths] + [f for f in mine[0] if f.path in paths])
+    results = kept(bench) + theirs(mine[2])
+    ran = _by_entry([f for f in results if f.rule != "not-run"])
+    pending = _by_entry([f for f in results if f.rule == "not-run"])
+    drift = [f for f in governance if f.rule == "codeowners"]
+    policies = [f for f in kept(governance) if f.rule != "codeowners"] + theirs(mine[3])
+    policies.sort(key=lambda f: (f.path, f.line, f.rule, f.message))
+    index = before.model_copy()
+    index.findings = [*loaded, *attribution, *ran, *pending, *policies, *drift]
+    fresh = {e.id: e for e in part.entries if e.id in dirty}
+    index.entries = [_entry(fresh[e.id], e) if e.id in fresh else e for e in before.entries]
+    rows: list[Result] = [r for r in before.results if r.model not in dirty]
+    index.results = sorted(rows + [r for r in part.results if r.model in dirty], key=lambda r: r.model)
+    checks = [a for a in before.artifacts if a.entry not in dirty]
+    redone = [a for a in part.artifacts if a.entry in dirty]
+    if [a.status for a in redone] != [a.status for a in before.artifacts if a.entry in dirty]:
+        return None  # attribution reads every artifact's status
+    checks += redone
+    index.artifacts = sorted(checks, key=lambda a: (a.entry, a.version))
+    # the validate stage's count of verified artifacts stands, as every status does
+    index.stages = {**before.stages, "bench": stage_line(index.results, len(pending), run=False)}
+    index.generated_at = lake_time(root)
+    index.inputs = CompiledFrom(digest=now.digest, folders=now.folders, files=now.extra, options=options)
+    return index
+
+
+def _entry(fresh: IndexEntry, before: IndexEntry) -> IndexEntry:
+    # parameters come from attribution, which this compile does not run
+    return fresh.model_copy(update={"parameters": before.parameters})
+
+
+def _segments(findings: list[Finding]) -> list[list[Finding]] | None:
+    """A build's findings by the stage that found them, in their order; None when they are not
+    listed stage by stage (then the index was not made by a build of this code)."""
+    out: list[list[Finding]] = [[], [], [], []]
+    last = 0
+    for f in findings:
+        at = SEGMENTS.get(f.stage)
+        if at is None or at < last:
+            return None
+        out[at].append(f)
+        last = at
+    return out
+
+
+def _by_entry(findings: list[Finding]) -> list[Finding]:
+    """In the order of the bench stage's plans (model by model), each model's in its own order."""
+    return sorted(findings, key=lambda f: f.entry or "")
+
+
+def _refs(manifest: dict[str, Any]) -> set[str]:
+    """The ids an entry refers to (bases, datasets, code, evaluation datasets, sources)."""
+    out: set[Any] = set()
+    for key, name in REFERENCES:
+        for row in manifest.get(key) or ():
+            if isinstance(row, dict):
+                out.add(row.get(name))
+    architecture = manifest.get("architecture")
+    if isinstance(architecture, dict):
+        out.add(architecture.get("code"))
+    return {r for r in out if isinstance(r, str)}
+
+
+def _metrics(manifest: dict[str, Any]) -> set[Any]:
+    return {e.get("metric") for e in dicts(manifest.get("evaluations"))}
+
+
+def _closure(start: set[str], edges: dict[str, set[str]]) -> set[str]:
+    seen, todo = set(start), list(start)
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
