@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from lakegen.governance.changetext import readable
@@ -79,6 +79,15 @@ class Job:
     in_nav: bool = False
 
 
+@functools.cache
+def template_cache() -> FileSystemBytecodeCache:
+    """Where compiled templates are kept between builds (lakegen's and the theme's: compiling them
+    cost half a second a build). Jinja's own per-user folder (``$TMPDIR/_jinja2-cache-<uid>``, which
+    it makes private and checks is the user's), never the lake: a compiled template is code, and a
+    pull request can commit files into the lake, ``.lakegen/`` included."""
+    return FileSystemBytecodeCache()
+
+
 def url_of(src_uri: str, directory_urls: bool) -> str:
     """The site URL (relative to the site root) of a docs page, as mkdocs would write it."""
     base = src_uri.removesuffix(".md")
@@ -111,6 +120,7 @@ class Renderer:
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            bytecode_cache=template_cache(),
         )
         self.env.filters.update(
             md=lambda t: Markup(markdown(t)),

@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment
 from mkdocs.config import base
 from mkdocs.config import config_options as c
 from mkdocs.config.defaults import MkDocsConfig
@@ -44,7 +45,7 @@ from mkdocs.structure.toc import get_toc
 
 from lakegen.model.index import LakeIndex
 from lakegen.site import api, cache, searchindex
-from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
+from lakegen.site.pages import NAV, Job, Page, Renderer, template_cache, url_of
 from lakegen.site.views import LakeView
 
 log = logging.getLogger("mkdocs.plugins.lakegen")
@@ -126,6 +127,21 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         # The sitemap would list only the pages rendered in this run; without site_url it has no use.
         config.theme.static_templates.discard("sitemap.xml")
         return config
+
+    def on_env(self, env: Environment, *, config: MkDocsConfig, files: Files) -> Environment:
+        """Keep the theme's compiled templates between builds, as lakegen's own are
+        (:func:`~lakegen.site.pages.template_cache`).
+
+        Args:
+            env: the theme's Jinja environment.
+            config: the mkdocs configuration.
+            files: all files.
+
+        Returns:
+            The environment.
+        """
+        env.bytecode_cache = template_cache()
+        return env
 
     def site_key(self, config: MkDocsConfig, index: LakeIndex) -> str | None:
         """What the whole site is a function of: the compiled lake and how it is rendered; None

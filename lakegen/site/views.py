@@ -8,7 +8,6 @@ paths that are always safe file names.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 import networkx as nx
+from pydantic_core import to_json
 
 from lakegen.errors import Finding
 from lakegen.model.index import Edge, IndexEntry, LakeIndex, Result, dicts, evaluations
@@ -112,8 +112,7 @@ class LakeView:
     @cached_property
     def documents(self) -> dict[str, bytes]:
         """Each entry's JSON document (``api/entries/<id>.json``): its manifest and every row about it."""
-        docs = entry_documents(self.index.model_dump(mode="json"))
-        return {k: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode() for k, v in docs.items()}
+        return entry_documents(self.index)
 
     def digest(self, entry_id: str) -> str:
         """A digest of everything the index says about ``entry_id`` ("absent" for ids outside the lake)."""
@@ -178,20 +177,34 @@ class LakeView:
         return [boards[k] for k in sorted(boards)]
 
 
-def entry_documents(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """One document per entry of a dumped index: the entry and every row (as JSON) that concerns it."""
-    rows: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for edge in data["edges"]:
-        rows[edge["child"]]["parents"].append(edge)
-        rows[edge["parent"]]["children"].append(edge)
-    for name in ("results", "findings", "history", "artifacts"):
-        key = "model" if name == "results" else "entry"
-        for row in data[name]:
-            if row[key] is not None:
-                rows[row[key]][name].append(row)
+def entry_documents(index: LakeIndex) -> dict[str, bytes]:
+    """One compact JSON document per entry: the entry and every row of the index that concerns it.
+
+    Each row is serialised by pydantic on its own and a document is those bytes joined, with no
+    Python dict made on the way: a rebuild digests every document to find the few that changed, and
+    dumping the whole index into dicts first cost ten times as much (4 s at 10,000 models).
+    """
     names = ("parents", "children", "results", "findings", "history", "artifacts")
+    rows: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: {n: [] for n in names})
+    for edge in index.edges:
+        data = to_json(edge, by_alias=False)
+        rows[edge.child]["parents"].append(data)
+        rows[edge.parent]["children"].append(data)
+    for result in index.results:
+        rows[result.model]["results"].append(to_json(result, by_alias=False))
+    for name, listed in (
+        ("findings", index.findings),
+        ("history", index.history),
+        ("artifacts", index.artifacts),
+    ):
+        for row in listed:
+            if row.entry is not None:
+                rows[row.entry][name].append(to_json(row, by_alias=False))
     docs = {}
-    for entry in data["entries"]:
-        mine = rows.get(entry["id"], {})
-        docs[entry["id"]] = {**entry, **{n: mine.get(n, []) for n in names}}
+    for entry in index.entries:
+        mine = rows.get(entry.id)
+        parts = [to_json(entry, by_alias=False)[:-1]]  # the entry's own fields, then its rows
+        for name in names:
+            parts.append(b',"%s":[%s]' % (name.encode(), b",".join(mine[name]) if mine else b""))
+        docs[entry.id] = b"".join(parts) + b"}"
     return docs
