@@ -95,6 +95,7 @@ def write_site(
     digest: Callable[[str], str] | None = None,
     previous: Path | None = None,
     known: dict[str, list[Any]] | None = None,
+    keep: bool = False,
 ) -> tuple[dict[str, list[Any]], int]:
     """Write every export of the whole lake under ``folder`` (the site's ``api/exports/``) as
     ``<format>/<file>``, replacing what an earlier build left there.
@@ -103,7 +104,8 @@ def write_site(
     (:attr:`Evidence.read`: a parent's Hub id, a dataset's splits). With ``digest`` (a digest of
     everything the index says about an entry id), each document's key is recorded; one whose key
     is in ``known`` (the previous build's record) and whose file is in ``previous`` (that build's
-    exports folder) is linked from there, not rendered again.
+    exports folder) is linked from there, not rendered again; with ``keep``, it is left where it
+    is (``folder`` is to patch ``previous`` in place) and nothing is written for it.
 
     Returns:
         The record for the next build (document -> [key, ids it looked up]), and how many were linked.
@@ -127,7 +129,10 @@ def write_site(
                 before = (known or {}).get(doc)
                 if before is not None and previous is not None:
                     key = _key(context, name, entry.id, before[1], digest)
-                    if before[0] == key and _link(previous / doc, folder / doc, made):
+                    same = (
+                        os.path.isfile(previous / doc) if keep else _link(previous / doc, folder / doc, made)
+                    )
+                    if before[0] == key and same:
                         record[doc] = before
                         linked += 1
                         continue

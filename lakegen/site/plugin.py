@@ -27,6 +27,7 @@ import hashlib
 import html
 import json
 import logging
+import os
 import posixpath
 import time
 from collections import defaultdict
@@ -87,6 +88,15 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self.index: LakeIndex | None = None
         self.root_override: Path | None = None
         self.reuse_from: Path | None = None
+        self.patch = False
+        """Build only what changed since the site in :attr:`reuse_from`, to patch it in place
+        (:func:`lakegen.site.build.build_site` does, once the build is complete)."""
+        self.patching = False
+        """Set once the previous build's record is read: this build makes only what changed."""
+        self.stale: list[str] = []
+        """When patching: the previous site's files this one does not have (search shards as folders)."""
+        self.replaced: list[str] = []
+        """When patching: the search shards indexed again, to replace whole."""
         self.stats: dict[str, Any] = {}
         self._dirty = False
         self._pages: dict[str, Page] = {}
@@ -168,6 +178,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             The files, with the lake's pages, their shells and lakegen's assets added.
         """
         start = time.perf_counter()
+        self.stats = {}  # mkdocs keeps one instance of the plugin for every build of the process
         index = self._load_index()
         view = LakeView(index)
         entry_pages = [p for p in (view.path(e.id) for e in index.entries) if p]
@@ -186,6 +197,8 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         context = cache.context_digest(config, self.templates, dict(self.config))
         previous = cache.load(reuse_from, context) if self.config.reuse and reuse_from else None
         self._reuse_dir = reuse_from
+        here = Path(config.site_dir).resolve()
+        self.patching = bool(self.patch and previous and reuse_from and reuse_from.resolve() != here)
         self._view = renderer.view
         self._record = cache.Record(context)
         self._previous = previous
@@ -286,7 +299,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         site = Path(config.site_dir)
         start = time.perf_counter()
         self._stamp(site, config.use_directory_urls)
-        if self._reuse_dir is not None and self._reuse_dir.resolve() != site.resolve():
+        if not self.patching and self._reuse_dir is not None and self._reuse_dir.resolve() != site.resolve():
             for dest in self._reused:
                 cache.link(self._reuse_dir / dest, site / dest)
         previous = self._previous or cache.Record("")
@@ -296,7 +309,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         index = self._load_index()
         saved = saved_as(self.root, index)
         self._record.api, self._record.exports, linked = api.write(
-            index, self._view, site, self._reuse_dir, previous.api, saved, previous.exports
+            index, self._view, site, self._reuse_dir, previous.api, saved, previous.exports, self.patching
         )
         self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
         self._record.site = self.site_key(config, self._load_index())
@@ -307,7 +320,9 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
                 k: [(cache.dest_path(src, use), self._record.pages[src][1]) for src in srcs]
                 for k, srcs in self._shards.items()
             }
-            self._record.search, indexed = searchindex.build(site, shards, self._reuse_dir, previous.search)
+            self._record.search, indexed = searchindex.build(
+                site, shards, self._reuse_dir, previous.search, keep=self.patching
+            )
             self.stats.update(
                 search_shards=len(shards), search_indexed=indexed, pagefind_s=time.perf_counter() - start
             )
@@ -315,6 +330,11 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             log.warning(
                 "Pagefind is not installed (pip install 'pagefind[bin]'): the site has no search index"
             )
+        self._record.others = _others(site, self._record, config.use_directory_urls)
+        if self.patching:
+            use = config.use_directory_urls
+            self.stale = sorted(previous.files(use) - self._record.files(use))
+            self.replaced = [name for name in self._record.search if (site / name).is_dir()]
         cache.save(site, self._record)
 
     def _stamp(self, site: Path, directory_urls: bool) -> None:
@@ -360,6 +380,23 @@ def _before(
         return None
     found = previous.pages.get(job.src_uri)
     return found if found is not None and (site / dest).is_file() else None
+
+
+def _others(site: Path, record: cache.Record, directory_urls: bool) -> list[str]:
+    """The files in ``site`` that ``record`` does not already name (the theme's, the whole-lake
+    exports, ``api/lake.json``); the search shards' folders are not looked into."""
+    named = record.files(directory_urls) | {cache.RECORD}
+    top, found = str(site), []
+    for folder, dirs, files in os.walk(top):
+        rel = folder[len(top) + 1 :]
+        if rel == searchindex.FOLDER:
+            dirs.clear()
+            continue
+        for name in files:
+            path = f"{rel}/{name}" if rel else name
+            if path not in named:
+                found.append(path)
+    return sorted(found)
 
 
 def _name(src_uri: str, directory_urls: bool) -> str:
