@@ -21,6 +21,7 @@ from typing import Any
 import networkx as nx
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
+from pydantic_core import to_json
 
 from lakegen.governance.changetext import readable
 from lakegen.governance.history import provenance
@@ -211,7 +212,7 @@ class Renderer:
         for board in boards:
             deps = [board.key, sorted({r.model for r in board.rows}), view.kind(board.dataset)]
             yield Job(board.path, functools.partial(self.board, board), self._deps(None, deps, *board.rows))
-        yield _done(self.governance())
+        yield Job("governance.md", self.governance, self.governance_deps(), in_nav=True)
         yield from self.lineage()
         yield _done(
             self.render("search.html", "search.md", "Search", facets=FACETS, bundles=self.search_bundles)
@@ -397,6 +398,20 @@ class Renderer:
             ticks=ticks,
             lower=board.higher_is_better is False,
         )
+
+    def governance_deps(self) -> str:
+        """A digest of what the governance page shows: every finding, and the kinds of the entries
+        they name (a link, or plain text outside the lake)."""
+        index = self.view.index
+        cited = sorted({f.entry for f in index.findings if f.entry})
+        payload = [
+            to_json(index.findings).decode(),
+            [(c, self.view.kind(c)) for c in cited],
+            len(index.entries),
+            index.stages,
+            index.generated_at,
+        ]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
     def governance(self) -> Page:
         findings = sorted(

@@ -101,6 +101,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._dirty = False
         self._pages: dict[str, Page] = {}
         self._shells: dict[str, list[Page]] = {}
+        self._stubs: list[str] = []
         self._reused: list[str] = []
         self._record = cache.Record("")
         self._previous: cache.Record | None = None
@@ -202,7 +203,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._view = renderer.view
         self._record = cache.Record(context)
         self._previous = previous
-        self._pages, self._reused, self._shells = {}, [], {}
+        self._pages, self._reused, self._shells, self._stubs = {}, [], {}, []
         groups: dict[tuple[str, tuple[tuple[str, str], ...], bool], list[Page]] = defaultdict(list)
         for job in renderer.jobs():
             dest = cache.dest_path(job.src_uri, config.use_directory_urls)
@@ -210,6 +211,9 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             if before is not None and job.deps is not None and before[0] == job.deps:
                 self._record.pages[job.src_uri] = before
                 self._reused.append(dest)
+                if job.in_nav:  # the navigation needs the page: mkdocs gets a stub, its file is dropped
+                    self._add(files, config, Page(job.src_uri, "", "", in_nav=True))
+                    self._stubs.append(dest)
                 continue
             page = job.render()
             digest = cache.page_digest(page)
@@ -237,7 +241,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             files.append(File.generated(config, f"assets/{name}", abs_src_path=str(asset)))
         stamped = sum(len(p) for p in self._shells.values())
         self.stats.update(
-            rendered=len(self._pages) - len(self._shells) + stamped,
+            rendered=len(self._pages) - len(self._shells) - len(self._stubs) + stamped,
             stamped=stamped,
             reused=len(self._reused),
             render_s=time.perf_counter() - start,
@@ -299,6 +303,8 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         site = Path(config.site_dir)
         start = time.perf_counter()
         self._stamp(site, config.use_directory_urls)
+        for dest in self._stubs:
+            (site / dest).unlink()
         if not self.patching and self._reuse_dir is not None and self._reuse_dir.resolve() != site.resolve():
             for dest in self._reused:
                 cache.link(self._reuse_dir / dest, site / dest)
@@ -376,7 +382,7 @@ def _before(
     previous: cache.Record | None, site: Path | None, job: Job, dest: str
 ) -> tuple[str | None, str] | None:
     """What the previous build recorded for ``job``'s page, when its file is there to reuse."""
-    if previous is None or site is None or job.in_nav:
+    if previous is None or site is None:
         return None
     found = previous.pages.get(job.src_uri)
     return found if found is not None and (site / dest).is_file() else None
