@@ -118,7 +118,7 @@ def load(site: Path | None, context: str) -> Record | None:
         if data.get("context") != context:
             return None
         pages = {k: (v[0], v[1]) for k, v in data["pages"].items()}
-        exports = {k: [v[0], list(v[1])] for k, v in data["exports"].items()}
+        exports = {k: list(v) for k, v in data["exports"].items()}
         return Record(
             context,
             pages,
