@@ -29,7 +29,7 @@ from lakegen.model.index import dicts
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
 from lakegen.site.markup import markdown, safe_url
-from lakegen.site.views import SEVERITIES, Board, EvalRow, LakeView, stem
+from lakegen.site.views import NEIGHBOURS, SEVERITIES, Board, EvalRow, LakeView, stem
 from lakegen.terminal import printable
 
 LIST_PAGE = 200  # entries per listing page
@@ -194,6 +194,12 @@ class Renderer:
         boards = view.boards()
         self._boards = {b.key: b.path for b in boards}
         self._family = {n: _family_path(comp) for comp in view.components() for n in comp}
+        # a family no larger than what a model's page may draw of it is digested once for all its
+        # pages, rather than each page walking the graph for its own neighbourhood
+        self._families = {comp[0]: view.family_digest(comp) for comp in view.components()}
+        self._small = {
+            n: self._families[comp[0]] for comp in view.components() if len(comp) <= NEIGHBOURS for n in comp
+        }
         yield _done(self.home(boards))
         for kind, folder in (("model", "models"), ("dataset", "datasets"), ("code", "code")):
             yield from self.listing(kind, folder)
@@ -235,14 +241,19 @@ class Renderer:
     def model_deps(self, entry_id: str) -> str:
         """A digest of what a model page shows: its lineage neighbourhood, and the kinds of what it cites."""
         view = self.view
-        nodes = view.lineage_nodes(entry_id)
         m = view.entries[entry_id].manifest
         arch = m.get("architecture")
         arch = arch if isinstance(arch, dict) else {}
         cited = [str(u.get("id")) for key in ("datasets", "code") for u in dicts(m.get(key))]
         cited.append(str(arch.get("code")))
         family = self._family.get(entry_id)
-        payload = [nodes, [view.digest(n) for n in nodes], [(c, view.kind(c)) for c in cited], family]
+        small = self._small.get(entry_id)
+        if small is not None:  # the page shows no more than its family, all of which this digests
+            lineage: list[Any] = [entry_id, small]
+        else:
+            nodes = view.lineage_nodes(entry_id)
+            lineage = [nodes, [view.digest(n) for n in nodes]]
+        payload = [*lineage, [(c, view.kind(c)) for c in cited], family]
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
     def home(self, boards: list[Board]) -> Page:
@@ -461,8 +472,7 @@ class Renderer:
             )
         )
         for comp, path in pictures:
-            deps = hashlib.sha256(json.dumps([comp, [view.digest(n) for n in comp]]).encode()).hexdigest()
-            yield Job(path, functools.partial(self.component, comp, path), deps)
+            yield Job(path, functools.partial(self.component, comp, path), self._families[comp[0]])
 
     def component(self, comp: list[str], path: str) -> Page:
         self._at(path)

@@ -31,6 +31,7 @@ import os
 import posixpath
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -312,36 +313,45 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         assert self._view is not None
         from lakegen.compile.store import saved_as
 
-        index = self._load_index()
-        saved = saved_as(self.root, index)
-        self._record.api, self._record.exports, linked = api.write(
-            index, self._view, site, self._reuse_dir, previous.api, saved, previous.exports, self.patching
-        )
-        self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
-        self._record.site = self.site_key(config, self._load_index())
-        if self.config.pagefind and searchindex.available():
-            start = time.perf_counter()
-            use = config.use_directory_urls
-            shards = {
-                k: [(cache.dest_path(src, use), self._record.pages[src][1]) for src in srcs]
-                for k, srcs in self._shards.items()
-            }
-            self._record.search, indexed = searchindex.build(
-                site, shards, self._reuse_dir, previous.search, keep=self.patching
-            )
-            self.stats.update(
-                search_shards=len(shards), search_indexed=indexed, pagefind_s=time.perf_counter() - start
-            )
-        elif self.config.pagefind:
+        use = config.use_directory_urls
+        search = self.config.pagefind and searchindex.available()
+        if self.config.pagefind and not search:
             log.warning(
                 "Pagefind is not installed (pip install 'pagefind[bin]'): the site has no search index"
             )
+        # Pagefind (a process of its own) indexes the pages while this one writes the API and the
+        # exports: on two cores, the one waited for the other for a second or two a rebuild.
+        with ThreadPoolExecutor(1) as pool:
+            if search:
+                shards = {
+                    k: [(cache.dest_path(src, use), self._record.pages[src][1]) for src in srcs]
+                    for k, srcs in self._shards.items()
+                }
+                indexing = pool.submit(self._index, site, shards, previous)
+            index = self._load_index()
+            saved = saved_as(self.root, index)
+            self._record.api, self._record.exports, linked = api.write(
+                index, self._view, site, self._reuse_dir, previous.api, saved, previous.exports, self.patching
+            )
+            self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
+            self._record.site = self.site_key(config, index)
+            if search:
+                indexing.result()
         self._record.others = _others(site, self._record, config.use_directory_urls)
         if self.patching:
             use = config.use_directory_urls
             self.stale = sorted(previous.files(use) - self._record.files(use))
             self.replaced = [name for name in self._record.search if (site / name).is_dir()]
         cache.save(site, self._record)
+
+    def _index(self, site: Path, shards: dict[int, list[tuple[str, str]]], previous: cache.Record) -> None:
+        start = time.perf_counter()
+        self._record.search, indexed = searchindex.build(
+            site, shards, self._reuse_dir, previous.search, keep=self.patching
+        )
+        self.stats.update(
+            search_shards=len(shards), search_indexed=indexed, pagefind_s=time.perf_counter() - start
+        )
 
     def _stamp(self, site: Path, directory_urls: bool) -> None:
         """Write the pages of each shell: the shell's HTML with their title, name and body put in.

@@ -8,6 +8,7 @@ paths that are always safe file names.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from lakegen.search import EntryFacets, entry_facets
 _SAFE_STEM = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 FOLDERS = {"model": "models", "dataset": "datasets", "code": "code"}
 SEVERITIES = ("error", "warning", "info")
+NEIGHBOURS = 40  # models of its lineage a model's page draws
 
 
 def stem(key: str) -> str:
@@ -154,7 +156,7 @@ class LakeView:
     def _upward(self) -> nx.DiGraph:
         return self.graph.reverse(copy=False)  # a view: made once, not once per model page
 
-    def lineage_nodes(self, entry_id: str, limit: int = 40) -> list[str]:
+    def lineage_nodes(self, entry_id: str, limit: int = NEIGHBOURS) -> list[str]:
         """The entry, then its ancestors and descendants nearest first, at most ``limit``."""
         if entry_id not in self.graph:
             return [entry_id]
@@ -165,8 +167,16 @@ class LakeView:
 
     def components(self) -> list[list[str]]:
         """Families of the lineage graph (weakly connected, two or more members), largest first."""
+        return self._components
+
+    @cached_property
+    def _components(self) -> list[list[str]]:
         comps = [sorted(c) for c in nx.weakly_connected_components(self.graph) if len(c) > 1]
         return sorted(comps, key=lambda c: (-len(c), c[0]))
+
+    def family_digest(self, comp: list[str]) -> str:
+        """A digest of a family: its members, and everything the index says about each."""
+        return hashlib.sha256(json.dumps([comp, [self.digest(n) for n in comp]]).encode()).hexdigest()
 
     def boards(self) -> list[Board]:
         boards: dict[tuple[str, str, str], Board] = {}
