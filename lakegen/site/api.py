@@ -45,10 +45,11 @@ def write(
     same_dir = previous is not None and previous.resolve() == site.resolve()
     digests, linked = {}, 0
     known = known or {}
+    before = str(previous)  # paths as strings: 10,000 Path objects cost more than their stat calls
     for entry_id, data in view.documents.items():
         name = f"api/entries/{stem(entry_id)}.json"
         digest = digests[name] = view.digest(entry_id)
-        if previous is not None and known.get(name) == digest and os.path.isfile(previous / name):
+        if previous is not None and known.get(name) == digest and os.path.isfile(f"{before}/{name}"):
             if not (same_dir or keep):
                 link(previous / name, site / name)
             linked += 1

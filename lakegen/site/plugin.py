@@ -395,7 +395,7 @@ def _before(
     if previous is None or site is None:
         return None
     found = previous.pages.get(job.src_uri)
-    return found if found is not None and (site / dest).is_file() else None
+    return found if found is not None and os.path.isfile(f"{site}/{dest}") else None
 
 
 def _others(site: Path, record: cache.Record, directory_urls: bool) -> list[str]:
