@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 from pydantic_core import to_json
 
@@ -29,6 +29,7 @@ from lakegen.model.index import dicts
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
 from lakegen.site.markup import markdown, safe_url
+from lakegen.site.templatecache import template_cache
 from lakegen.site.views import NEIGHBOURS, SEVERITIES, Board, EvalRow, LakeView, stem
 from lakegen.terminal import printable
 
@@ -78,15 +79,6 @@ class Job:
     render: Callable[[], Page]
     deps: str | None = None
     in_nav: bool = False
-
-
-@functools.cache
-def template_cache() -> FileSystemBytecodeCache:
-    """Where compiled templates are kept between builds (lakegen's and the theme's: compiling them
-    cost half a second a build). Jinja's own per-user folder (``$TMPDIR/_jinja2-cache-<uid>``, which
-    it makes private and checks is the user's), never the lake: a compiled template is code, and a
-    pull request can commit files into the lake, ``.lakegen/`` included."""
-    return FileSystemBytecodeCache()
 
 
 def url_of(src_uri: str, directory_urls: bool) -> str:
@@ -183,10 +175,6 @@ class Renderer:
         toc: list[tuple[str, str]] = []
         body = self.env.get_template(template).render(title=title, toc=toc, **context)
         return Page(src_uri, title, body, toc, in_nav=src_uri in IN_NAV, wide=wide)
-
-    def pages(self) -> Iterator[Page]:
-        """Every page, rendered."""
-        return (job.render() for job in self.jobs())
 
     def jobs(self) -> Iterator[Job]:
         """Every page, to be rendered; model pages say what they depend on first."""

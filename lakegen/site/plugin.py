@@ -47,7 +47,8 @@ from mkdocs.structure.toc import get_toc
 
 from lakegen.model.index import LakeIndex
 from lakegen.site import api, cache, searchindex
-from lakegen.site.pages import NAV, Job, Page, Renderer, template_cache, url_of
+from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
+from lakegen.site.templatecache import template_cache
 from lakegen.site.views import LakeView
 
 log = logging.getLogger("mkdocs.plugins.lakegen")
