@@ -360,3 +360,42 @@ def test_a_declared_base_outside_the_lake_is_shown_unchecked_not_as_base_model(t
     assert results == [
         "accuracy on hf:acme/noisy-digits/test: claimed 0.94 (claimed; lakegen cannot re-run it)"
     ]
+
+
+def test_a_whole_lake_document_is_put_together_from_each_models_parts(
+    demo_index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from lakegen import exports
+    from lakegen.site.views import LakeView
+
+    first = tmp_path / "first"
+    record, _ = exports.write_site(demo_index, first, LakeView(demo_index).digest)
+    unindented = export(demo_index, "cyclonedx", indent=None)["lake.cdx.json"]
+    assert (first / "cyclonedx" / "lake.cdx.json").read_text() == unindented
+    changed = demo_index.model_copy(deep=True)
+    edited = next(e for e in changed.entries if e.kind == "model")
+    edited.manifest["name"] = "Renamed"  # the BOM's description of a model
+    made: list[str] = []
+    fmt = FORMATS["cyclonedx"]
+    assert fmt.parts is not None
+
+    def counted(ev, entry):  # type: ignore[no-untyped-def]
+        made.append(entry.id)
+        return fmt.parts(ev, entry)  # type: ignore[misc]
+
+    monkeypatch.setitem(exports.FORMATS, "cyclonedx", dataclasses.replace(fmt, parts=counted))
+    again = tmp_path / "again"
+    exports.write_site(changed, again, LakeView(changed).digest, first, record)
+    # made again: the edited model's parts, and those of the models naming it as an ancestor; the
+    # others were cut from the first document
+    reading = {m for m, part in record["cyclonedx/lake.cdx.json"][1].items() if edited.id in part[1]}
+    assert set(made) == {edited.id, *reading} and len(made) == len(reading) + 1 < len(record) / 2
+    text = (again / "cyclonedx" / "lake.cdx.json").read_text()
+    assert text == export(changed, "cyclonedx", indent=None)["lake.cdx.json"] != unindented
+    # a previous document that is not the one recorded is not cut from
+    (first / "cyclonedx" / "lake.cdx.json").write_text(unindented.replace("CycloneDX", "Other"))
+    made.clear()
+    exports.write_site(changed, tmp_path / "third", LakeView(changed).digest, first, record)
+    assert len(made) == len([e for e in changed.entries if e.kind == "model"])

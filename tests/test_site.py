@@ -378,20 +378,101 @@ def test_directory_urls_work_the_same(tmp_path: Path) -> None:
         assert file.read_bytes() == (sites[0] / file.relative_to(sites[1])).read_bytes(), file
 
 
+def tree(site: Path) -> dict[str, bytes]:
+    """Every file of a site, by path, with its bytes."""
+    return {p.relative_to(site).as_posix(): p.read_bytes() for p in sorted(site.rglob("*")) if p.is_file()}
+
+
+def searched(files: dict[str, bytes]) -> dict[str, tuple[int, int]]:
+    """Each search shard of a site's files: how many files it has, and how many pages it indexes."""
+    shards: dict[str, tuple[int, int]] = {}
+    for name, data in files.items():
+        if name.startswith("pagefind/"):
+            shard = name.split("/")[1]
+            count, pages = shards.get(shard, (0, 0))
+            if name.endswith("/pagefind-entry.json"):
+                pages = json.loads(data)["languages"]["en"]["page_count"]
+            shards[shard] = (count + 1, pages)
+    return shards
+
+
+def edited(index: LakeIndex, entry: str = "mlp-q8", text: str = "Edited.") -> LakeIndex:
+    changed = index.model_copy(deep=True)
+    next(e for e in changed.entries if e.id == entry).manifest["description"] = text
+    return changed
+
+
 def test_an_interrupted_build_leaves_the_previous_site(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = _site(tmp_path, demo_index(), pagefind=False)
-    home = read(site, "index.html")
+    before = tree(site)
 
-    def boom(*_: object) -> str:
+    def boom(*_: object, **__: object) -> str:
         raise RuntimeError("interrupted")
 
     monkeypatch.setattr("lakegen.site.searchindex.build", boom)
-    with pytest.raises(RuntimeError, match="interrupted"):
-        build_site(tmp_path, demo_index(), pagefind=True, reuse=False)
-    assert read(site, "index.html") == home
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "site"]
+    for reuse in (False, True):  # built whole, or built to patch the previous site
+        with pytest.raises(RuntimeError, match="interrupted"):
+            build_site(tmp_path, edited(demo_index()), pagefind=True, reuse=reuse)
+        assert tree(site) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "site"]
+
+
+def test_a_patched_site_equals_a_cold_built_one(tmp_path: Path) -> None:
+    from lakegen.site.cache import RECORD
+
+    index = demo_index()
+    site = _site(tmp_path / "lake", index, shard_size=4)
+    # pages the description edit below does not reach: an entry's, and one in the navigation
+    untouched = {page: (site / page).stat().st_ino for page in ("models/mlp-base.html", "governance.html")}
+    gone = next(e for e in index.entries if e.kind == "model" and e.id != "mlp-q8")
+    added = gone.model_copy(update={"id": "mlp-added", "path": "catalog/models/mlp-added.yaml"})
+    changes = {
+        "a description": edited(index),
+        "a removed model": index.model_copy(update={"entries": [e for e in index.entries if e != gone]}),
+        "an added model": index.model_copy(update={"entries": [*index.entries, added]}),
+        "fewer search shards": index,
+    }
+    for n, (what, changed) in enumerate(changes.items()):
+        shards = 4 if what != "fewer search shards" else 100
+        report = build_site(tmp_path / "lake", changed, shard_size=shards)
+        assert report.stats["patched"] < 150, what  # the theme's files, the changed pages and shards
+        cold = build_site(
+            tmp_path / "lake", changed, site_dir=tmp_path / f"cold{n}", reuse=False, shard_size=shards
+        )
+        assert "patched" not in cold.stats
+        patched, fresh = tree(site), tree(cold.site)
+        assert RECORD in patched
+        # Pagefind names its files by hashes that differ from one run to the next: its shards
+        # are compared by what they index (the record names each shard's pages and their digests)
+        assert searched(patched) == searched(fresh), what
+        patched = {k: v for k, v in patched.items() if not k.startswith("pagefind/")}
+        fresh = {k: v for k, v in fresh.items() if not k.startswith("pagefind/")}
+        assert patched.keys() == fresh.keys(), what
+        assert patched == fresh, [k for k in patched if patched[k] != fresh[k]]
+        if what == "a description":  # left as they were
+            assert {page: (site / page).stat().st_ino for page in untouched} == untouched
+    assert not [p for p in (tmp_path / "lake").iterdir() if p.name.startswith(".site")]
+
+
+def test_a_patch_cut_short_is_built_whole_next_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lakegen.site.cache import RECORD
+
+    site = _site(tmp_path, demo_index(), pagefind=False)
+    changed = edited(demo_index())
+
+    def cut(*_: object, **__: object) -> int:
+        raise RuntimeError("cut")
+
+    monkeypatch.setattr("lakegen.site.build._move_tree", cut)
+    with pytest.raises(RuntimeError, match="cut"):
+        build_site(tmp_path, changed, pagefind=False)
+    monkeypatch.undo()
+    assert not (site / RECORD).exists()  # half patched: nothing in it is trusted
+    report = build_site(tmp_path, changed, pagefind=False)
+    assert "patched" not in report.stats and report.stats["reused"] == 0
+    assert tree(site) == tree(_site(tmp_path / "cold", changed, pagefind=False))
 
 
 def test_mkdocs_build_with_the_repository_config(tmp_path: Path) -> None:

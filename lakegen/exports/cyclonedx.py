@@ -140,7 +140,7 @@ def _model_component(ev: Evidence, entry: IndexEntry) -> dict[str, Any]:
 
 
 def _ancestor(ev: Evidence, parent: str) -> dict[str, Any]:
-    entry = ev.entries.get(parent)
+    entry = ev.entry(parent)
     out: dict[str, Any] = {"type": "machine-learning-model", "name": parent}
     if entry is not None:
         version, hashes, _ = _release(entry)
@@ -161,15 +161,15 @@ def _dataset_uses(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def bom(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
-    components = [_model_component(ev, e) for e in models]
-    dataset_refs = dict.fromkeys(d["id"] for e in models for d in _dataset_uses(e.manifest))
-    components += [_dataset_component(ev, ref) for ref in dataset_refs]
-    dependencies = [
-        {"ref": c["bom-ref"], "dependsOn": [f"dataset:{d['id']}" for d in _dataset_uses(e.manifest)]}
-        for c, e in zip(components, models, strict=False)
-    ]
-    dependencies += [{"ref": f"dataset:{ref}"} for ref in dataset_refs]
+def _dependency(component: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    return {"ref": component["bom-ref"], "dependsOn": [f"dataset:{d['id']}" for d in _dataset_uses(manifest)]}
+
+
+def _dataset_refs(models: list[IndexEntry]) -> list[str]:
+    return list(dict.fromkeys(d["id"] for e in models for d in _dataset_uses(e.manifest)))
+
+
+def _head(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
     seed = json.dumps([ev.index.inputs.digest, [e.id for e in models]])
     return {
         "bomFormat": "CycloneDX",
@@ -184,6 +184,58 @@ def bom(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
                 ]
             },
         },
-        "components": components,
-        "dependencies": dependencies,
     }
+
+
+def bom(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
+    components = [_model_component(ev, e) for e in models]
+    dependencies = [_dependency(c, e.manifest) for c, e in zip(components, models, strict=True)]
+    refs = _dataset_refs(models)
+    components += [_dataset_component(ev, ref) for ref in refs]
+    dependencies += [{"ref": f"dataset:{ref}"} for ref in refs]
+    return {**_head(ev, models), "components": components, "dependencies": dependencies}
+
+
+def parts(ev: Evidence, entry: IndexEntry) -> list[bytes]:
+    """A model's component and its dependencies, as the BOM's JSON text has them (:func:`assemble`)."""
+    component = _model_component(ev, entry)
+    return [_dumped(component), _dumped(_dependency(component, entry.manifest))]
+
+
+def assemble(
+    ev: Evidence, models: list[IndexEntry], made: list[list[bytes]]
+) -> tuple[bytes, list[list[int]]]:
+    """The text of :func:`bom` (as :func:`lakegen.exports.export` writes it, unindented) from each
+    model's :func:`parts`, which a rebuild keeps for the models that did not change.
+
+    Returns:
+        The text, and where each model's parts are in it (start and end of each, in bytes).
+    """
+    head = _dumped({**_head(ev, models), "components": [], "dependencies": []})
+    tail = b'"components": [], "dependencies": []}'
+    assert head.endswith(tail)
+    refs = _dataset_refs(models)
+    sections = (
+        [p[0] for p in made] + [_dumped(_dataset_component(ev, ref)) for ref in refs],
+        [p[1] for p in made] + [_dumped({"ref": f"dataset:{ref}"}) for ref in refs],
+    )
+    out = [head[: -len(tail)]]
+    at = len(out[0])
+    spans: list[list[int]] = [[] for _ in made]
+    for key, items in zip((b'"components": [', b'], "dependencies": ['), sections, strict=True):
+        out.append(key)
+        at += len(key)
+        for n, item in enumerate(items):
+            if n:
+                out.append(b", ")
+                at += 2
+            if n < len(made):
+                spans[n] += [at, at + len(item)]
+            out.append(item)
+            at += len(item)
+    out.append(b"]}\n")
+    return b"".join(out), spans
+
+
+def _dumped(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()

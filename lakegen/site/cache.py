@@ -87,6 +87,17 @@ class Record:
     search: dict[str, str] = field(default_factory=dict)
     exports: dict[str, list[Any]] = field(default_factory=dict)
     site: str | None = None  # the whole site's key (LakegenPlugin.site_key): equal, nothing to build
+    others: list[str] = field(default_factory=list)
+    """The site's other files (the theme's, the whole-lake exports): with the above, every file the
+    site has, so a rebuild that patches the site in place knows which to remove."""
+
+    def files(self, directory_urls: bool) -> set[str]:
+        """Every file of the site this record describes, relative to its root; a search shard is
+        one entry, its folder."""
+        found = {dest_path(src, directory_urls) for src in self.pages}
+        found.update(self.api, self.search, self.others)
+        found.update(f"api/exports/{doc}" for doc in self.exports)
+        return found
 
 
 def unchanged(site: Path, key: str | None) -> int | None:
@@ -107,8 +118,16 @@ def load(site: Path | None, context: str) -> Record | None:
         if data.get("context") != context:
             return None
         pages = {k: (v[0], v[1]) for k, v in data["pages"].items()}
-        exports = {k: [v[0], list(v[1])] for k, v in data["exports"].items()}
-        return Record(context, pages, dict(data["api"]), dict(data["search"]), exports, data.get("site"))
+        exports = {k: list(v) for k, v in data["exports"].items()}
+        return Record(
+            context,
+            pages,
+            dict(data["api"]),
+            dict(data["search"]),
+            exports,
+            data.get("site"),
+            list(data["others"]),
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
 
@@ -121,6 +140,7 @@ def save(site: Path, record: Record) -> None:
         "search": record.search,
         "exports": record.exports,
         "site": record.site,
+        "others": record.others,
     }
     (site / RECORD).write_text(json.dumps(data), encoding="utf-8")
 

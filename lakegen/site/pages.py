@@ -21,6 +21,7 @@ from typing import Any
 import networkx as nx
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
+from pydantic_core import to_json
 
 from lakegen.governance.changetext import readable
 from lakegen.governance.history import provenance
@@ -28,7 +29,8 @@ from lakegen.model.index import dicts
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
 from lakegen.site.markup import markdown, safe_url
-from lakegen.site.views import SEVERITIES, Board, EvalRow, LakeView, stem
+from lakegen.site.templatecache import template_cache
+from lakegen.site.views import NEIGHBOURS, SEVERITIES, Board, EvalRow, LakeView, stem
 from lakegen.terminal import printable
 
 LIST_PAGE = 200  # entries per listing page
@@ -111,6 +113,7 @@ class Renderer:
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            bytecode_cache=template_cache(),
         )
         self.env.filters.update(
             md=lambda t: Markup(markdown(t)),
@@ -173,16 +176,18 @@ class Renderer:
         body = self.env.get_template(template).render(title=title, toc=toc, **context)
         return Page(src_uri, title, body, toc, in_nav=src_uri in IN_NAV, wide=wide)
 
-    def pages(self) -> Iterator[Page]:
-        """Every page, rendered."""
-        return (job.render() for job in self.jobs())
-
     def jobs(self) -> Iterator[Job]:
         """Every page, to be rendered; model pages say what they depend on first."""
         view = self.view
         boards = view.boards()
         self._boards = {b.key: b.path for b in boards}
         self._family = {n: _family_path(comp) for comp in view.components() for n in comp}
+        # a family no larger than what a model's page may draw of it is digested once for all its
+        # pages, rather than each page walking the graph for its own neighbourhood
+        self._families = {comp[0]: view.family_digest(comp) for comp in view.components()}
+        self._small = {
+            n: self._families[comp[0]] for comp in view.components() if len(comp) <= NEIGHBOURS for n in comp
+        }
         yield _done(self.home(boards))
         for kind, folder in (("model", "models"), ("dataset", "datasets"), ("code", "code")):
             yield from self.listing(kind, folder)
@@ -201,7 +206,7 @@ class Renderer:
         for board in boards:
             deps = [board.key, sorted({r.model for r in board.rows}), view.kind(board.dataset)]
             yield Job(board.path, functools.partial(self.board, board), self._deps(None, deps, *board.rows))
-        yield _done(self.governance())
+        yield Job("governance.md", self.governance, self.governance_deps(), in_nav=True)
         yield from self.lineage()
         yield _done(
             self.render("search.html", "search.md", "Search", facets=FACETS, bundles=self.search_bundles)
@@ -224,14 +229,19 @@ class Renderer:
     def model_deps(self, entry_id: str) -> str:
         """A digest of what a model page shows: its lineage neighbourhood, and the kinds of what it cites."""
         view = self.view
-        nodes = view.lineage_nodes(entry_id)
         m = view.entries[entry_id].manifest
         arch = m.get("architecture")
         arch = arch if isinstance(arch, dict) else {}
         cited = [str(u.get("id")) for key in ("datasets", "code") for u in dicts(m.get(key))]
         cited.append(str(arch.get("code")))
         family = self._family.get(entry_id)
-        payload = [nodes, [view.digest(n) for n in nodes], [(c, view.kind(c)) for c in cited], family]
+        small = self._small.get(entry_id)
+        if small is not None:  # the page shows no more than its family, all of which this digests
+            lineage: list[Any] = [entry_id, small]
+        else:
+            nodes = view.lineage_nodes(entry_id)
+            lineage = [nodes, [view.digest(n) for n in nodes]]
+        payload = [*lineage, [(c, view.kind(c)) for c in cited], family]
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
     def home(self, boards: list[Board]) -> Page:
@@ -388,6 +398,20 @@ class Renderer:
             lower=board.higher_is_better is False,
         )
 
+    def governance_deps(self) -> str:
+        """A digest of what the governance page shows: every finding, and the kinds of the entries
+        they name (a link, or plain text outside the lake)."""
+        index = self.view.index
+        cited = sorted({f.entry for f in index.findings if f.entry})
+        payload = [
+            to_json(index.findings).decode(),
+            [(c, self.view.kind(c)) for c in cited],
+            len(index.entries),
+            index.stages,
+            index.generated_at,
+        ]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
     def governance(self) -> Page:
         findings = sorted(
             self.view.index.findings,
@@ -436,8 +460,7 @@ class Renderer:
             )
         )
         for comp, path in pictures:
-            deps = hashlib.sha256(json.dumps([comp, [view.digest(n) for n in comp]]).encode()).hexdigest()
-            yield Job(path, functools.partial(self.component, comp, path), deps)
+            yield Job(path, functools.partial(self.component, comp, path), self._families[comp[0]])
 
     def component(self, comp: list[str], path: str) -> Page:
         self._at(path)

@@ -27,13 +27,16 @@ import hashlib
 import html
 import json
 import logging
+import os
 import posixpath
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment
 from mkdocs.config import base
 from mkdocs.config import config_options as c
 from mkdocs.config.defaults import MkDocsConfig
@@ -45,6 +48,7 @@ from mkdocs.structure.toc import get_toc
 from lakegen.model.index import LakeIndex
 from lakegen.site import api, cache, searchindex
 from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
+from lakegen.site.templatecache import template_cache
 from lakegen.site.views import LakeView
 
 log = logging.getLogger("mkdocs.plugins.lakegen")
@@ -86,10 +90,20 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self.index: LakeIndex | None = None
         self.root_override: Path | None = None
         self.reuse_from: Path | None = None
+        self.patch = False
+        """Build only what changed since the site in :attr:`reuse_from`, to patch it in place
+        (:func:`lakegen.site.build.build_site` does, once the build is complete)."""
+        self.patching = False
+        """Set once the previous build's record is read: this build makes only what changed."""
+        self.stale: list[str] = []
+        """When patching: the previous site's files this one does not have (search shards as folders)."""
+        self.replaced: list[str] = []
+        """When patching: the search shards indexed again, to replace whole."""
         self.stats: dict[str, Any] = {}
         self._dirty = False
         self._pages: dict[str, Page] = {}
         self._shells: dict[str, list[Page]] = {}
+        self._stubs: list[str] = []
         self._reused: list[str] = []
         self._record = cache.Record("")
         self._previous: cache.Record | None = None
@@ -127,6 +141,21 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         config.theme.static_templates.discard("sitemap.xml")
         return config
 
+    def on_env(self, env: Environment, *, config: MkDocsConfig, files: Files) -> Environment:
+        """Keep the theme's compiled templates between builds, as lakegen's own are
+        (:func:`~lakegen.site.pages.template_cache`).
+
+        Args:
+            env: the theme's Jinja environment.
+            config: the mkdocs configuration.
+            files: all files.
+
+        Returns:
+            The environment.
+        """
+        env.bytecode_cache = template_cache()
+        return env
+
     def site_key(self, config: MkDocsConfig, index: LakeIndex) -> str | None:
         """What the whole site is a function of: the compiled lake and how it is rendered; None
         when the index does not say what it was compiled from."""
@@ -152,6 +181,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             The files, with the lake's pages, their shells and lakegen's assets added.
         """
         start = time.perf_counter()
+        self.stats = {}  # mkdocs keeps one instance of the plugin for every build of the process
         index = self._load_index()
         view = LakeView(index)
         entry_pages = [p for p in (view.path(e.id) for e in index.entries) if p]
@@ -170,10 +200,12 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         context = cache.context_digest(config, self.templates, dict(self.config))
         previous = cache.load(reuse_from, context) if self.config.reuse and reuse_from else None
         self._reuse_dir = reuse_from
+        here = Path(config.site_dir).resolve()
+        self.patching = bool(self.patch and previous and reuse_from and reuse_from.resolve() != here)
         self._view = renderer.view
         self._record = cache.Record(context)
         self._previous = previous
-        self._pages, self._reused, self._shells = {}, [], {}
+        self._pages, self._reused, self._shells, self._stubs = {}, [], {}, []
         groups: dict[tuple[str, tuple[tuple[str, str], ...], bool], list[Page]] = defaultdict(list)
         for job in renderer.jobs():
             dest = cache.dest_path(job.src_uri, config.use_directory_urls)
@@ -181,6 +213,9 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             if before is not None and job.deps is not None and before[0] == job.deps:
                 self._record.pages[job.src_uri] = before
                 self._reused.append(dest)
+                if job.in_nav:  # the navigation needs the page: mkdocs gets a stub, its file is dropped
+                    self._add(files, config, Page(job.src_uri, "", "", in_nav=True))
+                    self._stubs.append(dest)
                 continue
             page = job.render()
             digest = cache.page_digest(page)
@@ -208,7 +243,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             files.append(File.generated(config, f"assets/{name}", abs_src_path=str(asset)))
         stamped = sum(len(p) for p in self._shells.values())
         self.stats.update(
-            rendered=len(self._pages) - len(self._shells) + stamped,
+            rendered=len(self._pages) - len(self._shells) - len(self._stubs) + stamped,
             stamped=stamped,
             reused=len(self._reused),
             render_s=time.perf_counter() - start,
@@ -270,36 +305,54 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         site = Path(config.site_dir)
         start = time.perf_counter()
         self._stamp(site, config.use_directory_urls)
-        if self._reuse_dir is not None and self._reuse_dir.resolve() != site.resolve():
+        for dest in self._stubs:
+            (site / dest).unlink()
+        if not self.patching and self._reuse_dir is not None and self._reuse_dir.resolve() != site.resolve():
             for dest in self._reused:
                 cache.link(self._reuse_dir / dest, site / dest)
         previous = self._previous or cache.Record("")
         assert self._view is not None
         from lakegen.compile.store import saved_as
 
-        index = self._load_index()
-        saved = saved_as(self.root, index)
-        self._record.api, self._record.exports, linked = api.write(
-            index, self._view, site, self._reuse_dir, previous.api, saved, previous.exports
-        )
-        self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
-        self._record.site = self.site_key(config, self._load_index())
-        if self.config.pagefind and searchindex.available():
-            start = time.perf_counter()
-            use = config.use_directory_urls
-            shards = {
-                k: [(cache.dest_path(src, use), self._record.pages[src][1]) for src in srcs]
-                for k, srcs in self._shards.items()
-            }
-            self._record.search, indexed = searchindex.build(site, shards, self._reuse_dir, previous.search)
-            self.stats.update(
-                search_shards=len(shards), search_indexed=indexed, pagefind_s=time.perf_counter() - start
-            )
-        elif self.config.pagefind:
+        use = config.use_directory_urls
+        search = self.config.pagefind and searchindex.available()
+        if self.config.pagefind and not search:
             log.warning(
                 "Pagefind is not installed (pip install 'pagefind[bin]'): the site has no search index"
             )
+        # Pagefind (a process of its own) indexes the pages while this one writes the API and the
+        # exports: on two cores, the one waited for the other for a second or two a rebuild.
+        with ThreadPoolExecutor(1) as pool:
+            if search:
+                shards = {
+                    k: [(cache.dest_path(src, use), self._record.pages[src][1]) for src in srcs]
+                    for k, srcs in self._shards.items()
+                }
+                indexing = pool.submit(self._index, site, shards, previous)
+            index = self._load_index()
+            saved = saved_as(self.root, index)
+            self._record.api, self._record.exports, linked = api.write(
+                index, self._view, site, self._reuse_dir, previous.api, saved, previous.exports, self.patching
+            )
+            self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
+            self._record.site = self.site_key(config, index)
+            if search:
+                indexing.result()
+        self._record.others = _others(site, self._record, config.use_directory_urls)
+        if self.patching:
+            use = config.use_directory_urls
+            self.stale = sorted(previous.files(use) - self._record.files(use))
+            self.replaced = [name for name in self._record.search if (site / name).is_dir()]
         cache.save(site, self._record)
+
+    def _index(self, site: Path, shards: dict[int, list[tuple[str, str]]], previous: cache.Record) -> None:
+        start = time.perf_counter()
+        self._record.search, indexed = searchindex.build(
+            site, shards, self._reuse_dir, previous.search, keep=self.patching
+        )
+        self.stats.update(
+            search_shards=len(shards), search_indexed=indexed, pagefind_s=time.perf_counter() - start
+        )
 
     def _stamp(self, site: Path, directory_urls: bool) -> None:
         """Write the pages of each shell: the shell's HTML with their title, name and body put in.
@@ -340,10 +393,27 @@ def _before(
     previous: cache.Record | None, site: Path | None, job: Job, dest: str
 ) -> tuple[str | None, str] | None:
     """What the previous build recorded for ``job``'s page, when its file is there to reuse."""
-    if previous is None or site is None or job.in_nav:
+    if previous is None or site is None:
         return None
     found = previous.pages.get(job.src_uri)
-    return found if found is not None and (site / dest).is_file() else None
+    return found if found is not None and os.path.isfile(f"{site}/{dest}") else None
+
+
+def _others(site: Path, record: cache.Record, directory_urls: bool) -> list[str]:
+    """The files in ``site`` that ``record`` does not already name (the theme's, the whole-lake
+    exports, ``api/lake.json``); the search shards' folders are not looked into."""
+    named = record.files(directory_urls) | {cache.RECORD}
+    top, found = str(site), []
+    for folder, dirs, files in os.walk(top):
+        rel = folder[len(top) + 1 :]
+        if rel == searchindex.FOLDER:
+            dirs.clear()
+            continue
+        for name in files:
+            path = f"{rel}/{name}" if rel else name
+            if path not in named:
+                found.append(path)
+    return sorted(found)
 
 
 def _name(src_uri: str, directory_urls: bool) -> str:

@@ -75,11 +75,13 @@ def build(
     shards: dict[int, list[tuple[str, str]]],
     previous: Path | None = None,
     known: dict[str, str] | None = None,
+    keep: bool = False,
 ) -> tuple[dict[str, str], int]:
     """Index each shard's pages (``(file, body digest)`` pairs) into ``site/pagefind/shard-<k>``.
 
     A shard whose digest is in ``known`` (the previous build's) is linked from
-    ``previous`` instead of being indexed again.
+    ``previous`` instead of being indexed again; with ``keep`` (``site`` is to patch ``previous``
+    in place, and holds only the pages that changed), it is left where it is.
 
     Returns:
         The digest of every shard, and how many shards were indexed.
@@ -92,21 +94,23 @@ def build(
         digests[name] = digest
         out, old = site / name, (previous / name if previous is not None else None)
         if old is not None and (known or {}).get(name) == digest and (old / "pagefind-entry.json").is_file():
-            if old.resolve() != out.resolve():
+            if not keep and old.resolve() != out.resolve():
                 _link_tree(old, out)
             continue
         shutil.rmtree(out, ignore_errors=True)
-        _index(site, (dest for dest, _ in pages), out)
+        _index(site, (dest for dest, _ in pages), out, previous if keep else None)
         indexed += 1
     return digests, indexed
 
 
-def _index(site: Path, pages: Iterable[str], out: Path) -> None:
-    """Run Pagefind over ``pages`` only: they are linked into a scratch folder at the same paths."""
+def _index(site: Path, pages: Iterable[str], out: Path, kept: Path | None = None) -> None:
+    """Run Pagefind over ``pages`` only: they are linked into a scratch folder at the same paths
+    (from ``site``, else from ``kept``: the site it patches, which holds the unchanged ones)."""
     scratch = Path(tempfile.mkdtemp(prefix=".pagefind-", dir=site.parent))
     try:
         for dest in pages:
-            link(site / dest, scratch / dest)
+            src = site / dest
+            link(src if kept is None or src.is_file() else kept / dest, scratch / dest)
         command = _command() or [sys.executable, "-m", "pagefind"]
         proc = subprocess.run(
             [*command, "--site", str(scratch), "--output-path", str(out), "--quiet"],

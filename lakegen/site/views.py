@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any
 
 import networkx as nx
+from pydantic_core import to_json
 
 from lakegen.errors import Finding
 from lakegen.model.index import Edge, IndexEntry, LakeIndex, Result, dicts, evaluations
@@ -25,6 +26,7 @@ from lakegen.search import EntryFacets, entry_facets
 _SAFE_STEM = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 FOLDERS = {"model": "models", "dataset": "datasets", "code": "code"}
 SEVERITIES = ("error", "warning", "info")
+NEIGHBOURS = 40  # models of its lineage a model's page draws
 
 
 def stem(key: str) -> str:
@@ -112,8 +114,7 @@ class LakeView:
     @cached_property
     def documents(self) -> dict[str, bytes]:
         """Each entry's JSON document (``api/entries/<id>.json``): its manifest and every row about it."""
-        docs = entry_documents(self.index.model_dump(mode="json"))
-        return {k: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode() for k, v in docs.items()}
+        return entry_documents(self.index)
 
     def digest(self, entry_id: str) -> str:
         """A digest of everything the index says about ``entry_id`` ("absent" for ids outside the lake)."""
@@ -155,7 +156,7 @@ class LakeView:
     def _upward(self) -> nx.DiGraph:
         return self.graph.reverse(copy=False)  # a view: made once, not once per model page
 
-    def lineage_nodes(self, entry_id: str, limit: int = 40) -> list[str]:
+    def lineage_nodes(self, entry_id: str, limit: int = NEIGHBOURS) -> list[str]:
         """The entry, then its ancestors and descendants nearest first, at most ``limit``."""
         if entry_id not in self.graph:
             return [entry_id]
@@ -166,8 +167,16 @@ class LakeView:
 
     def components(self) -> list[list[str]]:
         """Families of the lineage graph (weakly connected, two or more members), largest first."""
+        return self._components
+
+    @cached_property
+    def _components(self) -> list[list[str]]:
         comps = [sorted(c) for c in nx.weakly_connected_components(self.graph) if len(c) > 1]
         return sorted(comps, key=lambda c: (-len(c), c[0]))
+
+    def family_digest(self, comp: list[str]) -> str:
+        """A digest of a family: its members, and everything the index says about each."""
+        return hashlib.sha256(json.dumps([comp, [self.digest(n) for n in comp]]).encode()).hexdigest()
 
     def boards(self) -> list[Board]:
         boards: dict[tuple[str, str, str], Board] = {}
@@ -178,20 +187,34 @@ class LakeView:
         return [boards[k] for k in sorted(boards)]
 
 
-def entry_documents(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """One document per entry of a dumped index: the entry and every row (as JSON) that concerns it."""
-    rows: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for edge in data["edges"]:
-        rows[edge["child"]]["parents"].append(edge)
-        rows[edge["parent"]]["children"].append(edge)
-    for name in ("results", "findings", "history", "artifacts"):
-        key = "model" if name == "results" else "entry"
-        for row in data[name]:
-            if row[key] is not None:
-                rows[row[key]][name].append(row)
+def entry_documents(index: LakeIndex) -> dict[str, bytes]:
+    """One compact JSON document per entry: the entry and every row of the index that concerns it.
+
+    Each row is serialised by pydantic on its own and a document is those bytes joined, with no
+    Python dict made on the way: a rebuild digests every document to find the few that changed, and
+    dumping the whole index into dicts first cost ten times as much (4 s at 10,000 models).
+    """
     names = ("parents", "children", "results", "findings", "history", "artifacts")
+    rows: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: {n: [] for n in names})
+    for edge in index.edges:
+        data = to_json(edge, by_alias=False)
+        rows[edge.child]["parents"].append(data)
+        rows[edge.parent]["children"].append(data)
+    for result in index.results:
+        rows[result.model]["results"].append(to_json(result, by_alias=False))
+    for name, listed in (
+        ("findings", index.findings),
+        ("history", index.history),
+        ("artifacts", index.artifacts),
+    ):
+        for row in listed:
+            if row.entry is not None:
+                rows[row.entry][name].append(to_json(row, by_alias=False))
     docs = {}
-    for entry in data["entries"]:
-        mine = rows.get(entry["id"], {})
-        docs[entry["id"]] = {**entry, **{n: mine.get(n, []) for n in names}}
+    for entry in index.entries:
+        mine = rows.get(entry.id)
+        parts = [to_json(entry, by_alias=False)[:-1]]  # the entry's own fields, then its rows
+        for name in names:
+            parts.append(b',"%s":[%s]' % (name.encode(), b",".join(mine[name]) if mine else b""))
+        docs[entry.id] = b"".join(parts) + b"}"
     return docs
