@@ -13,7 +13,13 @@ from helpers import LAKEGEN
 from safetensors.numpy import save_file
 
 from lakegen.fingerprint import Cache
-from lakegen.lineage.fingerprinting import BATCH_BYTES, BATCH_FILES, IN_PROCESS_BELOW, batches, fingerprint_all
+from lakegen.lineage.fingerprinting import (
+    BATCH_BYTES,
+    BATCH_FILES,
+    IN_PROCESS_BELOW,
+    batches,
+    fingerprint_all,
+)
 
 
 def weights(folder: Path, count: int) -> dict[str, Path]:

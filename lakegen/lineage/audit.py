@@ -145,6 +145,8 @@ class AuditCache:
     def get(self, child_sha: str, parents: Sequence[tuple[str, float]], relation: str) -> Audit | None:
         key = cache_key(child_sha, parents, relation)
         data = self.used.get(key, self.old.get(key))
+        if not isinstance(data, dict):
+            return None
         try:
             audit = Audit.from_json(data)
         except (KeyError, TypeError):

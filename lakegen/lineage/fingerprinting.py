@@ -60,9 +60,9 @@ def _one(path: Path, cache: Cache | None) -> dict[str, str]:
 
 def job_key(path: Path) -> tuple[str, int]:
     """Which artifact, as it is now (its path and its files' stat records), and its bytes."""
-    stats = [[str(f), *stat_record(f.stat())] for f in weight_files(path)]
-    text = json.dumps([str(path.resolve()), stats])
-    return hashlib.sha256(text.encode()).hexdigest(), sum(s[1] for s in stats)
+    records = [(str(f), stat_record(f.stat())) for f in weight_files(path)]
+    text = json.dumps([str(path.resolve()), [[f, *r] for f, r in records]])
+    return hashlib.sha256(text.encode()).hexdigest(), sum(r[0] for _, r in records)
 
 
 def fingerprint_all(
