@@ -10,10 +10,10 @@ their samples. Every model of the same architecture is sampled at the same
 coordinates, so all comparisons run on fingerprints alone.
 
 Reading is one pass: a thread hashes the file (hashlib releases the GIL) while
-the caller's thread gathers the samples (files under a megabyte are hashed after, in the caller's
-thread); safetensors files are memory-mapped
-and the pages already hashed or sampled are dropped from the process, so
-memory stays flat whatever the file size. Fingerprints are cached by content
+the caller's thread gathers the samples (files under a megabyte are hashed after,
+in the caller's thread); safetensors files are memory-mapped and the pages already
+hashed or sampled are dropped from the process, so memory stays flat whatever the
+file size. Fingerprints are cached by content
 (sha256) under ``.lakegen/cache/`` (or ``$LAKEGEN_CACHE``), with a per-path
 stat record so an unchanged file is never read again.
 
