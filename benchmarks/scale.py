@@ -19,7 +19,8 @@ shared machine's load inflates much less:
 - PR check: ``lakegen check --base main --no-bench`` on a branch adding one model (its manifest and
   weights), with the caches the builds left, as a CI job restoring ``.lakegen/`` would have them;
 - site size, and the bytes one search query transfers (headless Chromium, when there);
-- fingerprinting throughput: every artifact fingerprinted cold through the local executor.
+- fingerprinting throughput: every artifact fingerprinted cold as a build does, in this process (one
+  worker) and in batches on ``--workers`` local workers.
 
 The last lines give the growth ratio between consecutive sizes (time per model at the larger size
 over time per model at the smaller; 1.0 is linear).
@@ -216,37 +217,28 @@ def folder_size(folder: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def fingerprint_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Executor job: fingerprint ``payload["paths"]`` with no cache; their bytes."""
-    from lakegen.fingerprint import fingerprint
-
-    done = 0
-    for path in payload["paths"]:
-        fingerprint(Path(path))
-        done += Path(path).stat().st_size
-    return {"bytes": done}
-
-
 def fingerprint_throughput(repo: Path, workers: int) -> dict[str, Any]:
-    from lakegen.executor.local import Job, LocalExecutor
+    """Every generated artifact fingerprinted cold, as a build does (``fingerprint_all``: in this
+    process with one worker, else batches of files on the local executor), into a fresh cache."""
+    from lakegen.fingerprint import Cache
+    from lakegen.lineage.fingerprinting import fingerprint_all
 
-    paths = sorted(str(p) for p in (repo / "catalog/artifacts/generated").glob("*.safetensors"))
-    chunks = [paths[i : i + 200] for i in range(0, len(paths), 200)]
-    jobs = [Job(f"fp{i}", "scale:fingerprint_job", {"paths": c}) for i, c in enumerate(chunks)]
-    done: list[int] = []
-    env = {"PYTHONPATH": str(Path(__file__).parent)}
-    start = time.perf_counter()
-    LocalExecutor(workers=workers, preload=["lakegen.fingerprint"], env=env).run(
-        jobs, lambda o: done.append(o.value["bytes"] if o.ok else 0)
-    )
-    seconds = time.perf_counter() - start
+    files = sorted((repo / "catalog/artifacts/generated").glob("*.safetensors"))
+    paths = {f"{p.stem}@1.0.0": p for p in files}
+    with tempfile.TemporaryDirectory() as scratch:
+        start, cpu = time.perf_counter(), time.process_time()
+        done, failed = fingerprint_all(paths, Cache(scratch), workers=workers)
+        seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     return {
         "workers": workers,
         "files": len(paths),
         "s": round(seconds, 2),
+        "parent_cpu_s": round(cpu_s, 2),  # this process's share; the workers' is on top
         "files_per_s": round(len(paths) / seconds, 1),
-        "mb_per_s": round(sum(done) / seconds / 1e6, 2),
-        "failed_jobs": sum(1 for d in done if d == 0),
+        "mb_per_s": round(sum(p.stat().st_size for p in files) / seconds / 1e6, 2),
+        "failed": len(failed),
+        "made": len(done),
+        "load": round(os.getloadavg()[0], 1),
     }
 
 
@@ -292,7 +284,7 @@ def one(n: int, keep: Path | None, workers: int) -> dict[str, Any]:
         add_one_model(repo, n)
         out["pr_check"] = timed(repo, "check", "--base", "main", "--no-bench", "--format", "json")
         out["pr_check_again"] = timed(repo, "check", "--base", "main", "--no-bench", "--format", "json")
-        out["fingerprint"] = fingerprint_throughput(repo, workers)
+        out["fingerprint"] = [fingerprint_throughput(repo, w) for w in sorted({1, workers})]
         return out
     finally:
         if not keep:
@@ -326,11 +318,12 @@ def show(r: dict[str, Any]) -> None:
                   f"{row['bytes'] / 1024:.0f} KiB in {row['requests']} requests")  # fmt: skip
     else:
         print(f"  search bytes: {q}")
-    fp = r["fingerprint"]
-    print(
-        f"  fingerprinting (local executor, {fp['workers']} workers): {fp['files']} files in {fp['s']} s, "
-        f"{fp['files_per_s']} files/s, {fp['mb_per_s']} MB/s ({fp['failed_jobs']} failed jobs)"
-    )
+    for fp in r["fingerprint"]:
+        print(
+            f"  fingerprinting (local executor, {fp['workers']} workers): {fp['files']} files in {fp['s']} s, "
+            f"{fp['files_per_s']} files/s, {fp['mb_per_s']} MB/s, this process's CPU {fp['parent_cpu_s']} s, "
+            f"load {fp['load']} ({fp['made']} made, {fp['failed']} failed)"
+        )
 
 
 def growth(results: list[dict[str, Any]]) -> None:

@@ -366,3 +366,20 @@ def test_a_wash_trained_derivation_that_keeps_its_accuracy_is_still_found(tmp_pa
     }
     edges = attribute(fps, order={"base": 0, "washed": 1}).edges
     assert [(e.parent, e.child, e.relation) for e in edges] == [("base", "washed", "finetune")]
+
+
+def test_audits_are_kept_in_one_file_and_read_back_as_they_were(tmp_path: Path) -> None:
+    child = MODELS / "digits-mlp-ft-small-1.0.0.safetensors"
+    parent = MODELS / "digits-mlp-base-1.0.0.safetensors"
+    sha = fingerprint(child).sha256
+    found = audit.audit_edge(child, sha, [(parent, 1.0)], "finetune")
+    assert found.status == "verified"
+    kept = audit.AuditCache(tmp_path)
+    kept.put(sha, [("p" * 64, 1.0)], "finetune", found)
+    kept.save()
+    again = audit.AuditCache(tmp_path)
+    read = again.get(sha, [("p" * 64, 1.0)], "finetune")
+    assert read is not None and read.to_json() == found.to_json()  # as kept: shares to 4 digits
+    assert again.get(sha, [("p" * 64, 0.5)], "finetune") is None  # another mix is another audit
+    (tmp_path / audit.FILE).write_text("{not json")
+    assert audit.AuditCache(tmp_path).get(sha, [("p" * 64, 1.0)], "finetune") is None

@@ -13,7 +13,13 @@ from helpers import LAKEGEN
 from safetensors.numpy import save_file
 
 from lakegen.fingerprint import Cache
-from lakegen.lineage.fingerprinting import IN_PROCESS_BELOW, fingerprint_all
+from lakegen.lineage.fingerprinting import (
+    BATCH_BYTES,
+    BATCH_FILES,
+    IN_PROCESS_BELOW,
+    batches,
+    fingerprint_all,
+)
 
 
 def weights(folder: Path, count: int) -> dict[str, Path]:
@@ -40,6 +46,17 @@ def test_two_workers_give_the_fingerprints_one_gives_in_the_same_order(tmp_path:
     # a second run finds every print in the cache the workers wrote
     again, _ = fingerprint_all(paths, Cache(tmp_path / "two"), workers=2)
     assert {k: fp.to_bytes() for k, fp in again.items()} == {k: fp.to_bytes() for k, fp in here.items()}
+
+
+def test_files_go_to_the_workers_in_batches_bounded_in_files_and_bytes() -> None:
+    many = {f"k{i}": 1024 for i in range(10_000)}
+    cut = batches(many, workers=2)
+    assert [k for b in cut for k in b] == list(many)  # every file once, in order
+    assert {len(b) for b in cut} == {BATCH_FILES} | {10_000 % BATCH_FILES}
+    few = batches({f"k{i}": 1024 for i in range(16)}, workers=2)
+    assert len(few) == 8  # a few per worker, however small the files
+    big = {"a": BATCH_BYTES // 2, "b": BATCH_BYTES // 2, "c": 1, "d": 2 * BATCH_BYTES, "e": 1}
+    assert batches(big, workers=1) == [["a", "b"], ["c"], ["d"], ["e"]]
 
 
 def test_an_unreadable_file_gives_the_same_reason_through_the_workers(tmp_path: Path) -> None:

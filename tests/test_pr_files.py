@@ -201,7 +201,9 @@ def test_a_committed_fingerprint_and_audit_cannot_verify_a_false_parent(tmp_path
     planted = Cache(lake.root / ".lakegen" / "cache")
     planted.put(sha_b, dataclasses.replace(compute(tmp_path / "tuned.safetensors"), sha256=sha_b))
     verified = Audit("verified", 0.99, 1.0, "layer0.weight", 3, 3072, coverage=1.0)
-    AuditCache(planted.folder).put(sha_b, [(sha_a, 1.0)], "finetune", verified)
+    audits = AuditCache(planted.folder)
+    audits.put(sha_b, [(sha_a, 1.0)], "finetune", verified)
+    audits.save()
     lake.git("add", "-f", ".lakegen")
     lake.commit("Add b")
     for name in ("a", "b"):  # old enough that the check's own hashing is remembered in a cache

@@ -191,3 +191,20 @@ def test_a_minilm_fine_tune_with_rotated_heads_is_found_and_its_declared_edge_ve
     other_path = tmp_path / "other.safetensors"
     result = audit.audit_edge(other_path, fingerprint(other_path).sha256, [(parent, 1.0)], "finetune")
     assert result.status == "contradicted" and result.share < 0.3, result
+
+
+def test_a_model_without_hidden_units_is_not_read_to_be_aligned(tmp_path: Path) -> None:
+    from lakegen.fingerprint.align import aligned_fingerprint, load_float32, nothing_to_align
+
+    single = tmp_path / "single.safetensors"
+    rng = np.random.default_rng(0)
+    save_file({"layer.weight": rng.standard_normal((16, 16), dtype=np.float32)}, str(single))
+    mlp = MODELS / "digits-mlp-base-1.0.0.safetensors"
+    lora = MODELS / "digits-mlp-lora-1.0.0"
+    assert nothing_to_align(fingerprint(single)) and nothing_to_align(fingerprint(lora))
+    assert not nothing_to_align(fingerprint(mlp))
+    # what the shortcut answers is what reading the files would have
+    one = load_float32(single)
+    assert aligned_fingerprint(fingerprint(single), one, one) is None
+    both = load_float32(mlp)
+    assert aligned_fingerprint(fingerprint(mlp), both, both) is not None

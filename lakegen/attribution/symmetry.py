@@ -34,6 +34,8 @@ architecture:
 
 from __future__ import annotations
 
+import base64
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -189,16 +191,21 @@ def rediscover(
 
 
 def _signature(fp: Fingerprint, memo: Memo | None) -> np.ndarray:
+    """:func:`invariant_signature` as :class:`Neighbours` ranks it (float32); the memo keeps its
+    bytes in base64: as JSON numbers, 10,000 signatures took 56 MB of the memo file and 82 MB of
+    Python floats while attribution ran."""
     import numpy as np
 
     if memo is None:
-        return invariant_signature(fp)
+        return invariant_signature(fp).astype(np.float32)
     k = key("signature", identity(fp))
     found = memo.get(k)
-    if found is None:
-        found = [float(x) for x in invariant_signature(fp)]
-        memo.put(k, found)
-    return np.asarray(found, dtype=np.float64)
+    if isinstance(found, str):
+        with contextlib.suppress(ValueError):
+            return np.frombuffer(base64.b64decode(found), dtype="<f4")
+    signature = invariant_signature(fp).astype("<f4")
+    memo.put(k, base64.b64encode(signature.tobytes()).decode("ascii"))
+    return signature
 
 
 def _families(lineage: Lineage) -> dict[str, set[str]]:

@@ -10,9 +10,10 @@ their samples. Every model of the same architecture is sampled at the same
 coordinates, so all comparisons run on fingerprints alone.
 
 Reading is one pass: a thread hashes the file (hashlib releases the GIL) while
-the caller's thread gathers the samples; safetensors files are memory-mapped
-and the pages already hashed or sampled are dropped from the process, so
-memory stays flat whatever the file size. Fingerprints are cached by content
+the caller's thread gathers the samples (files under a megabyte are hashed after,
+in the caller's thread); safetensors files are memory-mapped and the pages already
+hashed or sampled are dropped from the process, so memory stays flat whatever the
+file size. Fingerprints are cached by content
 (sha256) under ``.lakegen/cache/`` (or ``$LAKEGEN_CACHE``), with a per-path
 stat record so an unchanged file is never read again.
 
@@ -23,7 +24,7 @@ Modules: :mod:`~lakegen.fingerprint.prints` (the data and its bytes),
 :mod:`~lakegen.fingerprint.cache`.
 """
 
-from lakegen.fingerprint.cache import Cache, Cached, cache_key, fingerprint, read_signature
+from lakegen.fingerprint.cache import Cache, Cached, cache_key, fingerprint, fresh, read_signature
 from lakegen.fingerprint.prints import GRID, SIGNATURE, VECTOR, Fingerprint, TensorPrint
 from lakegen.fingerprint.reading import compute, content_sha256, is_sharded, weight_files
 from lakegen.fingerprint.sampling import coordinates
@@ -41,6 +42,7 @@ __all__ = [
     "content_sha256",
     "coordinates",
     "fingerprint",
+    "fresh",
     "is_sharded",
     "read_signature",
     "weight_files",

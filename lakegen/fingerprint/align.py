@@ -318,6 +318,15 @@ def aligned_fingerprint(
     return Aligned(resampled(child, tensors), alignment)
 
 
+def nothing_to_align(fp: Fingerprint) -> bool:
+    """Whether :func:`aligned_fingerprint` finds nothing to align in the model ``fp`` is the
+    fingerprint of, whatever it is aligned with, known without reading its file: it is no plain
+    model, or its tensors (all in the fingerprint when none was skipped) show no unit group."""
+    if fp.kind != "model" or any(t.quantized for t in fp.tensors):
+        return True
+    return not fp.skipped and not unit_groups({t.name: t.shape for t in fp.tensors})
+
+
 # bump when a change to alignment can change what it finds: cached ones are then stale (2: heads rotated)
 ALIGN_VERSION = 2
 
@@ -348,7 +357,7 @@ def realigner(
         return aligned_fingerprint(fingerprints[child], c, p)
 
     def realign(child: str, parent: str) -> Aligned | None:
-        if child not in paths or parent not in paths:
+        if child not in paths or parent not in paths or nothing_to_align(fingerprints[child]):
             return None
         if cache is None:
             return compute(child, parent)

@@ -121,12 +121,18 @@ def cache_key(path: Path, sha256: str) -> str:
 def fingerprint(path: Path | str, cache: Cache | None = None) -> Fingerprint:
     """The fingerprint of a weight file or adapter folder, from the cache when the file is unchanged."""
     path = Path(path)
-    files = weight_files(path)
     if cache is not None:
         key = cache.known_key(path)
         found = cache.get(key) if key is not None else None
         if found is not None:
             return found
+    return fresh(path, cache)
+
+
+def fresh(path: Path, cache: Cache | None = None) -> Fingerprint:
+    """:func:`fingerprint` computed from the file, which the caller knows is not cached; the result
+    is cached."""
+    files = weight_files(path)
     try:
         before = [f.stat() for f in files]
     except OSError as e:

@@ -53,7 +53,9 @@ def compute(path: Path | str) -> Fingerprint:
     parts = wf.shards if isinstance(wf, ShardedWeights) else [wf]
     files = [part.path for part in parts]  # as weight_files(path) names them, without reading the index again
     hasher = Hasher([(part.path, _hashable(part)) for part in parts])
-    hasher.start()
+    threaded = not hasher.small()
+    if threaded:
+        hasher.start()
     try:
         if adapter:
             prints, samples, scales, meta, skipped = sample_adapter(wf, path)
@@ -66,7 +68,10 @@ def compute(path: Path | str) -> Fingerprint:
             if info.name not in scale_names:
                 dtypes[info.dtype] = dtypes.get(info.dtype, 0) + info.numel
     finally:
-        hasher.join()
+        if threaded:
+            hasher.join()
+        else:
+            hasher.run()
         wf.close()
     if hasher.error is not None:
         if isinstance(hasher.error, OSError):

@@ -234,7 +234,10 @@ def attribute_catalog(
             )
         )
     compare_declared(catalog, result, models)
-    audit_verified(result, paths, fps, AuditCache(cache.folder) if cache is not None else None)
+    audits = AuditCache(cache.folder) if cache is not None else None
+    audit_verified(result, paths, fps, audits)
+    if audits is not None:
+        audits.save()
     result.findings.sort(key=Finding.key)
     return result
 
