@@ -121,7 +121,7 @@ def rediscover(
         arch = fingerprints[root].architecture
         same_arch = by_arch[arch]
         if arch not in matrices:
-            matrices[arch] = Neighbours(np.stack([_signature(fingerprints[m], memo) for m in same_arch]))
+            matrices[arch] = Neighbours(np.stack([kept_signature(fingerprints[m], memo) for m in same_arch]))
         if arch not in family_ids:  # numbered again after families join or frames change
             numbers: dict[int, int] = {}
             ids = [numbers.setdefault(id(connected[m]), len(numbers)) for m in same_arch]
@@ -190,7 +190,7 @@ def rediscover(
     return Lineage(lineage.models, edges, [m for m in lineage.models if m not in children], notes)
 
 
-def _signature(fp: Fingerprint, memo: Memo | None) -> np.ndarray:
+def kept_signature(fp: Fingerprint, memo: Memo | None) -> np.ndarray:
     """:func:`invariant_signature` as :class:`Neighbours` ranks it (float32); the memo keeps its
     bytes in base64: as JSON numbers, 10,000 signatures took 56 MB of the memo file and 82 MB of
     Python floats while attribution ran."""

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any, cast
 from lakegen.atomicfile import write_atomic
 from lakegen.attribution import recover as lineage_of
 from lakegen.attribution.families import NEIGHBOURS, components, related
-from lakegen.attribution.memo import code_digest, identity, key
-from lakegen.attribution.symmetry import CANDIDATES, invariant_signature
+from lakegen.attribution.memo import code_digest, identity
+from lakegen.attribution.symmetry import CANDIDATES, invariant_signature, kept_signature
 from lakegen.attribution.views import View
 from lakegen.catalog.loader import Catalog
 from lakegen.errors import Finding
@@ -175,8 +175,7 @@ def _invariant(fp: Fingerprint, result: CatalogLineage) -> np.ndarray:
     """A model's invariant signature, as the run's memo kept it (computed when it kept none)."""
     import numpy as np
 
-    found = result.memo.get(key("signature", identity(fp))) if result.memo is not None else None
-    return np.asarray(found if found is not None else invariant_signature(fp), dtype=np.float64)
+    return kept_signature(fp, result.memo).astype(np.float64)
 
 
 def base_of(folder: Path, parts: Parts, changed: set[str]) -> Base | None:
