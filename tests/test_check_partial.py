@@ -65,6 +65,15 @@ def _weights(lake: GitLake, model_id: str) -> dict[str, np.ndarray]:
     return load_file(lake.root / ARTIFACTS / f"{model_id}-1.0.0.safetensors")
 
 
+def _commit_fine_tune(
+    lake: GitLake, parent: str, child: str, tensors: dict[str, np.ndarray], message: str = "Add a fine-tune"
+) -> None:
+    """``child``, declared a fine-tune of ``parent`` with ``tensors`` as its weights, committed."""
+    _add(lake, parent, child, tensors, [{"id": parent, "version": "1.0.0", "relation": "finetune"}])
+    lake.git("add", "-A")
+    lake.git("commit", "-q", "-m", message)
+
+
 @pytest.fixture
 def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GitLake:
     """The demo lake with a derivation hidden by re-parametrisation on main, built there (so the
@@ -124,15 +133,7 @@ def _spied(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 def test_a_declared_fine_tune_is_attributed_with_its_family_alone(
     lake: GitLake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _add(
-        lake,
-        "wine-mlp-ft",
-        "wine-mlp-ft2",
-        _nudged(_weights(lake, "wine-mlp-ft"), 1),
-        [{"id": "wine-mlp-ft", "version": "1.0.0", "relation": "finetune"}],
-    )
-    lake.git("add", "-A")
-    lake.git("commit", "-q", "-m", "Add a fine-tune")
+    _commit_fine_tune(lake, "wine-mlp-ft", "wine-mlp-ft2", _nudged(_weights(lake, "wine-mlp-ft"), 1))
     parts = _spied(monkeypatch)
     fast = run_check(lake.root, "main", run_evaluations=False)
     assert parts and all(
@@ -169,15 +170,9 @@ def test_a_family_the_base_search_moved_is_attributed_with_the_whole_lake(
 ) -> None:
     # digits-mlp-ft-small's family holds the hidden derivation the base's search found: its result
     # there depends on the rest of the lake, so the whole lake is attributed again
-    _add(
-        lake,
-        "digits-mlp-ft-small",
-        "digits-mlp-ft-tiny",
-        _nudged(_weights(lake, "digits-mlp-ft-small"), 3),
-        [{"id": "digits-mlp-ft-small", "version": "1.0.0", "relation": "finetune"}],
+    _commit_fine_tune(
+        lake, "digits-mlp-ft-small", "digits-mlp-ft-tiny", _nudged(_weights(lake, "digits-mlp-ft-small"), 3)
     )
-    lake.git("add", "-A")
-    lake.git("commit", "-q", "-m", "Add a fine-tune")
     parts = _spied(monkeypatch)
     fast = run_check(lake.root, "main", run_evaluations=False)
     assert parts == []
@@ -185,19 +180,16 @@ def test_a_family_the_base_search_moved_is_attributed_with_the_whole_lake(
 
 
 def test_a_pull_request_that_commits_the_cache_gets_no_result_from_it(lake: GitLake, tmp_path: Path) -> None:
-    _add(
+    _commit_fine_tune(
         lake,
         "wine-mlp-ft",
         "wine-mlp-ft2",
         _weights(lake, "digits-mlp-base"),
-        [{"id": "wine-mlp-ft", "version": "1.0.0", "relation": "finetune"}],
+        "Add a model that is no fine-tune of its base",
     )
-    lake.git("add", "-A")
-    lake.git("commit", "-q", "-m", "Add a model that is no fine-tune of its base")
     honest = run_check(lake.root, "main", run_evaluations=False)
     rules = sorted(f.rule for f in honest.errors if f.stage == "attribution")
     assert rules == ["undeclared-derivation", "unsupported-claim"]  # a copy of digits-mlp-base
-    # the pull request plants a result saying all is well, beside the base's records
     # the pull request plants results saying all is well where the next check would read them
     planted = 0
     for path in (lake.root / ".lakegen/cache/attribution-stage").glob("*.json"):
@@ -219,15 +211,7 @@ def test_a_lake_too_small_to_partition_is_attributed_whole(
     # a whole run attributes a small lake in one piece, which a part attributed family by family
     # need not equal
     monkeypatch.setattr(recover, "PARTITION_FROM", 300)
-    _add(
-        lake,
-        "wine-mlp-ft",
-        "wine-mlp-ft2",
-        _nudged(_weights(lake, "wine-mlp-ft"), 1),
-        [{"id": "wine-mlp-ft", "version": "1.0.0", "relation": "finetune"}],
-    )
-    lake.git("add", "-A")
-    lake.git("commit", "-q", "-m", "Add a fine-tune")
+    _commit_fine_tune(lake, "wine-mlp-ft", "wine-mlp-ft2", _nudged(_weights(lake, "wine-mlp-ft"), 1))
     parts = _spied(monkeypatch)
     fast = run_check(lake.root, "main", run_evaluations=False)
     assert parts == []
