@@ -261,15 +261,28 @@ def query_bytes(site: Path) -> Any:
         return f"failed: {e}"
 
 
-def one(n: int, keep: Path | None, workers: int) -> dict[str, Any]:
+def reset(repo: Path) -> None:
+    """A lake kept by an earlier run, put back as ``generate`` left it: ``main`` checked out, no
+    ``pr`` branch, no caches and no site (a 100,000-model lake takes ten minutes to generate)."""
+    git(repo, "checkout", "-q", "-f", "main")
+    with contextlib.suppress(subprocess.CalledProcessError):
+        git(repo, "branch", "-q", "-D", "pr")
+    git(repo, "clean", "-q", "-f", "-d", "-x", "-e", ".scale-datasets")
+
+
+def one(n: int, keep: Path | None, workers: int, reuse: bool = False) -> dict[str, Any]:
     work = keep if keep else Path(tempfile.mkdtemp(prefix=f"lakegen-scale-{n}-"))
     repo = work / f"lake-{n}"
-    shutil.rmtree(repo, ignore_errors=True)
-    repo.mkdir(parents=True)
-    try:
-        start = time.perf_counter()
+    start = time.perf_counter()
+    if reuse and (repo / ".git").is_dir():
+        reset(repo)
+        out: dict[str, Any] = {"models": n, "generate_s": "reused"}
+    else:
+        shutil.rmtree(repo, ignore_errors=True)
+        repo.mkdir(parents=True)
         generate(repo, n)
-        out: dict[str, Any] = {"models": n, "generate_s": round(time.perf_counter() - start, 1)}
+        out = {"models": n, "generate_s": round(time.perf_counter() - start, 1)}
+    try:
         cold = timed(repo, "build", "--json")
         out["cold_build"] = cold
         out["noop_rebuild"] = timed(repo, "build", "--json")
@@ -345,12 +358,31 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--keep", type=Path, help="build the lakes in this folder and keep them")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --keep: time a lake kept there before instead of generating it",
+    )
+    parser.add_argument(
+        "--generate-only", action="store_true", help="with --keep: generate the lakes, time nothing"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="fingerprinting workers")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
+    if (args.reuse or args.generate_only) and not args.keep:
+        parser.error("--reuse and --generate-only need --keep")
+    if args.generate_only:
+        for n in args.sizes:
+            repo = args.keep / f"lake-{n}"
+            shutil.rmtree(repo, ignore_errors=True)
+            repo.mkdir(parents=True)
+            start = time.perf_counter()
+            generate(repo, n)
+            print(f"{repo}: {n} models generated in {time.perf_counter() - start:.1f} s")
+        return
     results = []
     for n in args.sizes:
-        r = one(n, args.keep, args.workers)
+        r = one(n, args.keep, args.workers, reuse=args.reuse)
         show(r)
         results.append(r)
         sys.stdout.flush()
