@@ -296,6 +296,29 @@ def test_catalog_api(lake: Path) -> None:
     assert catalog.artifacts[("toy-a", "1.0.0")] == "verified"
 
 
+def test_a_loaded_catalog_keeps_each_manifests_lines_not_its_data(lake: Path) -> None:
+    """The catalog lives through a whole compile: each record keeps the line of every path (for
+    findings), as the parse gave them, but not the parsed data it was validated from."""
+    cache = lake / ".lakegen" / "cache"
+    first = load_catalog(lake, parse_cache=cache)
+    assert first.parsed is not None
+    first.parsed.save()
+    for catalog in (first, load_catalog(lake, parse_cache=cache)):  # parsed, then read from the cache
+        a, b = catalog.records["toy-a"], catalog.records["toy-b"]
+        assert a.doc.data is None and b.doc.data is None
+        parsed = safeyaml.parse((lake / A).read_text())
+        assert dict(a.doc.lines) == dict(parsed.lines)
+        assert (
+            a.line("versions", 0, "artifact", "sha256") == parsed.lines[("versions", 0, "artifact", "sha256")]
+        )
+        assert a.line("versions", 0, "no-such-field") == parsed.lines[("versions", 0)]
+        assert b.line("no-such-field") == 1
+    twin = (lake / A).read_text().replace("id: toy-a", "id: toy-a2")
+    write_tree(lake, {"catalog/models/toy-a2.yaml": twin})
+    records = load_catalog(lake).records
+    assert records["toy-a2"].doc.lines._shape is records["toy-a"].doc.lines._shape  # one copy of the paths
+
+
 @pytest.mark.slow
 def test_companion_files_are_pinned_like_the_artifact(lake: Path) -> None:
     import hashlib

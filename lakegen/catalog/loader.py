@@ -225,7 +225,7 @@ def load_record(
     except ValidationError as e:
         problems.extend(validation_problems(e, cls, doc, display))
         return None
-    record = Record(entry, display, file, doc)
+    record = Record(entry, display, file, doc.kept())
     stem = file.name.rsplit(".", 1)[0]
     if entry.id != stem:
         problems.append(

@@ -22,7 +22,7 @@ from lakegen.gitrepo import Repo
 from lakegen.governance.changetext import as_text
 from lakegen.governance.history import field_changes
 from lakegen.model.index import FieldChange
-from lakegen.safeyaml import parse
+from lakegen.safeyaml import load, parse
 from lakegen.terminal import printable
 from lakegen.weights import WeightsError, dequantized, logical_tensors, model_location, open_model
 
@@ -104,7 +104,7 @@ def _manifest_diff(catalog: Catalog, record: Any, va: Any, vb: Any) -> tuple[lis
     ca, cb = found if found is not None else (None, None)
     if repo is not None and ca is not None:
         old = _at(repo, ca.sha, record.path)
-        new = _at(repo, cb.sha, record.path) if cb is not None else record.doc.data
+        new = _at(repo, cb.sha, record.path) if cb is not None else _now(record.file)
         if old is not None and new is not None:
             where = cb.sha[:12] if cb is not None else "the working tree"
             rest = [f for f in field_changes(old, new) if not f.field.startswith("versions")]
@@ -117,6 +117,15 @@ def _at(repo: Repo, commit: str, path: str) -> Any:
     try:
         return parse(raw.decode("utf-8-sig")).data if raw is not None else None
     except (LakeError, UnicodeDecodeError):
+        return None
+
+
+def _now(file: Path) -> Any:
+    """The manifest as the working tree holds it (a loaded catalog keeps its entries, not the data
+    they were read from)."""
+    try:
+        return load(file, file.name).data
+    except LakeError:
         return None
 
 
