@@ -420,10 +420,11 @@ def _pair_stats(xa: np.ndarray, xb: np.ndarray, starts: np.ndarray, keys: Any) -
     sa, sb = np.add.reduceat(xa, starts), np.add.reduceat(xb, starts)
     saa, sbb = np.add.reduceat(xa * xa, starts), np.add.reduceat(xb * xb, starts)
     sab = np.add.reduceat(xa * xb, starts)
-    return _combine(n, sa, sb, saa, sbb, sab, keys)
+    return combine(n, sa, sb, saa, sbb, sab, keys)
 
 
-def _combine(n: Any, sa: Any, sb: Any, saa: Any, sbb: Any, sab: Any, keys: Any) -> Pair | None:
+def combine(n: Any, sa: Any, sb: Any, saa: Any, sbb: Any, sab: Any, keys: Any) -> Pair | None:
+    """The pair from per-matrix sums: counts, sums and sums of squares of each side, sums of products."""
     import numpy as np
 
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -469,7 +470,7 @@ def pairwise(views: Sequence[View]) -> dict[tuple[int, int], Pair]:
             sab[:, :, s] = gram
         for a in range(len(members)):
             for b in range(a + 1, len(members)):
-                pair = _combine(n[a, b], sa[a, b], sb[a, b], saa[a, b], sbb[a, b], sab[a, b], keys)
+                pair = combine(n[a, b], sa[a, b], sb[a, b], saa[a, b], sbb[a, b], sab[a, b], keys)
                 if pair is not None:
                     out[(members[a], members[b])] = pair
                 bulk.add((members[a], members[b]))
