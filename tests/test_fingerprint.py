@@ -14,6 +14,7 @@ import pytest
 from helpers import age
 from safetensors.numpy import save_file
 
+from lakegen.artifacts.digests import MEMO_FROM
 from lakegen.fingerprint import GRID, Cache, Fingerprint, compute, coordinates, fingerprint
 from lakegen.fingerprint import cache as fingerprint_module
 
@@ -127,8 +128,11 @@ def test_cache_skips_unchanged_files_and_reads_changed_ones(
 def test_a_file_written_just_now_is_not_trusted_by_its_stat(
     tmp_path: Path, model: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a second write in the same timestamp tick would leave the stat record unchanged
-    path = save(tmp_path / "m.safetensors", model)
+    # a second write in the same timestamp tick would leave the stat record unchanged; only files
+    # of MEMO_FROM bytes or more are known by their stat (smaller ones are hashed each time)
+    big = np.random.default_rng(8).normal(size=(600, 500)).astype(np.float32)
+    path = save(tmp_path / "m.safetensors", {**model, "big.weight": big})
+    assert path.stat().st_size >= MEMO_FROM
     cache = Cache(tmp_path / "cache")
     reads = _count_reads(monkeypatch)
     fingerprint(path, cache)
@@ -138,6 +142,25 @@ def test_a_file_written_just_now_is_not_trusted_by_its_stat(
     fingerprint(path, cache)
     fingerprint(path, cache)
     assert reads == [path, path, path]
+
+
+def test_a_small_file_is_known_by_its_hash_and_leaves_no_memo(
+    tmp_path: Path, model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = save(tmp_path / "m.safetensors", model)  # written just now: its stat is not to be trusted
+    cache = Cache(tmp_path / "cache")
+    reads = _count_reads(monkeypatch)
+    first = fingerprint(path, cache)
+    assert fingerprint(path, cache).sha256 == first.sha256 and reads == [path]  # found by its sha256
+    assert not list((tmp_path / "cache").rglob("*.json"))  # no memo file per small artifact
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # other bytes, the same stat record
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = fingerprint(path, cache)
+    assert reads == [path, path] and again.sha256 == hashlib.sha256(bytes(data)).hexdigest()
 
 
 def test_cli_fingerprint_json_and_cache_env(tmp_path: Path, model: dict) -> None:

@@ -32,7 +32,7 @@ def _difference_spectra(
         except np.linalg.LinAlgError:
             continue
         tau = max(a.noise_floor(key), b.noise_floor(key))
-        energy = (float(np.sum(np.nan_to_num(ga) ** 2)) + float(np.sum(np.nan_to_num(gb) ** 2))) / 2
+        energy = (a.energy(key) + b.energy(key)) / 2
         yield s, tau, (a.schatten(key) + b.schatten(key)) / 2, energy
 
 

@@ -7,7 +7,7 @@ from typing import Generic, TypeVar
 
 from lakegen.attribution.memo import Memo, key
 from lakegen.attribution.neighbours import Neighbours
-from lakegen.attribution.views import View, compare
+from lakegen.attribution.views import View, combine, compare
 from lakegen.fingerprint import Fingerprint
 
 # Past this many models, lineage is recovered family by family (see :func:`families_by_signature`).
@@ -69,8 +69,10 @@ def families_by_signature(
     sig = np.stack([fingerprints[i].signature for i in ids]) if ids else np.zeros((0, 1), np.float32)
     sets = UnionFind(range(len(ids)))
     for a, near in Neighbours(sig, [fingerprints[i].architecture for i in ids]).each(NEIGHBOURS):
-        for b in near.tolist():
-            if sets.find(a) != sets.find(b) and related(views[ids[a]], views[ids[b]], memo):
+        others = [views[ids[b]] for b in near.tolist()]
+        alike = Alike(views[ids[a]], others)
+        for b, view in zip(near.tolist(), others, strict=True):
+            if sets.find(a) != sets.find(b) and related(views[ids[a]], view, memo, alike):
                 sets.union(a, b)
     out = [[ids[n] for n in group] for group in sets.groups()]
     family_of = {m: members for members in out for m in members}
@@ -84,15 +86,60 @@ def families_by_signature(
     return [sorted(g) for g in out]
 
 
-def related(a: View, b: View, memo: Memo | None) -> bool:
-    if memo is None:
-        pair = compare(a, b)
+class Alike:
+    """Whether ``model`` is related to each of ``others`` that has its tensor layout, all of them
+    compared at once when the first is asked for (:func:`~lakegen.attribution.views.compare`
+    one pair at a time was most of finding a lake's families): the same sums, row by row, so
+    the same verdicts."""
+
+    def __init__(self, model: View, others: Sequence[View]):
+        self.model, self.others = model, others
+        self.found: dict[int, bool] | None = None
+
+    def get(self, other: View) -> bool | None:
+        """The verdict on ``other``, or None when it is not compared here (another layout)."""
+        if self.found is None:
+            self.found = self._compare()
+        return self.found.get(id(other))
+
+    def _compare(self) -> dict[int, bool]:
+        import numpy as np
+
+        a = self.model
+        same = list({id(o): o for o in self.others if o.keys == a.keys and o.finite}.values())
+        if not a.keys or not a.finite or not same:
+            return {}
+        # as views._pair_stats sums one pair (every value finite; a product is the same either way)
+        x = np.stack([o.x for o in same])
+        n = np.add.reduceat(np.ones(len(a.x)), a.starts)
+        sa, saa = np.add.reduceat(a.x, a.starts), np.add.reduceat(a.x * a.x, a.starts)
+        sb, sbb = np.add.reduceat(x, a.starts, axis=1), np.add.reduceat(x * x, a.starts, axis=1)
+        sab = np.add.reduceat(a.x * x, a.starts, axis=1)
+        out = {}
+        for i, o in enumerate(same):
+            pair = combine(n, sa, sb[i], saa, sbb[i], sab[i], a.keys)
+            out[id(o)] = pair is not None and pair.related
+        return out
+
+
+def related(a: View, b: View, memo: Memo | None, alike: Alike | None = None) -> bool:
+    """Whether two models are related (:attr:`~lakegen.attribution.views.Pair.related`); ``alike``
+    may hold the verdict already."""
+
+    def verdict(x: View, y: View) -> bool:
+        found = alike.get(b) if alike is not None else None
+        if found is not None:
+            return found
+        pair = compare(x, y)
         return pair is not None and pair.related
+
+    if memo is None:
+        return verdict(a, b)
     ends = sorted((a.fp.sha256, b.fp.sha256))
     k = key("related", ends)
     found = memo.get(k)
     if found is None:
-        pair = compare(a, b) if ends == [a.fp.sha256, b.fp.sha256] else compare(b, a)
-        found = pair is not None and pair.related
+        # one layout compares the same either way round (Alike); others by their contents' order
+        found = verdict(a, b) if ends == [a.fp.sha256, b.fp.sha256] else verdict(b, a)
         memo.put(k, found)
     return bool(found)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from lakegen.attribution.branching import minimum_spanning_arborescence
 from lakegen.attribution.distances import bulk_distance, exactly_low_rank, lineage_distance, spectral_distance
 from lakegen.attribution.edges import UNDECIDED, Edge
 from lakegen.attribution.families import components
@@ -296,14 +297,11 @@ def _arborescence(
     connected part gets one root, and a group only at twice that; a fixed huge
     cost (1e9) would swamp the weights' last digits in Edmonds' cycle arithmetic.
     """
-    import networkx as nx
-
     unit_of = {m: -(k + 2) for k, g in enumerate(groups) for m in g}
     units: dict[int, list[int]] = {}
     for n in nodes:
         units.setdefault(unit_of.get(n, n), []).append(n)
-    graph = nx.DiGraph()
-    graph.add_nodes_from(units)
+    edges: list[tuple[int, int, float]] = []
     source: dict[tuple[int, int], int] = {}  # (unit, unit) -> the member of the first that is the parent
     for u, us in units.items():
         for v, vs in units.items():
@@ -316,14 +314,15 @@ def _arborescence(
                     options.append((sum(costs), x))  # type: ignore[arg-type]
             if options:
                 cost, x = min(options)
-                graph.add_edge(u, v, weight=cost)
+                edges.append((u, v, cost))
                 source[(u, v)] = x
-    top = max((w for _, _, w in graph.edges(data="weight")), default=1.0)
+    top = max((w for _, _, w in edges), default=1.0)
     virtual = (top + 1e-300) * (len(units) + 1)
-    for u, us in units.items():
-        graph.add_edge(-1, u, weight=virtual * (2 if len(us) > 1 else 1))
+    edges += [(-1, u, virtual * (2 if len(us) > 1 else 1)) for u, us in units.items()]
+    found = minimum_spanning_arborescence([*units, -1], edges)
+    assert found is not None  # the virtual root reaches every unit
     parent = {}
-    for u, v in nx.minimum_spanning_arborescence(graph).edges():
+    for u, v in found:
         if u == -1:
             if len(units[v]) > 1:
                 return None

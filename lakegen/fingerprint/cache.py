@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lakegen.artifacts.digests import Digests
+from lakegen.artifacts.digests import MEMO_FROM, Digests, sha256_file
 from lakegen.atomicfile import write_atomic
 from lakegen.fingerprint.prints import MAGIC, PREFIX, SIGNATURE, Fingerprint
 from lakegen.fingerprint.reading import compute, content_sha256, weight_files
@@ -32,6 +32,12 @@ class Cache:
     def _fp_path(self, key: str) -> Path:
         return self.folder / "fingerprints" / key[:2] / f"{key}.lgfp"
 
+    def _known(self, file: Path) -> str | None:
+        found = self.digests.known(file)
+        if found is None and file.stat().st_size < MEMO_FROM:
+            return sha256_file(file)  # no memo of a small file is kept (see :func:`fresh`)
+        return found
+
     def get(self, key: str) -> Fingerprint | None:
         try:
             return Fingerprint.from_bytes(self._fp_path(key).read_bytes())
@@ -51,7 +57,7 @@ class Cache:
         they were last hashed (see :mod:`lakegen.artifacts.digests`)."""
         try:
             files = weight_files(path)
-            digests = [self.digests.known(f) for f in files]
+            digests = [self._known(f) for f in files]
             if any(d is None for d in digests):
                 return None
             return cache_key(path, content_sha256(path, files, digests))  # type: ignore[arg-type]
@@ -142,5 +148,8 @@ def fresh(path: Path, cache: Cache | None = None) -> Fingerprint:
         with contextlib.suppress(OSError):  # a read-only cache only costs speed
             cache.put(cache_key(path, fp.sha256), fp)
         for file, digest, stat in zip(files, fp.file_digests(), before, strict=True):
-            cache.digests.remember(file, digest, stat)
+            # a small file is hashed again when asked for (:meth:`Cache.known_key`): writing its
+            # memo cost a third of fingerprinting a 1 KiB file
+            if stat.st_size >= MEMO_FROM:
+                cache.digests.remember(file, digest, stat)
     return fp

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,11 +40,34 @@ def signature_of(tensors: list[TensorPrint], samples: np.ndarray) -> np.ndarray:
         norm = float(np.sqrt(x @ x))
         if norm == 0:
             continue
-        rng = np.random.default_rng(seed(t.name, t.shape) ^ 0x5EED)
-        buckets = rng.integers(0, SIGNATURE, t.count)
-        signs = rng.integers(0, 2, t.count) * 2.0 - 1.0
+        buckets, signs = _sketch(t.name, tuple(t.shape), t.count)
         sig += np.bincount(buckets, weights=signs * x * (math.sqrt(t.count) / norm), minlength=SIGNATURE)
     return sig.astype(np.float32)
+
+
+# Both are fixed by a tensor's name and shape, and a lake's models share their tensors' names: drawn
+# once a process rather than once a tensor (a seeded generator each, a fifth of fingerprinting a
+# 1 KiB file). Read-only, as every caller shares them.
+@functools.lru_cache(maxsize=4096)
+def _sketch(name: str, shape: tuple[int, ...], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The signature's CountSketch of a matrix: each sample's bucket and sign."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed(name, shape) ^ 0x5EED)
+    buckets = rng.integers(0, SIGNATURE, count)
+    signs = rng.integers(0, 2, count) * 2.0 - 1.0
+    buckets.setflags(write=False)
+    signs.setflags(write=False)
+    return buckets, signs
+
+
+@functools.lru_cache(maxsize=4096)
+def _coordinates(name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+    rows, cols = coordinates(name, shape)
+    for a in (rows, cols):
+        if a is not None:
+            a.setflags(write=False)
+    return rows, cols
 
 
 def sample_model(wf: WeightFile) -> tuple[list[TensorPrint], Any, Any, dict[str, Any] | None, list[str]]:
@@ -61,7 +85,7 @@ def sample_model(wf: WeightFile) -> tuple[list[TensorPrint], Any, Any, dict[str,
         if t.dtype not in PRECISION and not t.dtype.startswith(("int", "uint")):
             skipped.append(f"{t.name}: {t.dtype} tensor")
             continue
-        rows, cols = coordinates(t.name, t.shape)
+        rows, cols = _coordinates(t.name, tuple(t.shape))
         if wf.offset(t.name) is not None:
             inner = t.numel // t.shape[0] if cols is not None else 1
             flat = (rows[:, None] * inner + cols[None, :]).reshape(-1) if cols is not None else rows
