@@ -35,8 +35,8 @@ import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
@@ -79,6 +79,45 @@ class Parts:
         return hashlib.sha256(json.dumps(made).encode()).hexdigest()
 
 
+class WholeLake(Exception):
+    """A check that loaded part of the lake (:class:`Known`) needs the whole of it for attribution."""
+
+
+@dataclass
+class Known:
+    """A check's lake whose catalog holds only the models a pull request reaches: every other model
+    is known by the sha256 of its manifest (``sources``), which it shares with its base, and
+    ``grow`` loads more manifests into the catalog (with those they refer to) when the part
+    attributed again needs them."""
+
+    sources: dict[str, str]
+    grow: Callable[[Collection[str]], None] = field(default=lambda _: None)
+
+
+def source(manifest: str, statuses: dict[str, str], bases: list[tuple[Any, Any]]) -> str:
+    """What a model's input digest is a function of besides its manifest's text (``manifest``, its
+    sha256): its versions' artifact statuses and its bases' kinds."""
+    made = [manifest, statuses, [list(b) for b in bases]]
+    return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()
+
+
+def digests_of(folder: Path, common: str, sources: dict[str, str]) -> dict[str, str] | None:
+    """The input digests of the models in ``sources`` as a recorded full run took them, from a run
+    that saw each with the manifest it has now (the digest is a function of the manifest, its
+    verified artifacts and its bases' kinds, which the check compares besides); None without one."""
+    for path in sorted(folder.glob(f"*{PARTS}")):
+        try:
+            data = json.loads(path.read_bytes())
+            models, seen = data["models"], data.get("sources")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if data.get("common") != common or not isinstance(seen, dict) or not isinstance(models, dict):
+            continue
+        if all(seen.get(m) == sha and isinstance(models.get(m), str) for m, sha in sources.items()):
+            return {m: models[m] for m in sources}
+    return None
+
+
 @dataclass
 class Base:
     """The record of a full run on a tree that differs from the checked one in ``changed`` (models
@@ -104,8 +143,11 @@ def _identity(fp: Fingerprint) -> str:
     return hashlib.sha256(json.dumps(identity(fp), default=str).encode()).hexdigest()
 
 
-def record(folder: Path, key_: str, parts: Parts, result: CatalogLineage) -> None:
-    """What a check needs to start from this full run's ``result`` (see the module's text)."""
+def record(
+    folder: Path, key_: str, parts: Parts, result: CatalogLineage, sources: dict[str, str] | None = None
+) -> None:
+    """What a check needs to start from this full run's ``result`` (see the module's text);
+    ``sources``: each model's manifest by its sha256 (:func:`digests_of`)."""
     import numpy as np
 
     fps = result.fingerprints
@@ -115,6 +157,7 @@ def record(folder: Path, key_: str, parts: Parts, result: CatalogLineage) -> Non
         "key": key_,
         "common": parts.common,
         "models": parts.models,
+        "sources": sources or {},
         "nodes": {n: [_identity(fp), fp.kind, fp.architecture] for n, fp in fps.items()},
         "components": components(lineage.models, links),
         "roots": lineage.roots,
@@ -212,20 +255,35 @@ class _Fallback(Exception):
 
 
 def attribute_changed(
-    catalog: Catalog, index: LakeIndex, cache: Cache, base: Base, engine: Engine, workers: int | None
+    catalog: Catalog,
+    index: LakeIndex,
+    cache: Cache,
+    base: Base,
+    engine: Engine,
+    workers: int | None,
+    known: Known | None = None,
 ) -> Found | None:
     """Attribute again what the changed models reach (see the module's text); None where the whole
-    lake must be attributed instead."""
+    lake must be attributed instead. With ``known``, the catalog holds the changed models and those
+    that refer to them, and grows by the models the part attributed again holds."""
     try:
-        return _attribute_changed(catalog, index, cache, base, engine, workers)
+        return _attribute_changed(catalog, index, cache, base, engine, workers, known)
     except (_Fallback, KeyError, TypeError, ValueError, IndexError, OSError):
         return None  # also a record or index damaged, or missing a row: nothing is trusted of it
 
 
 def _attribute_changed(
-    catalog: Catalog, index: LakeIndex, cache: Cache, base: Base, engine: Engine, workers: int | None
+    catalog: Catalog,
+    index: LakeIndex,
+    cache: Cache,
+    base: Base,
+    engine: Engine,
+    workers: int | None,
+    known: Known | None,
 ) -> Found:
     import numpy as np
+
+    grow = known.grow if known is not None else (lambda _: None)
 
     rec = base.record
     gone = base.changed | base.removed
@@ -252,10 +310,19 @@ def _attribute_changed(
         seeds |= {
             component[n] for b in entry.base_models for n in versions_of.get(b.id, []) if n in component
         }
+    # the models declaring a changed one: a part of the lake loaded for a check holds them all
     for record_ in catalog.records.values():
         entry = record_.entry
         if isinstance(entry, Model) and any(b.id in gone for b in entry.base_models):
             seeds |= {component[n] for n in versions_of.get(entry.id, []) if n in component}
+    if known is not None:
+        # an adapter's base is found by its lake id, else among every model's links and names
+        metas = [meta for n, (meta, _) in rec["adapters"].items() if split(n)[0] not in gone]
+        metas += [fp.adapter for fp in new.values() if fp.kind != "model"]
+        bases = {str((meta or {}).get("base") or "") for meta in metas} - {""}
+        if not bases <= set(known.sources) | set(catalog.records):
+            raise _Fallback
+        grow(bases)
     seeds |= _adapters(catalog, rec, nodes, new, component, gone)
 
     tables = _read_signatures(base.folder / SIGNATURES)
@@ -270,6 +337,7 @@ def _attribute_changed(
             scores = sig @ _unit(np.asarray(fp.signature, np.float32)[None, :])[0]
             near[x] = [lake[i] for i in _top(scores, NEIGHBOURS)]
     wanted = sorted({split(n)[0] for ns in near.values() for n in ns})
+    grow(wanted)
     theirs = _fingerprints(catalog, cache, wanted, engine, workers)
     for x, ns in near.items():
         for n in ns:
@@ -294,6 +362,7 @@ def _attribute_changed(
         return out
 
     models = closed(seeds) | set(present)
+    grow(models)
     first = attribute_catalog(
         catalog, cache, engine=engine, workers=workers, memo=False, models=sorted(models), search=[]
     )
@@ -337,6 +406,7 @@ def _attribute_changed(
             if n in component:
                 extra.add(component[n])
     models |= closed(extra)
+    grow(models)
     result = attribute_catalog(
         catalog, cache, engine=engine, workers=workers, memo=False, models=sorted(models), search=search
     )
