@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 from gitlake import GitLake
 from test_check_partial import _cold, _commit_fine_tune, _nudged, _same, _weights, lake
