@@ -49,7 +49,7 @@ class StageOutcome:
 class CheckReport:
     """The outcome of ``lakegen check``."""
 
-    catalog: Catalog
+    catalog: Catalog  # the manifests loaded: part of the lake, when checked from the base's index
     changes: LakeChanges | None
     index: LakeIndex
 

@@ -12,7 +12,7 @@ only (and in files only those manifests name), the check here
   :mod:`lakegen.compile.delta` finds it, from the saved index's manifests);
 - loads those and what they refer to (a small catalog) and runs the check's stages over it: the
   loader's checks, the changed files, attribution from the base's results (the catalog grows by
-  the family attributed again: :class:`lakegen.lineage.partial.Known`), the bench, and the policies
+  the family attributed again: :class:`lakegen.lineage.known.Known`), the bench, and the policies
   over the dirty entries and what their verdicts read (ancestors, the parents the weights showed);
 - takes every other entry's rows from the saved index.
 
@@ -61,10 +61,14 @@ class Part:
     paths: dict[str, str]
     kinds: dict[str, str]
     catalog: Catalog = field(init=False)
+    _refs: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _up: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
     def up(self, edges: list[Edge]) -> dict[str, set[str]]:
         """What each entry refers to, with the parents ``edges`` show and its manifest does not."""
-        out = {i: delta._refs(m) for i, m in self.manifests.items()}
+        if not self._refs:  # 10,000 manifests' references, read once
+            self._refs = {i: delta._refs(m) for i, m in self.manifests.items()}
+        out = {i: set(r) for i, r in self._refs.items()}
         for e in edges:
             if e.status == "undeclared" and e.child in out:
                 out[e.child].add(e.parent)
@@ -72,8 +76,9 @@ class Part:
 
     def grow(self, ids: Any) -> None:
         """Load the manifests of ``ids``, and of what they refer to, into the catalog."""
-        up = self.up(self.before.edges)
-        wanted = delta._closure({i for i in ids if i in self.manifests}, up) & self.manifests.keys()
+        if not self._up:
+            self._up = self.up(self.before.edges)
+        wanted = delta._closure({i for i in ids if i in self.manifests}, self._up) & self.manifests.keys()
         missing = sorted(wanted - self.catalog.records.keys())
         if not missing:
             return
@@ -114,7 +119,7 @@ def check_from_base(
     """The check of the lake at ``root`` against ``base`` from the index the last build saved (see
     the module's text): its part of the catalog, the changes and the index; None when it needs
     the whole lake."""
-    from lakegen.lineage.partial import WholeLake
+    from lakegen.lineage.known import WholeLake
 
     try:
         return _check(root, base, repo, verify_artifacts, run_evaluations, trust_code, engine, workers)
@@ -135,7 +140,7 @@ def _check(
     from lakegen.compile.stages import Attribution, Bench, Files
     from lakegen.governance.codeowners import CODEOWNERS
     from lakegen.governance.policies import builtin_rules, registered
-    from lakegen.lineage.partial import Known, source
+    from lakegen.lineage.known import Known, source
 
     options = {"verify_artifacts": verify}
     previous = recorded(root)
@@ -223,6 +228,8 @@ def _diff(now: Inputs, previous: Inputs) -> tuple[set[str], set[str], set[str]] 
         old, new = before.get(path), now.files.get(path)
         if old and new and old[-1] == new[-1]:
             continue
+        if path in before and not old:
+            return None  # a file the build found missing: an entry it left unverified names it
         manifest = path.startswith(MANIFESTS) and path.endswith((".yaml", ".yml"))
         if manifest and new:
             edited.add(path)

@@ -13,7 +13,7 @@ from lakegen.governance.changes import LakeChanges
 from lakegen.model.manifest import Model
 
 if TYPE_CHECKING:
-    from lakegen.lineage.partial import Known
+    from lakegen.lineage.known import Known
 
 
 @dataclass

@@ -35,8 +35,8 @@ import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
@@ -53,6 +53,7 @@ from lakegen.executor import Engine
 from lakegen.fingerprint import Cache, Fingerprint
 from lakegen.lineage.declared import CatalogLineage, split
 from lakegen.lineage.fingerprinting import fingerprint_all
+from lakegen.lineage.known import PARTS, Known
 from lakegen.lineage.recover import _adapter_resolver, artifact_paths, attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
 from lakegen.model.manifest import Model
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 SUFFIX = ".partial.json"  # a check's result, from its base's: read by checks only
-PARTS = ".parts.json"
 SIGNATURES = "signatures.npz"
 
 
@@ -77,45 +77,6 @@ class Parts:
     def key(self) -> str:
         made = [self.common, self.others, sorted(self.models.items())]
         return hashlib.sha256(json.dumps(made).encode()).hexdigest()
-
-
-class WholeLake(Exception):
-    """A check that loaded part of the lake (:class:`Known`) needs the whole of it for attribution."""
-
-
-@dataclass
-class Known:
-    """A check's lake whose catalog holds only the models a pull request reaches: every other model
-    is known by the sha256 of its manifest (``sources``), which it shares with its base, and
-    ``grow`` loads more manifests into the catalog (with those they refer to) when the part
-    attributed again needs them."""
-
-    sources: dict[str, str]
-    grow: Callable[[Collection[str]], None] = field(default=lambda _: None)
-
-
-def source(manifest: str, statuses: dict[str, str], bases: list[tuple[Any, Any]]) -> str:
-    """What a model's input digest is a function of besides its manifest's text (``manifest``, its
-    sha256): its versions' artifact statuses and its bases' kinds."""
-    made = [manifest, statuses, [list(b) for b in bases]]
-    return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()
-
-
-def digests_of(folder: Path, common: str, sources: dict[str, str]) -> dict[str, str] | None:
-    """The input digests of the models in ``sources`` as a recorded full run took them, from a run
-    that saw each with the manifest it has now (the digest is a function of the manifest, its
-    verified artifacts and its bases' kinds, which the check compares besides); None without one."""
-    for path in sorted(folder.glob(f"*{PARTS}")):
-        try:
-            data = json.loads(path.read_bytes())
-            models, seen = data["models"], data.get("sources")
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if data.get("common") != common or not isinstance(seen, dict) or not isinstance(models, dict):
-            continue
-        if all(seen.get(m) == sha and isinstance(models.get(m), str) for m, sha in sources.items()):
-            return {m: models[m] for m in sources}
-    return None
 
 
 @dataclass
@@ -147,7 +108,7 @@ def record(
     folder: Path, key_: str, parts: Parts, result: CatalogLineage, sources: dict[str, str] | None = None
 ) -> None:
     """What a check needs to start from this full run's ``result`` (see the module's text);
-    ``sources``: each model's manifest by its sha256 (:func:`digests_of`)."""
+    ``sources``: each model's manifest by its sha256 (:func:`lakegen.lineage.known.digests_of`)."""
     import numpy as np
 
     fps = result.fingerprints

@@ -30,6 +30,7 @@ from lakegen.executor import Engine
 from lakegen.fingerprint import Cache
 from lakegen.lineage import READ, partial
 from lakegen.lineage.declared import CatalogLineage, node, split
+from lakegen.lineage.known import Known, WholeLake, digests_of, source
 from lakegen.lineage.recover import attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
 from lakegen.version import __version__
@@ -48,7 +49,7 @@ def attribution_stage(
     memo: bool = True,
     digests: Digests | None = None,
     changed: Collection[str] | None = None,
-    known: partial.Known | None = None,
+    known: Known | None = None,
 ) -> LakeIndex:
     """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings.
     Weights are fingerprinted on the executor of ``engine`` with ``workers``; ``memo``: reuse
@@ -57,8 +58,8 @@ def attribution_stage(
     memo of its own (with the lake's cache only, whose memos they stand for). ``changed``: the
     models a PR check reports on, which may be attributed from the base's results
     (:mod:`lakegen.lineage.partial`). ``known``: the catalog holds part of the lake, the rest is
-    known from its base (:class:`lakegen.lineage.partial.Known`); then the stage runs from the
-    base's results or raises :class:`lakegen.lineage.partial.WholeLake`."""
+    known from its base (:class:`lakegen.lineage.known.Known`); then the stage runs from the
+    base's results or raises :class:`lakegen.lineage.known.WholeLake`."""
     from lakegen.artifacts.digests import default_cache_dir
 
     if cache is None:
@@ -69,7 +70,7 @@ def attribution_stage(
     parts = _parts(catalog, index, known, folder) if memo else None
     key = parts.key() if parts is not None else None
     if known is not None and (key is None or changed is None):
-        raise partial.WholeLake
+        raise WholeLake
     if key is not None and _apply(index, _read(folder / f"{key}.json", key)):
         return index
     before = len(index.findings)
@@ -89,7 +90,7 @@ def attribution_stage(
                 _keep(fast, key, index, before)
                 return index
     if known is not None:
-        raise partial.WholeLake
+        raise WholeLake
     result = attribute_catalog(catalog, cache, engine=engine, workers=workers, memo=memo)
     _put(catalog, index, result)
     if key is not None and parts is not None:
@@ -197,13 +198,13 @@ def _code_digest() -> str:
 
 
 def _parts(
-    catalog: Catalog, index: LakeIndex, known: partial.Known | None = None, folder: Path | None = None
+    catalog: Catalog, index: LakeIndex, known: Known | None = None, folder: Path | None = None
 ) -> partial.Parts | None:
     """The digests of everything the stage reads, a model at a time (a PR check finds its base's
     results by them); None when that is not known from the lake alone: an artifact whose bytes were
     not verified against its manifest, or a remote one (what is fetched of it lives outside the
     lake). With ``known``, the catalog's models are digested and the others' digests are those of a
-    recorded full run whose models had the manifests they have (:func:`partial.digests_of`)."""
+    recorded full run whose models had the same sources (:func:`lakegen.lineage.known.digests_of`)."""
     statuses: dict[str, dict[str, str]] = {}
     for (entry_id, v), status in catalog.artifacts.items():
         statuses.setdefault(entry_id, {})[v] = status
@@ -229,7 +230,7 @@ def _parts(
     others = sorted((i, k) for i, k in kinds.items() if k != "model")
     common = _digest([_code_digest(), str(catalog.root.resolve())])
     if known is not None and folder is not None:
-        rest = partial.digests_of(folder, common, known.sources)
+        rest = digests_of(folder, common, known.sources)
         if rest is None:
             return None
         models.update(rest)
@@ -238,7 +239,8 @@ def _parts(
 
 def _sources(catalog: Catalog, index: LakeIndex) -> dict[str, str]:
     """Each model by its manifest's sha256, its artifacts' statuses and its bases' kinds: what a
-    check that loads only part of the lake knows the other models by (:func:`partial.source`)."""
+    check that loads only part of the lake knows the other models by
+    (:func:`lakegen.lineage.known.source`)."""
     statuses: dict[str, dict[str, str]] = {}
     for (entry_id, v), status in catalog.artifacts.items():
         statuses.setdefault(entry_id, {})[v] = status
@@ -250,7 +252,7 @@ def _sources(catalog: Catalog, index: LakeIndex) -> dict[str, str]:
         bases = sorted({b.id: kinds.get(b.id) for b in getattr(record.entry, "base_models", [])}.items())
         with contextlib.suppress(OSError):
             sha = hashlib.sha256(record.file.read_bytes()).hexdigest()
-            out[entry_id] = partial.source(sha, statuses.get(entry_id, {}), bases)
+            out[entry_id] = source(sha, statuses.get(entry_id, {}), bases)
     return out
 
 
