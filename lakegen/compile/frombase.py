@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from lakegen.catalog.loader import CATALOG_DIR, Catalog, load_catalog, load_record
@@ -87,7 +87,7 @@ class Part:
             getattr(self.catalog, name).update(getattr(more, name))
 
     def _load(self, ids: list[str]) -> Catalog:
-        files = sorted((self.root / self.paths[i] for i in ids), key=lambda p: PurePosixPath(p))
+        files = sorted(self.root / self.paths[i] for i in ids)  # as manifest_files orders them
         catalog = load_catalog(
             self.root,
             verify_artifacts=self.verify,
@@ -365,7 +365,8 @@ def _index(lake: Part, dirty: set[str], removed: set[str], validate: list[Findin
     index.entries = sorted(rows, key=lambda e: e.id)
     for row in index.entries:
         row.parameters = None  # attribution's, which may not run in a check
-    for row in sorted((e for e in index.entries if e.kind == "model"), key=lambda e: PurePosixPath(e.path)):
+    # in the loader's order (paths compared part by part, as manifest_files sorts them)
+    for row in sorted((e for e in index.entries if e.kind == "model"), key=lambda e: e.path.split("/")):
         for b in dicts(row.manifest.get("base_models")):
             index.edges.append(
                 Edge(
