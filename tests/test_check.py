@@ -154,6 +154,31 @@ def test_an_id_renamed_away_then_added_again_with_other_bytes_fails(released: tu
     assert "keeps its bytes for good, also after the entry was renamed or deleted" in finding.message
 
 
+def test_a_released_id_written_with_an_escape_is_still_in_the_ledger(released: tuple[GitLake, str]) -> None:
+    # the ledger parses only the base's blobs that can state a changed id: one spelling it through a
+    # double-quoted escape ("p\x69ne" is pine) counts as well as one writing it out
+    lake, _ = released
+    lake.git("checkout", "-q", "main")
+    path = lake.put(model("pine"))
+    lines = []
+    for line in path.read_text().splitlines():
+        if "pine" in line:  # the id, the name, the artifact's uri: each double-quoted, escaped
+            key, value = line.split(": ", 1)
+            line = f'{key}: "{value.strip(chr(39)).replace("pine", "p" + chr(92) + "x69ne")}"'
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
+    assert "pine" not in path.read_text()
+    lake.commit("Release pine, its id escaped")
+    path.unlink()
+    lake.commit("Remove pine")
+    lake.git("checkout", "-q", "-b", "readd")
+    lake.put(model("pine", versions=[version("1.0.0", weights("other pine bytes"), "pine")]))
+    lake.commit("Add pine again")
+    report = run_check(lake.root, "main", run_evaluations=False)
+    (finding,) = [f for f in report.errors if f.rule == "immutable-releases" and f.entry == "pine"]
+    assert "keeps its bytes for good" in finding.message
+
+
 def test_moving_a_released_version_where_it_cannot_be_verified_fails(released: tuple[GitLake, str]) -> None:
     lake, _ = released
     text = (lake.root / "catalog/models/vision.yaml").read_text()

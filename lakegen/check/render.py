@@ -67,7 +67,7 @@ def _tally(report: CheckReport) -> str:
 
     counts = {s: sum(f.severity == s for f in report.findings) for s in SEVERITY_ORDER}
     tally = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
-    return f"{len(report.catalog.records)} entries; findings: {tally}."
+    return f"{len(report.index.entries)} entries; findings: {tally}."
 
 
 def _file_what(f: Any) -> str:

@@ -49,7 +49,7 @@ class StageOutcome:
 class CheckReport:
     """The outcome of ``lakegen check``."""
 
-    catalog: Catalog
+    catalog: Catalog  # the manifests loaded: part of the lake, when checked from the base's index
     changes: LakeChanges | None
     index: LakeIndex
 
@@ -77,8 +77,8 @@ class CheckReport:
         if self.changes is None:
             return None
         if self.changes.config_changed:
-            return set(self.catalog.records)
-        graph = _dependents(self.catalog)
+            return {row.id for row in self.index.entries}
+        graph = _dependents(self.index)
         touched = self.changes.touched()
         out = set(touched)
         for entry in touched:
@@ -115,17 +115,16 @@ class CheckReport:
         }
 
 
-def _dependents(catalog: Catalog) -> nx.DiGraph:
-    """An edge from each entry to every entry that uses it (base models, datasets, sources)."""
+def _dependents(index: LakeIndex) -> nx.DiGraph:
+    """An edge from each entry to every entry that uses it (base models, datasets, sources); from the
+    index, which holds every entry's manifest where a check's catalog may hold part of the lake."""
     graph = nx.DiGraph()
-    for entry_id, record in catalog.records.items():
-        entry = record.entry
-        graph.add_node(entry_id)
-        refs = [b.id for b in getattr(entry, "base_models", [])]
-        refs += [d.id for d in getattr(entry, "datasets", [])]
-        refs += [d.id for d in getattr(entry, "derived_from", [])]
-        for ref in refs:
-            graph.add_edge(ref, entry_id)
+    for row in index.entries:
+        graph.add_node(row.id)
+        for key in ("base_models", "datasets", "derived_from"):
+            for ref in row.manifest.get(key) or ():
+                if isinstance(ref, dict) and isinstance(ref.get("id"), str):
+                    graph.add_edge(ref["id"], row.id)
     return graph
 
 
@@ -189,6 +188,21 @@ def _check(
 
         remote.fetch_under(root, remote.settings_at(root, base))
         signatures.trust_from(root, base, default_cache_dir(root) / "trust" / Repo(root).commit_of(base))
+    if base and kept and repo is not None:
+        from lakegen.compile.frombase import check_from_base
+
+        found = check_from_base(
+            root,
+            base,
+            repo,
+            verify_artifacts=verify_artifacts,
+            run_evaluations=run_evaluations,
+            trust_code=trust_code,
+            engine=engine,
+            workers=workers,
+        )
+        if found is not None:
+            return CheckReport(*found)
     parse_cache = default_cache_dir(root) if kept else None
     # the last build's record of its inputs (kept: not committed by the pull request) names the
     # sha256 of each file whose stat is still the one recorded: those artifacts are not read again

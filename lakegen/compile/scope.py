@@ -4,12 +4,16 @@ its base (``lakegen check``), and whether evaluations may run and contributed co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lakegen.artifacts.digests import Digests
 from lakegen.catalog.loader import Catalog
 from lakegen.executor import Engine
 from lakegen.governance.changes import LakeChanges
 from lakegen.model.manifest import Model
+
+if TYPE_CHECKING:
+    from lakegen.lineage.known import Known
 
 
 @dataclass
@@ -23,6 +27,7 @@ class Scope:
     workers: int | None = None  # how many at once; None: the engine's default
     memo: bool = True  # reuse what earlier compiles kept (lakegen.attribution.memo)
     digests: Digests | None = None  # artifacts' sha256 as the loader had them (compile.inputs.Recorded)
+    known: Known | None = None  # the catalog holds part of the lake; the rest is its base's (a check)
 
     def changed_models(self) -> list[str]:
         """Models the pull request adds, renames or modifies (present at head)."""

@@ -71,6 +71,7 @@ class Attribution:
                 memo=scope.memo,
                 digests=scope.digests,
                 changed=changed,
+                known=scope.known,
             )
 
         if not scope.check:

@@ -150,8 +150,13 @@ def _references(data: Any) -> set[str]:
     return refs
 
 
-def lake_changes(catalog: Catalog, base_ref: str, repo: Repo | None = None) -> LakeChanges:
-    """Compare the lake of ``catalog`` on disk with the merge base of ``base_ref`` and HEAD."""
+def lake_changes(
+    catalog: Catalog, base_ref: str, repo: Repo | None = None, folders: dict[str, list[str]] | None = None
+) -> LakeChanges:
+    """Compare the lake of ``catalog`` on disk with the merge base of ``base_ref`` and HEAD.
+
+    ``catalog`` must hold every manifest that differs; ``folders``: the lake's code folders
+    (:func:`code_folders`), when ``catalog`` holds part of the lake only."""
     repo = repo or Repo.find(catalog.root)
     if repo is None:
         message = "--base needs the lake to be in a git repository"
@@ -168,7 +173,7 @@ def lake_changes(catalog: Catalog, base_ref: str, repo: Repo | None = None) -> L
     planted = set(repo.tracked(*OWN_FOLDERS))
     base_blobs = repo.blobs([c.old_blob for c in raw if c.old_blob and _is_manifest(c.old)])
     by_path = {r.path: r for r in catalog.records.values()}
-    folders = code_folders(catalog)
+    folders = code_folders(catalog) if folders is None else folders
     for ch in raw:
         if (ch.old or ch.new) in (POLICIES_FILE, OWNERS_FILE):
             changes.config_changed[ch.new or ch.old or ""] = _STATUS.get(ch.status, "modified")

@@ -53,6 +53,7 @@ from lakegen.executor import Engine
 from lakegen.fingerprint import Cache, Fingerprint
 from lakegen.lineage.declared import CatalogLineage, split
 from lakegen.lineage.fingerprinting import fingerprint_all
+from lakegen.lineage.known import PARTS, Known
 from lakegen.lineage.recover import _adapter_resolver, artifact_paths, attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
 from lakegen.model.manifest import Model
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 SUFFIX = ".partial.json"  # a check's result, from its base's: read by checks only
-PARTS = ".parts.json"
 SIGNATURES = "signatures.npz"
 
 
@@ -104,8 +104,11 @@ def _identity(fp: Fingerprint) -> str:
     return hashlib.sha256(json.dumps(identity(fp), default=str).encode()).hexdigest()
 
 
-def record(folder: Path, key_: str, parts: Parts, result: CatalogLineage) -> None:
-    """What a check needs to start from this full run's ``result`` (see the module's text)."""
+def record(
+    folder: Path, key_: str, parts: Parts, result: CatalogLineage, sources: dict[str, str] | None = None
+) -> None:
+    """What a check needs to start from this full run's ``result`` (see the module's text);
+    ``sources``: each model's manifest by its sha256 (:func:`lakegen.lineage.known.digests_of`)."""
     import numpy as np
 
     fps = result.fingerprints
@@ -115,6 +118,7 @@ def record(folder: Path, key_: str, parts: Parts, result: CatalogLineage) -> Non
         "key": key_,
         "common": parts.common,
         "models": parts.models,
+        "sources": sources or {},
         "nodes": {n: [_identity(fp), fp.kind, fp.architecture] for n, fp in fps.items()},
         "components": components(lineage.models, links),
         "roots": lineage.roots,
@@ -212,20 +216,35 @@ class _Fallback(Exception):
 
 
 def attribute_changed(
-    catalog: Catalog, index: LakeIndex, cache: Cache, base: Base, engine: Engine, workers: int | None
+    catalog: Catalog,
+    index: LakeIndex,
+    cache: Cache,
+    base: Base,
+    engine: Engine,
+    workers: int | None,
+    known: Known | None = None,
 ) -> Found | None:
     """Attribute again what the changed models reach (see the module's text); None where the whole
-    lake must be attributed instead."""
+    lake must be attributed instead. With ``known``, the catalog holds the changed models and those
+    that refer to them, and grows by the models the part attributed again holds."""
     try:
-        return _attribute_changed(catalog, index, cache, base, engine, workers)
+        return _attribute_changed(catalog, index, cache, base, engine, workers, known)
     except (_Fallback, KeyError, TypeError, ValueError, IndexError, OSError):
         return None  # also a record or index damaged, or missing a row: nothing is trusted of it
 
 
 def _attribute_changed(
-    catalog: Catalog, index: LakeIndex, cache: Cache, base: Base, engine: Engine, workers: int | None
+    catalog: Catalog,
+    index: LakeIndex,
+    cache: Cache,
+    base: Base,
+    engine: Engine,
+    workers: int | None,
+    known: Known | None,
 ) -> Found:
     import numpy as np
+
+    grow = known.grow if known is not None else (lambda _: None)
 
     rec = base.record
     gone = base.changed | base.removed
@@ -252,10 +271,19 @@ def _attribute_changed(
         seeds |= {
             component[n] for b in entry.base_models for n in versions_of.get(b.id, []) if n in component
         }
+    # the models declaring a changed one: a part of the lake loaded for a check holds them all
     for record_ in catalog.records.values():
         entry = record_.entry
         if isinstance(entry, Model) and any(b.id in gone for b in entry.base_models):
             seeds |= {component[n] for n in versions_of.get(entry.id, []) if n in component}
+    if known is not None:
+        # an adapter's base is found by its lake id, else among every model's links and names
+        metas = [meta for n, (meta, _) in rec["adapters"].items() if split(n)[0] not in gone]
+        metas += [fp.adapter for fp in new.values() if fp.kind != "model"]
+        bases = {str((meta or {}).get("base") or "") for meta in metas} - {""}
+        if not bases <= set(known.sources) | set(catalog.records):
+            raise _Fallback
+        grow(bases)
     seeds |= _adapters(catalog, rec, nodes, new, component, gone)
 
     tables = _read_signatures(base.folder / SIGNATURES)
@@ -270,6 +298,7 @@ def _attribute_changed(
             scores = sig @ _unit(np.asarray(fp.signature, np.float32)[None, :])[0]
             near[x] = [lake[i] for i in _top(scores, NEIGHBOURS)]
     wanted = sorted({split(n)[0] for ns in near.values() for n in ns})
+    grow(wanted)
     theirs = _fingerprints(catalog, cache, wanted, engine, workers)
     for x, ns in near.items():
         for n in ns:
@@ -294,6 +323,7 @@ def _attribute_changed(
         return out
 
     models = closed(seeds) | set(present)
+    grow(models)
     first = attribute_catalog(
         catalog, cache, engine=engine, workers=workers, memo=False, models=sorted(models), search=[]
     )
@@ -337,6 +367,7 @@ def _attribute_changed(
             if n in component:
                 extra.add(component[n])
     models |= closed(extra)
+    grow(models)
     result = attribute_catalog(
         catalog, cache, engine=engine, workers=workers, memo=False, models=sorted(models), search=search
     )

@@ -30,6 +30,7 @@ from lakegen.executor import Engine
 from lakegen.fingerprint import Cache
 from lakegen.lineage import READ, partial
 from lakegen.lineage.declared import CatalogLineage, node, split
+from lakegen.lineage.known import Known, WholeLake, digests_of, source
 from lakegen.lineage.recover import attribute_catalog
 from lakegen.model.index import Edge, LakeIndex
 from lakegen.version import __version__
@@ -48,6 +49,7 @@ def attribution_stage(
     memo: bool = True,
     digests: Digests | None = None,
     changed: Collection[str] | None = None,
+    known: Known | None = None,
 ) -> LakeIndex:
     """Put weight-verified lineage into the compiled lake (``LakeIndex``): edge statuses, findings.
     Weights are fingerprinted on the executor of ``engine`` with ``workers``; ``memo``: reuse
@@ -55,16 +57,20 @@ def attribution_stage(
     artifacts' sha256 as the loader had them, so that finding each cached fingerprint reads no
     memo of its own (with the lake's cache only, whose memos they stand for). ``changed``: the
     models a PR check reports on, which may be attributed from the base's results
-    (:mod:`lakegen.lineage.partial`)."""
+    (:mod:`lakegen.lineage.partial`). ``known``: the catalog holds part of the lake, the rest is
+    known from its base (:class:`lakegen.lineage.known.Known`); then the stage runs from the
+    base's results or raises :class:`lakegen.lineage.known.WholeLake`."""
     from lakegen.artifacts.digests import default_cache_dir
 
     if cache is None:
         cache = Cache(default_cache_dir(catalog.root))
         if digests is not None and digests.folder == cache.digests.folder:
             cache.digests = digests
-    parts = _parts(catalog, index) if memo else None
-    key = parts.key() if parts is not None else None
     folder = cache.folder / STAGE_FOLDER
+    parts = _parts(catalog, index, known, folder) if memo else None
+    key = parts.key() if parts is not None else None
+    if known is not None and (key is None or changed is None):
+        raise WholeLake
     if key is not None and _apply(index, _read(folder / f"{key}.json", key)):
         return index
     before = len(index.findings)
@@ -74,7 +80,7 @@ def attribution_stage(
             return index
         base = partial.base_of(folder, parts, set(changed))
         if base is not None:
-            found = partial.attribute_changed(catalog, index, cache, base, engine, workers)
+            found = partial.attribute_changed(catalog, index, cache, base, engine, workers, known)
             if found is not None:
                 index.stages["attribution"] = (
                     f"ran (from the base's results; {len(found.models)} models attributed again)"
@@ -83,12 +89,14 @@ def attribution_stage(
                 partial.merge(index, base, found.models, before)
                 _keep(fast, key, index, before)
                 return index
+    if known is not None:
+        raise WholeLake
     result = attribute_catalog(catalog, cache, engine=engine, workers=workers, memo=memo)
     _put(catalog, index, result)
     if key is not None and parts is not None:
         _keep(folder / f"{key}.json", key, index, before)
         with contextlib.suppress(OSError):  # a read-only cache only costs speed
-            partial.record(folder, key, parts, result)
+            partial.record(folder, key, parts, result, _sources(catalog, index))
     return index
 
 
@@ -189,15 +197,18 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def _parts(catalog: Catalog, index: LakeIndex) -> partial.Parts | None:
+def _parts(
+    catalog: Catalog, index: LakeIndex, known: Known | None = None, folder: Path | None = None
+) -> partial.Parts | None:
     """The digests of everything the stage reads, a model at a time (a PR check finds its base's
     results by them); None when that is not known from the lake alone: an artifact whose bytes were
     not verified against its manifest, or a remote one (what is fetched of it lives outside the
-    lake)."""
+    lake). With ``known``, the catalog's models are digested and the others' digests are those of a
+    recorded full run whose models had the same sources (:func:`lakegen.lineage.known.digests_of`)."""
     statuses: dict[str, dict[str, str]] = {}
     for (entry_id, v), status in catalog.artifacts.items():
         statuses.setdefault(entry_id, {})[v] = status
-    kinds = {r.entry.id: r.entry.kind for r in catalog.records.values()}
+    kinds = {e.id: e.kind for e in index.entries}  # every entry's, whether its manifest is loaded
     declared: dict[str, list[Any]] = {}
     for row in index.edges:
         declared.setdefault(row.child, []).append(row.model_dump(mode="json"))
@@ -217,8 +228,32 @@ def _parts(catalog: Catalog, index: LakeIndex) -> partial.Parts | None:
         made = [record.path, {k: manifest.get(k) for k in READ}, lines, mine, bases, declared.get(entry_id)]
         models[entry_id] = hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()
     others = sorted((i, k) for i, k in kinds.items() if k != "model")
-    common = [_code_digest(), str(catalog.root.resolve())]
-    return partial.Parts(_digest(common), _digest(others), models)
+    common = _digest([_code_digest(), str(catalog.root.resolve())])
+    if known is not None and folder is not None:
+        rest = digests_of(folder, common, known.sources)
+        if rest is None:
+            return None
+        models.update(rest)
+    return partial.Parts(common, _digest(others), dict(sorted(models.items())))
+
+
+def _sources(catalog: Catalog, index: LakeIndex) -> dict[str, str]:
+    """Each model by its manifest's sha256, its artifacts' statuses and its bases' kinds: what a
+    check that loads only part of the lake knows the other models by
+    (:func:`lakegen.lineage.known.source`)."""
+    statuses: dict[str, dict[str, str]] = {}
+    for (entry_id, v), status in catalog.artifacts.items():
+        statuses.setdefault(entry_id, {})[v] = status
+    kinds = {e.id: e.kind for e in index.entries}
+    out: dict[str, str] = {}
+    for entry_id, record in catalog.records.items():
+        if record.entry.kind != "model":
+            continue
+        bases = sorted({b.id: kinds.get(b.id) for b in getattr(record.entry, "base_models", [])}.items())
+        with contextlib.suppress(OSError):
+            sha = hashlib.sha256(record.file.read_bytes()).hexdigest()
+            out[entry_id] = source(sha, statuses.get(entry_id, {}), bases)
+    return out
 
 
 def _digest(value: Any) -> str:

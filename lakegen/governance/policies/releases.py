@@ -15,7 +15,7 @@ deleting it. A released version may move only where its sha256 can be verified.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +66,13 @@ class LedgerRow:
 
 
 def ledger(
-    changes: LakeChanges, parser: Callable[[str], Document] | None = None
+    changes: LakeChanges, parser: Callable[[str], Document] | None = None, ids: Collection[str] | None = None
 ) -> dict[tuple[str, str], LedgerRow]:
     """``(id, version)`` -> the first release of it on the base branch, over its whole history.
 
-    ``parser`` parses a blob's text (default :func:`lakegen.safeyaml.parse`)."""
+    ``parser`` parses a blob's text (default :func:`lakegen.safeyaml.parse`). ``ids``: only the
+    releases of these ids are wanted, so a blob that cannot state one is not parsed (a PR
+    touching one manifest of 10,000 need not parse the history of every other)."""
     commits = changes.repo.first_parent_changes(changes.base_commit, *MANIFEST_FOLDERS)
     wanted = [c.new_blob for k in commits for c in k.changes if c.new_blob and is_manifest_path(c.new)]
     blobs = changes.repo.blobs(wanted)
@@ -79,12 +81,21 @@ def ledger(
         for c in commit.changes:
             if not c.new_blob or not c.new or not is_manifest_path(c.new):
                 continue
-            data = parse_blob(blobs.get(c.new_blob), parser)
+            raw = blobs.get(c.new_blob)
+            if ids is not None and raw is not None and not _may_name(raw, ids):
+                continue
+            data = parse_blob(raw, parser)
             if not isinstance(data, dict) or not isinstance(data.get("id"), str):
                 continue
             for r in _released_versions(data):
                 out.setdefault((data["id"], r.version), LedgerRow(r.sha256, commit, c.new))
     return out
+
+
+def _may_name(raw: bytes, ids: Collection[str]) -> bool:
+    """Whether YAML text ``raw`` can hold one of ``ids`` (slugs, with no space): written out, or
+    through an escape of a double-quoted scalar."""
+    return b"\\" in raw or any(i.encode() in raw for i in ids)
 
 
 def _unverifiable_move(r: Released, uri: str, manifest: Any, root: Any) -> str | None:
@@ -134,7 +145,8 @@ class ImmutableReleases:
                 yield from _renamed_away(ctx.changes, change, released)
             if change.path is not None:
                 parser = ctx.catalog.parsed.parse if ctx.catalog.parsed is not None else None
-                book = ledger(ctx.changes, parser) if book is None else book
+                wanted = {c.entry for c in ctx.changes.entries if c.path is not None}
+                book = ledger(ctx.changes, parser, wanted) if book is None else book
                 yield from _reused(ctx, change, released, book)
 
 
