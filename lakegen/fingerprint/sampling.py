@@ -47,8 +47,9 @@ def signature_of(tensors: list[TensorPrint], samples: np.ndarray) -> np.ndarray:
 
 # Both are fixed by a tensor's name and shape, and a lake's models share their tensors' names: drawn
 # once a process rather than once a tensor (a seeded generator each, a fifth of fingerprinting a
-# 1 KiB file). Read-only, as every caller shares them.
-@functools.lru_cache(maxsize=4096)
+# 1 KiB file). Read-only, as every caller shares them. A matrix's sketch is 64 KB (4,096 samples):
+# 512 of them, 32 MB at most, for a lake of many architectures.
+@functools.lru_cache(maxsize=512)
 def _sketch(name: str, shape: tuple[int, ...], count: int) -> tuple[np.ndarray, np.ndarray]:
     """The signature's CountSketch of a matrix: each sample's bucket and sign."""
     import numpy as np
