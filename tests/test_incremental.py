@@ -148,6 +148,22 @@ def test_reuse_needs_the_same_options(tmp_path: Path) -> None:
     assert dumped(lake.root, verify_artifacts=False)[1]
 
 
+def test_an_index_compiled_by_other_lakegen_code_is_not_reused(tmp_path: Path) -> None:
+    from lakegen.compile.inputs import INPUTS_FILE
+    from lakegen.compile.store import saved
+
+    lake = demo_lake(tmp_path, commit=False)
+    first, _ = dumped(lake.root)
+    assert dumped(lake.root)[1] and saved(lake.root) is not None
+    record = lake.root / INPUTS_FILE
+    data = json.loads(record.read_text())
+    data["index"]["code"] = "0" * 64  # what lakegen's code before an edit of it recorded
+    record.write_text(json.dumps(data))
+    assert saved(lake.root) is None
+    again, reused = dumped(lake.root)
+    assert not reused and again == first
+
+
 def test_a_check_reads_nothing_from_a_cache_the_pull_request_commits(tmp_path: Path) -> None:
     from lakegen.catalog.parsecache import FILE, FORMAT, _encoded
     from lakegen.check.report import run_check

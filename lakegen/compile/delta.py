@@ -59,6 +59,8 @@ def saved_index(root: Path, previous: Inputs, options: dict[str, bool]) -> LakeI
     compiled with ``options``."""
     from lakegen.compile.store import INDEX_FILE, load_index
 
+    if previous.index.get("code") != code_digest():  # compiled by other code of the same version
+        return None
     try:
         index = load_index(root / INDEX_FILE)
     except (OSError, ValueError):

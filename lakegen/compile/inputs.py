@@ -147,6 +147,8 @@ class Inputs:
         """Why the working tree no longer holds these inputs, in a few words; None when it does."""
         if self.version != __version__:
             return f"compiled by lakegen {self.version}"
+        if self.index.get("code") != code_digest():  # a development build shares the version
+            return "compiled by other lakegen code"
         head = git_head(root)
         if head != self.head:
             return "git HEAD moved (another branch or commit)"
