@@ -231,7 +231,6 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             else:
                 key = (posixpath.dirname(page.src_uri), tuple(page.toc), page.wide)
                 groups[key].append(_Stamped(page.src_uri, page.title, body))
-            del page, body
         for (folder, toc, wide), pages in groups.items():
             if not self.config.stamp or len(pages) < 2:
                 for p in pages:
