@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import html
 import json
 import os
@@ -252,6 +253,22 @@ def test_search_shards_are_reindexed_only_when_their_pages_change(tmp_path: Path
     next(e for e in changed.entries if e.id == "mlp-q8").manifest["description"] = "Edited."
     again = build_site(tmp_path, changed, shard_size=4)
     assert again.stats["search_indexed"] == 1
+
+
+def test_shards_indexed_two_at_once_equal_shards_indexed_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pagefind's own files differ from run to run (their order inside a shard), serial or not;
+    # what each shard indexed (each page's fragment: its URL, text, filters) does not
+    built = {}
+    for parallel in (1, 2):
+        monkeypatch.setattr("lakegen.site.searchindex.PARALLEL", parallel)
+        (tmp_path / f"lake{parallel}" / "catalog").mkdir(parents=True)
+        report = build_site(tmp_path / f"lake{parallel}", demo_index(), shard_size=4)
+        assert report.stats["search_indexed"] == 3
+        fragments = (report.site / "pagefind").rglob("*.pf_fragment")
+        built[parallel] = sorted((f.parent.parent.name, gzip.decompress(f.read_bytes())) for f in fragments)
+    assert len(built[2]) == len(demo_index().entries) and built[2] == built[1]
 
 
 def test_api_has_the_lake_and_one_file_per_entry(site: Path) -> None:

@@ -65,9 +65,11 @@ def context_digest(config: Any, templates: Path, plugin_config: dict[str, Any]) 
     return h.hexdigest()
 
 
-def page_digest(page: Page) -> str:
-    data = json.dumps([page.title, page.toc, page.in_nav], ensure_ascii=False).encode() + page.body.encode()
-    return hashlib.sha256(data).hexdigest()
+def page_digest(page: Page, body: bytes | None = None) -> str:
+    """A digest of a page's title, contents, place and body (``body``: the body already encoded)."""
+    h = hashlib.sha256(json.dumps([page.title, page.toc, page.in_nav], ensure_ascii=False).encode())
+    h.update(page.body.encode() if body is None else body)
+    return h.hexdigest()
 
 
 def dest_path(src_uri: str, directory_urls: bool) -> str:

@@ -27,8 +27,16 @@ def h2(toc: list[tuple[str, str]], anchor: str, text: str) -> Markup:
 
 
 def badge(status: object) -> Markup:
-    text = escape(status)
-    return Markup(f'<span class="lg-badge lg-s-{text}">{text}</span>')
+    made = _BADGES.get(status) if type(status) is str else None
+    if made is None:
+        text = escape(status)
+        made = Markup(f'<span class="lg-badge lg-s-{text}">{text}</span>')
+        if type(status) is str and len(_BADGES) < 256:  # a handful of statuses, 17 calls a page
+            _BADGES[status] = made
+    return made
+
+
+_BADGES: dict[str, Markup] = {}
 
 
 def owners(names: object) -> Markup:

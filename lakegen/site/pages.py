@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 from pydantic_core import to_json
 
@@ -28,8 +27,8 @@ from lakegen.governance.history import provenance
 from lakegen.model.index import dicts
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
+from lakegen.site.environment import page_environment
 from lakegen.site.markup import markdown, safe_url
-from lakegen.site.templatecache import template_cache
 from lakegen.site.views import NEIGHBOURS, SEVERITIES, Board, EvalRow, LakeView, stem
 from lakegen.terminal import printable
 
@@ -106,15 +105,7 @@ class Renderer:
         self.view = view
         self.directory_urls = directory_urls
         self.search_bundles = search_bundles or ["pagefind/shard-0/"]
-        self.env = Environment(
-            loader=FileSystemLoader(str(templates / "pages")),
-            autoescape=True,
-            auto_reload=False,
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            bytecode_cache=template_cache(),
-        )
+        self.env = page_environment(templates)
         self.env.filters.update(
             md=lambda t: Markup(markdown(t)),
             num=filters.num,
@@ -137,6 +128,7 @@ class Renderer:
         self._current = self._root = ""
         self._boards: dict[str, str] = {}
         self._family: dict[str, str] = {}
+        self._links: dict[tuple[str, str], Markup] = {}
         self.env.globals["href"] = self.href
         self.env.globals["entry_href"] = self.entry_href
         self.env.globals["root"] = self.root
@@ -165,10 +157,17 @@ class Renderer:
 
     def link(self, entry_id: object) -> Markup:
         """A link to an entry's page, or its id as plain text when it is outside the lake."""
-        url = self.entry_href(str(entry_id))
-        if url:
-            return Markup(f'<a href="{escape(url)}">{escape(entry_id)}</a>')
-        return Markup(f'<span class="lg-ext" title="outside the lake">{escape(entry_id)}</span>')
+        key = (self._root, entry_id) if type(entry_id) is str else None
+        made = self._links.get(key) if key else None
+        if made is None:
+            url = self.entry_href(str(entry_id))
+            if url:
+                made = Markup(f'<a href="{escape(url)}">{escape(entry_id)}</a>')
+            else:
+                made = Markup(f'<span class="lg-ext" title="outside the lake">{escape(entry_id)}</span>')
+            if key:  # a model is linked from twenty pages, mostly at the same depth
+                self._links[key] = made
+        return made
 
     def render(self, template: str, src_uri: str, title: str, *, wide: bool = False, **context: Any) -> Page:
         self._at(src_uri)

@@ -32,6 +32,7 @@ import posixpath
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self.stats: dict[str, Any] = {}
         self._dirty = False
         self._pages: dict[str, Page] = {}
-        self._shells: dict[str, list[Page]] = {}
+        self._shells: dict[str, list[_Stamped]] = {}
         self._stubs: list[str] = []
         self._reused: list[str] = []
         self._record = cache.Record("")
@@ -206,7 +207,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._record = cache.Record(context)
         self._previous = previous
         self._pages, self._reused, self._shells, self._stubs = {}, [], {}, []
-        groups: dict[tuple[str, tuple[tuple[str, str], ...], bool], list[Page]] = defaultdict(list)
+        groups: dict[tuple[str, tuple[tuple[str, str], ...], bool], list[_Stamped]] = defaultdict(list)
         for job in renderer.jobs():
             dest = cache.dest_path(job.src_uri, config.use_directory_urls)
             before = _before(previous, reuse_from, job, dest)
@@ -218,18 +219,22 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
                     self._stubs.append(dest)
                 continue
             page = job.render()
-            digest = cache.page_digest(page)
+            # held encoded until it is written (most pages are stamped after every page is
+            # rendered): UTF-8 is half the memory of the text, which a dash makes two bytes a character
+            body = page.body.encode()
+            digest = cache.page_digest(page, body)
             self._record.pages[job.src_uri] = (job.deps, digest)
             if page.in_nav:
                 self._add(files, config, page)
             elif before is not None and before[1] == digest:
                 self._reused.append(dest)
             else:
-                groups[(posixpath.dirname(page.src_uri), tuple(page.toc), page.wide)].append(page)
+                key = (posixpath.dirname(page.src_uri), tuple(page.toc), page.wide)
+                groups[key].append(_Stamped(page.src_uri, page.title, body))
         for (folder, toc, wide), pages in groups.items():
             if not self.config.stamp or len(pages) < 2:
-                for page in pages:
-                    self._add(files, config, page)
+                for p in pages:
+                    self._add(files, config, Page(p.src_uri, p.title, p.body.decode(), list(toc), wide=wide))
                 continue
             name = f"_lakegen-shell-{len(self._shells)}.md"
             shell = Page(posixpath.join(folder, name), SHELL_TITLE, SHELL_BODY, list(toc), wide=wide)
@@ -367,14 +372,18 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             shell_file.unlink()
             if directory_urls:
                 shell_file.parent.rmdir()
+            made: set[str] = set()
             for page in pages:
                 dest = cache.dest_path(page.src_uri, directory_urls)
                 title = html.escape(page.title)
                 name = _name(page.src_uri, directory_urls)
-                parts = [p.replace(SHELL_TITLE, title).replace(shell_name, name) for p in (head, tail)]
-                out = site / dest
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(parts[0] + page.body + parts[1], encoding="utf-8")
+                start, end = (p.replace(SHELL_TITLE, title).replace(shell_name, name) for p in (head, tail))
+                folder = posixpath.dirname(dest)
+                if folder not in made:
+                    os.makedirs(site / folder, exist_ok=True)
+                    made.add(folder)
+                with open(site / dest, "wb") as out:
+                    out.write(start.encode() + page.body + end.encode())
 
     def _load_index(self) -> LakeIndex:
         if self.index is None:
@@ -387,6 +396,15 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
 
                 self.index = compile_lake(self.root)
         return self.index
+
+
+@dataclass(slots=True)
+class _Stamped:
+    """A rendered page waiting for its shell: where it goes, its title, its body as UTF-8."""
+
+    src_uri: str
+    title: str
+    body: bytes
 
 
 def _before(

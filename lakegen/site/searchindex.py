@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from lakegen.site.cache import link
 # a rebuild re-indexes each shard holding a changed page (Pagefind: ~1.4 ms of CPU a page), and a
 # query fetches a little of every shard: 1,000 keeps one changed model's re-index near a second
 SHARD_PAGES = 1000
+PARALLEL = 2  # Pagefind processes at once
 FOLDER = "pagefind"
 
 
@@ -87,7 +89,7 @@ def build(
         The digest of every shard, and how many shards were indexed.
     """
     digests: dict[str, str] = {}
-    indexed = 0
+    todo: list[tuple[list[str], Path]] = []
     for shard, pages in sorted(shards.items()):
         name = bundle(shard).rstrip("/")
         digest = hashlib.sha256(json.dumps([_pagefind_version(), sorted(pages)]).encode()).hexdigest()
@@ -98,9 +100,14 @@ def build(
                 _link_tree(old, out)
             continue
         shutil.rmtree(out, ignore_errors=True)
-        _index(site, (dest for dest, _ in pages), out, previous if keep else None)
-        indexed += 1
-    return digests, indexed
+        todo.append(([dest for dest, _ in pages], out))
+    # Pagefind waits on the disk for a third of its time (a fragment file per page): two shards at
+    # once keep a core busy meanwhile; each shard is its own process and folder, so the same bytes
+    with ThreadPoolExecutor(min(PARALLEL, max(1, len(todo)))) as pool:
+        kept = previous if keep else None
+        for done in [pool.submit(_index, site, dests, out, kept) for dests, out in todo]:
+            done.result()
+    return digests, len(todo)
 
 
 def _index(site: Path, pages: Iterable[str], out: Path, kept: Path | None = None) -> None:
