@@ -152,7 +152,7 @@ def test_an_index_compiled_by_other_lakegen_code_is_not_reused(tmp_path: Path) -
     from lakegen.compile.inputs import INPUTS_FILE
     from lakegen.compile.store import saved
 
-    lake = demo_lake(tmp_path, commit=False)
+    lake = demo_lake(tmp_path)  # committed: generated_at is the commit's time, not the compile's clock
     first, _ = dumped(lake.root)
     assert dumped(lake.root)[1] and saved(lake.root) is not None
     record = lake.root / INPUTS_FILE
