@@ -29,7 +29,7 @@ from lakegen.compile.inputs import Inputs, Recorded, code_digest, lake_time
 from lakegen.compile.scope import Scope
 from lakegen.errors import Finding, by_place
 from lakegen.executor import Engine
-from lakegen.model.index import CompiledFrom, IndexEntry, LakeIndex, Result, dicts
+from lakegen.model.index import CompiledFrom, Edge, IndexEntry, LakeIndex, Result, dicts
 from lakegen.model.manifest import is_external
 
 MANIFEST_FOLDERS = (f"{CATALOG_DIR}/models/", f"{CATALOG_DIR}/datasets/")
@@ -147,24 +147,13 @@ def _redo(
         if any(f.path == path for f in segments[1]):
             return None  # attribution's findings there name lines, which the edit may have moved
         manifests[old.id], edited = new, edited | {old.id}
-    up: dict[str, set[str]] = {i: _refs(m) for i, m in manifests.items()}
-    for edge in before.edges:
-        if edge.status == "undeclared":  # the weights' parents count as the manifests' do
-            up.setdefault(edge.child, set()).add(edge.parent)
-    down: dict[str, set[str]] = {}
-    for child, parents in up.items():
-        for parent in parents:
-            down.setdefault(parent, set()).add(child)
-    dirty = _closure(edited, down)
+    up = _up({i: _refs(m) for i, m in manifests.items()}, before.edges)
+    dirty = _closure(edited, _down(up))
     if any(not is_external(r) and r not in by_id for d in dirty for r in up.get(d, ())):
         return None  # a reference to no entry: its message suggests ids from the whole lake
     loaded = _closure(dirty, up) & by_id.keys()
-    if any(
-        ":" in str(v.get("artifact", {}).get("uri", ""))
-        for i in loaded
-        for v in dicts(manifests[i].get("versions"))
-    ):
-        return None  # a remote artifact: what is fetched of it lives outside the lake
+    if _remote(manifests, loaded):
+        return None
     files = sorted(root / by_id[i].path for i in loaded)
     if not kept_for(root, sorted((e.path, e.id) for e in before.entries)):
         return None
@@ -274,6 +263,31 @@ def _refs(manifest: dict[str, Any]) -> set[str]:
     if isinstance(architecture, dict):
         out.add(architecture.get("code"))
     return {r for r in out if isinstance(r, str)}
+
+
+def _up(refs: dict[str, set[str]], edges: list[Edge]) -> dict[str, set[str]]:
+    """What each entry refers to: its manifest's references (``refs``) and the parents the weights
+    showed it has (they count as the manifests' do)."""
+    up = {i: set(r) for i, r in refs.items()}
+    for edge in edges:
+        if edge.status == "undeclared" and edge.child in up:
+            up[edge.child].add(edge.parent)
+    return up
+
+
+def _down(up: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The entries that refer to each entry: ``up`` the other way round."""
+    down: dict[str, set[str]] = {}
+    for child, parents in up.items():
+        for parent in parents:
+            down.setdefault(parent, set()).add(child)
+    return down
+
+
+def _remote(manifests: dict[str, dict[str, Any]], ids: set[str]) -> bool:
+    """Whether one of ``ids`` has a remote artifact: what is fetched of it lives outside the lake."""
+    versions = (v for i in ids for v in dicts(manifests[i].get("versions")))
+    return any(":" in str(v.get("artifact", {}).get("uri", "")) for v in versions)
 
 
 def _metrics(manifest: dict[str, Any]) -> set[Any]:

@@ -68,11 +68,7 @@ class Part:
         """What each entry refers to, with the parents ``edges`` show and its manifest does not."""
         if not self._refs:  # 10,000 manifests' references, read once
             self._refs = {i: delta._refs(m) for i, m in self.manifests.items()}
-        out = {i: set(r) for i, r in self._refs.items()}
-        for e in edges:
-            if e.status == "undeclared" and e.child in out:
-                out[e.child].add(e.parent)
-        return out
+        return delta._up(self._refs, edges)
 
     def grow(self, ids: Any) -> None:
         """Load the manifests of ``ids``, and of what they refer to, into the catalog."""
@@ -293,32 +289,20 @@ def _part(
         return None
     lake = Part(root, before, now, verify, engine, workers, manifests, paths, kinds)
     up = lake.up(before.edges)
-    dirty = delta._closure(edited_ids | removed, _down(up))
+    dirty = delta._closure(edited_ids | removed, delta._down(up))
     if any(
         not is_external(r) and r not in manifests for d in dirty - removed for r in delta._refs(manifests[d])
     ):
         return None  # a reference to no entry: its message suggests ids from the whole lake
     loaded = delta._closure(dirty - removed, up) & manifests.keys()
-    if any(
-        ":" in str(v.get("artifact", {}).get("uri", ""))
-        for i in loaded
-        for v in dicts(manifests[i].get("versions"))
-    ):
-        return None  # a remote artifact: what is fetched of it lives outside the lake
+    if delta._remote(manifests, loaded):
+        return None
     lake.catalog = lake._load(sorted(loaded))
     return lake, dirty, removed
 
 
 def _named(manifest: dict[str, Any], before: LakeIndex) -> set[str]:
     return {m for m in delta._metrics(manifest) if m in before.metrics}
-
-
-def _down(up: dict[str, set[str]]) -> dict[str, set[str]]:
-    down: dict[str, set[str]] = {}
-    for child, parents in up.items():
-        for parent in parents:
-            down.setdefault(parent, set()).add(child)
-    return down
 
 
 def _named_only(root: Path, catalog: Catalog, dirty: set[str], added: set[str]) -> bool:
@@ -414,7 +398,7 @@ def _governance(
     then, now = shown(lake.before.edges), shown(index.edges)
     moved = {c for c in then.keys() | now.keys() if then.get(c) != now.get(c)} & lake.manifests.keys()
     up = lake.up(index.edges)
-    reach = delta._closure(dirty | moved, _down(up))
+    reach = delta._closure(dirty | moved, delta._down(up))
     lake.grow(delta._closure(reach - removed, up) & lake.manifests.keys())
     catalog = lake.catalog
     scratch = LakeIndex(generated_at=index.generated_at, edges=index.edges)
