@@ -17,7 +17,7 @@ import contextlib
 import functools
 import hashlib
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ def attribution_stage(
     if key is not None and parts is not None:
         _keep(folder / f"{key}.json", key, index, before)
         with contextlib.suppress(OSError):  # a read-only cache only costs speed
-            partial.record(folder, key, parts, result, _sources(catalog, index))
+            partial.record(folder, key, parts, result, _sources(catalog, index, cache.digests))
     return index
 
 
@@ -205,9 +205,7 @@ def _parts(
     not verified against its manifest, or a remote one (what is fetched of it lives outside the
     lake). With ``known``, the catalog's models are digested and the others' digests are those of a
     recorded full run whose models had the same sources (:func:`lakegen.lineage.known.digests_of`)."""
-    statuses: dict[str, dict[str, str]] = {}
-    for (entry_id, v), status in catalog.artifacts.items():
-        statuses.setdefault(entry_id, {})[v] = status
+    statuses = _statuses(catalog)
     kinds = {e.id: e.kind for e in index.entries}  # every entry's, whether its manifest is loaded
     declared: dict[str, list[Any]] = {}
     for row in index.edges:
@@ -224,7 +222,7 @@ def _parts(
         manifest = manifests[entry_id]
         # in the document's order: the same text gives the same order
         lines = [(loc, n) for loc, n in record.doc.lines.items() if loc and loc[0] in READ]
-        bases = sorted({b.id: kinds.get(b.id) for b in getattr(record.entry, "base_models", [])}.items())
+        bases = _bases(record.entry, kinds)
         made = [record.path, {k: manifest.get(k) for k in READ}, lines, mine, bases, declared.get(entry_id)]
         models[entry_id] = hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()
     others = sorted((i, k) for i, k in kinds.items() if k != "model")
@@ -237,23 +235,33 @@ def _parts(
     return partial.Parts(common, _digest(others), dict(sorted(models.items())))
 
 
-def _sources(catalog: Catalog, index: LakeIndex) -> dict[str, str]:
-    """Each model by its manifest's sha256, its artifacts' statuses and its bases' kinds: what a
-    check that loads only part of the lake knows the other models by
-    (:func:`lakegen.lineage.known.source`)."""
-    statuses: dict[str, dict[str, str]] = {}
-    for (entry_id, v), status in catalog.artifacts.items():
-        statuses.setdefault(entry_id, {})[v] = status
+def _sources(catalog: Catalog, index: LakeIndex, digests: Digests) -> dict[str, str]:
+    """Each model by its manifest's sha256 (through ``digests``: the compile's record of what it
+    read, where it has one), its artifacts' statuses and its bases' kinds: what a check that loads
+    only part of the lake knows the other models by (:func:`lakegen.lineage.known.source`)."""
+    statuses = _statuses(catalog)
     kinds = {e.id: e.kind for e in index.entries}
     out: dict[str, str] = {}
     for entry_id, record in catalog.records.items():
         if record.entry.kind != "model":
             continue
-        bases = sorted({b.id: kinds.get(b.id) for b in getattr(record.entry, "base_models", [])}.items())
         with contextlib.suppress(OSError):
-            sha = hashlib.sha256(record.file.read_bytes()).hexdigest()
-            out[entry_id] = source(sha, statuses.get(entry_id, {}), bases)
+            sha = digests.sha256(record.file)
+            out[entry_id] = source(sha, statuses.get(entry_id, {}), _bases(record.entry, kinds))
     return out
+
+
+def _statuses(catalog: Catalog) -> dict[str, dict[str, str]]:
+    """Each entry's artifact status, version by version."""
+    statuses: dict[str, dict[str, str]] = {}
+    for (entry_id, v), status in catalog.artifacts.items():
+        statuses.setdefault(entry_id, {})[v] = status
+    return statuses
+
+
+def _bases(entry: Any, kinds: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """A model's bases with their kinds (None: not in the lake), by id."""
+    return sorted({b.id: kinds.get(b.id) for b in getattr(entry, "base_models", [])}.items())
 
 
 def _digest(value: Any) -> str:
