@@ -7,6 +7,7 @@ from escaped parts.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from markupsafe import Markup, escape
 
@@ -27,16 +28,17 @@ def h2(toc: list[tuple[str, str]], anchor: str, text: str) -> Markup:
 
 
 def badge(status: object) -> Markup:
-    made = _BADGES.get(status) if type(status) is str else None
-    if made is None:
-        text = escape(status)
-        made = Markup(f'<span class="lg-badge lg-s-{text}">{text}</span>')
-        if type(status) is str and len(_BADGES) < 256:  # a handful of statuses, 17 calls a page
-            _BADGES[status] = made
-    return made
+    return _badge(status) if type(status) is str else _made_badge(status)
 
 
-_BADGES: dict[str, Markup] = {}
+@lru_cache(maxsize=256)  # a handful of statuses, 17 calls a page
+def _badge(status: str) -> Markup:
+    return _made_badge(status)
+
+
+def _made_badge(status: object) -> Markup:
+    text = escape(status)
+    return Markup(f'<span class="lg-badge lg-s-{text}">{text}</span>')
 
 
 def owners(names: object) -> Markup:
