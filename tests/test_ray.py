@@ -117,10 +117,14 @@ def test_a_job_whose_actor_is_lost_runs_once_more_then_counts_as_crashed(
     done = outcomes(executor, [once, Job("after", "executor_jobs:square", {"n": 4})])
     assert done["once"].ok and done["once"].value == "ran again"  # on a fresh actor
     assert done["after"].value == 16
-    # the job takes its actor down every time: the second loss is reported, the run goes on
+    # the job takes its actor down every time: the second loss is reported, the run goes on, and
+    # the jobs queued behind it at the lost actors (they never started) are not counted as lost
     always = Job("always", "executor_jobs:kill_parent_once", {})
-    (lost,) = outcomes(executor, [always]).values()
+    queued = [Job(f"n{n}", "executor_jobs:square", {"n": n}) for n in (5, 6)]
+    done = outcomes(executor, [always, *queued])
+    lost = done["always"]
     assert not lost.ok and lost.error == "crashed" and lost.message.startswith("the Ray worker died")
+    assert (done["n5"].value, done["n6"].value) == (25, 36), done
 
 
 @pytest.mark.skipif(sandbox.unavailable() is not None, reason=f"no sandbox here: {sandbox.unavailable()}")

@@ -7,10 +7,12 @@ on a cluster node, so an outcome reads the same whichever engine ran it. Outcome
 calling thread as each job finishes, which is how progress is reported.
 
 Jobs go to an actor a few at a time when there are many (a call costs a millisecond or two, as much
-as fingerprinting a small file). An actor lost with its jobs (its node gone, its process killed from
-outside) is replaced and the jobs run once more: jobs are keyed by content and write
+as fingerprinting a small file), and each actor has :data:`IN_FLIGHT` calls queued, so it never
+waits for the driver between two. An actor lost with its jobs (its node gone, its process killed
+from outside) is replaced: the call it was running runs once more, and the calls queued behind it,
+which never started, go to the replacement as they were. Jobs are keyed by content and write
 content-addressed results (fingerprints, benchmark results), so a job run twice does no harm. A
-second loss is reported as a crash.
+call's second loss is reported as a crash.
 
 The cluster is ``address``, else ``$RAY_ADDRESS`` (read by ``ray.init``), else a Ray started for
 this process. Every node must see the lake and its cache at the same paths and run the same
@@ -40,6 +42,7 @@ from lakegen.executor.sandbox import Sandbox
 
 CLOSE_TIMEOUT_S = 30.0
 BATCH = 16  # jobs per call to an actor, at most
+IN_FLIGHT = 2  # calls queued at an actor: it starts the next batch while the driver takes one's outcomes
 STARTED = "Ray runtime started"  # what ``ray start`` prints once the head node is up
 _TOKEN = secrets.token_hex(32)  # one per process: Ray's driver keeps the first token it reads
 
@@ -80,36 +83,60 @@ class RayExecutor:
         # A call to an actor costs about 1-2 ms: many small jobs (fingerprints) go a few at a time,
         # small enough batches that the last ones still spread over every actor.
         size = max(1, min(BATCH, len(jobs) // (4 * count)))
-        todo = [list(jobs[i : i + size]) for i in range(0, len(jobs), size)][::-1]
-        running: dict[Any, tuple[Any, list[Job], int]] = {}
+        todo = [(list(jobs[i : i + size]), 1) for i in range(0, len(jobs), size)][::-1]
+        calls: dict[Any, list[tuple[Any, list[Job], int]]] = {actor: [] for actor in actors}  # in order
+        owner: dict[Any, Any] = {}  # call -> its actor
 
-        def give(actor: Any, batch: list[Job], attempt: int) -> None:
-            running[actor.run.remote(batch)] = (actor, batch, attempt)
+        def top_up(actor: Any) -> None:
+            while todo and len(calls[actor]) < IN_FLIGHT:
+                batch, attempt = todo.pop()
+                ref = actor.run.remote(batch)
+                calls[actor].append((ref, batch, attempt))
+                owner[ref] = actor
+
+        def lost(actor: Any) -> None:
+            """Replace ``actor``: the call it was running (its first unfinished one) runs once
+            more, the calls queued behind it (they never started) go back as they were."""
+            pending = calls.pop(actor)
+            for ref, _, _ in pending:
+                del owner[ref]
+            actors.remove(actor)
+            actors.append(actor_class.remote(config))
+            calls[actors[-1]] = []
+            culprit = True
+            for ref, batch, attempt in pending:
+                try:
+                    outcomes = ray.get(ref, timeout=CLOSE_TIMEOUT_S)  # done before the loss
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+                    if not culprit:
+                        todo.append((batch, attempt))
+                        continue
+                    culprit = False
+                    if attempt == 1:
+                        todo.append((batch, 2))
+                        continue
+                    why = f"the Ray worker died: {e}"
+                    outcomes = [Outcome(job, False, error="crashed", message=why) for job in batch]
+                for outcome in outcomes:
+                    on_done(outcome)
+            top_up(actors[-1])
 
         try:
             for actor in actors:
-                if todo:
-                    give(actor, todo.pop(), 1)
-            while running:
-                (ref,), _ = ray.wait(list(running), num_returns=1)
-                actor, batch, attempt = running.pop(ref)
+                top_up(actor)
+            while owner:
+                (ref,), _ = ray.wait(list(owner), num_returns=1)
+                actor = owner[ref]
                 try:
                     outcomes = ray.get(ref)
-                except ray.exceptions.RayActorError as e:
-                    actors.remove(actor)
-                    actor = actor_class.remote(config)
-                    actors.append(actor)
-                    if attempt == 1:
-                        give(actor, batch, 2)
-                        continue
-                    outcomes = [
-                        Outcome(job, False, error="crashed", message=f"the Ray worker died: {e}")
-                        for job in batch
-                    ]
+                except ray.exceptions.RayActorError:
+                    lost(actor)
+                    continue
+                del owner[ref]
+                calls[actor] = [c for c in calls[actor] if c[0] != ref]
                 for outcome in outcomes:
                     on_done(outcome)
-                if todo:
-                    give(actor, todo.pop(), 1)
+                top_up(actor)
         finally:
             _close(ray, actors)
 
