@@ -52,9 +52,11 @@ def test_files_go_to_the_workers_in_batches_bounded_in_files_and_bytes() -> None
     many = {f"k{i}": 1024 for i in range(10_000)}
     cut = batches(many, workers=2)
     assert [k for b in cut for k in b] == list(many)  # every file once, in order
-    assert {len(b) for b in cut} == {BATCH_FILES} | {10_000 % BATCH_FILES}
+    sizes = [len(b) for b in cut]
+    assert sizes[0] == BATCH_FILES and sizes == sorted(sizes, reverse=True)  # shrinking to the end,
+    assert sizes[-2:] == [1, 1] and len(cut) < 2 * 10_000 / BATCH_FILES  # in a few more round trips
     few = batches({f"k{i}": 1024 for i in range(16)}, workers=2)
-    assert len(few) == 8  # a few per worker, however small the files
+    assert len(few) >= 8 and len(few[-1]) == 1  # a few per worker, however small the files
     big = {"a": BATCH_BYTES // 2, "b": BATCH_BYTES // 2, "c": 1, "d": 2 * BATCH_BYTES, "e": 1}
     assert batches(big, workers=1) == [["a", "b"], ["c"], ["d"], ["e"]]
 

@@ -6,13 +6,13 @@ timeout and sandbox (for contributed code) as :class:`~lakegen.executor.local.Lo
 on a cluster node, so an outcome reads the same whichever engine ran it. Outcomes come back to the
 calling thread as each job finishes, which is how progress is reported.
 
-Jobs go to an actor a few at a time when there are many (a call costs a millisecond or two, as much
-as fingerprinting a small file), and each actor has :data:`IN_FLIGHT` calls queued, so it never
-waits for the driver between two. An actor lost with its jobs (its node gone, its process killed
-from outside) is replaced: the call it was running runs once more, and the calls queued behind it,
+A job is one call to an actor, and each actor has :data:`IN_FLIGHT` of them queued, so it never
+waits for the driver between two (a call costs a millisecond or two: callers with many small jobs
+batch them, as fingerprinting does). An actor lost with its jobs (its node gone, its process killed
+from outside) is replaced: the job it was running runs once more, and the jobs queued behind it,
 which never started, go to the replacement as they were. Jobs are keyed by content and write
 content-addressed results (fingerprints, benchmark results), so a job run twice does no harm. A
-call's second loss is reported as a crash.
+job's second loss is reported as a crash.
 
 The cluster is ``address``, else ``$RAY_ADDRESS`` (read by ``ray.init``), else a Ray started for
 this process. Every node must see the lake and its cache at the same paths and run the same
@@ -41,8 +41,7 @@ from lakegen.executor.local import Job, LocalExecutor, Outcome, Slot
 from lakegen.executor.sandbox import Sandbox
 
 CLOSE_TIMEOUT_S = 30.0
-BATCH = 16  # jobs per call to an actor, at most
-IN_FLIGHT = 2  # calls queued at an actor: it starts the next batch while the driver takes one's outcomes
+IN_FLIGHT = 2  # jobs sent to an actor at once: it starts the next while the driver takes one's outcome
 STARTED = "Ray runtime started"  # what ``ray start`` prints once the head node is up
 _TOKEN = secrets.token_hex(32)  # one per process: Ray's driver keeps the first token it reads
 
@@ -80,23 +79,20 @@ class RayExecutor:
         count = max(1, min(self.workers or cpus, cpus, len(jobs)))
         actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(_RaySlot)
         actors = [actor_class.remote(config) for _ in range(count)]
-        # A call to an actor costs about 1-2 ms: many small jobs (fingerprints) go a few at a time,
-        # small enough batches that the last ones still spread over every actor.
-        size = max(1, min(BATCH, len(jobs) // (4 * count)))
-        todo = [(list(jobs[i : i + size]), 1) for i in range(0, len(jobs), size)][::-1]
-        calls: dict[Any, list[tuple[Any, list[Job], int]]] = {actor: [] for actor in actors}  # in order
+        todo = [(job, 1) for job in reversed(jobs)]  # (job, attempt), the next one last
+        calls: dict[Any, list[tuple[Any, Job, int]]] = {actor: [] for actor in actors}  # in order
         owner: dict[Any, Any] = {}  # call -> its actor
 
         def top_up(actor: Any) -> None:
             while todo and len(calls[actor]) < IN_FLIGHT:
-                batch, attempt = todo.pop()
-                ref = actor.run.remote(batch)
-                calls[actor].append((ref, batch, attempt))
+                job, attempt = todo.pop()
+                ref = actor.run.remote(job)
+                calls[actor].append((ref, job, attempt))
                 owner[ref] = actor
 
         def lost(actor: Any) -> None:
-            """Replace ``actor``: the call it was running (its first unfinished one) runs once
-            more, the calls queued behind it (they never started) go back as they were."""
+            """Replace ``actor``: the job it was running (its first unfinished call) runs once more,
+            the jobs queued behind it (they never started) go back as they were."""
             pending = calls.pop(actor)
             for ref, _, _ in pending:
                 del owner[ref]
@@ -104,21 +100,19 @@ class RayExecutor:
             actors.append(actor_class.remote(config))
             calls[actors[-1]] = []
             culprit = True
-            for ref, batch, attempt in pending:
+            for ref, job, attempt in pending:
                 try:
-                    outcomes = ray.get(ref, timeout=CLOSE_TIMEOUT_S)  # done before the loss
+                    outcome = ray.get(ref, timeout=CLOSE_TIMEOUT_S)  # done before the loss
                 except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
                     if not culprit:
-                        todo.append((batch, attempt))
+                        todo.append((job, attempt))
                         continue
                     culprit = False
                     if attempt == 1:
-                        todo.append((batch, 2))
+                        todo.append((job, 2))
                         continue
-                    why = f"the Ray worker died: {e}"
-                    outcomes = [Outcome(job, False, error="crashed", message=why) for job in batch]
-                for outcome in outcomes:
-                    on_done(outcome)
+                    outcome = Outcome(job, False, error="crashed", message=f"the Ray worker died: {e}")
+                on_done(outcome)
             top_up(actors[-1])
 
         try:
@@ -128,14 +122,13 @@ class RayExecutor:
                 (ref,), _ = ray.wait(list(owner), num_returns=1)
                 actor = owner[ref]
                 try:
-                    outcomes = ray.get(ref)
+                    outcome = ray.get(ref)
                 except ray.exceptions.RayActorError:
                     lost(actor)
                     continue
                 del owner[ref]
                 calls[actor] = [c for c in calls[actor] if c[0] != ref]
-                for outcome in outcomes:
-                    on_done(outcome)
+                on_done(outcome)
                 top_up(actor)
         finally:
             _close(ray, actors)
@@ -147,8 +140,8 @@ class _RaySlot:
     def __init__(self, config: LocalExecutor):
         self.slot = Slot(config)
 
-    def run(self, jobs: list[Job]) -> list[Outcome]:
-        return [self.slot.run(job) for job in jobs]
+    def run(self, job: Job) -> Outcome:
+        return self.slot.run(job)
 
     def close(self) -> None:
         self.slot.close()

@@ -5,8 +5,9 @@ files (what :mod:`lakegen.artifacts.digests` trusts), so versions that share a f
 Artifacts go to the workers in batches, one :class:`~lakegen.executor.local.Job` each (keyed by its
 members' keys): a job costs a round trip to a worker (about 0.1 ms here, 1 to 2 ms to a Ray actor)
 and a file of 1 KiB about 0.3 ms to fingerprint, so one job a file kept the parent as busy as the
-workers. A batch holds at most :data:`BATCH_FILES` files and :data:`BATCH_BYTES` bytes, and there
-are several per worker, so a slow file holds up few others. The job writes each fingerprint into
+workers. A batch holds at most :data:`BATCH_FILES` files and :data:`BATCH_BYTES` bytes, there
+are several per worker, and they shrink towards the end, so a slow file holds up few others and no
+worker waits long for the last ones. The job writes each fingerprint into
 the content-addressed cache and returns its key; the caller reads it from there (a cache it cannot
 write sends the bytes back instead). A job run twice writes the same bytes to the same place,
 atomically: retried or duplicated jobs are harmless. A batch that crashes or times out is run again
@@ -120,17 +121,24 @@ def fingerprint_all(
 
 
 def batches(sizes: Mapping[str, int], workers: int | None) -> list[list[str]]:
-    """The keys of ``sizes`` (key -> bytes) in batches, in their order: a few per worker, each of
-    at most :data:`BATCH_FILES` files and :data:`BATCH_BYTES` bytes (a larger file alone)."""
-    per = max(1, min(BATCH_FILES, -(-len(sizes) // (BATCHES_PER_WORKER * (workers or 8)))))
+    """The keys of ``sizes`` (key -> bytes) in batches, in their order: each of at most
+    :data:`BATCH_FILES` files and :data:`BATCH_BYTES` bytes (a larger file alone), and of at most a
+    :data:`BATCHES_PER_WORKER`-th of each worker's share of the files still to place. The batches
+    shrink towards the end, so the last ones, a file or two each, keep every worker busy to the end
+    however unevenly the workers went (guided self-scheduling)."""
+    share = BATCHES_PER_WORKER * (workers or 8)
+    keys = list(sizes)
     out: list[list[str]] = []
-    room = 0
-    for key, size in sizes.items():
-        if not out or len(out[-1]) >= per or size > room:
-            out.append([])
-            room = BATCH_BYTES
-        out[-1].append(key)
-        room -= size
+    i = 0
+    while i < len(keys):
+        most = min(BATCH_FILES, -(-(len(keys) - i) // share))
+        out.append([keys[i]])
+        room = BATCH_BYTES - sizes[keys[i]]
+        i += 1
+        while i < len(keys) and len(out[-1]) < most and sizes[keys[i]] <= room:
+            out[-1].append(keys[i])
+            room -= sizes[keys[i]]
+            i += 1
     return out
 
 
