@@ -193,6 +193,8 @@ def head_node(cpus: int, port: int | None = None) -> Iterator[str]:
     ray_cli = Path(sys.executable).with_name("ray")
     argv = [str(ray_cli), "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0"]
     argv += ["--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"]
+    # lakegen never shows the workers' logs (log_to_driver=False): nothing reads what it would tail
+    argv += ["--include-log-monitor=false"]
     argv += [f"--temp-dir={scratch}", "--block"]
     log = open(Path(scratch) / "head.log", "wb")  # noqa: SIM115 (closed below)
     head = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
