@@ -327,7 +327,7 @@ def show(r: dict[str, Any]) -> None:
     q = r["search_query_bytes"]
     if isinstance(q, list):
         for row in q:
-            print(f"  search {row['query']!r} {row['filters'] or ''}: {row['hits']} hits, "
+            print(f"  search {row['query']!r} {row['filters'] or ''}: {row['listed']} listed ({row['status']}), "
                   f"{row['bytes'] / 1024:.0f} KiB in {row['requests']} requests")  # fmt: skip
     else:
         print(f"  search bytes: {q}")
@@ -368,7 +368,13 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="fingerprinting workers")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--query-bytes", type=Path, metavar="SITE", help="only measure the queries on a built site"
+    )
     args = parser.parse_args()
+    if args.query_bytes:
+        print(json.dumps(query_bytes(args.query_bytes), indent=2, ensure_ascii=False))
+        return
     if (args.reuse or args.generate_only) and not args.keep:
         parser.error("--reuse and --generate-only need --keep")
     if args.generate_only:

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from lakegen.site import firstpage
 from lakegen.site.cache import link
 
 # a rebuild re-indexes each shard holding a changed page (Pagefind: ~1.4 ms of CPU a page), and a
@@ -78,12 +79,14 @@ def build(
     previous: Path | None = None,
     known: dict[str, str] | None = None,
     keep: bool = False,
+    first: list[firstpage.Record] | None = None,
 ) -> tuple[dict[str, str], int]:
-    """Index each shard's pages (``(file, body digest)`` pairs) into ``site/pagefind/shard-<k>``.
+    """Index each shard's pages (``(file, body digest)`` pairs) into ``site/pagefind/shard-<k>``,
+    and the ``first`` page's records into ``site/pagefind/first`` (:mod:`lakegen.site.firstpage`).
 
-    A shard whose digest is in ``known`` (the previous build's) is linked from
-    ``previous`` instead of being indexed again; with ``keep`` (``site`` is to patch ``previous``
-    in place, and holds only the pages that changed), it is left where it is.
+    A shard (or the first page's index) whose digest is in ``known`` (the previous build's) is
+    linked from ``previous`` instead of being made again; with ``keep`` (``site`` is to patch
+    ``previous`` in place, and holds only the pages that changed), it is left where it is.
 
     Returns:
         The digest of every shard, and how many shards were indexed.
@@ -101,6 +104,16 @@ def build(
             continue
         shutil.rmtree(out, ignore_errors=True)
         todo.append(([dest for dest, _ in pages], out))
+    if first is not None:
+        name = firstpage.FOLDER
+        digests[name] = firstpage.digest(first)
+        out, old = site / name, (previous / name if previous is not None else None)
+        if old is not None and (known or {}).get(name) == digests[name] and (old / "meta.json.gz").is_file():
+            if not keep and old.resolve() != out.resolve():
+                _link_tree(old, out)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            firstpage.write(out, firstpage.build(first))
     # Pagefind waits on the disk for a third of its time (a fragment file per page): two shards at
     # once keep a core busy meanwhile; each shard is its own process and folder, so the same bytes
     with ThreadPoolExecutor(min(PARALLEL, max(1, len(todo)))) as pool:

@@ -1,0 +1,227 @@
+"""The first page of a search, precomputed: a query's bytes bounded however large the lake grows.
+
+Pagefind's index is split into shards (:mod:`lakegen.site.searchindex`) and a query reads a
+little of every shard, so its bytes grow with the lake. This index answers the first page
+instead. For every *key* (a word, a word beginning of three letters or more, and a filter value)
+it keeps how many entries match, what they count per filter value, and the :data:`TOP` best of
+them with what a result shows and what a query is checked against (a *record*). Keys are hashed
+into buckets (``pagefind/first/<b>.json.gz``) of at most :data:`BUCKET_REFS` records whatever the
+size of the lake, so a query reads a small meta file plus one bucket per word and per chosen filter value.
+
+The search script ranks the records exactly as :func:`score` does here (the same fields, weights
+and tokens): a key whose matches all fit in :data:`TOP` (or a single word, or a single filter
+value, whose first page fills from its top) gives the exact first page and count; otherwise the
+script says so and its "search everything" runs Pagefind over every shard, as before.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import heapq
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import sparse
+
+from lakegen.search import FACET_LABELS, FACETS, EntryFacets
+from lakegen.site.filters import facet_text
+
+TOP = 40  # records kept per key: a page of 30 results, and room for a filter to drop some
+BUCKET_REFS = 200  # records a bucket lists, counted once per key: ~20 KB gzipped at most
+FOLDER = "pagefind/first"
+PREFIX = 3  # the shortest word beginning that is a key of its own
+DESCRIPTION = 240  # characters of a description kept (shown, and searched)
+# a hit in the id or name counts more than one in the description, as in ``lakegen search``
+WEIGHTS = (("id", 8.0), ("name", 6.0), ("tags", 4.0), ("task", 3.0), ("owners", 2.0), ("text", 1.0))
+_WORD = re.compile(r"[^\W_]+")
+_MARKUP = re.compile(r"[*_`#>\[\]]|\]\([^)]*\)|<[^>]*>")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What a result shows and what a query is checked against, for one entry page."""
+
+    url: str
+    title: str
+    id: str
+    kind: str
+    fields: tuple[str, ...]  # in the order of WEIGHTS, lower case
+    description: str
+    facets: tuple[tuple[str, tuple[str, ...]], ...]  # (filter label, values), as the site's filters
+
+    def row(self) -> list[Any]:
+        facets = {label: list(values) for label, values in self.facets}
+        return [self.url, self.title, self.id, self.kind, list(self.fields), self.description, facets]
+
+
+def tokens(text: str) -> list[str]:
+    """The words of ``text``, as the search script splits them (letters and digits, lower case)."""
+    return _WORD.findall(text.lower())
+
+
+def key_of(word: str) -> str:
+    return "w:" + word
+
+
+def filter_key(label: str, value: str) -> str:
+    return f"f:{label}\0{value}"
+
+
+def bucket_of(key: str, buckets: int) -> int:
+    """FNV-1a (32 bits) of the key's UTF-8, which the search script computes the same way."""
+    h = 0x811C9DC5
+    for byte in key.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % buckets
+
+
+def score(word: str, record: Record) -> float:
+    """How well ``record`` matches one query word: the best field's weight, doubled for a whole
+    word, single for a word beginning (of :data:`PREFIX` letters or more); 0 when neither."""
+    best = 0.0
+    for (_, weight), text in zip(WEIGHTS, record.fields, strict=True):
+        words = tokens(text)
+        if word in words:
+            best = max(best, 2 * weight)
+        elif len(word) >= PREFIX and any(w.startswith(word) for w in words):
+            best = max(best, weight)
+    return best
+
+
+def record_of(url: str, entry_id: str, kind: str, manifest: dict[str, Any], facets: EntryFacets) -> Record:
+    m = manifest
+    name = m.get("name") if isinstance(m.get("name"), str) and m.get("name") else entry_id
+    description = " ".join(_MARKUP.sub(" ", str(m.get("description") or "")).split())[:DESCRIPTION]
+    text = " ".join([description, *(str(m.get(k) or "") for k in ("framework", "license"))])
+    fields = (
+        entry_id,
+        str(name),
+        " ".join(str(t) for t in m.get("tags") or [] if isinstance(m.get("tags"), list)),
+        str(m.get("task") or ""),
+        " ".join(str(o) for o in m.get("owners") or [] if isinstance(m.get("owners"), list)),
+        text,
+    )
+    return Record(
+        url,
+        str(name),
+        entry_id,
+        kind,
+        tuple(f.lower() for f in fields),
+        description,
+        tuple(_filters(facets)),
+    )
+
+
+def _filters(facets: EntryFacets) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """The entry's filter values under the labels its page gives Pagefind (``_macros.filters``)."""
+    for name in FACETS:
+        values = tuple(facet_text(v) for v in facets.values(name))
+        if values:
+            yield facet_text(FACET_LABELS[name]), values
+    if facets.params_bucket():
+        yield "parameters", (facet_text(facets.params_bucket()),)
+    for metric, buckets in facets.metric_buckets().items():
+        yield facet_text(metric) + " range", tuple(facet_text(b) for b in buckets)
+
+
+def _keys(record: Record) -> dict[str, float]:
+    """Every key the record is found under, with its :func:`score` (0 for a filter value)."""
+    found: dict[str, float] = {}
+    for (_, weight), text in zip(WEIGHTS, record.fields, strict=True):
+        for word in tokens(text):
+            for end in [*range(PREFIX, len(word)), len(word)]:
+                key = key_of(word[:end])
+                found[key] = max(found.get(key, 0.0), weight * (2 if end == len(word) else 1))
+    for label, values in record.facets:
+        for value in values:
+            found[filter_key(label, value)] = 0.0
+    return found
+
+
+def order(record: Record) -> tuple[str, str]:
+    return record.kind, record.id
+
+
+class _Listed(NamedTuple):
+    total: int  # entries under the key
+    top: list[int]  # the best TOP of them (row numbers), all of them when they are fewer
+    counts: dict[str, dict[str, int]] | None  # per filter value, when ``top`` is not all of them
+
+
+def build(records: Iterable[Record]) -> dict[str, bytes]:
+    """The files of the index: ``meta.json.gz`` and one ``<b>.json.gz`` per bucket (name -> bytes)."""
+    rows = sorted(records, key=order)
+    postings: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for i, record in enumerate(rows):
+        for key, weight in _keys(record).items():
+            postings[key].append((-weight, i))
+    values = sorted({(label, v) for r in rows for label, vs in r.facets for v in vs})
+    # entries x filter values: every long list's counts per value come out of one product
+    number = {lv: n for n, lv in enumerate(values)}
+    pairs = [(i, number[(label, v)]) for i, r in enumerate(rows) for label, vs in r.facets for v in vs]
+    has = _matrix(pairs, (len(rows), len(values)))
+    long = sorted(k for k, found in postings.items() if len(found) > TOP)
+    member = _matrix([(n, i) for n, k in enumerate(long) for _, i in postings[k]], (len(long), len(rows)))
+    tally = (member @ has).tocsr()
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for n, key in enumerate(long):
+        row = tally.getrow(n)
+        made: dict[str, dict[str, int]] = defaultdict(dict)
+        for col, count in zip(row.indices.tolist(), row.data.tolist(), strict=True):
+            made[values[col][0]][values[col][1]] = count
+        counts[key] = made
+    lists = {
+        key: _Listed(len(found), [i for _, i in heapq.nsmallest(TOP, found)], counts.get(key))
+        for key, found in postings.items()
+    }
+    everything: dict[str, dict[str, int]] = defaultdict(dict)
+    for (label, value), total in zip(values, np.asarray(has.sum(axis=0)).ravel().tolist(), strict=True):
+        everything[label][value] = total
+    # a bucket lists about BUCKET_REFS records (fewer once those its keys share are written once):
+    # its bytes are bounded by that, so the number of buckets grows with the lake instead
+    buckets = max(1, math.ceil(sum(len(v.top) for v in lists.values()) / BUCKET_REFS))
+    grouped: list[dict[str, _Listed]] = [{} for _ in range(buckets)]
+    for key in sorted(lists):
+        grouped[bucket_of(key, buckets)][key] = lists[key]
+    meta = {"buckets": buckets, "top": TOP, "entries": len(rows), "filters": everything}
+    files = {"meta.json.gz": _gzip(meta)}
+    for b, keys in enumerate(grouped):
+        used = sorted({i for listed in keys.values() for i in listed.top})
+        where = {i: n for n, i in enumerate(used)}
+        body = {
+            "records": [rows[i].row() for i in used],
+            "keys": {k: [v.total, [where[i] for i in v.top], v.counts] for k, v in keys.items()},
+        }
+        files[f"{b}.json.gz"] = _gzip(body)
+    return files
+
+
+def _matrix(cells: list[tuple[int, int]], shape: tuple[int, int]) -> Any:
+    """A sparse 0/1 matrix with ones at ``cells``."""
+    ones = np.ones(len(cells), dtype=np.int32)
+    return sparse.csr_matrix((ones, ([r for r, _ in cells], [c for _, c in cells])), shape=shape)
+
+
+def _gzip(data: Any) -> bytes:
+    text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return gzip.compress(text.encode(), mtime=0)  # the same bytes from the same index
+
+
+def digest(records: Iterable[Record]) -> str:
+    rows = sorted((r.row() for r in records), key=lambda row: (row[3], row[2]))
+    made = [TOP, BUCKET_REFS, PREFIX, WEIGHTS, rows]
+    return hashlib.sha256(json.dumps(made, ensure_ascii=False).encode()).hexdigest()
+
+
+def write(folder: Path, files: dict[str, bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
