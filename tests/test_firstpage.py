@@ -8,12 +8,12 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from site_lake import demo_index, family_index
 
 from lakegen.model.index import LakeIndex
 from lakegen.search import entry_facets
 from lakegen.site import firstpage
 from lakegen.site.views import LakeView
-from site_lake import demo_index, family_index
 
 
 def records(index: LakeIndex) -> list[firstpage.Record]:
