@@ -93,7 +93,9 @@ def test_the_bucket_hash_is_fnv1a_as_the_search_script_computes_it() -> None:
 def test_the_same_lake_gives_the_same_bytes() -> None:
     rows = records(demo_index())
     assert firstpage.build(rows) == firstpage.build(list(reversed(rows)))
-    assert firstpage.digest(rows) == firstpage.digest(list(reversed(rows)))
+    assert firstpage.Index(rows).digest == firstpage.Index(list(reversed(rows))).digest
+    changed = [rows[0], *rows[2:]]
+    assert firstpage.Index(changed).digest != firstpage.Index(rows).digest
 
 
 def test_what_a_query_reads_stays_bounded_as_the_lake_grows() -> None:

@@ -16,6 +16,7 @@ script says so and its "search everything" runs Pagefind over every shard, as be
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import heapq
@@ -41,6 +42,9 @@ PREFIX = 3  # the shortest word beginning that is a key of its own
 DESCRIPTION = 240  # characters of a description kept (shown, and searched)
 # a hit in the id or name counts more than one in the description, as in ``lakegen search``
 WEIGHTS = (("id", 8.0), ("name", 6.0), ("tags", 4.0), ("task", 3.0), ("owners", 2.0), ("text", 1.0))
+ROW_BITS = 32  # rows a lake can have: 4 billion
+_ROW = (1 << ROW_BITS) - 1
+_BEST = 1 << 8  # above any score (twice the largest weight)
 _WORD = re.compile(r"[^\W_]+")
 _MARKUP = re.compile(r"[*_`#>\[\]]|\]\([^)]*\)|<[^>]*>")
 
@@ -132,14 +136,20 @@ def _filters(facets: EntryFacets) -> Iterator[tuple[str, tuple[str, ...]]]:
         yield facet_text(metric) + " range", tuple(facet_text(b) for b in buckets)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a lake's words repeat: its names, tags, owners, tasks
+def _prefixes(word: str) -> tuple[tuple[str, int], ...]:
+    """The keys of a word: its beginnings (1) and itself (2, a whole word counts double)."""
+    return (*((key_of(word[:end]), 1) for end in range(PREFIX, len(word))), (key_of(word), 2))
+
+
 def _keys(record: Record) -> dict[str, float]:
     """Every key the record is found under, with its :func:`score` (0 for a filter value)."""
     found: dict[str, float] = {}
     for (_, weight), text in zip(WEIGHTS, record.fields, strict=True):
         for word in tokens(text):
-            for end in [*range(PREFIX, len(word)), len(word)]:
-                key = key_of(word[:end])
-                found[key] = max(found.get(key, 0.0), weight * (2 if end == len(word) else 1))
+            for key, times in _prefixes(word):
+                if found.get(key, 0.0) < weight * times:
+                    found[key] = weight * times
     for label, values in record.facets:
         for value in values:
             found[filter_key(label, value)] = 0.0
@@ -156,20 +166,50 @@ class _Listed(NamedTuple):
     counts: dict[str, dict[str, int]] | None  # per filter value, when ``top`` is not all of them
 
 
+class Index:
+    """The first page's index of a lake's records: its :attr:`digest` (what it is made of, cheap),
+    and its :meth:`files`."""
+
+    def __init__(self, records: Iterable[Record]):
+        self.rows = sorted(records, key=order)
+        # each record's JSON made once: a bucket's file is put together from them
+        self.texts = [_json(r.row()) for r in self.rows]
+
+    @functools.cached_property
+    def digest(self) -> str:
+        h = hashlib.sha256(_json([TOP, BUCKET_REFS, PREFIX, WEIGHTS]).encode())
+        for text in self.texts:
+            h.update(text.encode() + b"\n")
+        return h.hexdigest()
+
+    def files(self) -> dict[str, bytes]:
+        """``meta.json.gz`` and one ``<b>.json.gz`` per bucket (name -> bytes)."""
+        return _files(self.rows, self.texts)
+
+
 def build(records: Iterable[Record]) -> dict[str, bytes]:
-    """The files of the index: ``meta.json.gz`` and one ``<b>.json.gz`` per bucket (name -> bytes)."""
-    rows = sorted(records, key=order)
-    postings: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    """The files of the index of ``records`` (see :meth:`Index.files`)."""
+    return Index(records).files()
+
+
+def _files(rows: list[Record], texts: list[str]) -> dict[str, bytes]:
+    # a posting is one int, the best first: (ROW_BITS+ bits of) the score's complement, then the row
+    postings: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(rows):
         for key, weight in _keys(record).items():
-            postings[key].append((-weight, i))
+            postings[key].append((_BEST - int(weight)) << ROW_BITS | i)
     values = sorted({(label, v) for r in rows for label, vs in r.facets for v in vs})
     # entries x filter values: every long list's counts per value come out of one product
     number = {lv: n for n, lv in enumerate(values)}
     pairs = [(i, number[(label, v)]) for i, r in enumerate(rows) for label, vs in r.facets for v in vs]
     has = _matrix(pairs, (len(rows), len(values)))
     long = sorted(k for k, found in postings.items() if len(found) > TOP)
-    member = _matrix([(n, i) for n, k in enumerate(long) for _, i in postings[k]], (len(long), len(rows)))
+    lengths = [len(postings[k]) for k in long]
+    cols = np.concatenate([np.array(postings[k], dtype=np.int64) for k in long] or [np.zeros(0, np.int64)])
+    member = sparse.csr_matrix(
+        (np.ones(len(cols), np.int32), (np.repeat(np.arange(len(long)), lengths), cols & _ROW)),
+        shape=(len(long), len(rows)),
+    )
     tally = (member @ has).tocsr()
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for n, key in enumerate(long):
@@ -179,7 +219,7 @@ def build(records: Iterable[Record]) -> dict[str, bytes]:
             made[values[col][0]][values[col][1]] = count
         counts[key] = made
     lists = {
-        key: _Listed(len(found), [i for _, i in heapq.nsmallest(TOP, found)], counts.get(key))
+        key: _Listed(len(found), [c & _ROW for c in heapq.nsmallest(TOP, found)], counts.get(key))
         for key, found in postings.items()
     }
     everything: dict[str, dict[str, int]] = defaultdict(dict)
@@ -192,15 +232,13 @@ def build(records: Iterable[Record]) -> dict[str, bytes]:
     for key in sorted(lists):
         grouped[bucket_of(key, buckets)][key] = lists[key]
     meta = {"buckets": buckets, "top": TOP, "entries": len(rows), "filters": everything}
-    files = {"meta.json.gz": _gzip(meta)}
+    files = {"meta.json.gz": _gzip(_json(meta))}
     for b, keys in enumerate(grouped):
         used = sorted({i for listed in keys.values() for i in listed.top})
         where = {i: n for n, i in enumerate(used)}
-        body = {
-            "records": [rows[i].row() for i in used],
-            "keys": {k: [v.total, [where[i] for i in v.top], v.counts] for k, v in keys.items()},
-        }
-        files[f"{b}.json.gz"] = _gzip(body)
+        listed = _json({k: [v.total, [where[i] for i in v.top], v.counts] for k, v in keys.items()})
+        records = ",".join(texts[i] for i in used)
+        files[f"{b}.json.gz"] = _gzip(f'{{"keys":{listed},"records":[{records}]}}')
     return files
 
 
@@ -210,15 +248,13 @@ def _matrix(cells: list[tuple[int, int]], shape: tuple[int, int]) -> Any:
     return sparse.csr_matrix((ones, ([r for r, _ in cells], [c for _, c in cells])), shape=shape)
 
 
-def _gzip(data: Any) -> bytes:
-    text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return gzip.compress(text.encode(), mtime=0)  # the same bytes from the same index
+def _json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def digest(records: Iterable[Record]) -> str:
-    rows = sorted((r.row() for r in records), key=lambda row: (row[3], row[2]))
-    made = [TOP, BUCKET_REFS, PREFIX, WEIGHTS, rows]
-    return hashlib.sha256(json.dumps(made, ensure_ascii=False).encode()).hexdigest()
+def _gzip(text: str) -> bytes:
+    # level 6: a tenth larger than 9, a third of its time; mtime 0: the same bytes from the same index
+    return gzip.compress(text.encode(), compresslevel=6, mtime=0)
 
 
 def write(folder: Path, files: dict[str, bytes]) -> None:

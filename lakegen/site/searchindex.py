@@ -104,23 +104,33 @@ def build(
             continue
         shutil.rmtree(out, ignore_errors=True)
         todo.append(([dest for dest, _ in pages], out))
-    if first is not None:
-        name = firstpage.FOLDER
-        digests[name] = firstpage.digest(first)
-        out, old = site / name, (previous / name if previous is not None else None)
-        if old is not None and (known or {}).get(name) == digests[name] and (old / "meta.json.gz").is_file():
-            if not keep and old.resolve() != out.resolve():
-                _link_tree(old, out)
-        else:
-            shutil.rmtree(out, ignore_errors=True)
-            firstpage.write(out, firstpage.build(first))
     # Pagefind waits on the disk for a third of its time (a fragment file per page): two shards at
     # once keep a core busy meanwhile; each shard is its own process and folder, so the same bytes
     with ThreadPoolExecutor(min(PARALLEL, max(1, len(todo)))) as pool:
         kept = previous if keep else None
-        for done in [pool.submit(_index, site, dests, out, kept) for dests, out in todo]:
+        running = [pool.submit(_index, site, dests, out, kept) for dests, out in todo]
+        if first is not None:  # made here while the Pagefind processes run
+            digests[firstpage.FOLDER] = _first(
+                site, first, previous, (known or {}).get(firstpage.FOLDER), keep
+            )
+        for done in running:
             done.result()
     return digests, len(todo)
+
+
+def _first(
+    site: Path, records: list[firstpage.Record], previous: Path | None, known: str | None, keep: bool
+) -> str:
+    """Write the first page's index (or link the previous one, when made of the same records)."""
+    made = firstpage.Index(records)
+    out, old = site / firstpage.FOLDER, (previous / firstpage.FOLDER if previous is not None else None)
+    if old is not None and known == made.digest and (old / "meta.json.gz").is_file():
+        if not keep and old.resolve() != out.resolve():
+            _link_tree(old, out)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        firstpage.write(out, made.files())
+    return made.digest
 
 
 def _index(site: Path, pages: Iterable[str], out: Path, kept: Path | None = None) -> None:
