@@ -320,7 +320,7 @@
     showCounts(found.filters);
     var n = found.count;
     var listed = Math.min(found.results.length, SHOWN);
-    if (n === 0 || !found.results.length) say("No entry's id, name, tags, task, owners or description has that. ");
+    if (n === 0 || !found.results.length) say("No entry's id, name, tags, task, owners or description has that; Pagefind searches the full text.");
     else if (n !== null) say(n + (n === 1 ? " entry matches" : " entries match") + (n > SHOWN ? "; the first " + SHOWN + " are listed." : "."));
     else say("At least " + found.atLeast + " entries match; " + (found.exact ? "the first " + listed + " are listed." : "the best " + listed + " found among each word's first matches are listed."));
     more.hidden = false; // Pagefind also finds what only a page's full text says
