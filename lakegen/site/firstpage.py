@@ -30,9 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-from scipy import sparse
-
 from lakegen.search import FACET_LABELS, FACETS, EntryFacets
 from lakegen.site.filters import facet_text
 
@@ -197,6 +194,10 @@ def build(records: Iterable[Record]) -> dict[str, bytes]:
 
 
 def _files(rows: list[Record], texts: list[str]) -> dict[str, bytes]:
+    # imported here: a no-op build imports this module and needs neither (a third of a second)
+    import numpy as np
+    from scipy import sparse
+
     # a posting is one int, the best first: (ROW_BITS+ bits of) the score's complement, then the row
     # (arrays of 8-byte ints: a tenth of 10,000 models' 600,000 postings as Python ints in lists)
     postings: dict[str, array[int]] = defaultdict(lambda: array("q"))
@@ -253,6 +254,9 @@ def _files(rows: list[Record], texts: list[str]) -> dict[str, bytes]:
 
 def _matrix(cells: list[tuple[int, int]], shape: tuple[int, int]) -> Any:
     """A sparse 0/1 matrix with ones at ``cells``."""
+    import numpy as np
+    from scipy import sparse
+
     ones = np.ones(len(cells), dtype=np.int32)
     return sparse.csr_matrix((ones, ([r for r, _ in cells], [c for _, c in cells])), shape=shape)
 
