@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/scale.py                       # 1000 and 10000
     .venv/bin/python benchmarks/scale.py --sizes 100000 --keep /tmp/scale
+    .venv/bin/python benchmarks/scale.py --query-bytes /tmp/scale/lake-10000/site   # its queries only
 
 Each lake is a git repository holding this repository's demo catalog (real code, datasets and
 committed results) plus ``N`` generated models with real small safetensors files, in families of 8:
@@ -18,7 +19,8 @@ shared machine's load inflates much less:
 - one-change rebuild: one model's description edited in the working tree;
 - PR check: ``lakegen check --base main --no-bench`` on a branch adding one model (its manifest and
   weights), with the caches the builds left, as a CI job restoring ``.lakegen/`` would have them;
-- site size, and the bytes one search query transfers (headless Chromium, when there);
+- site size, and the bytes of the search index the site's search page reads to open and for each of
+  two queries (headless Chromium, when there);
 - fingerprinting throughput: every artifact fingerprinted cold as a build does, in this process (one
   worker) and in batches on ``--workers`` local workers.
 
