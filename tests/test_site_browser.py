@@ -401,6 +401,15 @@ def test_a_query_reads_only_the_first_page_index_until_everything_is_asked_for(
     assert all("/pagefind/first/" in p for p in fetched if "/pagefind/" in p)
     assert page.locator(".lg-excerpt mark").first.inner_text().lower().startswith("fine")
 
+    fetched.clear()
+    page.goto(f"{served}/family/site/search.html?kind=model&owner=%40alice")  # two filters, 50 each
+    search_results(page, 30)
+    assert page.locator(".lg-id").all_inner_texts() == sorted(r.id for r in records)[:30]
+    assert page.locator("#lg-search-status").inner_text() == "50 entries match; the first 30 are listed."
+    assert all("/pagefind/first/" in p for p in fetched if "/pagefind/" in p)
+
+    page.goto(f"{served}/family/site/search.html?q=fine&relation=quantized")
+    search_results(page, len(quantized))
     page.get_by_role("button", name="Search everything").click()  # Pagefind, every shard
     page.wait_for_function(
         "document.getElementById('lg-search-status').textContent.includes('Full text of every page')"

@@ -152,9 +152,10 @@
       count = results.length;
       filters = tally(results);
     } else if (driver) {
+      // the driver's counts per filter value count its matches that also have that one value
       var others = groups.filter(function (g) { return g.lists[0] !== driver; });
-      if (words.length + others.length === (words.length ? 1 : 0)) { count = driver.count; filters = driver.counts; }
-      else if (words.length === 1 && others.length === 1 && others[0].values.length === 1) {
+      if (!others.length) { count = driver.count; filters = driver.counts; }
+      else if (others.length === 1 && others[0].values.length === 1) {
         count = ((driver.counts || {})[others[0].name] || {})[others[0].values[0]] || 0;
       }
     }
