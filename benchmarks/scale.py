@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/scale.py                       # 1000 and 10000
     .venv/bin/python benchmarks/scale.py --sizes 100000 --keep /tmp/scale
+    .venv/bin/python benchmarks/scale.py --query-bytes /tmp/scale/lake-10000/site   # its queries only
 
 Each lake is a git repository holding this repository's demo catalog (real code, datasets and
 committed results) plus ``N`` generated models with real small safetensors files, in families of 8:
@@ -18,7 +19,8 @@ shared machine's load inflates much less:
 - one-change rebuild: one model's description edited in the working tree;
 - PR check: ``lakegen check --base main --no-bench`` on a branch adding one model (its manifest and
   weights), with the caches the builds left, as a CI job restoring ``.lakegen/`` would have them;
-- site size, and the bytes one search query transfers (headless Chromium, when there);
+- site size, and the bytes of the search index the site's search page reads to open and for each of
+  two queries (headless Chromium, when there);
 - fingerprinting throughput: every artifact fingerprinted cold as a build does, in this process (one
   worker) and in batches on ``--workers`` local workers.
 
@@ -327,7 +329,7 @@ def show(r: dict[str, Any]) -> None:
     q = r["search_query_bytes"]
     if isinstance(q, list):
         for row in q:
-            print(f"  search {row['query']!r} {row['filters'] or ''}: {row['hits']} hits, "
+            print(f"  search {row['query']!r} {row['filters'] or ''}: {row['listed']} listed ({row['status']}), "
                   f"{row['bytes'] / 1024:.0f} KiB in {row['requests']} requests")  # fmt: skip
     else:
         print(f"  search bytes: {q}")
@@ -368,7 +370,13 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="fingerprinting workers")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--query-bytes", type=Path, metavar="SITE", help="only measure the queries on a built site"
+    )
     args = parser.parse_args()
+    if args.query_bytes:
+        print(json.dumps(query_bytes(args.query_bytes), indent=2, ensure_ascii=False))
+        return
     if (args.reuse or args.generate_only) and not args.keep:
         parser.error("--reuse and --generate-only need --keep")
     if args.generate_only:

@@ -213,10 +213,13 @@ def _size(folder: Path) -> tuple[int, int]:
 
 
 def measure_query_bytes(site: Path, queries: list[tuple[str, dict[str, list[str]]]]) -> list[dict[str, Any]]:
-    """Bytes the browser fetches from the site for each query (first one cold, later ones warm)."""
+    """Bytes and requests of the search index (``pagefind/``) that the site's own search page
+    fetches in headless Chromium: once to open, then for each query typed in (filters as chosen
+    in the address), until its results are listed and the network is idle."""
     import functools
     import http.server
     import threading
+    from urllib.parse import urlencode
 
     from playwright.sync_api import sync_playwright
 
@@ -238,35 +241,37 @@ def measure_query_bytes(site: Path, queries: list[tuple[str, dict[str, list[str]
                     "--no-first-run",
                 ],
             )
-            page = browser.new_page()
-            page.goto(f"{base}/404.html")
-            seen: list[tuple[str, int]] = []
-            page.on("requestfinished", lambda r: seen.append((r.url, r.sizes()["responseBodySize"])))
-            shards = sorted(p.name for p in (site / "pagefind").iterdir())
-            page.evaluate(
-                "async (shards) => { window.pf = await import(`/pagefind/${shards[0]}/pagefind.js`);"
-                " await window.pf.options({});"
-                " for (const s of shards.slice(1)) await window.pf.mergeIndex(`/pagefind/${s}/`);"
-                " await window.pf.init(); }",
-                shards,
-            )
-            for text, filters in queries:
-                page.evaluate(
-                    "async ([q, f]) => { const r = await window.pf.search(q, {filters: f});"
-                    " window.n = r.results.length; await Promise.all(r.results.slice(0, 10).map(x => x.data())); }",
-                    [text, filters],
+            for text, filters in [("", {}), *queries]:
+                # a page per query, as a visitor opening a shared search address; the first one only opens
+                page = browser.new_page()
+                page.set_default_timeout(600_000)
+                seen: list[tuple[str, int]] = []
+                page.on(
+                    "requestfinished",
+                    lambda r, seen=seen: (
+                        seen.append((r.url, r.sizes()["responseBodySize"])) if "/pagefind/" in r.url else None
+                    ),
                 )
-                hits = page.evaluate("window.n")
+                args = ([("q", text)] if text else []) + [(k, v) for k, vs in filters.items() for v in vs]
+                page.goto(f"{base}/search.html" + ("?" + urlencode(args) if args else ""))
+                page.wait_for_function(
+                    "() => { const s = document.getElementById('lg-search-status').textContent;"
+                    " return !/^(Loading|Searching)/.test(s); }"
+                )
+                page.wait_for_load_state("networkidle")
+                hits = page.locator(".lg-results li").count()
+                status = page.locator("#lg-search-status").inner_text()
                 out.append(
                     {
                         "query": text,
                         "filters": filters,
-                        "hits": hits,
+                        "listed": hits,
+                        "status": status,
                         "bytes": sum(s for _, s in seen),
                         "requests": len(seen),
                     }
                 )
-                seen.clear()
+                page.close()
             browser.close()
     finally:
         server.shutdown()
@@ -357,7 +362,8 @@ def main() -> None:
             if key == "query_bytes" and isinstance(value, list):
                 for q in value:
                     print(
-                        f"  search {q['query']!r} {q['filters'] or ''}: {q['hits']} hits, {q['bytes'] / 1024:.0f} KiB in {q['requests']} requests"
+                        f"  search {q['query']!r} {q['filters'] or ''}: {q['listed']} listed ({q['status']}), "
+                        f"{q['bytes'] / 1024:.0f} KiB in {q['requests']} requests"
                     )
             else:
                 print(f"  {key}: {value}")

@@ -354,3 +354,67 @@ def test_xss_lake_runs_no_injected_script(served: str, browser: Any) -> None:
     assert watch.dialogs == []
     assert watch.foreign == []
     page.close()
+
+
+def test_a_query_reads_only_the_first_page_index_until_everything_is_asked_for(
+    served: str, browser: Any
+) -> None:
+    """The first page comes from pagefind/first/ (a meta file and a bucket per word and filter
+    value), ranked as lakegen.site.firstpage ranks; Pagefind's shards load only on "search
+    everything"."""
+    from lakegen.search import entry_facets
+    from lakegen.site import firstpage
+
+    index = family_index(50)
+    facets = entry_facets(index)
+    records = [
+        firstpage.record_of(f"models/{e.id}.html", e.id, e.kind, e.manifest, facets[e.id])
+        for e in index.entries
+        if e.kind == "model"
+    ]
+
+    def best(word: str, keep: Any = lambda r: True) -> list[str]:
+        found = [r for r in records if firstpage.score(word, r) > 0 and keep(r)]
+        found.sort(key=lambda r: (-firstpage.score(word, r), r.kind, r.id))
+        return [r.id for r in found]
+
+    page, watch = new_page(browser)
+    fetched: list[str] = []
+    page.on("requestfinished", lambda r: fetched.append(urlsplit(r.url).path))
+    page.goto(f"{served}/family/site/search.html?q=family")
+    search_results(page, 30)
+    expected = best("family")
+    assert len(expected) == 50 > firstpage.TOP  # longer than its list: the top decides
+    assert page.locator(".lg-id").all_inner_texts() == expected[:30]
+    assert page.locator("#lg-search-status").inner_text() == "50 entries match; the first 30 are listed."
+    index_files = [p for p in fetched if "/pagefind/" in p]
+    assert all("/pagefind/first/" in p for p in index_files)
+    assert 2 <= len(index_files) <= 2 + 1  # the meta file and the word's bucket (once each)
+
+    fetched.clear()
+    page.goto(f"{served}/family/site/search.html?q=fine&relation=quantized")  # a word beginning, filtered
+    quantized = best("fine", lambda r: "quantized" in dict(r.facets).get("relation", ()))
+    assert 0 < len(quantized) < 30
+    results = search_results(page, len(quantized))
+    assert page.locator(".lg-id").all_inner_texts() == quantized
+    assert page.locator('input[name="relation"][value="quantized"]').is_checked()
+    assert all("/pagefind/first/" in p for p in fetched if "/pagefind/" in p)
+    assert page.locator(".lg-excerpt mark").first.inner_text().lower().startswith("fine")
+
+    fetched.clear()
+    page.goto(f"{served}/family/site/search.html?kind=model&owner=%40alice")  # two filters, 50 each
+    search_results(page, 30)
+    assert page.locator(".lg-id").all_inner_texts() == sorted(r.id for r in records)[:30]
+    assert page.locator("#lg-search-status").inner_text() == "50 entries match; the first 30 are listed."
+    assert all("/pagefind/first/" in p for p in fetched if "/pagefind/" in p)
+
+    page.goto(f"{served}/family/site/search.html?q=fine&relation=quantized")
+    search_results(page, len(quantized))
+    page.get_by_role("button", name="Search everything").click()  # Pagefind, every shard
+    page.wait_for_function(
+        "document.getElementById('lg-search-status').textContent.includes('Full text of every page')"
+    )
+    assert any("/pagefind/shard-" in p for p in fetched)
+    assert sorted(results.all_inner_texts()) == sorted(r.title for r in records if r.id in set(quantized))
+    assert watch.errors == [] and watch.foreign == []
+    page.close()

@@ -47,7 +47,7 @@ from mkdocs.structure.pages import Page as MkPage
 from mkdocs.structure.toc import get_toc
 
 from lakegen.model.index import LakeIndex
-from lakegen.site import api, cache, searchindex
+from lakegen.site import api, cache, firstpage, searchindex
 from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
 from lakegen.site.templatecache import template_cache
 from lakegen.site.views import LakeView
@@ -109,6 +109,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._record = cache.Record("")
         self._previous: cache.Record | None = None
         self._shards: dict[int, list[str]] = {}
+        self._first: list[firstpage.Record] = []
         self._reuse_dir: Path | None = None
         self._view: LakeView | None = None
 
@@ -190,6 +191,13 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._shards = defaultdict(list)
         for src in entry_pages:
             self._shards[searchindex.shard_of(src, count)].append(src)
+        self._first = [
+            firstpage.record_of(
+                url_of(path, config.use_directory_urls), e.id, e.kind, e.manifest, view.facets[e.id]
+            )
+            for e in index.entries
+            if (path := view.path(e.id))
+        ]
         renderer = Renderer(
             view,
             self.templates,
@@ -353,7 +361,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
     def _index(self, site: Path, shards: dict[int, list[tuple[str, str]]], previous: cache.Record) -> None:
         start = time.perf_counter()
         self._record.search, indexed = searchindex.build(
-            site, shards, self._reuse_dir, previous.search, keep=self.patching
+            site, shards, self._reuse_dir, previous.search, keep=self.patching, first=self._first
         )
         self.stats.update(
             search_shards=len(shards), search_indexed=indexed, pagefind_s=time.perf_counter() - start

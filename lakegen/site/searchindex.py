@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from lakegen.site import firstpage
 from lakegen.site.cache import link
 
 # a rebuild re-indexes each shard holding a changed page (Pagefind: ~1.4 ms of CPU a page), and a
@@ -78,12 +79,14 @@ def build(
     previous: Path | None = None,
     known: dict[str, str] | None = None,
     keep: bool = False,
+    first: list[firstpage.Record] | None = None,
 ) -> tuple[dict[str, str], int]:
-    """Index each shard's pages (``(file, body digest)`` pairs) into ``site/pagefind/shard-<k>``.
+    """Index each shard's pages (``(file, body digest)`` pairs) into ``site/pagefind/shard-<k>``,
+    and the ``first`` page's records into ``site/pagefind/first`` (:mod:`lakegen.site.firstpage`).
 
-    A shard whose digest is in ``known`` (the previous build's) is linked from
-    ``previous`` instead of being indexed again; with ``keep`` (``site`` is to patch ``previous``
-    in place, and holds only the pages that changed), it is left where it is.
+    A shard (or the first page's index) whose digest is in ``known`` (the previous build's) is
+    linked from ``previous`` instead of being made again; with ``keep`` (``site`` is to patch
+    ``previous`` in place, and holds only the pages that changed), it is left where it is.
 
     Returns:
         The digest of every shard, and how many shards were indexed.
@@ -105,9 +108,29 @@ def build(
     # once keep a core busy meanwhile; each shard is its own process and folder, so the same bytes
     with ThreadPoolExecutor(min(PARALLEL, max(1, len(todo)))) as pool:
         kept = previous if keep else None
-        for done in [pool.submit(_index, site, dests, out, kept) for dests, out in todo]:
+        running = [pool.submit(_index, site, dests, out, kept) for dests, out in todo]
+        if first is not None:  # made here while the Pagefind processes run
+            digests[firstpage.FOLDER] = _first(
+                site, first, previous, (known or {}).get(firstpage.FOLDER), keep
+            )
+        for done in running:
             done.result()
     return digests, len(todo)
+
+
+def _first(
+    site: Path, records: list[firstpage.Record], previous: Path | None, known: str | None, keep: bool
+) -> str:
+    """Write the first page's index (or link the previous one, when made of the same records)."""
+    made = firstpage.Index(records)
+    out, old = site / firstpage.FOLDER, (previous / firstpage.FOLDER if previous is not None else None)
+    if old is not None and known == made.digest and (old / "meta.json.gz").is_file():
+        if not keep and old.resolve() != out.resolve():
+            _link_tree(old, out)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        firstpage.write(out, made.files())
+    return made.digest
 
 
 def _index(site: Path, pages: Iterable[str], out: Path, kept: Path | None = None) -> None:
