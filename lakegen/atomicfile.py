@@ -1,4 +1,5 @@
-"""Write a file so that readers see the old content or the new, never half of it."""
+"""Write a file so that readers see the old content or the new, never half of it; tell which files
+a large folder holds without a stat call each."""
 
 from __future__ import annotations
 
@@ -18,3 +19,29 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class Listing:
+    """Whether files exist under ``top``, each folder read once (one ``scandir`` rather than one
+    stat a file: a rebuild of 100,000 models asks it of a few hundred thousand files in a handful
+    of folders)."""
+
+    def __init__(self, top: Path | str):
+        self.top = str(top)
+        self._folders: dict[str, frozenset[str]] = {}
+
+    def is_file(self, rel: str) -> bool:
+        """Whether ``rel`` (a ``/``-separated path under ``top``) is a regular file, or a link to one."""
+        folder, _, name = rel.rpartition("/")
+        found = self._folders.get(folder)
+        if found is None:
+            found = self._folders[folder] = self._read(f"{self.top}/{folder}" if folder else self.top)
+        return name in found
+
+    @staticmethod
+    def _read(folder: str) -> frozenset[str]:
+        try:
+            with os.scandir(folder) as entries:
+                return frozenset(e.name for e in entries if e.is_file())  # follows links, as isfile
+        except OSError:
+            return frozenset()

@@ -456,3 +456,62 @@ def test_a_manifest_edit_redoes_only_the_entries_it_reaches(
     monkeypatch.setattr("lakegen.compile.delta.code_digest", inputs.code_digest)
     recompiled, full = _compiled_in_full(root, monkeypatch)
     assert full and recompiled == cold(root, work)
+
+
+def test_a_site_rebuilt_from_a_delta_compile_digests_only_what_changed_and_equals_a_cold_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakegen.compile.delta import changed_since
+    from lakegen.site import build_site, views
+
+    lake = demo_lake(tmp_path)
+    root = lake.root
+    index, _ = compile_or_reuse(root)
+    save_index(index, root)
+    build_site(root, index, pagefind=False)
+    documented: list[set[str] | None] = []
+    documents = views.entry_documents
+
+    def counted(index: Any, only: Any = None) -> dict[str, bytes]:
+        documented.append(None if only is None else set(only))
+        return documents(index, only)
+
+    monkeypatch.setattr(views, "entry_documents", counted)
+    base = root / "catalog/models/digits-mlp-base.yaml"
+    edits = [
+        (base, "The root of the digits family", "The described root of the digits family"),
+        (base, "risk: minimal", "risk: high"),  # reaches every descendant's findings
+        (root / "catalog/datasets/digits.yaml", "license: CC-BY-4.0", "license: CC-BY-NC-4.0"),
+    ]
+    for n, (path, old, new) in enumerate(edits):
+        _edit(path, old, new)
+        documented.clear()
+        index, reused = compile_or_reuse(root)
+        save_index(index, root)
+        found = changed_since(index)
+        assert not reused and found is not None
+        changed = found[1]
+        assert changed and len(changed) < len(index.entries)
+        patched = build_site(root, index, pagefind=False)
+        # the documents of the entries the compile changed, only (and no entry's the view did not keep)
+        assert documented and all(d is not None and d <= changed for d in documented)
+        fresh = build_site(root, index, site_dir=tmp_path / f"cold-{n}", reuse=False, pagefind=False)
+        after, cold_files = _files(patched.site), _files(fresh.site)
+        assert after.keys() == cold_files.keys()
+        assert {k: p.read_bytes() for k, p in after.items()} == {
+            k: p.read_bytes() for k, p in cold_files.items()
+        }
+    # a site not built from the index the compile started from digests every entry again
+    _edit(base, "The described root", "The root")
+    index, _ = compile_or_reuse(root)
+    save_index(index, root)
+    assert changed_since(index) is not None
+    (root / "site" / ".lakegen-pages.json").write_text(
+        (root / "site" / ".lakegen-pages.json").read_text().replace('"index": "', '"index": "other', 1)
+    )
+    documented.clear()
+    patched = build_site(root, index, pagefind=False)
+    assert None in documented
+    fresh = build_site(root, index, site_dir=tmp_path / "cold-last", reuse=False, pagefind=False)
+    after, cold_files = _files(patched.site), _files(fresh.site)
+    assert {k: p.read_bytes() for k, p in after.items()} == {k: p.read_bytes() for k, p in cold_files.items()}

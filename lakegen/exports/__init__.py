@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lakegen.atomicfile import Listing
 from lakegen.exports import aiact, croissant, cyclonedx, hfcard, spdx
 from lakegen.exports.evidence import Evidence, ExportError
 from lakegen.model.index import IndexEntry, LakeIndex
@@ -110,6 +111,7 @@ def write_site(
     previous: Path | None = None,
     known: dict[str, list[Any]] | None = None,
     keep: bool = False,
+    changed: frozenset[str] | None = None,
 ) -> tuple[dict[str, list[Any]], int]:
     """Write every export of the whole lake under ``folder`` (the site's ``api/exports/``) as
     ``<format>/<file>``, replacing what an earlier build left there.
@@ -119,15 +121,25 @@ def write_site(
     everything the index says about an entry id), each document's key is recorded; one whose key
     is in ``known`` (the previous build's record) and whose file is in ``previous`` (that build's
     exports folder) is linked from there, not rendered again; with ``keep``, it is left where it
-    is (``folder`` is to patch ``previous`` in place) and nothing is written for it.
+    is (``folder`` is to patch ``previous`` in place) and nothing is written for it. ``changed``
+    (given only when that build's documents had this index's :func:`context`) holds the only ids
+    whose digest may differ from that build's: a document reading none keeps its key uncomputed.
 
     Returns:
         The record for the next build (document -> [key, ids it looked up]), and how many were linked.
     """
     shutil.rmtree(folder, ignore_errors=True)
     ev = Evidence(index)
-    context = _context(index)
+    shared = context(index)
     known = known or {}
+    there = Listing(previous) if previous is not None else None
+
+    def kept(fmt: str, entry_id: str, before: list[Any]) -> bool:
+        if changed is not None and entry_id not in changed and changed.isdisjoint(before[1]):
+            return True
+        assert digest is not None  # asked only of documents keyed by digests
+        return bool(before[0] == _key(shared, fmt, entry_id, before[1], digest))
+
     record: dict[str, list[Any]] = {}
     written: dict[str, bytes] = {}
     made: set[Path] = set()
@@ -138,7 +150,9 @@ def write_site(
             doc = f"{name}/{fmt.filename()}"
             if fmt.parts is not None and digest is not None:
                 old = previous / doc if previous is not None else None
-                written[doc], record[doc] = _in_parts(fmt, ev, entries, context, digest, old, known.get(doc))
+                written[doc], record[doc] = _in_parts(
+                    fmt, ev, entries, shared, digest, old, known.get(doc), kept
+                )
                 continue
             assert fmt.whole is not None
             written[doc] = _text(fmt.whole(ev, entries), None).encode()
@@ -150,12 +164,9 @@ def write_site(
                 if (
                     before is not None
                     and previous is not None
-                    and before[0] == _key(context, name, entry.id, before[1], digest)
-                    and (
-                        os.path.isfile(f"{previous}/{doc}")
-                        if keep
-                        else _link(previous / doc, folder / doc, made)
-                    )
+                    and there is not None
+                    and kept(name, entry.id, before)
+                    and (_there(there, doc) if keep else _link(previous / doc, folder / doc, made))
                 ):
                     record[doc] = before
                     linked += 1
@@ -164,7 +175,7 @@ def write_site(
             written[doc] = _text(fmt.per_entry(ev, entry), None).encode()
             if digest is not None:
                 refs = sorted(ev.read - {entry.id})
-                record[doc] = [_key(context, name, entry.id, refs, digest), refs]
+                record[doc] = [_key(shared, name, entry.id, refs, digest), refs]
     # The folder is new (the site is built aside and swapped in whole): a temporary file and a
     # rename per document would only double the cost of 20,000 files.
     for doc, text in written.items():
@@ -184,10 +195,12 @@ def _in_parts(
     digest: Callable[[str], str],
     previous: Path | None,
     before: list[Any] | None,
+    same: Callable[[str, str, list[Any]], bool],
 ) -> tuple[bytes, list[Any]]:
     """A whole-lake document put together from each entry's parts; those of an entry whose key
     is unchanged are cut out of the previous build's document (``previous``; ``before`` is its
-    record: its sha256, and each entry's key, the ids it read, and where its parts are in it).
+    record: its sha256, and each entry's key, the ids it read, and where its parts are in it;
+    ``same`` tells whether an entry's key, so recorded, is still its key).
 
     Returns:
         The document, and its record.
@@ -202,7 +215,7 @@ def _in_parts(
     made, keys = [], []
     for entry in entries:
         was = kept.get(entry.id)
-        if was is not None and was[0] == _key(context, fmt.name, entry.id, was[1], digest):
+        if was is not None and same(fmt.name, entry.id, was):
             spans = was[2]
             made.append([old[spans[i] : spans[i + 1]] for i in range(0, len(spans), 2)])
             keys.append(was[:2])
@@ -216,7 +229,7 @@ def _in_parts(
     return text, [hashlib.sha256(text).hexdigest(), parts]
 
 
-def _context(index: LakeIndex) -> str:
+def context(index: LakeIndex) -> str:
     """What every document depends on besides its entries: the exports' code, lakegen's version,
     the index's ``generated_at``."""
     h = hashlib.sha256(f"{index.lakegen_version}\0{index.generated_at}\0{yaml.__version__}\0".encode())
@@ -230,6 +243,11 @@ def _key(context: str, fmt: str, entry_id: str, refs: list[str], digest: Callabl
     # entry reads follows from its own rows, which its digest covers
     parts = [context, fmt, entry_id, digest(entry_id), *(f"{r}\0{digest(r)}" for r in refs)]
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _there(there: Listing, doc: str) -> bool:
+    # a model card is a folder of its own: one stat, not a folder read, for each
+    return there.is_file(doc) if doc.count("/") == 1 else os.path.isfile(f"{there.top}/{doc}")
 
 
 def _link(src: Path, dst: Path, made: set[Path]) -> bool:

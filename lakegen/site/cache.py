@@ -89,6 +89,11 @@ class Record:
     search: dict[str, str] = field(default_factory=dict)
     exports: dict[str, list[Any]] = field(default_factory=dict)
     site: str | None = None  # the whole site's key (LakegenPlugin.site_key): equal, nothing to build
+    index: str = ""
+    """The inputs digest of the index the site was built from: a rebuild from an index compiled
+    from that one (:func:`lakegen.compile.delta.changed_since`) keeps the unchanged entries' digests."""
+    shared: str = ""
+    """What every export document depended on (:func:`lakegen.exports.context`)."""
     others: list[str] = field(default_factory=list)
     """The site's other files (the theme's, the whole-lake exports): with the above, every file the
     site has, so a rebuild that patches the site in place knows which to remove."""
@@ -128,6 +133,8 @@ def load(site: Path | None, context: str) -> Record | None:
             dict(data["search"]),
             exports,
             data.get("site"),
+            str(data.get("index") or ""),
+            str(data.get("shared") or ""),
             list(data["others"]),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
@@ -142,6 +149,8 @@ def save(site: Path, record: Record) -> None:
         "search": record.search,
         "exports": record.exports,
         "site": record.site,
+        "index": record.index,
+        "shared": record.shared,
         "others": record.others,
     }
     (site / RECORD).write_text(json.dumps(data), encoding="utf-8")

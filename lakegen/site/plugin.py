@@ -46,11 +46,13 @@ from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.pages import Page as MkPage
 from mkdocs.structure.toc import get_toc
 
+from lakegen import exports
+from lakegen.atomicfile import Listing
 from lakegen.model.index import LakeIndex
 from lakegen.site import api, cache, firstpage, searchindex
 from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
 from lakegen.site.templatecache import template_cache
-from lakegen.site.views import LakeView
+from lakegen.site.views import LakeView, stem
 
 log = logging.getLogger("mkdocs.plugins.lakegen")
 STUB = "LAKEGEN-PAGE-BODY"
@@ -112,6 +114,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._first: list[firstpage.Record] = []
         self._reuse_dir: Path | None = None
         self._view: LakeView | None = None
+        self._changed: frozenset[str] | None = None
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self._dirty = dirty
@@ -214,11 +217,13 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._view = renderer.view
         self._record = cache.Record(context)
         self._previous = previous
+        self._changed = _keep_digests(index, previous, view)
         self._pages, self._reused, self._shells, self._stubs = {}, [], {}, []
         groups: dict[tuple[str, tuple[tuple[str, str], ...], bool], list[_Stamped]] = defaultdict(list)
+        there = Listing(reuse_from) if reuse_from is not None else None
         for job in renderer.jobs():
             dest = cache.dest_path(job.src_uri, config.use_directory_urls)
-            before = _before(previous, reuse_from, job, dest)
+            before = _before(previous, there, job, dest)
             if before is not None and job.deps is not None and before[0] == job.deps:
                 self._record.pages[job.src_uri] = before
                 self._reused.append(dest)
@@ -344,8 +349,19 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
                 indexing = pool.submit(self._index, site, shards, previous)
             index = self._load_index()
             saved = saved_as(self.root, index)
+            self._record.index, self._record.shared = index.inputs.digest, exports.context(index)
+            # the exports' keys are kept too only when they share what every document depends on
+            changed = self._changed if previous.shared == self._record.shared else None
             self._record.api, self._record.exports, linked = api.write(
-                index, self._view, site, self._reuse_dir, previous.api, saved, previous.exports, self.patching
+                index,
+                self._view,
+                site,
+                self._reuse_dir,
+                previous.api,
+                saved,
+                previous.exports,
+                self.patching,
+                changed,
             )
             self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
             self._record.site = self.site_key(config, index)
@@ -416,13 +432,34 @@ class _Stamped:
 
 
 def _before(
-    previous: cache.Record | None, site: Path | None, job: Job, dest: str
+    previous: cache.Record | None, site: Listing | None, job: Job, dest: str
 ) -> tuple[str | None, str] | None:
     """What the previous build recorded for ``job``'s page, when its file is there to reuse."""
     if previous is None or site is None:
         return None
     found = previous.pages.get(job.src_uri)
-    return found if found is not None and os.path.isfile(f"{site}/{dest}") else None
+    return found if found is not None and site.is_file(dest) else None
+
+
+def _keep_digests(index: LakeIndex, previous: cache.Record | None, view: LakeView) -> frozenset[str] | None:
+    """When ``index`` was compiled from the index the previous site was built from
+    (:func:`lakegen.compile.delta.changed_since`): the entries it changed, having handed ``view``
+    the previous build's digests of all the others; else None (every entry is digested)."""
+    from lakegen.compile.delta import changed_since
+
+    found = changed_since(index)
+    if found is None or previous is None or not previous.index or previous.index != found[0]:
+        return None
+    changed = found[1]
+    digests = {}
+    for entry in index.entries:
+        if entry.id not in changed:
+            digest = previous.api.get(f"api/entries/{stem(entry.id)}.json")
+            if digest is None:
+                return None
+            digests[entry.id] = digest
+    view.keep(digests, changed)
+    return changed
 
 
 def _others(site: Path, record: cache.Record, directory_urls: bool) -> list[str]:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -100,6 +101,7 @@ class LakeView:
         for r in index.results:
             results[r.model].append(r)
         self._digests: dict[str, str] = {}
+        self._changed: frozenset[str] | None = None
         self.derived: dict[str, list[str]] = defaultdict(list)
         for entry in index.entries:
             for source in dicts(entry.manifest.get("derived_from")):
@@ -113,8 +115,19 @@ class LakeView:
 
     @cached_property
     def documents(self) -> dict[str, bytes]:
-        """Each entry's JSON document (``api/entries/<id>.json``): its manifest and every row about it."""
-        return entry_documents(self.index)
+        """Each entry's JSON document (``api/entries/<id>.json``): its manifest and every row about
+        it; after :meth:`keep`, only the changed entries'."""
+        return entry_documents(self.index, self._changed)
+
+    def document(self, entry_id: str) -> bytes:
+        found = self.documents.get(entry_id)
+        return found if found is not None else entry_documents(self.index, {entry_id})[entry_id]
+
+    def keep(self, digests: dict[str, str], changed: frozenset[str]) -> None:
+        """Take ``digests`` as those of every entry but ``changed`` (the previous build's, of an
+        index whose other entries' rows are the same): only the changed entries' documents are made."""
+        self._digests.update(digests)
+        self._changed = changed
 
     def digest(self, entry_id: str) -> str:
         """A digest of everything the index says about ``entry_id`` ("absent" for ids outside the lake)."""
@@ -187,8 +200,9 @@ class LakeView:
         return [boards[k] for k in sorted(boards)]
 
 
-def entry_documents(index: LakeIndex) -> dict[str, bytes]:
-    """One compact JSON document per entry: the entry and every row of the index that concerns it.
+def entry_documents(index: LakeIndex, only: Collection[str] | None = None) -> dict[str, bytes]:
+    """One compact JSON document per entry (of the ids ``only``, when given): the entry and every
+    row of the index that concerns it.
 
     Each row is serialised by pydantic on its own and a document is those bytes joined, with no
     Python dict made on the way: a rebuild digests every document to find the few that changed, and
@@ -196,22 +210,27 @@ def entry_documents(index: LakeIndex) -> dict[str, bytes]:
     """
     names = ("parents", "children", "results", "findings", "history", "artifacts")
     rows: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: {n: [] for n in names})
+    wanted = (lambda _: True) if only is None else set(only).__contains__
     for edge in index.edges:
-        data = to_json(edge, by_alias=False)
-        rows[edge.child]["parents"].append(data)
-        rows[edge.parent]["children"].append(data)
+        if wanted(edge.child) or wanted(edge.parent):
+            data = to_json(edge, by_alias=False)
+            rows[edge.child]["parents"].append(data)
+            rows[edge.parent]["children"].append(data)
     for result in index.results:
-        rows[result.model]["results"].append(to_json(result, by_alias=False))
+        if wanted(result.model):
+            rows[result.model]["results"].append(to_json(result, by_alias=False))
     for name, listed in (
         ("findings", index.findings),
         ("history", index.history),
         ("artifacts", index.artifacts),
     ):
         for row in listed:
-            if row.entry is not None:
+            if row.entry is not None and wanted(row.entry):
                 rows[row.entry][name].append(to_json(row, by_alias=False))
     docs = {}
     for entry in index.entries:
+        if not wanted(entry.id):
+            continue
         mine = rows.get(entry.id)
         parts = [to_json(entry, by_alias=False)[:-1]]  # the entry's own fields, then its rows
         for name in names:
