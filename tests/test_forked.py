@@ -13,6 +13,7 @@ import pytest
 from test_incremental import demo_lake, dumped
 
 from lakegen.attribution import recover
+from lakegen.catalog import parsecache
 from lakegen.executor import forked
 from lakegen.executor.forked import map_forked, workers
 from lakegen.lineage import declared, fingerprinting
@@ -62,8 +63,8 @@ def test_the_environment_sets_the_processes(monkeypatch: pytest.MonkeyPatch) -> 
 
 def _compiled(tmp_path: Path, name: str, processes: int, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The demo lake's index compiled cold with ``processes``, in a copy of one committed lake (the
-    same commits); asserts that many forks were made: the families', the audits' and the
-    fingerprints'."""
+    same commits); asserts that many forks were made: the manifests', the fingerprints', the
+    families' and the audits'."""
     first = tmp_path / "demo"
     if not first.exists():
         demo_lake(first)
@@ -82,7 +83,7 @@ def _compiled(tmp_path: Path, name: str, processes: int, monkeypatch: pytest.Mon
     index, _ = dumped(root / "lake")
     monkeypatch.setattr(os, "fork", fork)
     monkeypatch.delenv(forked.ENV)
-    assert len(forks) == 3 * (processes - 1)
+    assert len(forks) == 4 * (processes - 1)
     return index
 
 
@@ -90,8 +91,8 @@ def _compiled(tmp_path: Path, name: str, processes: int, monkeypatch: pytest.Mon
 def test_a_compile_split_over_forks_equals_one_in_one_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the demo lake is small: attributed family by family, as a large lake is, so the families,
-    # the audits and the fingerprints all go to forks
+    # the demo lake is small: attributed family by family, as a large lake is, so the manifests,
+    # the fingerprints, the families and the audits all go to forks
     monkeypatch.setattr(recover, "PARTITION_FROM", 2)
     one = _compiled(tmp_path, "one", 1, monkeypatch)
     assert "verified" in {e["status"] for e in one["edges"]}  # audits ran
@@ -106,6 +107,7 @@ def test_a_compile_whose_forks_crash_equals_one_in_one_process(
     one = _compiled(tmp_path, "one", 1, monkeypatch)
     parent = os.getpid()
     audit_edge, attribute, computed = declared.audit_edge, recover._attribute, fingerprinting.computed
+    parse = parsecache.parse
 
     def dies_in_a_fork(real: Any) -> Any:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -118,4 +120,5 @@ def test_a_compile_whose_forks_crash_equals_one_in_one_process(
     monkeypatch.setattr(declared, "audit_edge", dies_in_a_fork(audit_edge))
     monkeypatch.setattr(recover, "_attribute", dies_in_a_fork(attribute))
     monkeypatch.setattr(fingerprinting, "computed", dies_in_a_fork(computed))
+    monkeypatch.setattr(parsecache, "parse", dies_in_a_fork(parse))
     assert _compiled(tmp_path, "crashing", 2, monkeypatch) == one
