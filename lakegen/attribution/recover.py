@@ -25,7 +25,10 @@ from lakegen.attribution.precision import grid_parent
 from lakegen.attribution.symmetry import Realign, rediscover
 from lakegen.attribution.trees import attach_to_merges, finetune_forest, later
 from lakegen.attribution.views import Pair, View, pairwise
+from lakegen.executor.forked import map_forked, workers
 from lakegen.fingerprint import Fingerprint
+
+FORK_FAMILIES_FROM = 64  # families to recover before a fork pays for itself (about 2 ms each)
 
 
 def attribute(
@@ -116,17 +119,25 @@ def _by_family(
         return _attribute(fingerprints, order=order, adapter_base=resolve)
 
     def family(group: list[str]) -> Lineage:
-        fps = {i: fingerprints[i] for i in group}
-        if memo is None:
-            return _attribute(fps, order=order, adapter_base=resolve)
-        k = _key("family", fps, order, resolve)
-        found = lineage_from_json(memo.get(k))
-        if found is None:
-            found = _attribute(fps, order=order, adapter_base=resolve)
-            memo.put(k, lineage_json(found))
-        return found
+        return _attribute({i: fingerprints[i] for i in group}, order=order, adapter_base=resolve)
 
-    lineages = [family(group) for group in families_by_signature(fingerprints, resolve, memo)]
+    groups = families_by_signature(fingerprints, resolve, memo)
+    keys = [
+        _key("family", {i: fingerprints[i] for i in g}, order, resolve) if memo is not None else ""
+        for g in groups
+    ]
+    found = [lineage_from_json(memo.get(k)) if memo is not None else None for k in keys]
+    # each family's lineage is its own (families are independent): those not kept are recovered
+    # side by side, and put into the memo in the order one after another would
+    todo = [g for g, lin in zip(groups, found, strict=True) if lin is None]
+    made = iter(map_forked(family, todo, workers(len(todo), FORK_FAMILIES_FROM)))
+    lineages = []
+    for k, lin in zip(keys, found, strict=True):
+        if lin is None:
+            lin = next(made)
+            if memo is not None:
+                memo.put(k, lineage_json(lin))
+        lineages.append(lin)
     ids = sorted(fingerprints)
     edges = sorted((e for lin in lineages for e in lin.edges), key=lambda e: (e.child, e.parent))
     children = {e.child for e in edges}

@@ -138,25 +138,26 @@ def load_catalog(
 ) -> Catalog:
     """Load and check every manifest under ``root``; problems are collected, not raised.
 
-    ``files``: only these manifests (sorted, as :func:`manifest_files` gives them), for a compile
-    that redoes part of the lake (:mod:`lakegen.compile.delta`); references outside them read as
-    missing.
+    ``files``: only these manifests (sorted, as :func:`manifest_files` lists them), for a compile
+    redoing part of the lake (:mod:`lakegen.compile.delta`); references outside them are missing.
 
     Artifacts' sha256 come through ``digests`` (default: the memo in the lake's cache folder).
 
     With ``parse_cache`` (a cache folder), manifests parsed before are read from
-    :mod:`lakegen.catalog.parsecache` there (``catalog.parsed``; save it when done). Remote
-    artifacts are verified on the executor of ``engine`` with ``workers``
-    (:mod:`lakegen.catalog.remotejobs`); one worker checks them here, one after another.
+    :mod:`lakegen.catalog.parsecache` there (``catalog.parsed``; save it when done), the others
+    parsed side by side. Remote artifacts are verified on the executor of ``engine`` with
+    ``workers`` (:mod:`lakegen.catalog.remotejobs`); one worker checks them here, in turn.
     """
     root = Path(root)
     catalog = Catalog(root=root)
     if not (root / CATALOG_DIR).is_dir():
         raise LakeError(Finding(str(root), 1, "", f"no {CATALOG_DIR}/ folder here; is this a lake?"))
     real_root = root.resolve()
-    parsed = ParseCache(parse_cache) if parse_cache is not None else None
-    catalog.parsed = parsed
-    for file in manifest_files(root) if files is None else files:
+    catalog.parsed = parsed = ParseCache(parse_cache) if parse_cache is not None else None
+    listed = manifest_files(root) if files is None else files
+    if parsed is not None:  # a symlink, which may leave the lake, is not read before the check below
+        parsed.prefetch([f for f in listed if not f.is_symlink()])
+    for file in listed:
         display = file.relative_to(root).as_posix()
         if file.is_symlink() and not file.resolve().is_relative_to(real_root):
             catalog.problems.append(Finding(display, 1, "", "manifest is a symlink that leaves the lake"))

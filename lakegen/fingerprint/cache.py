@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -138,6 +139,18 @@ def fingerprint(path: Path | str, cache: Cache | None = None) -> Fingerprint:
 def fresh(path: Path, cache: Cache | None = None) -> Fingerprint:
     """:func:`fingerprint` computed from the file, which the caller knows is not cached; the result
     is cached."""
+    fp, read = computed(path, cache)
+    if cache is not None:
+        remember(cache, read)
+    return fp
+
+
+Read = list[tuple[Path, str, os.stat_result]]
+
+
+def computed(path: Path, cache: Cache | None = None) -> tuple[Fingerprint, Read]:
+    """:func:`fresh`'s work, which a forked process may do: the fingerprint, written into the cache,
+    and what :func:`remember` keeps of the files read (in the process whose cache lives on)."""
     files = weight_files(path)
     try:
         before = [f.stat() for f in files]
@@ -147,9 +160,13 @@ def fresh(path: Path, cache: Cache | None = None) -> Fingerprint:
     if cache is not None:
         with contextlib.suppress(OSError):  # a read-only cache only costs speed
             cache.put(cache_key(path, fp.sha256), fp)
-        for file, digest, stat in zip(files, fp.file_digests(), before, strict=True):
-            # a small file is hashed again when asked for (:meth:`Cache.known_key`): writing its
-            # memo cost a third of fingerprinting a 1 KiB file
-            if stat.st_size >= MEMO_FROM:
-                cache.digests.remember(file, digest, stat)
-    return fp
+    return fp, list(zip(files, fp.file_digests(), before, strict=True))
+
+
+def remember(cache: Cache, read: Read) -> None:
+    """The digests of files just fingerprinted, each with its stat record from before the read."""
+    for file, digest, stat in read:
+        # a small file is hashed again when asked for (:meth:`Cache.known_key`): writing its
+        # memo cost a third of fingerprinting a 1 KiB file
+        if stat.st_size >= MEMO_FROM:
+            cache.digests.remember(file, digest, stat)

@@ -1,0 +1,124 @@
+"""lakegen's own work split over forks of the process (:mod:`lakegen.executor.forked`): the same
+results as one process, in the same order, whatever a fork does; and the same compiled lake."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_incremental import demo_lake, dumped
+
+from lakegen.attribution import recover
+from lakegen.catalog import parsecache
+from lakegen.executor import forked
+from lakegen.executor.forked import map_forked, workers
+from lakegen.lineage import declared, fingerprinting
+
+
+def test_forks_give_the_results_of_one_process_in_the_items_order() -> None:
+    held = {i: i * i for i in range(50)}  # what the forks read from this process's memory
+    parent = os.getpid()
+    items = list(range(50))
+    got = map_forked(lambda i: (held[i], os.getpid() != parent), items, 3)
+    assert [v for v, _ in got] == [held[i] for i in items]
+    assert sum(in_fork for _, in_fork in got) == 50 - len(range(0, 50, 3))  # all but every third
+
+
+def test_a_fork_that_dies_has_its_items_computed_here(capfd: pytest.CaptureFixture[str]) -> None:
+    parent = os.getpid()
+
+    def square_unless_forked(i: int) -> int:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel kills a fork out of memory
+        return i * i
+
+    assert map_forked(square_unless_forked, range(10), 2) == [i * i for i in range(10)]
+    assert capfd.readouterr() == ("", "")  # a fork prints nothing, nor runs the parent's exit
+
+
+def test_the_first_item_that_raises_raises_as_one_process_would() -> None:
+    def fail_from_three(i: int) -> int:
+        if i >= 3:
+            raise ValueError(f"item {i}")
+        return i
+
+    # item 4 is this process's share; item 3 a fork's, raised there and computed again here
+    with pytest.raises(ValueError, match="item 3"):
+        map_forked(fail_from_three, range(8), 2)
+
+
+def test_the_environment_sets_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(forked.ENV, "3")
+    assert workers(1, 1000) == 3
+    monkeypatch.setenv(forked.ENV, "1")
+    assert workers(10**6, 1) == 1
+    monkeypatch.delenv(forked.ENV)
+    monkeypatch.setattr(forked, "cores", lambda: 2)
+    assert (workers(10, 64), workers(64, 64)) == (1, 2)
+
+
+def _compiled(tmp_path: Path, name: str, processes: int, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The demo lake's index compiled cold with ``processes``, in a copy of one committed lake (the
+    same commits); asserts that many forks were made: the manifests', the fingerprints', the
+    families' and the audits'."""
+    first = tmp_path / "demo"
+    if not first.exists():
+        demo_lake(first)
+    root = tmp_path / name
+    shutil.copytree(first, root)
+    monkeypatch.setenv(forked.ENV, str(processes))
+    forks = []
+    fork = os.fork
+
+    def counted() -> int:
+        pid = fork()
+        forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counted)
+    index, _ = dumped(root / "lake")
+    monkeypatch.setattr(os, "fork", fork)
+    monkeypatch.delenv(forked.ENV)
+    assert len(forks) == 4 * (processes - 1)
+    return index
+
+
+@pytest.mark.slow
+def test_a_compile_split_over_forks_equals_one_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the demo lake is small: attributed family by family, as a large lake is, so the manifests,
+    # the fingerprints, the families and the audits all go to forks
+    monkeypatch.setattr(recover, "PARTITION_FROM", 2)
+    one = _compiled(tmp_path, "one", 1, monkeypatch)
+    assert "verified" in {e["status"] for e in one["edges"]}  # audits ran
+    assert _compiled(tmp_path, "three", 3, monkeypatch) == one
+
+
+@pytest.mark.slow
+def test_a_compile_whose_forks_crash_equals_one_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recover, "PARTITION_FROM", 2)
+    one = _compiled(tmp_path, "one", 1, monkeypatch)
+    parent = os.getpid()
+    audit_edge, attribute, computed = declared.audit_edge, recover._attribute, fingerprinting.computed
+    parse = parsecache.parse
+
+    def dies_in_a_fork(real: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if os.getpid() != parent:
+                os._exit(3)
+            return real(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(declared, "audit_edge", dies_in_a_fork(audit_edge))
+    monkeypatch.setattr(recover, "_attribute", dies_in_a_fork(attribute))
+    monkeypatch.setattr(fingerprinting, "computed", dies_in_a_fork(computed))
+    monkeypatch.setattr(parsecache, "parse", dies_in_a_fork(parse))
+    assert _compiled(tmp_path, "crashing", 2, monkeypatch) == one
