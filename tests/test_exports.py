@@ -376,7 +376,7 @@ def test_a_whole_lake_document_is_put_together_from_each_models_parts(
     assert (first / "cyclonedx" / "lake.cdx.json").read_text() == unindented
     changed = demo_index.model_copy(deep=True)
     edited = next(e for e in changed.entries if e.kind == "model")
-    edited.manifest["name"] = "Renamed"  # the BOM's description of a model
+    edited.manifest = {**edited.manifest, "name": "Renamed"}  # the BOM's description of a model
     made: list[str] = []
     fmt = FORMATS["cyclonedx"]
     assert fmt.parts is not None
@@ -399,3 +399,18 @@ def test_a_whole_lake_document_is_put_together_from_each_models_parts(
     made.clear()
     exports.write_site(changed, tmp_path / "third", LakeView(changed).digest, first, record)
     assert len(made) == len([e for e in changed.entries if e.kind == "model"])
+
+
+def test_the_site_writes_the_spdx_document_streamed_as_the_whole_one_reads(flipped_index, tmp_path):
+    from lakegen import exports
+
+    index = flipped_index.model_copy(deep=True)
+    model = next(e for e in index.entries if e.kind == "model")
+    model.manifest = {**model.manifest, "description": 'Réglé — 模型, with "quotes" and a \\ backslash'}
+    exports.write_site(index, tmp_path)
+    streamed = (tmp_path / "spdx" / "lake.spdx.json").read_bytes()
+    assert streamed == export(index, "spdx", indent=None)["lake.spdx.json"].encode()
+    graph = json.loads(streamed)["@graph"]
+    assert any(e["type"] == "Annotation" for e in graph)  # elements of every kind, in order
+    assert any(e.get("description", "").startswith("Réglé") for e in graph)
+    assert graph[3]["element"] == [e["spdxId"] for e in graph[4:]]

@@ -75,6 +75,30 @@ def test_index_round_trips_through_json(demo_copy: Path) -> None:
     assert load_index(path) == index
 
 
+def test_the_index_holds_each_manifest_as_compact_json_and_gives_back_the_dict(demo_copy: Path) -> None:
+    import json
+
+    from lakegen.catalog.loader import load_catalog
+    from lakegen.model.index import IndexEntry
+
+    index = compile_lake(demo_copy)
+    catalog = load_catalog(demo_copy)
+    assert len(index.entries) == len(catalog.records) > 10
+    for entry in index.entries:
+        assert isinstance(entry.packed, bytes)  # not a dict: a tenth of its memory
+        assert entry.manifest == catalog.records[entry.id].entry.model_dump(mode="json")
+    entry = index.entries[0]
+    entry.manifest = {**entry.manifest, "description": "kept", "score": float("inf")}
+    assert entry.manifest["description"] == "kept" and entry.manifest["score"] == float("inf")
+    saved = json.loads(save(index, demo_copy).read_bytes())
+    assert saved["entries"][0]["manifest"] == {**entry.manifest, "score": None}  # as JSON writes inf
+    assert {e["id"]: e["manifest"] for e in saved["entries"][1:]} == {
+        e.id: e.manifest for e in index.entries[1:]
+    }
+    assert "packed" not in index.model_dump()["entries"][0]
+    assert IndexEntry(id="x", kind="code", path="p", manifest={"id": "x"}).manifest == {"id": "x"}
+
+
 def test_a_metric_ranks_in_the_direction_its_registry_or_code_entry_gives(tmp_path: Path) -> None:
     from gitlake import GitLake, model
 

@@ -250,7 +250,8 @@ def test_search_shards_are_reindexed_only_when_their_pages_change(tmp_path: Path
     bundles = re.search(r'data-bundles="([^"]+)"', read(first.site, "search.html"))
     assert bundles is not None and bundles.group(1).split() == [f"pagefind/{s.name}/" for s in shards]
     changed = index.model_copy(deep=True)
-    next(e for e in changed.entries if e.id == "mlp-q8").manifest["description"] = "Edited."
+    edit = next(e for e in changed.entries if e.id == "mlp-q8")
+    edit.manifest = {**edit.manifest, "description": "Edited."}
     again = build_site(tmp_path, changed, shard_size=4)
     assert again.stats["search_indexed"] == 1
 
@@ -347,7 +348,8 @@ def test_incremental_rebuild_renders_only_what_changed(tmp_path: Path) -> None:
     untouched = site / "models" / "mlp-base.html"
     before = untouched.stat().st_ino
     changed = index.model_copy(deep=True)
-    next(e for e in changed.entries if e.id == "mlp-mystery").manifest["description"] = "Now *documented*."
+    edit = next(e for e in changed.entries if e.id == "mlp-mystery")
+    edit.manifest = {**edit.manifest, "description": "Now *documented*."}
     report = build_site(tmp_path, changed, pagefind=False)
     assert report.stats["reused"] > 0
     # The changed page and the few pages in the navigation: nothing else.
@@ -415,7 +417,8 @@ def searched(files: dict[str, bytes]) -> dict[str, tuple[int, int]]:
 
 def edited(index: LakeIndex, entry: str = "mlp-q8", text: str = "Edited.") -> LakeIndex:
     changed = index.model_copy(deep=True)
-    next(e for e in changed.entries if e.id == entry).manifest["description"] = text
+    edit = next(e for e in changed.entries if e.id == entry)
+    edit.manifest = {**edit.manifest, "description": text}
     return changed
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic_core import to_json
+
 from lakegen.bench.metrics import REGISTRY
 from lakegen.catalog.loader import Catalog, latest_version
 from lakegen.compile.inputs import lake_time
@@ -23,7 +25,7 @@ def base_index(catalog: Catalog) -> LakeIndex:
                 kind=entry.kind,
                 path=record.path,
                 latest_version=latest_version(entry) if versions is not None else None,  # type: ignore[arg-type]
-                manifest=entry.model_dump(mode="json"),
+                packed=to_json(entry),  # as model_dump(mode="json") would, with no dict on the way
             )
         )
     for model in catalog.models():

@@ -210,7 +210,7 @@ def _parts(
     declared: dict[str, list[Any]] = {}
     for row in index.edges:
         declared.setdefault(row.child, []).append(row.model_dump(mode="json"))
-    manifests = {e.id: e.manifest for e in index.entries}
+    entries = {e.id: e for e in index.entries}  # each manifest read when digested, not all held
     models: dict[str, str] = {}
     for entry_id, record in sorted(catalog.records.items()):
         if record.entry.kind != "model":
@@ -219,7 +219,7 @@ def _parts(
         for v in getattr(record.entry, "versions", []):
             if not v.yanked and (":" in v.artifact.uri or mine.get(v.version) != "verified"):
                 return None
-        manifest = manifests[entry_id]
+        manifest = entries[entry_id].manifest
         # in the document's order: the same text gives the same order
         lines = [(loc, n) for loc, n in record.doc.lines.items() if loc and loc[0] in READ]
         bases = _bases(record.entry, kinds)

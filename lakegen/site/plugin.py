@@ -29,13 +29,14 @@ import json
 import logging
 import os
 import posixpath
+import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from jinja2 import Environment
 from mkdocs.config import base
@@ -115,6 +116,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._reuse_dir: Path | None = None
         self._view: LakeView | None = None
         self._changed: frozenset[str] | None = None
+        self._bodies: IO[bytes] | None = None
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self._dirty = dirty
@@ -219,6 +221,11 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._previous = previous
         self._changed = _keep_digests(index, previous, view)
         self._pages, self._reused, self._shells, self._stubs = {}, [], {}, []
+        # Rendered bodies wait for their shell in a temporary file, not in memory: most pages are
+        # stamped after every page is rendered (80 MB of bodies at 10,000 models).
+        if self._bodies is not None:
+            self._bodies.close()
+        self._bodies = tempfile.TemporaryFile(prefix="lakegen-bodies-")  # noqa: SIM115 (closed once stamped)
         groups: dict[tuple[str, tuple[tuple[str, str], ...], bool], list[_Stamped]] = defaultdict(list)
         there = Listing(reuse_from) if reuse_from is not None else None
         for job in renderer.jobs():
@@ -232,8 +239,6 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
                     self._stubs.append(dest)
                 continue
             page = job.render()
-            # held encoded until it is written (most pages are stamped after every page is
-            # rendered): UTF-8 is half the memory of the text, which a dash makes two bytes a character
             body = page.body.encode()
             digest = cache.page_digest(page, body)
             self._record.pages[job.src_uri] = (job.deps, digest)
@@ -243,11 +248,14 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
                 self._reused.append(dest)
             else:
                 key = (posixpath.dirname(page.src_uri), tuple(page.toc), page.wide)
-                groups[key].append(_Stamped(page.src_uri, page.title, body))
+                groups[key].append(_Stamped(page.src_uri, page.title, self._bodies.tell(), len(body)))
+                self._bodies.write(body)
+        self._bodies.flush()
         for (folder, toc, wide), pages in groups.items():
             if not self.config.stamp or len(pages) < 2:
                 for p in pages:
-                    self._add(files, config, Page(p.src_uri, p.title, p.body.decode(), list(toc), wide=wide))
+                    text = self._body(p).decode()
+                    self._add(files, config, Page(p.src_uri, p.title, text, list(toc), wide=wide))
                 continue
             name = f"_lakegen-shell-{len(self._shells)}.md"
             shell = Page(posixpath.join(folder, name), SHELL_TITLE, SHELL_BODY, list(toc), wide=wide)
@@ -407,7 +415,14 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
                     os.makedirs(site / folder, exist_ok=True)
                     made.add(folder)
                 with open(site / dest, "wb") as out:
-                    out.write(start.encode() + page.body + end.encode())
+                    out.write(start.encode() + self._body(page) + end.encode())
+        if self._bodies is not None:
+            self._bodies.close()
+            self._bodies = None
+
+    def _body(self, page: _Stamped) -> bytes:
+        assert self._bodies is not None
+        return os.pread(self._bodies.fileno(), page.size, page.offset)
 
     def _load_index(self) -> LakeIndex:
         if self.index is None:
@@ -424,11 +439,13 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
 
 @dataclass(slots=True)
 class _Stamped:
-    """A rendered page waiting for its shell: where it goes, its title, its body as UTF-8."""
+    """A rendered page waiting for its shell: where it goes, its title, where its body (as UTF-8)
+    is in the plugin's temporary file of bodies."""
 
     src_uri: str
     title: str
-    body: bytes
+    offset: int
+    size: int
 
 
 def _before(

@@ -232,7 +232,7 @@ def entry_documents(index: LakeIndex, only: Collection[str] | None = None) -> di
         if not wanted(entry.id):
             continue
         mine = rows.get(entry.id)
-        parts = [to_json(entry, by_alias=False)[:-1]]  # the entry's own fields, then its rows
+        parts = [to_json(entry)[:-1]]  # the entry's own fields, then its rows
         for name in names:
             parts.append(b',"%s":[%s]' % (name.encode(), b",".join(mine[name]) if mine else b""))
         docs[entry.id] = b"".join(parts) + b"}"
