@@ -20,10 +20,14 @@ import shutil
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakegen.site.pages import Page, url_of
+from lakegen.site.views import LakeView, stem
 from lakegen.version import __version__
+
+if TYPE_CHECKING:
+    from lakegen.model.index import LakeIndex
 
 RECORD = ".lakegen-pages.json"
 HOW = ("reuse", "stamp", "pagefind", "shard_size")
@@ -171,3 +175,24 @@ def link(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def keep_digests(index: LakeIndex, previous: Record | None, view: LakeView) -> frozenset[str] | None:
+    """When ``index`` was compiled from the index the previous site was built from
+    (:func:`lakegen.compile.delta.changed_since`): the entries it changed, having handed ``view``
+    the previous build's digests of all the others; else None (every entry is digested)."""
+    from lakegen.compile.delta import changed_since
+
+    found = changed_since(index)
+    if found is None or previous is None or not previous.index or previous.index != found[0]:
+        return None
+    changed = found[1]
+    digests = {}
+    for entry in index.entries:
+        if entry.id not in changed:
+            digest = previous.api.get(f"api/entries/{stem(entry.id)}.json")
+            if digest is None:
+                return None
+            digests[entry.id] = digest
+    view.keep(digests, changed)
+    return changed

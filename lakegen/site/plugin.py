@@ -53,7 +53,7 @@ from lakegen.model.index import LakeIndex
 from lakegen.site import api, cache, firstpage, searchindex
 from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
 from lakegen.site.templatecache import template_cache
-from lakegen.site.views import LakeView, stem
+from lakegen.site.views import LakeView
 
 log = logging.getLogger("mkdocs.plugins.lakegen")
 STUB = "LAKEGEN-PAGE-BODY"
@@ -219,7 +219,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._view = renderer.view
         self._record = cache.Record(context)
         self._previous = previous
-        self._changed = _keep_digests(index, previous, view)
+        self._changed = cache.keep_digests(index, previous, view)
         self._pages, self._reused, self._shells, self._stubs = {}, [], {}, []
         # Rendered bodies wait for their shell in a temporary file, not in memory: most pages are
         # stamped after every page is rendered (80 MB of bodies at 10,000 models).
@@ -456,27 +456,6 @@ def _before(
         return None
     found = previous.pages.get(job.src_uri)
     return found if found is not None and site.is_file(dest) else None
-
-
-def _keep_digests(index: LakeIndex, previous: cache.Record | None, view: LakeView) -> frozenset[str] | None:
-    """When ``index`` was compiled from the index the previous site was built from
-    (:func:`lakegen.compile.delta.changed_since`): the entries it changed, having handed ``view``
-    the previous build's digests of all the others; else None (every entry is digested)."""
-    from lakegen.compile.delta import changed_since
-
-    found = changed_since(index)
-    if found is None or previous is None or not previous.index or previous.index != found[0]:
-        return None
-    changed = found[1]
-    digests = {}
-    for entry in index.entries:
-        if entry.id not in changed:
-            digest = previous.api.get(f"api/entries/{stem(entry.id)}.json")
-            if digest is None:
-                return None
-            digests[entry.id] = digest
-    view.keep(digests, changed)
-    return changed
 
 
 def _others(site: Path, record: cache.Record, directory_urls: bool) -> list[str]:
