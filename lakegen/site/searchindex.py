@@ -121,7 +121,8 @@ def build(
 def _first(
     site: Path, records: list[firstpage.Record], previous: Path | None, known: str | None, keep: bool
 ) -> str:
-    """Write the first page's index (or link the previous one, when made of the same records)."""
+    """Write the first page's index (or link the previous one, when made of the same records; or
+    patch it, when a few records changed: :mod:`lakegen.site.firstpatch`)."""
     made = firstpage.Index(records)
     out, old = site / firstpage.FOLDER, (previous / firstpage.FOLDER if previous is not None else None)
     if old is not None and known == made.digest and (old / "meta.json.gz").is_file():
@@ -129,7 +130,8 @@ def _first(
             _link_tree(old, out)
     else:
         shutil.rmtree(out, ignore_errors=True)
-        firstpage.write(out, made.files())
+        # the previous index is read only while it is another folder than the one written
+        made.write(out, old if old is not None and old.is_dir() and old.resolve() != out.resolve() else None)
     return made.digest
 
 
