@@ -16,7 +16,7 @@ from site_lake import demo_index, family_index
 
 from lakegen.model.index import LakeIndex
 from lakegen.search import entry_facets
-from lakegen.site import firstpage
+from lakegen.site import firstpage, firstpatch
 from lakegen.site.views import LakeView
 
 
@@ -146,7 +146,7 @@ def _edited(rows: list[firstpage.Record], rng: random.Random) -> list[firstpage.
 
 def _write(tmp: Path, name: str, rows: list[firstpage.Record], old: Path | None) -> tuple[Path, bool]:
     out = tmp / name
-    return out, firstpage.Index(rows).write(out, old)
+    return out, firstpatch.write(firstpage.Index(rows), out, old)
 
 
 def _same(a: Path, b: Path) -> None:

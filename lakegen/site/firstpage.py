@@ -22,7 +22,6 @@ import hashlib
 import heapq
 import json
 import math
-import os
 import re
 from array import array
 from collections import defaultdict
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lakegen.search import FACET_LABELS, FACETS, EntryFacets
-from lakegen.site.cache import link
 from lakegen.site.filters import facet_text
 
 TOP = 40  # records kept per key: a page of 30 results, and room for a filter to drop some
@@ -190,24 +188,6 @@ class Index:
         """``meta.json.gz``, one ``<b>.json.gz`` per bucket and the :data:`STATE` (name -> bytes)."""
         return _files(self.rows, self.texts)
 
-    def write(self, out: Path, old: Path | None = None) -> bool:
-        """Write the index into ``out`` (which must not exist): patched from the index in ``old``
-        (a previous build's folder) when its state says how and few records changed, else whole.
-        Either way the same bytes. Returns whether it was patched."""
-        from lakegen.site import firstpatch
-
-        made = firstpatch.patch(self.rows, self.texts, old) if old is not None else None
-        if made is None:
-            write(out, self.files())
-            return False
-        assert old is not None
-        out.mkdir(parents=True, exist_ok=True)
-        for name in os.listdir(old):  # the buckets no changed key hashes into, as they were
-            if name not in made:
-                link(old / name, out / name)
-        write(out, made)
-        return True
-
 
 def build(records: Iterable[Record]) -> dict[str, bytes]:
     """The files of the index of ``records`` (see :meth:`Index.files`)."""
@@ -297,8 +277,6 @@ def bucket_file(keys: dict[str, _Listed], texts: list[str]) -> bytes:
 
 
 def _files(rows: list[Record], texts: list[str]) -> dict[str, bytes]:
-    from lakegen.site import firstpatch  # here: it imports this module
-
     postings = postings_of(rows)
     filters = filters_of(rows)
     counts = counts_of({k: p for k, p in postings.items() if len(p) > TOP}, filters, len(rows))
@@ -310,8 +288,36 @@ def _files(rows: list[Record], texts: list[str]) -> dict[str, bytes]:
     files = {"meta.json.gz": meta_file(buckets, len(rows), filters)}
     for b, keys in enumerate(grouped):
         files[f"{b}.json.gz"] = bucket_file(keys, texts)
-    files[STATE] = firstpatch.state(postings, texts, buckets)
+    files[STATE] = state(postings, texts, buckets)
     return files
+
+
+# the state a whole build leaves for the next to patch from (lakegen/site/firstpatch.py)
+MAGIC = b"lakegen-first-state 1\n"
+ROW_DIGEST = 16  # bytes of each record's digest
+
+
+@functools.cache
+def state_code() -> str:
+    """What the state's meaning depends on: this code and the index's parameters."""
+    h = hashlib.sha256(_json([TOP, BUCKET_REFS, PREFIX, WEIGHTS, ROW_BITS]).encode())
+    for module in (__file__, Path(__file__).with_name("firstpatch.py")):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()
+
+
+def row_digests(texts: list[str]) -> bytes:
+    return b"".join(hashlib.blake2b(t.encode(), digest_size=ROW_DIGEST).digest() for t in texts)
+
+
+def state(postings: dict[str, array[int]], texts: list[str], buckets: int) -> bytes:
+    """The state of the index of ``texts`` (rows) whose keys have ``postings`` (in row order)."""
+    keys = sorted(postings)
+    sizes = array("q", (len(postings[k]) for k in keys))
+    header = {"code": state_code(), "buckets": buckets, "entries": len(texts), "keys": keys}
+    parts = [MAGIC, _json(header).encode(), b"\n", sizes.tobytes()]
+    parts += [postings[k].tobytes() for k in keys]
+    return b"".join([*parts, row_digests(texts)])
 
 
 def _matrix(cells: list[tuple[int, int]], shape: tuple[int, int]) -> Any:

@@ -14,54 +14,46 @@ The state is raw bytes behind a JSON header, never a pickle: it is read from the
 
 from __future__ import annotations
 
-import functools
 import gzip
-import hashlib
 import json
+import os
 from array import array
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from lakegen.site import firstpage as fp
+from lakegen.site.cache import link
 
-MAGIC = b"lakegen-first-state 1\n"
-ROW_DIGEST = 16  # bytes of each record's digest
 CHANGED = 0.02  # above this share of the records changed, a whole build is as cheap
 
 
-@functools.cache
-def _code() -> str:
-    """What the state's meaning depends on: this code and the index's parameters."""
-    h = hashlib.sha256(fp._json([fp.TOP, fp.BUCKET_REFS, fp.PREFIX, fp.WEIGHTS, fp.ROW_BITS]).encode())
-    for module in (fp.__file__, __file__):
-        h.update(Path(module).read_bytes())
-    return h.hexdigest()
-
-
-def _digests(texts: list[str]) -> bytes:
-    return b"".join(hashlib.blake2b(t.encode(), digest_size=ROW_DIGEST).digest() for t in texts)
-
-
-def state(postings: dict[str, array[int]], texts: list[str], buckets: int) -> bytes:
-    """The state of the index of ``texts`` (rows) whose keys have ``postings`` (in row order)."""
-    keys = sorted(postings)
-    sizes = array("q", (len(postings[k]) for k in keys))
-    header = {"code": _code(), "buckets": buckets, "entries": len(texts), "keys": keys}
-    parts = [MAGIC, fp._json(header).encode(), b"\n", sizes.tobytes()]
-    parts += [postings[k].tobytes() for k in keys]
-    return b"".join([*parts, _digests(texts)])
+def write(index: fp.Index, out: Path, old: Path | None = None) -> bool:
+    """Write ``index`` into ``out`` (which must not exist): patched from the index in ``old`` (a
+    previous build's folder) when its state says how and few records changed, else whole.
+    Either way the same bytes. Returns whether it was patched."""
+    made = patch(index.rows, index.texts, old) if old is not None else None
+    if made is None:
+        fp.write(out, index.files())
+        return False
+    assert old is not None
+    out.mkdir(parents=True, exist_ok=True)
+    for name in os.listdir(old):  # the buckets no changed key hashes into, as they were
+        if name not in made:
+            link(old / name, out / name)
+    fp.write(out, made)
+    return True
 
 
 class _State:
     def __init__(self, data: bytes):
         import numpy as np
 
-        if not data.startswith(MAGIC):
+        if not data.startswith(fp.MAGIC):
             raise ValueError("not a state")
-        end = data.index(b"\n", len(MAGIC))
-        header = json.loads(data[len(MAGIC) : end])
-        if header["code"] != _code():
+        end = data.index(b"\n", len(fp.MAGIC))
+        header = json.loads(data[len(fp.MAGIC) : end])
+        if header["code"] != fp.state_code():
             raise ValueError("other code")
         self.keys: list[str] = header["keys"]
         self.buckets: int = header["buckets"]
@@ -72,9 +64,9 @@ class _State:
         total = int(self.sizes.sum())
         self.postings = np.frombuffer(data, np.int64, total, at)
         at += 8 * total
-        if len(data) != at + ROW_DIGEST * self.entries:
+        if len(data) != at + fp.ROW_DIGEST * self.entries:
             raise ValueError("damaged")
-        self.digests = np.frombuffer(data, np.uint8, offset=at).reshape(self.entries, ROW_DIGEST)
+        self.digests = np.frombuffer(data, np.uint8, offset=at).reshape(self.entries, fp.ROW_DIGEST)
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)])
 
 
@@ -93,7 +85,7 @@ def patch(rows: list[fp.Record], texts: list[str], old: Path) -> dict[str, bytes
     found = _load(old)
     if found is None or found.entries != len(rows) or not (old / "meta.json.gz").is_file():
         return None
-    now = np.frombuffer(_digests(texts), np.uint8).reshape(len(rows), ROW_DIGEST)
+    now = np.frombuffer(fp.row_digests(texts), np.uint8).reshape(len(rows), fp.ROW_DIGEST)
     changed = np.flatnonzero((now != found.digests).any(axis=1))
     if len(changed) > max(1, CHANGED * len(rows)):
         return None
@@ -162,4 +154,4 @@ def _state(found: _State, redone: dict[str, array[int]], texts: list[str], bucke
         else:
             n = position[key]
             postings[key] = found.postings[found.starts[n] : found.starts[n + 1]]  # type: ignore[assignment]
-    return state(postings, texts, buckets)
+    return fp.state(postings, texts, buckets)

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from lakegen.site import firstpage
+from lakegen.site import firstpage, firstpatch
 from lakegen.site.cache import link
 
 # a rebuild re-indexes each shard holding a changed page (Pagefind: ~1.4 ms of CPU a page), and a
@@ -134,7 +134,7 @@ def _first(
     shutil.rmtree(out, ignore_errors=True)
     # the previous index is read only while it is another folder than the one written
     usable = old is not None and old.is_dir() and old.resolve() != out.resolve()
-    patched = made.write(out, old if usable else None)
+    patched = firstpatch.write(made, out, old if usable else None)
     return made.digest, "patched" if patched else "whole"
 
 
