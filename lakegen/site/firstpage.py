@@ -288,7 +288,7 @@ def _files(rows: list[Record], texts: list[str]) -> dict[str, bytes]:
     files = {"meta.json.gz": meta_file(buckets, len(rows), filters)}
     for b, keys in enumerate(grouped):
         files[f"{b}.json.gz"] = bucket_file(keys, texts)
-    files[STATE] = state(postings, texts, buckets)
+    files[STATE] = state(postings, row_digests(texts), buckets)
     return files
 
 
@@ -310,14 +310,15 @@ def row_digests(texts: list[str]) -> bytes:
     return b"".join(hashlib.blake2b(t.encode(), digest_size=ROW_DIGEST).digest() for t in texts)
 
 
-def state(postings: dict[str, array[int]], texts: list[str], buckets: int) -> bytes:
-    """The state of the index of ``texts`` (rows) whose keys have ``postings`` (in row order)."""
+def state(postings: dict[str, array[int]], digests: bytes, buckets: int) -> bytes:
+    """The state of an index whose keys have ``postings`` (in row order), and whose rows have
+    ``digests`` (:func:`row_digests`)."""
     keys = sorted(postings)
     sizes = array("q", (len(postings[k]) for k in keys))
-    header = {"code": state_code(), "buckets": buckets, "entries": len(texts), "keys": keys}
+    header = {"code": state_code(), "buckets": buckets, "entries": len(digests) // ROW_DIGEST, "keys": keys}
     parts = [MAGIC, _json(header).encode(), b"\n", sizes.tobytes()]
     parts += [postings[k].tobytes() for k in keys]
-    return b"".join([*parts, row_digests(texts)])
+    return b"".join([*parts, digests])
 
 
 def _matrix(cells: list[tuple[int, int]], shape: tuple[int, int]) -> Any:

@@ -85,7 +85,8 @@ def patch(rows: list[fp.Record], texts: list[str], old: Path) -> dict[str, bytes
     found = _load(old)
     if found is None or found.entries != len(rows) or not (old / "meta.json.gz").is_file():
         return None
-    now = np.frombuffer(fp.row_digests(texts), np.uint8).reshape(len(rows), fp.ROW_DIGEST)
+    digests = fp.row_digests(texts)
+    now = np.frombuffer(digests, np.uint8).reshape(len(rows), fp.ROW_DIGEST)
     changed = np.flatnonzero((now != found.digests).any(axis=1))
     if len(changed) > max(1, CHANGED * len(rows)):
         return None
@@ -126,7 +127,7 @@ def patch(rows: list[fp.Record], texts: list[str], old: Path) -> dict[str, bytes
             files[f"{b}.json.gz"] = fp.bucket_file(keys, texts)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    files[fp.STATE] = _state(found, redone, texts, buckets)
+    files[fp.STATE] = _state(found, redone, digests, buckets)
     return files
 
 
@@ -142,7 +143,7 @@ def _kept(
             yield key, fp._Listed(total, [rows[i] for i in listed], counts)
 
 
-def _state(found: _State, redone: dict[str, array[int]], texts: list[str], buckets: int) -> bytes:
+def _state(found: _State, redone: dict[str, array[int]], digests: bytes, buckets: int) -> bytes:
     """The state a whole build of the patched index would leave."""
     keys = sorted({*found.keys, *redone})
     postings: dict[str, array[int]] = {}
@@ -154,4 +155,4 @@ def _state(found: _State, redone: dict[str, array[int]], texts: list[str], bucke
         else:
             n = position[key]
             postings[key] = found.postings[found.starts[n] : found.starts[n + 1]]  # type: ignore[assignment]
-    return fp.state(postings, texts, buckets)
+    return fp.state(postings, digests, buckets)
