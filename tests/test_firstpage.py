@@ -190,10 +190,16 @@ def test_anything_doubtful_builds_the_index_whole(tmp_path: Path) -> None:
     (old / firstpage.STATE).write_bytes(state.replace(b'"code":"', b'"code":"0', 1))  # other code
     assert not _write(tmp_path, "code", edited, old)[1]
     (old / firstpage.STATE).write_bytes(state)
+    bucket = (old / "0.json.gz").read_bytes()
+    (old / "0.json.gz").unlink()  # a bucket missing
+    assert not _write(tmp_path, "missing", edited, old)[1]
+    (old / "0.json.gz").write_bytes(bucket)
     assert not _write(tmp_path, "added", [*rows, *records(demo_index())], old)[1]  # other rows
+    many = [dataclasses.replace(r, description="all new") for r in rows]  # most records changed
+    assert not _write(tmp_path, "many", many, old)[1]
     (old / firstpage.STATE).unlink()
     assert not _write(tmp_path, "none", edited, old)[1]
-    for name in ("damaged", "code", "added", "none"):  # each built whole, as a whole build does
+    for name in ("damaged", "code", "missing", "added", "none"):  # each built whole, as a whole build does
         made = tmp_path / name
         rebuilt, _ = _write(
             tmp_path, f"{name}-again", edited if name != "added" else [*rows, *records(demo_index())], None

@@ -83,7 +83,10 @@ def patch(rows: list[fp.Record], texts: list[str], old: Path) -> dict[str, bytes
     import numpy as np
 
     found = _load(old)
-    if found is None or found.entries != len(rows) or not (old / "meta.json.gz").is_file():
+    if found is None or found.entries != len(rows):
+        return None
+    there = set(os.listdir(old))  # the buckets kept are linked from there: all of them, or build whole
+    if "meta.json.gz" not in there or any(f"{b}.json.gz" not in there for b in range(found.buckets)):
         return None
     digests = fp.row_digests(texts)
     now = np.frombuffer(digests, np.uint8).reshape(len(rows), fp.ROW_DIGEST)
