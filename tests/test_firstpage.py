@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
+import os
+import random
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +16,7 @@ from site_lake import demo_index, family_index
 
 from lakegen.model.index import LakeIndex
 from lakegen.search import entry_facets
-from lakegen.site import firstpage
+from lakegen.site import firstpage, firstpatch
 from lakegen.site.views import LakeView
 
 
@@ -105,6 +109,7 @@ def test_what_a_query_reads_stays_bounded_as_the_lake_grows() -> None:
     metas = []
     for n in (200, 1600):
         files = firstpage.build(records(family_index(n)))
+        files.pop(firstpage.STATE)  # not read by a query
         buckets = [json.loads(gzip.decompress(d)) for name, d in files.items() if name != "meta.json.gz"]
         listed = sorted(sum(len(v[1]) for v in b["keys"].values()) for b in buckets)
         assert listed[len(listed) // 2] <= firstpage.BUCKET_REFS * 1.5
@@ -112,3 +117,91 @@ def test_what_a_query_reads_stays_bounded_as_the_lake_grows() -> None:
         assert max(len(d) for d in files.values()) < 40_000
         metas.append(len(files["meta.json.gz"]))
     assert metas[1] < 1.2 * metas[0]
+
+
+def _edited(rows: list[firstpage.Record], rng: random.Random) -> list[firstpage.Record]:
+    """``rows`` with a few records changed the ways an edit changes them: a new description
+    (new words, words gone), a name, tags, and filter values swapped with another record's."""
+    out = list(rows)
+    for _ in range(rng.randint(1, 3)):
+        i, other = rng.randrange(len(out)), rng.choice(rows)
+        r = out[i]
+        how = rng.choice(["description", "name", "tags", "facets"])
+        if how == "description":
+            text = " ".join(
+                rng.choice(["zebra", "quokka", "model", "vision", "tiny", r.id]) for _ in range(6)
+            )
+            fields = (*r.fields[:5], text.lower())
+            out[i] = dataclasses.replace(r, description=text, fields=fields)
+        elif how == "name":
+            out[i] = dataclasses.replace(
+                r, title="Renamed " + r.title, fields=(r.fields[0], "renamed", *r.fields[2:])
+            )
+        elif how == "tags":
+            out[i] = dataclasses.replace(r, fields=(*r.fields[:2], other.fields[2] + " extra", *r.fields[3:]))
+        else:
+            out[i] = dataclasses.replace(r, facets=other.facets)
+    return out
+
+
+def _write(tmp: Path, name: str, rows: list[firstpage.Record], old: Path | None) -> tuple[Path, bool]:
+    out = tmp / name
+    return out, firstpatch.write(firstpage.Index(rows), out, old)
+
+
+def _same(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_a_patched_index_has_the_bytes_of_a_whole_build(tmp_path: Path) -> None:
+    """Random edits of a few records, one build after another, each patched from the last:
+    every file (buckets, meta, state) equals a whole build's of the same records."""
+    rng = random.Random(19)
+    family = records(family_index(300))
+    rows = family + [r for r in records(demo_index()) if r.id not in {f.id for f in family}]
+    previous, _ = _write(tmp_path, "0", rows, None)
+    patched = 0
+    for n in range(1, 13):
+        rows = _edited(rows, rng)
+        made, was_patched = _write(tmp_path, f"{n}", rows, previous)
+        whole, was_whole = _write(tmp_path, f"whole-{n}", rows, None)
+        assert not was_whole
+        _same(made, whole)
+        assert unpack(firstpage.build(rows))[0]["entries"] == len(rows)
+        patched += was_patched
+        previous = made
+    assert patched >= 10  # most edits keep the bucket count: the patch is what ran
+    # the buckets no edit reached are the previous build's files, linked
+    assert any((previous / n).stat().st_nlink > 1 for n in os.listdir(previous) if n.endswith(".json.gz"))
+
+
+def test_anything_doubtful_builds_the_index_whole(tmp_path: Path) -> None:
+    rows = records(family_index(40))
+    old, _ = _write(tmp_path, "old", rows, None)
+    edited = [dataclasses.replace(rows[0], description="new words here"), *rows[1:]]
+    assert _write(tmp_path, "patched", edited, old)[1]
+    state = (old / firstpage.STATE).read_bytes()
+    (old / firstpage.STATE).write_bytes(state[:-5])  # damaged
+    assert not _write(tmp_path, "damaged", edited, old)[1]
+    (old / firstpage.STATE).write_bytes(state.replace(b'"code":"', b'"code":"0', 1))  # other code
+    assert not _write(tmp_path, "code", edited, old)[1]
+    (old / firstpage.STATE).write_bytes(state)
+    bucket = (old / "0.json.gz").read_bytes()
+    (old / "0.json.gz").unlink()  # a bucket missing
+    assert not _write(tmp_path, "missing", edited, old)[1]
+    (old / "0.json.gz").write_bytes(bucket)
+    assert not _write(tmp_path, "added", [*rows, *records(demo_index())], old)[1]  # other rows
+    many = [dataclasses.replace(r, description="all new") for r in rows]  # most records changed
+    assert not _write(tmp_path, "many", many, old)[1]
+    (old / firstpage.STATE).unlink()
+    assert not _write(tmp_path, "none", edited, old)[1]
+    for name in ("damaged", "code", "missing", "added", "none"):  # each built whole, as a whole build does
+        made = tmp_path / name
+        rebuilt, _ = _write(
+            tmp_path, f"{name}-again", edited if name != "added" else [*rows, *records(demo_index())], None
+        )
+        _same(made, rebuilt)

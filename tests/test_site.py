@@ -458,6 +458,8 @@ def test_a_patched_site_equals_a_cold_built_one(tmp_path: Path) -> None:
         shards = 4 if what != "fewer search shards" else 100
         report = build_site(tmp_path / "lake", changed, shard_size=shards)
         assert report.stats["patched"] < 150, what  # the theme's files, the changed pages and shards
+        # the first page's index patched where the entries are the same ones (then built whole)
+        assert report.stats["first_index"] == ("patched" if what == "a description" else "whole"), what
         cold = build_site(
             tmp_path / "lake", changed, site_dir=tmp_path / f"cold{n}", reuse=False, shard_size=shards
         )

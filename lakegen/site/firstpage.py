@@ -36,6 +36,7 @@ from lakegen.site.filters import facet_text
 TOP = 40  # records kept per key: a page of 30 results, and room for a filter to drop some
 BUCKET_REFS = 200  # records a bucket lists, counted once per key: ~20 KB gzipped at most
 FOLDER = "pagefind/first"
+STATE = ".lakegen-first"  # what the next build patches from (lakegen/site/firstpatch.py)
 PREFIX = 3  # the shortest word beginning that is a key of its own
 DESCRIPTION = 240  # characters of a description kept (shown, and searched)
 # a hit in the id or name counts more than one in the description, as in ``lakegen search``
@@ -184,7 +185,7 @@ class Index:
         return h.hexdigest()
 
     def files(self) -> dict[str, bytes]:
-        """``meta.json.gz`` and one ``<b>.json.gz`` per bucket (name -> bytes)."""
+        """``meta.json.gz``, one ``<b>.json.gz`` per bucket and the :data:`STATE` (name -> bytes)."""
         return _files(self.rows, self.texts)
 
 
@@ -193,63 +194,131 @@ def build(records: Iterable[Record]) -> dict[str, bytes]:
     return Index(records).files()
 
 
-def _files(rows: list[Record], texts: list[str]) -> dict[str, bytes]:
-    # imported here: a no-op build imports this module and needs neither (a third of a second)
-    import numpy as np
-    from scipy import sparse
+def postings_of(rows: list[Record], only: Iterable[int] | None = None) -> dict[str, array[int]]:
+    """Every key's postings over ``rows`` (or only the rows numbered ``only``), in row order.
 
-    # a posting is one int, the best first: (ROW_BITS+ bits of) the score's complement, then the row
-    # (arrays of 8-byte ints: a tenth of 10,000 models' 600,000 postings as Python ints in lists)
+    A posting is one int, the best first: (ROW_BITS+ bits of) the score's complement, then the row
+    (arrays of 8-byte ints: a tenth of 10,000 models' 600,000 postings as Python ints in lists)."""
     postings: dict[str, array[int]] = defaultdict(lambda: array("q"))
     known: dict[str, tuple[tuple[str, int], ...]] = {}
-    for i, record in enumerate(rows):
-        for key, weight in _keys(record, known).items():
+    for i in range(len(rows)) if only is None else only:
+        for key, weight in _keys(rows[i], known).items():
             postings[key].append((_BEST - int(weight)) << ROW_BITS | i)
-    del known
+    return postings
+
+
+class Filters(NamedTuple):
+    values: list[tuple[str, str]]  # every (label, value) of the lake, sorted
+    has: Any  # entries x values, 0/1 (sparse)
+    totals: dict[str, dict[str, int]]  # entries per label and value (the meta file's "filters")
+
+
+def filters_of(rows: list[Record]) -> Filters:
+    # imported here: a no-op build imports this module and needs neither (a third of a second)
+    import numpy as np
+
     values = sorted({(label, v) for r in rows for label, vs in r.facets for v in vs})
     # entries x filter values: every long list's counts per value come out of one product
     number = {lv: n for n, lv in enumerate(values)}
     pairs = [(i, number[(label, v)]) for i, r in enumerate(rows) for label, vs in r.facets for v in vs]
     has = _matrix(pairs, (len(rows), len(values)))
-    long = sorted(k for k, found in postings.items() if len(found) > TOP)
-    lengths = [len(postings[k]) for k in long]
-    cols = np.concatenate(
-        [np.frombuffer(postings[k], dtype=np.int64) for k in long] or [np.zeros(0, np.int64)]
-    )
+    totals: dict[str, dict[str, int]] = defaultdict(dict)
+    for (label, value), total in zip(values, np.asarray(has.sum(axis=0)).ravel().tolist(), strict=True):
+        totals[label][value] = total
+    return Filters(values, has, totals)
+
+
+def counts_of(
+    lists: dict[str, array[int]], filters: Filters, entries: int
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per filter value, how many of each list's postings have it."""
+    import numpy as np
+    from scipy import sparse
+
+    keys = sorted(lists)
+    cols = np.concatenate([np.frombuffer(lists[k], np.int64) for k in keys] or [np.zeros(0, np.int64)])
+    lengths = [len(lists[k]) for k in keys]
     member = sparse.csr_matrix(
-        (np.ones(len(cols), np.int32), (np.repeat(np.arange(len(long)), lengths), cols & _ROW)),
-        shape=(len(long), len(rows)),
+        (np.ones(len(cols), np.int32), (np.repeat(np.arange(len(keys)), lengths), cols & _ROW)),
+        shape=(len(keys), entries),
     )
-    tally = (member @ has).tocsr()
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    for n, key in enumerate(long):
+    tally = (member @ filters.has).tocsr()
+    out = {}
+    for n, key in enumerate(keys):
         row = tally.getrow(n)
         made: dict[str, dict[str, int]] = defaultdict(dict)
         for col, count in zip(row.indices.tolist(), row.data.tolist(), strict=True):
-            made[values[col][0]][values[col][1]] = count
-        counts[key] = made
-    lists = {
-        key: _Listed(len(found), [c & _ROW for c in heapq.nsmallest(TOP, found)], counts.get(key))
-        for key, found in postings.items()
-    }
-    everything: dict[str, dict[str, int]] = defaultdict(dict)
-    for (label, value), total in zip(values, np.asarray(has.sum(axis=0)).ravel().tolist(), strict=True):
-        everything[label][value] = total
-    # a bucket lists about BUCKET_REFS records (fewer once those its keys share are written once):
-    # its bytes are bounded by that, so the number of buckets grows with the lake instead
-    buckets = max(1, math.ceil(sum(len(v.top) for v in lists.values()) / BUCKET_REFS))
+            made[filters.values[col][0]][filters.values[col][1]] = count
+        out[key] = made
+    return out
+
+
+def listed(found: Any, counts: dict[str, dict[str, int]] | None) -> _Listed:
+    return _Listed(len(found), [c & _ROW for c in heapq.nsmallest(TOP, found)], counts)
+
+
+def bucket_count(tops: int) -> int:
+    """Buckets for ``tops`` records listed in all: a bucket lists about BUCKET_REFS records (fewer
+    once those its keys share are written once): its bytes are bounded by that, so the number of
+    buckets grows with the lake instead."""
+    return max(1, math.ceil(tops / BUCKET_REFS))
+
+
+def meta_file(buckets: int, entries: int, filters: Filters) -> bytes:
+    return _gzip(_json({"buckets": buckets, "top": TOP, "entries": entries, "filters": filters.totals}))
+
+
+def bucket_file(keys: dict[str, _Listed], texts: list[str]) -> bytes:
+    used = sorted({i for v in keys.values() for i in v.top})
+    where = {i: n for n, i in enumerate(used)}
+    lists = _json({k: [v.total, [where[i] for i in v.top], v.counts] for k, v in keys.items()})
+    records = ",".join(texts[i] for i in used)
+    return _gzip(f'{{"keys":{lists},"records":[{records}]}}')
+
+
+def _files(rows: list[Record], texts: list[str]) -> dict[str, bytes]:
+    postings = postings_of(rows)
+    filters = filters_of(rows)
+    counts = counts_of({k: p for k, p in postings.items() if len(p) > TOP}, filters, len(rows))
+    lists = {key: listed(found, counts.get(key)) for key, found in postings.items()}
+    buckets = bucket_count(sum(len(v.top) for v in lists.values()))
     grouped: list[dict[str, _Listed]] = [{} for _ in range(buckets)]
     for key in sorted(lists):
         grouped[bucket_of(key, buckets)][key] = lists[key]
-    meta = {"buckets": buckets, "top": TOP, "entries": len(rows), "filters": everything}
-    files = {"meta.json.gz": _gzip(_json(meta))}
+    files = {"meta.json.gz": meta_file(buckets, len(rows), filters)}
     for b, keys in enumerate(grouped):
-        used = sorted({i for listed in keys.values() for i in listed.top})
-        where = {i: n for n, i in enumerate(used)}
-        listed = _json({k: [v.total, [where[i] for i in v.top], v.counts] for k, v in keys.items()})
-        records = ",".join(texts[i] for i in used)
-        files[f"{b}.json.gz"] = _gzip(f'{{"keys":{listed},"records":[{records}]}}')
+        files[f"{b}.json.gz"] = bucket_file(keys, texts)
+    files[STATE] = state(postings, row_digests(texts), buckets)
     return files
+
+
+# the state a whole build leaves for the next to patch from (lakegen/site/firstpatch.py)
+MAGIC = b"lakegen-first-state 1\n"
+ROW_DIGEST = 16  # bytes of each record's digest
+
+
+@functools.cache
+def state_code() -> str:
+    """What the state's meaning depends on: this code and the index's parameters."""
+    h = hashlib.sha256(_json([TOP, BUCKET_REFS, PREFIX, WEIGHTS, ROW_BITS]).encode())
+    for module in (__file__, Path(__file__).with_name("firstpatch.py")):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()
+
+
+def row_digests(texts: list[str]) -> bytes:
+    return b"".join(hashlib.blake2b(t.encode(), digest_size=ROW_DIGEST).digest() for t in texts)
+
+
+def state(postings: dict[str, array[int]], digests: bytes, buckets: int) -> bytes:
+    """The state of an index whose keys have ``postings`` (in row order), and whose rows have
+    ``digests`` (:func:`row_digests`)."""
+    keys = sorted(postings)
+    sizes = array("q", (len(postings[k]) for k in keys))
+    header = {"code": state_code(), "buckets": buckets, "entries": len(digests) // ROW_DIGEST, "keys": keys}
+    parts = [MAGIC, _json(header).encode(), b"\n", sizes.tobytes()]
+    parts += [postings[k].tobytes() for k in keys]
+    return b"".join([*parts, digests])
 
 
 def _matrix(cells: list[tuple[int, int]], shape: tuple[int, int]) -> Any:
@@ -273,4 +342,6 @@ def _gzip(text: str) -> bytes:
 def write(folder: Path, files: dict[str, bytes]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        (folder / name).write_bytes(data)
+        path = folder / name
+        path.unlink(missing_ok=True)  # it may be a hard link into the previous site
+        path.write_bytes(data)

@@ -384,11 +384,14 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
 
     def _index(self, site: Path, shards: dict[int, list[tuple[str, str]]], previous: cache.Record) -> None:
         start = time.perf_counter()
-        self._record.search, indexed = searchindex.build(
+        self._record.search, indexed, first = searchindex.build(
             site, shards, self._reuse_dir, previous.search, keep=self.patching, first=self._first
         )
         self.stats.update(
-            search_shards=len(shards), search_indexed=indexed, pagefind_s=time.perf_counter() - start
+            search_shards=len(shards),
+            search_indexed=indexed,
+            first_index=first,
+            pagefind_s=time.perf_counter() - start,
         )
 
     def _stamp(self, site: Path, directory_urls: bool) -> None:

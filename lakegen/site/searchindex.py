@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from lakegen.site import firstpage
+from lakegen.site import firstpage, firstpatch
 from lakegen.site.cache import link
 
 # a rebuild re-indexes each shard holding a changed page (Pagefind: ~1.4 ms of CPU a page), and a
@@ -80,7 +80,7 @@ def build(
     known: dict[str, str] | None = None,
     keep: bool = False,
     first: list[firstpage.Record] | None = None,
-) -> tuple[dict[str, str], int]:
+) -> tuple[dict[str, str], int, str | None]:
     """Index each shard's pages (``(file, body digest)`` pairs) into ``site/pagefind/shard-<k>``,
     and the ``first`` page's records into ``site/pagefind/first`` (:mod:`lakegen.site.firstpage`).
 
@@ -89,9 +89,11 @@ def build(
     ``previous`` in place, and holds only the pages that changed), it is left where it is.
 
     Returns:
-        The digest of every shard, and how many shards were indexed.
+        The digest of every shard, how many shards were indexed, and how the first page's index
+        was made ("linked", "patched", "whole"; None without ``first``).
     """
     digests: dict[str, str] = {}
+    how = None
     todo: list[tuple[list[str], Path]] = []
     for shard, pages in sorted(shards.items()):
         name = bundle(shard).rstrip("/")
@@ -110,27 +112,30 @@ def build(
         kept = previous if keep else None
         running = [pool.submit(_index, site, dests, out, kept) for dests, out in todo]
         if first is not None:  # made here while the Pagefind processes run
-            digests[firstpage.FOLDER] = _first(
+            digests[firstpage.FOLDER], how = _first(
                 site, first, previous, (known or {}).get(firstpage.FOLDER), keep
             )
         for done in running:
             done.result()
-    return digests, len(todo)
+    return digests, len(todo), how
 
 
 def _first(
     site: Path, records: list[firstpage.Record], previous: Path | None, known: str | None, keep: bool
-) -> str:
-    """Write the first page's index (or link the previous one, when made of the same records)."""
+) -> tuple[str, str]:
+    """Write the first page's index (or link the previous one, when made of the same records; or
+    patch it, when a few records changed: :mod:`lakegen.site.firstpatch`)."""
     made = firstpage.Index(records)
     out, old = site / firstpage.FOLDER, (previous / firstpage.FOLDER if previous is not None else None)
     if old is not None and known == made.digest and (old / "meta.json.gz").is_file():
         if not keep and old.resolve() != out.resolve():
             _link_tree(old, out)
-    else:
-        shutil.rmtree(out, ignore_errors=True)
-        firstpage.write(out, made.files())
-    return made.digest
+        return made.digest, "linked"
+    shutil.rmtree(out, ignore_errors=True)
+    # the previous index is read only while it is another folder than the one written
+    usable = old is not None and old.is_dir() and old.resolve() != out.resolve()
+    patched = firstpatch.write(made, out, old if usable else None)
+    return made.digest, "patched" if patched else "whole"
 
 
 def _index(site: Path, pages: Iterable[str], out: Path, kept: Path | None = None) -> None:
