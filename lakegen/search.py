@@ -53,7 +53,7 @@ VOCABULARY: dict[str, list[str]] = {
 }
 _TOKEN = re.compile(r"[\w.@/-]+")
 # Field weights for ranking: a hit in the id or name counts more than one in the description.
-_WEIGHTS = (("id", 8.0), ("name", 6.0), ("tags", 4.0), ("task", 3.0), ("owners", 2.0), ("text", 1.0))
+WEIGHTS = (("id", 8.0), ("name", 6.0), ("tags", 4.0), ("task", 3.0), ("owners", 2.0), ("text", 1.0))
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ def _rank(entry: IndexEntry, words: list[str]) -> float | None:
     total = 0.0
     for word in words:
         best = 0.0
-        for name, weight in _WEIGHTS:
+        for name, weight in WEIGHTS:
             value = fields[name]
             if word not in value:
                 continue

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lakegen.search import FACET_LABELS, FACETS, EntryFacets
+from lakegen.search import FACET_LABELS, FACETS, WEIGHTS, EntryFacets
 from lakegen.site.filters import facet_text
 
 TOP = 40  # records kept per key: a page of 30 results, and room for a filter to drop some
@@ -39,8 +39,6 @@ FOLDER = "pagefind/first"
 STATE = ".lakegen-first"  # what the next build patches from (lakegen/site/firstpatch.py)
 PREFIX = 3  # the shortest word beginning that is a key of its own
 DESCRIPTION = 240  # characters of a description kept (shown, and searched)
-# a hit in the id or name counts more than one in the description, as in ``lakegen search``
-WEIGHTS = (("id", 8.0), ("name", 6.0), ("tags", 4.0), ("task", 3.0), ("owners", 2.0), ("text", 1.0))
 ROW_BITS = 32  # rows a lake can have: 4 billion
 _ROW = (1 << ROW_BITS) - 1
 _BEST = 1 << 8  # above any score (twice the largest weight)
@@ -265,7 +263,20 @@ def bucket_count(tops: int) -> int:
 
 
 def meta_file(buckets: int, entries: int, filters: Filters) -> bytes:
-    return _gzip(_json({"buckets": buckets, "top": TOP, "entries": entries, "filters": filters.totals}))
+    # the search script ranks with the weights and prefix length written here, not copies of its own
+    weights = [w for _, w in WEIGHTS]
+    return _gzip(
+        _json(
+            {
+                "buckets": buckets,
+                "top": TOP,
+                "prefix": PREFIX,
+                "weights": weights,
+                "entries": entries,
+                "filters": filters.totals,
+            }
+        )
+    )
 
 
 def bucket_file(keys: dict[str, _Listed], texts: list[str]) -> bytes:

@@ -78,12 +78,11 @@
              counts: found[2], complete: found[0] <= found[1].length };
   }
 
-  var WEIGHTS = [8, 6, 4, 3, 2, 1]; // firstpage.WEIGHTS: id, name, tags, task, owners, text
-  function score(word, rec) { // as firstpage.score
+  function score(word, rec) { // as firstpage.score, with its weights (id, name, tags, task, owners, text) and prefix from meta
     var best = 0;
     rec.words.forEach(function (words, f) {
-      if (words.indexOf(word) >= 0) best = Math.max(best, 2 * WEIGHTS[f]);
-      else if (word.length >= 3 && words.some(function (w) { return w.startsWith(word); })) best = Math.max(best, WEIGHTS[f]);
+      if (words.indexOf(word) >= 0) best = Math.max(best, 2 * meta.weights[f]);
+      else if (word.length >= meta.prefix && words.some(function (w) { return w.startsWith(word); })) best = Math.max(best, meta.weights[f]);
     });
     return best;
   }
@@ -256,7 +255,7 @@
     var short = text.length > 220 ? text.slice(0, 219) + "…" : text;
     short.split(/([\p{L}\p{N}]+)/u).forEach(function (part, i) {
       var low = part.toLowerCase();
-      var hit = i % 2 === 1 && words.some(function (w) { return low === w || (w.length >= 3 && low.startsWith(w)); });
+      var hit = i % 2 === 1 && words.some(function (w) { return low === w || (w.length >= meta.prefix && low.startsWith(w)); });
       if (hit) {
         var mark = document.createElement("mark");
         mark.textContent = part;
