@@ -118,18 +118,15 @@ def _by_family(
     if len(fingerprints) < PARTITION_FROM and not partition:
         return _attribute(fingerprints, order=order, adapter_base=resolve)
 
-    def family(group: list[str]) -> Lineage:
-        return _attribute({i: fingerprints[i] for i in group}, order=order, adapter_base=resolve)
+    def family(fps: dict[str, Fingerprint]) -> Lineage:
+        return _attribute(fps, order=order, adapter_base=resolve)
 
-    groups = families_by_signature(fingerprints, resolve, memo)
-    keys = [
-        _key("family", {i: fingerprints[i] for i in g}, order, resolve) if memo is not None else ""
-        for g in groups
-    ]
+    members = [{i: fingerprints[i] for i in g} for g in families_by_signature(fingerprints, resolve, memo)]
+    keys = [_key("family", fps, order, resolve) if memo is not None else "" for fps in members]
     found = [lineage_from_json(memo.get(k)) if memo is not None else None for k in keys]
     # each family's lineage is its own (families are independent): those not kept are recovered
     # side by side, and put into the memo in the order one after another would
-    todo = [g for g, lin in zip(groups, found, strict=True) if lin is None]
+    todo = [fps for fps, lin in zip(members, found, strict=True) if lin is None]
     made = iter(map_forked(family, todo, workers(len(todo), FORK_FAMILIES_FROM)))
     lineages = []
     for k, lin in zip(keys, found, strict=True):
