@@ -229,3 +229,25 @@ def test_cli_reports_a_corrupt_file_in_one_line_and_goes_on(tmp_path: Path) -> N
     assert result.stderr.strip().splitlines() == [
         f"lakegen: {bad}: truncated or corrupt safetensors file: header says 500 bytes, file has 10"
     ]
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 144])
+def test_read_runs_gives_the_bytes_at_each_offset_whatever_the_gaps(tmp_path: Path, size: int) -> None:
+    # runs of samples closer than a read's gap and lone ones far apart, up to the file's last byte
+    from lakegen.weights.base import GATHER_GAP, read_runs
+
+    rng = np.random.default_rng(size)
+    data = rng.integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
+    (tmp_path / "f").write_bytes(data)
+    steps = rng.choice([0, 1, 3, GATHER_GAP // size, GATHER_GAP // size + 1, 5000], 400) * size
+    offsets = 7 + np.cumsum(steps)
+    last = 7 + (len(data) - size - 7) // size * size
+    offsets = np.append(offsets[offsets < last], last)
+    with open(tmp_path / "f", "rb") as f:
+        got = read_runs(f.fileno(), offsets, size)
+        assert got.tobytes() == b"".join(data[o : o + size] for o in offsets.tolist())
+        with pytest.raises(OSError, match="short read"):
+            read_runs(f.fileno(), np.array([last + size]), size)
+        if size > 1:
+            with pytest.raises(ValueError, match="whole number"):
+                read_runs(f.fileno(), np.array([0, size + 1]), size)
