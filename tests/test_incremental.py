@@ -396,6 +396,14 @@ def _compiled_in_full(
     return index, bool(calls)
 
 
+def _as_cold(root: Path, work: Path) -> bool:
+    """Whether ``root``'s saved index equals, byte for byte, the one the latest :func:`cold` saved."""
+    from lakegen.compile.store import INDEX_FILE
+
+    latest = max(work.iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    return (root / INDEX_FILE).read_bytes() == (latest / INDEX_FILE).read_bytes()
+
+
 def _edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
@@ -415,19 +423,22 @@ def test_a_manifest_edit_redoes_only_the_entries_it_reaches(
 
     _edit(base, "The root of the digits family", "The described root of the digits family")
     described, full = _compiled_in_full(root, monkeypatch)
-    assert not full and described == cold(root, work)
+    assert not full and described == cold(root, work) and _as_cold(root, work)
 
-    # what a base says reaches its descendants: a riskier base holds each of them to a justification
+    # what a base says reaches its descendants: a riskier base holds each of them to a justification;
+    # found here by reading every manifest rather than only those whose bytes name the base
     _edit(base, "risk: minimal", "risk: high")
-    risky, full = _compiled_in_full(root, monkeypatch)
-    assert not full and risky == cold(root, work)
+    with monkeypatch.context() as wide:
+        wide.setattr("lakegen.compile.delta._Up.WIDE", 0)
+        risky, full = _compiled_in_full(root, monkeypatch)
+    assert not full and risky == cold(root, work) and _as_cold(root, work)
     justify = {f["entry"] for f in risky["findings"] if f["rule"] == "risk-justification"}
     assert "digits-mlp-ft-small" in justify and not {f["entry"] for f in described["findings"]} & justify
 
     # a dataset's licence reaches every model trained on it, and their descendants
     _edit(root / "catalog/datasets/digits.yaml", "license: CC-BY-4.0", "license: CC-BY-NC-4.0")
     licensed, full = _compiled_in_full(root, monkeypatch)
-    assert not full and licensed == cold(root, work)
+    assert not full and licensed == cold(root, work) and _as_cold(root, work)
     assert licensed["findings"] != risky["findings"]
 
     # lines moved, a documentation finding appears, an evaluation's claim changes
@@ -444,7 +455,7 @@ def test_a_manifest_edit_redoes_only_the_entries_it_reaches(
     claim = next(f for f in undocumented["results"] if f["model"] == "digits-mlp-pruned")
     _edit(models / "digits-mlp-pruned.yaml", f"value: {claim['claimed']}", "value: 0.5")
     claimed, full = _compiled_in_full(root, monkeypatch)
-    assert not full and claimed == cold(root, work)
+    assert not full and claimed == cold(root, work) and _as_cold(root, work)
     assert claimed["results"] != undocumented["results"]
 
     # what attribution reads (owners), or other code, is compiled in full
