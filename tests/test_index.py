@@ -99,6 +99,29 @@ def test_the_index_holds_each_manifest_as_compact_json_and_gives_back_the_dict(d
     assert IndexEntry(id="x", kind="code", path="p", manifest={"id": "x"}).manifest == {"id": "x"}
 
 
+def test_the_index_is_saved_as_pydantic_dumps_it_with_the_manifests_copied_as_held(demo_copy: Path) -> None:
+    from pydantic import TypeAdapter
+
+    from lakegen.model.index import LakeIndex, index_json
+
+    index = compile_lake(demo_copy)
+    odd = [
+        {"description": 'ünïcode, "quotes", \\ and \u0000 and a tab\t', "n": 1e-7, "big": 2**70},
+        {"score": float("inf"), "other": float("nan"), "kept": -0.0},  # written as null, as before
+        {"description": "NaN and Infinity as words", "nested": [{"a": [1.5, None, True]}]},
+        {"description": '"\u0000" like a marker', "x": "\u0000deadbeef:0"},
+    ]
+    for entry, extra in zip(index.entries, odd, strict=False):
+        entry.manifest = {**entry.manifest, **extra}
+    assert len(index.entries) > len(odd)
+    dumped = TypeAdapter(LakeIndex).dump_json(index)
+    assert index_json(index) == dumped
+    assert save(index, demo_copy).read_bytes() == dumped
+    assert index_json(LakeIndex(generated_at="now")) == TypeAdapter(LakeIndex).dump_json(
+        LakeIndex(generated_at="now")
+    )
+
+
 def test_a_metric_ranks_in_the_direction_its_registry_or_code_entry_gives(tmp_path: Path) -> None:
     from gitlake import GitLake, model
 

@@ -8,15 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from lakegen.atomicfile import write_atomic
 from lakegen.compile import inputs
 from lakegen.compile.inputs import Inputs
-from lakegen.model.index import LakeIndex
+from lakegen.model.index import LakeIndex, index_json
 
 INDEX_FILE = ".lakegen/lake.json"
-_AS_JSON = TypeAdapter(LakeIndex)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -29,7 +26,7 @@ def save(index: LakeIndex, root: Path) -> Path:
     the working tree still holds what it was compiled from (else the next reader compiles again)."""
     path = root / INDEX_FILE
     # serialised by pydantic itself, as bytes: a tenth of the time of model_dump and json.dumps
-    write_atomic(path, _AS_JSON.dump_json(index))
+    write_atomic(path, index_json(index))
     # what the compile read was recorded in the index only by digest: the previous record's hashes
     # are trusted for files whose stat is unchanged, as a staleness check would
     trust = inputs.trusted(root, index.inputs.digest)
