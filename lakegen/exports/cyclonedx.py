@@ -214,7 +214,11 @@ def assemble(
     head = _dumped({**_head(ev, models), "components": [], "dependencies": []})
     tail = b'"components": [], "dependencies": []}'
     assert head.endswith(tail)
-    refs = _dataset_refs(models)
+    # the datasets in the order the models name them, read from each model's dependencies: a part
+    # kept from the previous BOM names them, and reading every model's manifest again for them cost
+    # a third of a one-change rebuild's exports at 10,000 models
+    named = (d.removeprefix("dataset:") for p in made for d in json.loads(p[1])["dependsOn"])
+    refs = list(dict.fromkeys(named))
     sections = (
         [p[0] for p in made] + [_dumped(_dataset_component(ev, ref)) for ref in refs],
         [p[1] for p in made] + [_dumped({"ref": f"dataset:{ref}"}) for ref in refs],
