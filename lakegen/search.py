@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lakegen.errors import did_you_mean
-from lakegen.model.index import Edge, IndexEntry, LakeIndex, Result, evaluations
+from lakegen.model.index import Edge, Evaluation, IndexEntry, LakeIndex, Result, evaluations
 from lakegen.model.manifest import KINDS, Relation
 
 FACETS = ("kind", "task", "license", "framework", "owner", "relation", "lineage", "evaluation")
@@ -133,31 +133,29 @@ def entry_facets(index: LakeIndex) -> dict[str, EntryFacets]:
     results: dict[str, list[Any]] = defaultdict(list)
     for result in index.results:
         results[result.model].append(result)
-    out: dict[str, EntryFacets] = {}
-    for entry in index.entries:
-        m = entry.manifest
-        owners = [o for o in m.get("owners", []) if isinstance(o, str)]
-        facets = EntryFacets(
-            kind=entry.kind,
-            task=_str(m.get("task")),
-            license=_str(m.get("license")),
-            framework=_str(m.get("framework")),
-            owner=owners,
-            params=entry.parameters,
-        )
-        edges = incoming.get(entry.id, [])
-        facets.relation = sorted({e.relation for e in edges})
-        facets.lineage = sorted({e.status for e in edges})
-        facets.evaluation, facets.scores = _evaluations(entry, results.get(entry.id, []))
-        out[entry.id] = facets
-    return out
+    return {
+        e.id: facets_of(e, e.manifest, incoming.get(e.id, []), evaluations(e, results.get(e.id, [])))
+        for e in index.entries
+    }
 
 
-def _evaluations(entry: IndexEntry, results: list[Any]) -> tuple[list[str], list[Score]]:
-    """Statuses and scores of an entry: reproduced numbers, and claims nobody has re-run yet."""
-    rows = evaluations(entry, results)
-    scores = [Score(r.dataset, r.split, r.metric, r.value, r.reproduced is not None) for r in rows]
-    return sorted({r.status for r in rows}), scores
+def facets_of(entry: IndexEntry, m: dict[str, Any], edges: list[Edge], rows: list[Evaluation]) -> EntryFacets:
+    """The facets of one entry, of manifest ``m``, with the lineage ``edges`` into it and its
+    evaluation ``rows`` (:func:`~lakegen.model.index.evaluations`)."""
+    owners = [o for o in m.get("owners", []) if isinstance(o, str)]
+    facets = EntryFacets(
+        kind=entry.kind,
+        task=_str(m.get("task")),
+        license=_str(m.get("license")),
+        framework=_str(m.get("framework")),
+        owner=owners,
+        params=entry.parameters,
+    )
+    facets.relation = sorted({e.relation for e in edges})
+    facets.lineage = sorted({e.status for e in edges})
+    facets.evaluation = sorted({r.status for r in rows})
+    facets.scores = [Score(r.dataset, r.split, r.metric, r.value, r.reproduced is not None) for r in rows]
+    return facets
 
 
 class QueryError(ValueError):

@@ -362,55 +362,59 @@ def test_a_declared_base_outside_the_lake_is_shown_unchecked_not_as_base_model(t
     ]
 
 
+@pytest.mark.parametrize("name", ["cyclonedx", "spdx"])
 def test_a_whole_lake_document_is_put_together_from_each_models_parts(
-    demo_index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     import dataclasses
 
     from lakegen import exports
     from lakegen.site.views import LakeView
 
+    fmt = FORMATS[name]
+    doc = f"{name}/{fmt.filename()}"
     first = tmp_path / "first"
     record, _ = exports.write_site(demo_index, first, LakeView(demo_index).digest)
-    unindented = export(demo_index, "cyclonedx", indent=None)["lake.cdx.json"]
-    assert (first / "cyclonedx" / "lake.cdx.json").read_text() == unindented
+    unindented = export(demo_index, name, indent=None)[fmt.filename()]
+    assert (first / doc).read_text() == unindented
     changed = demo_index.model_copy(deep=True)
     edited = next(e for e in changed.entries if e.kind == "model")
-    edited.manifest = {**edited.manifest, "name": "Renamed"}  # the BOM's description of a model
+    edited.manifest = {**edited.manifest, "name": "Renamed"}  # the documents' description of a model
+    # another compile: the SPDX ids (under a base of the inputs' digest) of the parts kept change too
+    changed.inputs = changed.inputs.model_copy(update={"digest": "another compile"})
     made: list[str] = []
-    fmt = FORMATS["cyclonedx"]
     assert fmt.parts is not None
 
     def counted(ev, entry):  # type: ignore[no-untyped-def]
         made.append(entry.id)
         return fmt.parts(ev, entry)  # type: ignore[misc]
 
-    monkeypatch.setitem(exports.FORMATS, "cyclonedx", dataclasses.replace(fmt, parts=counted))
+    monkeypatch.setitem(exports.FORMATS, name, dataclasses.replace(fmt, parts=counted))
     again = tmp_path / "again"
     exports.write_site(changed, again, LakeView(changed).digest, first, record)
-    # made again: the edited model's parts, and those of the models naming it as an ancestor; the
-    # others were cut from the first document
-    reading = {m for m, part in record["cyclonedx/lake.cdx.json"][1].items() if edited.id in part[1]}
+    # made again: the edited model's parts, and those of the models that read it (an ancestor's
+    # licence and version, a parent's kind); the others were cut from the first document
+    reading = {m for m, part in record[doc][1].items() if edited.id in part[1]}
     assert set(made) == {edited.id, *reading} and len(made) == len(reading) + 1 < len(record) / 2
-    text = (again / "cyclonedx" / "lake.cdx.json").read_text()
-    assert text == export(changed, "cyclonedx", indent=None)["lake.cdx.json"] != unindented
+    text = (again / doc).read_text()
+    assert text == export(changed, name, indent=None)[fmt.filename()] != unindented
     # a previous document that is not the one recorded is not cut from
-    (first / "cyclonedx" / "lake.cdx.json").write_text(unindented.replace("CycloneDX", "Other"))
+    (first / doc).write_text(unindented.replace('"name"', '"Name"', 1))
     made.clear()
     exports.write_site(changed, tmp_path / "third", LakeView(changed).digest, first, record)
     assert len(made) == len([e for e in changed.entries if e.kind == "model"])
 
 
-def test_the_site_writes_the_spdx_document_streamed_as_the_whole_one_reads(flipped_index, tmp_path):
+def test_the_site_writes_the_spdx_document_from_parts_as_the_whole_one_reads(flipped_index, tmp_path):
     from lakegen import exports
 
     index = flipped_index.model_copy(deep=True)
     model = next(e for e in index.entries if e.kind == "model")
     model.manifest = {**model.manifest, "description": 'Réglé — 模型, with "quotes" and a \\ backslash'}
     exports.write_site(index, tmp_path)
-    streamed = (tmp_path / "spdx" / "lake.spdx.json").read_bytes()
-    assert streamed == export(index, "spdx", indent=None)["lake.spdx.json"].encode()
-    graph = json.loads(streamed)["@graph"]
+    assembled = (tmp_path / "spdx" / "lake.spdx.json").read_bytes()
+    assert assembled == export(index, "spdx", indent=None)["lake.spdx.json"].encode()
+    graph = json.loads(assembled)["@graph"]
     assert any(e["type"] == "Annotation" for e in graph)  # elements of every kind, in order
     assert any(e.get("description", "").startswith("Réglé") for e in graph)
     assert graph[3]["element"] == [e["spdxId"] for e in graph[4:]]

@@ -526,3 +526,44 @@ def test_a_site_rebuilt_from_a_delta_compile_digests_only_what_changed_and_equal
     fresh = build_site(root, index, site_dir=tmp_path / "cold-last", reuse=False, pagefind=False)
     after, cold_files = _files(patched.site), _files(fresh.site)
     assert {k: p.read_bytes() for k, p in after.items()} == {k: p.read_bytes() for k, p in cold_files.items()}
+
+
+def test_a_one_change_site_rebuild_decodes_each_unchanged_models_manifest_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+    from collections import Counter
+
+    import lakegen.model.index as model_index
+    from lakegen.compile.delta import changed_since
+    from lakegen.site import build_site
+
+    root = demo_lake(tmp_path).root
+    index, _ = compile_or_reuse(root)
+    save_index(index, root)
+    build_site(root, index, pagefind=False)
+    _edit(root / "catalog/models/digits-mlp-base.yaml", "The root of the digits family", "The described root")
+    index, _ = compile_or_reuse(root)
+    save_index(index, root)
+    found = changed_since(index)
+    assert found is not None
+    # a cache of two manifests: a lake far larger than the real one's, where each pass over every
+    # entry decodes each manifest again
+    ids = {e.packed: e.id for e in index.entries}
+    reads: Counter[str] = Counter()
+
+    def decode(packed: bytes) -> Any:
+        reads[ids.get(packed, "")] += 1
+        return json.loads(packed)
+
+    monkeypatch.setattr(model_index, "_unpacked", functools.lru_cache(maxsize=2)(decode))
+    patched = build_site(root, index, pagefind=False)
+    monkeypatch.undo()
+    # the pages, the first page's records and both whole-lake exports take what they need of an
+    # unchanged model from the one pass that reads it, or from what the previous build kept
+    models = [e.id for e in index.entries if e.kind == "model"]
+    assert patched.stats["rendered"] < len(models)
+    assert {m: reads[m] for m in models if m not in found[1]} == {m: 1 for m in models if m not in found[1]}
+    fresh = build_site(root, index, site_dir=tmp_path / "cold", reuse=False, pagefind=False)
+    after, cold_files = _files(patched.site), _files(fresh.site)
+    assert {k: p.read_bytes() for k, p in after.items()} == {k: p.read_bytes() for k, p in cold_files.items()}

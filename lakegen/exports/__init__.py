@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -42,14 +42,17 @@ class Format:
     suffix: str
     per_entry: Callable[[Evidence, IndexEntry], Document] | None = None
     whole: Callable[[Evidence, list[IndexEntry]], Document] | None = None
-    parts: Callable[[Evidence, IndexEntry], list[bytes]] | None = None
+    parts: Callable[[Evidence, IndexEntry], tuple[list[bytes], Any]] | None = None
     """A whole-lake document's text for one entry, which ``assemble`` puts together (``whole``'s
-    text, unindented): a rebuild keeps the unchanged entries' parts."""
+    text, unindented), and what else ``assemble`` needs to know of the entry (its *facts*, JSON): a
+    rebuild keeps the unchanged entries' parts and facts."""
     assemble: (
-        Callable[[Evidence, list[IndexEntry], list[list[bytes]]], tuple[bytes, list[list[int]]]] | None
+        Callable[[Evidence, list[IndexEntry], list[list[bytes]], list[Any]], tuple[bytes, list[list[int]]]]
+        | None
     ) = None
-    stream: Callable[[Evidence, list[IndexEntry], IO[bytes]], None] | None = None
-    """Writes ``whole``'s compact text to a file without holding the document."""
+    rebase: Callable[[Evidence, list[IndexEntry], bytes], Callable[[bytes], bytes]] | None = None
+    """Given the previous document's text, what turns a part cut from it into this document's (ids
+    that differ between the two documents); None: the parts are kept as they are."""
 
     def filename(self, entry_id: str | None = None) -> str:
         return f"{entry_id}{self.suffix}" if entry_id else f"lake{self.suffix}"
@@ -67,7 +70,15 @@ FORMATS: dict[str, Format] = {
             parts=cyclonedx.parts,
             assemble=cyclonedx.assemble,
         ),
-        Format("spdx", "model", ".spdx.json", whole=spdx.document, stream=spdx.write),
+        Format(
+            "spdx",
+            "model",
+            ".spdx.json",
+            whole=spdx.document,
+            parts=spdx.parts,
+            assemble=spdx.assemble,
+            rebase=spdx.rebase,
+        ),
         Format("croissant", "dataset", ".croissant.json", per_entry=croissant.description),
         Format("ai-act", "model", ".ai-act.md", per_entry=aiact.render),
     )
@@ -164,9 +175,6 @@ def write_site(
                 old = previous / doc if previous is not None else None
                 text, record[doc] = _in_parts(fmt, ev, entries, shared, digest, old, known.get(doc), kept)
                 place(doc).write_bytes(text)
-            elif fmt.stream is not None:
-                with open(place(doc), "wb") as out:
-                    fmt.stream(ev, entries, out)
             else:
                 assert fmt.whole is not None
                 place(doc).write_bytes(_text(fmt.whole(ev, entries), None).encode())
@@ -206,7 +214,7 @@ def _in_parts(
     """A whole-lake document put together from each entry's parts; those of an entry whose key
     is unchanged are cut out of the previous build's document (``previous``; ``before`` is its
     record: its sha256, and each entry's key, the ids it read, and where its parts are in it;
-    ``same`` tells whether an entry's key, so recorded, is still its key).
+    ``same`` tells whether an entry's key, so recorded, is still its key), with its facts.
 
     Returns:
         The document, and its record.
@@ -218,20 +226,29 @@ def _in_parts(
             old = previous.read_bytes()
         if old and hashlib.sha256(old).hexdigest() == before[0]:  # the document the spans are of
             kept = before[1]
-    made, keys = [], []
+    moved: Callable[[bytes], bytes] = bytes
+    if kept and fmt.rebase is not None:
+        try:
+            moved = fmt.rebase(ev, entries, old)
+        except ValueError:
+            kept = {}
+    made, keys, facts = [], [], []
     for entry in entries:
         was = kept.get(entry.id)
-        if was is not None and same(fmt.name, entry.id, was):
+        if was is not None and len(was) == 4 and same(fmt.name, entry.id, was):
             spans = was[2]
-            made.append([old[spans[i] : spans[i + 1]] for i in range(0, len(spans), 2)])
+            made.append([moved(old[spans[i] : spans[i + 1]]) for i in range(0, len(spans), 2)])
             keys.append(was[:2])
+            facts.append(was[3])
             continue
         ev.read = set()
-        made.append(fmt.parts(ev, entry))
+        mine, fact = fmt.parts(ev, entry)
+        made.append(mine)
+        facts.append(fact)
         refs = sorted(ev.read - {entry.id})
         keys.append([_key(context, fmt.name, entry.id, refs, digest), refs])
-    text, spans = fmt.assemble(ev, entries, made)
-    parts = {e.id: [*k, s] for e, k, s in zip(entries, keys, spans, strict=True)}
+    text, spans = fmt.assemble(ev, entries, made, facts)
+    parts = {e.id: [*k, s, f] for e, k, s, f in zip(entries, keys, spans, facts, strict=True)}
     return text, [hashlib.sha256(text).hexdigest(), parts]
 
 

@@ -47,6 +47,8 @@ class Evidence:
         self.entries = {e.id: e for e in index.entries}
         self.read: set[str] = set()
         """Ids looked up through :meth:`entry`: what a document depends on beyond its own entry."""
+        self.memo: dict[str, Any] = {}
+        """What a format works out once for all the documents made from this index."""
         # grouped once, so exporting a whole lake stays linear in its size
         self._edges: dict[str, list[Edge]] = defaultdict(list)
         for edge in index.edges:

@@ -24,7 +24,6 @@ from pydantic_core import to_json
 
 from lakegen.governance.changetext import readable
 from lakegen.governance.history import provenance
-from lakegen.model.index import dicts
 from lakegen.search import FACET_LABELS, FACETS
 from lakegen.site import filters, svg
 from lakegen.site.environment import page_environment
@@ -216,8 +215,7 @@ class Renderer:
         view = self.view
         cited: set[str] = {r.model for r in rows}
         if entry_id is not None:
-            m = view.entries[entry_id].manifest
-            cited.update(str(d.get("id")) for key in ("derived_from",) for d in dicts(m.get(key)))
+            cited.update(view.sources[entry_id])
         payload = [
             view.digest(entry_id) if entry_id else None,
             extra,
@@ -228,11 +226,7 @@ class Renderer:
     def model_deps(self, entry_id: str) -> str:
         """A digest of what a model page shows: its lineage neighbourhood, and the kinds of what it cites."""
         view = self.view
-        m = view.entries[entry_id].manifest
-        arch = m.get("architecture")
-        arch = arch if isinstance(arch, dict) else {}
-        cited = [str(u.get("id")) for key in ("datasets", "code") for u in dicts(m.get(key))]
-        cited.append(str(arch.get("code")))
+        cited = view.cites[entry_id]
         family = self._family.get(entry_id)
         small = self._small.get(entry_id)
         if small is not None:  # the page shows no more than its family, all of which this digests
@@ -289,7 +283,7 @@ class Renderer:
                 total=len(entries),
             )
             shown = [
-                [e.id, e.manifest.get("name"), *(getattr(facets[e.id], n) for n in LISTED)] for e in chunk
+                [e.id, self.view.names[e.id], *(getattr(facets[e.id], n) for n in LISTED)] for e in chunk
             ]
             deps = [kind, names, number, len(entries), shown]
             digest = hashlib.sha256(json.dumps(deps, default=repr).encode()).hexdigest()

@@ -49,11 +49,12 @@ from mkdocs.structure.toc import get_toc
 
 from lakegen import exports
 from lakegen.atomicfile import Listing
-from lakegen.model.index import LakeIndex
+from lakegen.model.index import IndexEntry, LakeIndex
+from lakegen.search import EntryFacets
 from lakegen.site import api, cache, firstpage, searchindex
 from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
 from lakegen.site.templatecache import template_cache
-from lakegen.site.views import LakeView
+from lakegen.site.views import LakeView, page_of
 
 log = logging.getLogger("mkdocs.plugins.lakegen")
 STUB = "LAKEGEN-PAGE-BODY"
@@ -190,19 +191,19 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         start = time.perf_counter()
         self.stats = {}  # mkdocs keeps one instance of the plugin for every build of the process
         index = self._load_index()
-        view = LakeView(index)
+        self._first = []
+        use = config.use_directory_urls
+
+        def record(e: IndexEntry, manifest: dict[str, Any], facets: EntryFacets) -> None:
+            url = url_of(page_of(e.id, e.kind), use)
+            self._first.append(firstpage.record_of(url, e.id, e.kind, manifest, facets))
+
+        view = LakeView(index, record)  # the first page's records made as it reads each manifest
         entry_pages = [p for p in (view.path(e.id) for e in index.entries) if p]
         count = searchindex.shard_count(len(entry_pages), self.config.shard_size)
         self._shards = defaultdict(list)
         for src in entry_pages:
             self._shards[searchindex.shard_of(src, count)].append(src)
-        self._first = [
-            firstpage.record_of(
-                url_of(path, config.use_directory_urls), e.id, e.kind, e.manifest, view.facets[e.id]
-            )
-            for e in index.entries
-            if (path := view.path(e.id))
-        ]
         renderer = Renderer(
             view,
             self.templates,

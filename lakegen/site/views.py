@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -22,7 +22,7 @@ from pydantic_core import to_json
 from lakegen.errors import Finding
 from lakegen.model.index import Edge, IndexEntry, LakeIndex, Result, dicts, evaluations
 from lakegen.model.index import Evaluation as EvalRow
-from lakegen.search import EntryFacets, entry_facets
+from lakegen.search import EntryFacets, facets_of
 
 _SAFE_STEM = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 FOLDERS = {"model": "models", "dataset": "datasets", "code": "code"}
@@ -35,6 +35,11 @@ def stem(key: str) -> str:
     if _SAFE_STEM.match(key):
         return key
     return "x-" + hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def page_of(entry_id: str, kind: str) -> str:
+    """The page (docs-relative ``.md`` path) of the entry ``entry_id`` of ``kind``."""
+    return f"{FOLDERS.get(kind, 'other')}/{stem(entry_id)}.md"
 
 
 @dataclass
@@ -69,9 +74,17 @@ class Board:
 
 
 class LakeView:
-    """The index, grouped for rendering."""
+    """The index, grouped for rendering.
 
-    def __init__(self, index: LakeIndex):
+    Each entry's manifest is read once here, in one pass that takes from it all that the site's
+    passes over every entry need (``each`` is called there too): decoding a manifest costs more
+    than all the rest of what a one-change rebuild does with an unchanged entry, and the passes
+    did it seven times an entry.
+    """
+
+    def __init__(
+        self, index: LakeIndex, each: Callable[[IndexEntry, dict[str, Any], EntryFacets], None] | None = None
+    ):
         self.index = index
         self.entries: dict[str, IndexEntry] = {e.id: e for e in index.entries}
         self.edges_in: dict[str, list[Edge]] = defaultdict(list)
@@ -93,7 +106,13 @@ class LakeView:
         self.signatures = {
             (a.entry, a.version): (a.signature, a.signer) for a in index.artifacts if a.signature
         }
-        self.facets: dict[str, EntryFacets] = entry_facets(index)
+        self.facets: dict[str, EntryFacets] = {}
+        self.names: dict[str, Any] = {}
+        """Each entry's manifest ``name``, as it is (a listing shows it)."""
+        self.cites: dict[str, list[str]] = {}
+        """The ids each model's manifest names as its datasets, code and architecture's code."""
+        self.sources: dict[str, list[str]] = {}
+        """The ids each entry's manifest says it is derived from."""
         self.evaluations: dict[str, list[EvalRow]] = {}
         self.by_dataset: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self.by_code: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -104,14 +123,21 @@ class LakeView:
         self._changed: frozenset[str] | None = None
         self.derived: dict[str, list[str]] = defaultdict(list)
         for entry in index.entries:
-            for source in dicts(entry.manifest.get("derived_from")):
-                self.derived[str(source.get("id"))].append(entry.id)
+            m = entry.manifest
+            rows = evaluations(entry, results.get(entry.id, []))
+            facets = self.facets[entry.id] = facets_of(entry, m, self.edges_in.get(entry.id, []), rows)
+            self.names[entry.id] = m.get("name")
+            self.sources[entry.id] = sources = [str(d.get("id")) for d in dicts(m.get("derived_from"))]
+            for source in sources:
+                self.derived[source].append(entry.id)
             if entry.kind == "model":
-                self.evaluations[entry.id] = evaluations(entry, results.get(entry.id, []))
-                self._uses(entry)
-        for model, rows in results.items():  # results of models the lake no longer lists
+                self.evaluations[entry.id] = rows
+                self._uses(entry, m)
+            if each is not None:
+                each(entry, m, facets)
+        for model, ran in results.items():  # results of models the lake no longer lists
             if model not in self.entries:
-                self.evaluations[model] = [EvalRow.of(r) for r in rows]
+                self.evaluations[model] = [EvalRow.of(r) for r in ran]
 
     @cached_property
     def documents(self) -> dict[str, bytes]:
@@ -142,8 +168,7 @@ class LakeView:
         entry = self.entries.get(entry_id)
         return entry.kind if entry else None
 
-    def _uses(self, entry: IndexEntry) -> None:
-        m = entry.manifest
+    def _uses(self, entry: IndexEntry, m: dict[str, Any]) -> None:
         for use in dicts(m.get("datasets")):
             self.by_dataset[str(use.get("id"))].append((entry.id, str(use.get("role", ""))))
         seen = set()
@@ -157,13 +182,13 @@ class LakeView:
             self.by_code[str(arch["code"])].append((entry.id, "architecture"))
         for use in dicts(m.get("code")):
             self.by_code[str(use.get("id"))].append((entry.id, str(use.get("role", ""))))
+        cited = [str(u.get("id")) for key in ("datasets", "code") for u in dicts(m.get(key))]
+        self.cites[entry.id] = [*cited, str(arch.get("code"))]
 
     def path(self, entry_id: str) -> str | None:
         """The page (docs-relative ``.md`` path) of an entry, or None for ids outside the lake."""
         entry = self.entries.get(entry_id)
-        if entry is None:
-            return None
-        return f"{FOLDERS.get(entry.kind, 'other')}/{stem(entry.id)}.md"
+        return page_of(entry.id, entry.kind) if entry is not None else None
 
     @cached_property
     def _upward(self) -> nx.DiGraph:
