@@ -19,6 +19,10 @@ def parent(payload: dict[str, Any]) -> str:
         return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
 
 
+def pid(payload: dict[str, Any]) -> int:
+    return os.getpid()
+
+
 def fail(payload: dict[str, Any]) -> None:
     raise ValueError("this job fails on purpose")
 

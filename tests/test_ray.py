@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,27 @@ def test_jobs_run_in_worker_processes_of_ray_actors(cluster: str) -> None:
     assert all(o.ok for o in done.values()), [o.message for o in done.values() if not o.ok]
     assert {done[f"s{i}"].value for i in range(6)} == {i * i for i in range(6)}
     assert all(done[f"p{i}"].value.startswith("ray::_RaySlot") for i in range(4)), done["p0"].value
+
+
+def test_the_workers_of_a_finished_run_leave_without_being_waited_for(cluster: str) -> None:
+    from lakegen.executor.ray import RayExecutor
+
+    jobs = [Job(f"w{i}", "executor_jobs:pid", {}) for i in range(4)]
+    done = outcomes(RayExecutor(workers=2, env={"PYTHONPATH": str(TESTS)}), jobs)
+    pids = {o.value for o in done.values()}
+    assert len(pids) == 2, pids  # one worker subprocess an actor, kept between its jobs
+    deadline = time.monotonic() + 30
+    while (left := {p for p in pids if running(p)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"worker subprocesses {left} outlived their actors"
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has left
+    except FileNotFoundError:
+        return False
 
 
 def test_failing_crashing_and_hanging_jobs_read_the_same_on_either_executor(cluster: str) -> None:
