@@ -8,11 +8,13 @@ that is dropped is only computed again.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lakegen.atomicfile import write_atomic
+from lakegen.atomicfile import writing
 from lakegen.catalog.parsecache import to_keep
 
 FILE = "lineage.json"
@@ -45,5 +47,19 @@ class DiskMemo:
     def save(self) -> None:
         kept = to_keep(self.old, self.used)
         if kept is not None:
-            with contextlib.suppress(OSError):  # a read-only cache only costs speed
-                write_atomic(self.path, json.dumps({"format": FORMAT, "memo": kept}, separators=(",", ":")))
+            with contextlib.suppress(OSError), writing(self.path) as f:  # a read-only cache only costs speed
+                f.write(b'{"format":%d,"memo":{' % FORMAT)
+                for chunk in _items(kept):
+                    f.write(chunk.encode())
+                f.write(b"}}")
+
+
+def _items(memo: dict[str, Any], batch: int = 10_000) -> Iterator[str]:
+    """``memo``'s items as ``json.dumps(memo, separators=(",", ":"))`` writes them between its
+    braces, a batch at a time: 100,000 models' memo is a text of 240 MB, held twice (text and
+    bytes) when written in one piece."""
+    items = iter(memo.items())
+    sep = ""
+    while part := dict(itertools.islice(items, batch)):
+        yield sep + json.dumps(part, separators=(",", ":"))[1:-1]
+        sep = ","

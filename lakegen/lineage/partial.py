@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
-from lakegen.atomicfile import write_atomic
+from lakegen.atomicfile import write_atomic, writing
 from lakegen.attribution import recover as lineage_of
 from lakegen.attribution.families import NEIGHBOURS, components, related
 from lakegen.attribution.memo import code_digest, identity
@@ -131,7 +130,7 @@ def record(
     for n in models:
         fp = fps[n]
         tables["sig"][_identity(fp)] = np.asarray(fp.signature, np.float32)
-        tables.setdefault(f"inv:{fp.architecture}", {})[_identity(fp)] = _invariant(fp, result)
+        tables.setdefault(f"inv:{fp.architecture}", {})[_identity(fp)] = kept_signature(fp, result.memo)
     _write_signatures(folder / SIGNATURES, tables)
 
 
@@ -150,16 +149,17 @@ def _write_signatures(path: Path, tables: dict[str, dict[str, np.ndarray]]) -> N
     names = sorted(tables)
     arrays: dict[str, np.ndarray] = {"code": np.array(code_digest()), "tables": np.array(names)}
     for t, name in enumerate(names):
-        rows = tables[name]
+        rows = tables.pop(name)  # each table's rows go once they are in its matrix
         ids = sorted(rows)
         arrays[f"t{t}.ids"] = np.array(ids, dtype="S64")
         width = max((len(v) for v in rows.values()), default=0)
-        stacked = [np.asarray(rows[i], np.float32) for i in ids]
-        # unit rows: every use is a cosine
-        arrays[f"t{t}.rows"] = _unit(np.stack(stacked)) if stacked else np.zeros((0, width), np.float32)
-    out = io.BytesIO()
-    np.savez(out, **arrays)  # type: ignore[arg-type]
-    write_atomic(path, out.getvalue())
+        matrix = np.zeros((len(ids), width), np.float32)
+        for r, i in enumerate(ids):
+            matrix[r] = rows.pop(i)
+        arrays[f"t{t}.rows"] = _unit(matrix, in_place=True)  # unit rows: every use is a cosine
+    # written as it is zipped: 100,000 models' index is 320 MB, which a buffer held twice over
+    with writing(path) as out:
+        np.savez(out, **arrays)  # type: ignore[arg-type]
 
 
 def _read_signatures(path: Path) -> dict[str, tuple[list[str], np.ndarray]]:
@@ -173,13 +173,6 @@ def _read_signatures(path: Path) -> dict[str, tuple[list[str], np.ndarray]]:
         str(name): ([i.decode() for i in data[f"t{t}.ids"]], data[f"t{t}.rows"])
         for t, name in enumerate(data["tables"])
     }
-
-
-def _invariant(fp: Fingerprint, result: CatalogLineage) -> np.ndarray:
-    """A model's invariant signature, as the run's memo kept it (computed when it kept none)."""
-    import numpy as np
-
-    return kept_signature(fp, result.memo).astype(np.float64)
 
 
 def base_of(folder: Path, parts: Parts, changed: set[str]) -> Base | None:
@@ -419,11 +412,14 @@ def _related(a: Fingerprint, b: Fingerprint) -> bool:
     return related(View(first), View(second), None)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def _unit(x: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """``x``'s rows (float32) scaled to unit norm, non-finite values as zero; ``in_place``: in
+    ``x`` itself, a float32 matrix the caller gives up."""
     import numpy as np
 
-    x = np.nan_to_num(np.asarray(x, dtype=np.float32))
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = np.nan_to_num(np.asarray(x, dtype=np.float32), copy=not in_place)
+    norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return np.divide(x, norms, out=x if in_place else None)
 
 
 def _top(scores: np.ndarray, k: int) -> list[int]:
