@@ -10,11 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+CHUNK = 1 << 22  # characters of a text encoded at a time
+
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``. A text is
+    encoded a chunk at a time: a lake's caches are JSON texts of hundreds of MB at 100,000 models,
+    and their bytes whole beside them would double what the write holds."""
     with writing(path) as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        if isinstance(data, str):
+            for start in range(0, len(data), CHUNK):
+                f.write(data[start : start + CHUNK].encode("utf-8"))
+        else:
+            f.write(data)
 
 
 @contextlib.contextmanager

@@ -99,6 +99,8 @@ def to_keep(old: dict[str, Any], used: dict[str, Any]) -> dict[str, Any] | None:
     """
     if used.keys() <= old.keys():
         return None
+    if not old:
+        return used  # a cold build's: its copy would be the same entries in the same order again
     return {**old, **used} if len(old) <= 2 * len(used) + 1000 else used
 
 
