@@ -40,6 +40,15 @@ def _version(package: str) -> str:
         return ""
 
 
+def rendering_code() -> list[Path]:
+    """lakegen's own code that the site's files are made by: a change to it changes them without
+    changing lakegen's version. The exports are among it: with them left out, an edit of an
+    export's code and an unchanged index gave a no-op build that kept the old exports."""
+    code = Path(__file__).resolve().parent
+    exports = code.parent / "exports"
+    return [*sorted(code.glob("*.py")), *sorted(exports.glob("*.py")), code.parent / "search.py"]
+
+
 def context_digest(config: Any, templates: Path, plugin_config: dict[str, Any]) -> str:
     """A digest of everything outside a page's own inputs that its HTML depends on."""
     h = hashlib.sha256()
@@ -59,9 +68,7 @@ def context_digest(config: Any, templates: Path, plugin_config: dict[str, Any]) 
         "plugin": {k: v for k, v in plugin_config.items() if k not in HOW},
     }
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    # lakegen's own rendering code: a change to it changes pages without changing its version.
-    code = Path(__file__).resolve().parent
-    for file in [*sorted(code.glob("*.py")), code.parent / "search.py"]:
+    for file in rendering_code():
         h.update(file.name.encode() + b"\0" + file.read_bytes())
     for file in sorted(templates.rglob("*")):
         if file.is_file():
