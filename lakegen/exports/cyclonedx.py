@@ -13,7 +13,7 @@ import json
 import uuid
 from typing import Any
 
-from lakegen.exports.evidence import Evidence, latest, status_words
+from lakegen.exports.evidence import Evidence, dumped, latest, status_words
 from lakegen.model.index import IndexEntry
 from lakegen.model.manifest import HUB
 
@@ -200,7 +200,7 @@ def parts(ev: Evidence, entry: IndexEntry) -> tuple[list[bytes], None]:
     """A model's component and its dependencies, as the BOM's JSON text has them (:func:`assemble`);
     no facts besides."""
     component = _model_component(ev, entry)
-    return [_dumped(component), _dumped(_dependency(component, entry.manifest))], None
+    return [dumped(component), dumped(_dependency(component, entry.manifest))], None
 
 
 def assemble(
@@ -213,7 +213,7 @@ def assemble(
     Returns:
         The text, and where each model's parts are in it (start and end of each, in bytes).
     """
-    head = _dumped({**_head(ev, models), "components": [], "dependencies": []})
+    head = dumped({**_head(ev, models), "components": [], "dependencies": []})
     tail = b'"components": [], "dependencies": []}'
     assert head.endswith(tail)
     # the datasets in the order the models name them, read from each model's dependencies: a part
@@ -222,8 +222,8 @@ def assemble(
     named = (d.removeprefix("dataset:") for p in made for d in json.loads(p[1])["dependsOn"])
     refs = list(dict.fromkeys(named))
     sections = (
-        [p[0] for p in made] + [_dumped(_dataset_component(ev, ref)) for ref in refs],
-        [p[1] for p in made] + [_dumped({"ref": f"dataset:{ref}"}) for ref in refs],
+        [p[0] for p in made] + [dumped(_dataset_component(ev, ref)) for ref in refs],
+        [p[1] for p in made] + [dumped({"ref": f"dataset:{ref}"}) for ref in refs],
     )
     out = [head[: -len(tail)]]
     at = len(out[0])
@@ -241,7 +241,3 @@ def assemble(
             at += len(item)
     out.append(b"]}\n")
     return b"".join(out), spans
-
-
-def _dumped(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode()

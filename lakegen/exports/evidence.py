@@ -8,6 +8,7 @@ manifest says is a claim, and the exports say so.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -169,3 +170,10 @@ def status_words(status: str) -> str:
         "unreproducible": "claimed; lakegen cannot re-run it",
         "failed": "claimed; the re-run failed",
     }.get(status, status)
+
+
+def dumped(value: Any) -> bytes:
+    """``value`` as a whole-lake document's compact text has it (``json.dumps``, unescaped UTF-8):
+    the bytes its parts are cut from and put together as (:mod:`~lakegen.exports.cyclonedx`,
+    :mod:`~lakegen.exports.spdx`)."""
+    return json.dumps(value, ensure_ascii=False).encode()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from lakegen.exports.evidence import Evidence, latest, status_words
+from lakegen.exports.evidence import Evidence, dumped, latest, status_words
 from lakegen.model.index import IndexEntry
 from lakegen.model.manifest import HUB
 
@@ -198,7 +198,7 @@ def parts(ev: Evidence, entry: IndexEntry) -> tuple[list[bytes], list[Any]]:
     """A model's elements in the document about every model of the lake, as its JSON text has them
     (:func:`assemble`), and what the document needs to know of them besides."""
     elements, facts = _model(ev, _base(ev), entry, None)
-    return [_dumped(e) for e in elements], facts
+    return [dumped(e) for e in elements], facts
 
 
 def rebase(ev: Evidence, models: list[IndexEntry], old: bytes) -> Callable[[bytes], bytes]:
@@ -244,8 +244,8 @@ def assemble(
         for expression in dict.fromkeys(named)
     ]
     ids += [str(e["spdxId"]) for e in licences]
-    head = b", ".join(_dumped(e) for e in _head(ev, base, sids, ids))
-    out = [b'{"@context": ' + _dumped(CONTEXT) + b', "@graph": [' + head]
+    head = b", ".join(dumped(e) for e in _head(ev, base, sids, ids))
+    out = [b'{"@context": ' + dumped(CONTEXT) + b', "@graph": [' + head]
     at = len(out[0])
     spans: list[list[int]] = []
     for items in made:
@@ -256,7 +256,7 @@ def assemble(
             out.append(item)
             at += 2 + len(item)
         spans.append(mine)
-    out += [b", " + _dumped(e) for e in [*datasets, *licences]]
+    out += [b", " + dumped(e) for e in [*datasets, *licences]]
     out.append(b"]}\n")
     return b"".join(out), spans
 
@@ -268,7 +268,7 @@ def document(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
     made, facts = [], []
     for entry in models:
         elements, fact = _model(ev, base, entry, chosen)
-        made.append([_dumped(e) for e in elements])
+        made.append([dumped(e) for e in elements])
         facts.append(fact)
     text, _ = assemble(ev, models, made, facts)
     result: dict[str, Any] = json.loads(text)
@@ -305,7 +305,3 @@ def _head(ev: Evidence, base: str, sids: list[str], ids: list[str]) -> list[dict
             "element": ids,
         },
     ]
-
-
-def _dumped(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode()
