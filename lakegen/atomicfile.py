@@ -49,6 +49,7 @@ class Listing:
     def __init__(self, top: Path | str):
         self.top = str(top)
         self._folders: dict[str, frozenset[str]] = {}
+        self._dirs: dict[str, frozenset[str]] = {}
 
     def is_file(self, rel: str) -> bool:
         """Whether ``rel`` (a ``/``-separated path under ``top``) is a regular file, or a link to one."""
@@ -58,10 +59,18 @@ class Listing:
             found = self._folders[folder] = self._read(f"{self.top}/{folder}" if folder else self.top)
         return name in found
 
+    def is_dir(self, rel: str) -> bool:
+        """Whether ``rel`` (a ``/``-separated path under ``top``) is a folder, or a link to one."""
+        folder, _, name = rel.rpartition("/")
+        found = self._dirs.get(folder)
+        if found is None:
+            found = self._dirs[folder] = self._read(f"{self.top}/{folder}" if folder else self.top, dirs=True)
+        return name in found
+
     @staticmethod
-    def _read(folder: str) -> frozenset[str]:
+    def _read(folder: str, dirs: bool = False) -> frozenset[str]:
         try:
-            with os.scandir(folder) as entries:
-                return frozenset(e.name for e in entries if e.is_file())  # follows links, as isfile
+            with os.scandir(folder) as entries:  # both follow links, as isfile and isdir
+                return frozenset(e.name for e in entries if (e.is_dir() if dirs else e.is_file()))
         except OSError:
             return frozenset()

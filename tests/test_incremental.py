@@ -517,9 +517,9 @@ def test_a_site_rebuilt_from_a_delta_compile_digests_only_what_changed_and_equal
     index, _ = compile_or_reuse(root)
     save_index(index, root)
     assert changed_since(index) is not None
-    (root / "site" / ".lakegen-pages.json").write_text(
-        (root / "site" / ".lakegen-pages.json").read_text().replace('"index": "', '"index": "other', 1)
-    )
+    record = json.loads((root / "site" / ".lakegen-pages.json").read_text())
+    record["index"] = "other" + record["index"]
+    (root / "site" / ".lakegen-pages.json").write_text(json.dumps(record))
     documented.clear()
     patched = build_site(root, index, pagefind=False)
     assert None in documented

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import json
 import os
 import time
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakegen import fastjson
 from lakegen.artifacts.digests import RACY_NS, Digests, default_cache_dir, stat_record
 from lakegen.atomicfile import write_atomic
 from lakegen.version import __version__
@@ -139,8 +139,7 @@ class Inputs:
         """sha256 over lakegen's version, HEAD and every input file's path and content."""
         if not self._digest:  # a compile asks for it several times; 20,000 rows at 10,000 models
             rows = sorted((path, record[-1] if record else None) for path, record in self.files.items())
-            text = json.dumps([self.version, self.head, rows], separators=(",", ":"))
-            self._digest = hashlib.sha256(text.encode()).hexdigest()
+            self._digest = hashlib.sha256(fastjson.compact([self.version, self.head, rows])).hexdigest()
         return self._digest
 
     def changed(self, root: Path) -> str | None:
@@ -277,13 +276,13 @@ def trusted(root: Path, digest: str) -> Recorded:
 
 
 def write(root: Path, inputs: Inputs) -> None:
-    write_atomic(root / INPUTS_FILE, json.dumps(inputs.to_json(), separators=(",", ":")))
+    write_atomic(root / INPUTS_FILE, fastjson.compact(inputs.to_json()))
 
 
 def recorded_digest(root: Path) -> str:
     """The digest the inputs record beside the saved index holds; "" when there is none."""
     try:
-        data = json.loads((root / INPUTS_FILE).read_bytes())
+        data = fastjson.loads((root / INPUTS_FILE).read_bytes())
     except (OSError, ValueError):
         return ""
     digest = data.get("digest") if isinstance(data, dict) else None
@@ -305,7 +304,7 @@ def recorded(root: Path) -> Inputs | None:
         kept = _READ.get(path)
         if kept is not None and kept[0] == version:
             return kept[1]
-        found = Inputs.from_json(json.loads(Path(path).read_bytes()))
+        found = Inputs.from_json(fastjson.loads(Path(path).read_bytes()))
     except (OSError, ValueError):
         return None
     _READ.clear()

@@ -269,8 +269,11 @@ def _key(context: str, fmt: str, entry_id: str, refs: list[str], digest: Callabl
 
 
 def _there(there: Listing, doc: str) -> bool:
-    # a model card is a folder of its own: one stat, not a folder read, for each
-    return there.is_file(doc) if doc.count("/") == 1 else os.path.isfile(f"{there.top}/{doc}")
+    # a model card is a folder of its own (<id>/README.md): its folder is looked for in one read of
+    # the format's folder, not a stat for each of 100,000 cards (a build writes a card's folder
+    # and file together and removes them together)
+    folder = doc.rpartition("/")[0]
+    return there.is_file(doc) if "/" not in folder else there.is_dir(folder)
 
 
 def _link(src: Path, dst: Path, made: set[Path]) -> bool:

@@ -13,6 +13,7 @@ import json
 import uuid
 from typing import Any
 
+from lakegen import fastjson
 from lakegen.exports.evidence import Evidence, dumped, latest, status_words
 from lakegen.model.index import IndexEntry
 from lakegen.model.manifest import HUB
@@ -219,7 +220,7 @@ def assemble(
     # the datasets in the order the models name them, read from each model's dependencies: a part
     # kept from the previous BOM names them, and reading every model's manifest again for them cost
     # a third of a one-change rebuild's exports at 10,000 models
-    named = (d.removeprefix("dataset:") for p in made for d in json.loads(p[1])["dependsOn"])
+    named = (d.removeprefix("dataset:") for p in made for d in fastjson.loads(p[1])["dependsOn"])
     refs = list(dict.fromkeys(named))
     sections = (
         [p[0] for p in made] + [dumped(_dataset_component(ev, ref)) for ref in refs],

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import to_json
 
+from lakegen import fastjson
 from lakegen.errors import Finding
 from lakegen.version import __version__
 
@@ -68,7 +69,7 @@ Packed = Annotated[
 def _unpacked(packed: bytes) -> dict[str, Any]:
     # Kept for the last few manifests read: a page or an export reads its entry's manifest a dozen
     # times (30 us a read at 10,000 models' size); keyed by the bytes, so never stale.
-    result: dict[str, Any] = json.loads(packed)
+    result: dict[str, Any] = fastjson.loads(packed)
     return result
 
 

@@ -22,6 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lakegen import fastjson
 from lakegen.site.pages import Page, url_of
 from lakegen.site.views import LakeView, stem
 from lakegen.version import __version__
@@ -121,7 +122,7 @@ class Record:
 def unchanged(site: Path, key: str | None) -> int | None:
     """The page count of the site in ``site`` when it was built with ``key``; else None."""
     try:
-        data = json.loads((site / RECORD).read_text(encoding="utf-8"))
+        data = fastjson.loads((site / RECORD).read_bytes())
         return len(data["pages"]) if key is not None and data.get("site") == key else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -132,7 +133,7 @@ def load(site: Path | None, context: str) -> Record | None:
     if site is None:
         return None
     try:
-        data = json.loads((site / RECORD).read_text(encoding="utf-8"))
+        data = fastjson.loads((site / RECORD).read_bytes())
         if data.get("context") != context:
             return None
         pages = {k: (v[0], v[1]) for k, v in data["pages"].items()}
@@ -164,7 +165,7 @@ def save(site: Path, record: Record) -> None:
         "shared": record.shared,
         "others": record.others,
     }
-    (site / RECORD).write_text(json.dumps(data), encoding="utf-8")
+    (site / RECORD).write_bytes(fastjson.compact(data))
 
 
 def link(src: Path, dst: Path) -> None:

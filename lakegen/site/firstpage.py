@@ -25,12 +25,12 @@ import math
 import re
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lakegen.search import FACET_LABELS, FACETS, WEIGHTS, EntryFacets
+from lakegen.search import FACET_LABELS, FACETS, WEIGHTS, EntryFacets, params_bucket, value_bucket
 from lakegen.site.filters import facet_text
 
 TOP = 40  # records kept per key: a page of 30 results, and room for a filter to drop some
@@ -117,7 +117,7 @@ def record_of(url: str, entry_id: str, kind: str, manifest: dict[str, Any], face
         kind,
         tuple(f.lower() for f in fields),
         description,
-        tuple(_filters(facets)),
+        _filters(facets),
     )
 
 
@@ -127,17 +127,34 @@ def _text(value: str) -> str:
     return facet_text(value)
 
 
-def _filters(facets: EntryFacets) -> Iterator[tuple[str, tuple[str, ...]]]:
+def _filters(facets: EntryFacets) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The entry's filter values under the labels its page gives Pagefind (``_macros.filters``)."""
-    for name in FACETS:
-        values = tuple(_text(v) for v in facets.values(name))
-        if values:
-            yield _text(FACET_LABELS[name]), values
-    bucket = facets.params_bucket()
+    # what they are made of, as a key: a lake's entries share a few hundred combinations of them
+    # (100,000 records a build)
+    f = facets
+    scores = tuple(sorted({(s.metric, value_bucket(s.value)) for s in f.scores}))
+    bucket = params_bucket(f.params) if f.params is not None else None
+    key = (f.kind, f.task, f.license, f.framework, tuple(f.owner), tuple(f.relation), tuple(f.lineage))
+    return _filters_of((*key, tuple(f.evaluation)), bucket, scores)
+
+
+@functools.lru_cache(maxsize=4096)
+def _filters_of(
+    values: tuple[Any, ...], bucket: str | None, scores: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out = []
+    for name, value in zip(FACETS, values, strict=True):
+        if value is None or value == ():
+            continue
+        found = tuple(_text(v) for v in value) if isinstance(value, tuple) else (_text(str(value)),)
+        out.append((_text(FACET_LABELS[name]), found))
     if bucket:
-        yield "parameters", (_text(bucket),)
-    for metric, buckets in facets.metric_buckets().items():
-        yield _text(metric) + " range", tuple(_text(b) for b in buckets)
+        out.append(("parameters", (_text(bucket),)))
+    by_metric: dict[str, list[str]] = {}
+    for metric, b in scores:
+        by_metric.setdefault(metric, []).append(_text(b))
+    out += [(_text(metric) + " range", tuple(b)) for metric, b in by_metric.items()]
+    return tuple(out)
 
 
 def _prefixes(word: str) -> tuple[tuple[str, int], ...]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import networkx as nx
 from markupsafe import Markup, escape
 from pydantic_core import to_json
 
+from lakegen import fastjson
 from lakegen.governance.changetext import readable
 from lakegen.governance.history import provenance
 from lakegen.search import FACET_LABELS, FACETS
@@ -221,7 +221,7 @@ class Renderer:
             extra,
             sorted((c, view.kind(c), view.digest(c)) for c in cited),
         ]
-        return hashlib.sha256(json.dumps(payload, default=repr).encode()).hexdigest()
+        return hashlib.sha256(fastjson.compact(payload, default=repr)).hexdigest()
 
     def model_deps(self, entry_id: str) -> str:
         """A digest of what a model page shows: its lineage neighbourhood, and the kinds of what it cites."""
@@ -235,7 +235,7 @@ class Renderer:
             nodes = view.lineage_nodes(entry_id)
             lineage = [nodes, [view.digest(n) for n in nodes]]
         payload = [*lineage, [(c, view.kind(c)) for c in cited], family]
-        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+        return hashlib.sha256(fastjson.compact(payload)).hexdigest()
 
     def home(self, boards: list[Board]) -> Page:
         index = self.view.index
@@ -286,7 +286,7 @@ class Renderer:
                 [e.id, self.view.names[e.id], *(getattr(facets[e.id], n) for n in LISTED)] for e in chunk
             ]
             deps = [kind, names, number, len(entries), shown]
-            digest = hashlib.sha256(json.dumps(deps, default=repr).encode()).hexdigest()
+            digest = hashlib.sha256(fastjson.compact(deps, default=repr)).hexdigest()
             yield Job(name, render, digest, name in IN_NAV)
 
     def _common(self, entry_id: str) -> dict[str, Any]:
@@ -403,7 +403,7 @@ class Renderer:
             index.stages,
             index.generated_at,
         ]
-        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+        return hashlib.sha256(fastjson.compact(payload)).hexdigest()
 
     def governance(self) -> Page:
         findings = sorted(

@@ -8,7 +8,6 @@ paths that are always safe file names.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Collection
@@ -19,6 +18,7 @@ from typing import Any
 import networkx as nx
 from pydantic_core import to_json
 
+from lakegen import fastjson
 from lakegen.errors import Finding
 from lakegen.model.index import Edge, IndexEntry, LakeIndex, Result, dicts, evaluations
 from lakegen.model.index import Evaluation as EvalRow
@@ -214,7 +214,7 @@ class LakeView:
 
     def family_digest(self, comp: list[str]) -> str:
         """A digest of a family: its members, and everything the index says about each."""
-        return hashlib.sha256(json.dumps([comp, [self.digest(n) for n in comp]]).encode()).hexdigest()
+        return hashlib.sha256(fastjson.compact([comp, [self.digest(n) for n in comp]])).hexdigest()
 
     def boards(self) -> list[Board]:
         boards: dict[tuple[str, str, str], Board] = {}
