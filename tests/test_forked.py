@@ -156,3 +156,60 @@ def test_a_compile_whose_forks_crash_equals_one_in_one_process(
     monkeypatch.setattr(fingerprinting, "computed", dies_in_a_fork(computed))
     monkeypatch.setattr(parsecache, "parse", dies_in_a_fork(parse))
     assert _compiled(tmp_path, "crashing", 2, monkeypatch) == one
+
+
+def test_in_fork_runs_aside_and_says_whether_it_returned(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if _ran_in_a_fresh_process(request):
+        return
+    parent, out = os.getpid(), tmp_path / "out"
+    held: list[int] = []
+
+    def writes() -> None:
+        held.append(1)  # lost with the fork
+        out.write_text(str(os.getpid() != parent))
+
+    assert forked.in_fork(writes) and out.read_text() == "True" and held == []
+
+    def raises() -> None:
+        raise RuntimeError("no")
+
+    assert not forked.in_fork(raises)
+    assert not forked.in_fork(lambda: os.kill(os.getpid(), signal.SIGKILL))  # killed
+
+
+@pytest.mark.slow
+def test_a_whole_compile_in_a_fork_gives_the_index_of_one_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """``lakegen build`` compiles aside (its peak leaves with the fork) and reads the saved index
+    back: the same index and the same lake.json as a compile here; a fork that dies has the
+    compile done here, with the same result."""
+    if _ran_in_a_fresh_process(request):
+        return
+    from lakegen.compile import compile_or_reuse
+    from lakegen.compile.store import INDEX_FILE
+
+    demo_lake(tmp_path / "demo")
+    here, aside, dies = (tmp_path / n for n in ("here", "aside", "dies"))
+    for copy in (here, aside, dies):
+        shutil.copytree(tmp_path / "demo", copy)
+    one, _ = dumped(here / "lake")
+    parent = os.getpid()
+    index, reused = compile_or_reuse(aside / "lake", isolate=True)
+    assert reused  # saved by the fork: nothing left to save
+    assert index.model_dump(mode="json") == one
+    assert (aside / "lake" / INDEX_FILE).read_bytes() == (here / "lake" / INDEX_FILE).read_bytes()
+
+    real = forked.os.fork
+
+    def dying() -> int:
+        pid = real()
+        if pid == 0 and os.getpid() != parent:
+            os._exit(3)
+        return pid
+
+    monkeypatch.setattr(forked.os, "fork", dying)
+    index, reused = compile_or_reuse(dies / "lake", isolate=True)
+    assert not reused and index.model_dump(mode="json") == one

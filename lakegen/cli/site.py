@@ -48,6 +48,7 @@ def _compiled(args: argparse.Namespace, root: Path, *, unread: bool = False) -> 
         verify_artifacts=not getattr(args, "no_verify", False),
         engine=engine(args),
         workers=getattr(args, "workers", None),
+        isolate=unread,  # a build: the site reads the saved index next, so the compile may run aside
     )
     if not reused:
         save(index, root)

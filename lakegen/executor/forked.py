@@ -23,6 +23,7 @@ import gc
 import os
 import pickle
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -129,3 +130,30 @@ def _collect(pid: int, fd: int, count: int) -> list[R] | None:
     except (pickle.UnpicklingError, EOFError, ValueError):
         return None
     return values if isinstance(values, list) and len(values) == count else None
+
+
+def in_fork(fn: Callable[[], object]) -> bool:
+    """Run ``fn`` in a fork of this process and wait for it; whether it returned (False also where
+    this process cannot fork safely: no ``fork``, or another thread running). What ``fn`` leaves in
+    memory goes with the fork: it is for work whose result it writes to disk, so that this process
+    never holds the work's peak beside what it does next."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return False
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()  # else the fork would write this process's buffered output again
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fn()
+            code = 0
+        except BaseException:
+            pass
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

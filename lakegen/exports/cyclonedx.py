@@ -206,13 +206,14 @@ def parts(ev: Evidence, entry: IndexEntry) -> tuple[list[bytes], None]:
 
 def assemble(
     ev: Evidence, models: list[IndexEntry], made: list[list[bytes]], facts: list[None]
-) -> tuple[bytes, list[list[int]]]:
+) -> tuple[list[bytes], list[list[int]]]:
     """The text of :func:`bom` (as :func:`lakegen.exports.export` writes it, unindented) from each
     model's :func:`parts`, which a rebuild keeps for the models that did not change (``facts``:
     none).
 
     Returns:
-        The text, and where each model's parts are in it (start and end of each, in bytes).
+        The text as its pieces in order, and where each model's parts are in it (start and end
+        of each, in bytes).
     """
     head = dumped({**_head(ev, models), "components": [], "dependencies": []})
     tail = b'"components": [], "dependencies": []}'
@@ -241,4 +242,4 @@ def assemble(
             out.append(item)
             at += len(item)
     out.append(b"]}\n")
-    return b"".join(out), spans
+    return out, spans

@@ -215,13 +215,14 @@ def rebase(ev: Evidence, models: list[IndexEntry], old: bytes) -> Callable[[byte
 
 def assemble(
     ev: Evidence, models: list[IndexEntry], made: list[list[bytes]], facts: list[Any]
-) -> tuple[bytes, list[list[int]]]:
+) -> tuple[list[bytes], list[list[int]]]:
     """The text of :func:`document` (as :func:`lakegen.exports.export` writes it, unindented) from
     each model's :func:`parts` and their facts, which a rebuild keeps for the models that did not
     change; the datasets and licences they name follow them, made here.
 
     Returns:
-        The text, and where each model's parts are in it (start and end of each, in bytes).
+        The text as its pieces in order, and where each model's parts are in it (start and end
+        of each, in bytes).
     """
     base = base_of(ev, models)
     sids = [f"{base}/model/{e.id}" for e in models]
@@ -258,7 +259,7 @@ def assemble(
         spans.append(mine)
     out += [b", " + dumped(e) for e in [*datasets, *licences]]
     out.append(b"]}\n")
-    return b"".join(out), spans
+    return out, spans
 
 
 def document(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
@@ -270,8 +271,8 @@ def document(ev: Evidence, models: list[IndexEntry]) -> dict[str, Any]:
         elements, fact = _model(ev, base, entry, chosen)
         made.append([dumped(e) for e in elements])
         facts.append(fact)
-    text, _ = assemble(ev, models, made, facts)
-    result: dict[str, Any] = json.loads(text)
+    chunks, _ = assemble(ev, models, made, facts)
+    result: dict[str, Any] = json.loads(b"".join(chunks))
     return result
 
 
