@@ -180,7 +180,7 @@ def _family_tree(
             continue
         low_rank = {frozenset(e) for e in sub.edges() if exactly_low_rank(views[e[0]], views[e[1]], pair(*e))}
         root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
-        if _rehang(tree, sub, root, {n: trained_from[n] for n in promoted}, set(low), weight):
+        if _rehang(tree, sub, root, {n: trained_from[n] for n in promoted}, set(low), weight, views):
             root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
         for a, b in nx.bfs_edges(sub, root):
             confidence = UNDECIDED if {a, b} in unsure else edge_confidence(sub, a, b, scores, d)
@@ -195,6 +195,7 @@ def _rehang(
     promoted: Mapping[int, set[int]],
     low: set[int],
     weight: Callable[[int, int], float | None],
+    views: Sequence[View],
 ) -> bool:
     """Move each child of a lower-precision parent of ``promoted`` that was not trained from it
     (not among the models ``promoted`` names for it: its values on that grid, see
@@ -214,7 +215,11 @@ def _rehang(
     for a, mine in promoted.items():
         if a not in sub:
             continue
-        strays = [c for c, up in parent_of.items() if up == a and c not in mine and c not in low]
+        strays = [
+            c
+            for c, up in parent_of.items()
+            if up == a and c not in mine and c not in low and not _from_master(a, c, parent_of, views)
+        ]
         if a not in parent_of and strays:  # the root: one of them is to be its parent
             strays.remove(min(strays, key=lambda c: (weight(c, a) or math.inf, c)))
         for b in strays:
@@ -229,6 +234,16 @@ def _rehang(
                 tree.add_edge(min(options)[1], b)
                 moved = True
     return moved
+
+
+def _from_master(a: int, c: int, parent_of: Mapping[int, int], views: Sequence[View]) -> bool:
+    """True when ``c`` carries all of the lower-precision model ``a``'s update from the model above
+    it (see :func:`carried`): a child of ``a``'s float32 master, which keeps none of ``a``'s values
+    on its grid yet came from it (held-out CREPE seed 7129: a child of the master of a bf16-saved
+    fine-tune, moved off it to a sibling trained from its bf16 values, at 0.50). A sibling that
+    hung under ``a`` by a like objective carries part of it (MiniLM: 0.04-0.55)."""
+    up = parent_of.get(a)
+    return up is not None and carried(views[a], views[up], views[c]) >= CARRIED_BACK
 
 
 def shared_by(p: Pair, family: Sequence[View]) -> list[tuple[str, tuple[int, ...]]]:
