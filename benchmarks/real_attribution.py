@@ -884,6 +884,7 @@ def run_seed(
         "pair": pair_mode(zoo.edges, fps),
         "truth": zoo.edges,
         "found_file": file_mode,
+        "found_lake": lake,  # the lake-mode edges, so a batch scored once can be read per family
     }
 
 
