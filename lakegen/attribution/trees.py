@@ -18,6 +18,7 @@ from lakegen.attribution.precision import (
     between,
     carried,
     earliest_alike,
+    from_master,
     grid_parent,
 )
 from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
@@ -218,7 +219,7 @@ def _rehang(
         strays = [
             c
             for c, up in parent_of.items()
-            if up == a and c not in mine and c not in low and not _from_master(a, c, parent_of, views)
+            if up == a and c not in mine and c not in low and not from_master(a, c, parent_of, views)
         ]
         if a not in parent_of and strays:  # the root: one of them is to be its parent
             strays.remove(min(strays, key=lambda c: (weight(c, a) or math.inf, c)))
@@ -234,16 +235,6 @@ def _rehang(
                 tree.add_edge(min(options)[1], b)
                 moved = True
     return moved
-
-
-def _from_master(a: int, c: int, parent_of: Mapping[int, int], views: Sequence[View]) -> bool:
-    """True when ``c`` carries all of the lower-precision model ``a``'s update from the model above
-    it (see :func:`carried`): a child of ``a``'s float32 master, which keeps none of ``a``'s values
-    on its grid yet came from it (held-out CREPE seed 7129: a child of the master of a bf16-saved
-    fine-tune, moved off it to a sibling trained from its bf16 values, at 0.50). A sibling that
-    hung under ``a`` by a like objective carries part of it (MiniLM: 0.04-0.55)."""
-    up = parent_of.get(a)
-    return up is not None and carried(views[a], views[up], views[c]) >= CARRIED_BACK
 
 
 def shared_by(p: Pair, family: Sequence[View]) -> list[tuple[str, tuple[int, ...]]]:
