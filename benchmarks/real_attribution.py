@@ -884,6 +884,7 @@ def run_seed(
         "pair": pair_mode(zoo.edges, fps),
         "truth": zoo.edges,
         "found_file": file_mode,
+        "found_lake": lake,  # the lake-mode edges, so a batch scored once can be read per family
     }
 
 
@@ -993,7 +994,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [m for m in ("transformers", "peft") if importlib.util.find_spec(m) is None]
     if missing:
         parser.error(f"{', '.join(missing)} not installed: .venv/bin/pip install -e '.[zoo]'")
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # TORCH_NUM_THREADS=1 keeps a run to one core on a shared machine
+    torch.set_num_threads(int(os.environ.get("TORCH_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

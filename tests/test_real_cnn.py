@@ -223,3 +223,51 @@ def test_a_slice_of_the_real_crepe_zoo(tmp_path: Path) -> None:
     undated = edges(fps)
     assert {(p, c, r) for (p, c), (r, _) in undated.items()} == truth
     assert undated[("ft-b", "b-recalibrated")][1] == undated[("ft-a", "ft-a-checkpoint")][1] == 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", [True, False], ids=["carries-its-update", "grid-only"])
+def test_a_child_carrying_all_of_a_bf16_parents_update_stays_under_it(
+    tmp_path: Path, rule: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held-out CREPE seed 7129: a fine-tune saved in bf16 had two children, one trained by small SGD
+    steps (its values on the bf16 grid, so the bf16 model was made a parent) and one by Adam, which
+    moved every value off the grid. Only children trained from a bf16 parent's grid stay under it
+    (the hub rule), so the second went under its sibling (0.50). It carries all of the bf16 model's
+    update from the model above (1.01; a sibling hung there by a like objective carries part): it
+    came through it, and stays. Without that (``grid-only``), it moves."""
+    import networkx as nx
+
+    from lakegen.attribution import trees
+    from lakegen.attribution.views import View, pairwise
+
+    if not rule:
+        monkeypatch.setattr(trees, "from_master", lambda *a: False)
+    master = torch.load(tiny_weights(), weights_only=True)
+    fp32 = trained(master, seed=1, steps=30, optimizer="adam", lr=1e-3).state_dict()
+    saved = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in fp32.items()}
+    models = {
+        "crepe": master,
+        "ft-d-bf16": saved,
+        "from-grid": trained(saved, seed=2, steps=2, optimizer="sgd", lr=0.01),
+        "from-adam": trained(saved, seed=3, steps=10, optimizer="adam", lr=3e-4),
+        "ft-a": trained(master, seed=4, steps=4, optimizer="adam", lr=1e-3),
+    }
+    fps = prints(tmp_path, models)
+    names = list(fps)
+    views = [View(fps[n]) for n in names]
+    pairs = pairwise(views)
+    n = {name: i for i, name in enumerate(names)}
+    tree = nx.Graph([(n["crepe"], n["ft-d-bf16"]), (n["crepe"], n["ft-a"])])
+    tree.add_edges_from([(n["ft-d-bf16"], n["from-grid"]), (n["ft-d-bf16"], n["from-adam"])])
+
+    def weight(a: int, b: int) -> float:
+        p = pairs.get((a, b) if a < b else (b, a))
+        assert p is not None
+        # the spanning tree's weights as the zoo had them: the sibling nearer than the model above
+        return p.distance * (0.5 if {a, b} == {n["from-grid"], n["from-adam"]} else 1.0)
+
+    moved = trees._rehang(
+        tree, tree.copy(), n["crepe"], {n["ft-d-bf16"]: {n["from-grid"]}}, set(), weight, views
+    )
+    assert tree.has_edge(n["ft-d-bf16"], n["from-adam"]) is rule and moved is not rule

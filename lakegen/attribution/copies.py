@@ -73,6 +73,28 @@ def rounds_to(v: View, low: View, shared: Sequence[tuple[str, tuple[int, ...]]],
     return float(np.mean(cast[ok] == y[ok])) if cast is not None and ok.any() else 0.0
 
 
+def kept_values(
+    v: View, a: View, b: View, shared: Sequence[tuple[str, tuple[int, ...]]], dtype: str
+) -> tuple[int, int]:
+    """Of ``v``'s samples that sit exactly on the ``dtype`` grid where the two models ``a`` and ``b``
+    of that grid differ, how many equal ``a``'s and how many ``b``'s. A model trained from ``a``
+    keeps ``a``'s values exactly where training left them alone; a value of ``b`` that ``a`` does
+    not share lands on such a model's grid values only by chance."""
+    import numpy as np
+
+    if not shared:
+        return 0, 0
+    x = np.concatenate([v.segment(k) for k in shared]).astype(np.float32)
+    ya = np.concatenate([a.segment(k) for k in shared])
+    yb = np.concatenate([b.segment(k) for k in shared])
+    cast = _cast(x, dtype)
+    if cast is None or not len(x) == len(ya) == len(yb):
+        return 0, 0
+    with np.errstate(invalid="ignore"):
+        at = np.isfinite(x) & (x != 0) & (cast == x) & np.isfinite(ya) & np.isfinite(yb) & (ya != yb)
+    return int(np.sum(x[at] == ya[at])), int(np.sum(x[at] == yb[at]))
+
+
 @dataclass(frozen=True)
 class Copy:
     """A structural derivation test that passed: child is a ``relation`` copy of parent."""

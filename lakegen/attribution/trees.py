@@ -18,6 +18,7 @@ from lakegen.attribution.precision import (
     between,
     carried,
     earliest_alike,
+    from_master,
     grid_parent,
 )
 from lakegen.attribution.roots import choose_root, edge_confidence, placement_confidence
@@ -180,7 +181,7 @@ def _family_tree(
             continue
         low_rank = {frozenset(e) for e in sub.edges() if exactly_low_rank(views[e[0]], views[e[1]], pair(*e))}
         root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
-        if _rehang(tree, sub, root, {n: trained_from[n] for n in promoted}, set(low), weight):
+        if _rehang(tree, sub, root, {n: trained_from[n] for n in promoted}, set(low), weight, views):
             root, scores = choose_root(sub, views, ids, order, merged, attached, low, low_rank)
         for a, b in nx.bfs_edges(sub, root):
             confidence = UNDECIDED if {a, b} in unsure else edge_confidence(sub, a, b, scores, d)
@@ -195,6 +196,7 @@ def _rehang(
     promoted: Mapping[int, set[int]],
     low: set[int],
     weight: Callable[[int, int], float | None],
+    views: Sequence[View],
 ) -> bool:
     """Move each child of a lower-precision parent of ``promoted`` that was not trained from it
     (not among the models ``promoted`` names for it: its values on that grid, see
@@ -214,7 +216,11 @@ def _rehang(
     for a, mine in promoted.items():
         if a not in sub:
             continue
-        strays = [c for c, up in parent_of.items() if up == a and c not in mine and c not in low]
+        strays = [
+            c
+            for c, up in parent_of.items()
+            if up == a and c not in mine and c not in low and not from_master(a, c, parent_of, views)
+        ]
         if a not in parent_of and strays:  # the root: one of them is to be its parent
             strays.remove(min(strays, key=lambda c: (weight(c, a) or math.inf, c)))
         for b in strays:
