@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lakegen.atomicfile import write_atomic
+from lakegen.atomicfile import write_atomic, writing
 from lakegen.compile import inputs
 from lakegen.compile.inputs import Inputs
-from lakegen.model.index import LakeIndex, index_json
+from lakegen.model.index import LakeIndex, index_pieces
 
 INDEX_FILE = ".lakegen/lake.json"
 
@@ -26,7 +26,9 @@ def save(index: LakeIndex, root: Path) -> Path:
     the working tree still holds what it was compiled from (else the next reader compiles again)."""
     path = root / INDEX_FILE
     # serialised by pydantic itself, as bytes: a tenth of the time of model_dump and json.dumps
-    write_atomic(path, index_json(index))
+    with writing(path) as f:
+        for piece in index_pieces(index):
+            f.write(piece)
     # what the compile read was recorded in the index only by digest: the previous record's hashes
     # are trusted for files whose stat is unchanged, as a staleness check would
     trust = inputs.trusted(root, index.inputs.digest)
