@@ -201,10 +201,13 @@ class Recipe:
     weight_decay: float
     batch: int
     seed: int
+    redrawn: int = 0  # times the run diverged and was re-drawn (lr halved, a new seed)
 
     def describe(self) -> str:
+        again = f" (re-drawn {self.redrawn}x after diverging)" if self.redrawn else ""
         return (
-            f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g} {self.steps} steps batch {self.batch}"
+            f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g} {self.steps} steps "
+            f"batch {self.batch}{again}"
         )
 
 
@@ -215,11 +218,51 @@ def recipe(py: random.Random, steps: tuple[int, ...], lrs: tuple[float, ...]) ->
     return Recipe(py.choice(steps), lr, opt, wd, py.choice([8, 16]), py.randrange(1 << 30))
 
 
-def run_training(
-    params: list[torch.nn.Parameter], loss_of: Callable[[random.Random], torch.Tensor], r: Recipe
-) -> None:
+class Diverged(RuntimeError):
+    """Training left a non-finite value however often it was re-drawn: the zoo is not made."""
+
+
+REDRAWS = 3  # a diverged run is re-drawn this many times before the zoo fails
+
+
+def non_finite(model: torch.nn.Module) -> list[str]:
+    """The floating tensors of ``model``'s state that hold a NaN or an infinity."""
+    return [
+        k
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
+def run_training(model: torch.nn.Module, loss_of: Callable[[random.Random], torch.Tensor], r: Recipe) -> None:
+    """Train ``model``'s trainable parameters by recipe ``r``. A run that diverges (a non-finite
+    loss, or any non-finite tensor in the state afterwards) is undone and re-drawn from its own seed,
+    so the zoo's random stream is untouched: the lr halved and a seed derived from the last, up to
+    ``REDRAWS`` times (``r`` is updated, so ``r.describe()`` says what was run); then
+    :class:`Diverged` is raised. A diverged model never enters a zoo."""
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for attempt in range(REDRAWS + 1):
+        if attempt:
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    v.copy_(start[k])
+            r.lr /= 2
+            r.seed = random.Random(f"redraw-{r.seed}").randrange(1 << 30)
+            r.redrawn = attempt
+        if _train(model, loss_of, r) and not non_finite(model):
+            return
+    bad = non_finite(model)
+    raise Diverged(
+        f"training diverged {REDRAWS + 1} times (last: {r.describe()}; "
+        f"non-finite: {', '.join(bad[:3]) or 'the loss'}{' ...' if len(bad) > 3 else ''})"
+    )
+
+
+def _train(model: torch.nn.Module, loss_of: Callable[[random.Random], torch.Tensor], r: Recipe) -> bool:
+    """One run of recipe ``r``; False as soon as the loss is not finite."""
     torch.manual_seed(r.seed)
     py = random.Random(r.seed)
+    params = trainable(model)
     opt: torch.optim.Optimizer
     if r.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
@@ -229,9 +272,12 @@ def run_training(
         opt = torch.optim.SGD(params, lr=r.lr, momentum=0.9)
     for _ in range(r.steps):
         loss = loss_of(py)
+        if not bool(torch.isfinite(loss).all()):
+            return False
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return True
 
 
 def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -322,6 +368,8 @@ class Zoo:
         """Run one derivation; a library that does not install or run here skips it, said aloud."""
         try:
             make()
+        except Diverged:  # a diverged model is a broken zoo, not a library that would not run
+            raise
         except Exception as e:  # the benchmark reports what it could not build and goes on
             self.skipped.append(
                 f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
@@ -443,7 +491,7 @@ def make_minilm(zoo: Zoo, py: random.Random, seed: int) -> None:
         model = load(parent)
         model.float()
         r = recipe(py, (15, 20, 30), lrs)
-        run_training(trainable(model), similarity_loss(model, tok, data_pairs(), r), r)
+        run_training(model, similarity_loss(model, tok, data_pairs(), r), r)
         if dtype is not None:
             model.to(dtype)
         save(model, zoo.folder(name))
@@ -469,7 +517,7 @@ def make_minilm(zoo: Zoo, py: random.Random, seed: int) -> None:
     head_topics = py.sample(topics, labels)
     model = load(a, AutoModelForSequenceClassification, num_labels=labels)
     r = recipe(py, (30, 40), lrs)
-    run_training(trainable(model), classification_loss(model, tok, corpus(py, 400, head_topics), r), r)
+    run_training(model, classification_loss(model, tok, corpus(py, 400, head_topics), r), r)
     save(model, zoo.folder("minilm-topic-head"))
     zoo.add(
         "minilm-topic-head", fam, [(a, "task-head")], f"topic classifier ({labels} labels), {r.describe()}"
@@ -490,19 +538,19 @@ def make_minilm(zoo: Zoo, py: random.Random, seed: int) -> None:
 
     model, how = lora(b, TaskType.FEATURE_EXTRACTION)
     r = recipe(py, (30, 40), (1e-4, 3e-4, 1e-3))
-    run_training(trainable(model), similarity_loss(model, tok, data_pairs(), r), r)
+    run_training(model, similarity_loss(model, tok, data_pairs(), r), r)
     save(model, zoo.folder("minilm-lora-fe"))
     zoo.add("minilm-lora-fe", fam, [(b, "lora-feature-extraction")], f"{how}, {r.describe()}")
 
     model, how = lora("minilm", TaskType.SEQ_CLS, AutoModelForSequenceClassification, num_labels=labels)
     r = recipe(py, (30, 40), (1e-4, 3e-4, 1e-3))
-    run_training(trainable(model), classification_loss(model, tok, corpus(py, 400, head_topics), r), r)
+    run_training(model, classification_loss(model, tok, corpus(py, 400, head_topics), r), r)
     save(model, zoo.folder("minilm-lora-cls"))
     zoo.add("minilm-lora-cls", fam, [("minilm", "lora-seq-cls")], f"{how} + classifier, {r.describe()}")
 
     model, how = lora(a, TaskType.FEATURE_EXTRACTION)
     r = recipe(py, (30, 40), (3e-4, 1e-3))
-    run_training(trainable(model), similarity_loss(model, tok, data_pairs(), r), r)
+    run_training(model, similarity_loss(model, tok, data_pairs(), r), r)
     save(model.merge_and_unload(), zoo.folder("minilm-lora-merged"))
     zoo.add("minilm-lora-merged", fam, [(a, "lora-merged")], f"{how} merged, {r.describe()}")
 
@@ -573,7 +621,7 @@ def make_minilm(zoo: Zoo, py: random.Random, seed: int) -> None:
     torch.manual_seed(seed * 1000 + 2)
     model = AutoModel.from_config(config)
     r = recipe(py, (40,), (1e-4, 3e-4))
-    run_training(trainable(model), similarity_loss(model, tok, data_pairs(), r), r)
+    run_training(model, similarity_loss(model, tok, data_pairs(), r), r)
     save(model, zoo.folder("bert-random-trained"))
     zoo.add(
         "bert-random-trained", "bert-random-trained", [], f"from_config, trained from scratch, {r.describe()}"
@@ -608,7 +656,7 @@ def make_smollm2(zoo: Zoo, py: random.Random, seed: int) -> None:
         model = load(parent)
         model.float()
         r = recipe(py, (6, 10), lrs)
-        run_training(trainable(model), lm_loss(model, tok, texts(), r), r)
+        run_training(model, lm_loss(model, tok, texts(), r), r)
         if dtype is not None:
             model.to(dtype)
         save(model, zoo.folder(name))
@@ -638,7 +686,7 @@ def make_smollm2(zoo: Zoo, py: random.Random, seed: int) -> None:
         config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=rank, lora_alpha=2 * rank, target_modules=targets)
         model = get_peft_model(load(parent), config)
         r = recipe(py, (8, 12), (1e-4, 3e-4))
-        run_training(trainable(model), lm_loss(model, tok, texts(), r), r)
+        run_training(model, lm_loss(model, tok, texts(), r), r)
         return model, f"LoRA r {rank} on {', '.join(targets)}, {r.describe()}"
 
     model, how = lora(a, ["q_proj", "v_proj"])

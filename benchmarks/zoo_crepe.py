@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from real_attribution import Recipe, Zoo, package_dir, recipe, run_training, trainable
+from real_attribution import Recipe, Zoo, package_dir, recipe, run_training
 
 SAMPLE_RATE = 16_000
 FRAME = 1024
@@ -167,7 +167,7 @@ def make_crepe(zoo: Zoo, py: random.Random, seed: int) -> None:
             for m in model.modules():
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.momentum = 0.1
-        run_training(trainable(model), pitch_loss(model, style, kind, r), r)
+        run_training(model, pitch_loss(model, style, kind, r), r)
         lo, hi = style["f0"]
         return f"{kind} loss on {lo:.0f}-{hi:.0f} Hz tones, batch norm {bn}, {r.describe()}"
 

@@ -183,7 +183,7 @@ def make_voice(zoo: Zoo, py: random.Random, seed: int) -> None:
     def train(model: SpeakerEncoder, objective: str, r: Recipe) -> None:
         data = SpeakerData(py)
         make = {"ge2e": ge2e_loss, "triplet": triplet_loss, "classifier": classifier_loss}[objective]
-        run_training([p for p in model.parameters() if p.requires_grad], make(model, data), r)
+        run_training(model, make(model, data), r)
 
     def finetune(
         parent: str,
