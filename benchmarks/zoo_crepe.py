@@ -17,6 +17,7 @@ same shape, and one from-scratch run is the child of its own init.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import shutil
@@ -188,10 +189,12 @@ def make_crepe(zoo: Zoo, py: random.Random, seed: int) -> None:
     # a fine-tune released in bf16 only; one child of its fp32 master weights, one of the release
     master = load("crepe")
     how = train(master, draw())
-    save_state(master.to(torch.bfloat16), path("crepe-ft-d-bf16"))
+    fp32_master = copy.deepcopy(master.state_dict())  # taken first: Module.to() casts in place
+    bf16 = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in fp32_master.items()}
+    save_state(bf16, path("crepe-ft-d-bf16"))
     zoo.add("crepe-ft-d-bf16", fam, [("crepe", "finetune-bf16-save")], f"{how}, saved in bfloat16")
     child = Crepe("tiny")
-    child.load_state_dict(master.float().state_dict())  # before the cast: .to() casts in place
+    child.load_state_dict(fp32_master)
     finetune_from = train(child, draw())
     save_state(child, path("crepe-ft-from-fp32-master"))
     zoo.add(

@@ -218,7 +218,7 @@ def make_voice(zoo: Zoo, py: random.Random, seed: int) -> None:
     b = finetune("voice", "voice-ft-b", objective="triplet")
     finetune(a, "voice-ft-a-grandchild", "grandchild")
     c = finetune("voice", "voice-ft-c-bf16", "finetune-bf16-save", dtype=torch.bfloat16)
-    finetune(c, "voice-ft-from-bf16", "finetune-from-bf16-release")
+    finetune(c, "voice-ft-from-bf16", "finetune-from-fp32-master")  # load() reads c's fp32 weights
 
     # task heads: a speaker classifier on top, and the projection replaced by a smaller one
     model = load(b, speakers_=20)
