@@ -119,7 +119,10 @@ def pitch_loss(model: Crepe, style: dict[str, Any], kind: str, r: Recipe) -> Cal
             return F.binary_cross_entropy(y.clamp(1e-6, 1 - 1e-6), target)
         if kind == "mse":
             return F.mse_loss(y, target)
-        p = target / target.sum(1, keepdim=True)
+        # a tone far above CREPE's top bin (2005 Hz; a style reaches 3000) has an all-zero target:
+        # its row adds nothing (0/0 made the loss NaN whatever the learning rate)
+        total = target.sum(1, keepdim=True)
+        p = torch.where(total > 0, target / total, torch.zeros_like(target))
         return F.kl_div(torch.log(y.clamp_min(1e-6) / y.sum(1, keepdim=True)), p, reduction="batchmean")
 
     return loss
