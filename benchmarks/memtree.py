@@ -79,13 +79,21 @@ class TreePeak:
                 self.at_s = time.perf_counter() - self._start
                 if self.spy and total - spied > 100 * 1024 and os.path.exists(spy):
                     spied = total
-                    dump = subprocess.run([spy, "dump", "--pid", str(self.pid)], capture_output=True, text=True)
-                    self.stacks.append(f"--- {total / 1024:.0f} MB at {self.at_s:.1f} s\n{dump.stdout[-3000:]}")
+                    dump = subprocess.run(
+                        [spy, "dump", "--pid", str(self.pid)], capture_output=True, text=True
+                    )
+                    self.stacks.append(
+                        f"--- {total / 1024:.0f} MB at {self.at_s:.1f} s\n{dump.stdout[-3000:]}"
+                    )
 
     def stop(self) -> dict[str, float]:
         self._done.set()
         self._thread.join()
-        return {"peak_pss_mb": round(self.peak_kib / 1024, 1), "at_s": round(self.at_s, 1), "processes": self.processes}
+        return {
+            "peak_pss_mb": round(self.peak_kib / 1024, 1),
+            "at_s": round(self.at_s, 1),
+            "processes": self.processes,
+        }
 
 
 def main() -> None:
