@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import struct
+import sys
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +27,7 @@ class NpzFile(WeightFile):
         import numpy as np
 
         super().__init__(path)
+        self._offsets: dict[str, int] = {}
         try:
             with zipfile.ZipFile(path) as archive:
                 _refuse_zip_bomb(path, archive.infolist())
@@ -40,7 +44,8 @@ class NpzFile(WeightFile):
                             if version == (1, 0)
                             else np.lib.format.read_array_header_2_0
                         )
-                        shape, _fortran, dtype = read(f)
+                        shape, fortran, dtype = read(f)
+                        header = f.tell()
                     if dtype.hasobject:
                         raise WeightsError(
                             path, f"array '{name}' holds Python objects; refusing it (allow_pickle stays off)"
@@ -55,11 +60,21 @@ class NpzFile(WeightFile):
                         )
                     refuse_name(path, name, shape)
                     self.tensors[name] = TensorInfo(name, _numpy_dtype_name(path, name, dtype), tuple(shape))
+                    if not fortran and dtype.byteorder in "<|=" and sys.byteorder == "little":
+                        stored = _stored_data(path, member)
+                        if stored is not None:
+                            self._offsets[name] = stored + header
         except WeightsError:
             raise
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
             raise WeightsError(path, f"not a readable .npz archive: {e}") from None
         self._npz = np.load(path, allow_pickle=False)
+        if self._offsets:  # samples read where they lie, not the member inflated (and CRC'd) whole
+            self._fd = os.open(path, os.O_RDONLY)
+
+    def offset(self, name: str) -> int | None:
+        info = self.tensors.get(name)
+        return self._offsets.get(name) if info is not None and info.numel else None
 
     def raw(self, name: str) -> np.ndarray:
         try:
@@ -69,6 +84,24 @@ class NpzFile(WeightFile):
 
     def close(self) -> None:
         self._npz.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _stored_data(path: Path, member: zipfile.ZipInfo) -> int | None:
+    """Where an uncompressed, unencrypted member's bytes start in the archive (past its local
+    header, whose name and extra field may differ in length from the central directory's)."""
+    if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1:
+        return None
+    with open(path, "rb") as f:
+        f.seek(member.header_offset)
+        local = f.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    start = member.header_offset + 30 + name_len + extra_len
+    return start if start + member.file_size <= path.stat().st_size else None
 
 
 # Float weights barely compress (pruned ones a few times); past this ratio an archive is a bomb.
