@@ -224,7 +224,7 @@ class RemoteViewReader:
     suffixes: tuple[str, ...] = ()
 
     def detect(self, path: Path, head: bytes) -> bool:
-        from lakegen.artifacts.remote import VIEW_MAGIC
+        from lakegen.artifacts.viewmagic import VIEW_MAGIC
 
         return head.startswith(VIEW_MAGIC)
 

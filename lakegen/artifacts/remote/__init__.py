@@ -54,6 +54,7 @@ from lakegen.artifacts.remote.settings import (
     settings_at,
 )
 from lakegen.artifacts.remote.targets import parse
+from lakegen.artifacts.viewmagic import VIEW_MAGIC
 from lakegen.atomicfile import write_atomic
 
 __all__ = [
@@ -81,8 +82,6 @@ __all__ = [
     "settings_at",
     "streamable",
 ]
-
-VIEW_MAGIC = b'{"lakegen_view":'  # how a view file starts (a safetensors file cannot: see open_view)
 
 
 _REMOTES: dict[Path, Remote] = {}
