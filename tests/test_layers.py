@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lakegen"
 
 # Lowest first. A module may import from its own part and from parts of a lower rank only.
 LAYERS: list[tuple[str, ...]] = [
-    ("version", "errors", "atomicfile", "terminal", "gitrepo", "safeyaml"),
+    ("version", "errors", "atomicfile", "terminal", "gitrepo", "safeyaml", "fastjson"),
     ("model",),
     ("artifacts", "executor"),
     ("weights",),
