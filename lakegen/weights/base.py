@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from lakegen.errors import WeightsError
 
@@ -141,6 +143,18 @@ class WeightFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def zip_local_header(f: IO[bytes], info: zipfile.ZipInfo) -> tuple[int, bytes] | None:
+    """Where a zip member's bytes start in the archive open as ``f`` (past its local header, whose
+    name and extra field may differ in length from the central directory's), and the name that
+    header gives; None when no local header is there."""
+    f.seek(info.header_offset)
+    local = f.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    return int(info.header_offset + 30 + name_len + extra_len), f.read(name_len)
 
 
 def read_runs(fd: int, offsets: np.ndarray, size: int) -> np.ndarray:

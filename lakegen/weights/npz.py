@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 import sys
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from lakegen.weights.base import TensorInfo, WeightFile, WeightsError, refuse_count, refuse_name
+from lakegen.weights.base import (
+    TensorInfo,
+    WeightFile,
+    WeightsError,
+    refuse_count,
+    refuse_name,
+    zip_local_header,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,7 +35,8 @@ class NpzFile(WeightFile):
         super().__init__(path)
         self._offsets: dict[str, int] = {}
         try:
-            with zipfile.ZipFile(path) as archive:
+            with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
+                size = os.fstat(raw.fileno()).st_size
                 _refuse_zip_bomb(path, archive.infolist())
                 refuse_count(path, len(archive.infolist()))
                 for member in archive.infolist():
@@ -61,7 +68,7 @@ class NpzFile(WeightFile):
                     refuse_name(path, name, shape)
                     self.tensors[name] = TensorInfo(name, _numpy_dtype_name(path, name, dtype), tuple(shape))
                     if not fortran and dtype.byteorder in "<|=" and sys.byteorder == "little":
-                        stored = _stored_data(path, member)
+                        stored = _stored_data(raw, size, member)
                         if stored is not None:
                             self._offsets[name] = stored + header
         except WeightsError:
@@ -89,19 +96,13 @@ class NpzFile(WeightFile):
             self._fd = None
 
 
-def _stored_data(path: Path, member: zipfile.ZipInfo) -> int | None:
-    """Where an uncompressed, unencrypted member's bytes start in the archive (past its local
-    header, whose name and extra field may differ in length from the central directory's)."""
+def _stored_data(raw: IO[bytes], size: int, member: zipfile.ZipInfo) -> int | None:
+    """Where an uncompressed, unencrypted member's bytes start in the archive open as ``raw``
+    (``size`` bytes long), when all of them lie inside it."""
     if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1:
         return None
-    with open(path, "rb") as f:
-        f.seek(member.header_offset)
-        local = f.read(30)
-    if len(local) < 30 or local[:4] != b"PK\x03\x04":
-        return None
-    name_len, extra_len = struct.unpack("<HH", local[26:30])
-    start = member.header_offset + 30 + name_len + extra_len
-    return start if start + member.file_size <= path.stat().st_size else None
+    local = zip_local_header(raw, member)
+    return local[0] if local is not None and local[0] + member.file_size <= size else None
 
 
 # Float weights barely compress (pruned ones a few times); past this ratio an archive is a bomb.

@@ -9,13 +9,20 @@ import contextlib
 import math
 import mmap
 import re
-import struct
 import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lakegen.weights.base import PRECISION, STORAGE, TensorInfo, WeightFile, WeightsError, refuse_name
+from lakegen.weights.base import (
+    PRECISION,
+    STORAGE,
+    TensorInfo,
+    WeightFile,
+    WeightsError,
+    refuse_name,
+    zip_local_header,
+)
 from lakegen.weights.statedict import PACKED, state_dict
 from lakegen.weights.torchvalues import Float16, StoredTensor, Unsupported
 from lakegen.weights.torchzip import read_state, zip_members
@@ -120,12 +127,10 @@ def _torch_file_offsets(path: Path, tensors: dict[str, Any]) -> dict[str, int]:
         for info in archive.infolist():
             if "/data/" not in info.filename or info.compress_type != zipfile.ZIP_STORED:
                 continue
-            f.seek(info.header_offset)
-            local = f.read(30)
-            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            local = zip_local_header(f, info)
+            if local is None:
                 return {}
-            name_len, extra_len = struct.unpack("<HH", local[26:30])
-            members.append(info.header_offset + 30 + name_len + extra_len)
+            members.append(local[0])
         if not members:
             return {}
         storages = sorted({t.untyped_storage().data_ptr() for t in tensors.values() if t.numel()})

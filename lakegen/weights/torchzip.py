@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import pickletools
-import struct
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lakegen.weights.base import WeightsError, refuse_count
+from lakegen.weights.base import WeightsError, refuse_count, zip_local_header
 from lakegen.weights.torchvalues import QTensor, QuantDtype, ScriptObject, StoredTensor, Unsupported
 
 # data.pkl of a real state dict takes ~150 bytes and ~25 opcodes per tensor; past these, the file
@@ -224,16 +223,14 @@ class _Storages:
             raise WeightsError(
                 path, f"storage '{key[:80]}' is compressed or encrypted; torch.save stores it raw"
             )
-        self.f.seek(info.header_offset)
-        local = self.f.read(30)
-        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        local = zip_local_header(self.f, info)
+        if local is None:
             raise WeightsError(path, f"corrupt zip checkpoint: no local header for '{info.filename[:200]}'")
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        if self.f.read(name_len) != info.filename.encode():
+        start, name = local
+        if name != info.filename.encode():
             raise WeightsError(
                 path, f"corrupt zip checkpoint: local header of '{info.filename[:200]}' disagrees"
             )
-        start = info.header_offset + 30 + name_len + extra_len
         if start + info.file_size > self.size:
             raise WeightsError(path, f"truncated zip checkpoint: storage '{key[:80]}' ends past the file")
         needed = ref.numel * ref.itemsize
