@@ -53,18 +53,17 @@ class Listing:
 
     def is_file(self, rel: str) -> bool:
         """Whether ``rel`` (a ``/``-separated path under ``top``) is a regular file, or a link to one."""
-        folder, _, name = rel.rpartition("/")
-        found = self._folders.get(folder)
-        if found is None:
-            found = self._folders[folder] = self._read(f"{self.top}/{folder}" if folder else self.top)
-        return name in found
+        return self._listed(rel, self._folders, dirs=False)
 
     def is_dir(self, rel: str) -> bool:
         """Whether ``rel`` (a ``/``-separated path under ``top``) is a folder, or a link to one."""
+        return self._listed(rel, self._dirs, dirs=True)
+
+    def _listed(self, rel: str, read: dict[str, frozenset[str]], dirs: bool) -> bool:
         folder, _, name = rel.rpartition("/")
-        found = self._dirs.get(folder)
+        found = read.get(folder)
         if found is None:
-            found = self._dirs[folder] = self._read(f"{self.top}/{folder}" if folder else self.top, dirs=True)
+            found = read[folder] = self._read(f"{self.top}/{folder}" if folder else self.top, dirs)
         return name in found
 
     @staticmethod

@@ -193,16 +193,19 @@ def _kept_parent(h: int, found: Sequence[tuple[int, Pair]], views: Sequence[View
     (24 % of its samples against 18 %). The weights it left alone do not move: where the two
     differ, 213 of its values on the grid equal the release's and 1 the saved fine-tune's.
     """
+    if len(found) < 2:
+        return None
     for m, pm in found:
         wins = True
         for other, po in found:
             if other == m:
                 continue
-            shared = [k for k in pm.shared if k in set(po.shared)]
+            theirs_too = set(po.shared)
+            shared = [k for k in pm.shared if k in theirs_too]
             mine, theirs = kept_values(views[h], views[m], views[other], shared, dtype)
             if mine + theirs < KEPT_EVIDENCE or mine < KEPT_MAJORITY * (mine + theirs):
                 wins = False
                 break
-        if wins and len(found) > 1:
+        if wins:
             return m
     return None

@@ -60,8 +60,7 @@ def map_forked(fn: Callable[[T], R], items: Sequence[T], processes: int) -> list
     """``[fn(x) for x in items]``, computed by ``processes`` processes: this one and forks of it."""
     items = list(items)
     processes = min(processes, len(items))
-    # a fork copies only the thread that made it: a lock another thread holds stays held there
-    if processes <= 1 or not hasattr(os, "fork") or threading.active_count() > 1:
+    if processes <= 1 or not _may_fork():
         return [fn(x) for x in items]
     shares = [range(w, len(items), processes) for w in range(processes)]
     forks: list[tuple[int, int, range]] = []
@@ -132,12 +131,17 @@ def _collect(pid: int, fd: int, count: int) -> list[R] | None:
     return values if isinstance(values, list) and len(values) == count else None
 
 
+def _may_fork() -> bool:
+    # a fork copies only the thread that made it: a lock another thread holds stays held there
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
 def in_fork(fn: Callable[[], object]) -> bool:
     """Run ``fn`` in a fork of this process and wait for it; whether it returned (False also where
     this process cannot fork safely: no ``fork``, or another thread running). What ``fn`` leaves in
     memory goes with the fork: it is for work whose result it writes to disk, so that this process
     never holds the work's peak beside what it does next."""
-    if not hasattr(os, "fork") or threading.active_count() > 1:
+    if not _may_fork():
         return False
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -254,9 +254,8 @@ def _in_parts(
         facts.append(fact)
         refs = sorted(ev.read - {entry.id})
         keys.append([_key(context, fmt.name, entry.id, refs, digest), refs])
-    old = b""
+    old = b""  # every kept part is cut from it by now: the previous document is let go first
     chunks, spans = fmt.assemble(ev, entries, made, facts)
-    del made
     h = hashlib.sha256()
     with out.open("wb") as f:
         for chunk in chunks:
