@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,81 @@ def test_in_fork_runs_aside_and_says_whether_it_returned(
 
     assert not forked.in_fork(raises)
     assert not forked.in_fork(lambda: os.kill(os.getpid(), signal.SIGKILL))  # killed
+
+
+def test_start_runs_aside_while_this_process_goes_on(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if _ran_in_a_fresh_process(request):
+        return
+    parent, gate = os.getpid(), tmp_path / "gate"
+    held = {"base": 40}
+
+    def waits_then_adds() -> tuple[int, bool]:
+        while not gate.exists():  # the fork goes on only once this process has gone on
+            time.sleep(0.01)
+        return held["base"] + 2, os.getpid() != parent
+
+    pending = forked.start(waits_then_adds)
+    gate.write_text("")  # had start() run it here first, it would never have returned
+    assert pending.result() == (42, True)
+
+
+def test_start_computes_here_what_a_failed_fork_did_not(request: pytest.FixtureRequest) -> None:
+    if _ran_in_a_fresh_process(request):
+        return
+    parent = os.getpid()
+
+    def killed_there() -> int:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 7
+
+    assert forked.start(killed_there).result() == 7
+
+    def raises_there() -> int:
+        if os.getpid() != parent:
+            raise RuntimeError("fork")
+        raise ValueError("here")
+
+    with pytest.raises(ValueError, match="here"):  # raised as fn() here raises it
+        forked.start(raises_there).result()
+
+
+def test_a_cancelled_start_leaves_no_process_and_writes_nothing_more(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if _ran_in_a_fresh_process(request):
+        return
+    out, parent = tmp_path / "out", os.getpid()
+
+    def writes_late() -> int:
+        if os.getpid() != parent:
+            time.sleep(2)
+            out.write_text("late")
+        return os.getpid()
+
+    pending = forked.start(writes_late)
+    fork = pending._fork
+    assert fork is not None
+    pending.cancel()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(fork[0], os.WNOHANG)  # reaped
+    time.sleep(2.5)
+    assert not out.exists()
+
+
+def test_start_forks_nothing_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = os.getpid()
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        pending = forked.start(os.getpid)
+        assert pending._fork is None and pending.result() == parent
+    finally:
+        stop.set()
+        other.join()
+    monkeypatch.setenv(forked.ENV, "1")
+    assert forked.start(os.getpid)._fork is None
 
 
 @pytest.mark.slow

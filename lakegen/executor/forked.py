@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 ENV = "LAKEGEN_FORKS"  # processes to split the work over; 1: none
 MAX_WORKERS = 4  # each fork's pages are shared until written: memory grows with them all the same
@@ -161,3 +161,61 @@ def in_fork(fn: Callable[[], object]) -> bool:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+class Pending(Generic[R]):
+    """``fn()`` begun in a fork of this process (:func:`start`): :meth:`result` waits for it."""
+
+    def __init__(self, fn: Callable[[], R]):
+        self._fn = fn
+        self._fork: tuple[int, int] | None = None
+
+    def result(self) -> R:
+        """What ``fn()`` returned in the fork; computed here instead when the fork failed (it
+        raised, crashed or was killed) or none was made, so an error is raised here as it would be
+        by ``fn()`` itself."""
+        if self._fork is not None:
+            pid, read = self._fork
+            self._fork = None
+            values: list[R] | None = _collect(pid, read, 1)
+            if values is not None:
+                return values[0]
+        return self._fn()
+
+    def cancel(self) -> None:
+        """Kill the fork, if one runs, and reap it: its result is no longer wanted."""
+        if self._fork is not None:
+            pid, read = self._fork
+            self._fork = None
+            with contextlib.suppress(OSError):
+                os.close(read)
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+
+
+def start(fn: Callable[[], R]) -> Pending[R]:
+    """Begin ``fn()`` in a fork, to run on another core while this process goes on; where no fork
+    can be made safely (another thread runs, or ``LAKEGEN_FORKS=1``), it runs when its result is
+    asked for. ``fn`` is a function of what this process holds now, and what it writes to disk
+    must be what running it here would write (a fork that fails has it run again here)."""
+    pending = Pending(fn)
+    if not _may_fork() or os.environ.get(ENV, "").strip() == "1":
+        return pending
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()  # else the fork would write this process's buffered output again
+    thawed = gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            _compute_and_exit(lambda _: fn(), [None], range(1), write)
+        os.close(write)
+        pending._fork = (pid, read)
+    finally:
+        if thawed:
+            gc.unfreeze()
+    return pending

@@ -132,6 +132,7 @@ def build_site(
     # site's per-entry loops at 10,000 models.
     thawed = gc.get_freeze_count() == 0
     gc.freeze()
+    plugin = None
     try:
         config = _config(root, tmp, Path(config_file) if config_file else None)
         plugin = next((p for p in config.plugins.values() if isinstance(p, LakegenPlugin)), None)
@@ -168,6 +169,8 @@ def build_site(
         else:
             _swap(tmp, final, root / ".lakegen" / "trash")
     except BaseException:
+        if plugin is not None:
+            plugin.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:

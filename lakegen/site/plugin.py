@@ -23,6 +23,7 @@ Per-page work is kept small because a lake has thousands of entries:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
@@ -49,8 +50,8 @@ from mkdocs.structure.toc import get_toc
 
 from lakegen import exports
 from lakegen.atomicfile import Listing
-from lakegen.model.index import IndexEntry, LakeIndex
-from lakegen.search import EntryFacets
+from lakegen.executor import forked
+from lakegen.model.index import LakeIndex
 from lakegen.site import api, cache, firstpage, searchindex
 from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
 from lakegen.site.templatecache import template_cache
@@ -113,7 +114,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._record = cache.Record("")
         self._previous: cache.Record | None = None
         self._shards: dict[int, list[str]] = {}
-        self._first: list[firstpage.Record] = []
+        self._first: forked.Pending[tuple[str, str]] | None = None
         self._reuse_dir: Path | None = None
         self._view: LakeView | None = None
         self._changed: frozenset[str] | None = None
@@ -191,14 +192,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         start = time.perf_counter()
         self.stats = {}  # mkdocs keeps one instance of the plugin for every build of the process
         index = self._load_index()
-        self._first = []
-        use = config.use_directory_urls
-
-        def record(e: IndexEntry, manifest: dict[str, Any], facets: EntryFacets) -> None:
-            url = url_of(page_of(e.id, e.kind), use)
-            self._first.append(firstpage.record_of(url, e.id, e.kind, manifest, facets))
-
-        view = LakeView(index, record)  # the first page's records made as it reads each manifest
+        view = LakeView(index)
         entry_pages = [p for p in (view.path(e.id) for e in index.entries) if p]
         count = searchindex.shard_count(len(entry_pages), self.config.shard_size)
         self._shards = defaultdict(list)
@@ -221,6 +215,14 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._record = cache.Record(context)
         self._previous = previous
         self._changed = cache.keep_digests(index, previous, view)
+        self._first = None
+        if self.config.pagefind and searchindex.available():
+            # The first page's index reads nothing the pages do: a fork makes it on the other core
+            # while this process renders (at 100,000 models, 10 s of a one-change rebuild that held
+            # the interpreter's lock against the rest when it ran in the search step's thread).
+            known = previous.search.get(firstpage.FOLDER) if previous is not None else None
+            args = (index, view, config.use_directory_urls, here, reuse_from, known, self.patching)
+            self._first = forked.start(functools.partial(_first_page, *args))
         self._pages, self._reused, self._shells, self._stubs = {}, [], {}, []
         # Rendered bodies wait for their shell in a temporary file, not in memory: most pages are
         # stamped after every page is rendered (80 MB of bodies at 10,000 models).
@@ -383,11 +385,30 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             self.replaced = [name for name in self._record.search if (site / name).is_dir()]
         cache.save(site, self._record)
 
+    def on_build_error(self, *, error: Exception) -> None:
+        """Stop the first page's fork: the build it was for is abandoned.
+
+        Args:
+            error: what failed.
+        """
+        self.abort()
+
+    def abort(self) -> None:
+        """Stop what this build runs aside (the first page's fork) and wait for it, so that nothing
+        writes into the abandoned build's folder once it is removed."""
+        if self._first is not None:
+            self._first.cancel()
+            self._first = None
+
     def _index(self, site: Path, shards: dict[int, list[tuple[str, str]]], previous: cache.Record) -> None:
         start = time.perf_counter()
-        self._record.search, indexed, first = searchindex.build(
-            site, shards, self._reuse_dir, previous.search, keep=self.patching, first=self._first
+        self._record.search, indexed = searchindex.build(
+            site, shards, self._reuse_dir, previous.search, keep=self.patching
         )
+        first = None
+        if self._first is not None:
+            self._record.search[firstpage.FOLDER], first = self._first.result()
+            self._first = None
         self.stats.update(
             search_shards=len(shards),
             search_indexed=indexed,
@@ -439,6 +460,26 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
 
                 self.index = compile_lake(self.root)
         return self.index
+
+
+def _first_page(
+    index: LakeIndex,
+    view: LakeView,
+    directory_urls: bool,
+    site: Path,
+    previous: Path | None,
+    known: str | None,
+    keep: bool,
+) -> tuple[str, str]:
+    """Make the first page's records of every entry and write its index into ``site``
+    (:func:`lakegen.site.searchindex.first`): its digest, and how it was made."""
+    records = [
+        firstpage.record_of(
+            url_of(page_of(e.id, e.kind), directory_urls), e.id, e.kind, e.manifest, view.facets[e.id]
+        )
+        for e in index.entries
+    ]
+    return searchindex.first(site, records, previous, known, keep)
 
 
 @dataclass(slots=True)

@@ -79,21 +79,18 @@ def build(
     previous: Path | None = None,
     known: dict[str, str] | None = None,
     keep: bool = False,
-    first: list[firstpage.Record] | None = None,
-) -> tuple[dict[str, str], int, str | None]:
-    """Index each shard's pages (``(file, body digest)`` pairs) into ``site/pagefind/shard-<k>``,
-    and the ``first`` page's records into ``site/pagefind/first`` (:mod:`lakegen.site.firstpage`).
+) -> tuple[dict[str, str], int]:
+    """Index each shard's pages (``(file, body digest)`` pairs) into ``site/pagefind/shard-<k>``
+    (the first page's index is :func:`first`'s).
 
-    A shard (or the first page's index) whose digest is in ``known`` (the previous build's) is
-    linked from ``previous`` instead of being made again; with ``keep`` (``site`` is to patch
-    ``previous`` in place, and holds only the pages that changed), it is left where it is.
+    A shard whose digest is in ``known`` (the previous build's) is linked from ``previous``
+    instead of being made again; with ``keep`` (``site`` is to patch ``previous`` in place, and
+    holds only the pages that changed), it is left where it is.
 
     Returns:
-        The digest of every shard, how many shards were indexed, and how the first page's index
-        was made ("linked", "patched", "whole"; None without ``first``).
+        The digest of every shard, and how many shards were indexed.
     """
     digests: dict[str, str] = {}
-    how = None
     todo: list[tuple[list[str], Path]] = []
     for shard, pages in sorted(shards.items()):
         name = bundle(shard).rstrip("/")
@@ -111,16 +108,12 @@ def build(
     with ThreadPoolExecutor(min(PARALLEL, max(1, len(todo)))) as pool:
         kept = previous if keep else None
         running = [pool.submit(_index, site, dests, out, kept) for dests, out in todo]
-        if first is not None:  # made here while the Pagefind processes run
-            digests[firstpage.FOLDER], how = _first(
-                site, first, previous, (known or {}).get(firstpage.FOLDER), keep
-            )
         for done in running:
             done.result()
-    return digests, len(todo), how
+    return digests, len(todo)
 
 
-def _first(
+def first(
     site: Path, records: list[firstpage.Record], previous: Path | None, known: str | None, keep: bool
 ) -> tuple[str, str]:
     """Write the first page's index (or link the previous one, when made of the same records; or

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -77,14 +77,12 @@ class LakeView:
     """The index, grouped for rendering.
 
     Each entry's manifest is read once here, in one pass that takes from it all that the site's
-    passes over every entry need (``each`` is called there too): decoding a manifest costs more
+    passes over every entry need: decoding a manifest costs more
     than all the rest of what a one-change rebuild does with an unchanged entry, and the passes
     did it seven times an entry.
     """
 
-    def __init__(
-        self, index: LakeIndex, each: Callable[[IndexEntry, dict[str, Any], EntryFacets], None] | None = None
-    ):
+    def __init__(self, index: LakeIndex):
         self.index = index
         self.entries: dict[str, IndexEntry] = {e.id: e for e in index.entries}
         self.edges_in: dict[str, list[Edge]] = defaultdict(list)
@@ -125,7 +123,7 @@ class LakeView:
         for entry in index.entries:
             m = entry.manifest
             rows = evaluations(entry, results.get(entry.id, []))
-            facets = self.facets[entry.id] = facets_of(entry, m, self.edges_in.get(entry.id, []), rows)
+            self.facets[entry.id] = facets_of(entry, m, self.edges_in.get(entry.id, []), rows)
             self.names[entry.id] = m.get("name")
             self.sources[entry.id] = sources = [str(d.get("id")) for d in dicts(m.get("derived_from"))]
             for source in sources:
@@ -133,8 +131,6 @@ class LakeView:
             if entry.kind == "model":
                 self.evaluations[entry.id] = rows
                 self._uses(entry, m)
-            if each is not None:
-                each(entry, m, facets)
         for model, ran in results.items():  # results of models the lake no longer lists
             if model not in self.entries:
                 self.evaluations[model] = [EvalRow.of(r) for r in ran]
