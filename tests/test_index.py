@@ -122,6 +122,49 @@ def test_the_index_is_saved_as_pydantic_dumps_it_with_the_manifests_copied_as_he
     )
 
 
+def test_a_saved_index_is_read_back_with_its_manifests_cut_out_as_written(demo_copy: Path) -> None:
+    import os
+
+    from pydantic import TypeAdapter
+
+    from lakegen.compile.store import SPANS_FILE
+    from lakegen.model.index import LakeIndex
+
+    index = compile_lake(demo_copy)
+    odd = [
+        {"description": 'ünïcode, "quotes", \\ and \u0000 and a tab\t', "n": 1e-7, "big": 2**70},
+        {"score": float("inf")},  # dumped as a dict, so not cut out: read as JSON reads it
+        {"description": '"manifest":{"a":1}', "manifest": {"id": "not the entry's"}},
+    ]
+    for entry, extra in zip(index.entries, odd, strict=False):
+        entry.manifest = {**entry.manifest, **extra}
+    path = save(index, demo_copy)
+    plain = LakeIndex.model_validate_json(path.read_bytes())
+    cut = load_index(path)
+    assert (demo_copy / SPANS_FILE).is_file()
+    assert cut == plain and [e.packed for e in cut.entries] == [e.packed for e in plain.entries]
+    assert TypeAdapter(LakeIndex).dump_json(cut) == path.read_bytes()
+    assert cut.entries[2].manifest["manifest"] == {"id": "not the entry's"}
+
+    # a record of other spans, or of another file, is not used
+    import lakegen.compile.store as store
+
+    record = store.fastjson.loads((demo_copy / SPANS_FILE).read_bytes())
+    wrong = {**record, "spans": [s + 1 for s in record["spans"]]}
+    (demo_copy / SPANS_FILE).write_bytes(store.fastjson.compact(wrong))
+    assert load_index(path) == plain
+    inner = path.read_bytes().index(b'"manifest":{"id":"not') + len(b'"manifest":')
+    end = path.read_bytes().index(b"}", inner) + 1
+    (demo_copy / SPANS_FILE).write_bytes(store.fastjson.compact({**record, "spans": [inner, end]}))
+    assert load_index(path) == plain  # a manifest inside a manifest: no entry's took the number
+    (demo_copy / SPANS_FILE).write_bytes(store.fastjson.compact(record))
+    assert load_index(path) == plain
+    data = path.read_bytes()
+    os.utime(path, ns=(0, 0))  # another file now, for all the record knows
+    assert store._spans(path, path.stat()) is None and load_index(path) == plain
+    path.write_bytes(data)
+
+
 def test_a_metric_ranks_in_the_direction_its_registry_or_code_entry_gives(tmp_path: Path) -> None:
     from gitlake import GitLake, model
 

@@ -4,16 +4,21 @@ it still matches the working tree it was compiled from (see :mod:`lakegen.compil
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lakegen import fastjson
 from lakegen.atomicfile import write_atomic, writing
 from lakegen.compile import inputs
 from lakegen.compile.inputs import Inputs
-from lakegen.model.index import LakeIndex, index_pieces
+from lakegen.model.index import LakeIndex, index_from_json, index_pieces, manifest_spans
 
 INDEX_FILE = ".lakegen/lake.json"
+SPANS_FILE = ".lakegen/lake.spans.json"
+"""Where ``lake.json``'s manifests are (written with it, for that very file: its inode, size and
+modification time), so that reading it back cuts them out rather than parsing and dumping them."""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -26,9 +31,13 @@ def save(index: LakeIndex, root: Path) -> Path:
     the working tree still holds what it was compiled from (else the next reader compiles again)."""
     path = root / INDEX_FILE
     # serialised by pydantic itself, as bytes: a tenth of the time of model_dump and json.dumps
+    pieces = index_pieces(index)
+    (root / SPANS_FILE).unlink(missing_ok=True)
     with writing(path) as f:
-        for piece in index_pieces(index):
+        for piece in pieces:
             f.write(piece)
+    _write_spans(path, manifest_spans(pieces))
+    del pieces
     # what the compile read was recorded in the index only by digest: the previous record's hashes
     # are trusted for files whose stat is unchanged, as a staleness check would
     trust = inputs.trusted(root, index.inputs.digest)
@@ -46,7 +55,34 @@ def save(index: LakeIndex, root: Path) -> Path:
 
 
 def load_index(path: Path) -> LakeIndex:
-    return LakeIndex.model_validate_json(path.read_bytes())
+    """The index in ``path``; its manifests cut out as they were written where the record beside it
+    says where they are (:func:`lakegen.model.index.index_from_json`)."""
+    with path.open("rb") as f:
+        data = f.read()
+        st = os.fstat(f.fileno())
+    return index_from_json(data, _spans(path, st))
+
+
+def _spans_path(index_path: Path) -> Path:
+    return index_path.with_name(index_path.name.removesuffix(".json") + ".spans.json")
+
+
+def _write_spans(path: Path, spans: list[int]) -> None:
+    st = path.stat()
+    record = {"file": [st.st_ino, st.st_size, st.st_mtime_ns], "spans": spans}
+    write_atomic(_spans_path(path), fastjson.compact(record))
+
+
+def _spans(path: Path, st: os.stat_result) -> list[int] | None:
+    """Where the manifests are in ``path`` (stat ``st``), when its writer's record is of that file."""
+    try:
+        record = fastjson.loads(_spans_path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("file") != [st.st_ino, st.st_size, st.st_mtime_ns]:
+        return None
+    spans = record.get("spans")
+    return spans if isinstance(spans, list) and all(type(s) is int for s in spans) else None
 
 
 def load_current(root: Path) -> tuple[LakeIndex | None, str]:
