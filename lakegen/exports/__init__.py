@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -233,18 +233,24 @@ def _in_parts(
             old = previous.read_bytes()
         if old and hashlib.sha256(old).hexdigest() == before[0]:  # the document the spans are of
             kept = before[1]
-    moved: Callable[[bytes], bytes] = bytes
+    moved: Callable[[bytes], bytes] | None = None
     if kept and fmt.rebase is not None:
         try:
             moved = fmt.rebase(ev, entries, old)
         except ValueError:
             kept = {}
+    if moved is not None and kept:
+        whole = moved(old)
+        if len(whole) == len(old):  # the parts are where they were: moved once, not one by one
+            old, moved = whole, None
+        del whole
     made, keys, facts = [], [], []
     for entry in entries:
         was = kept.get(entry.id)
         if was is not None and len(was) == 4 and same(fmt.name, entry.id, was):
             spans = was[2]
-            made.append([moved(old[spans[i] : spans[i + 1]]) for i in range(0, len(spans), 2)])
+            cut = [old[spans[i] : spans[i + 1]] for i in range(0, len(spans), 2)]
+            made.append(cut if moved is None else [moved(c) for c in cut])
             keys.append(was[:2])
             facts.append(was[3])
             continue
@@ -258,11 +264,26 @@ def _in_parts(
     chunks, spans = fmt.assemble(ev, entries, made, facts)
     h = hashlib.sha256()
     with out.open("wb") as f:
-        for chunk in chunks:
-            h.update(chunk)
-            f.write(chunk)
+        for batch in _batches(chunks):
+            h.update(batch)
+            f.write(batch)
     parts = {e.id: [*k, s, f] for e, k, s, f in zip(entries, keys, spans, facts, strict=True)}
     return [h.hexdigest(), parts]
+
+
+def _batches(chunks: list[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    """``chunks`` joined into pieces of about ``size`` bytes: a whole-lake document is a few small
+    chunks a model (1.6 million writes and hash updates at 100,000 models, one call each)."""
+    batch: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        batch.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(batch)
+            batch, held = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 def context(index: LakeIndex) -> str:
