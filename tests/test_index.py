@@ -165,6 +165,28 @@ def test_a_saved_index_is_read_back_with_its_manifests_cut_out_as_written(demo_c
     path.write_bytes(data)
 
 
+def test_the_inputs_record_written_is_given_back_unread_until_the_file_changes(
+    demo_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakegen.compile import inputs
+
+    index = compile_lake(demo_copy)
+    save(index, demo_copy)
+    real = inputs.fastjson.loads
+    with monkeypatch.context() as m:
+        m.setattr(inputs.fastjson, "loads", lambda _: pytest.fail("the record was read again"))
+        kept = inputs.recorded(demo_copy)
+    assert kept is not None and kept.recorded_digest == index.inputs.digest
+    path = demo_copy / inputs.INPUTS_FILE
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'"taken_ns":', b'"taken_ns": ', 1))  # another file, the same record
+    read = []
+    monkeypatch.setattr(inputs.fastjson, "loads", lambda b: read.append(1) or real(b))
+    again = inputs.recorded(demo_copy)
+    assert read and again is not None and again.files == kept.files
+    assert again.recorded_digest == kept.recorded_digest
+
+
 def test_a_metric_ranks_in_the_direction_its_registry_or_code_entry_gives(tmp_path: Path) -> None:
     from gitlake import GitLake, model
 
