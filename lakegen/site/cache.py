@@ -220,3 +220,20 @@ def keep_digests(index: LakeIndex, previous: Record | None, view: LakeView) -> f
             digests[entry.id] = digest
     view.keep(digests, changed)
     return changed
+
+
+def others(site: Path, record: Record, directory_urls: bool, unread: str) -> list[str]:
+    """The files in ``site`` that ``record`` does not already name (the theme's, the whole-lake
+    exports, ``api/lake.json``); the folder ``unread`` (the search index's) is not looked into."""
+    named = record.files(directory_urls) | {RECORD}
+    top, found = str(site), []
+    for folder, dirs, files in os.walk(top):
+        rel = folder[len(top) + 1 :]
+        if rel == unread:
+            dirs.clear()
+            continue
+        for name in files:
+            path = f"{rel}/{name}" if rel else name
+            if path not in named:
+                found.append(path)
+    return sorted(found)

@@ -55,7 +55,7 @@ from lakegen.model.index import LakeIndex
 from lakegen.site import api, cache, firstpage, searchindex
 from lakegen.site.pages import NAV, Job, Page, Renderer, url_of
 from lakegen.site.templatecache import template_cache
-from lakegen.site.views import LakeView, page_of
+from lakegen.site.views import LakeView
 
 log = logging.getLogger("mkdocs.plugins.lakegen")
 STUB = "LAKEGEN-PAGE-BODY"
@@ -222,7 +222,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             # the interpreter's lock against the rest when it ran in the search step's thread).
             known = previous.search.get(firstpage.FOLDER) if previous is not None else None
             args = (index, view, config.use_directory_urls, here, reuse_from, known, self.patching)
-            self._first = forked.start(functools.partial(_first_page, *args))
+            self._first = forked.start(functools.partial(searchindex.first_of_view, *args))
         self._pages, self._reused, self._shells, self._stubs = {}, [], {}, []
         # Rendered bodies wait for their shell in a temporary file, not in memory: most pages are
         # stamped after every page is rendered (80 MB of bodies at 10,000 models).
@@ -378,7 +378,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
             self._record.site = self.site_key(config, index)
             if search:
                 indexing.result()
-        self._record.others = _others(site, self._record, config.use_directory_urls)
+        self._record.others = cache.others(site, self._record, config.use_directory_urls, searchindex.FOLDER)
         if self.patching:
             use = config.use_directory_urls
             self.stale = sorted(previous.files(use) - self._record.files(use))
@@ -462,26 +462,6 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         return self.index
 
 
-def _first_page(
-    index: LakeIndex,
-    view: LakeView,
-    directory_urls: bool,
-    site: Path,
-    previous: Path | None,
-    known: str | None,
-    keep: bool,
-) -> tuple[str, str]:
-    """Make the first page's records of every entry and write its index into ``site``
-    (:func:`lakegen.site.searchindex.first`): its digest, and how it was made."""
-    records = [
-        firstpage.record_of(
-            url_of(page_of(e.id, e.kind), directory_urls), e.id, e.kind, e.manifest, view.facets[e.id]
-        )
-        for e in index.entries
-    ]
-    return searchindex.first(site, records, previous, known, keep)
-
-
 @dataclass(slots=True)
 class _Stamped:
     """A rendered page waiting for its shell: where it goes, its title, where its body (as UTF-8)
@@ -501,23 +481,6 @@ def _before(
         return None
     found = previous.pages.get(job.src_uri)
     return found if found is not None and site.is_file(dest) else None
-
-
-def _others(site: Path, record: cache.Record, directory_urls: bool) -> list[str]:
-    """The files in ``site`` that ``record`` does not already name (the theme's, the whole-lake
-    exports, ``api/lake.json``); the search shards' folders are not looked into."""
-    named = record.files(directory_urls) | {cache.RECORD}
-    top, found = str(site), []
-    for folder, dirs, files in os.walk(top):
-        rel = folder[len(top) + 1 :]
-        if rel == searchindex.FOLDER:
-            dirs.clear()
-            continue
-        for name in files:
-            path = f"{rel}/{name}" if rel else name
-            if path not in named:
-                found.append(path)
-    return sorted(found)
 
 
 def _name(src_uri: str, directory_urls: bool) -> str:

@@ -25,8 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from lakegen.model.index import LakeIndex
 from lakegen.site import firstpage, firstpatch
 from lakegen.site.cache import link
+from lakegen.site.pages import url_of
+from lakegen.site.views import LakeView, page_of
 
 # a rebuild re-indexes each shard holding a changed page (Pagefind: ~1.4 ms of CPU a page), and a
 # query fetches a little of every shard: 1,000 keeps one changed model's re-index near a second
@@ -158,3 +161,23 @@ def _link_tree(src: Path, dst: Path) -> None:
         there = out + folder[len(top) :]  # strings: a shard holds a file per page
         for name in files:
             link(Path(folder, name), Path(there, name))
+
+
+def first_of_view(
+    index: LakeIndex,
+    view: LakeView,
+    directory_urls: bool,
+    site: Path,
+    previous: Path | None,
+    known: str | None,
+    keep: bool,
+) -> tuple[str, str]:
+    """Make the first page's records of every entry and write its index into ``site``
+    (:func:`lakegen.site.searchindex.first`): its digest, and how it was made."""
+    records = [
+        firstpage.record_of(
+            url_of(page_of(e.id, e.kind), directory_urls), e.id, e.kind, e.manifest, view.facets[e.id]
+        )
+        for e in index.entries
+    ]
+    return first(site, records, previous, known, keep)
