@@ -32,7 +32,7 @@ def save(index: LakeIndex, root: Path) -> Path:
     path = root / INDEX_FILE
     # serialised by pydantic itself, as bytes: a tenth of the time of model_dump and json.dumps
     pieces = index_pieces(index)
-    (root / SPANS_FILE).unlink(missing_ok=True)
+    _spans_path(path).unlink(missing_ok=True)
     with writing(path) as f:
         for piece in pieces:
             f.write(piece)

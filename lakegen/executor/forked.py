@@ -131,6 +131,12 @@ def _collect(pid: int, fd: int, count: int) -> list[R] | None:
     return values if isinstance(values, list) and len(values) == count else None
 
 
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
 def _may_fork() -> bool:
     # a fork copies only the thread that made it: a lock another thread holds stays held there
     return hasattr(os, "fork") and threading.active_count() == 1
@@ -143,9 +149,7 @@ def in_fork(fn: Callable[[], object]) -> bool:
     never holds the work's peak beside what it does next."""
     if not _may_fork():
         return False
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()  # else the fork would write this process's buffered output again
+    _flush()  # else the fork would write this process's buffered output again
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -155,9 +159,7 @@ def in_fork(fn: Callable[[], object]) -> bool:
         except BaseException:
             pass
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
+            _flush()
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
@@ -202,9 +204,7 @@ def start(fn: Callable[[], R]) -> Pending[R]:
     pending = Pending(fn)
     if not _may_fork() or os.environ.get(ENV, "").strip() == "1":
         return pending
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()  # else the fork would write this process's buffered output again
+    _flush()  # else the fork would write this process's buffered output again
     thawed = gc.get_freeze_count() == 0
     gc.freeze()
     try:

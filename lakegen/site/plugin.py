@@ -215,7 +215,7 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
         self._record = cache.Record(context)
         self._previous = previous
         self._changed = cache.keep_digests(index, previous, view)
-        self._first = None
+        self.abort()  # a fork an earlier build of this plugin left unasked
         if self.config.pagefind and searchindex.available():
             # The first page's index reads nothing the pages do: a fork makes it on the other core
             # while this process renders (at 100,000 models, 10 s of a one-change rebuild that held
