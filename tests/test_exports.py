@@ -238,7 +238,9 @@ def test_the_site_api_carries_every_export(demo_index, tmp_path):
     from lakegen.site import api
     from lakegen.site.views import LakeView
 
-    api.write(demo_index, LakeView(demo_index), tmp_path)
+    view = LakeView(demo_index)
+    api.write(demo_index, view, tmp_path)
+    api.write_exports(demo_index, view, tmp_path, None, "")
     exports = tmp_path / "api" / "exports"
     assert (
         JsonStrictValidator(SchemaVersion.V1_6).validate_str(

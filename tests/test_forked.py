@@ -3,6 +3,7 @@ results as one process, in the same order, whatever a fork does; and the same co
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -289,3 +290,111 @@ def test_a_whole_compile_in_a_fork_gives_the_index_of_one_here(
     monkeypatch.setattr(forked.os, "fork", dying)
     index, reused = compile_or_reuse(dies / "lake", isolate=True)
     assert not reused and index.model_dump(mode="json") == one
+
+
+def test_an_index_saved_aside_is_the_one_saved_here_and_a_failed_save_is_done_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """``lakegen build`` writes the compiled index in a fork while the site is built
+    (:func:`store.save_aside`): the same files as a save here, known to :func:`store.saved_as`
+    without reading the inputs record back; a fork that dies has the save done here when settled,
+    and a ``lake.json`` replaced since is not taken for the one saved."""
+    if _ran_in_a_fresh_process(request):
+        return
+    from lakegen.compile import compile_or_reuse, inputs, store
+    from lakegen.compile.store import INDEX_FILE, SPANS_FILE
+
+    root = demo_lake(tmp_path / "demo").root
+    index, _ = compile_or_reuse(root)
+    store.save(index, root)
+    names = (INDEX_FILE, SPANS_FILE, inputs.INPUTS_FILE)
+
+    def saved() -> dict[str, Any]:
+        """The three files, but what names the moment they were written (the spans record's
+        lake.json mtime, the snapshot's time)."""
+        out: dict[str, Any] = {INDEX_FILE: (root / INDEX_FILE).read_bytes()}
+        out[SPANS_FILE] = json.loads((root / SPANS_FILE).read_bytes())["spans"]
+        out[inputs.INPUTS_FILE] = {
+            k: v for k, v in json.loads((root / inputs.INPUTS_FILE).read_bytes()).items() if k != "taken_ns"
+        }
+        return out
+
+    here = saved()
+    parent = os.getpid()
+    real = forked.os.fork
+
+    forks: list[int] = []
+    for dies in (False, True):
+        for name in names:
+            (root / name).unlink()
+        forks.clear()
+
+        def counted(dies: bool = dies) -> int:
+            pid = real()
+            if pid == 0 and dies and os.getpid() != parent:
+                os._exit(3)
+            forks.append(pid)
+            return pid
+
+        monkeypatch.setattr(forked.os, "fork", counted)
+        store.save_aside(index, root)
+        assert forks  # begun in a fork
+        monkeypatch.setattr(inputs.fastjson, "loads", lambda _: pytest.fail("the record was read back"))
+        assert store.saved_as(root, index) == root / INDEX_FILE  # settles it first
+        monkeypatch.undo()
+        assert saved() == here, dies
+    # another lake.json in its place (written by another process) is not known to be the one saved
+    # here: the inputs record is asked, as for a save of another process
+    data = (root / INDEX_FILE).read_bytes()
+    (root / INDEX_FILE).unlink()
+    (root / INDEX_FILE).write_bytes(data)
+    asked: list[Path] = []
+    recorded = inputs.recorded
+    monkeypatch.setattr(store.inputs, "recorded", lambda r: asked.append(r) or recorded(r))
+    assert store.saved_as(root, index) == root / INDEX_FILE and asked == [root]
+    other = index.model_copy(update={"generated_at": "1970-01-01T00:00:00+00:00"})
+    assert store.saved_as(root, other) is None
+
+
+def test_a_delta_compile_whose_snapshot_is_taken_in_a_fork_equals_one_taken_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """A compile that may start from the saved index takes its snapshot of the working tree in a
+    fork while it reads that index: the same index as with no fork, or with a fork that dies."""
+    if _ran_in_a_fresh_process(request):
+        return
+    from test_incremental import _edit
+
+    from lakegen.compile import compile_or_reuse
+    from lakegen.compile.delta import changed_since
+    from lakegen.compile.store import save
+
+    root = demo_lake(tmp_path / "demo").root
+    save(compile_or_reuse(root)[0], root)
+    _edit(root / "catalog/models/digits-mlp-base.yaml", "The root of the digits family", "The root")
+    parent, real = os.getpid(), forked.os.fork
+    made: list[int] = []
+
+    def counted() -> int:
+        pid = real()
+        made.append(pid)
+        return pid
+
+    def dying() -> int:
+        pid = real()
+        if pid == 0 and os.getpid() != parent:
+            os._exit(3)
+        return pid
+
+    found = {}
+    for how in ("fork", "one process", "dying fork"):
+        made.clear()
+        with monkeypatch.context() as m:
+            if how == "one process":
+                m.setenv(forked.ENV, "1")
+            m.setattr(forked.os, "fork", dying if how == "dying fork" else counted)
+            index, reused = compile_or_reuse(root)
+        assert not reused and changed_since(index) is not None, how  # a delta compile
+        assert bool(made) == (how == "fork"), how
+        found[how] = (index.model_dump(mode="json"), index.inputs.digest)
+    assert found["fork"] == found["one process"] == found["dying fork"]

@@ -479,6 +479,30 @@ def test_a_patched_site_equals_a_cold_built_one(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "lake").iterdir() if p.name.startswith(".site")]
 
 
+def test_an_exports_record_not_the_one_the_site_names_is_not_used(tmp_path: Path) -> None:
+    """The exports' record is a file of its own, named by the site's record by sha256: one that was
+    changed (or is missing) is not trusted; the exports are made again and those the previous site
+    has but this one does not are found by looking, so the patched site still equals a cold one."""
+    from lakegen.site.cache import EXPORTS_RECORD, RECORD
+
+    index = demo_index()
+    gone = next(e for e in index.entries if e.kind == "model" and e.id != "mlp-q8")
+    changed = edited(index.model_copy(update={"entries": [e for e in index.entries if e != gone]}))
+    cold = tree(_site(tmp_path / "cold", changed, pagefind=False))
+    assert any(k.startswith(f"api/exports/hf-card/{gone.id}") for k in tree(_site(tmp_path / "x", index)))
+    for damage in ("edited", "missing"):
+        site = _site(tmp_path / damage, index, pagefind=False)
+        record = json.loads((site / RECORD).read_bytes())
+        assert record["exports"] and "api/exports/" not in (site / RECORD).read_text()
+        if damage == "edited":
+            (site / EXPORTS_RECORD).write_bytes((site / EXPORTS_RECORD).read_bytes() + b" ")
+        else:
+            (site / EXPORTS_RECORD).unlink()
+        report = build_site(tmp_path / damage, changed, pagefind=False)
+        assert "patched" in report.stats
+        assert tree(site) == cold, damage
+
+
 def test_a_patch_cut_short_is_built_whole_next_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lakegen.site.cache import RECORD
 

@@ -34,7 +34,7 @@ def _compiled(args: argparse.Namespace, root: Path, *, unread: bool = False) -> 
     """The lake index: read from ``--index`` when given, else compiled now and saved. With
     ``unread``, a saved index that is still current is returned unread (:func:`store.saved`)."""
     from lakegen.compile import compile_or_reuse
-    from lakegen.compile.store import load_index, save, saved
+    from lakegen.compile.store import load_index, save, save_aside, saved
 
     if getattr(args, "index", None):
         return load_index(Path(args.index))
@@ -50,26 +50,32 @@ def _compiled(args: argparse.Namespace, root: Path, *, unread: bool = False) -> 
         workers=getattr(args, "workers", None),
         isolate=unread,  # a build: the site reads the saved index next, so the compile may run aside
     )
-    if not reused:
+    if not reused and unread:  # the site build goes on while the index is written; it settles it
+        save_aside(index, root)
+    elif not reused:
         save(index, root)
     return index
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from lakegen.cli.common import EXIT_OK, lake_root, print_json
+    from lakegen.compile.store import settle
     from lakegen.site import build_site
 
     root = lake_root(args)
     start = time.perf_counter()
     index = _compiled(args, root, unread=True)
     compile_s = time.perf_counter() - start
-    report = build_site(
-        root,
-        index,
-        site_dir=args.site,
-        reuse=not args.full,
-        pagefind=False if args.no_search else None,
-    )
+    try:
+        report = build_site(
+            root,
+            index,
+            site_dir=args.site,
+            reuse=not args.full,
+            pagefind=False if args.no_search else None,
+        )
+    finally:
+        settle(root)  # the index saved aside, whatever became of the site
     stats = report.stats
     if args.json:
         print_json(

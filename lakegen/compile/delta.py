@@ -33,6 +33,7 @@ from lakegen.errors import Finding, by_place
 from lakegen.executor import Engine
 from lakegen.model.index import CompiledFrom, Edge, IndexEntry, LakeIndex, Result, dicts
 from lakegen.model.manifest import is_external
+from lakegen.version import __version__
 
 MANIFEST_FOLDERS = (f"{CATALOG_DIR}/models/", f"{CATALOG_DIR}/datasets/")
 SEGMENTS = {"validate": 0, "attribution": 1, "bench": 2, "governance": 3}
@@ -85,6 +86,14 @@ def saved_index(root: Path, previous: Inputs, options: dict[str, bool]) -> LakeI
     return index if same else None
 
 
+def may_start_from(previous: Inputs, options: dict[str, bool]) -> bool:
+    """Whether a compile with ``options`` may start from the index saved with ``previous`` (a reuse
+    or a delta), as far as is known before the working tree is read: the same options, lakegen
+    version and code."""
+    same = (previous.index.get("options"), previous.version, previous.index.get("code"))
+    return same == (options, __version__, code_digest())
+
+
 def delta_compile(
     root: Path,
     now: Inputs,
@@ -93,10 +102,11 @@ def delta_compile(
     options: dict[str, bool],
     engine: Engine = "local",
     workers: int | None = None,
+    before: LakeIndex | None = None,
 ) -> LakeIndex | None:
     """The index of the lake at ``root`` whose inputs are ``now`` (:func:`as_before`), made from the
-    index the previous compile saved (whose inputs were ``previous``); None when this lake's change
-    needs a full compile."""
+    index the previous compile saved (whose inputs were ``previous``; ``before``: that index, when
+    already read by :func:`saved_index`); None when this lake's change needs a full compile."""
     if previous.index.get("options") != options:
         return None
     if (previous.version, previous.head, previous.index.get("code")) != (
@@ -108,7 +118,7 @@ def delta_compile(
     changed = _changed_manifests(now, previous)
     if not changed:
         return None
-    before = saved_index(root, previous, options)
+    before = before if before is not None else saved_index(root, previous, options)
     if before is None:
         return None
     return _redo(root, before, changed, now, options, engine, workers)

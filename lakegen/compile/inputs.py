@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ from lakegen.version import __version__
 INPUTS_FILE = ".lakegen/lake.inputs.json"
 FORMAT = 1
 _SKIP_DIRS = {"__pycache__", ".git"}  # written by running code or git, never read by a compile
+_TEXT = (".yaml", ".yml", ".json", ".jsonl", ".csv", ".toml")
 
 
 def git_head(root: Path) -> str | None:
@@ -168,7 +170,11 @@ class Inputs:
         digests = Digests(default_cache_dir(root))
         top = str(root)
         named = set(self.extra)
-        for rel, record in self.files.items():
+        # the text files (manifests, results, policies) first: they are what an edit changes, and
+        # an artifact folder holds as many files as the lake has models, walked before them in order
+        files = self.files.items()
+        text = [item for item in files if item[0].endswith(_TEXT)]
+        for rel, record in itertools.chain(text, (item for item in files if not item[0].endswith(_TEXT))):
             try:
                 st = os.stat(os.path.join(top, rel))  # strings: pathlib cost as much as the stat itself
             except OSError:

@@ -3,6 +3,8 @@ it still matches the working tree it was compiled from (see :mod:`lakegen.compil
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from lakegen import fastjson
 from lakegen.atomicfile import write_atomic, writing
 from lakegen.compile import inputs
 from lakegen.compile.inputs import Inputs
+from lakegen.executor import forked
 from lakegen.model.index import LakeIndex, index_from_json, index_pieces, manifest_spans
 
 INDEX_FILE = ".lakegen/lake.json"
@@ -29,6 +32,50 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def save(index: LakeIndex, root: Path) -> Path:
     """Write ``index`` to ``.lakegen/lake.json``, and beside it the stat records of its inputs when
     the working tree still holds what it was compiled from (else the next reader compiles again)."""
+    settle(root)  # a save begun aside must not land after this one
+    written = _save(index, root)
+    if written is not None:
+        _WRITTEN[os.path.abspath(root)] = written
+    return root / INDEX_FILE
+
+
+_SAVING: dict[str, forked.Pending[_Written | None]] = {}
+_WRITTEN: dict[str, _Written] = {}
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What a save of this process left: ``lake.json`` (its inode, size and modification time)
+    holding the index of these inputs, with the inputs record beside it."""
+
+    file: tuple[int, int, int]
+    digest: str
+    options: Any
+    generated_at: str
+
+
+def save_aside(index: LakeIndex, root: Path) -> None:
+    """:func:`save`, begun in a fork so that this process goes on meanwhile (a build's site: at
+    100,000 models the save is 3.5 s of a one-change rebuild, and the other core was idle then).
+    :func:`settle` waits for it; :func:`saved_as` and :func:`save` settle first. Where no fork can
+    be made, or the fork fails, the save is done here when settled."""
+    settle(root)
+    _SAVING[os.path.abspath(root)] = forked.start(functools.partial(_save, index, root))
+
+
+def settle(root: Path) -> None:
+    """Wait for the save :func:`save_aside` began for ``root``, if any (raising what it raised)."""
+    key = os.path.abspath(root)
+    pending = _SAVING.pop(key, None)
+    if pending is not None:
+        written = pending.result()
+        if written is not None:
+            _WRITTEN[key] = written
+
+
+def _save(index: LakeIndex, root: Path) -> _Written | None:
+    """:func:`save`; what it wrote when it recorded the inputs too (the index is current)."""
+    _WRITTEN.pop(os.path.abspath(root), None)
     path = root / INDEX_FILE
     # serialised by pydantic itself, as bytes: a tenth of the time of model_dump and json.dumps
     pieces = index_pieces(index)
@@ -49,9 +96,15 @@ def save(index: LakeIndex, root: Path) -> Path:
     }
     if index.inputs.digest and now.digest == index.inputs.digest:
         inputs.write(root, now)
-    else:
-        (root / inputs.INPUTS_FILE).unlink(missing_ok=True)
-    return path
+        st = path.stat()
+        return _Written(
+            (st.st_ino, st.st_size, st.st_mtime_ns),
+            index.inputs.digest,
+            index.inputs.options,
+            index.generated_at,
+        )
+    (root / inputs.INPUTS_FILE).unlink(missing_ok=True)
+    return None
 
 
 def load_index(path: Path) -> LakeIndex:
@@ -140,8 +193,17 @@ def saved(root: Path) -> Saved | None:
 def saved_as(root: Path, index: LakeIndex) -> Path | None:
     """``.lakegen/lake.json`` when it holds ``index`` (as its inputs record says: the same inputs,
     compiled at the same time); else None. A copy of it costs a link, not a dump of the index."""
-    found = inputs.recorded(root)
+    settle(root)
     path = root / INDEX_FILE
+    written = _WRITTEN.get(os.path.abspath(root))
+    if written is not None:  # this process saved it: known without reading the record (32 MB at 100,000)
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            if (st.st_ino, st.st_size, st.st_mtime_ns) == written.file:
+                made = (written.digest, written.options, written.generated_at)
+                same = made == (index.inputs.digest, index.inputs.options, index.generated_at)
+                return path if same and index.inputs.digest else None
+    found = inputs.recorded(root)
     if found is None or not index.inputs.digest or found.recorded_digest != index.inputs.digest:
         return None
     same = (found.index.get("options"), found.index.get("generated_at")) == (

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from lakegen.model.index import LakeIndex
 
 RECORD = ".lakegen-pages.json"
+EXPORTS_RECORD = ".lakegen-exports.json"
+"""The exports' record (per document, its key and the entries it read), beside the build's record
+and named by it by sha256: only the build's exports read it (59 MB of the 100 MB that a
+100,000-model site's one record was, which every rebuild parsed to ask whether the site is current)."""
+EXPORTS = "api/exports"
 HOW = ("reuse", "stamp", "pagefind", "shard_size")
 
 
@@ -93,13 +98,14 @@ def dest_path(src_uri: str, directory_urls: bool) -> str:
 @dataclass
 class Record:
     """What a build left for the next: per page (deps, body digest); per API file and shard, a
-    digest; per export document, its key and the entries it read (:func:`lakegen.exports.write_site`)."""
+    digest; the sha256 of the exports' record (:data:`EXPORTS_RECORD`)."""
 
     context: str
     pages: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     api: dict[str, str] = field(default_factory=dict)
     search: dict[str, str] = field(default_factory=dict)
-    exports: dict[str, list[Any]] = field(default_factory=dict)
+    exports: str = ""
+    """The sha256 of the exports' record this build wrote (:func:`save_exports`); "" for none."""
     site: str | None = None  # the whole site's key (LakegenPlugin.site_key): equal, nothing to build
     index: str = ""
     """The inputs digest of the index the site was built from: a rebuild from an index compiled
@@ -107,15 +113,15 @@ class Record:
     shared: str = ""
     """What every export document depended on (:func:`lakegen.exports.context`)."""
     others: list[str] = field(default_factory=list)
-    """The site's other files (the theme's, the whole-lake exports): with the above, every file the
-    site has, so a rebuild that patches the site in place knows which to remove."""
+    """The site's other files (the theme's, ``api/lake.json``): with the above and the exports'
+    record, every file the site has, so a rebuild that patches the site in place knows which to
+    remove."""
 
     def files(self, directory_urls: bool) -> set[str]:
-        """Every file of the site this record describes, relative to its root; a search shard is
-        one entry, its folder."""
+        """Every file of the site this record describes, relative to its root, but the exports
+        (:data:`EXPORTS`, which their own record describes); a search shard is one entry, its folder."""
         found = {dest_path(src, directory_urls) for src in self.pages}
         found.update(self.api, self.search, self.others)
-        found.update(f"api/exports/{doc}" for doc in self.exports)
         return found
 
 
@@ -153,13 +159,13 @@ def load(site: Path | None, context: str) -> Record | None:
         if data.get("context") != context:
             return None
         pages = {k: (v[0], v[1]) for k, v in data["pages"].items()}
-        exports = {k: list(v) for k, v in data["exports"].items()}
+        exports = data.get("exports")
         return Record(
             context,
             pages,
             dict(data["api"]),
             dict(data["search"]),
-            exports,
+            exports if isinstance(exports, str) else "",
             data.get("site"),
             str(data.get("index") or ""),
             str(data.get("shared") or ""),
@@ -223,13 +229,13 @@ def keep_digests(index: LakeIndex, previous: Record | None, view: LakeView) -> f
 
 
 def others(site: Path, record: Record, directory_urls: bool, unread: str) -> list[str]:
-    """The files in ``site`` that ``record`` does not already name (the theme's, the whole-lake
-    exports, ``api/lake.json``); the folder ``unread`` (the search index's) is not looked into."""
-    named = record.files(directory_urls) | {RECORD}
+    """The files in ``site`` that ``record`` does not already name (the theme's, ``api/lake.json``);
+    the folder ``unread`` (the search index's) and the exports' are not looked into."""
+    named = record.files(directory_urls) | {RECORD, EXPORTS_RECORD}
     top, found = str(site), []
     for folder, dirs, files in os.walk(top):
         rel = folder[len(top) + 1 :]
-        if rel == unread:
+        if rel in (unread, EXPORTS):
             dirs.clear()
             continue
         for name in files:
@@ -237,3 +243,25 @@ def others(site: Path, record: Record, directory_urls: bool, unread: str) -> lis
             if path not in named:
                 found.append(path)
     return sorted(found)
+
+
+def save_exports(site: Path, record: dict[str, list[Any]]) -> str:
+    """Write the exports' record into ``site``; its sha256, for the build's record to name it by."""
+    data = fastjson.compact(record)
+    (site / EXPORTS_RECORD).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_exports(site: Path | None, digest: str) -> dict[str, list[Any]] | None:
+    """The exports' record in ``site`` when it is the one of sha256 ``digest``; else None."""
+    if site is None or not digest:
+        return None
+    try:
+        data = (site / EXPORTS_RECORD).read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            return None
+        record = fastjson.loads(data)
+    except (OSError, ValueError):
+        return None
+    # written by save_exports, whose sha256 the site's record holds: its shape is the one written
+    return record if isinstance(record, dict) else None

@@ -360,28 +360,22 @@ class LakegenPlugin(BasePlugin[LakegenConfig]):
                 indexing = pool.submit(self._index, site, shards, previous)
             index = self._load_index()
             saved = saved_as(self.root, index)
+            self._record.api, linked = api.write(
+                index, self._view, site, self._reuse_dir, previous.api, saved, self.patching
+            )
             self._record.index, self._record.shared = index.inputs.digest, exports.context(index)
             # the exports' keys are kept too only when they share what every document depends on
             changed = self._changed if previous.shared == self._record.shared else None
-            self._record.api, self._record.exports, linked = api.write(
-                index,
-                self._view,
-                site,
-                self._reuse_dir,
-                previous.api,
-                saved,
-                previous.exports,
-                self.patching,
-                changed,
+            self._record.exports, exported, stale_exports = api.write_exports(
+                index, self._view, site, self._reuse_dir, previous.exports, self.patching, changed
             )
-            self.stats.update(api_linked=linked, post_s=time.perf_counter() - start)
+            self.stats.update(api_linked=linked + exported, post_s=time.perf_counter() - start)
             self._record.site = self.site_key(config, index)
             if search:
                 indexing.result()
         self._record.others = cache.others(site, self._record, config.use_directory_urls, searchindex.FOLDER)
         if self.patching:
-            use = config.use_directory_urls
-            self.stale = sorted(previous.files(use) - self._record.files(use))
+            self.stale = sorted((previous.files(use) - self._record.files(use)).union(stale_exports))
             self.replaced = [name for name in self._record.search if (site / name).is_dir()]
         cache.save(site, self._record)
 
