@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,13 +189,17 @@ class Renderer:
         yield _done(self.home(boards))
         for kind, folder in (("model", "models"), ("dataset", "datasets"), ("code", "code")):
             yield from self.listing(kind, folder)
+        # each dataset's boards, found once: a lake of 1,000 datasets has as many boards
+        on: dict[str, list[str]] = defaultdict(list)
+        for b in boards:
+            on[b.dataset].append(b.path)
         for entry in view.index.entries:
             path = view.path(entry.id) or ""
             if entry.kind == "model":
                 yield Job(path, functools.partial(self.model, entry.id), self.model_deps(entry.id))
             elif entry.kind == "dataset":
                 deps = [view.by_dataset.get(entry.id, []), view.derived.get(entry.id, [])]
-                deps.append([b.path for b in boards if b.dataset == entry.id])
+                deps.append(on.get(entry.id, []))
                 yield Job(path, functools.partial(self.dataset, entry.id, boards), self._deps(entry.id, deps))
             else:
                 deps = [view.by_code.get(entry.id, [])]
@@ -397,13 +401,16 @@ class Renderer:
         index = self.view.index
         cited = sorted({f.entry for f in index.findings if f.entry})
         payload = [
-            to_json(index.findings).decode(),
             [(c, self.view.kind(c)) for c in cited],
             len(index.entries),
             index.stages,
             index.generated_at,
         ]
-        return hashlib.sha256(fastjson.compact(payload)).hexdigest()
+        # the findings digested as pydantic dumps them, not copied into the payload as a string to
+        # escape again (every finding of the lake)
+        h = hashlib.sha256(to_json(index.findings))
+        h.update(b"\0" + fastjson.compact(payload))
+        return h.hexdigest()
 
     def governance(self) -> Page:
         findings = sorted(
