@@ -36,6 +36,8 @@ def save(index: LakeIndex, root: Path) -> Path:
     written = _save(index, root)
     if written is not None:
         _WRITTEN[os.path.abspath(root)] = written
+    else:
+        _WRITTEN.pop(os.path.abspath(root), None)
     return root / INDEX_FILE
 
 
@@ -60,6 +62,7 @@ def save_aside(index: LakeIndex, root: Path) -> None:
     :func:`settle` waits for it; :func:`saved_as` and :func:`save` settle first. Where no fork can
     be made, or the fork fails, the save is done here when settled."""
     settle(root)
+    _WRITTEN.pop(os.path.abspath(root), None)  # what an earlier save left is no longer there
     _SAVING[os.path.abspath(root)] = forked.start(functools.partial(_save, index, root))
 
 
@@ -71,6 +74,8 @@ def settle(root: Path) -> None:
         written = pending.result()
         if written is not None:
             _WRITTEN[key] = written
+        else:
+            _WRITTEN.pop(key, None)
 
 
 def _save(index: LakeIndex, root: Path) -> _Written | None:
