@@ -78,6 +78,8 @@ def compile_or_reuse(
     options = {"verify_artifacts": verify_artifacts}
     previous = recorded(root) if reuse else None
     trusted = Recorded(root, previous)
+    # taken before loading, so that an edit made meanwhile shows as stale
+    take = functools.partial(Inputs.take, root, [CATALOG_DIR], digests=trusted)
     if previous is not None and not run_evaluations:
         from lakegen.compile import delta
 
@@ -85,11 +87,11 @@ def compile_or_reuse(
         if delta.may_start_from(previous, options):
             # the snapshot (a stat of every file: 1.4 s at 100,000 models) in a fork while the
             # saved index, which a delta or a reuse starts from, is read here (2.6 s there)
-            taking = forked.start(functools.partial(Inputs.take, root, [CATALOG_DIR], digests=trusted))
+            taking = forked.start(take)
             before = delta.saved_index(root, previous, options)
             read = taking.result()
         else:
-            read = Inputs.take(root, [CATALOG_DIR], digests=trusted)
+            read = take()
         now = delta.as_before(root, read, previous, trusted)
         if now.digest == previous.recorded_digest:  # nothing it was compiled from changed
             kept = before if before is not None else delta.saved_index(root, previous, options)
@@ -104,8 +106,7 @@ def compile_or_reuse(
                 return index, False
         del before  # not held through a whole compile (1.5 GB at 100,000 models)
     else:
-        # taken before loading, so that an edit made meanwhile shows as stale
-        read = Inputs.take(root, [CATALOG_DIR], digests=trusted)
+        read = take()
     if isolate and engine == "local":
         # the whole compile in a fork that saves its index: its peak (the catalog, every
         # fingerprint, attribution's memo: 3.6 GB at 100,000 models) leaves with it, rather than

@@ -107,13 +107,7 @@ def delta_compile(
     """The index of the lake at ``root`` whose inputs are ``now`` (:func:`as_before`), made from the
     index the previous compile saved (whose inputs were ``previous``; ``before``: that index, when
     already read by :func:`saved_index`); None when this lake's change needs a full compile."""
-    if previous.index.get("options") != options:
-        return None
-    if (previous.version, previous.head, previous.index.get("code")) != (
-        now.version,
-        now.head,
-        code_digest(),
-    ):
+    if not may_start_from(previous, options) or (previous.head, previous.version) != (now.head, now.version):
         return None
     changed = _changed_manifests(now, previous)
     if not changed:

@@ -33,11 +33,7 @@ def save(index: LakeIndex, root: Path) -> Path:
     """Write ``index`` to ``.lakegen/lake.json``, and beside it the stat records of its inputs when
     the working tree still holds what it was compiled from (else the next reader compiles again)."""
     settle(root)  # a save begun aside must not land after this one
-    written = _save(index, root)
-    if written is not None:
-        _WRITTEN[os.path.abspath(root)] = written
-    else:
-        _WRITTEN.pop(os.path.abspath(root), None)
+    _note(root, _save(index, root))
     return root / INDEX_FILE
 
 
@@ -62,25 +58,28 @@ def save_aside(index: LakeIndex, root: Path) -> None:
     :func:`settle` waits for it; :func:`saved_as` and :func:`save` settle first. Where no fork can
     be made, or the fork fails, the save is done here when settled."""
     settle(root)
-    _WRITTEN.pop(os.path.abspath(root), None)  # what an earlier save left is no longer there
+    _note(root, None)  # what an earlier save left is about to be replaced
     _SAVING[os.path.abspath(root)] = forked.start(functools.partial(_save, index, root))
 
 
 def settle(root: Path) -> None:
     """Wait for the save :func:`save_aside` began for ``root``, if any (raising what it raised)."""
-    key = os.path.abspath(root)
-    pending = _SAVING.pop(key, None)
+    pending = _SAVING.pop(os.path.abspath(root), None)
     if pending is not None:
-        written = pending.result()
-        if written is not None:
-            _WRITTEN[key] = written
-        else:
-            _WRITTEN.pop(key, None)
+        _note(root, pending.result())
+
+
+def _note(root: Path, written: _Written | None) -> None:
+    """Keep what this process's last save of ``root`` wrote, for :func:`saved_as` (None: nothing)."""
+    if written is None:
+        _WRITTEN.pop(os.path.abspath(root), None)
+    else:
+        _WRITTEN[os.path.abspath(root)] = written
 
 
 def _save(index: LakeIndex, root: Path) -> _Written | None:
-    """:func:`save`; what it wrote when it recorded the inputs too (the index is current)."""
-    _WRITTEN.pop(os.path.abspath(root), None)
+    """:func:`save`, in this process or a fork (so it keeps no state here); what it wrote when it
+    recorded the inputs too (the index is current)."""
     path = root / INDEX_FILE
     # serialised by pydantic itself, as bytes: a tenth of the time of model_dump and json.dumps
     pieces = index_pieces(index)
@@ -196,8 +195,9 @@ def saved(root: Path) -> Saved | None:
 
 
 def saved_as(root: Path, index: LakeIndex) -> Path | None:
-    """``.lakegen/lake.json`` when it holds ``index`` (as its inputs record says: the same inputs,
-    compiled at the same time); else None. A copy of it costs a link, not a dump of the index."""
+    """``.lakegen/lake.json`` when it holds ``index`` (as this process's save of that very file, or
+    else its inputs record, says: the same inputs, compiled at the same time); else None. A copy of
+    it costs a link, not a dump of the index."""
     settle(root)
     path = root / INDEX_FILE
     written = _WRITTEN.get(os.path.abspath(root))
